@@ -1,0 +1,197 @@
+import type { DType, Tensor } from './tensor.js';
+
+/**
+ * The backend interface: every op the model, the engine and the trainers use.
+ *
+ * The CPU backend (pure TypeScript) is the definition of each op; the CUDA backend must match it
+ * within stated tolerances. Conventions:
+ *  - shapes are row-major; `[B, T, ...]` is batch of rows × time;
+ *  - host-side index data (token ids, positions, segment ids, slots, block tables) is passed as
+ *    Int32Array; a backend uploads it if it needs to;
+ *  - backward ops return fresh gradients for their inputs; gradients of parameters that a layer
+ *    owns are added (accumulated) into the layer's grad tensors by the layer itself, except where an
+ *    op says it accumulates (`embeddingBackward`, `matmul` with `accumulateInto`);
+ *  - `segments` (optional, [B*T]) marks packed rows: position t only sees earlier positions of its
+ *    row with the same segment id; conv and scan state reset where the id changes.
+ */
+export interface Backend {
+  readonly name: string;
+
+  // ---------- memory ----------
+  /** new tensor holding `data` (converted to f32 compute values, rounded to `dtype` storage) */
+  fromArray(data: ArrayLike<number>, shape: readonly number[], dtype?: DType): Tensor;
+  zeros(shape: readonly number[], dtype?: DType): Tensor;
+  /** copy out to the host as f32 */
+  read(t: Tensor): Float32Array;
+  /** overwrite the whole tensor from host f32 data (rounded to its dtype) */
+  write(t: Tensor, data: ArrayLike<number>): void;
+  /** a view with another shape of the same size, sharing storage */
+  reshape(t: Tensor, shape: readonly number[]): Tensor;
+  copy(t: Tensor): Tensor;
+  /** same values rounded to another storage dtype */
+  cast(t: Tensor, dtype: DType): Tensor;
+
+  // ---------- elementwise ----------
+  /** a + b (same shape) */
+  add(a: Tensor, b: Tensor): Tensor;
+  /** dst += alpha * src (same size) */
+  addInPlace(dst: Tensor, src: Tensor, alpha?: number): void;
+  scaleInPlace(t: Tensor, s: number): void;
+  fill(t: Tensor, value: number): void;
+  /** sum of squares of all elements (for gradient norms) */
+  sumSquares(t: Tensor): number;
+
+  // ---------- layout ----------
+  /** split the last dimension into pieces of the given widths (copies) */
+  splitLastDim(t: Tensor, sizes: readonly number[]): Tensor[];
+  /** concatenate along the last dimension (all leading dims equal) */
+  concatLastDim(ts: readonly Tensor[]): Tensor;
+  /**
+   * Repeat groups along the last dimension: input [..., S*width] → output [..., S*repeat*width],
+   * output group g reads input group ⌊g/repeat⌋ (the M1 x/B expansion from d_xb to d_inner).
+   */
+  repeatGroups(x: Tensor, width: number, repeat: number): Tensor;
+  /** gradient of repeatGroups: sums the `repeat` copies back into each source group */
+  repeatGroupsBackward(dy: Tensor, width: number, repeat: number): Tensor;
+
+  // ---------- matmul ----------
+  /**
+   * 2-D matmul over the flattened leading dims: a is viewed as [M, K] (or [K, M] with transA),
+   * b as [K, N] (or [N, K] with transB). Result [M, N], reshaped to a's leading dims + [N] when
+   * !transA. With `accumulateInto`, the product is added to that tensor and it is returned.
+   * A linear layer is y = matmul(x, W, {transB: true}); dx = matmul(dy, W); dW += matmul(dy, x, {transA: true}).
+   */
+  matmul(a: Tensor, b: Tensor, opts?: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor }): Tensor;
+
+  // ---------- embedding / norms / MLP ----------
+  /** rows of table [V, D] → [n, D] */
+  embedding(table: Tensor, ids: Int32Array): Tensor;
+  /** dTable[ids[i]] += dy[i] (accumulates) */
+  embeddingBackward(dTable: Tensor, ids: Int32Array, dy: Tensor): void;
+  /** y = x / sqrt(mean(x²) + eps) * w over the last dim; rstd [rows] is kept for backward */
+  rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor };
+  rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor };
+  /** silu(gate) * up */
+  swiglu(gate: Tensor, up: Tensor): Tensor;
+  swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor };
+
+  // ---------- attention ----------
+  /**
+   * Rotate-half RoPE on x [n, H, Dh] with positions [n]: pairs (i, i+Dh/2) rotated by
+   * positions[t] * invFreq[i]. `inverse` rotates by the negative angle (the backward).
+   */
+  rope(x: Tensor, positions: Int32Array, invFreq: Float32Array, inverse?: boolean): Tensor;
+  /**
+   * Causal GQA attention. q [B, T, Hq, Dh], k/v [B, T, Hkv, Dh]; q head h uses kv head ⌊h/(Hq/Hkv)⌋.
+   * Returns out [B, T, Hq, Dh] and lse [B, Hq, T] (log-sum-exp of the scaled scores, for backward).
+   */
+  attention(q: Tensor, k: Tensor, v: Tensor, opts: { scale: number; segments?: Int32Array }): { out: Tensor; lse: Tensor };
+  attentionBackward(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+    opts: { scale: number; segments?: Int32Array },
+  ): { dq: Tensor; dk: Tensor; dv: Tensor };
+  /**
+   * Write k/v [n, Hkv, Dh] into paged caches [numBlocks, blockSize, Hkv, Dh] at flat slots
+   * slotMapping[i] = block * blockSize + offset.
+   */
+  kvCacheWrite(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, slotMapping: Int32Array): void;
+  /**
+   * One query token per sequence against its paged cache: q [n, Hq, Dh]; sequence i holds
+   * seqLens[i] tokens in blocks blockTables[i*maxBlocks ...]. Returns [n, Hq, Dh].
+   */
+  pagedAttentionDecode(
+    q: Tensor, kCache: Tensor, vCache: Tensor,
+    blockTables: Int32Array, maxBlocks: number, seqLens: Int32Array, scale: number,
+  ): Tensor;
+
+  // ---------- Mamba ----------
+  /**
+   * Causal depthwise conv over time, zero left padding per row (and per segment): x [B, T, C],
+   * w [C, K], bias [C] → [B, T, C], SiLU applied when `silu`.
+   * With `stateOut`, the last K-1 inputs of row b (zero-padded when T < K-1) are written to
+   * convState [S, C, K-1] at slot slots[b] (prefill → decode hand-over).
+   */
+  causalConv1d(
+    x: Tensor, w: Tensor, bias: Tensor | null,
+    opts: { silu: boolean; segments?: Int32Array; stateOut?: { convState: Tensor; slots: Int32Array } },
+  ): Tensor;
+  causalConv1dBackward(
+    dy: Tensor, x: Tensor, w: Tensor, bias: Tensor | null,
+    opts: { silu: boolean; segments?: Int32Array },
+  ): { dx: Tensor; dw: Tensor; dbias: Tensor | null };
+  /**
+   * One token per sequence: x [n, C]; convState [S, C, K-1] rows slots[i] hold the previous K-1
+   * inputs (oldest first) and are shifted in place. Returns [n, C].
+   */
+  causalConv1dStep(x: Tensor, convState: Tensor, slots: Int32Array, w: Tensor, bias: Tensor | null, silu: boolean): Tensor;
+
+  /**
+   * M1 Mamba-1 selective scan (grouped B/C). Shapes: x, delta, z [B, T, Di]; A [Di, N];
+   * Bm, Cm [B, T, G, N] with channel c using group ⌊c/(Di/G)⌋; D, deltaBias [Di].
+   *   Δ = softplus(delta + deltaBias)   (threshold 20; `delta` already holds W_dt·δ + b_dt)
+   *   h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t B_t x_t ;  y_t = C_t·h_t + D x_t ;  y_t *= silu(z_t) when z
+   * State resets at row start and segment changes. With `stateOut`, the final state of row b is
+   * written to ssmState [S, Di, N] at slot slots[b].
+   */
+  selectiveScan(args: SelectiveScanArgs): Tensor;
+  selectiveScanBackward(dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads;
+  /** one token: x, delta, z [n, Di], Bm, Cm [n, G, N]; ssmState [S, Di, N] updated in place at slots */
+  selectiveScanStep(args: SelectiveScanStepArgs): Tensor;
+
+  /**
+   * Mamba-2 SSD scan (scalar decay per head), computed in chunks of `chunkSize`.
+   * x [B, T, H, P]; dt [B, T, H] (pre-softplus); A [H] (negative); Bm, Cm [B, T, G, N], head h uses
+   * group ⌊h/(H/G)⌋; D, dtBias [H].
+   *   Δ = softplus(dt + dtBias); H_t = exp(Δ_t A) H_{t−1} + Δ_t x_t B_tᵀ ; y_t = H_t C_t + D x_t
+   * Returns y [B, T, H, P] (ungated). `stateOut` writes the final [H, P, N] state per row.
+   */
+  ssdScan(args: SsdScanArgs): Tensor;
+  ssdScanBackward(dy: Tensor, args: SsdScanArgs): SsdScanGrads;
+  /** one token: x [n, H, P], dt [n, H], Bm, Cm [n, G, N]; ssmState [S, H, P, N] updated at slots */
+  ssdScanStep(args: SsdScanStepArgs): Tensor;
+  /**
+   * Gated RMSNorm (norm_before_gate = false): g = y ⊙ silu(z); out = g / rms_group(g) ⊙ w, where the
+   * RMS is taken over groups of `groupSize` along the last dim.
+   */
+  gatedRmsNorm(y: Tensor, z: Tensor, w: Tensor, groupSize: number, eps: number): Tensor;
+  gatedRmsNormBackward(dout: Tensor, y: Tensor, z: Tensor, w: Tensor, groupSize: number, eps: number): { dy: Tensor; dz: Tensor; dw: Tensor };
+
+  // ---------- logits ----------
+  /** log-softmax over the last dim */
+  logSoftmax(logits: Tensor): Tensor;
+  /** log p(targets[i]) under row i of logits [n, V] (f32 on the host) */
+  gatherLogprobs(logits: Tensor, targets: Int32Array): Float32Array;
+  /**
+   * Mean cross-entropy over rows with mask[i] != 0 (all rows when no mask) and its gradient
+   * dlogits = (softmax − onehot) / count on those rows.
+   */
+  crossEntropy(logits: Tensor, targets: Int32Array, mask?: Uint8Array): { loss: number; dlogits: Tensor };
+}
+
+export interface SelectiveScanArgs {
+  x: Tensor; delta: Tensor; A: Tensor; Bm: Tensor; Cm: Tensor; D: Tensor | null; z: Tensor | null;
+  deltaBias: Tensor | null;
+  segments?: Int32Array;
+  stateOut?: { ssmState: Tensor; slots: Int32Array };
+}
+export interface SelectiveScanGrads {
+  dx: Tensor; ddelta: Tensor; dA: Tensor; dBm: Tensor; dCm: Tensor;
+  dD: Tensor | null; dz: Tensor | null; dDeltaBias: Tensor | null;
+}
+export interface SelectiveScanStepArgs {
+  x: Tensor; delta: Tensor; A: Tensor; Bm: Tensor; Cm: Tensor; D: Tensor | null; z: Tensor | null;
+  deltaBias: Tensor | null; ssmState: Tensor; slots: Int32Array;
+}
+export interface SsdScanArgs {
+  x: Tensor; dt: Tensor; A: Tensor; Bm: Tensor; Cm: Tensor; D: Tensor | null; dtBias: Tensor | null;
+  chunkSize: number;
+  segments?: Int32Array;
+  stateOut?: { ssmState: Tensor; slots: Int32Array };
+}
+export interface SsdScanGrads {
+  dx: Tensor; ddt: Tensor; dA: Tensor; dBm: Tensor; dCm: Tensor; dD: Tensor | null; dDtBias: Tensor | null;
+}
+export interface SsdScanStepArgs {
+  x: Tensor; dt: Tensor; A: Tensor; Bm: Tensor; Cm: Tensor; D: Tensor | null; dtBias: Tensor | null;
+  ssmState: Tensor; slots: Int32Array;
+}

@@ -1,0 +1,226 @@
+import type {
+  Backend, SelectiveScanArgs, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
+} from '../backend.js';
+import { roundToDType } from '../dtype.js';
+import { shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
+import * as attn from './attention.js';
+import * as basic from './basic.js';
+import * as conv from './conv.js';
+import { matmulGeneral } from './matmul.js';
+import * as scan from './selective-scan.js';
+import * as ssd from './ssd.js';
+import { CpuTensor, dataOf } from './tensor.js';
+
+/** The reference backend: pure TypeScript, f32 compute. */
+export class CpuBackend implements Backend {
+  readonly name = 'cpu';
+
+  /** wrap an f32 array (taken, not copied) as a tensor */
+  wrap(data: Float32Array, shape: readonly number[], dtype: DType = 'f32'): CpuTensor {
+    return new CpuTensor(this, data, shape, dtype);
+  }
+
+  fromArray(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    const n = shapeSize(shape);
+    if (data.length !== n) throw new Error(`fromArray: ${data.length} values for shape ${shapeString(shape)} (${n} elements)`);
+    const a = Float32Array.from(data);
+    roundToDType(a, dtype);
+    return this.wrap(a, shape, dtype);
+  }
+  zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    return this.wrap(new Float32Array(shapeSize(shape)), shape, dtype);
+  }
+  read(t: Tensor): Float32Array {
+    return dataOf(t).slice();
+  }
+  write(t: Tensor, data: ArrayLike<number>): void {
+    const d = dataOf(t);
+    if (data.length !== d.length) throw new Error(`write: ${data.length} values into a tensor of ${d.length}`);
+    d.set(data);
+    roundToDType(d, t.dtype);
+  }
+  reshape(t: Tensor, shape: readonly number[]): Tensor {
+    if (shapeSize(shape) !== t.size) throw new Error(`reshape: cannot view ${shapeString(t.shape)} as ${shapeString(shape)}`);
+    return this.wrap(dataOf(t), shape, t.dtype);
+  }
+  copy(t: Tensor): Tensor {
+    return this.wrap(dataOf(t).slice(), t.shape, t.dtype);
+  }
+  cast(t: Tensor, dtype: DType): Tensor {
+    const a = dataOf(t).slice();
+    roundToDType(a, dtype);
+    return this.wrap(a, t.shape, dtype);
+  }
+
+  add(a: Tensor, b: Tensor): Tensor {
+    const x = dataOf(a), y = dataOf(b);
+    if (x.length !== y.length) throw new Error(`add: shapes ${shapeString(a.shape)} and ${shapeString(b.shape)} differ`);
+    const out = new Float32Array(x.length);
+    for (let i = 0; i < x.length; i++) out[i] = x[i]! + y[i]!;
+    return this.wrap(out, a.shape);
+  }
+  addInPlace(dst: Tensor, src: Tensor, alpha = 1): void {
+    const x = dataOf(dst), y = dataOf(src);
+    if (x.length !== y.length) throw new Error(`addInPlace: shapes ${shapeString(dst.shape)} and ${shapeString(src.shape)} differ`);
+    if (alpha === 1) for (let i = 0; i < x.length; i++) x[i]! += y[i]!;
+    else for (let i = 0; i < x.length; i++) x[i]! += alpha * y[i]!;
+  }
+  scaleInPlace(t: Tensor, s: number): void {
+    const x = dataOf(t);
+    for (let i = 0; i < x.length; i++) x[i]! *= s;
+  }
+  fill(t: Tensor, value: number): void {
+    dataOf(t).fill(value);
+  }
+  sumSquares(t: Tensor): number {
+    const x = dataOf(t);
+    let s = 0;
+    for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
+    return s;
+  }
+
+  splitLastDim(t: Tensor, sizes: readonly number[]): Tensor[] {
+    const lead = t.shape.slice(0, -1);
+    return basic.splitLastDim(dataOf(t), basic.lastDim(t), sizes).map((d, i) => this.wrap(d, [...lead, sizes[i]!]));
+  }
+  concatLastDim(ts: readonly Tensor[]): Tensor {
+    if (ts.length === 0) throw new Error('concatLastDim: no tensors');
+    const lead = ts[0]!.shape.slice(0, -1);
+    const rows = shapeSize(lead);
+    for (const t of ts) {
+      if (shapeSize(t.shape.slice(0, -1)) !== rows) throw new Error(`concatLastDim: leading shapes differ (${ts.map((x) => shapeString(x.shape)).join(', ')})`);
+    }
+    const widths = ts.map((t) => basic.lastDim(t));
+    return this.wrap(basic.concatLastDim(ts.map(dataOf), widths, rows), [...lead, widths.reduce((s, w) => s + w, 0)]);
+  }
+  repeatGroups(x: Tensor, width: number, repeat: number): Tensor {
+    const d = basic.lastDim(x);
+    return this.wrap(basic.repeatGroups(dataOf(x), d, width, repeat), [...x.shape.slice(0, -1), d * repeat]);
+  }
+  repeatGroupsBackward(dy: Tensor, width: number, repeat: number): Tensor {
+    const d = basic.lastDim(dy);
+    return this.wrap(basic.repeatGroupsBackward(dataOf(dy), d, width, repeat), [...dy.shape.slice(0, -1), d / repeat]);
+  }
+
+  matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor } = {}): Tensor {
+    const aCols = basic.lastDim(a), aRows = a.size / aCols;
+    if (b.shape.length !== 2) throw new Error(`matmul: b must be 2-D, got ${shapeString(b.shape)}`);
+    const [bRows, bCols] = b.shape as [number, number];
+    const transA = opts.transA ?? false, transB = opts.transB ?? false;
+    const M = transA ? aCols : aRows;
+    const N = transB ? bRows : bCols;
+    const K = transA ? aRows : aCols;
+    const Kb = transB ? bCols : bRows;
+    if (K !== Kb) {
+      throw new Error(`matmul: inner dimensions differ: a ${shapeString(a.shape)}${transA ? 'ᵀ' : ''} · b ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}`);
+    }
+    const outShape = transA ? [M, N] : [...a.shape.slice(0, -1), N];
+    let out: Float32Array;
+    if (opts.accumulateInto) {
+      if (opts.accumulateInto.size !== M * N) throw new Error(`matmul: accumulateInto has shape ${shapeString(opts.accumulateInto.shape)}, product is [${M}, ${N}]`);
+      out = dataOf(opts.accumulateInto);
+    } else out = new Float32Array(M * N);
+    matmulGeneral(dataOf(a), aRows, aCols, transA, dataOf(b), bRows, bCols, transB, out, !!opts.accumulateInto);
+    return opts.accumulateInto ?? this.wrap(out, outShape);
+  }
+
+  embedding(table: Tensor, ids: Int32Array): Tensor {
+    const [V, D] = table.shape as [number, number];
+    return this.wrap(basic.embedding(dataOf(table), V, D, ids), [ids.length, D]);
+  }
+  embeddingBackward(dTable: Tensor, ids: Int32Array, dy: Tensor): void {
+    basic.embeddingBackward(dataOf(dTable), dTable.shape[1]!, ids, dataOf(dy));
+  }
+  rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor } {
+    const D = basic.lastDim(x);
+    if (w.size !== D) throw new Error(`rmsNorm: weight has ${w.size} elements, input last dim is ${D}`);
+    const r = basic.rmsNorm(dataOf(x), dataOf(w), D, eps);
+    return { y: this.wrap(r.y, x.shape), rstd: this.wrap(r.rstd, [x.size / D]) };
+  }
+  rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor } {
+    const D = basic.lastDim(x);
+    const r = basic.rmsNormBackward(dataOf(dy), dataOf(x), dataOf(w), dataOf(rstd), D);
+    return { dx: this.wrap(r.dx, x.shape), dw: this.wrap(r.dw, [D]) };
+  }
+  swiglu(gate: Tensor, up: Tensor): Tensor {
+    if (gate.size !== up.size) throw new Error(`swiglu: gate ${shapeString(gate.shape)} and up ${shapeString(up.shape)} differ`);
+    return this.wrap(basic.swiglu(dataOf(gate), dataOf(up)), gate.shape);
+  }
+  swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor } {
+    const r = basic.swigluBackward(dataOf(dh), dataOf(gate), dataOf(up));
+    return { dGate: this.wrap(r.dGate, gate.shape), dUp: this.wrap(r.dUp, up.shape) };
+  }
+
+  rope(x: Tensor, positions: Int32Array, invFreq: Float32Array, inverse = false): Tensor {
+    return attn.rope(this, x, positions, invFreq, inverse);
+  }
+  attention(q: Tensor, k: Tensor, v: Tensor, opts: { scale: number; segments?: Int32Array }): { out: Tensor; lse: Tensor } {
+    return attn.attention(this, q, k, v, opts);
+  }
+  attentionBackward(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, opts: { scale: number; segments?: Int32Array },
+  ): { dq: Tensor; dk: Tensor; dv: Tensor } {
+    return attn.attentionBackward(this, dout, q, k, v, out, lse, opts);
+  }
+  kvCacheWrite(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, slotMapping: Int32Array): void {
+    attn.kvCacheWrite(this, kCache, vCache, k, v, slotMapping);
+  }
+  pagedAttentionDecode(
+    q: Tensor, kCache: Tensor, vCache: Tensor, blockTables: Int32Array, maxBlocks: number, seqLens: Int32Array, scale: number,
+  ): Tensor {
+    return attn.pagedAttentionDecode(this, q, kCache, vCache, blockTables, maxBlocks, seqLens, scale);
+  }
+
+  causalConv1d(
+    x: Tensor, w: Tensor, bias: Tensor | null,
+    opts: { silu: boolean; segments?: Int32Array; stateOut?: { convState: Tensor; slots: Int32Array } },
+  ): Tensor {
+    return conv.causalConv1d(this, x, w, bias, opts);
+  }
+  causalConv1dBackward(
+    dy: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, opts: { silu: boolean; segments?: Int32Array },
+  ): { dx: Tensor; dw: Tensor; dbias: Tensor | null } {
+    return conv.causalConv1dBackward(this, dy, x, w, bias, opts);
+  }
+  causalConv1dStep(x: Tensor, convState: Tensor, slots: Int32Array, w: Tensor, bias: Tensor | null, silu: boolean): Tensor {
+    return conv.causalConv1dStep(this, x, convState, slots, w, bias, silu);
+  }
+
+  selectiveScan(args: SelectiveScanArgs): Tensor {
+    return scan.selectiveScan(this, args);
+  }
+  selectiveScanBackward(dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads {
+    return scan.selectiveScanBackward(this, dy, args);
+  }
+  selectiveScanStep(args: SelectiveScanStepArgs): Tensor {
+    return scan.selectiveScanStep(this, args);
+  }
+  ssdScan(args: SsdScanArgs): Tensor {
+    return ssd.ssdScan(this, args);
+  }
+  ssdScanBackward(dy: Tensor, args: SsdScanArgs): SsdScanGrads {
+    return ssd.ssdScanBackward(this, dy, args);
+  }
+  ssdScanStep(args: SsdScanStepArgs): Tensor {
+    return ssd.ssdScanStep(this, args);
+  }
+  gatedRmsNorm(y: Tensor, z: Tensor, w: Tensor, groupSize: number, eps: number): Tensor {
+    return ssd.gatedRmsNorm(this, y, z, w, groupSize, eps);
+  }
+  gatedRmsNormBackward(dout: Tensor, y: Tensor, z: Tensor, w: Tensor, groupSize: number, eps: number): { dy: Tensor; dz: Tensor; dw: Tensor } {
+    return ssd.gatedRmsNormBackward(this, dout, y, z, w, groupSize, eps);
+  }
+
+  logSoftmax(logits: Tensor): Tensor {
+    return this.wrap(basic.logSoftmax(dataOf(logits), basic.lastDim(logits)), logits.shape);
+  }
+  gatherLogprobs(logits: Tensor, targets: Int32Array): Float32Array {
+    return basic.gatherLogprobs(dataOf(logits), basic.lastDim(logits), targets);
+  }
+  crossEntropy(logits: Tensor, targets: Int32Array, mask?: Uint8Array): { loss: number; dlogits: Tensor } {
+    const r = basic.crossEntropy(dataOf(logits), basic.lastDim(logits), targets, mask);
+    return { loss: r.loss, dlogits: this.wrap(r.dlogits, logits.shape) };
+  }
+}
+
+export { CpuTensor, dataOf };

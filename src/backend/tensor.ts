@@ -1,0 +1,43 @@
+import type { Backend } from './backend.js';
+
+/** Storage dtypes. Compute is always f32; bf16/f16 are how weights live on disk (and on the GPU). */
+export type DType = 'f32' | 'bf16' | 'f16';
+
+/**
+ * A tensor is an opaque handle owned by one backend. Shapes are row-major, last dimension fastest.
+ * The CPU backend keeps an f32 array; the CUDA backend keeps a device pointer. Code above the backend
+ * layer never touches the storage directly: it calls backend ops, or `backend.read()` to copy out.
+ */
+export interface Tensor {
+  readonly shape: readonly number[];
+  /** number of elements */
+  readonly size: number;
+  /** storage dtype (what the tensor is saved as); compute is f32 */
+  readonly dtype: DType;
+  readonly backend: Backend;
+  /** release the storage now; using the tensor afterwards throws */
+  dispose(): void;
+}
+
+export function shapeSize(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new Error(`invalid dimension ${d} in shape [${shape.join(', ')}]`);
+    n *= d;
+  }
+  return n;
+}
+
+export function shapeString(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export function assertShape(t: Tensor, shape: readonly number[], what: string): void {
+  if (!sameShape(t.shape, shape)) {
+    throw new Error(`${what}: expected shape ${shapeString(shape)}, got ${shapeString(t.shape)}`);
+  }
+}

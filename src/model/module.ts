@@ -1,0 +1,114 @@
+import type { Backend } from '../backend/backend.js';
+import type { Tensor } from '../backend/tensor.js';
+
+/**
+ * A trainable tensor. `grad` is allocated lazily by `ensureGrad` and accumulated into by backward.
+ * `decay` says whether AdamW's weight decay applies (not on norms, A_log, D, biases).
+ */
+export class Param {
+  grad: Tensor | null = null;
+  constructor(public value: Tensor, readonly decay: boolean) {}
+
+  ensureGrad(be: Backend): Tensor {
+    if (this.grad === null) this.grad = be.zeros(this.value.shape);
+    return this.grad;
+  }
+  /** grad += g */
+  accumulate(be: Backend, g: Tensor): void {
+    be.addInPlace(this.ensureGrad(be), g);
+  }
+}
+
+/** Named parameters, keyed by the suffix of their checkpoint key (e.g. `in_proj.weight`). */
+export type ParamList = Array<[string, Param]>;
+
+export function prefixed(prefix: string, list: ParamList): ParamList {
+  return list.map(([k, p]) => [`${prefix}${k}`, p]);
+}
+
+/**
+ * How the tokens of a forward call are laid out: B rows of T tokens each, row-major.
+ * `positions` [B*T] feed RoPE; `segments` [B*T] (optional) mark packed sequences inside a row:
+ * attention, conv and scan state do not cross a change of segment id.
+ */
+export interface SeqInfo {
+  B: number;
+  T: number;
+  positions: Int32Array;
+  segments?: Int32Array;
+}
+
+/** positions 0..T-1 for every row, no segments */
+export function plainSeqInfo(B: number, T: number): SeqInfo {
+  const positions = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) positions[b * T + t] = t;
+  return { B, T, positions };
+}
+
+/**
+ * Per-layer decode state, in pools shared by all sequences: a sequence owns state slot `s` (rows s of
+ * the Mamba state tensors) and a list of KV blocks (for attention layers).
+ */
+export type LayerState =
+  | { kind: 'attention'; kCache: Tensor; vCache: Tensor } // [numBlocks, blockSize, Hkv, Dh] each
+  | { kind: 'mamba1'; convState: Tensor; ssmState: Tensor } // [S, Di, K-1], [S, Di, N]
+  | { kind: 'mamba2'; convState: Tensor; ssmState: Tensor }; // [S, Cxbc, K-1], [S, H, P, N]
+
+export interface StatePoolSizes {
+  slots: number;
+  kvBlocks: number;
+  blockSize: number;
+}
+
+/**
+ * Where a prefill writes the state it leaves behind: row b of the forward goes to state slot
+ * `slots[b]`; token i (row-major over [B, T]) has its K/V written to flat KV slot `slotMapping[i]`
+ * (= block * blockSize + offset).
+ */
+export interface StateWrite {
+  slots: Int32Array;
+  slotMapping: Int32Array;
+}
+
+/**
+ * One decode step for n sequences: sequence i uses state slot slots[i], its new token sits at
+ * positions[i] and its K/V go to KV slot slotMapping[i]; after the write it holds seqLens[i] tokens in
+ * blocks blockTables[i*maxBlocks ... i*maxBlocks + maxBlocks).
+ */
+export interface DecodeInfo {
+  n: number;
+  slots: Int32Array;
+  positions: Int32Array;
+  slotMapping: Int32Array;
+  blockTables: Int32Array;
+  maxBlocks: number;
+  seqLens: Int32Array;
+}
+
+/**
+ * A sequence mixer (attention, M1 Mamba-1, Mamba-2). Input and output [B, T, D] in the parallel form,
+ * [n, D] in the step form. `saved` is whatever backward needs; it is opaque to callers.
+ */
+export interface Mixer {
+  readonly kind: 'attention' | 'mamba1' | 'mamba2';
+  params(): ParamList;
+  forward(u: Tensor, seq: SeqInfo, opts: { needBackward: boolean; state?: LayerState; stateWrite?: StateWrite }): { y: Tensor; saved: unknown };
+  backward(dy: Tensor, saved: unknown): Tensor;
+  allocateState(sizes: StatePoolSizes): LayerState;
+  step(u: Tensor, state: LayerState, info: DecodeInfo): Tensor;
+}
+
+/** Linear y = x Wᵀ (no bias); W [out, in] as in PyTorch. */
+export function linearForward(be: Backend, x: Tensor, w: Tensor): Tensor {
+  return be.matmul(x, w, { transB: true });
+}
+
+/** backward of y = x Wᵀ: returns dx, accumulates dW into the param's grad */
+export function linearBackward(be: Backend, dy: Tensor, x: Tensor, w: Param): Tensor {
+  const dOut = dy.shape[dy.shape.length - 1]!;
+  const dIn = x.shape[x.shape.length - 1]!;
+  const dy2 = be.reshape(dy, [dy.size / dOut, dOut]);
+  const x2 = be.reshape(x, [x.size / dIn, dIn]);
+  be.matmul(dy2, x2, { transA: true, accumulateInto: w.ensureGrad(be) });
+  return be.matmul(dy, w.value);
+}
