@@ -112,3 +112,24 @@ export function linearBackward(be: Backend, dy: Tensor, x: Tensor, w: Param): Te
   be.matmul(dy2, x2, { transA: true, accumulateInto: w.ensureGrad(be) });
   return be.matmul(dy, w.value);
 }
+
+/**
+ * What a parameter is before it has a value: its checkpoint key (relative to the layer), shape,
+ * whether weight decay applies, and how the reference implementation initialises it. Model
+ * initialisation goes spec by spec, so an `m1 init` of a 3B shape streams tensors to disk without
+ * ever building the model.
+ */
+export interface ParamSpec {
+  key: string;
+  shape: number[];
+  decay: boolean;
+  /** storage dtype the reference keeps it in when the model is bf16 (A_log/D stay f32) */
+  keepF32?: boolean;
+  init: (rng: import('../util/rng.js').Rng) => Float32Array;
+}
+
+/**
+ * Where a layer gets its weights: the tensor for a key relative to the layer. Implementations check
+ * the shape and throw a CheckpointError naming the full key when it is missing or wrong.
+ */
+export type WeightSource = (key: string, shape: readonly number[]) => Tensor;
