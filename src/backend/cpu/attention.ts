@@ -1,29 +1,302 @@
 // RoPE, causal GQA attention (forward/backward), paged KV cache write and decode attention.
-import type { Tensor } from '../tensor.js';
+//
+// Loop order: attention works per (row b, kv head g). The K and V rows of that head are gathered
+// once into contiguous [T, Dh] panels, then every q head of the group streams its queries past
+// them, so the inner dot products read contiguous memory instead of striding over Hkv·Dh.
+import { roundToDType } from '../dtype.js';
+import { shapeString, type Tensor } from '../tensor.js';
+import { dataOf } from './tensor.js';
 import type { CpuBackend } from './index.js';
 
+function lastTwoDims(t: Tensor, what: string): [number, number] {
+  const r = t.shape.length;
+  if (r < 2) throw new Error(`${what}: expected at least [H, Dh], got shape ${shapeString(t.shape)}`);
+  return [t.shape[r - 2]!, t.shape[r - 1]!];
+}
+
+function check4d(t: Tensor, what: string): [number, number, number, number] {
+  if (t.shape.length !== 4) throw new Error(`${what}: expected shape [B, T, H, Dh], got ${shapeString(t.shape)}`);
+  return t.shape as unknown as [number, number, number, number];
+}
+
+/**
+ * Rotate-half RoPE. x [..., H, Dh] is viewed as [n, H, Dh] with n = positions.length. The angle is
+ * rounded to f32 the way an fp32 `positions × inv_freq` product is (PyTorch/HF), then cos/sin are
+ * taken in f64.
+ */
 export function rope(be: CpuBackend, x: Tensor, positions: Int32Array, invFreq: Float32Array, inverse: boolean): Tensor {
-  throw new Error('rope: not implemented yet');
+  const [H, Dh] = lastTwoDims(x, 'rope: x');
+  if (Dh % 2 !== 0) throw new Error(`rope: head dim ${Dh} of x ${shapeString(x.shape)} must be even`);
+  const half = Dh / 2;
+  if (invFreq.length !== half) throw new Error(`rope: invFreq has ${invFreq.length} values, head dim ${Dh} needs ${half}`);
+  const n = x.size / (H * Dh);
+  if (positions.length !== n) throw new Error(`rope: positions has ${positions.length} entries, x ${shapeString(x.shape)} has ${n} tokens`);
+  const src = dataOf(x);
+  const out = new Float32Array(src.length);
+  const cos = new Float64Array(half), sin = new Float64Array(half);
+  const sign = inverse ? -1 : 1;
+  for (let t = 0; t < n; t++) {
+    const pos = positions[t]!;
+    for (let i = 0; i < half; i++) {
+      const angle = Math.fround(pos * invFreq[i]!);
+      cos[i] = Math.cos(angle);
+      sin[i] = sign * Math.sin(angle);
+    }
+    for (let h = 0; h < H; h++) {
+      const o = (t * H + h) * Dh;
+      for (let i = 0; i < half; i++) {
+        const a = src[o + i]!, b = src[o + i + half]!;
+        out[o + i] = a * cos[i]! - b * sin[i]!;
+        out[o + i + half] = b * cos[i]! + a * sin[i]!;
+      }
+    }
+  }
+  return be.wrap(out, x.shape);
+}
+
+interface AttnDims { B: number; T: number; Hq: number; Hkv: number; Dh: number; group: number }
+
+function attentionDims(q: Tensor, k: Tensor, v: Tensor, segments: Int32Array | undefined, op: string): AttnDims {
+  const [B, T, Hq, Dh] = check4d(q, `${op}: q`);
+  const [kB, kT, Hkv, kDh] = check4d(k, `${op}: k`);
+  if (kB !== B || kT !== T || kDh !== Dh) throw new Error(`${op}: k ${shapeString(k.shape)} does not match q ${shapeString(q.shape)}`);
+  if (v.shape.length !== 4 || v.shape.some((d, i) => d !== k.shape[i])) {
+    throw new Error(`${op}: v ${shapeString(v.shape)} must have the shape of k ${shapeString(k.shape)}`);
+  }
+  if (Hkv === 0 || Hq % Hkv !== 0) throw new Error(`${op}: ${Hq} q heads are not a multiple of ${Hkv} kv heads`);
+  if (segments && segments.length !== B * T) throw new Error(`${op}: segments has ${segments.length} entries, expected B*T = ${B * T}`);
+  return { B, T, Hq, Hkv, Dh, group: Hq / Hkv };
+}
+
+/** copy head g of rows b·T … b·T+T-1 of x [B, T, H, Dh] into panel [T, Dh] */
+function gatherHead(x: Float32Array, panel: Float32Array, b: number, g: number, T: number, H: number, Dh: number): void {
+  for (let t = 0; t < T; t++) {
+    const o = ((b * T + t) * H + g) * Dh;
+    panel.set(x.subarray(o, o + Dh), t * Dh);
+  }
+}
+
+function dotRow(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += a[ao + i]! * b[bo + i]!;
+  return s;
+}
+
+/** key s is visible to query t of row b (s ≤ t assumed) */
+function visible(segments: Int32Array | undefined, rowStart: number, s: number, t: number): boolean {
+  return segments === undefined || segments[rowStart + s] === segments[rowStart + t];
 }
 
 export function attention(be: CpuBackend, q: Tensor, k: Tensor, v: Tensor, opts: { scale: number; segments?: Int32Array }): { out: Tensor; lse: Tensor } {
-  throw new Error('attention: not implemented yet');
+  const { B, T, Hq, Hkv, Dh, group } = attentionDims(q, k, v, opts.segments, 'attention');
+  const qd = dataOf(q), kd = dataOf(k), vd = dataOf(v);
+  const seg = opts.segments, scale = opts.scale;
+  const out = new Float32Array(qd.length);
+  const lse = new Float32Array(B * Hq * T);
+  const kPanel = new Float32Array(T * Dh), vPanel = new Float32Array(T * Dh);
+  const scores = new Float64Array(T);
+  const acc = new Float64Array(Dh);
+  for (let b = 0; b < B; b++) {
+    const rowStart = b * T;
+    for (let g = 0; g < Hkv; g++) {
+      gatherHead(kd, kPanel, b, g, T, Hkv, Dh);
+      gatherHead(vd, vPanel, b, g, T, Hkv, Dh);
+      for (let h = g * group; h < (g + 1) * group; h++) {
+        for (let t = 0; t < T; t++) {
+          const qo = ((rowStart + t) * Hq + h) * Dh;
+          // two passes over the visible keys: scores and their max, then exp(s − max) so no term overflows
+          let max = -Infinity;
+          for (let s = 0; s <= t; s++) {
+            if (!visible(seg, rowStart, s, t)) { scores[s] = -Infinity; continue; }
+            const sc = scale * dotRow(qd, qo, kPanel, s * Dh, Dh);
+            scores[s] = sc;
+            if (sc > max) max = sc;
+          }
+          acc.fill(0);
+          let sum = 0;
+          for (let s = 0; s <= t; s++) {
+            if (scores[s] === -Infinity) continue;
+            const p = Math.exp(scores[s]! - max);
+            sum += p;
+            const vo = s * Dh;
+            for (let i = 0; i < Dh; i++) acc[i]! += p * vPanel[vo + i]!;
+          }
+          const inv = 1 / sum;
+          for (let i = 0; i < Dh; i++) out[qo + i] = acc[i]! * inv;
+          lse[(b * Hq + h) * T + t] = max + Math.log(sum);
+        }
+      }
+    }
+  }
+  return { out: be.wrap(out, q.shape), lse: be.wrap(lse, [B, Hq, T]) };
 }
 
+/**
+ * Flash-attention style backward: P is recomputed from q, k and lse (no [T, T] matrix is kept);
+ * with D_t = Σ dO_t ⊙ O_t, dS_ts = P_ts (dO_t·v_s − D_t), and
+ * dq_t = scale Σ_s dS_ts k_s, dk_s = scale Σ_t dS_ts q_t, dv_s = Σ_t P_ts dO_t.
+ */
 export function attentionBackward(
   be: CpuBackend, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
   opts: { scale: number; segments?: Int32Array },
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
-  throw new Error('attentionBackward: not implemented yet');
+  const { B, T, Hq, Hkv, Dh, group } = attentionDims(q, k, v, opts.segments, 'attentionBackward');
+  if (dout.size !== q.size) throw new Error(`attentionBackward: dout ${shapeString(dout.shape)} must have the shape of q ${shapeString(q.shape)}`);
+  if (out.size !== q.size) throw new Error(`attentionBackward: out ${shapeString(out.shape)} must have the shape of q ${shapeString(q.shape)}`);
+  if (lse.size !== B * Hq * T) throw new Error(`attentionBackward: lse ${shapeString(lse.shape)} must be [${B}, ${Hq}, ${T}]`);
+  const qd = dataOf(q), kd = dataOf(k), vd = dataOf(v), od = dataOf(out), dod = dataOf(dout), ld = dataOf(lse);
+  const seg = opts.segments, scale = opts.scale;
+  const dq = new Float32Array(qd.length), dk = new Float32Array(kd.length), dv = new Float32Array(vd.length);
+  const kPanel = new Float32Array(T * Dh), vPanel = new Float32Array(T * Dh);
+  // dK, dV of one (b, g) sum over T·group queries: f64 accumulators
+  const dkPanel = new Float64Array(T * Dh), dvPanel = new Float64Array(T * Dh);
+  const dqAcc = new Float64Array(Dh);
+  for (let b = 0; b < B; b++) {
+    const rowStart = b * T;
+    for (let g = 0; g < Hkv; g++) {
+      gatherHead(kd, kPanel, b, g, T, Hkv, Dh);
+      gatherHead(vd, vPanel, b, g, T, Hkv, Dh);
+      dkPanel.fill(0);
+      dvPanel.fill(0);
+      for (let h = g * group; h < (g + 1) * group; h++) {
+        for (let t = 0; t < T; t++) {
+          const qo = ((rowStart + t) * Hq + h) * Dh;
+          const rowLse = ld[(b * Hq + h) * T + t]!;
+          const Dt = dotRow(dod, qo, od, qo, Dh);
+          dqAcc.fill(0);
+          for (let s = 0; s <= t; s++) {
+            if (!visible(seg, rowStart, s, t)) continue;
+            const ko = s * Dh;
+            const p = Math.exp(scale * dotRow(qd, qo, kPanel, ko, Dh) - rowLse);
+            const dp = dotRow(dod, qo, vPanel, ko, Dh);
+            const ds = p * (dp - Dt) * scale;
+            for (let i = 0; i < Dh; i++) {
+              dqAcc[i]! += ds * kPanel[ko + i]!;
+              dkPanel[ko + i]! += ds * qd[qo + i]!;
+              dvPanel[ko + i]! += p * dod[qo + i]!;
+            }
+          }
+          for (let i = 0; i < Dh; i++) dq[qo + i] = dqAcc[i]!;
+        }
+      }
+      for (let t = 0; t < T; t++) {
+        const o = ((rowStart + t) * Hkv + g) * Dh;
+        for (let i = 0; i < Dh; i++) {
+          dk[o + i] = dkPanel[t * Dh + i]!;
+          dv[o + i] = dvPanel[t * Dh + i]!;
+        }
+      }
+    }
+  }
+  return { dq: be.wrap(dq, q.shape), dk: be.wrap(dk, k.shape), dv: be.wrap(dv, v.shape) };
 }
 
+function cacheDims(kCache: Tensor, vCache: Tensor, op: string): { numBlocks: number; blockSize: number; Hkv: number; Dh: number } {
+  if (kCache.shape.length !== 4) throw new Error(`${op}: kCache must be [numBlocks, blockSize, Hkv, Dh], got ${shapeString(kCache.shape)}`);
+  if (vCache.shape.length !== 4 || vCache.shape.some((d, i) => d !== kCache.shape[i])) {
+    throw new Error(`${op}: vCache ${shapeString(vCache.shape)} must have the shape of kCache ${shapeString(kCache.shape)}`);
+  }
+  const [numBlocks, blockSize, Hkv, Dh] = kCache.shape as unknown as [number, number, number, number];
+  return { numBlocks, blockSize, Hkv, Dh };
+}
+
+/** k/v [..., Hkv, Dh] (n tokens) → cache rows slotMapping[i]; a negative slot marks a padding token */
 export function kvCacheWrite(be: CpuBackend, kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, slotMapping: Int32Array): void {
-  throw new Error('kvCacheWrite: not implemented yet');
+  const { numBlocks, blockSize, Hkv, Dh } = cacheDims(kCache, vCache, 'kvCacheWrite');
+  const [kH, kDh] = lastTwoDims(k, 'kvCacheWrite: k');
+  if (kH !== Hkv || kDh !== Dh) throw new Error(`kvCacheWrite: k ${shapeString(k.shape)} does not match cache heads [${Hkv}, ${Dh}]`);
+  if (v.size !== k.size) throw new Error(`kvCacheWrite: v ${shapeString(v.shape)} must have the shape of k ${shapeString(k.shape)}`);
+  const row = Hkv * Dh;
+  const n = k.size / row;
+  if (slotMapping.length !== n) throw new Error(`kvCacheWrite: slotMapping has ${slotMapping.length} entries, k has ${n} tokens`);
+  const numSlots = numBlocks * blockSize;
+  for (let i = 0; i < n; i++) {
+    const slot = slotMapping[i]!;
+    if (slot >= numSlots) {
+      throw new Error(`kvCacheWrite: slotMapping[${i}] = ${slot} is outside the cache (${numBlocks} blocks × ${blockSize} = ${numSlots} slots)`);
+    }
+  }
+  const kc = dataOf(kCache), vc = dataOf(vCache), kd = dataOf(k), vd = dataOf(v);
+  for (let i = 0; i < n; i++) {
+    const slot = slotMapping[i]!;
+    if (slot < 0) continue;
+    const dst = slot * row;
+    kc.set(kd.subarray(i * row, i * row + row), dst);
+    vc.set(vd.subarray(i * row, i * row + row), dst);
+    // a bf16/f16 cache holds rounded values, as the device cache would
+    if (kCache.dtype !== 'f32') roundToDType(kc.subarray(dst, dst + row), kCache.dtype);
+    if (vCache.dtype !== 'f32') roundToDType(vc.subarray(dst, dst + row), vCache.dtype);
+  }
 }
 
+/**
+ * Decode attention over a paged cache: query i [Hq, Dh] attends to its seqLens[i] cached tokens;
+ * token j lives at block blockTables[i·maxBlocks + ⌊j/blockSize⌋], offset j mod blockSize.
+ * A sequence with seqLens[i] = 0 (a padding row) gets a zero output.
+ */
 export function pagedAttentionDecode(
   be: CpuBackend, q: Tensor, kCache: Tensor, vCache: Tensor,
   blockTables: Int32Array, maxBlocks: number, seqLens: Int32Array, scale: number,
 ): Tensor {
-  throw new Error('pagedAttentionDecode: not implemented yet');
+  const { numBlocks, blockSize, Hkv, Dh } = cacheDims(kCache, vCache, 'pagedAttentionDecode');
+  if (q.shape.length !== 3) throw new Error(`pagedAttentionDecode: q must be [n, Hq, Dh], got ${shapeString(q.shape)}`);
+  const [n, Hq, qDh] = q.shape as unknown as [number, number, number];
+  if (qDh !== Dh) throw new Error(`pagedAttentionDecode: q head dim ${qDh} differs from the cache's ${Dh}`);
+  if (Hq % Hkv !== 0) throw new Error(`pagedAttentionDecode: ${Hq} q heads are not a multiple of ${Hkv} kv heads`);
+  if (seqLens.length !== n) throw new Error(`pagedAttentionDecode: seqLens has ${seqLens.length} entries, q has ${n} sequences`);
+  if (!Number.isInteger(maxBlocks) || maxBlocks < 1) throw new Error(`pagedAttentionDecode: maxBlocks must be a positive integer, got ${maxBlocks}`);
+  if (blockTables.length < n * maxBlocks) {
+    throw new Error(`pagedAttentionDecode: blockTables has ${blockTables.length} entries, need n*maxBlocks = ${n * maxBlocks}`);
+  }
+  let maxLen = 0;
+  for (let i = 0; i < n; i++) {
+    const L = seqLens[i]!;
+    if (L < 0 || L > maxBlocks * blockSize) {
+      throw new Error(`pagedAttentionDecode: seqLens[${i}] = ${L} is outside [0, maxBlocks*blockSize = ${maxBlocks * blockSize}]`);
+    }
+    for (let j = 0; j < Math.ceil(L / blockSize); j++) {
+      const blk = blockTables[i * maxBlocks + j]!;
+      if (blk < 0 || blk >= numBlocks) {
+        throw new Error(`pagedAttentionDecode: blockTables[${i * maxBlocks + j}] = ${blk} (sequence ${i}, block ${j}) is outside [0, ${numBlocks})`);
+      }
+    }
+    maxLen = Math.max(maxLen, L);
+  }
+  const group = Hq / Hkv;
+  const qd = dataOf(q), kc = dataOf(kCache), vc = dataOf(vCache);
+  const out = new Float32Array(qd.length);
+  const kPanel = new Float32Array(maxLen * Dh), vPanel = new Float32Array(maxLen * Dh);
+  const scores = new Float64Array(maxLen);
+  const acc = new Float64Array(Dh);
+  for (let i = 0; i < n; i++) {
+    const L = seqLens[i]!;
+    if (L === 0) continue;
+    for (let g = 0; g < Hkv; g++) {
+      // gather this head's cached rows out of the scattered blocks into contiguous panels
+      for (let j = 0; j < L; j++) {
+        const blk = blockTables[i * maxBlocks + Math.floor(j / blockSize)]!;
+        const src = ((blk * blockSize + (j % blockSize)) * Hkv + g) * Dh;
+        kPanel.set(kc.subarray(src, src + Dh), j * Dh);
+        vPanel.set(vc.subarray(src, src + Dh), j * Dh);
+      }
+      for (let h = g * group; h < (g + 1) * group; h++) {
+        const qo = (i * Hq + h) * Dh;
+        let max = -Infinity;
+        for (let j = 0; j < L; j++) {
+          const sc = scale * dotRow(qd, qo, kPanel, j * Dh, Dh);
+          scores[j] = sc;
+          if (sc > max) max = sc;
+        }
+        acc.fill(0);
+        let sum = 0;
+        for (let j = 0; j < L; j++) {
+          const p = Math.exp(scores[j]! - max);
+          sum += p;
+          for (let d = 0; d < Dh; d++) acc[d]! += p * vPanel[j * Dh + d]!;
+        }
+        for (let d = 0; d < Dh; d++) out[qo + d] = acc[d]! / sum;
+      }
+    }
+  }
+  return be.wrap(out, q.shape);
 }

@@ -1,0 +1,35 @@
+// Flag parsing helpers: every bad value names its flag.
+import { InvalidArgumentError } from 'commander';
+
+export function intFlag(name: string, opts: { min?: number; max?: number } = {}): (v: string) => number {
+  return (v: string) => {
+    if (!/^-?\d+$/.test(v.trim())) throw new InvalidArgumentError(`${name} must be an integer, got "${v}"`);
+    const n = Number(v);
+    if (opts.min !== undefined && n < opts.min) throw new InvalidArgumentError(`${name} must be ≥ ${opts.min}, got ${n}`);
+    if (opts.max !== undefined && n > opts.max) throw new InvalidArgumentError(`${name} must be ≤ ${opts.max}, got ${n}`);
+    return n;
+  };
+}
+
+export function floatFlag(name: string, opts: { min?: number; max?: number; minExclusive?: boolean } = {}): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number, got "${v}"`);
+    if (opts.min !== undefined && (opts.minExclusive ? n <= opts.min : n < opts.min)) {
+      throw new InvalidArgumentError(`${name} must be ${opts.minExclusive ? '>' : '≥'} ${opts.min}, got ${n}`);
+    }
+    if (opts.max !== undefined && n > opts.max) throw new InvalidArgumentError(`${name} must be ≤ ${opts.max}, got ${n}`);
+    return n;
+  };
+}
+
+export function idsFlag(name: string): (v: string) => number[] {
+  return (v: string) => {
+    const parts = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+    if (parts.length === 0) throw new InvalidArgumentError(`${name} needs at least one token id`);
+    return parts.map((p) => {
+      if (!/^\d+$/.test(p)) throw new InvalidArgumentError(`${name}: "${p}" is not a token id`);
+      return Number(p);
+    });
+  };
+}

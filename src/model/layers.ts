@@ -1,0 +1,82 @@
+// The pieces every decoder layer shares: RMSNorm and the SwiGLU MLP.
+import type { Backend } from '../backend/backend.js';
+import type { Tensor } from '../backend/tensor.js';
+import { Rng, uniformArray } from '../util/rng.js';
+import { linearBackward, linearForward, Param, type ParamList, type ParamSpec, type WeightSource } from './module.js';
+
+export function onesInit(n: number): (rng: Rng) => Float32Array {
+  return () => new Float32Array(n).fill(1);
+}
+
+/** PyTorch nn.Linear default init: U(±1/√fan_in) */
+export function linearInit(out: number, inp: number): (rng: Rng) => Float32Array {
+  return (rng) => uniformArray(rng, out * inp, 1 / Math.sqrt(inp));
+}
+
+export class RMSNorm {
+  readonly weight: Param;
+  constructor(private be: Backend, readonly dim: number, readonly eps: number, weights: WeightSource, key = 'weight') {
+    this.weight = new Param(weights(key, [dim]), false);
+  }
+  static specs(dim: number, key = 'weight'): ParamSpec[] {
+    return [{ key, shape: [dim], decay: false, init: onesInit(dim) }];
+  }
+  params(key = 'weight'): ParamList {
+    return [[key, this.weight]];
+  }
+  forward(x: Tensor): { y: Tensor; rstd: Tensor } {
+    return this.be.rmsNorm(x, this.weight.value, this.eps);
+  }
+  backward(dy: Tensor, x: Tensor, rstd: Tensor): Tensor {
+    const { dx, dw } = this.be.rmsNormBackward(dy, x, this.weight.value, rstd);
+    this.weight.accumulate(this.be, dw);
+    return dx;
+  }
+}
+
+interface MlpSaved { x: Tensor; gate: Tensor; up: Tensor; h: Tensor }
+
+/** down(silu(gate(x)) ⊙ up(x)), no biases (Llama). Keys relative to `mlp.`. */
+export class SwiGluMlp {
+  readonly gate: Param;
+  readonly up: Param;
+  readonly down: Param;
+  constructor(private be: Backend, readonly hidden: number, readonly inner: number, weights: WeightSource) {
+    this.gate = new Param(weights('gate_proj.weight', [inner, hidden]), true);
+    this.up = new Param(weights('up_proj.weight', [inner, hidden]), true);
+    this.down = new Param(weights('down_proj.weight', [hidden, inner]), true);
+  }
+  static specs(hidden: number, inner: number, std: number | null): ParamSpec[] {
+    const init = (o: number, i: number) => (std === null ? linearInit(o, i) : (rng: Rng) => normalInit(rng, o * i, std));
+    return [
+      { key: 'gate_proj.weight', shape: [inner, hidden], decay: true, init: init(inner, hidden) },
+      { key: 'up_proj.weight', shape: [inner, hidden], decay: true, init: init(inner, hidden) },
+      { key: 'down_proj.weight', shape: [hidden, inner], decay: true, init: init(hidden, inner) },
+    ];
+  }
+  params(): ParamList {
+    return [['gate_proj.weight', this.gate], ['up_proj.weight', this.up], ['down_proj.weight', this.down]];
+  }
+  forward(x: Tensor, needBackward: boolean): { y: Tensor; saved: MlpSaved | null } {
+    const be = this.be;
+    const gate = linearForward(be, x, this.gate.value);
+    const up = linearForward(be, x, this.up.value);
+    const h = be.swiglu(gate, up);
+    const y = linearForward(be, h, this.down.value);
+    return { y, saved: needBackward ? { x, gate, up, h } : null };
+  }
+  backward(dy: Tensor, s: MlpSaved): Tensor {
+    const be = this.be;
+    const dh = linearBackward(be, dy, s.h, this.down);
+    const { dGate, dUp } = be.swigluBackward(dh, s.gate, s.up);
+    const dx = linearBackward(be, dGate, s.x, this.gate);
+    be.addInPlace(dx, linearBackward(be, dUp, s.x, this.up));
+    return dx;
+  }
+}
+
+export function normalInit(rng: Rng, n: number, std: number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.normal() * std;
+  return a;
+}

@@ -1,0 +1,258 @@
+// The causal LM stack shared by both families: the Llama transformer (teacher) and the M1 hybrid (student).
+//   x = embed(ids); per layer: h = x + Mixer(RMSNorm_in(x)); x = h + MLP(RMSNorm_post(h)); logits = lm_head(RMSNorm(x))
+import type { Backend } from '../backend/backend.js';
+import type { Tensor } from '../backend/tensor.js';
+import { AttentionMixer, attentionParamSpecs, type AttentionDims } from './attention.js';
+import { ropeInvFreq, type LlamaConfig, type MambaConfig } from './config.js';
+import { normalInit, RMSNorm, SwiGluMlp } from './layers.js';
+import { Mamba1Mixer, mamba1ParamSpecs } from './mamba1.js';
+import { Mamba2Mixer, mamba2ParamSpecs } from './mamba2.js';
+import {
+  Param, prefixed, type DecodeInfo, type LayerState, type Mixer, type ParamList, type ParamSpec, type SeqInfo,
+  type StatePoolSizes, type StateWrite, type WeightSource,
+} from './module.js';
+
+export type Arch = 'llama' | 'm1';
+export type LayerKind = 'attention' | 'mamba1' | 'mamba2';
+
+export interface ModelConfig {
+  arch: Arch;
+  llama: LlamaConfig;
+  /** present for the hybrid (`mamba_config.json`) */
+  mamba: MambaConfig | null;
+}
+
+export function layerKinds(cfg: ModelConfig): LayerKind[] {
+  const n = cfg.llama.numLayers;
+  if (cfg.arch === 'llama' || !cfg.mamba) return Array(n).fill('attention');
+  const attn = new Set(cfg.mamba.attnLayers);
+  const ssm: LayerKind = cfg.mamba.version === 2 ? 'mamba2' : 'mamba1';
+  return Array.from({ length: n }, (_, i) => (attn.has(i) ? 'attention' : ssm));
+}
+
+/** checkpoint key prefix of layer i's mixer */
+export function mixerPrefix(cfg: ModelConfig, i: number): string {
+  const kind = layerKinds(cfg)[i]!;
+  if (kind !== 'attention') return `model.layers.${i}.mamba.`;
+  return cfg.arch === 'llama' ? `model.layers.${i}.self_attn.` : `model.layers.${i}.mha.`;
+}
+
+/**
+ * The hybrid's attention layers use plain RoPE even when config.json carries llama3 scaling: the released
+ * M1 uses flash-attn's RotaryEmbedding with base θ only, and was fine-tuned that way (m1-spec §1.6).
+ */
+export function attentionDims(cfg: ModelConfig): AttentionDims {
+  const l = cfg.llama;
+  const scaling = cfg.arch === 'llama' ? l.ropeScaling : null;
+  return {
+    hidden: l.hiddenSize, numHeads: l.numHeads, numKvHeads: l.numKvHeads, headDim: l.headDim,
+    invFreq: ropeInvFreq(l.headDim, l.ropeTheta, scaling), layout: cfg.arch === 'llama' ? 'llama' : 'm1',
+  };
+}
+
+/** every parameter of the model with its full checkpoint key, in checkpoint order */
+export function modelParamSpecs(cfg: ModelConfig): ParamSpec[] {
+  const l = cfg.llama;
+  const std = typeof l.raw['initializer_range'] === 'number' ? (l.raw['initializer_range'] as number) : 0.02;
+  const specs: ParamSpec[] = [
+    { key: 'model.embed_tokens.weight', shape: [l.vocabSize, l.hiddenSize], decay: true, init: (r) => normalInit(r, l.vocabSize * l.hiddenSize, std) },
+  ];
+  const kinds = layerKinds(cfg);
+  for (let i = 0; i < l.numLayers; i++) {
+    const p = `model.layers.${i}.`;
+    specs.push(...withPrefix(p, RMSNorm.specs(l.hiddenSize, 'input_layernorm.weight')));
+    const mp = mixerPrefix(cfg, i);
+    const kind = kinds[i]!;
+    const mixer = kind === 'attention' ? attentionParamSpecs(attentionDims(cfg))
+      : kind === 'mamba1' ? mamba1ParamSpecs(cfg.mamba!.mamba1) : mamba2ParamSpecs(cfg.mamba!.mamba2);
+    specs.push(...withPrefix(mp, mixer));
+    specs.push(...withPrefix(p, RMSNorm.specs(l.hiddenSize, 'post_attention_layernorm.weight')));
+    specs.push(...withPrefix(`${p}mlp.`, SwiGluMlp.specs(l.hiddenSize, l.intermediateSize, std)));
+  }
+  specs.push({ key: 'model.norm.weight', shape: [l.hiddenSize], decay: false, init: () => new Float32Array(l.hiddenSize).fill(1) });
+  if (!l.tieWordEmbeddings) {
+    specs.push({ key: 'lm_head.weight', shape: [l.vocabSize, l.hiddenSize], decay: true, init: (r) => normalInit(r, l.vocabSize * l.hiddenSize, std) });
+  }
+  return specs;
+}
+
+function withPrefix(prefix: string, specs: ParamSpec[]): ParamSpec[] {
+  return specs.map((s) => ({ ...s, key: prefix + s.key }));
+}
+
+function sub(weights: WeightSource, prefix: string): WeightSource {
+  return (key, shape) => weights(prefix + key, shape);
+}
+
+interface LayerSaved {
+  x: Tensor; n1: Tensor; rstd1: Tensor; mixer: unknown; h: Tensor; n2: Tensor; rstd2: Tensor; mlp: unknown;
+}
+
+class DecoderLayer {
+  readonly inNorm: RMSNorm;
+  readonly postNorm: RMSNorm;
+  readonly mlp: SwiGluMlp;
+  constructor(private be: Backend, readonly index: number, readonly mixer: Mixer, readonly mixerPrefix: string, l: LlamaConfig, weights: WeightSource) {
+    const p = `model.layers.${index}.`;
+    this.inNorm = new RMSNorm(be, l.hiddenSize, l.rmsNormEps, sub(weights, p), 'input_layernorm.weight');
+    this.postNorm = new RMSNorm(be, l.hiddenSize, l.rmsNormEps, sub(weights, p), 'post_attention_layernorm.weight');
+    this.mlp = new SwiGluMlp(be, l.hiddenSize, l.intermediateSize, sub(weights, `${p}mlp.`));
+  }
+  params(): ParamList {
+    const p = `model.layers.${this.index}.`;
+    return [
+      ...prefixed(p, this.inNorm.params('input_layernorm.weight')),
+      ...prefixed(this.mixerPrefix, this.mixer.params()),
+      ...prefixed(p, this.postNorm.params('post_attention_layernorm.weight')),
+      ...prefixed(`${p}mlp.`, this.mlp.params()),
+    ];
+  }
+  forward(x: Tensor, seq: SeqInfo, needBackward: boolean, state?: LayerState, stateWrite?: StateWrite): { out: Tensor; saved: LayerSaved | null } {
+    const be = this.be;
+    const { y: n1, rstd: rstd1 } = this.inNorm.forward(x);
+    const mix = this.mixer.forward(n1, seq, { needBackward, state, stateWrite });
+    const h = be.add(x, mix.y);
+    const { y: n2, rstd: rstd2 } = this.postNorm.forward(h);
+    const mlp = this.mlp.forward(n2, needBackward);
+    const out = be.add(h, mlp.y);
+    return { out, saved: needBackward ? { x, n1, rstd1, mixer: mix.saved, h, n2, rstd2, mlp: mlp.saved } : null };
+  }
+  backward(dOut: Tensor, s: LayerSaved): Tensor {
+    const be = this.be;
+    // out = h + mlp(norm(h)) → dh = dOut + norm'ᵀ mlp'ᵀ dOut
+    const dn2 = this.mlp.backward(dOut, s.mlp as Parameters<SwiGluMlp['backward']>[1]);
+    const dh = this.postNorm.backward(dn2, s.h, s.rstd2);
+    be.addInPlace(dh, dOut);
+    const dn1 = this.mixer.backward(dh, s.mixer);
+    const dx = this.inNorm.backward(dn1, s.x, s.rstd1);
+    be.addInPlace(dx, dh);
+    return dx;
+  }
+  step(x: Tensor, state: LayerState, info: DecodeInfo): Tensor {
+    const be = this.be;
+    const { y: n1 } = this.inNorm.forward(x);
+    const h = be.add(x, this.mixer.step(n1, state, info));
+    const { y: n2 } = this.postNorm.forward(h);
+    return be.add(h, this.mlp.forward(n2, false).y);
+  }
+}
+
+export interface ModelSaved {
+  ids: Int32Array;
+  layers: LayerSaved[];
+  last: Tensor;
+  rstdFinal: Tensor;
+  hidden: Tensor;
+}
+
+export class CausalLM {
+  readonly embed: Param;
+  readonly lmHead: Param;
+  readonly finalNorm: RMSNorm;
+  readonly layers: DecoderLayer[];
+  readonly kinds: LayerKind[];
+
+  constructor(readonly be: Backend, readonly cfg: ModelConfig, weights: WeightSource) {
+    const l = cfg.llama;
+    this.embed = new Param(weights('model.embed_tokens.weight', [l.vocabSize, l.hiddenSize]), true);
+    this.kinds = layerKinds(cfg);
+    this.layers = this.kinds.map((kind, i) => {
+      const mp = mixerPrefix(cfg, i);
+      const w = sub(weights, mp);
+      const mixer: Mixer = kind === 'attention' ? new AttentionMixer(be, attentionDims(cfg), w)
+        : kind === 'mamba1' ? new Mamba1Mixer(be, cfg.mamba!.mamba1, w) : new Mamba2Mixer(be, cfg.mamba!.mamba2, w);
+      return new DecoderLayer(be, i, mixer, mp, l, weights);
+    });
+    this.finalNorm = new RMSNorm(be, l.hiddenSize, l.rmsNormEps, weights, 'model.norm.weight');
+    this.lmHead = l.tieWordEmbeddings ? this.embed : new Param(weights('lm_head.weight', [l.vocabSize, l.hiddenSize]), true);
+  }
+
+  get vocabSize(): number {
+    return this.cfg.llama.vocabSize;
+  }
+  get hiddenSize(): number {
+    return this.cfg.llama.hiddenSize;
+  }
+
+  /** all parameters with full checkpoint keys; a tied LM head is listed once, as the embedding */
+  params(): ParamList {
+    const list: ParamList = [['model.embed_tokens.weight', this.embed]];
+    for (const layer of this.layers) list.push(...layer.params());
+    list.push(...this.finalNorm.params('model.norm.weight'));
+    if (this.lmHead !== this.embed) list.push(['lm_head.weight', this.lmHead]);
+    return list;
+  }
+
+  parameterCount(): number {
+    return this.params().reduce((s, [, p]) => s + p.value.size, 0);
+  }
+
+  zeroGrads(): void {
+    for (const [, p] of this.params()) if (p.grad) this.be.fill(p.grad, 0);
+  }
+
+  /**
+   * Parallel forward of ids [B*T] laid out by `seq`, up to the final norm: hidden [B, T, D].
+   * With `states` + `stateWrite`, each layer leaves its decode state behind (prefill).
+   */
+  forward(ids: Int32Array, seq: SeqInfo, opts: { needBackward?: boolean; states?: LayerState[]; stateWrite?: StateWrite } = {}): { hidden: Tensor; saved: ModelSaved | null } {
+    const be = this.be;
+    const { B, T } = seq;
+    if (ids.length !== B * T) throw new Error(`forward: ${ids.length} token ids for B=${B} × T=${T}`);
+    if (seq.positions.length !== B * T) throw new Error(`forward: ${seq.positions.length} positions for B=${B} × T=${T}`);
+    const needBackward = opts.needBackward ?? false;
+    let x = be.reshape(be.embedding(this.embed.value, ids), [B, T, this.hiddenSize]);
+    const saved: LayerSaved[] = [];
+    this.layers.forEach((layer, i) => {
+      const r = layer.forward(x, seq, needBackward, opts.states?.[i], opts.stateWrite);
+      if (r.saved) saved.push(r.saved);
+      x = r.out;
+    });
+    const { y: hidden, rstd } = this.finalNorm.forward(x);
+    return { hidden, saved: needBackward ? { ids, layers: saved, last: x, rstdFinal: rstd, hidden } : null };
+  }
+
+  /** logits [rows, V] for hidden rows [rows, D] (pass a slice of rows to bound memory) */
+  logits(hidden: Tensor): Tensor {
+    const rows = hidden.size / this.hiddenSize;
+    return this.be.matmul(this.be.reshape(hidden, [rows, this.hiddenSize]), this.lmHead.value, { transB: true });
+  }
+
+  /**
+   * Backward from the gradient of the logits [B*T, V] (the loss heads make it). Accumulates every
+   * parameter's gradient.
+   */
+  backwardFromLogits(dlogits: Tensor, saved: ModelSaved): void {
+    const be = this.be;
+    const D = this.hiddenSize;
+    const rows = saved.hidden.size / D;
+    const hidden2 = be.reshape(saved.hidden, [rows, D]);
+    be.matmul(dlogits, hidden2, { transA: true, accumulateInto: this.lmHead.ensureGrad(be) });
+    const dHidden = be.matmul(dlogits, this.lmHead.value);
+    this.backwardFromHidden(be.reshape(dHidden, saved.hidden.shape), saved);
+  }
+
+  /** backward from the gradient of the final-norm output [B, T, D] */
+  backwardFromHidden(dHidden: Tensor, saved: ModelSaved): void {
+    const be = this.be;
+    let dx = this.finalNorm.backward(dHidden, saved.last, saved.rstdFinal);
+    for (let i = this.layers.length - 1; i >= 0; i--) dx = this.layers[i]!.backward(dx, saved.layers[i]!);
+    be.embeddingBackward(this.embed.ensureGrad(be), saved.ids, be.reshape(dx, [saved.ids.length, this.hiddenSize]));
+  }
+
+  /** decode state pools for every layer */
+  allocateState(sizes: StatePoolSizes): LayerState[] {
+    return this.layers.map((l) => l.mixer.allocateState(sizes));
+  }
+
+  /** one token for each of info.n sequences: ids [n] → logits [n, V] */
+  step(ids: Int32Array, states: LayerState[], info: DecodeInfo): Tensor {
+    const be = this.be;
+    if (ids.length !== info.n) throw new Error(`step: ${ids.length} ids for ${info.n} sequences`);
+    let x = be.embedding(this.embed.value, ids);
+    this.layers.forEach((layer, i) => {
+      x = layer.step(x, states[i]!, info);
+    });
+    return this.logits(this.finalNorm.forward(x).y);
+  }
+}
