@@ -30,6 +30,12 @@ export interface Backend {
   copy(t: Tensor): Tensor;
   /** same values rounded to another storage dtype */
   cast(t: Tensor, dtype: DType): Tensor;
+  /**
+   * In place: t viewed as [R, rowSize] over its first dimension; row dstRows[i] ← row srcRows[i],
+   * for i in order. The engine forks decode state with it (a Mamba state slot of [S, ...] pools,
+   * a KV block of [numBlocks, ...] caches) without a round trip through the host.
+   */
+  copyRows(t: Tensor, srcRows: Int32Array, dstRows: Int32Array): void;
 
   // ---------- elementwise ----------
   /** a + b (same shape) */
@@ -40,6 +46,14 @@ export interface Backend {
   fill(t: Tensor, value: number): void;
   /** sum of squares of all elements (for gradient norms) */
   sumSquares(t: Tensor): number;
+  /** a ⊙ b (same shape) */
+  mul(a: Tensor, b: Tensor): Tensor;
+  /** −exp(t) elementwise (A = −exp(A_log) of the Mamba mixers, kept on the device) */
+  negExp(t: Tensor): Tensor;
+  /** x + bias broadcast over the last dim: x [..., C], bias [C] */
+  addBias(x: Tensor, bias: Tensor): Tensor;
+  /** column sums: x [..., C] → [C] (the gradient of addBias) */
+  sumRows(x: Tensor): Tensor;
 
   // ---------- layout ----------
   /** split the last dimension into pieces of the given widths (copies) */

@@ -208,6 +208,20 @@ function parseFile(file: string): ParsedFile {
   }
 }
 
+// All 65536 values of a 16-bit format, built once from dtype.ts: a table lookup widens several times
+// faster than calling the bit-twiddling converter per element (f16 by ~10x), and is exact by construction.
+const widenTables = new Map<StDType, Float32Array>();
+function widenTable(dtype: 'BF16' | 'F16'): Float32Array {
+  let table = widenTables.get(dtype);
+  if (table === undefined) {
+    const widen = dtype === 'BF16' ? bf16BitsToF32 : f16BitsToF32;
+    table = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) table[h] = widen(h);
+    widenTables.set(dtype, table);
+  }
+  return table;
+}
+
 function readJson(file: string): unknown {
   let text: string;
   try {
@@ -352,13 +366,13 @@ export class SafetensorsReader {
       return out;
     }
     // 16-bit: widen piece by piece so that the raw bytes never need a second whole-tensor buffer
-    const widen = t.dtype === 'BF16' ? bf16BitsToF32 : f16BitsToF32;
+    const widen = widenTable(t.dtype);
     const bits = new Uint16Array(Math.min(n, CONVERT_CHUNK_ELEMENTS));
     const bitsBytes = new Uint8Array(bits.buffer);
     for (let start = 0; start < n; start += bits.length) {
       const count = Math.min(bits.length, n - start);
       readExactly(fd, bitsBytes, 0, count * 2, t.offset + start * 2, where);
-      for (let i = 0; i < count; i++) out[start + i] = widen(bits[i]!);
+      for (let i = 0; i < count; i++) out[start + i] = widen[bits[i]!]!;
     }
     return out;
   }

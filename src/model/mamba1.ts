@@ -81,11 +81,9 @@ interface Mamba1Saved {
   dtLow: Tensor; // [B, T, R]
   delta: Tensor; // [B, T, Di] = W_dt δ + b_dt
   A: Tensor; // [Di, N] = −exp(A_log)
-  aHost: Float32Array;
   Bm: Tensor; // [B, T, G, N]
   Cm: Tensor; // [B, T, G, N]
   y: Tensor; // [B, T, Di] gated scan output
-  ones: Tensor; // [B*T, 1]
 }
 
 export class Mamba1Mixer implements Mixer {
@@ -133,32 +131,24 @@ export class Mamba1Mixer implements Mixer {
     return this.be.reshape(this.convWeight.value, [this.dims.dInner, this.dims.dConv]);
   }
 
-  /**
-   * A = −exp(A_log), computed on the host each call because A_log changes during training and the
-   * backend has no elementwise exp; it is Di·N values per layer.
-   */
-  private negExpALog(): { A: Tensor; aHost: Float32Array } {
-    const aHost = this.be.read(this.aLog.value);
-    for (let i = 0; i < aHost.length; i++) aHost[i] = -Math.exp(aHost[i]!);
-    return { A: this.be.fromArray(aHost, [this.dims.dInner, this.dims.dState]), aHost };
+  /** A = −exp(A_log) [Di, N], recomputed each call because A_log changes during training */
+  private negExpALog(): Tensor {
+    return this.be.negExp(this.aLog.value);
   }
 
   /**
    * in_proj and the pieces derived from it, shared by forward and step. `lead` is [B, T] or [n].
-   * delta = W_dt δ + b_dt: the bias is added by an outer product ones·b_dt accumulated into the matmul.
+   * delta = W_dt δ + b_dt (dt_proj is a Linear with bias; the scan adds b_dt a second time).
    */
-  private project(u: Tensor, lead: number[]): { z: Tensor; x: Tensor; Bm: Tensor; Cm: Tensor; dtLow: Tensor; delta: Tensor; ones: Tensor } {
-    const be = this.be, { dInner: Di, dState: N } = this.dims;
-    const rows = lead.reduce((s, v) => s * v, 1);
+  private project(u: Tensor, lead: number[]): { z: Tensor; x: Tensor; Bm: Tensor; Cm: Tensor; dtLow: Tensor; delta: Tensor } {
+    const be = this.be, { dState: N } = this.dims;
     const proj = linearForward(be, u, this.inProj.value);
     const [z, xp, bp, c, dtLow] = be.splitLastDim(proj, inProjSplit(this.dims)) as [Tensor, Tensor, Tensor, Tensor, Tensor];
     const x = be.repeatGroups(xp, N, this.repeat);
     const Bm = be.reshape(be.repeatGroups(bp, N, this.repeat), [...lead, this.groups, N]);
     const Cm = be.reshape(c, [...lead, this.groups, N]);
-    const delta = linearForward(be, dtLow, this.dtProjWeight.value);
-    const ones = be.fromArray(new Float32Array(rows).fill(1), [rows, 1]);
-    be.matmul(ones, be.reshape(this.dtProjBias.value, [1, Di]), { accumulateInto: delta });
-    return { z, x, Bm, Cm, dtLow, delta, ones };
+    const delta = be.addBias(linearForward(be, dtLow, this.dtProjWeight.value), this.dtProjBias.value);
+    return { z, x, Bm, Cm, dtLow, delta };
   }
 
   forward(u: Tensor, seq: SeqInfo, opts: { needBackward: boolean; state?: LayerState; stateWrite?: StateWrite }): { y: Tensor; saved: unknown } {
@@ -177,16 +167,16 @@ export class Mamba1Mixer implements Mixer {
       scanOut = { ssmState: st.ssmState, slots: opts.stateWrite.slots };
     }
 
-    const { z, x, Bm, Cm, dtLow, delta, ones } = this.project(u, [B, T]);
+    const { z, x, Bm, Cm, dtLow, delta } = this.project(u, [B, T]);
     // the decode conv state holds pre-conv repeated x, which is what stateOut writes
     const xConv = be.causalConv1d(x, this.convTaps(), this.convBias?.value ?? null, { silu: true, segments, stateOut: convOut });
-    const { A, aHost } = this.negExpALog();
+    const A = this.negExpALog();
     const y = be.selectiveScan({
       x: xConv, delta, A, Bm, Cm, D: this.dSkip.value, z, deltaBias: this.dtProjBias.value, segments, stateOut: scanOut,
     });
     const out = linearForward(be, y, this.outProj.value);
     if (!opts.needBackward) return { y: out, saved: null };
-    const saved: Mamba1Saved = { B, T, segments, u, z, x, xConv, dtLow, delta, A, aHost, Bm, Cm, y, ones };
+    const saved: Mamba1Saved = { B, T, segments, u, z, x, xConv, dtLow, delta, A, Bm, Cm, y };
     return { y: out, saved };
   }
 
@@ -203,13 +193,11 @@ export class Mamba1Mixer implements Mixer {
     });
     this.dSkip.accumulate(be, g.dD!);
     // A = −exp(A_log) ⇒ ∂A/∂A_log = A
-    const dA = be.read(g.dA);
-    for (let i = 0; i < dA.length; i++) dA[i]! *= s.aHost[i]!;
-    this.aLog.accumulate(be, be.fromArray(dA, this.aLog.value.shape));
+    this.aLog.accumulate(be, be.mul(g.dA, s.A));
 
     // b_dt reaches Δ twice: as dt_proj's bias (sum of ddelta over rows) and as the scan's deltaBias
     this.dtProjBias.accumulate(be, g.dDeltaBias!);
-    be.matmul(s.ones, be.reshape(g.ddelta, [B * T, Di]), { transA: true, accumulateInto: this.dtProjBias.ensureGrad(be) });
+    this.dtProjBias.accumulate(be, be.sumRows(g.ddelta));
     const dDtLow = linearBackward(be, g.ddelta, s.dtLow, this.dtProjWeight);
 
     const conv = be.causalConv1dBackward(g.dx, s.x, this.convTaps(), this.convBias?.value ?? null, { silu: true, segments: s.segments });
@@ -243,7 +231,7 @@ export class Mamba1Mixer implements Mixer {
     if (info.slots.length !== n) throw new Error(`Mamba1Mixer.step: info.slots has ${info.slots.length} entries for n = ${n}`);
     const { z, x, Bm, Cm, delta } = this.project(u, [n]);
     const xConv = be.causalConv1dStep(x, state.convState, info.slots, this.convTaps(), this.convBias?.value ?? null, true);
-    const { A } = this.negExpALog();
+    const A = this.negExpALog();
     const y = be.selectiveScanStep({
       x: xConv, delta, A, Bm, Cm, D: this.dSkip.value, z, deltaBias: this.dtProjBias.value,
       ssmState: state.ssmState, slots: info.slots,

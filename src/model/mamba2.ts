@@ -142,8 +142,7 @@ export class Mamba2Mixer implements Mixer {
 
   /** A = −exp(A_log) [H]; H numbers, computed on the host */
   private negExpA(): Tensor {
-    const aLog = this.be.read(this.aLog.value);
-    return this.be.fromArray(aLog.map((v) => -Math.exp(v)), [this.s.H]);
+    return this.be.negExp(this.aLog.value);
   }
 
   /** post-conv [.., Cxbc] → scan inputs x [.., H, P], Bm, Cm [.., G, N] (lead = leading dims) */
@@ -207,8 +206,7 @@ export class Mamba2Mixer implements Mixer {
       chunkSize: this.dims.chunkSize, segments: sv.seq.segments,
     });
     // A = −exp(A_log) ⇒ dA_log = dA ⊙ A
-    const A = be.read(sv.A), dA = be.read(g.dA);
-    this.aLog.accumulate(be, be.fromArray(dA.map((v, h) => v * A[h]!), [s.H]));
+    this.aLog.accumulate(be, be.mul(g.dA, sv.A));
     if (g.dD) this.dSkip.accumulate(be, g.dD);
     if (g.dDtBias) this.dtBias.accumulate(be, g.dDtBias);
 

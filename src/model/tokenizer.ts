@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
+import { Environment, Interpreter, Template } from '@huggingface/jinja';
 import { UserError } from '../util/errors.js';
 
 export interface ChatMessage {
@@ -113,6 +113,39 @@ export function strftime(date: Date, format: string): string {
   });
 }
 
+/** Python's range(), as jinja templates call it. */
+function pythonRange(start: number, stop?: number, step = 1): number[] {
+  if (stop === undefined) [start, stop] = [0, start];
+  if (step === 0) throw new Error('chat template: range() step must not be zero');
+  const out: number[] = [];
+  for (let i = start; step > 0 ? i < stop : i > stop; i += step) out.push(i);
+  return out;
+}
+
+/**
+ * Template.render() declares its globals (strftime_now, raise_exception, ...) in the same scope as the
+ * caller's variables and refuses to redeclare them, so ours could not replace its locale-dependent
+ * strftime_now. Globals therefore go in a parent scope, the caller's variables in a child scope that
+ * shadows it (so `extra` can still stub strftime_now, e.g. for a fixed date).
+ */
+function renderTemplate(template: Template, context: Record<string, unknown>): string {
+  const globals = new Environment();
+  const builtins: Record<string, unknown> = {
+    true: true, false: false, none: null, True: true, False: false, None: null,
+    range: pythonRange,
+    strftime_now: (format: string) => strftime(new Date(), format),
+    raise_exception: (message: string) => {
+      throw new UserError(`chat template: ${message}`);
+    },
+  };
+  for (const [name, value] of Object.entries(builtins)) globals.set(name, value);
+  const scope = new Environment(globals);
+  for (const [name, value] of Object.entries(context)) scope.set(name, value);
+  const result = new Interpreter(scope).run(template.parsed);
+  if (typeof result.value !== 'string') throw new Error('chat template: rendering did not produce a string');
+  return result.value;
+}
+
 export class Tokenizer {
   readonly vocabSize: number;
   readonly bosTokenId: number | null;
@@ -195,8 +228,10 @@ export class Tokenizer {
     if (!Array.isArray(tokenizerJson.added_tokens)) {
       throw new UserError('tokenizer.json: missing array field "added_tokens"');
     }
-    const config: JsonObject = tokenizerConfig === null ? {} : { ...(tokenizerConfig as JsonObject) };
-    if (!isObject(config)) throw new UserError('tokenizer_config.json: expected a JSON object');
+    if (tokenizerConfig !== null && !isObject(tokenizerConfig)) {
+      throw new UserError('tokenizer_config.json: expected a JSON object');
+    }
+    const config: JsonObject = tokenizerConfig === null ? {} : { ...tokenizerConfig };
     let inner: HfTokenizer;
     try {
       inner = new HfTokenizer(tokenizerJson, config);
@@ -264,10 +299,6 @@ export class Tokenizer {
       }
     });
     const context: Record<string, unknown> = {
-      strftime_now: (format: string) => strftime(new Date(), format),
-      raise_exception: (message: string) => {
-        throw new UserError(`chat template: ${message}`);
-      },
       ...opts.extra,
       messages: messages.map((m) => ({ ...m })),
       bos_token: this.bosToken ?? '',
@@ -275,7 +306,7 @@ export class Tokenizer {
       pad_token: this.padToken ?? '',
       add_generation_prompt: opts.addGenerationPrompt ?? false,
     };
-    return this.chatTemplate.render(context);
+    return renderTemplate(this.chatTemplate, context);
   }
 
   /** The rendered template already starts with `<|begin_of_text|>`, so no post-processor BOS is added. */

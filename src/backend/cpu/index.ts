@@ -46,6 +46,17 @@ export class CpuBackend implements Backend {
   copy(t: Tensor): Tensor {
     return this.wrap(dataOf(t).slice(), t.shape, t.dtype);
   }
+  copyRows(t: Tensor, srcRows: Int32Array, dstRows: Int32Array): void {
+    const d = dataOf(t);
+    const R = t.shape[0] ?? 1;
+    if (srcRows.length !== dstRows.length) throw new Error(`copyRows: ${srcRows.length} source rows but ${dstRows.length} destination rows`);
+    const rowSize = R > 0 ? t.size / R : 0;
+    for (let i = 0; i < srcRows.length; i++) {
+      const s = srcRows[i]!, r = dstRows[i]!;
+      if (!(s >= 0 && s < R && r >= 0 && r < R)) throw new Error(`copyRows: row ${s} → ${r} is outside [0, ${R}) of ${shapeString(t.shape)}`);
+      if (s !== r) d.copyWithin(r * rowSize, s * rowSize, (s + 1) * rowSize);
+    }
+  }
   cast(t: Tensor, dtype: DType): Tensor {
     const a = dataOf(t).slice();
     roundToDType(a, dtype);
@@ -77,6 +88,35 @@ export class CpuBackend implements Backend {
     let s = 0;
     for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
     return s;
+  }
+
+  mul(a: Tensor, b: Tensor): Tensor {
+    const x = dataOf(a), y = dataOf(b);
+    if (x.length !== y.length) throw new Error(`mul: shapes ${shapeString(a.shape)} and ${shapeString(b.shape)} differ`);
+    const out = new Float32Array(x.length);
+    for (let i = 0; i < x.length; i++) out[i] = x[i]! * y[i]!;
+    return this.wrap(out, a.shape);
+  }
+  negExp(t: Tensor): Tensor {
+    const x = dataOf(t);
+    const out = new Float32Array(x.length);
+    for (let i = 0; i < x.length; i++) out[i] = -Math.exp(x[i]!);
+    return this.wrap(out, t.shape);
+  }
+  addBias(x: Tensor, bias: Tensor): Tensor {
+    const C = basic.lastDim(x);
+    if (bias.size !== C) throw new Error(`addBias: bias ${shapeString(bias.shape)} does not match last dim ${C} of ${shapeString(x.shape)}`);
+    const a = dataOf(x), b = dataOf(bias);
+    const out = new Float32Array(a.length);
+    for (let o = 0; o < a.length; o += C) for (let c = 0; c < C; c++) out[o + c] = a[o + c]! + b[c]!;
+    return this.wrap(out, x.shape);
+  }
+  sumRows(x: Tensor): Tensor {
+    const C = basic.lastDim(x);
+    const a = dataOf(x);
+    const acc = new Float64Array(C);
+    for (let o = 0; o < a.length; o += C) for (let c = 0; c < C; c++) acc[c]! += a[o + c]!;
+    return this.wrap(Float32Array.from(acc), [C]);
   }
 
   splitLastDim(t: Tensor, sizes: readonly number[]): Tensor[] {

@@ -16,6 +16,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 export type CasVerdict = 'equal' | 'different' | 'unknown' | 'invalid' | 'timeout' | 'refused';
 
@@ -38,8 +40,7 @@ const WORKER_SOURCE = String.raw`
 const { parentPort, workerData } = require('node:worker_threads');
 const ctrl = new Int32Array(workerData.shared, 0, 4);
 const bytes = new Uint8Array(workerData.shared, 16);
-const { ComputeEngine } = require(workerData.cePath);
-const ce = new ComputeEngine();
+let ce = null;
 const POINTS = [0.7310585, 1.3862944, 0.4142135, 2.0794415];
 function reply(id, text) {
   const enc = new TextEncoder().encode(text).slice(0, bytes.length);
@@ -83,12 +84,15 @@ function compare(msg) {
   }
   return finite >= 2 ? 'equal' : 'unknown';
 }
-parentPort.on('message', (msg) => {
-  let out;
-  try { out = compare(msg); } catch (e) { out = 'invalid'; }
-  reply(msg.id, out);
-});
-reply(0, 'ready');
+import(workerData.ceUrl).then((mod) => {
+  ce = new mod.ComputeEngine();
+  parentPort.on('message', (msg) => {
+    let out;
+    try { out = compare(msg); } catch (e) { out = 'invalid'; }
+    reply(msg.id, out);
+  });
+  reply(0, 'ready');
+}, (e) => reply(0, 'failed: ' + (e && e.message)));
 `;
 
 class CasWorker {
@@ -98,11 +102,11 @@ class CasWorker {
   private nextId = 1;
   ready = false;
 
-  constructor(cePath: string) {
+  constructor(ceUrl: string) {
     const shared = new SharedArrayBuffer(16 + PAYLOAD_BYTES);
     this.ctrl = new Int32Array(shared, 0, 4);
     this.bytes = new Uint8Array(shared, 16);
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { shared, cePath } });
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { shared, ceUrl } });
     this.worker.unref(); // an idle grader must not keep the process alive
   }
 
@@ -121,9 +125,11 @@ class CasWorker {
     }
   }
 
-  start(): boolean {
-    this.ready = this.waitReply(0, STARTUP_BUDGET_MS) === 'ready';
-    return this.ready;
+  /** wait for the library to load; returns null when ready, else what went wrong */
+  start(): string | null {
+    const reply = this.waitReply(0, STARTUP_BUDGET_MS);
+    this.ready = reply === 'ready';
+    return this.ready ? null : (reply ?? 'no reply within 30 s');
   }
 
   ask(a: string, b: string, budgetMs: number, absTol: number | undefined): string | null {
@@ -139,15 +145,22 @@ class CasWorker {
 }
 
 let current: CasWorker | null = null;
-let cePathCache: string | null = null;
+let ceUrlCache: string | null = null;
+
+/** file URL of compute-engine's ES module build (its CommonJS build exports nothing usable on Node 20) */
+function computeEngineUrl(): string {
+  const cjs = createRequire(import.meta.url).resolve('@cortex-js/compute-engine');
+  return pathToFileURL(path.join(path.dirname(cjs), 'compute-engine.min.esm.js')).href;
+}
 
 function worker(): CasWorker {
   if (current !== null) return current;
-  cePathCache ??= createRequire(import.meta.url).resolve('@cortex-js/compute-engine');
-  const w = new CasWorker(cePathCache);
-  if (!w.start()) {
+  ceUrlCache ??= computeEngineUrl();
+  const w = new CasWorker(ceUrlCache);
+  const failure = w.start();
+  if (failure !== null) {
     w.kill();
-    throw new Error('grader: the compute-engine worker did not start within 30 s');
+    throw new Error(`grader: the compute-engine worker did not start: ${failure}`);
   }
   current = w;
   return w;
@@ -158,7 +171,7 @@ export function casRefuses(latex: string): boolean {
   if (latex.length > MAX_CAS_CHARS) return true;
   // numeric exponent towers such as 10^{10^{10}}: exact evaluation is astronomically large
   if (/\d\s*\^\s*\{?\s*\d+\s*\^/.test(latex)) return true;
-  // numeric powers with exponents of 4+ digits (2^{1009} is fine, 2^{123456} is not)
+  // numeric powers with exponents of 5+ digits (2^{1009} is fine, 2^{123456} is not)
   if (/\^\s*\{?\s*\d{5,}/.test(latex)) return true;
   // integers with more than 300 digits
   if (/\d{300,}/.test(latex)) return true;

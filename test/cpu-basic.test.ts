@@ -1,0 +1,151 @@
+import { describe, expect, it } from 'vitest';
+import { CpuBackend } from '../src/backend/cpu/index.js';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/backend/dtype.js';
+import { dot, gradCheck, maxAbsDiff, randomArray, randomWeights } from './util/gradcheck.js';
+
+const be = new CpuBackend();
+
+function naiveMatmul(a: Float32Array, b: Float32Array, M: number, N: number, K: number, transA: boolean, transB: boolean): Float64Array {
+  const c = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += (transA ? a[k * M + m]! : a[m * K + k]!) * (transB ? b[n * K + k]! : b[k * N + n]!);
+      c[m * N + n] = s;
+    }
+  }
+  return c;
+}
+
+describe('matmul', () => {
+  // sizes straddle the 4×4 register tile and the K/N blocks (256, 64)
+  it.each([[1, 1, 1], [3, 5, 7], [9, 70, 300], [17, 66, 257]])('M=%i N=%i K=%i, every transpose', (M, N, K) => {
+    for (const transA of [false, true]) {
+      for (const transB of [false, true]) {
+        const a = randomArray(M * K, 1);
+        const b = randomArray(N * K, 2);
+        const ta = be.fromArray(a, transA ? [K, M] : [M, K]);
+        const tb = be.fromArray(b, transB ? [N, K] : [K, N]);
+        const c = be.read(be.matmul(ta, tb, { transA, transB }));
+        const ref = naiveMatmul(a, b, M, N, K, transA, transB);
+        expect(maxAbsDiff(c, ref), `transA=${transA} transB=${transB}`).toBeLessThan(1e-3);
+      }
+    }
+  });
+
+  it('accumulates into an existing tensor and keeps leading dims', () => {
+    const x = be.fromArray(randomArray(2 * 3 * 4, 3), [2, 3, 4]);
+    const w = be.fromArray(randomArray(5 * 4, 4), [5, 4]);
+    const y = be.matmul(x, w, { transB: true });
+    expect(y.shape).toEqual([2, 3, 5]);
+    const acc = be.fromArray(new Float32Array(30).fill(1), [6, 5]);
+    be.matmul(be.reshape(x, [6, 4]), w, { transB: true, accumulateInto: acc });
+    const yv = be.read(y), av = be.read(acc);
+    expect(maxAbsDiff(av, yv.map((v) => v + 1))).toBeLessThan(1e-6);
+  });
+
+  it('rejects mismatched inner dimensions with both shapes in the message', () => {
+    expect(() => be.matmul(be.zeros([2, 3]), be.zeros([4, 5]))).toThrow(/inner dimensions differ: a \[2, 3\] · b \[4, 5\]/);
+  });
+});
+
+describe('layer ops: forward against hand formulas, backward against finite differences', () => {
+  it('rmsNorm', () => {
+    const D = 8;
+    const x = randomArray(3 * D, 5), w = randomArray(D, 6);
+    const { y } = be.rmsNorm(be.fromArray(x, [3, D]), be.fromArray(w, [D]), 1e-5);
+    const yv = be.read(y);
+    const ms = x.slice(0, D).reduce((s, v) => s + v * v, 0) / D;
+    expect(yv[2]).toBeCloseTo((x[2]! / Math.sqrt(ms + 1e-5)) * w[2]!, 5);
+    const g = randomWeights(3 * D);
+    const loss = () => dot(be.read(be.rmsNorm(be.fromArray(x, [3, D]), be.fromArray(w, [D]), 1e-5).y), g);
+    const xt = be.fromArray(x, [3, D]), wt = be.fromArray(w, [D]);
+    const r = be.rmsNorm(xt, wt, 1e-5);
+    const { dx, dw } = be.rmsNormBackward(be.fromArray(g, [3, D]), xt, wt, r.rstd);
+    gradCheck({ name: 'rmsNorm', inputs: [x, w], analytic: [be.read(dx), be.read(dw)], loss });
+  });
+
+  it('swiglu', () => {
+    const a = randomArray(20, 7), b = randomArray(20, 8), g = randomWeights(20);
+    const h = be.read(be.swiglu(be.fromArray(a, [20]), be.fromArray(b, [20])));
+    expect(h[3]).toBeCloseTo((a[3]! / (1 + Math.exp(-a[3]!))) * b[3]!, 6);
+    const { dGate, dUp } = be.swigluBackward(be.fromArray(g, [20]), be.fromArray(a, [20]), be.fromArray(b, [20]));
+    gradCheck({ name: 'swiglu', inputs: [a, b], analytic: [be.read(dGate), be.read(dUp)], loss: () => dot(be.read(be.swiglu(be.fromArray(a, [20]), be.fromArray(b, [20]))), g) });
+  });
+
+  it('embedding backward accumulates repeated ids', () => {
+    const table = be.fromArray(randomArray(5 * 3, 9), [5, 3]);
+    const ids = Int32Array.of(1, 4, 1);
+    expect(be.read(be.embedding(table, ids)).slice(0, 3)).toEqual(be.read(table).slice(3, 6));
+    const d = be.zeros([5, 3]);
+    be.embeddingBackward(d, ids, be.fromArray([1, 1, 1, 2, 2, 2, 10, 10, 10], [3, 3]));
+    expect([...be.read(d)]).toEqual([0, 0, 0, 11, 11, 11, 0, 0, 0, 0, 0, 0, 2, 2, 2]);
+    expect(() => be.embedding(table, Int32Array.of(5))).toThrow(/token id 5 at position 0 is outside the vocabulary \[0, 5\)/);
+  });
+
+  it('crossEntropy with a mask: loss by hand and gradient by finite differences', () => {
+    const V = 6, n = 4;
+    const x = randomArray(n * V, 10);
+    const targets = Int32Array.of(0, 5, 2, 3);
+    const mask = Uint8Array.of(1, 0, 1, 1);
+    const r = be.crossEntropy(be.fromArray(x, [n, V]), targets, mask);
+    let ref = 0;
+    for (const i of [0, 2, 3]) {
+      const row = x.slice(i * V, (i + 1) * V);
+      const lse = Math.log(row.reduce((s, v) => s + Math.exp(v), 0));
+      ref += lse - row[targets[i]!]!;
+    }
+    expect(r.loss).toBeCloseTo(ref / 3, 5);
+    gradCheck({ name: 'crossEntropy', inputs: [x], analytic: [be.read(r.dlogits)], loss: () => be.crossEntropy(be.fromArray(x, [n, V]), targets, mask).loss });
+    const lp = be.gatherLogprobs(be.fromArray(x, [n, V]), targets);
+    const ls = be.read(be.logSoftmax(be.fromArray(x, [n, V])));
+    expect(lp[1]).toBeCloseTo(ls[V + 5]!, 6);
+  });
+
+  it('repeatGroups reads source group ⌊g/r⌋ and its backward sums the copies', () => {
+    const x = be.fromArray([1, 2, 3, 4], [1, 4]); // two groups of width 2
+    expect([...be.read(be.repeatGroups(x, 2, 3))]).toEqual([1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4]);
+    const dy = be.fromArray([1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6], [1, 12]);
+    expect([...be.read(be.repeatGroupsBackward(dy, 2, 3))]).toEqual([6, 6, 15, 15]);
+  });
+
+  it('negExp, mul, addBias, sumRows', () => {
+    const a = be.fromArray([0, Math.log(2), -1, 1], [2, 2]);
+    expect([...be.read(be.negExp(a))].map((v) => +v.toFixed(6))).toEqual([-1, -2, +(-Math.exp(-1)).toFixed(6), +(-Math.E).toFixed(6)]);
+    expect([...be.read(be.mul(a, be.fromArray([2, 2, 2, 2], [2, 2])))].map((v) => +v.toFixed(6))).toEqual([0, +(2 * Math.log(2)).toFixed(6), -2, 2]);
+    expect([...be.read(be.addBias(be.fromArray([1, 2, 3, 4], [2, 2]), be.fromArray([10, 20], [2])))]).toEqual([11, 22, 13, 24]);
+    expect([...be.read(be.sumRows(be.fromArray([1, 2, 3, 4, 5, 6], [3, 2])))]).toEqual([9, 12]);
+  });
+
+  it('split / concat on the last dim are inverse', () => {
+    const x = be.fromArray(randomArray(3 * 7, 11), [3, 7]);
+    const parts = be.splitLastDim(x, [2, 4, 1]);
+    expect(parts.map((p) => p.shape)).toEqual([[3, 2], [3, 4], [3, 1]]);
+    expect(maxAbsDiff(be.read(be.concatLastDim(parts)), be.read(x))).toBe(0);
+    expect(() => be.splitLastDim(x, [2, 2])).toThrow(/sizes sum to 4, last dimension is 7/);
+  });
+});
+
+describe('storage dtypes', () => {
+  it('bf16: round-to-nearest-even and exact round trip', () => {
+    expect(f32ToBf16Bits(1)).toBe(0x3f80);
+    expect(f32ToBf16Bits(-2)).toBe(0xc000);
+    // 1 + 2^-8 is exactly halfway between 1 and 1 + 2^-7: ties to even → 1
+    expect(bf16BitsToF32(f32ToBf16Bits(1 + 2 ** -8))).toBe(1);
+    // 1 + 3·2^-8 is halfway between 1+2^-7 (odd) and 1+2^-6 (even) → 1 + 2^-6
+    expect(bf16BitsToF32(f32ToBf16Bits(1 + 3 * 2 ** -8))).toBe(1 + 2 ** -6);
+    for (let bits = 0; bits < 0x10000; bits += 7) {
+      const v = bf16BitsToF32(bits);
+      if (Number.isNaN(v)) continue;
+      expect(f32ToBf16Bits(v)).toBe(bits);
+    }
+    const t = be.fromArray([1.00390625, 3.14159], [2], 'bf16');
+    expect([...be.read(t)]).toEqual([1, bf16BitsToF32(f32ToBf16Bits(3.14159))]);
+  });
+
+  it('f16: round trip of every finite value, overflow to infinity', () => {
+    for (let bits = 0; bits < 0x7c00; bits++) expect(f32ToF16Bits(f16BitsToF32(bits))).toBe(bits);
+    expect(f16BitsToF32(f32ToF16Bits(70000))).toBe(Infinity);
+    expect(f16BitsToF32(f32ToF16Bits(1e-8))).toBe(0);
+  });
+});
