@@ -180,6 +180,56 @@ export interface Backend {
    * dlogits = (softmax − onehot) / count on those rows.
    */
   crossEntropy(logits: Tensor, targets: Int32Array, mask?: Uint8Array): { loss: number; dlogits: Tensor };
+
+  // ---------- training: fused LM-head losses over vocabulary chunks ----------
+  /**
+   * Online-softmax pass 1 over one vocabulary chunk (the fused LM-head losses never hold [rows × V]
+   * logits). logits [R, Vc] are columns [vocabOffset, vocabOffset + Vc) of the full row; z = scale·logits
+   * (scale = 1/temperature). stats [R, 4] is updated in place, row by row, as (m, s, w, zt):
+   *   m ← running max of z;  s ← Σ exp(z − m);  w ← Σ exp(z − m)·(z − other)  (other = 0 when absent);
+   *   zt ← z[targets[i] − vocabOffset] when that column lies in this chunk (unchanged otherwise).
+   * Start every row at (−inf, 0, 0, 0). After the last chunk: lse = m + log s; Σ_v p_v (z_v − other_v) = w / s.
+   * `other` [R, Vc] is a second logits block (the teacher's, unscaled) for the reverse-KL head.
+   */
+  softmaxChunkStats(logits: Tensor, stats: Tensor, opts: SoftmaxChunkOpts): void;
+  /**
+   * Pass 2: the gradient w.r.t. the raw logits chunk [R, Vc] of a loss that is any per-row combination
+   * of cross-entropy, log p(target), entropy and reverse KL. With z = scale·logits, p = exp(z − lse),
+   * and coefs [R, 4] = (lse, c0, c2, ct) per row:
+   *   dlogits[i, v] = scale · ( p[i,v]·(c0[i] + c2[i]·(z[i,v] − other[i,v])) + ct[i]·[v == targets[i]] )
+   * (other = 0 when absent). CE: c0 = w, ct = −w; log p(target): c0 = −g, ct = g; entropy H:
+   * dH/dz = −p(z − lse + H) → c2 = −w, c0 = w(lse − H); KL(p‖q): c2 = w, c0 = −w·Σp(z − other).
+   */
+  softmaxChunkGrad(logits: Tensor, coefs: Tensor, opts: SoftmaxChunkOpts): Tensor;
+
+  // ---------- training: optimizer ----------
+  /**
+   * One AdamW step on one parameter, in place (PyTorch semantics, decoupled weight decay):
+   *   m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  w ← w·(1 − lr·wd);
+   *   w ← w − lr · (m / (1−β1^step)) / (sqrt(v / (1−β2^step)) + eps)
+   * w is `master` (f32) when given, and `param` then receives w rounded to its storage dtype (the
+   * mixed-precision policy: bf16 weights on the device, f32 master weights and moments). Without a
+   * master, w is `param` itself. grad, m, v, master are f32 and have param's size.
+   */
+  adamwStep(args: AdamWStepArgs): void;
+}
+
+export interface SoftmaxChunkOpts {
+  /** multiplies the logits before the softmax: 1/temperature (1 for CE and distillation) */
+  scale: number;
+  /** first vocabulary id of the chunk */
+  vocabOffset: number;
+  /** [R] target ids (full-vocabulary ids); rows whose target is outside the chunk are unaffected */
+  targets?: Int32Array | null;
+  /** [R, Vc] second logits block (teacher), used as `z − other` */
+  other?: Tensor | null;
+}
+
+export interface AdamWStepArgs {
+  param: Tensor; grad: Tensor; m: Tensor; v: Tensor; master: Tensor | null;
+  lr: number; beta1: number; beta2: number; eps: number; weightDecay: number;
+  /** 1-based step count, for the bias corrections */
+  step: number;
 }
 
 export interface SelectiveScanArgs {

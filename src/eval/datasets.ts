@@ -127,7 +127,7 @@ function str(row: Row, field: string, where: string): string {
 
 /** JSON floats that are integers (AMC `27.0`) become "27" */
 function numberAnswer(v: unknown, where: string): string {
-  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : String(v);
+  if (typeof v === 'number') return String(v); // String(27.0) === '27'
   if (typeof v === 'string') return /^-?\d+\.0+$/.test(v) ? v.replace(/\.0+$/, '') : v;
   throw new Error(`${where}: field "answer" missing`);
 }

@@ -1,5 +1,5 @@
 import type {
-  Backend, SelectiveScanArgs, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
+  AdamWStepArgs, Backend, SelectiveScanArgs, SoftmaxChunkOpts, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
 } from '../backend.js';
 import { roundToDType } from '../dtype.js';
 import { shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
@@ -9,6 +9,7 @@ import * as conv from './conv.js';
 import { matmulGeneral } from './matmul.js';
 import * as scan from './selective-scan.js';
 import * as ssd from './ssd.js';
+import * as trainOps from './train-ops.js';
 import { CpuTensor, dataOf } from './tensor.js';
 
 /** The reference backend: pure TypeScript, f32 compute. */
@@ -260,6 +261,37 @@ export class CpuBackend implements Backend {
   crossEntropy(logits: Tensor, targets: Int32Array, mask?: Uint8Array): { loss: number; dlogits: Tensor } {
     const r = basic.crossEntropy(dataOf(logits), basic.lastDim(logits), targets, mask);
     return { loss: r.loss, dlogits: this.wrap(r.dlogits, logits.shape) };
+  }
+
+  softmaxChunkStats(logits: Tensor, stats: Tensor, opts: SoftmaxChunkOpts): void {
+    const a = this.chunkArgs('softmaxChunkStats', logits, opts);
+    if (stats.size !== a.R * 4) throw new Error(`softmaxChunkStats: stats has shape ${shapeString(stats.shape)}, expected [${a.R}, 4]`);
+    trainOps.softmaxChunkStats(a, dataOf(stats));
+  }
+  softmaxChunkGrad(logits: Tensor, coefs: Tensor, opts: SoftmaxChunkOpts): Tensor {
+    const a = this.chunkArgs('softmaxChunkGrad', logits, opts);
+    if (coefs.size !== a.R * 4) throw new Error(`softmaxChunkGrad: coefs has shape ${shapeString(coefs.shape)}, expected [${a.R}, 4]`);
+    return this.wrap(trainOps.softmaxChunkGrad(a, dataOf(coefs)), logits.shape);
+  }
+  private chunkArgs(op: string, logits: Tensor, opts: SoftmaxChunkOpts): trainOps.ChunkArgs {
+    if (logits.shape.length !== 2) throw new Error(`${op}: logits must be [R, Vc], got ${shapeString(logits.shape)}`);
+    const [R, Vc] = logits.shape as [number, number];
+    if (opts.other && opts.other.size !== R * Vc) throw new Error(`${op}: other has shape ${shapeString(opts.other.shape)}, logits ${shapeString(logits.shape)}`);
+    if (opts.targets && opts.targets.length !== R) throw new Error(`${op}: ${opts.targets.length} targets for ${R} rows`);
+    return {
+      logits: dataOf(logits), R, Vc, scale: opts.scale, vocabOffset: opts.vocabOffset,
+      targets: opts.targets ?? null, other: opts.other ? dataOf(opts.other) : null,
+    };
+  }
+
+  adamwStep(args: AdamWStepArgs): void {
+    trainOps.adamwStep(
+      {
+        param: dataOf(args.param), paramDType: args.param.dtype, grad: dataOf(args.grad), m: dataOf(args.m), v: dataOf(args.v),
+        master: args.master ? dataOf(args.master) : null,
+      },
+      args,
+    );
   }
 }
 

@@ -9,10 +9,14 @@
  * as not equal, reason "timeout") and a fresh worker is started on the next call. Before the worker
  * is asked at all, inputs longer than MAX_CAS_CHARS or with exponent towers are refused.
  *
- * Verdict rule inside the worker: `isEqual` true → equal. Expressions with free variables that
- * `isEqual` cannot decide are evaluated at 4 fixed random points in (0.3, 2.3) (probabilistic
- * identity testing; relative tolerance 1e-9); all points must agree, and at least 2 must be finite.
- * Constant expressions are never compared by floating point (1/2004! and 1/2006! both evaluate to 0).
+ * Verdict rule inside the worker (compute-engine with tolerance 0):
+ * - `isEqual` true → equal;
+ * - constants it did not prove equal: equal only if their double values agree to 1e-12 relative;
+ *   values below 1e-250 (1/2004!, which underflows) are never compared by floating point;
+ * - expressions with free variables: evaluated at 4 fixed points in (0.3, 2.4), then (if fewer than
+ *   2 were finite, e.g. factorials) at integers 2, 3, 5, 7 (identity testing); every finite point
+ *   must agree to 1e-9 relative. Limitation: double precision cannot see a difference smaller than
+ *   1e-9 of the magnitude ((x+1)^{200} vs (x+1)^{200}+1 passes); no benchmark answer is like that.
  */
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
@@ -41,7 +45,8 @@ const { parentPort, workerData } = require('node:worker_threads');
 const ctrl = new Int32Array(workerData.shared, 0, 4);
 const bytes = new Uint8Array(workerData.shared, 16);
 let ce = null;
-const POINTS = [0.7310585, 1.3862944, 0.4142135, 2.0794415];
+const REAL_POINTS = [0.7310585, 1.3862944, 0.4142135, 2.0794415];
+const INT_POINTS = [2, 3, 5, 7];
 function reply(id, text) {
   const enc = new TextEncoder().encode(text).slice(0, bytes.length);
   bytes.set(enc);
@@ -51,13 +56,15 @@ function reply(id, text) {
   Atomics.notify(ctrl, 0);
 }
 function numeric(expr) {
-  const v = expr.N();
+  let v;
+  try { v = expr.N(); } catch (e) { return null; } // e.g. factorial of a non-integer
+
   const re = v.re, im = v.im;
   if (typeof re !== 'number' || !Number.isFinite(re)) return null;
   return [re, typeof im === 'number' && Number.isFinite(im) ? im : 0];
 }
-function close(x, y, relTol) {
-  const scale = Math.max(1, Math.abs(x[0]), Math.abs(x[1]), Math.abs(y[0]), Math.abs(y[1]));
+function close(x, y, relTol, floorOne) {
+  const scale = Math.max(floorOne ? 1 : 0, Math.abs(x[0]), Math.abs(x[1]), Math.abs(y[0]), Math.abs(y[1]));
   return Math.abs(x[0] - y[0]) <= relTol * scale && Math.abs(x[1] - y[1]) <= relTol * scale;
 }
 function compare(msg) {
@@ -71,21 +78,34 @@ function compare(msg) {
   const eq = A.isEqual(B);
   if (eq === true) return 'equal';
   const vars = Array.from(new Set([...A.unknowns, ...B.unknowns]));
-  if (vars.length === 0) return eq === false ? 'different' : 'unknown';
-  let finite = 0;
-  for (let p = 0; p < POINTS.length; p++) {
-    const sub = {};
-    vars.forEach((v, j) => { sub[v] = ce.number(POINTS[(p + j) % POINTS.length] + 0.3 * j); });
-    const x = numeric(A.subs(sub)), y = numeric(B.subs(sub));
-    if (x === null && y === null) continue;
-    if (x === null || y === null) return 'different';
-    if (!close(x, y, 1e-9)) return 'different';
-    finite++;
+  if (vars.length === 0) {
+    // constants: exact comparison said no (or could not decide); a relative float check catches
+    // equal irrationals it missed, but never equates values that underflow (1/2004! vs 1/2006!)
+    const x = numeric(A), y = numeric(B);
+    if (x === null || y === null) return 'unknown';
+    const small = Math.min(Math.hypot(x[0], x[1]), Math.hypot(y[0], y[1]));
+    if (small < 1e-250) return eq === false ? 'different' : 'unknown';
+    return close(x, y, 1e-12, false) ? 'equal' : 'different';
   }
-  return finite >= 2 ? 'equal' : 'unknown';
+  // identity testing at fixed points: real points first, then integers (factorials, floor)
+  for (const points of [REAL_POINTS, INT_POINTS]) {
+    let finite = 0, differ = false;
+    for (let p = 0; p < points.length && !differ; p++) {
+      const sub = {};
+      vars.forEach((v, j) => { sub[v] = ce.number(points[(p + j) % points.length] + (points === INT_POINTS ? j : 0.3 * j)); });
+      const x = numeric(A.subs(sub)), y = numeric(B.subs(sub));
+      if (x === null && y === null) continue;
+      if (x === null || y === null || !close(x, y, 1e-9, true)) differ = true;
+      else finite++;
+    }
+    if (differ) return 'different';
+    if (finite >= 2) return 'equal';
+  }
+  return 'unknown';
 }
 import(workerData.ceUrl).then((mod) => {
   ce = new mod.ComputeEngine();
+  ce.tolerance = 0; // the default 1e-10 absolute tolerance made 1/2^99 equal 1/2^98
   parentPort.on('message', (msg) => {
     let out;
     try { out = compare(msg); } catch (e) { out = 'invalid'; }

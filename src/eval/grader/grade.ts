@@ -213,7 +213,7 @@ function scalarEqual(a: string, b: string, ctx: Ctx): boolean {
 }
 
 /** LaTeX the CAS parses: braced \frac/\sqrt arguments, \binom as factorials, `*` as \cdot */
-function casReady(s: string): string {
+export function casReady(s: string): string {
   let t = braceMacroArgs(s);
   t = t.replace(/\\binom\{([^{}]*)\}\{([^{}]*)\}/g, '\\frac{($1)!}{($2)!(($1)-($2))!}');
   t = t.replace(/\*/g, '\\cdot ');

@@ -1,0 +1,138 @@
+// npm run bench:generate — decode speed of the hybrid against the transformer of the same size, as in
+// the M1 paper (Fig. 1: batch sweep at prompt 256 + fixed generation length; Fig. 2: generation-length
+// sweep at a fixed batch). Every request generates exactly N tokens (eos ignored), greedy.
+//
+// Latency = total generation time of the batch (prefill + decode), as the paper reports it; decode tokens/s
+// counts the tokens after the first (which the prefill produces) over the decode time.
+// M1 speedup = transformer latency / hybrid latency.
+//
+// The default sweeps are small enough for the CPU backend to finish in a few minutes; --full runs the
+// paper's grid (meant for --backend cuda). Writes bench/results/generate-<backend>-<date>.json.
+import { Command } from 'commander';
+import { createBackend, BACKEND_NAMES } from '../src/backend/registry.js';
+import type { Backend } from '../src/backend/backend.js';
+import { Engine } from '../src/infer/engine.js';
+import { initModel, validateConfigs } from '../src/model/checkpoint.js';
+import type { CausalLM } from '../src/model/model.js';
+import { findPreset } from '../src/model/presets.js';
+import { Rng } from '../src/util/rng.js';
+import { table, writeResult } from './common.js';
+
+const list = (v: string): number[] => v.split(',').map((s) => {
+  const n = Number(s.trim());
+  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a comma-separated list of positive integers, got "${v}"`);
+  return n;
+});
+
+const program = new Command()
+  .description('decode tokens/s and latency of a hybrid (m1) vs a transformer (llama) preset of the same size')
+  .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
+  .option('--preset <name>', 'preset name of both architectures (llama/<name> vs m1/<name>)', 'small')
+  .option('--prompt-len <n>', 'prompt tokens per request', (v) => list(v)[0]!, 256)
+  .option('--batches <list>', 'batch sweep (default CPU: 1,4,16; --full: 8..512)', list)
+  .option('--batch-gen <n>', 'tokens generated per request in the batch sweep (default CPU: 32; --full: 4096)', (v) => list(v)[0]!)
+  .option('--lengths <list>', 'generation-length sweep (default CPU: 16,64,128; --full: 4096,8192,16384)', list)
+  .option('--length-batch <n>', 'batch of the length sweep (default CPU: 4; --full: 128)', (v) => list(v)[0]!)
+  .option('--block-size <n>', 'KV block size', (v) => list(v)[0]!, 16)
+  .option('--repeats <n>', 'timed runs per point (the median is reported)', (v) => list(v)[0]!, 1)
+  .option('--full', 'the paper\'s grid (GPU)')
+  .parse(process.argv);
+
+interface Flags {
+  backend: string; preset: string; promptLen: number; batches?: number[]; batchGen?: number; lengths?: number[];
+  lengthBatch?: number; blockSize: number; repeats: number; full?: boolean;
+}
+const o = program.opts<Flags>();
+const full = !!o.full;
+const batches = o.batches ?? (full ? [8, 16, 32, 64, 128, 256, 512] : [1, 4, 16]);
+const batchGen = o.batchGen ?? (full ? 4096 : 32);
+const lengths = o.lengths ?? (full ? [4096, 8192, 16384] : [16, 64, 128]);
+const lengthBatch = o.lengthBatch ?? (full ? 128 : 4);
+
+interface Point {
+  model: string; batch: number; promptLen: number; genLen: number;
+  latencyS: number; prefillS: number; decodeS: number; decodeTokensPerS: number; totalTokensPerS: number;
+  peakKvBlocks: number;
+}
+
+function buildModel(be: Backend, arch: 'llama' | 'm1', preset: string, context: number): CausalLM {
+  const p = findPreset(arch, preset);
+  // the context must hold prompt + generation; RoPE needs nothing else to go longer
+  const maxPos = Math.max(Number(p.config['max_position_embeddings']), context);
+  const cfg = validateConfigs({ ...p.config, max_position_embeddings: maxPos }, p.mambaConfig);
+  return initModel(be, cfg, 0);
+}
+
+/** one batch: `batch` random prompts, `genLen` greedy tokens each; times the prefill step and the rest */
+function measure(model: CausalLM, name: string, batch: number, genLen: number): Point {
+  const rng = new Rng(batch * 7919 + genLen);
+  const V = model.vocabSize;
+  const times: Point[] = [];
+  for (let r = 0; r < o.repeats; r++) {
+    const engine = new Engine(model, { maxBatch: batch, blockSize: o.blockSize, maxContext: o.promptLen + genLen });
+    for (let b = 0; b < batch; b++) {
+      const promptIds = Array.from({ length: o.promptLen }, () => rng.int(V));
+      engine.addRequest({ promptIds, sampling: { temperature: 0 }, maxTokens: genLen, ignoreEos: true });
+    }
+    let peak = 0;
+    const t0 = performance.now();
+    engine.step(); // admits and prefills every prompt (one forward: equal lengths) → first tokens
+    const t1 = performance.now();
+    while (engine.hasWork()) {
+      engine.step();
+      peak = Math.max(peak, engine.memory().kvBlocksUsed);
+    }
+    const t2 = performance.now();
+    const prefillS = (t1 - t0) / 1000, decodeS = (t2 - t1) / 1000, latencyS = (t2 - t0) / 1000;
+    times.push({
+      model: name, batch, promptLen: o.promptLen, genLen, latencyS, prefillS, decodeS,
+      decodeTokensPerS: decodeS > 0 ? (batch * (genLen - 1)) / decodeS : 0, totalTokensPerS: (batch * genLen) / latencyS, peakKvBlocks: peak,
+    });
+  }
+  times.sort((a, b) => a.latencyS - b.latencyS);
+  return times[Math.floor(times.length / 2)]!;
+}
+
+async function main(): Promise<void> {
+  const be = await createBackend(o.backend);
+  const context = o.promptLen + Math.max(batchGen, ...lengths);
+  const models = (['llama', 'm1'] as const).map((arch) => ({ name: `${arch}/${o.preset}`, model: buildModel(be, arch, o.preset, context) }));
+  for (const m of models) {
+    console.log(`${m.name}: ${(m.model.parameterCount() / 1e6).toFixed(2)} M parameters, layers ${m.model.kinds.map((k) => (k === 'attention' ? 'A' : 'M')).join('')}`);
+    measure(m.model, m.name, 1, 4); // warm-up (JIT, allocation)
+  }
+  console.log(`backend ${be.name}, prompt ${o.promptLen} tokens, greedy, eos ignored\n`);
+
+  const sweep = (kind: string, points: [number, number][]) => {
+    const rows: (string | number)[][] = [];
+    const json: Record<string, unknown>[] = [];
+    for (const [batch, genLen] of points) {
+      const [tr, hy] = models.map((m) => measure(m.model, m.name, batch, genLen)) as [Point, Point];
+      const speedup = tr.latencyS / hy.latencyS;
+      rows.push([batch, genLen, tr.latencyS, hy.latencyS, tr.decodeTokensPerS, hy.decodeTokensPerS, `×${speedup.toFixed(2)}`]);
+      json.push({ batch, genLen, transformer: tr, hybrid: hy, m1Speedup: speedup });
+      process.stderr.write(`  ${kind}: batch ${batch}, ${genLen} tokens done\n`);
+    }
+    return { rows, json };
+  };
+  const headers = (first: string) => [first, 'gen', 'llama latency s', 'm1 latency s', 'llama decode tok/s', 'm1 decode tok/s', 'M1 speedup'];
+
+  const bs = sweep('batch sweep', batches.map((b) => [b, batchGen]));
+  console.log(`batch sweep (prompt ${o.promptLen}, generate ${batchGen}); M1 speedup = transformer latency / hybrid latency`);
+  console.log(table(headers('batch'), bs.rows));
+  const ls = sweep('length sweep', lengths.map((l) => [lengthBatch, l]));
+  console.log(`\nlength sweep (batch ${lengthBatch}, prompt ${o.promptLen})`);
+  console.log(table(headers('batch'), ls.rows));
+
+  const path = writeResult(`generate-${be.name}`, {
+    backend: be.name, preset: o.preset, promptLen: o.promptLen, blockSize: o.blockSize, repeats: o.repeats, full,
+    models: models.map((m) => ({ name: m.name, params: m.model.parameterCount(), layers: m.model.kinds })),
+    batchSweep: bs.json, lengthSweep: ls.json,
+  });
+  console.log(`\nwrote ${path}`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench:generate: ${(e as Error).message}\n`);
+  process.exit(1);
+});

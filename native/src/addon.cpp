@@ -1,0 +1,458 @@
+// m1cuda: the Node-API side of the CUDA backend.
+//
+// JavaScript sees device buffers as plain numbers (device addresses; CUDA keeps them below 2^53)
+// handed out by a caching allocator, and runs ops by name through `call(op, args)`, where `args` is a
+// Float64Array of pointers, sizes and scalars in the order each op's entry below reads them. One
+// table keeps the binding surface small: the shape checks live in TypeScript (src/backend/cuda/),
+// which mirrors the CPU backend's validation before anything reaches this file.
+//
+// All work goes to one non-blocking stream, so a buffer freed while kernels that use it are still
+// queued can be handed out again at once: the next user's work is ordered after them.
+#include <napi.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels.h"
+#include "runtime.h"
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// caching allocator: size buckets (4 per power of two above 4 KiB) with free lists
+
+struct Allocator {
+  std::unordered_map<size_t, std::vector<void*>> freeLists;  // bucket bytes → cached blocks
+  std::unordered_map<void*, size_t> live;                     // block → bucket bytes
+  size_t liveBytes = 0, cachedBytes = 0, mallocCalls = 0;
+
+  static size_t bucket(size_t n) {
+    if (n <= 4096) return n <= 256 ? 256 : (n + 255) / 256 * 256;
+    size_t p = 4096;
+    while (p * 2 < n) p *= 2;  // p < n ≤ 2p: steps of p/4
+    size_t step = p / 4;
+    return (n + step - 1) / step * step;
+  }
+
+  void* alloc(size_t n) {
+    size_t b = bucket(n);
+    auto& fl = freeLists[b];
+    void* p = nullptr;
+    if (!fl.empty()) {
+      p = fl.back();
+      fl.pop_back();
+      cachedBytes -= b;
+    } else {
+      cudaError_t e = cudaMalloc(&p, b);
+      if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        emptyCache();  // give the cached blocks back to the driver and try once more
+        e = cudaMalloc(&p, b);
+      }
+      m1Check(e, ("cudaMalloc(" + std::to_string(b) + " bytes)").c_str());
+      mallocCalls++;
+      if ((uintptr_t)p >= (1ull << 53)) throw std::runtime_error("device address above 2^53 cannot be passed to JavaScript");
+    }
+    live[p] = b;
+    liveBytes += b;
+    return p;
+  }
+
+  void release(void* p) {
+    auto it = live.find(p);
+    if (it == live.end()) throw std::runtime_error("free of a device pointer that the allocator does not own");
+    size_t b = it->second;
+    live.erase(it);
+    liveBytes -= b;
+    freeLists[b].push_back(p);
+    cachedBytes += b;
+  }
+
+  void emptyCache() {
+    cudaStreamSynchronize(m1Stream());
+    for (auto& kv : freeLists)
+      for (void* p : kv.second) cudaFree(p);
+    freeLists.clear();
+    cachedBytes = 0;
+  }
+};
+
+Allocator& allocator() {
+  static Allocator* a = new Allocator();
+  return *a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// argument unpacking for `call`
+
+struct Args {
+  const double* v;
+  size_t n;
+  std::string op;
+  double at(size_t i) const {
+    if (i >= n) throw std::runtime_error(op + ": missing argument " + std::to_string(i));
+    return v[i];
+  }
+  template <typename T = void>
+  T* p(size_t i) const { return reinterpret_cast<T*>((uintptr_t)at(i)); }
+  int64_t i64(size_t i) const { return (int64_t)at(i); }
+  int i32(size_t i) const { return (int)at(i); }
+  float f(size_t i) const { return (float)at(i); }
+};
+
+void check(cudaError_t e, const std::string& op) { m1Check(e, op.c_str()); }
+
+using OpFn = std::function<double(const Args&)>;
+
+std::unordered_map<std::string, OpFn>& ops() {
+  static std::unordered_map<std::string, OpFn> t;
+  if (!t.empty()) return t;
+  cudaStream_t (*S)() = m1Stream;
+  auto def = [&](const char* name, OpFn fn) { t.emplace(name, std::move(fn)); };
+
+  def("cast_f32_bf16", [S](const Args& a) { check(m1_cast_f32_bf16(a.p(0), a.p<float>(1), a.i64(2), S()), a.op); return 0.0; });
+  def("cast_bf16_f32", [S](const Args& a) { check(m1_cast_bf16_f32(a.p<float>(0), a.p(1), a.i64(2), S()), a.op); return 0.0; });
+  def("fill_f32", [S](const Args& a) { check(m1_fill_f32(a.p<float>(0), a.f(1), a.i64(2), S()), a.op); return 0.0; });
+  def("fill_bf16", [S](const Args& a) { check(m1_fill_bf16(a.p(0), a.f(1), a.i64(2), S()), a.op); return 0.0; });
+  def("add", [S](const Args& a) { check(m1_add(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.i64(3), S()), a.op); return 0.0; });
+  def("axpy", [S](const Args& a) { check(m1_axpy(a.p<float>(0), a.p<float>(1), a.f(2), a.i64(3), S()), a.op); return 0.0; });
+  def("scale", [S](const Args& a) { check(m1_scale(a.p<float>(0), a.f(1), a.i64(2), S()), a.op); return 0.0; });
+  def("mul", [S](const Args& a) { check(m1_mul(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.i64(3), S()), a.op); return 0.0; });
+  def("neg_exp", [S](const Args& a) { check(m1_neg_exp(a.p<float>(0), a.p<float>(1), a.i64(2), S()), a.op); return 0.0; });
+  def("add_bias", [S](const Args& a) {
+    check(m1_add_bias(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.i64(3), a.i64(4), S()), a.op);
+    return 0.0;
+  });
+  def("sum_rows", [S](const Args& a) { check(m1_sum_rows(a.p<float>(0), a.p<float>(1), a.i64(2), a.i64(3), S()), a.op); return 0.0; });
+  def("sum_squares", [S](const Args& a) {
+    // partials: a caller-provided device buffer of ≥ 1024 doubles
+    int count = 0;
+    check(m1_sum_squares(a.p<double>(0), &count, a.p<float>(1), a.i64(2), S()), a.op);
+    std::vector<double> h(count);
+    check(cudaMemcpyAsync(h.data(), a.p(0), sizeof(double) * count, cudaMemcpyDeviceToHost, S()), a.op);
+    check(cudaStreamSynchronize(S()), a.op);
+    double s = 0;
+    for (double v : h) s += v;
+    return s;
+  });
+  def("copy_cols", [S](const Args& a) {
+    check(m1_copy_cols(a.p(0), a.i64(1), a.i64(2), a.p(3), a.i64(4), a.i64(5), a.i64(6), a.i64(7), a.i32(8), S()), a.op);
+    return 0.0;
+  });
+  def("repeat_groups", [S](const Args& a) {
+    check(m1_repeat_groups(a.p<float>(0), a.p<float>(1), a.i64(2), a.i64(3), a.i64(4), a.i64(5), S()), a.op);
+    return 0.0;
+  });
+  def("repeat_groups_bwd", [S](const Args& a) {
+    check(m1_repeat_groups_bwd(a.p<float>(0), a.p<float>(1), a.i64(2), a.i64(3), a.i64(4), a.i64(5), S()), a.op);
+    return 0.0;
+  });
+  def("matmul", [](const Args& a) {
+    // a, aBf16, aRows, aCols, transA, b, bBf16, bRows, bCols, transB, c, accumulate
+    m1Matmul(a.p(0), a.i32(1) != 0, a.i64(2), a.i64(3), a.i32(4) != 0, a.p(5), a.i32(6) != 0, a.i64(7), a.i64(8), a.i32(9) != 0,
+             a.p<float>(10), a.i32(11) != 0);
+    return 0.0;
+  });
+  def("embedding", [S](const Args& a) {
+    check(m1_embedding(a.p<float>(0), a.p(1), a.i32(2), a.p<int>(3), a.i64(4), a.i64(5), S()), a.op);
+    return 0.0;
+  });
+  def("embedding_bwd", [S](const Args& a) {
+    check(m1_embedding_bwd(a.p<float>(0), a.p<int>(1), a.p<float>(2), a.i64(3), a.i64(4), S()), a.op);
+    return 0.0;
+  });
+  def("rmsnorm", [S](const Args& a) {
+    check(m1_rmsnorm(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.i64(4), a.i64(5), a.f(6), S()), a.op);
+    return 0.0;
+  });
+  def("rmsnorm_bwd", [S](const Args& a) {
+    check(m1_rmsnorm_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.i64(6), a.i64(7),
+                         S()),
+          a.op);
+    return 0.0;
+  });
+  def("swiglu", [S](const Args& a) { check(m1_swiglu(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.i64(3), S()), a.op); return 0.0; });
+  def("swiglu_bwd", [S](const Args& a) {
+    check(m1_swiglu_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.i64(5), S()), a.op);
+    return 0.0;
+  });
+  def("rope", [S](const Args& a) {
+    check(m1_rope(a.p<float>(0), a.p<float>(1), a.p<int>(2), a.p<float>(3), a.i64(4), a.i64(5), a.i64(6), a.i32(7), S()), a.op);
+    return 0.0;
+  });
+  def("attention", [S](const Args& a) {
+    check(m1_attention(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<int>(5), a.i32(6), a.i32(7),
+                       a.i32(8), a.i32(9), a.i32(10), a.f(11), S()),
+          a.op);
+    return 0.0;
+  });
+  def("attention_bwd", [S](const Args& a) {
+    check(m1_attention_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
+                           a.p<float>(7), a.p<float>(8), a.p<float>(9), a.p<int>(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14),
+                           a.i32(15), a.f(16), S()),
+          a.op);
+    return 0.0;
+  });
+  def("kv_cache_write", [S](const Args& a) {
+    check(m1_kv_cache_write(a.p(0), a.p(1), a.i32(2), a.p<float>(3), a.p<float>(4), a.p<int>(5), a.i64(6), a.i64(7), S()), a.op);
+    return 0.0;
+  });
+  def("paged_decode", [S](const Args& a) {
+    check(m1_paged_decode(a.p<float>(0), a.p<float>(1), a.p(2), a.p(3), a.i32(4), a.p<int>(5), a.i32(6), a.p<int>(7), a.i32(8),
+                          a.i32(9), a.i32(10), a.i32(11), a.i32(12), a.f(13), S()),
+          a.op);
+    return 0.0;
+  });
+  def("conv1d", [S](const Args& a) {
+    check(m1_conv1d(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<int>(4), a.i32(5), a.i32(6), a.i32(7), a.i32(8),
+                    a.i32(9), S()),
+          a.op);
+    return 0.0;
+  });
+  def("conv1d_state_out", [S](const Args& a) {
+    check(m1_conv1d_state_out(a.p<float>(0), a.p<float>(1), a.p<int>(2), a.p<int>(3), a.i32(4), a.i32(5), a.i32(6), a.i32(7), S()),
+          a.op);
+    return 0.0;
+  });
+  def("conv1d_step", [S](const Args& a) {
+    check(m1_conv1d_step(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<int>(3), a.p<float>(4), a.p<float>(5), a.i32(6), a.i32(7),
+                         a.i32(8), a.i32(9), S()),
+          a.op);
+    return 0.0;
+  });
+  def("conv1d_bwd", [S](const Args& a) {
+    check(m1_conv1d_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
+                        a.p<float>(7), a.p<int>(8), a.i32(9), a.i32(10), a.i32(11), a.i32(12), a.i32(13), S()),
+          a.op);
+    return 0.0;
+  });
+  def("selective_scan", [S](const Args& a) {
+    check(m1_selective_scan(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
+                            a.p<float>(7), a.p<float>(8), a.p<int>(9), a.p<float>(10), a.p<int>(11), a.i32(12), a.i32(13), a.i32(14),
+                            a.i32(15), a.i32(16), S()),
+          a.op);
+    return 0.0;
+  });
+  def("selective_scan_step", [S](const Args& a) {
+    check(m1_selective_scan_step(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5),
+                                 a.p<float>(6), a.p<float>(7), a.p<float>(8), a.p<float>(9), a.p<int>(10), a.i32(11), a.i32(12),
+                                 a.i32(13), a.i32(14), S()),
+          a.op);
+    return 0.0;
+  });
+  def("scan_bwd_scratch_floats", [](const Args& a) { return (double)m1_scan_bwd_scratch_floats(a.i64(0), a.i32(1), a.i32(2)); });
+  def("selective_scan_bwd", [S](const Args& a) {
+    check(m1_selective_scan_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5),
+                                a.p<float>(6), a.p<float>(7), a.p<float>(8), a.p<float>(9), a.p<float>(10), a.p<float>(11),
+                                a.p<float>(12), a.p<float>(13), a.p<float>(14), a.p<float>(15), a.p<float>(16), a.p<float>(17),
+                                a.p<int>(18), a.i32(19), a.i32(20), a.i32(21), a.i32(22), a.i32(23), S()),
+          a.op);
+    return 0.0;
+  });
+  def("ssd_scan", [S](const Args& a) {
+    check(m1_ssd_scan(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
+                      a.p<float>(7), a.p<int>(8), a.p<float>(9), a.p<int>(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14), a.i32(15),
+                      a.i32(16), S()),
+          a.op);
+    return 0.0;
+  });
+  def("ssd_scan_step", [S](const Args& a) {
+    check(m1_ssd_scan_step(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
+                           a.p<float>(7), a.p<float>(8), a.p<int>(9), a.i32(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14), S()),
+          a.op);
+    return 0.0;
+  });
+  def("ssd_scan_bwd", [S](const Args& a) {
+    check(m1_ssd_scan_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
+                          a.p<float>(7), a.p<float>(8), a.p<float>(9), a.p<float>(10), a.p<float>(11), a.p<float>(12), a.p<float>(13),
+                          a.p<float>(14), a.p<float>(15), a.p<int>(16), a.i32(17), a.i32(18), a.i32(19), a.i32(20), a.i32(21),
+                          a.i32(22), S()),
+          a.op);
+    return 0.0;
+  });
+  def("gated_rmsnorm", [S](const Args& a) {
+    check(m1_gated_rmsnorm(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.i64(4), a.i64(5), a.i64(6), a.f(7), S()),
+          a.op);
+    return 0.0;
+  });
+  def("gated_rmsnorm_bwd", [S](const Args& a) {
+    check(m1_gated_rmsnorm_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5),
+                               a.p<float>(6), a.p<float>(7), a.i64(8), a.i64(9), a.i64(10), a.f(11), S()),
+          a.op);
+    return 0.0;
+  });
+  def("log_softmax", [S](const Args& a) {
+    check(m1_log_softmax(a.p<float>(0), a.p<float>(1), a.i64(2), a.i64(3), S()), a.op);
+    return 0.0;
+  });
+  def("gather_logprobs", [S](const Args& a) {
+    check(m1_gather_logprobs(a.p<float>(0), a.p<float>(1), a.p<int>(2), a.i64(3), a.i64(4), S()), a.op);
+    return 0.0;
+  });
+  def("cross_entropy", [S](const Args& a) {
+    check(m1_cross_entropy(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<int>(3), a.p<int>(4), a.i64(5), a.i64(6), a.f(7), S()),
+          a.op);
+    return 0.0;
+  });
+  return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node-API functions
+
+template <typename F>
+Napi::Value guarded(const Napi::CallbackInfo& info, F&& f) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string("m1cuda: ") + e.what());
+  }
+}
+
+uintptr_t ptrArg(const Napi::CallbackInfo& info, size_t i) {
+  return (uintptr_t)info[i].As<Napi::Number>().DoubleValue();
+}
+
+/** bytes of a TypedArray argument */
+std::pair<void*, size_t> bytesOf(const Napi::Value& v) {
+  auto ta = v.As<Napi::TypedArray>();
+  auto buf = ta.ArrayBuffer();
+  return {static_cast<uint8_t*>(buf.Data()) + ta.ByteOffset(), ta.ByteLength()};
+}
+
+Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    int count = 0, driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    m1Check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+    cudaDeviceProp prop{};
+    m1Check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    size_t freeB = 0, totalB = 0;
+    m1Check(cudaMemGetInfo(&freeB, &totalB), "cudaMemGetInfo");
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", prop.name);
+    o.Set("deviceCount", count);
+    o.Set("computeCapability", std::to_string(prop.major) + "." + std::to_string(prop.minor));
+    o.Set("totalMemoryBytes", (double)totalB);
+    o.Set("freeMemoryBytes", (double)freeB);
+    o.Set("multiprocessors", prop.multiProcessorCount);
+    o.Set("driverVersion", driver);
+    o.Set("runtimeVersion", runtime);
+    return o;
+  });
+}
+
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    double bytes = info[0].As<Napi::Number>().DoubleValue();
+    return Napi::Number::New(info.Env(), (double)(uintptr_t)allocator().alloc((size_t)bytes));
+  });
+}
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    allocator().release((void*)ptrArg(info, 0));
+    return info.Env().Undefined();
+  });
+}
+/** upload(ptr, typedArray): host → device (pageable source: staged before the call returns) */
+Napi::Value Upload(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    auto [data, n] = bytesOf(info[1]);
+    if (n) m1Check(cudaMemcpyAsync((void*)ptrArg(info, 0), data, n, cudaMemcpyHostToDevice, m1Stream()), "upload");
+    return info.Env().Undefined();
+  });
+}
+/** download(ptr, typedArray): device → host, waits for all queued work */
+Napi::Value Download(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    auto [data, n] = bytesOf(info[1]);
+    if (n) m1Check(cudaMemcpyAsync(data, (const void*)ptrArg(info, 0), n, cudaMemcpyDeviceToHost, m1Stream()), "download");
+    m1Check(cudaStreamSynchronize(m1Stream()), "download (a kernel queued earlier failed)");
+    return info.Env().Undefined();
+  });
+}
+/** copy(dst, src, bytes) device → device */
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    double n = info[2].As<Napi::Number>().DoubleValue();
+    if (n > 0)
+      m1Check(cudaMemcpyAsync((void*)ptrArg(info, 0), (const void*)ptrArg(info, 1), (size_t)n, cudaMemcpyDeviceToDevice, m1Stream()),
+              "copy");
+    return info.Env().Undefined();
+  });
+}
+Napi::Value Zero(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    double n = info[1].As<Napi::Number>().DoubleValue();
+    if (n > 0) m1Check(cudaMemsetAsync((void*)ptrArg(info, 0), 0, (size_t)n, m1Stream()), "zero");
+    return info.Env().Undefined();
+  });
+}
+Napi::Value Sync(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    m1Check(cudaStreamSynchronize(m1Stream()), "synchronize");
+    return info.Env().Undefined();
+  });
+}
+Napi::Value Call(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    auto& table = ops();
+    auto it = table.find(name);
+    if (it == table.end()) throw std::runtime_error("unknown op '" + name + "'");
+    auto arr = info[1].As<Napi::Float64Array>();
+    Args a{arr.Data(), arr.ElementLength(), name};
+    return Napi::Number::New(info.Env(), it->second(a));
+  });
+}
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  Allocator& al = allocator();
+  o.Set("liveBytes", (double)al.liveBytes);
+  o.Set("cachedBytes", (double)al.cachedBytes);
+  o.Set("cudaMallocCalls", (double)al.mallocCalls);
+  return o;
+}
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    allocator().emptyCache();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("deviceInfo", Napi::Function::New(env, DeviceInfo));
+  exports.Set("alloc", Napi::Function::New(env, Alloc));
+  exports.Set("free", Napi::Function::New(env, Free));
+  exports.Set("upload", Napi::Function::New(env, Upload));
+  exports.Set("download", Napi::Function::New(env, Download));
+  exports.Set("copy", Napi::Function::New(env, Copy));
+  exports.Set("zero", Napi::Function::New(env, Zero));
+  exports.Set("sync", Napi::Function::New(env, Sync));
+  exports.Set("call", Napi::Function::New(env, Call));
+  exports.Set("stats", Napi::Function::New(env, Stats));
+  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
+  return exports;
+}
+
+}  // namespace
+
+cudaStream_t m1Stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t st;
+    m1Check(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "cudaStreamCreate");
+    return st;
+  }();
+  return s;
+}
+void* m1Alloc(size_t bytes) { return allocator().alloc(bytes); }
+void m1Free(void* p) { allocator().release(p); }
+
+NODE_API_MODULE(m1cuda, Init)

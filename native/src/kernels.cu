@@ -1,0 +1,1316 @@
+// The m1cuda kernels: every op of the Backend interface except the matmuls (cuBLASLt, matmul.cpp).
+//
+// Each kernel is the CPU reference (src/backend/cpu/*.ts) restated for the GPU with f32 compute;
+// the CPU keeps some sums in f64, so results agree to f32 rounding, not bit for bit. Designs:
+//  - elementwise / layout: grid-stride loops, one element per thread;
+//  - row reductions (norms, softmax): one block per row, block-wide reduction in shared memory;
+//  - column reductions (weight grads): one thread per column looping over rows, deterministic;
+//  - attention: one warp per query (lanes split the head dim), online softmax over keys;
+//  - scans: one thread per independent recurrence ((b, channel) or (b, head, p)), state in registers;
+//    backward recomputes states from per-chunk checkpoints kept in a global scratch buffer.
+#include "kernels.h"
+#include <cuda_bf16.h>
+#include <math_constants.h>
+
+namespace {
+
+constexpr int kThreads = 256;
+
+inline unsigned gridFor(int64_t n, int threads = kThreads) {
+  int64_t g = (n + threads - 1) / threads;
+  if (g > 65535LL * 32) g = 65535LL * 32;  // grid-stride loops cover the rest
+  return (unsigned)(g < 1 ? 1 : g);
+}
+
+#define GRID_STRIDE(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+__device__ __forceinline__ float siluf(float x) { return x / (1.f + expf(-x)); }
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ __forceinline__ float siluGradf(float x) {
+  float s = 1.f / (1.f + expf(-x));
+  return s * (1.f + x * (1.f - s));
+}
+/** softplus with mamba's threshold: x above 20 */
+__device__ __forceinline__ float softplusf(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+
+__device__ __forceinline__ float warpSum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double warpSumD(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warpMax(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/** block-wide sum; every thread gets the result. `sh` holds 32 floats. */
+__device__ float blockSum(float v, float* sh) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warpSum(v);
+  __syncthreads();  // sh may still be read by a previous call
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  float r = lane < nw ? sh[lane] : 0.f;
+  return warpSum(r);
+}
+__device__ float blockMax(float v, float* sh) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warpMax(v);
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  float r = lane < nw ? sh[lane] : -CUDART_INF_F;
+  return warpMax(r);
+}
+
+inline cudaError_t lastError() { return cudaGetLastError(); }
+
+// ------------------------------------------------------------------------------------------------
+// memory / elementwise
+
+__global__ void k_cast_f32_bf16(__nv_bfloat16* d, const float* s, int64_t n) { GRID_STRIDE(i, n) d[i] = __float2bfloat16_rn(s[i]); }
+__global__ void k_cast_bf16_f32(float* d, const __nv_bfloat16* s, int64_t n) { GRID_STRIDE(i, n) d[i] = __bfloat162float(s[i]); }
+__global__ void k_fill_f32(float* d, float v, int64_t n) { GRID_STRIDE(i, n) d[i] = v; }
+__global__ void k_fill_bf16(__nv_bfloat16* d, __nv_bfloat16 v, int64_t n) { GRID_STRIDE(i, n) d[i] = v; }
+__global__ void k_add(float* o, const float* a, const float* b, int64_t n) { GRID_STRIDE(i, n) o[i] = a[i] + b[i]; }
+__global__ void k_axpy(float* d, const float* s, float a, int64_t n) { GRID_STRIDE(i, n) d[i] += a * s[i]; }
+__global__ void k_scale(float* x, float a, int64_t n) { GRID_STRIDE(i, n) x[i] *= a; }
+__global__ void k_mul(float* o, const float* a, const float* b, int64_t n) { GRID_STRIDE(i, n) o[i] = a[i] * b[i]; }
+__global__ void k_neg_exp(float* o, const float* a, int64_t n) { GRID_STRIDE(i, n) o[i] = -expf(a[i]); }
+__global__ void k_add_bias(float* o, const float* x, const float* b, int64_t rows, int64_t C) {
+  GRID_STRIDE(i, rows * C) o[i] = x[i] + b[i % C];
+}
+/** one thread per column, f64 accumulator (the sum runs over every row) */
+__global__ void k_sum_rows(float* o, const float* x, int64_t rows, int64_t C) {
+  GRID_STRIDE(c, C) {
+    double s = 0;
+    for (int64_t r = 0; r < rows; r++) s += x[r * C + c];
+    o[c] = (float)s;
+  }
+}
+__global__ void k_sum_squares(double* partials, const float* x, int64_t n) {
+  __shared__ double sh[32];
+  double s = 0;
+  GRID_STRIDE(i, n) s += (double)x[i] * x[i];
+  s = warpSumD(s);
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  if (lane == 0) sh[wid] = s;
+  __syncthreads();
+  if (wid == 0) {
+    double r = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.0;
+    r = warpSumD(r);
+    if (lane == 0) partials[blockIdx.x] = r;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// layout
+
+template <typename E>
+__global__ void k_copy_cols(E* dst, int64_t ds, int64_t doff, const E* src, int64_t ss, int64_t soff, int64_t rows, int64_t w) {
+  GRID_STRIDE(i, rows * w) {
+    int64_t r = i / w, j = i % w;
+    dst[r * ds + doff + j] = src[r * ss + soff + j];
+  }
+}
+__global__ void k_repeat_groups(float* out, const float* x, int64_t rows, int64_t inW, int64_t w, int64_t rep) {
+  int64_t outW = inW * rep;
+  GRID_STRIDE(i, rows * outW) {
+    int64_t r = i / outW, o = i % outW;
+    int64_t g = o / w, j = o % w;
+    out[i] = x[r * inW + (g / rep) * w + j];
+  }
+}
+__global__ void k_repeat_groups_bwd(float* dx, const float* dy, int64_t rows, int64_t outW, int64_t w, int64_t rep) {
+  int64_t inW = outW / rep;
+  GRID_STRIDE(i, rows * inW) {
+    int64_t r = i / inW, o = i % inW;
+    int64_t src = o / w, j = o % w;
+    float s = 0.f;
+    for (int64_t k = 0; k < rep; k++) s += dy[r * outW + (src * rep + k) * w + j];
+    dx[i] = s;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// embedding / norms / MLP
+
+template <typename E>
+__device__ __forceinline__ float toF(E v);
+template <>
+__device__ __forceinline__ float toF<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float toF<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename E>
+__device__ __forceinline__ E fromF(float v);
+template <>
+__device__ __forceinline__ float fromF<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 fromF<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <typename E>
+__global__ void k_embedding(float* out, const E* table, const int* ids, int64_t n, int64_t D) {
+  GRID_STRIDE(i, n * D) {
+    int64_t r = i / D, j = i % D;
+    out[i] = toF(table[(int64_t)ids[r] * D + j]);
+  }
+}
+/** atomics: a token id may repeat */
+__global__ void k_embedding_bwd(float* dT, const int* ids, const float* dy, int64_t n, int64_t D) {
+  GRID_STRIDE(i, n * D) {
+    int64_t r = i / D, j = i % D;
+    atomicAdd(&dT[(int64_t)ids[r] * D + j], dy[i]);
+  }
+}
+__global__ void k_rmsnorm(float* y, float* rstd, const float* x, const float* w, int64_t D, float eps) {
+  __shared__ float sh[32];
+  const float* xr = x + blockIdx.x * D;
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) ss += xr[j] * xr[j];
+  ss = blockSum(ss, sh);
+  float rs = 1.f / sqrtf(ss / (float)D + eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) y[blockIdx.x * D + j] = xr[j] * rs * w[j];
+}
+__global__ void k_rmsnorm_bwd_dx(float* dx, const float* dy, const float* x, const float* w, const float* rstd, int64_t D) {
+  __shared__ float sh[32];
+  int64_t o = blockIdx.x * D;
+  float rs = rstd[blockIdx.x];
+  float dot = 0.f;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) dot += dy[o + j] * w[j] * x[o + j];
+  dot = blockSum(dot, sh);
+  float k = dot * rs * rs * rs / (float)D;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) dx[o + j] = dy[o + j] * w[j] * rs - x[o + j] * k;
+}
+__global__ void k_rmsnorm_bwd_dw(float* dw, const float* dy, const float* x, const float* rstd, int64_t rows, int64_t D) {
+  GRID_STRIDE(j, D) {
+    double s = 0;
+    for (int64_t r = 0; r < rows; r++) s += (double)dy[r * D + j] * x[r * D + j] * rstd[r];
+    dw[j] = (float)s;
+  }
+}
+__global__ void k_swiglu(float* h, const float* g, const float* u, int64_t n) { GRID_STRIDE(i, n) h[i] = siluf(g[i]) * u[i]; }
+__global__ void k_swiglu_bwd(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
+  GRID_STRIDE(i, n) {
+    du[i] = dh[i] * siluf(g[i]);
+    dg[i] = dh[i] * u[i] * siluGradf(g[i]);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// attention
+
+/** the angle is the f32 product pos·invFreq (as PyTorch/HF compute it), cos/sin in f64 like the CPU */
+__global__ void k_rope(float* out, const float* x, const int* pos, const float* invFreq, int64_t n, int64_t H, int64_t Dh, int inverse) {
+  int64_t half = Dh / 2;
+  GRID_STRIDE(e, n * H * half) {
+    int64_t i = e % half, th = e / half, t = th / H;
+    float angle = __fmul_rn((float)pos[t], invFreq[i]);
+    double sn, cs;
+    sincos((double)angle, &sn, &cs);
+    if (inverse) sn = -sn;
+    int64_t o = th * Dh;
+    double a = x[o + i], b = x[o + i + half];
+    out[o + i] = (float)(a * cs - b * sn);
+    out[o + i + half] = (float)(b * cs + a * sn);
+  }
+}
+
+// Attention: a warp per query row; lane l holds dims l, l+32, ... (DPL = dims per lane, Dh ≤ 32·DPL).
+template <int DPL>
+__device__ __forceinline__ float warpDot(const float* a, const float (&q)[DPL], int Dh, int lane) {
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < DPL; j++) {
+    int d = lane + 32 * j;
+    if (d < Dh) s += q[j] * a[d];
+  }
+  return warpSum(s);
+}
+
+template <int DPL>
+__global__ void k_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg,
+                            int B, int T, int Hq, int Hkv, int Dh, float scale) {
+  int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (warp >= (int64_t)B * T * Hq) return;
+  int h = warp % Hq;
+  int64_t bt = warp / Hq;
+  int t = bt % T, b = bt / T;
+  int g = h / (Hq / Hkv);
+  const float* qr = q + bt * Hq * Dh + (int64_t)h * Dh;
+  float qv[DPL], acc[DPL];
+#pragma unroll
+  for (int j = 0; j < DPL; j++) {
+    int d = lane + 32 * j;
+    qv[j] = d < Dh ? qr[d] : 0.f;
+    acc[j] = 0.f;
+  }
+  float m = -CUDART_INF_F, l = 0.f;
+  int64_t rowStart = (int64_t)b * T;
+  int mySeg = seg ? seg[rowStart + t] : 0;
+  for (int s = 0; s <= t; s++) {
+    if (seg && seg[rowStart + s] != mySeg) continue;
+    const float* kr = k + ((rowStart + s) * Hkv + g) * Dh;
+    float sc = scale * warpDot<DPL>(kr, qv, Dh, lane);
+    float mn = fmaxf(m, sc);
+    float corr = expf(m - mn), p = expf(sc - mn);
+    l = l * corr + p;
+    const float* vr = v + ((rowStart + s) * Hkv + g) * Dh;
+#pragma unroll
+    for (int j = 0; j < DPL; j++) {
+      int d = lane + 32 * j;
+      acc[j] = acc[j] * corr + (d < Dh ? p * vr[d] : 0.f);
+    }
+    m = mn;
+  }
+  float* orow = out + bt * Hq * Dh + (int64_t)h * Dh;
+  float inv = 1.f / l;
+#pragma unroll
+  for (int j = 0; j < DPL; j++) {
+    int d = lane + 32 * j;
+    if (d < Dh) orow[d] = acc[j] * inv;
+  }
+  if (lane == 0) lse[((int64_t)b * Hq + h) * T + t] = m + logf(l);
+}
+
+/** dq per query (and D_t = dO_t·O_t into Dbuf [B*T*Hq] for the dk/dv pass) */
+template <int DPL>
+__global__ void k_attention_bwd_dq(float* dq, float* Dbuf, const float* dout, const float* q, const float* k, const float* v,
+                                   const float* out, const float* lse, const int* seg, int B, int T, int Hq, int Hkv, int Dh,
+                                   float scale) {
+  int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (warp >= (int64_t)B * T * Hq) return;
+  int h = warp % Hq;
+  int64_t bt = warp / Hq;
+  int t = bt % T, b = bt / T;
+  int g = h / (Hq / Hkv);
+  int64_t qo = bt * Hq * Dh + (int64_t)h * Dh;
+  float qv[DPL], dov[DPL], acc[DPL];
+  float Dt = 0.f;
+#pragma unroll
+  for (int j = 0; j < DPL; j++) {
+    int d = lane + 32 * j;
+    qv[j] = d < Dh ? q[qo + d] : 0.f;
+    dov[j] = d < Dh ? dout[qo + d] : 0.f;
+    Dt += d < Dh ? dov[j] * out[qo + d] : 0.f;
+    acc[j] = 0.f;
+  }
+  Dt = warpSum(Dt);
+  if (lane == 0) Dbuf[warp] = Dt;
+  float rowLse = lse[((int64_t)b * Hq + h) * T + t];
+  int64_t rowStart = (int64_t)b * T;
+  int mySeg = seg ? seg[rowStart + t] : 0;
+  for (int s = 0; s <= t; s++) {
+    if (seg && seg[rowStart + s] != mySeg) continue;
+    const float* kr = k + ((rowStart + s) * Hkv + g) * Dh;
+    const float* vr = v + ((rowStart + s) * Hkv + g) * Dh;
+    float p = expf(scale * warpDot<DPL>(kr, qv, Dh, lane) - rowLse);
+    float dp = warpDot<DPL>(vr, dov, Dh, lane);
+    float ds = p * (dp - Dt) * scale;
+#pragma unroll
+    for (int j = 0; j < DPL; j++) {
+      int d = lane + 32 * j;
+      if (d < Dh) acc[j] += ds * kr[d];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < DPL; j++) {
+    int d = lane + 32 * j;
+    if (d < Dh) dq[qo + d] = acc[j];
+  }
+}
+
+/** dk, dv per key (b, s, kv head g): sums over the group's q heads and the queries t ≥ s that see s */
+template <int DPL>
+__global__ void k_attention_bwd_dkdv(float* dk, float* dv, const float* Dbuf, const float* dout, const float* q, const float* k,
+                                     const float* v, const float* lse, const int* seg, int B, int T, int Hq, int Hkv, int Dh,
+                                     float scale) {
+  int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (warp >= (int64_t)B * T * Hkv) return;
+  int g = warp % Hkv;
+  int64_t bs = warp / Hkv;
+  int s = bs % T, b = bs / T;
+  int group = Hq / Hkv;
+  int64_t ko = bs * Hkv * Dh + (int64_t)g * Dh;
+  float kv[DPL], vv[DPL], dka[DPL], dva[DPL];
+#pragma unroll
+  for (int j = 0; j < DPL; j++) {
+    int d = lane + 32 * j;
+    kv[j] = d < Dh ? k[ko + d] : 0.f;
+    vv[j] = d < Dh ? v[ko + d] : 0.f;
+    dka[j] = 0.f;
+    dva[j] = 0.f;
+  }
+  int64_t rowStart = (int64_t)b * T;
+  int mySeg = seg ? seg[rowStart + s] : 0;
+  for (int t = s; t < T; t++) {
+    if (seg && seg[rowStart + t] != mySeg) continue;
+    for (int h = g * group; h < (g + 1) * group; h++) {
+      int64_t qo = ((rowStart + t) * Hq + h) * Dh;
+      float p = expf(scale * warpDot<DPL>(q + qo, kv, Dh, lane) - lse[((int64_t)b * Hq + h) * T + t]);
+      float dp = warpDot<DPL>(dout + qo, vv, Dh, lane);
+      float ds = p * (dp - Dbuf[(rowStart + t) * Hq + h]) * scale;
+#pragma unroll
+      for (int j = 0; j < DPL; j++) {
+        int d = lane + 32 * j;
+        if (d < Dh) {
+          dka[j] += ds * q[qo + d];
+          dva[j] += p * dout[qo + d];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < DPL; j++) {
+    int d = lane + 32 * j;
+    if (d < Dh) {
+      dk[ko + d] = dka[j];
+      dv[ko + d] = dva[j];
+    }
+  }
+}
+
+template <typename E>
+__global__ void k_kv_cache_write(E* kc, E* vc, const float* k, const float* v, const int* slots, int64_t n, int64_t row) {
+  GRID_STRIDE(e, n * row) {
+    int64_t i = e / row, j = e % row;
+    int slot = slots[i];
+    if (slot < 0) continue;  // padding token
+    kc[(int64_t)slot * row + j] = fromF<E>(k[e]);
+    vc[(int64_t)slot * row + j] = fromF<E>(v[e]);
+  }
+}
+
+/** a warp per (sequence, q head); keys read from the scattered cache blocks through the block table */
+template <int DPL, typename E>
+__global__ void k_paged_decode(float* out, const float* q, const E* kc, const E* vc, const int* bt, int maxBlocks,
+                               const int* seqLens, int n, int Hq, int Hkv, int Dh, int bsz, float scale) {
+  int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (warp >= (int64_t)n * Hq) return;
+  int h = warp % Hq, i = warp / Hq;
+  int g = h / (Hq / Hkv);
+  int L = seqLens[i];
+  const float* qr = q + warp * Dh;
+  float qv[DPL], acc[DPL];
+#pragma unroll
+  for (int j = 0; j < DPL; j++) {
+    int d = lane + 32 * j;
+    qv[j] = d < Dh ? qr[d] : 0.f;
+    acc[j] = 0.f;
+  }
+  float m = -CUDART_INF_F, l = 0.f;
+  for (int s = 0; s < L; s++) {
+    int blk = bt[(int64_t)i * maxBlocks + s / bsz];
+    int64_t ro = (((int64_t)blk * bsz + s % bsz) * Hkv + g) * Dh;
+    float part = 0.f;
+#pragma unroll
+    for (int j = 0; j < DPL; j++) {
+      int d = lane + 32 * j;
+      if (d < Dh) part += qv[j] * toF(kc[ro + d]);
+    }
+    float sc = scale * warpSum(part);
+    float mn = fmaxf(m, sc);
+    float corr = expf(m - mn), p = expf(sc - mn);
+    l = l * corr + p;
+#pragma unroll
+    for (int j = 0; j < DPL; j++) {
+      int d = lane + 32 * j;
+      acc[j] = acc[j] * corr + (d < Dh ? p * toF(vc[ro + d]) : 0.f);
+    }
+    m = mn;
+  }
+  float* orow = out + warp * Dh;
+#pragma unroll
+  for (int j = 0; j < DPL; j++) {
+    int d = lane + 32 * j;
+    if (d < Dh) orow[d] = L > 0 ? acc[j] / l : 0.f;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// causal conv1d
+
+__device__ __forceinline__ float convPre(const float* x, const float* w, const float* bias, const int* segStart,
+                                         int64_t r, int t, int c, int C, int K) {
+  int ss = segStart ? segStart[r] : 0;
+  float acc = bias ? bias[c] : 0.f;
+  int k0 = K - 1 - (t - ss);
+  for (int k = k0 < 0 ? 0 : k0; k < K; k++) acc += w[(int64_t)c * K + k] * x[(r - (K - 1) + k) * C + c];
+  return acc;
+}
+__global__ void k_conv1d(float* y, const float* x, const float* w, const float* bias, const int* segStart, int B, int T, int C,
+                         int K, int silu) {
+  GRID_STRIDE(i, (int64_t)B * T * C) {
+    int c = i % C;
+    int64_t r = i / C;
+    int t = r % T;
+    float a = convPre(x, w, bias, segStart, r, t, c, C, K);
+    y[i] = silu ? siluf(a) : a;
+  }
+}
+__global__ void k_conv1d_state_out(float* st, const float* x, const int* segStart, const int* slots, int B, int T, int C, int K) {
+  int W = K - 1;
+  GRID_STRIDE(e, (int64_t)B * C * W) {
+    int j = e % W;
+    int c = (e / W) % C;
+    int b = e / ((int64_t)W * C);
+    int lastStart = T > 0 && segStart ? segStart[(int64_t)b * T + T - 1] : 0;
+    int t = T - W + j;
+    bool valid = t >= lastStart && t >= 0;
+    st[((int64_t)slots[b] * C + c) * W + j] = valid ? x[((int64_t)b * T + t) * C + c] : 0.f;
+  }
+}
+__global__ void k_conv1d_step(float* y, const float* x, float* st, const int* slots, const float* w, const float* bias, int n,
+                              int C, int K, int silu) {
+  int W = K - 1;
+  GRID_STRIDE(e, (int64_t)n * C) {
+    int c = e % C, i = e / C;
+    float* so = st + ((int64_t)slots[i] * C + c) * W;
+    const float* wo = w + (int64_t)c * K;
+    float xv = x[e];
+    float acc = bias ? bias[c] : 0.f;
+    for (int k = 0; k < W; k++) acc += wo[k] * so[k];
+    acc += wo[W] * xv;
+    y[e] = silu ? siluf(acc) : acc;
+    for (int k = 0; k + 1 < W; k++) so[k] = so[k + 1];
+    if (W > 0) so[W - 1] = xv;
+  }
+}
+__global__ void k_conv1d_dpre(float* dpre, const float* dy, const float* x, const float* w, const float* bias, const int* segStart,
+                              int B, int T, int C, int K) {
+  GRID_STRIDE(i, (int64_t)B * T * C) {
+    int c = i % C;
+    int64_t r = i / C;
+    dpre[i] = dy[i] * siluGradf(convPre(x, w, bias, segStart, r, r % T, c, C, K));
+  }
+}
+/** gather form: input t' feeds outputs t = t' + K−1−k that lie in the same segment */
+__global__ void k_conv1d_bwd_dx(float* dx, const float* dpre, const float* w, const int* segStart, int B, int T, int C, int K) {
+  GRID_STRIDE(i, (int64_t)B * T * C) {
+    int c = i % C;
+    int64_t r = i / C;
+    int tp = r % T;
+    int64_t rowStart = r - tp;
+    float acc = 0.f;
+    for (int k = 0; k < K; k++) {
+      int t = tp + K - 1 - k;
+      if (t >= T) continue;
+      if (segStart && segStart[rowStart + t] > tp) continue;
+      acc += w[(int64_t)c * K + k] * dpre[(rowStart + t) * C + c];
+    }
+    dx[i] = acc;
+  }
+}
+/** one thread per (c, k) over all B·T positions (k = K: the bias) */
+__global__ void k_conv1d_bwd_dw(float* dw, float* dbias, const float* dpre, const float* x, const int* segStart, int B, int T,
+                                int C, int K) {
+  GRID_STRIDE(e, (int64_t)C * (K + 1)) {
+    int c = e % C, k = e / C;
+    double s = 0;
+    for (int64_t r = 0; r < (int64_t)B * T; r++) {
+      float g = dpre[r * C + c];
+      if (k == K) {
+        s += g;
+        continue;
+      }
+      int t = r % T;
+      int ss = segStart ? segStart[r] : 0;
+      if (k < K - 1 - (t - ss)) continue;
+      s += (double)g * x[(r - (K - 1) + k) * C + c];
+    }
+    if (k == K) {
+      if (dbias) dbias[c] = (float)s;
+    } else
+      dw[(int64_t)c * K + k] = (float)s;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// M1 selective scan (Mamba-1, grouped B/C): one thread per (b, channel), state h[N] in registers
+
+__device__ __forceinline__ bool resetAt(const int* segStart, int64_t r, int t) { return t == 0 || (segStart && segStart[r] == t); }
+
+template <int NMAX>
+__global__ void k_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
+                                 const float* D, const float* z, const float* db, const int* segStart, float* st,
+                                 const int* slots, int B, int T, int Di, int N, int G) {
+  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (tid >= (int64_t)B * Di) return;
+  int c = tid % Di, b = tid / Di;
+  int g = c / (Di / G);
+  float a[NMAX], h[NMAX];
+#pragma unroll
+  for (int n = 0; n < NMAX; n++) {
+    a[n] = n < N ? A[(int64_t)c * N + n] : 0.f;
+    h[n] = 0.f;
+  }
+  float bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
+  for (int t = 0; t < T; t++) {
+    int64_t r = (int64_t)b * T + t;
+    if (resetAt(segStart, r, t)) {
+#pragma unroll
+      for (int n = 0; n < NMAX; n++) h[n] = 0.f;
+    }
+    int64_t i = r * Di + c;
+    float dt = softplusf(delta[i] + bias), xv = x[i], dtx = dt * xv;
+    const float* bp = Bm + (r * G + g) * N;
+    const float* cp = Cm + (r * G + g) * N;
+    float acc = 0.f;
+#pragma unroll
+    for (int n = 0; n < NMAX; n++) {
+      if (n < N) {
+        h[n] = expf(dt * a[n]) * h[n] + dtx * bp[n];
+        acc += cp[n] * h[n];
+      }
+    }
+    acc += Dc * xv;
+    y[i] = z ? acc * siluf(z[i]) : acc;
+  }
+  if (st) {
+    float* so = st + ((int64_t)slots[b] * Di + c) * N;
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) so[n] = h[n];
+  }
+}
+
+template <int NMAX>
+__global__ void k_selective_scan_step(float* y, const float* x, const float* delta, const float* A, const float* Bm,
+                                      const float* Cm, const float* D, const float* z, const float* db, float* st,
+                                      const int* slots, int nTok, int Di, int N, int G) {
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= (int64_t)nTok * Di) return;
+  int c = i % Di, s = i / Di;
+  int g = c / (Di / G);
+  float dt = softplusf(delta[i] + (db ? db[c] : 0.f)), xv = x[i], dtx = dt * xv;
+  const float* bp = Bm + ((int64_t)s * G + g) * N;
+  const float* cp = Cm + ((int64_t)s * G + g) * N;
+  float* so = st + ((int64_t)slots[s] * Di + c) * N;
+  float acc = 0.f;
+#pragma unroll
+  for (int n = 0; n < NMAX; n++) {
+    if (n < N) {
+      float hn = expf(dt * A[(int64_t)c * N + n]) * so[n] + dtx * bp[n];
+      so[n] = hn;
+      acc += cp[n] * hn;
+    }
+  }
+  if (D) acc += D[c] * xv;
+  y[i] = z ? acc * siluf(z[i]) : acc;
+}
+
+constexpr int kScanChunk = 32;
+
+/**
+ * Sum `v` over the lanes of a warp that share one destination, then add it once. `uniform`: all 32
+ * lanes of every warp hit the same address (the launcher checks the channel layout); otherwise each
+ * lane adds its own value.
+ */
+__device__ __forceinline__ void groupAtomicAdd(float* dst, float v, bool uniform) {
+  if (uniform) {
+    v = warpSum(v);
+    if ((threadIdx.x & 31) == 0) atomicAdd(dst, v);
+  } else
+    atomicAdd(dst, v);
+}
+
+/**
+ * Backward of the selective scan, per (b, c). States are checkpointed every kScanChunk steps in
+ * scratch ckpt[chunk][N][threads]; a chunk's states are recomputed into hs[step][N][threads]
+ * (thread-fastest layouts: coalesced). Reductions over the channels of a group (dB, dC) and over
+ * rows (dA, dD, dDb) use atomics into zeroed outputs.
+ */
+template <int NMAX>
+__global__ void k_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz, float* dDb,
+                                     float* scratch, const float* dy, const float* x, const float* delta, const float* A,
+                                     const float* Bm, const float* Cm, const float* D, const float* z, const float* db,
+                                     const int* segStart, int B, int T, int Di, int N, int G, bool uniform) {
+  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  int64_t nth = (int64_t)B * Di;
+  if (tid >= nth) return;
+  int c = tid % Di, b = tid / Di;
+  int g = c / (Di / G);
+  int nChunks = (T + kScanChunk - 1) / kScanChunk;
+  float* ckpt = scratch;                                   // [nChunks][N][nth]
+  float* hs = scratch + (int64_t)nChunks * N * nth;        // [kScanChunk][N][nth]
+  float a[NMAX], h[NMAX], adj[NMAX], dAa[NMAX];
+#pragma unroll
+  for (int n = 0; n < NMAX; n++) {
+    a[n] = n < N ? A[(int64_t)c * N + n] : 0.f;
+    h[n] = 0.f;
+    adj[n] = 0.f;
+    dAa[n] = 0.f;
+  }
+  float bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
+  // forward: checkpoint the state before each chunk
+  for (int t = 0; t < T; t++) {
+    int64_t r = (int64_t)b * T + t;
+    if (t % kScanChunk == 0) {
+#pragma unroll
+      for (int n = 0; n < NMAX; n++)
+        if (n < N) ckpt[((int64_t)(t / kScanChunk) * N + n) * nth + tid] = h[n];
+    }
+    bool reset = resetAt(segStart, r, t);
+    int64_t i = r * Di + c;
+    float dt = softplusf(delta[i] + bias), dtx = dt * x[i];
+    const float* bp = Bm + (r * G + g) * N;
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
+  }
+  float dDacc = 0.f, dDbacc = 0.f;
+  for (int k = nChunks - 1; k >= 0; k--) {
+    int c0 = k * kScanChunk, q = min(kScanChunk, T - c0);
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) h[n] = ckpt[((int64_t)k * N + n) * nth + tid];
+    for (int j = 0; j < q; j++) {
+      int t = c0 + j;
+      int64_t r = (int64_t)b * T + t;
+      bool reset = resetAt(segStart, r, t);
+      int64_t i = r * Di + c;
+      float dt = softplusf(delta[i] + bias), dtx = dt * x[i];
+      const float* bp = Bm + (r * G + g) * N;
+#pragma unroll
+      for (int n = 0; n < NMAX; n++)
+        if (n < N) {
+          h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
+          hs[((int64_t)j * N + n) * nth + tid] = h[n];
+        }
+    }
+    for (int j = q - 1; j >= 0; j--) {
+      int t = c0 + j;
+      int64_t r = (int64_t)b * T + t;
+      bool reset = resetAt(segStart, r, t);
+      int64_t i = r * Di + c;
+      float xv = x[i], v = delta[i] + bias, dt = softplusf(v);
+      const float* bp = Bm + (r * G + g) * N;
+      const float* cp = Cm + (r * G + g) * N;
+      float dr = dy[i];
+      if (z) {
+        float rr = Dc * xv;
+#pragma unroll
+        for (int n = 0; n < NMAX; n++)
+          if (n < N) rr += cp[n] * hs[((int64_t)j * N + n) * nth + tid];
+        float zv = z[i];
+        dz[i] = dr * rr * siluGradf(zv);
+        dr *= siluf(zv);
+      }
+      float dxv = 0.f;
+      if (D) {
+        dDacc += dr * xv;
+        dxv = dr * Dc;
+      }
+      float ddt = 0.f;
+#pragma unroll
+      for (int n = 0; n < NMAX; n++) {
+        if (n < N) {
+          float hn = hs[((int64_t)j * N + n) * nth + tid];
+          float prev = reset ? 0.f : (j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : ckpt[((int64_t)k * N + n) * nth + tid]);
+          groupAtomicAdd(&dCm[(r * G + g) * N + n], dr * hn, uniform);
+          float gh = adj[n] + dr * cp[n];
+          float decay = expf(dt * a[n]);
+          ddt += gh * (a[n] * decay * prev + bp[n] * xv);
+          dAa[n] += gh * dt * decay * prev;
+          groupAtomicAdd(&dBm[(r * G + g) * N + n], gh * dt * xv, uniform);
+          dxv += gh * dt * bp[n];
+          adj[n] = reset ? 0.f : gh * decay;
+        }
+      }
+      dx[i] = dxv;
+      float dv = ddt * (v > 20.f ? 1.f : sigmoidf_(v));
+      ddelta[i] = dv;
+      dDbacc += dv;
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < NMAX; n++)
+    if (n < N) atomicAdd(&dA[(int64_t)c * N + n], dAa[n]);
+  if (dD) atomicAdd(&dD[c], dDacc);
+  if (dDb) atomicAdd(&dDb[c], dDbacc);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Mamba-2 SSD scan: one thread per (b, head, p), the state row H[p, :N] in registers. The forward is
+// the sequential recurrence (the same function as the CPU's chunked form, to f32 rounding).
+
+template <int NMAX>
+__global__ void k_ssd_scan(float* y, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
+                           const float* D, const float* dtBias, const int* segStart, float* st, const int* slots, int B, int T,
+                           int H, int P, int G, int N) {
+  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (tid >= (int64_t)B * H * P) return;
+  int p = tid % P, h = (tid / P) % H, b = tid / ((int64_t)P * H);
+  int g = h / (H / G);
+  float Ah = A[h], Dh = D ? D[h] : 0.f, bias = dtBias ? dtBias[h] : 0.f;
+  float s[NMAX];
+#pragma unroll
+  for (int n = 0; n < NMAX; n++) s[n] = 0.f;
+  for (int t = 0; t < T; t++) {
+    int64_t r = (int64_t)b * T + t;
+    float d = softplusf(dt[r * H + h] + bias);
+    float alpha = resetAt(segStart, r, t) ? 0.f : expf(d * Ah);
+    int64_t xi = (r * H + h) * P + p;
+    float xv = x[xi], dx = d * xv;
+    const float* bp = Bm + (r * G + g) * N;
+    const float* cp = Cm + (r * G + g) * N;
+    float acc = 0.f;
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) {
+        s[n] = alpha * s[n] + dx * bp[n];
+        acc += s[n] * cp[n];
+      }
+    y[xi] = acc + Dh * xv;
+  }
+  if (st) {
+    float* so = st + (((int64_t)slots[b] * H + h) * P + p) * N;
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) so[n] = s[n];
+  }
+}
+
+template <int NMAX>
+__global__ void k_ssd_scan_step(float* y, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
+                                const float* D, const float* dtBias, float* st, const int* slots, int nTok, int H, int P, int G,
+                                int N) {
+  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (tid >= (int64_t)nTok * H * P) return;
+  int p = tid % P, h = (tid / P) % H, i = tid / ((int64_t)P * H);
+  int g = h / (H / G);
+  float d = softplusf(dt[(int64_t)i * H + h] + (dtBias ? dtBias[h] : 0.f));
+  float alpha = expf(d * A[h]);
+  float xv = x[tid], dx = d * xv;
+  const float* bp = Bm + ((int64_t)i * G + g) * N;
+  const float* cp = Cm + ((int64_t)i * G + g) * N;
+  float* so = st + (((int64_t)slots[i] * H + h) * P + p) * N;
+  float acc = 0.f;
+#pragma unroll
+  for (int n = 0; n < NMAX; n++)
+    if (n < N) {
+      float v = alpha * so[n] + dx * bp[n];
+      so[n] = v;
+      acc += v * cp[n];
+    }
+  y[tid] = acc + (D ? D[h] : 0.f) * xv;
+}
+
+/**
+ * SSD backward per (b, h, p), same checkpoint scheme as the selective scan; the adjoint row
+ * G[p, :N] lives in registers. dBm/dCm/ddt sum over p (and heads of a group): warp sums + atomics.
+ */
+template <int NMAX>
+__global__ void k_ssd_scan_bwd(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dD, float* dBias, float* scratch,
+                               const float* dy, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
+                               const float* D, const float* dtBias, const int* segStart, int B, int T, int H, int P, int G, int N,
+                               bool uniform) {
+  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  int64_t nth = (int64_t)B * H * P;
+  if (tid >= nth) return;
+  int p = tid % P, h = (tid / P) % H, b = tid / ((int64_t)P * H);
+  int g = h / (H / G);
+  int nChunks = (T + kScanChunk - 1) / kScanChunk;
+  float* ckpt = scratch;
+  float* hs = scratch + (int64_t)nChunks * N * nth;
+  float Ah = A[h], Dh = D ? D[h] : 0.f, bias = dtBias ? dtBias[h] : 0.f;
+  float s[NMAX], Gn[NMAX];
+#pragma unroll
+  for (int n = 0; n < NMAX; n++) {
+    s[n] = 0.f;
+    Gn[n] = 0.f;
+  }
+  for (int t = 0; t < T; t++) {
+    int64_t r = (int64_t)b * T + t;
+    if (t % kScanChunk == 0) {
+#pragma unroll
+      for (int n = 0; n < NMAX; n++)
+        if (n < N) ckpt[((int64_t)(t / kScanChunk) * N + n) * nth + tid] = s[n];
+    }
+    float d = softplusf(dt[r * H + h] + bias);
+    float alpha = resetAt(segStart, r, t) ? 0.f : expf(d * Ah);
+    float dxv = d * x[(r * H + h) * P + p];
+    const float* bp = Bm + (r * G + g) * N;
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) s[n] = alpha * s[n] + dxv * bp[n];
+  }
+  float dAacc = 0.f, dDacc = 0.f, dBiasAcc = 0.f;
+  for (int k = nChunks - 1; k >= 0; k--) {
+    int c0 = k * kScanChunk, q = min(kScanChunk, T - c0);
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) s[n] = ckpt[((int64_t)k * N + n) * nth + tid];
+    for (int j = 0; j < q; j++) {
+      int64_t r = (int64_t)b * T + c0 + j;
+      float d = softplusf(dt[r * H + h] + bias);
+      float alpha = resetAt(segStart, r, c0 + j) ? 0.f : expf(d * Ah);
+      float dxv = d * x[(r * H + h) * P + p];
+      const float* bp = Bm + (r * G + g) * N;
+#pragma unroll
+      for (int n = 0; n < NMAX; n++)
+        if (n < N) {
+          s[n] = alpha * s[n] + dxv * bp[n];
+          hs[((int64_t)j * N + n) * nth + tid] = s[n];
+        }
+    }
+    for (int j = q - 1; j >= 0; j--) {
+      int t = c0 + j;
+      int64_t r = (int64_t)b * T + t;
+      bool reset = resetAt(segStart, r, t);
+      float v = dt[r * H + h] + bias, d = softplusf(v);
+      int64_t xi = (r * H + h) * P + p;
+      float xv = x[xi], dyp = dy[xi];
+      const float* bp = Bm + (r * G + g) * N;
+      const float* cp = Cm + (r * G + g) * N;
+      dDacc += dyp * xv;
+      float gb = 0.f, dAlpha = 0.f;
+      float alpha = expf(d * Ah);
+#pragma unroll
+      for (int n = 0; n < NMAX; n++)
+        if (n < N) {
+          float gv = Gn[n] + dyp * cp[n];
+          gb += gv * bp[n];
+          groupAtomicAdd(&dCm[(r * G + g) * N + n], dyp * hs[((int64_t)j * N + n) * nth + tid], uniform);
+          groupAtomicAdd(&dBm[(r * G + g) * N + n], d * gv * xv, uniform);
+          float prev = j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : ckpt[((int64_t)k * N + n) * nth + tid];
+          dAlpha += gv * prev;
+          Gn[n] = reset ? 0.f : alpha * gv;
+        }
+      float dDelta = xv * gb;
+      dx[xi] = Dh * dyp + d * gb;
+      if (!reset) {
+        dDelta += dAlpha * alpha * Ah;
+        dAacc += dAlpha * alpha * d;
+      }
+      float g2 = dDelta * (v > 20.f ? 1.f : sigmoidf_(v));
+      groupAtomicAdd(&ddt[r * H + h], g2, uniform);
+      dBiasAcc += g2;
+    }
+  }
+  groupAtomicAdd(&dA[h], dAacc, uniform);
+  if (dD) groupAtomicAdd(&dD[h], dDacc, uniform);
+  if (dBias) groupAtomicAdd(&dBias[h], dBiasAcc, uniform);
+}
+
+// ------------------------------------------------------------------------------------------------
+// gated RMSNorm: one block per group of `group` elements
+
+__global__ void k_gated_rmsnorm(float* out, float* rstdOut, const float* y, const float* z, const float* w, int64_t D, int64_t group,
+                                float eps) {
+  __shared__ float sh[32];
+  int64_t o = blockIdx.x * group, wo = o % D;
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < group; j += blockDim.x) {
+    float gv = y[o + j] * siluf(z[o + j]);
+    ss += gv * gv;
+  }
+  ss = blockSum(ss, sh);
+  float rs = 1.f / sqrtf(ss / (float)group + eps);
+  if (rstdOut && threadIdx.x == 0) rstdOut[blockIdx.x] = rs;
+  if (out)
+    for (int64_t j = threadIdx.x; j < group; j += blockDim.x) out[o + j] = y[o + j] * siluf(z[o + j]) * rs * w[wo + j];
+}
+__global__ void k_gated_rmsnorm_bwd(float* dy, float* dz, const float* rstd, const float* dout, const float* y, const float* z,
+                                    const float* w, int64_t D, int64_t group) {
+  __shared__ float sh[32];
+  int64_t o = blockIdx.x * group, wo = o % D;
+  float rs = rstd[blockIdx.x];
+  float dot = 0.f;
+  for (int64_t j = threadIdx.x; j < group; j += blockDim.x) dot += dout[o + j] * w[wo + j] * y[o + j] * siluf(z[o + j]);
+  dot = blockSum(dot, sh);
+  float k = dot * rs * rs * rs / (float)group;
+  for (int64_t j = threadIdx.x; j < group; j += blockDim.x) {
+    float zj = z[o + j], gv = y[o + j] * siluf(zj);
+    float dg = dout[o + j] * w[wo + j] * rs - gv * k;
+    dy[o + j] = dg * siluf(zj);
+    dz[o + j] = dg * y[o + j] * siluGradf(zj);
+  }
+}
+__global__ void k_gated_rmsnorm_bwd_dw(float* dw, const float* rstd, const float* dout, const float* y, const float* z, int64_t rows,
+                                       int64_t D, int64_t group) {
+  GRID_STRIDE(j, D) {
+    double s = 0;
+    for (int64_t r = 0; r < rows; r++) {
+      int64_t e = r * D + j;
+      s += (double)dout[e] * y[e] * siluf(z[e]) * rstd[e / group];
+    }
+    dw[j] = (float)s;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// logits: one block per row
+
+__device__ float rowLse(const float* xr, int64_t V, float* sh) {
+  float mx = -CUDART_INF_F;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, xr[j]);
+  mx = blockMax(mx, sh);
+  float s = 0.f;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(xr[j] - mx);
+  s = blockSum(s, sh);
+  return mx + logf(s);
+}
+__global__ void k_log_softmax(float* out, const float* x, int64_t V) {
+  __shared__ float sh[32];
+  const float* xr = x + blockIdx.x * V;
+  float l = rowLse(xr, V, sh);
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) out[blockIdx.x * V + j] = xr[j] - l;
+}
+__global__ void k_gather_logprobs(float* out, const float* x, const int* targets, int64_t V) {
+  __shared__ float sh[32];
+  const float* xr = x + blockIdx.x * V;
+  float l = rowLse(xr, V, sh);
+  if (threadIdx.x == 0) out[blockIdx.x] = xr[targets[blockIdx.x]] - l;
+}
+__global__ void k_cross_entropy(float* rowLoss, float* dl, const float* x, const int* targets, const int* mask, int64_t V, float inv) {
+  __shared__ float sh[32];
+  int64_t o = blockIdx.x * V;
+  if (mask && !mask[blockIdx.x]) {
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dl[o + j] = 0.f;
+    if (threadIdx.x == 0) rowLoss[blockIdx.x] = 0.f;
+    return;
+  }
+  const float* xr = x + o;
+  float l = rowLse(xr, V, sh);
+  int t = targets[blockIdx.x];
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) dl[o + j] = expf(xr[j] - l) * inv - (j == t ? inv : 0.f);
+  if (threadIdx.x == 0) rowLoss[blockIdx.x] = l - xr[t];
+}
+
+template <int DPL>
+cudaError_t launchAttention(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg, int B, int T,
+                            int Hq, int Hkv, int Dh, float scale, cudaStream_t s) {
+  int64_t threads = (int64_t)B * T * Hq * 32;
+  k_attention<DPL><<<gridFor(threads, 128), 128, 0, s>>>(out, lse, q, k, v, seg, B, T, Hq, Hkv, Dh, scale);
+  return lastError();
+}
+template <int DPL>
+cudaError_t launchAttentionBwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
+                               const float* v, const float* out, const float* lse, const int* seg, int B, int T, int Hq, int Hkv,
+                               int Dh, float scale, cudaStream_t s) {
+  int64_t t1 = (int64_t)B * T * Hq * 32, t2 = (int64_t)B * T * Hkv * 32;
+  k_attention_bwd_dq<DPL><<<gridFor(t1, 128), 128, 0, s>>>(dq, Dbuf, dout, q, k, v, out, lse, seg, B, T, Hq, Hkv, Dh, scale);
+  k_attention_bwd_dkdv<DPL><<<gridFor(t2, 128), 128, 0, s>>>(dk, dv, Dbuf, dout, q, k, v, lse, seg, B, T, Hq, Hkv, Dh, scale);
+  return lastError();
+}
+template <int DPL, typename E>
+cudaError_t launchPaged(float* out, const float* q, const void* kc, const void* vc, const int* bt, int maxBlocks, const int* seqLens,
+                        int n, int Hq, int Hkv, int Dh, int bsz, float scale, cudaStream_t s) {
+  int64_t threads = (int64_t)n * Hq * 32;
+  k_paged_decode<DPL, E><<<gridFor(threads, 128), 128, 0, s>>>(out, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, n, Hq,
+                                                               Hkv, Dh, bsz, scale);
+  return lastError();
+}
+
+}  // namespace
+
+#define DISPATCH_DPL(Dh, CALL)                     \
+  do {                                             \
+    if ((Dh) <= 32) { constexpr int DPL = 1; CALL; } \
+    else if ((Dh) <= 64) { constexpr int DPL = 2; CALL; } \
+    else if ((Dh) <= 128) { constexpr int DPL = 4; CALL; } \
+    else if ((Dh) <= 256) { constexpr int DPL = 8; CALL; } \
+    else return cudaErrorInvalidValue;             \
+  } while (0)
+
+#define DISPATCH_N(N, CALL)                                   \
+  do {                                                        \
+    if ((N) <= 16) { constexpr int NM = 16; CALL; }           \
+    else if ((N) <= 32) { constexpr int NM = 32; CALL; }      \
+    else if ((N) <= 64) { constexpr int NM = 64; CALL; }      \
+    else if ((N) <= 128) { constexpr int NM = 128; CALL; }    \
+    else return cudaErrorInvalidValue;                        \
+  } while (0)
+
+extern "C" {
+
+cudaError_t m1_cast_f32_bf16(void* d, const float* s_, int64_t n, cudaStream_t s) {
+  k_cast_f32_bf16<<<gridFor(n), kThreads, 0, s>>>((__nv_bfloat16*)d, s_, n);
+  return lastError();
+}
+cudaError_t m1_cast_bf16_f32(float* d, const void* s_, int64_t n, cudaStream_t s) {
+  k_cast_bf16_f32<<<gridFor(n), kThreads, 0, s>>>(d, (const __nv_bfloat16*)s_, n);
+  return lastError();
+}
+cudaError_t m1_fill_f32(float* d, float v, int64_t n, cudaStream_t s) {
+  k_fill_f32<<<gridFor(n), kThreads, 0, s>>>(d, v, n);
+  return lastError();
+}
+cudaError_t m1_fill_bf16(void* d, float v, int64_t n, cudaStream_t s) {
+  k_fill_bf16<<<gridFor(n), kThreads, 0, s>>>((__nv_bfloat16*)d, __float2bfloat16_rn(v), n);
+  return lastError();
+}
+cudaError_t m1_add(float* o, const float* a, const float* b, int64_t n, cudaStream_t s) {
+  k_add<<<gridFor(n), kThreads, 0, s>>>(o, a, b, n);
+  return lastError();
+}
+cudaError_t m1_axpy(float* d, const float* src, float alpha, int64_t n, cudaStream_t s) {
+  k_axpy<<<gridFor(n), kThreads, 0, s>>>(d, src, alpha, n);
+  return lastError();
+}
+cudaError_t m1_scale(float* x, float a, int64_t n, cudaStream_t s) {
+  k_scale<<<gridFor(n), kThreads, 0, s>>>(x, a, n);
+  return lastError();
+}
+cudaError_t m1_mul(float* o, const float* a, const float* b, int64_t n, cudaStream_t s) {
+  k_mul<<<gridFor(n), kThreads, 0, s>>>(o, a, b, n);
+  return lastError();
+}
+cudaError_t m1_neg_exp(float* o, const float* a, int64_t n, cudaStream_t s) {
+  k_neg_exp<<<gridFor(n), kThreads, 0, s>>>(o, a, n);
+  return lastError();
+}
+cudaError_t m1_add_bias(float* o, const float* x, const float* b, int64_t rows, int64_t C, cudaStream_t s) {
+  k_add_bias<<<gridFor(rows * C), kThreads, 0, s>>>(o, x, b, rows, C);
+  return lastError();
+}
+cudaError_t m1_sum_rows(float* o, const float* x, int64_t rows, int64_t C, cudaStream_t s) {
+  k_sum_rows<<<gridFor(C), kThreads, 0, s>>>(o, x, rows, C);
+  return lastError();
+}
+cudaError_t m1_sum_squares(double* partials, int* count, const float* x, int64_t n, cudaStream_t s) {
+  // a fixed small grid: the host adds ≤ 1024 partials in f64
+  unsigned g = gridFor(n);
+  if (g > 1024) g = 1024;
+  k_sum_squares<<<g, kThreads, 0, s>>>(partials, x, n);
+  *count = (int)g;
+  return lastError();
+}
+
+cudaError_t m1_copy_cols(void* dst, int64_t ds, int64_t doff, const void* src, int64_t ss, int64_t soff, int64_t rows, int64_t w,
+                         int elemBytes, cudaStream_t s) {
+  if (rows * w == 0) return cudaSuccess;
+  if (elemBytes == 4)
+    k_copy_cols<float><<<gridFor(rows * w), kThreads, 0, s>>>((float*)dst, ds, doff, (const float*)src, ss, soff, rows, w);
+  else if (elemBytes == 2)
+    k_copy_cols<uint16_t><<<gridFor(rows * w), kThreads, 0, s>>>((uint16_t*)dst, ds, doff, (const uint16_t*)src, ss, soff, rows, w);
+  else
+    return cudaErrorInvalidValue;
+  return lastError();
+}
+cudaError_t m1_repeat_groups(float* out, const float* x, int64_t rows, int64_t inW, int64_t w, int64_t rep, cudaStream_t s) {
+  k_repeat_groups<<<gridFor(rows * inW * rep), kThreads, 0, s>>>(out, x, rows, inW, w, rep);
+  return lastError();
+}
+cudaError_t m1_repeat_groups_bwd(float* dx, const float* dy, int64_t rows, int64_t outW, int64_t w, int64_t rep, cudaStream_t s) {
+  k_repeat_groups_bwd<<<gridFor(rows * (outW / rep)), kThreads, 0, s>>>(dx, dy, rows, outW, w, rep);
+  return lastError();
+}
+
+cudaError_t m1_embedding(float* out, const void* table, int bf16, const int* ids, int64_t n, int64_t D, cudaStream_t s) {
+  if (bf16)
+    k_embedding<__nv_bfloat16><<<gridFor(n * D), kThreads, 0, s>>>(out, (const __nv_bfloat16*)table, ids, n, D);
+  else
+    k_embedding<float><<<gridFor(n * D), kThreads, 0, s>>>(out, (const float*)table, ids, n, D);
+  return lastError();
+}
+cudaError_t m1_embedding_bwd(float* dT, const int* ids, const float* dy, int64_t n, int64_t D, cudaStream_t s) {
+  k_embedding_bwd<<<gridFor(n * D), kThreads, 0, s>>>(dT, ids, dy, n, D);
+  return lastError();
+}
+cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t D, float eps, cudaStream_t s) {
+  if (rows == 0) return cudaSuccess;
+  k_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(y, rstd, x, w, D, eps);
+  return lastError();
+}
+cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, int64_t rows,
+                           int64_t D, cudaStream_t s) {
+  if (rows > 0) k_rmsnorm_bwd_dx<<<(unsigned)rows, kThreads, 0, s>>>(dx, dy, x, w, rstd, D);
+  k_rmsnorm_bwd_dw<<<gridFor(D), kThreads, 0, s>>>(dw, dy, x, rstd, rows, D);
+  return lastError();
+}
+cudaError_t m1_swiglu(float* h, const float* g, const float* u, int64_t n, cudaStream_t s) {
+  k_swiglu<<<gridFor(n), kThreads, 0, s>>>(h, g, u, n);
+  return lastError();
+}
+cudaError_t m1_swiglu_bwd(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n, cudaStream_t s) {
+  k_swiglu_bwd<<<gridFor(n), kThreads, 0, s>>>(dg, du, dh, g, u, n);
+  return lastError();
+}
+
+cudaError_t m1_rope(float* out, const float* x, const int* pos, const float* invFreq, int64_t n, int64_t H, int64_t Dh, int inverse,
+                    cudaStream_t s) {
+  k_rope<<<gridFor(n * H * (Dh / 2)), kThreads, 0, s>>>(out, x, pos, invFreq, n, H, Dh, inverse);
+  return lastError();
+}
+cudaError_t m1_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg, int B, int T, int Hq,
+                         int Hkv, int Dh, float scale, cudaStream_t s) {
+  if ((int64_t)B * T * Hq == 0) return cudaSuccess;
+  DISPATCH_DPL(Dh, return launchAttention<DPL>(out, lse, q, k, v, seg, B, T, Hq, Hkv, Dh, scale, s));
+}
+cudaError_t m1_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
+                             const float* v, const float* out, const float* lse, const int* seg, int B, int T, int Hq, int Hkv,
+                             int Dh, float scale, cudaStream_t s) {
+  if ((int64_t)B * T * Hq == 0) return cudaSuccess;
+  DISPATCH_DPL(Dh, return launchAttentionBwd<DPL>(dq, dk, dv, Dbuf, dout, q, k, v, out, lse, seg, B, T, Hq, Hkv, Dh, scale, s));
+}
+cudaError_t m1_kv_cache_write(void* kc, void* vc, int bf16, const float* k, const float* v, const int* slots, int64_t n, int64_t row,
+                              cudaStream_t s) {
+  if (n * row == 0) return cudaSuccess;
+  if (bf16)
+    k_kv_cache_write<__nv_bfloat16><<<gridFor(n * row), kThreads, 0, s>>>((__nv_bfloat16*)kc, (__nv_bfloat16*)vc, k, v, slots, n, row);
+  else
+    k_kv_cache_write<float><<<gridFor(n * row), kThreads, 0, s>>>((float*)kc, (float*)vc, k, v, slots, n, row);
+  return lastError();
+}
+cudaError_t m1_paged_decode(float* out, const float* q, const void* kc, const void* vc, int bf16, const int* bt, int maxBlocks,
+                            const int* seqLens, int n, int Hq, int Hkv, int Dh, int bsz, float scale, cudaStream_t s) {
+  if ((int64_t)n * Hq == 0) return cudaSuccess;
+  if (bf16) {
+    DISPATCH_DPL(Dh, return (launchPaged<DPL, __nv_bfloat16>(out, q, kc, vc, bt, maxBlocks, seqLens, n, Hq, Hkv, Dh, bsz, scale, s)));
+  }
+  DISPATCH_DPL(Dh, return (launchPaged<DPL, float>(out, q, kc, vc, bt, maxBlocks, seqLens, n, Hq, Hkv, Dh, bsz, scale, s)));
+}
+
+cudaError_t m1_conv1d(float* y, const float* x, const float* w, const float* bias, const int* segStart, int B, int T, int C, int K,
+                      int silu, cudaStream_t s) {
+  int64_t n = (int64_t)B * T * C;
+  if (n == 0) return cudaSuccess;
+  k_conv1d<<<gridFor(n), kThreads, 0, s>>>(y, x, w, bias, segStart, B, T, C, K, silu);
+  return lastError();
+}
+cudaError_t m1_conv1d_state_out(float* st, const float* x, const int* segStart, const int* slots, int B, int T, int C, int K,
+                                cudaStream_t s) {
+  int64_t n = (int64_t)B * C * (K - 1);
+  if (n == 0) return cudaSuccess;
+  k_conv1d_state_out<<<gridFor(n), kThreads, 0, s>>>(st, x, segStart, slots, B, T, C, K);
+  return lastError();
+}
+cudaError_t m1_conv1d_step(float* y, const float* x, float* st, const int* slots, const float* w, const float* bias, int n, int C, int K,
+                           int silu, cudaStream_t s) {
+  if ((int64_t)n * C == 0) return cudaSuccess;
+  k_conv1d_step<<<gridFor((int64_t)n * C), kThreads, 0, s>>>(y, x, st, slots, w, bias, n, C, K, silu);
+  return lastError();
+}
+cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, float* dpre, const float* dy, const float* x, const float* w,
+                          const float* bias, const int* segStart, int B, int T, int C, int K, int silu, cudaStream_t s) {
+  int64_t n = (int64_t)B * T * C;
+  const float* g = dy;
+  if (silu && n > 0) {
+    k_conv1d_dpre<<<gridFor(n), kThreads, 0, s>>>(dpre, dy, x, w, bias, segStart, B, T, C, K);
+    g = dpre;
+  }
+  if (n > 0) k_conv1d_bwd_dx<<<gridFor(n), kThreads, 0, s>>>(dx, g, w, segStart, B, T, C, K);
+  k_conv1d_bwd_dw<<<gridFor((int64_t)C * (K + 1)), kThreads, 0, s>>>(dw, dbias, g, x, segStart, B, T, C, K);
+  return lastError();
+}
+
+cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
+                              const float* D, const float* z, const float* db, const int* segStart, float* st, const int* slots,
+                              int B, int T, int Di, int N, int G, cudaStream_t s) {
+  int64_t n = (int64_t)B * Di;
+  if (n == 0) return cudaSuccess;
+  DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(y, x, delta, A, Bm, Cm, D, z, db, segStart, st, slots, B, T, Di,
+                                                                      N, G)));
+  return lastError();
+}
+cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
+                                   const float* D, const float* z, const float* db, float* st, const int* slots, int nTok, int Di,
+                                   int N, int G, cudaStream_t s) {
+  int64_t n = (int64_t)nTok * Di;
+  if (n == 0) return cudaSuccess;
+  DISPATCH_N(N, (k_selective_scan_step<NM><<<gridFor(n, 128), 128, 0, s>>>(y, x, delta, A, Bm, Cm, D, z, db, st, slots, nTok, Di, N,
+                                                                           G)));
+  return lastError();
+}
+int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N) {
+  int64_t nChunks = (T + kScanChunk - 1) / kScanChunk;
+  return threads * N * (nChunks + kScanChunk);
+}
+cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz, float* dDb,
+                                  float* scratch, const float* dy, const float* x, const float* delta, const float* A, const float* Bm,
+                                  const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int B, int T,
+                                  int Di, int N, int G, cudaStream_t s) {
+  // outputs reduced with atomics start from zero
+  cudaMemsetAsync(dA, 0, sizeof(float) * (size_t)Di * N, s);
+  cudaMemsetAsync(dBm, 0, sizeof(float) * (size_t)B * T * G * N, s);
+  cudaMemsetAsync(dCm, 0, sizeof(float) * (size_t)B * T * G * N, s);
+  if (dD) cudaMemsetAsync(dD, 0, sizeof(float) * Di, s);
+  if (dDb) cudaMemsetAsync(dDb, 0, sizeof(float) * Di, s);
+  int64_t n = (int64_t)B * Di;
+  if (n == 0 || T == 0) return lastError();
+  bool uniform = (Di / G) % 32 == 0;  // each warp's 32 channels are one group of one row
+  DISPATCH_N(N, (k_selective_scan_bwd<NM><<<gridFor(n, 128), 128, 0, s>>>(dx, ddelta, dA, dBm, dCm, dD, dz, dDb, scratch, dy, x, delta,
+                                                                          A, Bm, Cm, D, z, db, segStart, B, T, Di, N, G, uniform)));
+  return lastError();
+}
+
+cudaError_t m1_ssd_scan(float* y, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm, const float* D,
+                        const float* dtBias, const int* segStart, float* st, const int* slots, int B, int T, int H, int P, int G,
+                        int N, cudaStream_t s) {
+  int64_t n = (int64_t)B * H * P;
+  if (n == 0) return cudaSuccess;
+  DISPATCH_N(N, (k_ssd_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(y, x, dt, A, Bm, Cm, D, dtBias, segStart, st, slots, B, T, H, P, G,
+                                                                N)));
+  return lastError();
+}
+cudaError_t m1_ssd_scan_step(float* y, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm, const float* D,
+                             const float* dtBias, float* st, const int* slots, int nTok, int H, int P, int G, int N, cudaStream_t s) {
+  int64_t n = (int64_t)nTok * H * P;
+  if (n == 0) return cudaSuccess;
+  DISPATCH_N(N, (k_ssd_scan_step<NM><<<gridFor(n, 128), 128, 0, s>>>(y, x, dt, A, Bm, Cm, D, dtBias, st, slots, nTok, H, P, G, N)));
+  return lastError();
+}
+cudaError_t m1_ssd_scan_bwd(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dD, float* dDtBias, float* scratch,
+                            const float* dy, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
+                            const float* D, const float* dtBias, const int* segStart, int B, int T, int H, int P, int G, int N,
+                            cudaStream_t s) {
+  cudaMemsetAsync(ddt, 0, sizeof(float) * (size_t)B * T * H, s);
+  cudaMemsetAsync(dA, 0, sizeof(float) * H, s);
+  cudaMemsetAsync(dBm, 0, sizeof(float) * (size_t)B * T * G * N, s);
+  cudaMemsetAsync(dCm, 0, sizeof(float) * (size_t)B * T * G * N, s);
+  if (dD) cudaMemsetAsync(dD, 0, sizeof(float) * H, s);
+  if (dDtBias) cudaMemsetAsync(dDtBias, 0, sizeof(float) * H, s);
+  int64_t n = (int64_t)B * H * P;
+  if (n == 0 || T == 0) return lastError();
+  bool uniform = P % 32 == 0;  // each warp's 32 lanes are 32 p of one (b, head)
+  DISPATCH_N(N, (k_ssd_scan_bwd<NM><<<gridFor(n, 128), 128, 0, s>>>(dx, ddt, dA, dBm, dCm, dD, dDtBias, scratch, dy, x, dt, A, Bm, Cm,
+                                                                    D, dtBias, segStart, B, T, H, P, G, N, uniform)));
+  return lastError();
+}
+
+cudaError_t m1_gated_rmsnorm(float* out, const float* y, const float* z, const float* w, int64_t n, int64_t D, int64_t group, float eps,
+                             cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  k_gated_rmsnorm<<<(unsigned)(n / group), kThreads, 0, s>>>(out, nullptr, y, z, w, D, group, eps);
+  return lastError();
+}
+cudaError_t m1_gated_rmsnorm_bwd(float* dy, float* dz, float* dw, float* rstd, const float* dout, const float* y, const float* z,
+                                 const float* w, int64_t n, int64_t D, int64_t group, float eps, cudaStream_t s) {
+  if (n > 0) {
+    k_gated_rmsnorm<<<(unsigned)(n / group), kThreads, 0, s>>>(nullptr, rstd, y, z, w, D, group, eps);
+    k_gated_rmsnorm_bwd<<<(unsigned)(n / group), kThreads, 0, s>>>(dy, dz, rstd, dout, y, z, w, D, group);
+  }
+  k_gated_rmsnorm_bwd_dw<<<gridFor(D), kThreads, 0, s>>>(dw, rstd, dout, y, z, n / D, D, group);
+  return lastError();
+}
+
+cudaError_t m1_log_softmax(float* out, const float* x, int64_t rows, int64_t V, cudaStream_t s) {
+  if (rows == 0) return cudaSuccess;
+  k_log_softmax<<<(unsigned)rows, kThreads * 2, 0, s>>>(out, x, V);
+  return lastError();
+}
+cudaError_t m1_gather_logprobs(float* out, const float* x, const int* targets, int64_t rows, int64_t V, cudaStream_t s) {
+  if (rows == 0) return cudaSuccess;
+  k_gather_logprobs<<<(unsigned)rows, kThreads * 2, 0, s>>>(out, x, targets, V);
+  return lastError();
+}
+cudaError_t m1_cross_entropy(float* rowLoss, float* dl, const float* x, const int* targets, const int* mask, int64_t rows, int64_t V,
+                             float inv, cudaStream_t s) {
+  if (rows == 0) return cudaSuccess;
+  k_cross_entropy<<<(unsigned)rows, kThreads * 2, 0, s>>>(rowLoss, dl, x, targets, mask, V, inv);
+  return lastError();
+}
+
+}  // extern "C"

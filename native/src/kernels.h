@@ -1,0 +1,108 @@
+// Launchers of the m1cuda kernels (kernels.cu), called by the Node-API layer (addon.cpp).
+//
+// Conventions: every pointer is a device pointer; activations are f32 ([..] shapes in comments
+// are row-major); `bf16` arguments point at __nv_bfloat16 storage, passed as void* so this header
+// needs no CUDA headers. Host index data (token ids, slots, segment starts, block tables) has been
+// uploaded by the caller as int32. Launchers enqueue on `stream` and return the launch error.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+
+extern "C" {
+
+// ---------- memory / elementwise ----------
+cudaError_t m1_cast_f32_bf16(void* dst, const float* src, int64_t n, cudaStream_t s);
+cudaError_t m1_cast_bf16_f32(float* dst, const void* src, int64_t n, cudaStream_t s);
+cudaError_t m1_fill_f32(float* dst, float v, int64_t n, cudaStream_t s);
+cudaError_t m1_fill_bf16(void* dst, float v, int64_t n, cudaStream_t s);
+cudaError_t m1_add(float* out, const float* a, const float* b, int64_t n, cudaStream_t s);
+cudaError_t m1_axpy(float* dst, const float* src, float alpha, int64_t n, cudaStream_t s);
+cudaError_t m1_scale(float* x, float a, int64_t n, cudaStream_t s);
+cudaError_t m1_mul(float* out, const float* a, const float* b, int64_t n, cudaStream_t s);
+cudaError_t m1_neg_exp(float* out, const float* a, int64_t n, cudaStream_t s);
+cudaError_t m1_add_bias(float* out, const float* x, const float* bias, int64_t rows, int64_t C, cudaStream_t s);
+cudaError_t m1_sum_rows(float* out, const float* x, int64_t rows, int64_t C, cudaStream_t s);
+/** partial sums of squares into `partials` (double[nPartials]); returns nPartials via *count */
+cudaError_t m1_sum_squares(double* partials, int* count, const float* x, int64_t n, cudaStream_t s);
+
+// ---------- layout ----------
+/** dst[r, dstOff + j] = src[r, srcOff + j] for j < width (any element size in {2, 4}) */
+cudaError_t m1_copy_cols(void* dst, int64_t dstStride, int64_t dstOff, const void* src, int64_t srcStride, int64_t srcOff,
+                         int64_t rows, int64_t width, int elemBytes, cudaStream_t s);
+cudaError_t m1_repeat_groups(float* out, const float* x, int64_t rows, int64_t inWidth, int64_t width, int64_t repeat, cudaStream_t s);
+cudaError_t m1_repeat_groups_bwd(float* dx, const float* dy, int64_t rows, int64_t outWidth, int64_t width, int64_t repeat, cudaStream_t s);
+
+// ---------- embedding / norms / MLP ----------
+cudaError_t m1_embedding(float* out, const void* table, int tableBf16, const int* ids, int64_t n, int64_t D, cudaStream_t s);
+cudaError_t m1_embedding_bwd(float* dTable, const int* ids, const float* dy, int64_t n, int64_t D, cudaStream_t s);
+cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t D, float eps, cudaStream_t s);
+cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+                           int64_t rows, int64_t D, cudaStream_t s);
+cudaError_t m1_swiglu(float* h, const float* gate, const float* up, int64_t n, cudaStream_t s);
+cudaError_t m1_swiglu_bwd(float* dGate, float* dUp, const float* dh, const float* gate, const float* up, int64_t n, cudaStream_t s);
+
+// ---------- attention ----------
+cudaError_t m1_rope(float* out, const float* x, const int* pos, const float* invFreq, int64_t n, int64_t H, int64_t Dh,
+                    int inverse, cudaStream_t s);
+cudaError_t m1_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* segments,
+                         int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
+cudaError_t m1_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
+                             const float* v, const float* out, const float* lse, const int* segments,
+                             int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
+cudaError_t m1_kv_cache_write(void* kCache, void* vCache, int cacheBf16, const float* k, const float* v, const int* slots,
+                              int64_t n, int64_t row, cudaStream_t s);
+cudaError_t m1_paged_decode(float* out, const float* q, const void* kCache, const void* vCache, int cacheBf16,
+                            const int* blockTables, int maxBlocks, const int* seqLens, int n, int Hq, int Hkv, int Dh,
+                            int blockSize, float scale, cudaStream_t s);
+
+// ---------- Mamba ----------
+/** segStart[b*T + t] = first position of t's segment in row b (null: 0 everywhere) */
+cudaError_t m1_conv1d(float* y, const float* x, const float* w, const float* bias, const int* segStart,
+                      int B, int T, int C, int K, int silu, cudaStream_t s);
+cudaError_t m1_conv1d_state_out(float* convState, const float* x, const int* segStart, const int* slots,
+                                int B, int T, int C, int K, cudaStream_t s);
+cudaError_t m1_conv1d_step(float* y, const float* x, float* convState, const int* slots, const float* w, const float* bias,
+                           int n, int C, int K, int silu, cudaStream_t s);
+/** dpre: scratch [B*T*C] */
+cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, float* dpre, const float* dy, const float* x, const float* w,
+                          const float* bias, const int* segStart, int B, int T, int C, int K, int silu, cudaStream_t s);
+
+cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
+                              const float* D, const float* z, const float* deltaBias, const int* segStart,
+                              float* ssmState, const int* slots, int B, int T, int Di, int N, int G, cudaStream_t s);
+cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta, const float* A, const float* Bm,
+                                   const float* Cm, const float* D, const float* z, const float* deltaBias,
+                                   float* ssmState, const int* slots, int n, int Di, int N, int G, cudaStream_t s);
+/** ckpt / hs: scratch of m1_scan_bwd_scratch_floats(B*Di, T, N) floats; dA, dBm, dCm, dD, dDb zeroed by the launcher */
+int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N);
+cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz,
+                                  float* dDb, float* scratch, const float* dy, const float* x, const float* delta,
+                                  const float* A, const float* Bm, const float* Cm, const float* D, const float* z,
+                                  const float* deltaBias, const int* segStart, int B, int T, int Di, int N, int G,
+                                  cudaStream_t s);
+
+cudaError_t m1_ssd_scan(float* y, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
+                        const float* D, const float* dtBias, const int* segStart, float* ssmState, const int* slots,
+                        int B, int T, int H, int P, int G, int N, cudaStream_t s);
+cudaError_t m1_ssd_scan_step(float* y, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
+                             const float* D, const float* dtBias, float* ssmState, const int* slots,
+                             int n, int H, int P, int G, int N, cudaStream_t s);
+cudaError_t m1_ssd_scan_bwd(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dD, float* dDtBias,
+                            float* scratch, const float* dy, const float* x, const float* dt, const float* A,
+                            const float* Bm, const float* Cm, const float* D, const float* dtBias, const int* segStart,
+                            int B, int T, int H, int P, int G, int N, cudaStream_t s);
+
+cudaError_t m1_gated_rmsnorm(float* out, const float* y, const float* z, const float* w, int64_t n, int64_t D, int64_t group,
+                             float eps, cudaStream_t s);
+/** rstd: scratch [n / group] */
+cudaError_t m1_gated_rmsnorm_bwd(float* dy, float* dz, float* dw, float* rstd, const float* dout, const float* y, const float* z,
+                                 const float* w, int64_t n, int64_t D, int64_t group, float eps, cudaStream_t s);
+
+// ---------- logits ----------
+cudaError_t m1_log_softmax(float* out, const float* x, int64_t rows, int64_t V, cudaStream_t s);
+cudaError_t m1_gather_logprobs(float* out, const float* x, const int* targets, int64_t rows, int64_t V, cudaStream_t s);
+/** rowLoss[r] = lse − x[target] on rows with mask (0 elsewhere); dlogits = (softmax − onehot)·invCount on those rows */
+cudaError_t m1_cross_entropy(float* rowLoss, float* dlogits, const float* x, const int* targets, const int* mask,
+                             int64_t rows, int64_t V, float invCount, cudaStream_t s);
+
+}  // extern "C"

@@ -1,0 +1,102 @@
+// Matmuls through cuBLASLt. Row-major C = op(A)·op(B) is computed as the column-major product
+// Cᵀ = op(B)ᵀ·op(A)ᵀ: a row-major [r, c] buffer read column-major is its transpose, so no data moves.
+// Descriptors and the heuristic's algorithm are cached per problem shape: after the first call of a
+// shape, a matmul allocates nothing and makes no heuristic query.
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+
+#include <map>
+#include <tuple>
+
+#include "kernels.h"
+#include "runtime.h"
+
+namespace {
+
+void checkLt(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(std::string("cuBLASLt ") + what + " failed with status " + std::to_string((int)s));
+}
+
+constexpr size_t kWorkspaceBytes = 32u << 20;
+
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+struct Lt {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  // (bf16, transa, transb, m, n, k, lda, ldb) → plan
+  std::map<std::tuple<bool, bool, bool, long long, long long, long long, long long, long long>, Plan> plans;
+};
+
+Lt& lt() {
+  static Lt* inst = [] {
+    auto* l = new Lt();
+    checkLt(cublasLtCreate(&l->handle), "create");
+    m1Check(cudaMalloc(&l->workspace, kWorkspaceBytes), "cudaMalloc(cuBLASLt workspace)");
+    return l;
+  }();
+  return *inst;
+}
+
+const Plan& planFor(bool bf16, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb) {
+  Lt& L = lt();
+  auto key = std::make_tuple(bf16, ta, tb, m, n, k, lda, ldb);
+  auto it = L.plans.find(key);
+  if (it != L.plans.end()) return it->second;
+  Plan p;
+  cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  checkLt(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
+  cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  checkLt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)), "transa");
+  checkLt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)), "transb");
+  // stored (pre-op) shapes, column-major
+  checkLt(cublasLtMatrixLayoutCreate(&p.a, ab, ta ? k : m, ta ? m : k, lda), "layout A");
+  checkLt(cublasLtMatrixLayoutCreate(&p.b, ab, tb ? n : k, tb ? k : n, ldb), "layout B");
+  checkLt(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, m, n, m), "layout C");
+  cublasLtMatmulPreference_t pref;
+  checkLt(cublasLtMatmulPreferenceCreate(&pref), "preference");
+  size_t ws = kWorkspaceBytes;
+  checkLt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)), "workspace pref");
+  cublasLtMatmulHeuristicResult_t res{};
+  int found = 0;
+  checkLt(cublasLtMatmulAlgoGetHeuristic(L.handle, p.op, p.a, p.b, p.c, p.c, pref, 1, &res, &found), "heuristic");
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (found == 0) throw std::runtime_error("cuBLASLt found no algorithm for this matmul shape");
+  p.algo = res.algo;
+  return L.plans.emplace(key, p).first->second;
+}
+
+}  // namespace
+
+void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool transA, const void* B, bool bBf16, long long bRows,
+              long long bCols, bool transB, float* C, bool accumulate) {
+  long long M = transA ? aCols : aRows, K = transA ? aRows : aCols, N = transB ? bRows : bCols;
+  cudaStream_t s = m1Stream();
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (!accumulate) m1Check(cudaMemsetAsync(C, 0, sizeof(float) * M * N, s), "matmul zero fill");
+    return;
+  }
+  bool bf16 = aBf16 || bBf16;
+  void* scratch = nullptr;
+  if (bf16 && !(aBf16 && bBf16)) {
+    // round the f32 operand (the activation) to bf16 so both sides run on the tensor cores
+    long long n = aBf16 ? bRows * bCols : aRows * aCols;
+    scratch = m1Alloc(sizeof(__nv_bfloat16) * n);
+    m1Check(m1_cast_f32_bf16(scratch, (const float*)(aBf16 ? B : A), n, s), "matmul operand cast");
+    if (aBf16) B = scratch;
+    else A = scratch;
+  }
+  // column-major view: Lt's A is our B (stored [bCols × bRows]), Lt's B is our A (stored [aCols × aRows])
+  const Plan& p = planFor(bf16, transB, transA, N, M, K, bCols, aCols);
+  float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+  Lt& L = lt();
+  cublasStatus_t st = cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, L.workspace,
+                                     kWorkspaceBytes, s);
+  if (scratch) m1Free(scratch);
+  checkLt(st, "matmul");
+}

@@ -1,0 +1,24 @@
+// Shared between addon.cpp and matmul.cpp: the one stream and the caching allocator.
+#pragma once
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <cuda_runtime.h>
+
+cudaStream_t m1Stream();
+/** a device buffer of at least `bytes` from the caching allocator (cudaMalloc only on a miss) */
+void* m1Alloc(size_t bytes);
+/** back to the allocator's free list; stream-ordered reuse is safe because all work is on one stream */
+void m1Free(void* p);
+
+inline void m1Check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+/**
+ * C (+)= op(A) · op(B) with row-major A [aRows, aCols], B [bRows, bCols], C [M, N] f32.
+ * bf16 operands: the f32 one is rounded to bf16 in a scratch buffer, product in fp32 (tensor cores).
+ * f32 × f32: CUBLAS_COMPUTE_32F (no TF32), so results match the CPU to f32 rounding.
+ */
+void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool transA, const void* B, bool bBf16, long long bRows,
+              long long bCols, bool transB, float* C, bool accumulate);

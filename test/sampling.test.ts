@@ -1,0 +1,166 @@
+import { describe, expect, it } from 'vitest';
+import { CpuBackend } from '../src/backend/cpu/index.js';
+import { argmax, HostSampler, logprobOf, RowSampler, samplingParams, type SamplingParams } from '../src/infer/sampling.js';
+import { UserError } from '../src/util/errors.js';
+import { Rng } from '../src/util/rng.js';
+
+const params = (p: Partial<SamplingParams>) => samplingParams(p);
+/** logits whose softmax is exactly the given probabilities */
+const logitsOf = (probs: number[]) => probs.map((p) => Math.log(p));
+
+function expectDist(got: Float64Array, want: number[], tol = 1e-9): void {
+  expect(got.length).toBe(want.length);
+  want.forEach((w, i) => expect(Math.abs(got[i]! - w), `p[${i}] = ${got[i]}, want ${w}`).toBeLessThan(tol));
+}
+
+describe('sampling parameters', () => {
+  it('fills defaults and rejects out-of-range values with the field name', () => {
+    expect(samplingParams()).toEqual({ temperature: 1, topP: 1, topK: -1, minP: 0 });
+    expect(samplingParams({ temperature: undefined, topK: 0 })).toEqual({ temperature: 1, topP: 1, topK: 0, minP: 0 });
+    const bad: [Partial<SamplingParams>, RegExp][] = [
+      [{ temperature: -0.1 }, /temperature must be a finite number ≥ 0, got -0.1/],
+      [{ temperature: NaN }, /temperature/],
+      [{ temperature: Infinity }, /temperature/],
+      [{ topP: 0 }, /top_p must be in \(0, 1\], got 0/],
+      [{ topP: 1.01 }, /top_p must be in \(0, 1\], got 1.01/],
+      [{ topK: -2 }, /top_k must be an integer ≥ -1/],
+      [{ topK: 2.5 }, /top_k must be an integer/],
+      [{ minP: -0.1 }, /min_p must be in \[0, 1\]/],
+      [{ minP: 1.5 }, /min_p must be in \[0, 1\], got 1.5/],
+    ];
+    for (const [p, re] of bad) {
+      expect(() => samplingParams(p)).toThrow(UserError);
+      expect(() => samplingParams(p)).toThrow(re);
+    }
+  });
+});
+
+describe('filters on hand-made logits', () => {
+  const probs = [0.05, 0.5, 0.15, 0.3];
+  const row = logitsOf(probs);
+  const s = new RowSampler(4);
+
+  it('temperature 1 without filters is the softmax; temperature T is softmax(logits / T)', () => {
+    expectDist(s.distribution(row, params({})), probs);
+    const sq = probs.map((p) => Math.sqrt(p));
+    const z = sq.reduce((a, b) => a + b, 0);
+    expectDist(s.distribution(row, params({ temperature: 2 })), sq.map((x) => x / z));
+  });
+
+  it('top-k keeps the k most likely tokens, renormalised', () => {
+    expectDist(s.distribution(row, params({ topK: 2 })), [0, 0.5 / 0.8, 0, 0.3 / 0.8]);
+    expectDist(s.distribution(row, params({ topK: 1 })), [0, 1, 0, 0]);
+    // -1, 0 and k ≥ V are all "off"
+    for (const k of [-1, 0, 4, 99]) expectDist(s.distribution(row, params({ topK: k })), probs);
+  });
+
+  it('top-p keeps the shortest most-likely prefix reaching p', () => {
+    expectDist(s.distribution(row, params({ topP: 0.5 })), [0, 1, 0, 0]);
+    expectDist(s.distribution(row, params({ topP: 0.75 })), [0, 0.5 / 0.8, 0, 0.3 / 0.8]);
+    expectDist(s.distribution(row, params({ topP: 0.85 })), [0, 0.5 / 0.95, 0.15 / 0.95, 0.3 / 0.95]);
+    expectDist(s.distribution(row, params({ topP: 1 })), probs);
+  });
+
+  it('top-p measures mass over what top-k left', () => {
+    // after top-k 3: [0.5, 0.3, 0.15] / 0.95 → cumulative 0.526, 0.842: p = 0.8 keeps two tokens
+    expectDist(s.distribution(row, params({ topK: 3, topP: 0.8 })), [0, 0.5 / 0.8, 0, 0.3 / 0.8]);
+    // without top-k, 0.5 + 0.3 = 0.8 ≥ 0.79 also keeps two; 0.81 needs the third
+    expectDist(s.distribution(row, params({ topP: 0.81 })), [0, 0.5 / 0.95, 0.15 / 0.95, 0.3 / 0.95]);
+    expectDist(s.distribution(row, params({ topK: 3, topP: 0.81 })), [0, 0.5 / 0.8, 0, 0.3 / 0.8]);
+  });
+
+  it('min-p drops tokens below min_p × the top probability (after temperature)', () => {
+    // threshold 0.31 × 0.5 = 0.155: 0.15 and 0.05 go
+    expectDist(s.distribution(row, params({ minP: 0.31 })), [0, 0.5 / 0.8, 0, 0.3 / 0.8]);
+    // threshold 0.29 × 0.5 = 0.145 keeps 0.15
+    expectDist(s.distribution(row, params({ minP: 0.29 })), [0, 0.5 / 0.95, 0.15 / 0.95, 0.3 / 0.95]);
+    expectDist(s.distribution(row, params({ minP: 1 })), [0, 1, 0, 0]);
+    // with temperature 2 the tempered probs ∝ √p: √0.15/√0.5 = 0.548 ≥ 0.5, √0.05/√0.5 = 0.316 < 0.5
+    const sq = [0, Math.sqrt(0.5), Math.sqrt(0.15), Math.sqrt(0.3)];
+    const z = sq.reduce((a, b) => a + b, 0);
+    expectDist(s.distribution(row, params({ temperature: 2, minP: 0.5 })), sq.map((x) => x / z));
+  });
+
+  it('all filters together keep the shortest prefix', () => {
+    expectDist(s.distribution(row, params({ topK: 3, topP: 0.9, minP: 0.5 })), [0, 0.5 / 0.8, 0, 0.3 / 0.8]);
+  });
+
+  it('temperature 0 is greedy whatever the uniform and the other filters; ties go to the lowest id', () => {
+    for (const u of [0, 0.3, 0.999]) expect(s.sample(row, params({ temperature: 0, topP: 0.5, minP: 0.9 }), u)).toBe(1);
+    expect(argmax([1, 3, 3, 2])).toBe(1);
+    expectDist(s.distribution(row, params({ temperature: 0 })), [0, 1, 0, 0]);
+  });
+
+  it('sampling inverts the CDF of the kept tokens in descending-probability order', () => {
+    // kept with top-k 2: token 1 (0.625) then token 3 (0.375)
+    expect(s.sample(row, params({ topK: 2 }), 0)).toBe(1);
+    expect(s.sample(row, params({ topK: 2 }), 0.624)).toBe(1);
+    expect(s.sample(row, params({ topK: 2 }), 0.626)).toBe(3);
+    expect(s.sample(row, params({ topK: 2 }), 0.999999)).toBe(3);
+    // without filters, id order: [0, 0.05) → 0, [0.05, 0.55) → 1, [0.55, 0.7) → 2, [0.7, 1) → 3
+    expect([0.01, 0.06, 0.56, 0.71].map((u) => s.sample(row, params({}), u))).toEqual([0, 1, 2, 3]);
+  });
+
+  it('rejects rows of the wrong length', () => {
+    expect(() => s.sample([1, 2, 3], params({}), 0.5)).toThrow(/3 entries, vocabulary is 4/);
+  });
+});
+
+describe('draws', () => {
+  it('the empirical distribution matches the filtered one', () => {
+    const V = 40;
+    const rng = new Rng(5);
+    const row = Array.from({ length: V }, () => rng.normal() * 2);
+    const s = new RowSampler(V);
+    for (const p of [params({ temperature: 0.7 }), params({ temperature: 1.3, topK: 10, topP: 0.9 }), params({ minP: 0.05, topP: 0.95 })]) {
+      const want = s.distribution(row, p);
+      const counts = new Float64Array(V);
+      const draws = 40000;
+      const u = new Rng(11);
+      for (let i = 0; i < draws; i++) counts[s.sample(row, p, u.uniform())]!++;
+      for (let i = 0; i < V; i++) {
+        const f = counts[i]! / draws;
+        // 5 standard deviations of a binomial proportion, plus a little
+        const sd = Math.sqrt((want[i]! * (1 - want[i]!)) / draws);
+        expect(Math.abs(f - want[i]!), `token ${i}: ${f} vs ${want[i]}`).toBeLessThanOrEqual(5 * sd + 1e-4);
+        if (want[i] === 0) expect(counts[i]).toBe(0);
+      }
+    }
+  });
+
+  it('the same seed gives the same tokens', () => {
+    const V = 30;
+    const row = Array.from({ length: V }, (_, i) => Math.sin(i * 1.7) * 3);
+    const s = new RowSampler(V);
+    const run = (seed: number) => {
+      const r = new Rng(seed);
+      return Array.from({ length: 50 }, () => s.sample(row, params({ temperature: 1, topP: 0.9 }), r.uniform()));
+    };
+    expect(run(7)).toEqual(run(7));
+    expect(run(7)).not.toEqual(run(8));
+  });
+});
+
+describe('HostSampler', () => {
+  it('samples each row from its logits row and returns logprobs of the unmodified logits', () => {
+    const be = new CpuBackend();
+    const V = 5;
+    const rows = [[0.1, 2, -1, 0.5, 1.5], [3, 0, 0, 0, 2.9]];
+    const logits = be.fromArray(rows.flat(), [2, V]);
+    const sampler = new HostSampler(be, V);
+    const out = { tokens: new Int32Array(3), logprobs: new Float32Array(3) };
+    const hot = params({ temperature: 0.5, topK: 2 });
+    sampler.sample(logits, [
+      { params: params({ temperature: 0 }), uniform: 0, logitsRow: 1 },
+      { params: hot, uniform: 0.99, logitsRow: 0 },
+      { params: params({ temperature: 0 }), uniform: 0, logitsRow: 0 },
+    ], out);
+    expect(Array.from(out.tokens)).toEqual([0, 4, 1]);
+    // log-softmax of the raw row, not of the tempered / top-k one
+    const lse = (r: number[]) => Math.log(r.reduce((a, x) => a + Math.exp(x), 0));
+    expect(out.logprobs[0]).toBeCloseTo(3 - lse(rows[1]!), 6);
+    expect(out.logprobs[1]).toBeCloseTo(1.5 - lse(rows[0]!), 6);
+    expect(logprobOf(rows[0]!, 1)).toBeCloseTo(2 - lse(rows[0]!), 12);
+    expect(() => sampler.sample(logits, [{ params: hot, uniform: 0.1, logitsRow: 2 }], out)).toThrow(/logitsRow = 2 is outside \[0, 2\)/);
+  });
+});
