@@ -988,6 +988,23 @@ __global__ void k_cross_entropy(float* rowLoss, float* dl, const float* x, const
   if (threadIdx.x == 0) rowLoss[blockIdx.x] = l - xr[t];
 }
 
+__global__ void k_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
+                        float eps, float decay, float stepSize, float sqrtBc2) {
+  GRID_STRIDE(i, n) {
+    float g = grad[i];
+    float mi = b1 * m[i] + (1.f - b1) * g;
+    float vi = b2 * v[i] + (1.f - b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    float wi = w[i] * decay - stepSize * mi / (sqrtf(vi) / sqrtBc2 + eps);
+    w[i] = wi;
+    if (paramOut) {
+      if (paramBf16) ((__nv_bfloat16*)paramOut)[i] = __float2bfloat16_rn(wi);
+      else ((float*)paramOut)[i] = wi;
+    }
+  }
+}
+
 template <int DPL>
 cudaError_t launchAttention(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg, int B, int T,
                             int Hq, int Hkv, int Dh, float scale, cudaStream_t s) {
@@ -1310,6 +1327,13 @@ cudaError_t m1_cross_entropy(float* rowLoss, float* dl, const float* x, const in
                              float inv, cudaStream_t s) {
   if (rows == 0) return cudaSuccess;
   k_cross_entropy<<<(unsigned)rows, kThreads * 2, 0, s>>>(rowLoss, dl, x, targets, mask, V, inv);
+  return lastError();
+}
+
+cudaError_t m1_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
+                     float eps, float decay, float stepSize, float sqrtBc2, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  k_adamw<<<gridFor(n), kThreads, 0, s>>>(w, paramOut, paramBf16, grad, m, v, n, b1, b2, eps, decay, stepSize, sqrtBc2);
   return lastError();
 }
 

@@ -105,4 +105,9 @@ cudaError_t m1_gather_logprobs(float* out, const float* x, const int* targets, i
 cudaError_t m1_cross_entropy(float* rowLoss, float* dlogits, const float* x, const int* targets, const int* mask,
                              int64_t rows, int64_t V, float invCount, cudaStream_t s);
 
+// ---------- training ----------
+/** AdamW in place on w (f32: master or param); when paramOut != null it receives w rounded to bf16 (paramBf16) or f32 */
+cudaError_t m1_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
+                     float eps, float decay, float stepSize, float sqrtBc2, cudaStream_t s);
+
 }  // extern "C"

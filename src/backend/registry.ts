@@ -8,7 +8,11 @@ export const BACKEND_NAMES = ['cpu', 'cuda'] as const;
 export async function createBackend(name: string): Promise<Backend> {
   if (name === 'cpu') return new CpuBackend();
   if (name === 'cuda') {
-    throw new UserError('--backend cuda: the CUDA backend is not built in this version (see `m1 doctor` once it lands); use --backend cpu');
+    // loaded lazily: the addon is optional and the CPU path must not touch it
+    const { CudaBackend, cudaAvailability } = await import('./cuda/index.js');
+    const a = cudaAvailability();
+    if (!a.available) throw new UserError(`--backend cuda: ${a.reason} (run \`m1 doctor\` for details; or use --backend cpu)`);
+    return new CudaBackend();
   }
   throw new UserError(`--backend must be one of ${BACKEND_NAMES.join(', ')}; got "${name}"`);
 }

@@ -1,6 +1,7 @@
 // m1 — the command line. Thin: parses flags, calls the layers below, shows progress.
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
+import { registerGenerate } from './commands/generate.js';
 import { registerGrade } from './commands/grade.js';
 import { registerModelCommands } from './commands/model.js';
 
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)');
   registerModelCommands(program);
+  registerGenerate(program);
   registerGrade(program);
   return program;
 }

@@ -1,0 +1,840 @@
+// The CUDA backend: every op of the Backend interface on the GPU through the m1cuda addon.
+//
+// Storage: tensors keep their dtype — f32, or bf16 (weights loaded as bf16); f16 tensors are held as
+// f32 on the device with values rounded to f16 at upload. Activations are f32. Ops that take a bf16
+// tensor where they compute in f32 read it through a temporary f32 copy; the matmul and embedding
+// read bf16 directly. Host index data (ids, positions, slots, block tables) is uploaded into
+// temporary buffers from the caching allocator, freed as soon as the op is queued (all work runs on
+// one stream, so a block is reused only after the kernels that read it).
+//
+// Shape validation mirrors the CPU backend (src/backend/cpu), which defines every op.
+import type {
+  AdamWStepArgs, Backend, SelectiveScanArgs, SoftmaxChunkOpts, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
+} from '../backend.js';
+import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
+import { assertShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
+import { loadAddon, type DeviceInfo, type M1Cuda } from './addon.js';
+import { CudaTensor, DeviceBuffer, storageOf, type Storage } from './tensor.js';
+
+/** temporaries of one op: uploaded index arrays, f32 copies of bf16 inputs, scratch */
+class Scope {
+  private bufs: number[] = [];
+  constructor(private readonly a: M1Cuda) {}
+  temp(bytes: number): number {
+    const p = this.a.alloc(Math.max(4, bytes));
+    this.bufs.push(p);
+    return p;
+  }
+  ints(arr: Int32Array): number {
+    const p = this.temp(arr.byteLength);
+    this.a.upload(p, arr);
+    return p;
+  }
+  floats(arr: Float32Array): number {
+    const p = this.temp(arr.byteLength);
+    this.a.upload(p, arr);
+    return p;
+  }
+  /** device address of t's values as f32 (a converted copy for bf16 storage) */
+  f32(t: Tensor): number {
+    const c = t as CudaTensor;
+    if (c.storage === 'f32') return c.ptr;
+    const p = this.temp(c.size * 4);
+    this.a.call('cast_bf16_f32', new Float64Array([p, c.ptr, c.size]));
+    return p;
+  }
+  optF32(t: Tensor | null | undefined): number {
+    return t ? this.f32(t) : 0;
+  }
+  close(): void {
+    for (const p of this.bufs) this.a.free(p);
+    this.bufs = [];
+  }
+}
+
+function lastDim(t: Tensor): number {
+  const d = t.shape[t.shape.length - 1];
+  if (d === undefined) throw new Error('expected a tensor with at least one dimension');
+  return d;
+}
+
+/** segStart[b*T + t]: where t's segment begins in row b (row start, or the last change of segment id) */
+function segmentStarts(segments: Int32Array, B: number, T: number): Int32Array {
+  const s = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    let start = 0;
+    for (let t = 0; t < T; t++) {
+      if (t > 0 && segments[b * T + t] !== segments[b * T + t - 1]) start = t;
+      s[b * T + t] = start;
+    }
+  }
+  return s;
+}
+
+export class CudaBackend implements Backend {
+  readonly name = 'cuda';
+  readonly addon: M1Cuda;
+  readonly device: DeviceInfo;
+
+  constructor() {
+    const r = loadAddon();
+    if (!r.ok) throw new Error(`cuda backend unavailable: ${r.reason}`);
+    this.addon = r.addon;
+    this.device = r.device;
+  }
+
+  // ---------- internals ----------
+
+  private t(x: Tensor, what = 'tensor'): CudaTensor {
+    if (!(x instanceof CudaTensor)) throw new Error(`${what}: expected a cuda tensor, got one of backend '${x.backend.name}'`);
+    if (x.disposed) throw new Error(`${what}: tensor used after dispose()`);
+    return x;
+  }
+  private f32Tensor(x: Tensor, what: string): CudaTensor {
+    const c = this.t(x, what);
+    if (c.storage !== 'f32') throw new Error(`${what}: must be stored as f32 (it is updated in place), got ${c.dtype}`);
+    return c;
+  }
+  private alloc(shape: readonly number[], dtype: DType = 'f32'): CudaTensor {
+    const n = shapeSize(shape);
+    const bytes = n * (storageOf(dtype) === 'bf16' ? 2 : 4);
+    const buf = new DeviceBuffer(this.addon, this.addon.alloc(Math.max(4, bytes)), bytes);
+    return new CudaTensor(this, buf, shape, dtype);
+  }
+  private call(op: string, args: number[]): number {
+    return this.addon.call(op, Float64Array.from(args));
+  }
+  private scoped<R>(fn: (s: Scope) => R): R {
+    const s = new Scope(this.addon);
+    try {
+      return fn(s);
+    } finally {
+      s.close();
+    }
+  }
+  /** a new f32 tensor filled from device memory by `fill(outPtr)` */
+  private produce(shape: readonly number[], fill: (out: number) => void): CudaTensor {
+    const out = this.alloc(shape);
+    try {
+      fill(out.ptr);
+    } catch (e) {
+      out.dispose();
+      throw e;
+    }
+    return out;
+  }
+  private upload(t: CudaTensor, data: ArrayLike<number>): void {
+    if (t.storage === 'bf16') {
+      const bits = new Uint16Array(data.length);
+      for (let i = 0; i < data.length; i++) bits[i] = f32ToBf16Bits(data[i]!);
+      this.addon.upload(t.ptr, bits);
+    } else {
+      const a = Float32Array.from(data);
+      roundToDType(a, t.dtype); // f16 values, held as f32
+      this.addon.upload(t.ptr, a);
+    }
+  }
+
+  /** allocator statistics (to check that steady-state steps make no cudaMalloc) */
+  memoryStats(): { liveBytes: number; cachedBytes: number; cudaMallocCalls: number } {
+    return this.addon.stats();
+  }
+  synchronize(): void {
+    this.addon.sync();
+  }
+
+  // ---------- memory ----------
+
+  fromArray(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    const n = shapeSize(shape);
+    if (data.length !== n) throw new Error(`fromArray: ${data.length} values for shape ${shapeString(shape)} (${n} elements)`);
+    const t = this.alloc(shape, dtype);
+    this.upload(t, data);
+    return t;
+  }
+  zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    const t = this.alloc(shape, dtype);
+    this.addon.zero(t.ptr, t.size * t.elemBytes);
+    return t;
+  }
+  read(x: Tensor): Float32Array {
+    const t = this.t(x, 'read');
+    if (t.storage === 'bf16') {
+      const bits = new Uint16Array(t.size);
+      this.addon.download(t.ptr, bits);
+      const out = new Float32Array(t.size);
+      for (let i = 0; i < bits.length; i++) out[i] = bf16BitsToF32(bits[i]!);
+      return out;
+    }
+    const out = new Float32Array(t.size);
+    this.addon.download(t.ptr, out);
+    return out;
+  }
+  write(x: Tensor, data: ArrayLike<number>): void {
+    const t = this.t(x, 'write');
+    if (data.length !== t.size) throw new Error(`write: ${data.length} values into a tensor of ${t.size}`);
+    this.upload(t, data);
+  }
+  reshape(x: Tensor, shape: readonly number[]): Tensor {
+    const t = this.t(x, 'reshape');
+    if (shapeSize(shape) !== t.size) throw new Error(`reshape: cannot view ${shapeString(t.shape)} as ${shapeString(shape)}`);
+    return new CudaTensor(this, t.buffer, shape, t.dtype);
+  }
+  copy(x: Tensor): Tensor {
+    const t = this.t(x, 'copy');
+    const out = this.alloc(t.shape, t.dtype);
+    this.addon.copy(out.ptr, t.ptr, t.size * t.elemBytes);
+    return out;
+  }
+  copyRows(x: Tensor, srcRows: Int32Array, dstRows: Int32Array): void {
+    const t = this.t(x, 'copyRows');
+    const R = t.shape[0] ?? 1;
+    if (srcRows.length !== dstRows.length) throw new Error(`copyRows: ${srcRows.length} source rows but ${dstRows.length} destination rows`);
+    const rowBytes = R > 0 ? (t.size / R) * t.elemBytes : 0;
+    for (let i = 0; i < srcRows.length; i++) {
+      const s = srcRows[i]!, r = dstRows[i]!;
+      if (!(s >= 0 && s < R && r >= 0 && r < R)) throw new Error(`copyRows: row ${s} → ${r} is outside [0, ${R}) of ${shapeString(t.shape)}`);
+    }
+    // one stream-ordered copy per pair keeps the CPU's in-order semantics for chained moves
+    for (let i = 0; i < srcRows.length; i++) {
+      const s = srcRows[i]!, r = dstRows[i]!;
+      if (s !== r) this.addon.copy(t.ptr + r * rowBytes, t.ptr + s * rowBytes, rowBytes);
+    }
+  }
+  cast(x: Tensor, dtype: DType): Tensor {
+    const t = this.t(x, 'cast');
+    if (dtype === 'f16') {
+      // no device f16 rounding kernel: f16 is a storage format of files, rare on the device
+      return this.fromArray(this.read(t), t.shape, 'f16');
+    }
+    const target: Storage = storageOf(dtype);
+    const out = this.alloc(t.shape, dtype);
+    if (target === t.storage) this.addon.copy(out.ptr, t.ptr, t.size * t.elemBytes);
+    else if (target === 'bf16') this.call('cast_f32_bf16', [out.ptr, t.ptr, t.size]);
+    else this.call('cast_bf16_f32', [out.ptr, t.ptr, t.size]);
+    return out;
+  }
+
+  // ---------- elementwise ----------
+
+  private binary(op: string, name: string, a: Tensor, b: Tensor): Tensor {
+    const x = this.t(a, name), y = this.t(b, name);
+    if (x.size !== y.size) throw new Error(`${name}: shapes ${shapeString(a.shape)} and ${shapeString(b.shape)} differ`);
+    return this.scoped((s) => this.produce(x.shape, (o) => this.call(op, [o, s.f32(x), s.f32(y), x.size])));
+  }
+  add(a: Tensor, b: Tensor): Tensor {
+    return this.binary('add', 'add', a, b);
+  }
+  mul(a: Tensor, b: Tensor): Tensor {
+    return this.binary('mul', 'mul', a, b);
+  }
+  addInPlace(dst: Tensor, src: Tensor, alpha = 1): void {
+    const d = this.f32Tensor(dst, 'addInPlace: dst'), x = this.t(src, 'addInPlace: src');
+    if (d.size !== x.size) throw new Error(`addInPlace: shapes ${shapeString(dst.shape)} and ${shapeString(src.shape)} differ`);
+    this.scoped((s) => this.call('axpy', [d.ptr, s.f32(x), alpha, d.size]));
+  }
+  scaleInPlace(x: Tensor, sc: number): void {
+    const t = this.f32Tensor(x, 'scaleInPlace');
+    this.call('scale', [t.ptr, sc, t.size]);
+  }
+  fill(x: Tensor, value: number): void {
+    const t = this.t(x, 'fill');
+    if (t.storage === 'bf16') this.call('fill_bf16', [t.ptr, value, t.size]);
+    else this.call('fill_f32', [t.ptr, t.dtype === 'f16' ? roundF16(value) : value, t.size]);
+  }
+  sumSquares(x: Tensor): number {
+    const t = this.t(x, 'sumSquares');
+    return this.scoped((s) => this.call('sum_squares', [s.temp(1024 * 8), s.f32(t), t.size]));
+  }
+  negExp(x: Tensor): Tensor {
+    const t = this.t(x, 'negExp');
+    return this.scoped((s) => this.produce(t.shape, (o) => this.call('neg_exp', [o, s.f32(t), t.size])));
+  }
+  addBias(x: Tensor, bias: Tensor): Tensor {
+    const t = this.t(x, 'addBias'), b = this.t(bias, 'addBias: bias');
+    const C = lastDim(t);
+    if (b.size !== C) throw new Error(`addBias: bias ${shapeString(bias.shape)} does not match last dim ${C} of ${shapeString(x.shape)}`);
+    return this.scoped((s) => this.produce(t.shape, (o) => this.call('add_bias', [o, s.f32(t), s.f32(b), t.size / C, C])));
+  }
+  sumRows(x: Tensor): Tensor {
+    const t = this.t(x, 'sumRows');
+    const C = lastDim(t);
+    return this.scoped((s) => this.produce([C], (o) => this.call('sum_rows', [o, s.f32(t), C > 0 ? t.size / C : 0, C])));
+  }
+
+  // ---------- layout ----------
+
+  splitLastDim(x: Tensor, sizes: readonly number[]): Tensor[] {
+    const t = this.t(x, 'splitLastDim');
+    const width = lastDim(t);
+    const total = sizes.reduce((a, v) => a + v, 0);
+    if (total !== width) throw new Error(`splitLastDim: sizes sum to ${total}, last dimension is ${width}`);
+    const rows = width > 0 ? t.size / width : 0;
+    const lead = t.shape.slice(0, -1);
+    const outs: CudaTensor[] = [];
+    let off = 0;
+    for (const w of sizes) {
+      const o = this.alloc([...lead, w], t.dtype);
+      this.call('copy_cols', [o.ptr, w, 0, t.ptr, width, off, rows, w, t.elemBytes]);
+      outs.push(o);
+      off += w;
+    }
+    return outs;
+  }
+  concatLastDim(ts: readonly Tensor[]): Tensor {
+    if (ts.length === 0) throw new Error('concatLastDim: no tensors');
+    const xs = ts.map((x) => this.t(x, 'concatLastDim'));
+    const lead = xs[0]!.shape.slice(0, -1);
+    const rows = shapeSize(lead);
+    for (const x of xs) {
+      if (shapeSize(x.shape.slice(0, -1)) !== rows) throw new Error(`concatLastDim: leading shapes differ (${xs.map((y) => shapeString(y.shape)).join(', ')})`);
+    }
+    const widths = xs.map((x) => lastDim(x));
+    const width = widths.reduce((a, v) => a + v, 0);
+    return this.scoped((s) => this.produce([...lead, width], (o) => {
+      let off = 0;
+      xs.forEach((x, i) => {
+        this.call('copy_cols', [o, width, off, s.f32(x), widths[i]!, 0, rows, widths[i]!, 4]);
+        off += widths[i]!;
+      });
+    }));
+  }
+  repeatGroups(x: Tensor, width: number, repeat: number): Tensor {
+    const t = this.t(x, 'repeatGroups');
+    const d = lastDim(t);
+    if (!(width > 0) || d % width !== 0) throw new Error(`repeatGroups: last dim ${d} is not a multiple of group width ${width}`);
+    const rows = d > 0 ? t.size / d : 0;
+    return this.scoped((s) => this.produce([...t.shape.slice(0, -1), d * repeat], (o) => this.call('repeat_groups', [o, s.f32(t), rows, d, width, repeat])));
+  }
+  repeatGroupsBackward(dy: Tensor, width: number, repeat: number): Tensor {
+    const t = this.t(dy, 'repeatGroupsBackward');
+    const d = lastDim(t);
+    const inWidth = d / repeat;
+    if (!Number.isInteger(inWidth) || !(width > 0) || inWidth % width !== 0) {
+      throw new Error(`repeatGroupsBackward: last dim ${d} does not hold groups of ${width} × ${repeat}`);
+    }
+    const rows = d > 0 ? t.size / d : 0;
+    return this.scoped((s) => this.produce([...t.shape.slice(0, -1), inWidth], (o) => this.call('repeat_groups_bwd', [o, s.f32(t), rows, d, width, repeat])));
+  }
+
+  // ---------- matmul ----------
+
+  /**
+   * cuBLASLt. f32 × f32 runs in plain fp32 (CUBLAS_COMPUTE_32F, TF32 off): equal to the CPU up to
+   * summation order (~1e-6 relative). With a bf16 operand (weights) the f32 side is rounded to bf16
+   * and the product runs on the tensor cores with fp32 accumulation (~1e-2 relative vs the CPU).
+   */
+  matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor } = {}): Tensor {
+    const A = this.t(a, 'matmul: a'), Bt = this.t(b, 'matmul: b');
+    const aCols = lastDim(A), aRows = aCols > 0 ? A.size / aCols : 0;
+    if (Bt.shape.length !== 2) throw new Error(`matmul: b must be 2-D, got ${shapeString(b.shape)}`);
+    const [bRows, bCols] = Bt.shape as [number, number];
+    const transA = opts.transA ?? false, transB = opts.transB ?? false;
+    const M = transA ? aCols : aRows, N = transB ? bRows : bCols;
+    const K = transA ? aRows : aCols, Kb = transB ? bCols : bRows;
+    if (K !== Kb) {
+      throw new Error(`matmul: inner dimensions differ: a ${shapeString(a.shape)}${transA ? 'ᵀ' : ''} · b ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}`);
+    }
+    const outShape = transA ? [M, N] : [...A.shape.slice(0, -1), N];
+    const run = (c: number, acc: boolean): void => {
+      this.call('matmul', [A.ptr, A.storage === 'bf16' ? 1 : 0, aRows, aCols, transA ? 1 : 0,
+        Bt.ptr, Bt.storage === 'bf16' ? 1 : 0, bRows, bCols, transB ? 1 : 0, c, acc ? 1 : 0]);
+    };
+    if (opts.accumulateInto) {
+      const C = this.f32Tensor(opts.accumulateInto, 'matmul: accumulateInto');
+      if (C.size !== M * N) throw new Error(`matmul: accumulateInto has shape ${shapeString(C.shape)}, product is [${M}, ${N}]`);
+      run(C.ptr, true);
+      return C;
+    }
+    return this.produce(outShape, (o) => run(o, false));
+  }
+
+  // ---------- embedding / norms / MLP ----------
+
+  embedding(table: Tensor, ids: Int32Array): Tensor {
+    const t = this.t(table, 'embedding: table');
+    if (t.shape.length !== 2) throw new Error(`embedding: table must be [V, D], got ${shapeString(t.shape)}`);
+    const [V, D] = t.shape as [number, number];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (id < 0 || id >= V) throw new Error(`embedding: token id ${id} at position ${i} is outside the vocabulary [0, ${V})`);
+    }
+    return this.scoped((s) => this.produce([ids.length, D], (o) => this.call('embedding', [o, t.ptr, t.storage === 'bf16' ? 1 : 0, s.ints(ids), ids.length, D])));
+  }
+  embeddingBackward(dTable: Tensor, ids: Int32Array, dy: Tensor): void {
+    const t = this.f32Tensor(dTable, 'embeddingBackward: dTable');
+    const [V, D] = t.shape as [number, number];
+    const g = this.t(dy, 'embeddingBackward: dy');
+    if (g.size !== ids.length * D) throw new Error(`embeddingBackward: dy ${shapeString(dy.shape)} must hold ${ids.length} rows of ${D}`);
+    for (let i = 0; i < ids.length; i++) {
+      if (ids[i]! < 0 || ids[i]! >= V) throw new Error(`embeddingBackward: token id ${ids[i]} at position ${i} is outside [0, ${V})`);
+    }
+    this.scoped((s) => this.call('embedding_bwd', [t.ptr, s.ints(ids), s.f32(g), ids.length, D]));
+  }
+  rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor } {
+    const X = this.t(x, 'rmsNorm: x'), W = this.t(w, 'rmsNorm: w');
+    const D = lastDim(X);
+    if (W.size !== D) throw new Error(`rmsNorm: weight has ${W.size} elements, input last dim is ${D}`);
+    const rows = D > 0 ? X.size / D : 0;
+    return this.scoped((s) => {
+      const rstd = this.alloc([rows]);
+      const y = this.produce(X.shape, (o) => this.call('rmsnorm', [o, rstd.ptr, s.f32(X), s.f32(W), rows, D, eps]));
+      return { y, rstd };
+    });
+  }
+  rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor } {
+    const X = this.t(x, 'rmsNormBackward: x'), W = this.t(w, 'rmsNormBackward: w');
+    const G = this.t(dy, 'rmsNormBackward: dy'), R = this.t(rstd, 'rmsNormBackward: rstd');
+    const D = lastDim(X);
+    const rows = D > 0 ? X.size / D : 0;
+    if (G.size !== X.size) throw new Error(`rmsNormBackward: dy ${shapeString(dy.shape)} does not match x ${shapeString(x.shape)}`);
+    if (W.size !== D || R.size !== rows) throw new Error(`rmsNormBackward: w must be [${D}] and rstd [${rows}]`);
+    return this.scoped((s) => {
+      const dw = this.alloc([D]);
+      const dx = this.produce(X.shape, (o) => this.call('rmsnorm_bwd', [o, dw.ptr, s.f32(G), s.f32(X), s.f32(W), s.f32(R), rows, D]));
+      return { dx, dw };
+    });
+  }
+  swiglu(gate: Tensor, up: Tensor): Tensor {
+    const g = this.t(gate, 'swiglu: gate'), u = this.t(up, 'swiglu: up');
+    if (g.size !== u.size) throw new Error(`swiglu: gate ${shapeString(gate.shape)} and up ${shapeString(up.shape)} differ`);
+    return this.scoped((s) => this.produce(g.shape, (o) => this.call('swiglu', [o, s.f32(g), s.f32(u), g.size])));
+  }
+  swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor } {
+    const d = this.t(dh, 'swigluBackward: dh'), g = this.t(gate, 'swigluBackward: gate'), u = this.t(up, 'swigluBackward: up');
+    if (g.size !== u.size || d.size !== g.size) throw new Error(`swigluBackward: dh ${shapeString(dh.shape)}, gate ${shapeString(gate.shape)} and up ${shapeString(up.shape)} differ`);
+    return this.scoped((s) => {
+      const dUp = this.alloc(u.shape);
+      const dGate = this.produce(g.shape, (o) => this.call('swiglu_bwd', [o, dUp.ptr, s.f32(d), s.f32(g), s.f32(u), g.size]));
+      return { dGate, dUp };
+    });
+  }
+
+  // ---------- attention ----------
+
+  rope(x: Tensor, positions: Int32Array, invFreq: Float32Array, inverse = false): Tensor {
+    const X = this.t(x, 'rope: x');
+    const r = X.shape.length;
+    if (r < 2) throw new Error(`rope: x: expected at least [H, Dh], got shape ${shapeString(X.shape)}`);
+    const H = X.shape[r - 2]!, Dh = X.shape[r - 1]!;
+    if (Dh % 2 !== 0) throw new Error(`rope: head dim ${Dh} of x ${shapeString(X.shape)} must be even`);
+    if (invFreq.length !== Dh / 2) throw new Error(`rope: invFreq has ${invFreq.length} values, head dim ${Dh} needs ${Dh / 2}`);
+    const n = H * Dh > 0 ? X.size / (H * Dh) : 0;
+    if (positions.length !== n) throw new Error(`rope: positions has ${positions.length} entries, x ${shapeString(X.shape)} has ${n} tokens`);
+    return this.scoped((s) => this.produce(X.shape, (o) => this.call('rope', [o, s.f32(X), s.ints(positions), s.floats(invFreq), n, H, Dh, inverse ? 1 : 0])));
+  }
+
+  private attnDims(q: CudaTensor, k: CudaTensor, v: CudaTensor, segments: Int32Array | undefined, op: string) {
+    const four = (t: CudaTensor, w: string): [number, number, number, number] => {
+      if (t.shape.length !== 4) throw new Error(`${op}: ${w}: expected shape [B, T, H, Dh], got ${shapeString(t.shape)}`);
+      return t.shape as unknown as [number, number, number, number];
+    };
+    const [B, T, Hq, Dh] = four(q, 'q');
+    const [kB, kT, Hkv, kDh] = four(k, 'k');
+    if (kB !== B || kT !== T || kDh !== Dh) throw new Error(`${op}: k ${shapeString(k.shape)} does not match q ${shapeString(q.shape)}`);
+    if (v.shape.length !== 4 || v.shape.some((d, i) => d !== k.shape[i])) throw new Error(`${op}: v ${shapeString(v.shape)} must have the shape of k ${shapeString(k.shape)}`);
+    if (Hkv === 0 || Hq % Hkv !== 0) throw new Error(`${op}: ${Hq} q heads are not a multiple of ${Hkv} kv heads`);
+    if (segments && segments.length !== B * T) throw new Error(`${op}: segments has ${segments.length} entries, expected B*T = ${B * T}`);
+    if (Dh > 256) throw new Error(`${op}: head dim ${Dh} is above the cuda kernels' limit of 256`);
+    return { B, T, Hq, Hkv, Dh };
+  }
+  attention(q: Tensor, k: Tensor, v: Tensor, opts: { scale: number; segments?: Int32Array }): { out: Tensor; lse: Tensor } {
+    const Q = this.t(q, 'attention: q'), K = this.t(k, 'attention: k'), V = this.t(v, 'attention: v');
+    const { B, T, Hq, Hkv, Dh } = this.attnDims(Q, K, V, opts.segments, 'attention');
+    return this.scoped((s) => {
+      const lse = this.alloc([B, Hq, T]);
+      const seg = opts.segments ? s.ints(opts.segments) : 0;
+      const out = this.produce(Q.shape, (o) => this.call('attention', [o, lse.ptr, s.f32(Q), s.f32(K), s.f32(V), seg, B, T, Hq, Hkv, Dh, opts.scale]));
+      return { out, lse };
+    });
+  }
+  attentionBackward(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, opts: { scale: number; segments?: Int32Array },
+  ): { dq: Tensor; dk: Tensor; dv: Tensor } {
+    const Q = this.t(q, 'attentionBackward: q'), K = this.t(k, 'attentionBackward: k'), V = this.t(v, 'attentionBackward: v');
+    const dO = this.t(dout, 'attentionBackward: dout'), O = this.t(out, 'attentionBackward: out'), L = this.t(lse, 'attentionBackward: lse');
+    const { B, T, Hq, Hkv, Dh } = this.attnDims(Q, K, V, opts.segments, 'attentionBackward');
+    if (dO.size !== Q.size) throw new Error(`attentionBackward: dout ${shapeString(dout.shape)} must have the shape of q ${shapeString(q.shape)}`);
+    if (O.size !== Q.size) throw new Error(`attentionBackward: out ${shapeString(out.shape)} must have the shape of q ${shapeString(q.shape)}`);
+    if (L.size !== B * Hq * T) throw new Error(`attentionBackward: lse ${shapeString(lse.shape)} must be [${B}, ${Hq}, ${T}]`);
+    return this.scoped((s) => {
+      const dk = this.alloc(K.shape), dv = this.alloc(V.shape);
+      const seg = opts.segments ? s.ints(opts.segments) : 0;
+      const dq = this.produce(Q.shape, (o) => this.call('attention_bwd', [o, dk.ptr, dv.ptr, s.temp(B * T * Hq * 4), s.f32(dO), s.f32(Q), s.f32(K),
+        s.f32(V), s.f32(O), s.f32(L), seg, B, T, Hq, Hkv, Dh, opts.scale]));
+      return { dq, dk, dv };
+    });
+  }
+  private cacheDims(kCache: CudaTensor, vCache: CudaTensor, op: string) {
+    if (kCache.shape.length !== 4) throw new Error(`${op}: kCache must be [numBlocks, blockSize, Hkv, Dh], got ${shapeString(kCache.shape)}`);
+    if (vCache.shape.length !== 4 || vCache.shape.some((d, i) => d !== kCache.shape[i])) {
+      throw new Error(`${op}: vCache ${shapeString(vCache.shape)} must have the shape of kCache ${shapeString(kCache.shape)}`);
+    }
+    if (kCache.storage !== vCache.storage) throw new Error(`${op}: kCache (${kCache.dtype}) and vCache (${vCache.dtype}) must share a dtype`);
+    const [numBlocks, blockSize, Hkv, Dh] = kCache.shape as unknown as [number, number, number, number];
+    return { numBlocks, blockSize, Hkv, Dh };
+  }
+  kvCacheWrite(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, slotMapping: Int32Array): void {
+    const KC = this.t(kCache, 'kvCacheWrite: kCache'), VC = this.t(vCache, 'kvCacheWrite: vCache');
+    const K = this.t(k, 'kvCacheWrite: k'), V = this.t(v, 'kvCacheWrite: v');
+    const { numBlocks, blockSize, Hkv, Dh } = this.cacheDims(KC, VC, 'kvCacheWrite');
+    const r = K.shape.length;
+    if (r < 2 || K.shape[r - 2] !== Hkv || K.shape[r - 1] !== Dh) throw new Error(`kvCacheWrite: k ${shapeString(k.shape)} does not match cache heads [${Hkv}, ${Dh}]`);
+    if (V.size !== K.size) throw new Error(`kvCacheWrite: v ${shapeString(v.shape)} must have the shape of k ${shapeString(k.shape)}`);
+    const row = Hkv * Dh;
+    const n = row > 0 ? K.size / row : 0;
+    if (slotMapping.length !== n) throw new Error(`kvCacheWrite: slotMapping has ${slotMapping.length} entries, k has ${n} tokens`);
+    const numSlots = numBlocks * blockSize;
+    for (let i = 0; i < n; i++) {
+      if (slotMapping[i]! >= numSlots) {
+        throw new Error(`kvCacheWrite: slotMapping[${i}] = ${slotMapping[i]} is outside the cache (${numBlocks} blocks × ${blockSize} = ${numSlots} slots)`);
+      }
+    }
+    if (KC.dtype === 'f16') throw new Error('kvCacheWrite: f16 caches are not supported on the cuda backend (use f32 or bf16)');
+    this.scoped((s) => this.call('kv_cache_write', [KC.ptr, VC.ptr, KC.storage === 'bf16' ? 1 : 0, s.f32(K), s.f32(V), s.ints(slotMapping), n, row]));
+  }
+  pagedAttentionDecode(
+    q: Tensor, kCache: Tensor, vCache: Tensor, blockTables: Int32Array, maxBlocks: number, seqLens: Int32Array, scale: number,
+  ): Tensor {
+    const op = 'pagedAttentionDecode';
+    const Q = this.t(q, `${op}: q`), KC = this.t(kCache, `${op}: kCache`), VC = this.t(vCache, `${op}: vCache`);
+    const { numBlocks, blockSize, Hkv, Dh } = this.cacheDims(KC, VC, op);
+    if (Q.shape.length !== 3) throw new Error(`${op}: q must be [n, Hq, Dh], got ${shapeString(Q.shape)}`);
+    const [n, Hq, qDh] = Q.shape as unknown as [number, number, number];
+    if (qDh !== Dh) throw new Error(`${op}: q head dim ${qDh} differs from the cache's ${Dh}`);
+    if (Hq % Hkv !== 0) throw new Error(`${op}: ${Hq} q heads are not a multiple of ${Hkv} kv heads`);
+    if (Dh > 256) throw new Error(`${op}: head dim ${Dh} is above the cuda kernels' limit of 256`);
+    if (seqLens.length !== n) throw new Error(`${op}: seqLens has ${seqLens.length} entries, q has ${n} sequences`);
+    if (!Number.isInteger(maxBlocks) || maxBlocks < 1) throw new Error(`${op}: maxBlocks must be a positive integer, got ${maxBlocks}`);
+    if (blockTables.length < n * maxBlocks) throw new Error(`${op}: blockTables has ${blockTables.length} entries, need n*maxBlocks = ${n * maxBlocks}`);
+    for (let i = 0; i < n; i++) {
+      const L = seqLens[i]!;
+      if (L < 0 || L > maxBlocks * blockSize) throw new Error(`${op}: seqLens[${i}] = ${L} is outside [0, maxBlocks*blockSize = ${maxBlocks * blockSize}]`);
+      for (let j = 0; j < Math.ceil(L / blockSize); j++) {
+        const blk = blockTables[i * maxBlocks + j]!;
+        if (blk < 0 || blk >= numBlocks) throw new Error(`${op}: blockTables[${i * maxBlocks + j}] = ${blk} (sequence ${i}, block ${j}) is outside [0, ${numBlocks})`);
+      }
+    }
+    if (KC.dtype === 'f16') throw new Error(`${op}: f16 caches are not supported on the cuda backend (use f32 or bf16)`);
+    return this.scoped((s) => this.produce(Q.shape, (o) => this.call('paged_decode', [o, s.f32(Q), KC.ptr, VC.ptr, KC.storage === 'bf16' ? 1 : 0,
+      s.ints(blockTables.subarray(0, n * maxBlocks)), maxBlocks, s.ints(seqLens), n, Hq, Hkv, Dh, blockSize, scale])));
+  }
+
+  // ---------- Mamba ----------
+
+  private convDims(op: string, x: CudaTensor, w: CudaTensor, bias: CudaTensor | null, segments?: Int32Array) {
+    if (x.shape.length !== 3) throw new Error(`${op}: x must be [B, T, C], got ${shapeString(x.shape)}`);
+    const [B, T, C] = x.shape as [number, number, number];
+    if (w.shape.length !== 2 || w.shape[0] !== C) throw new Error(`${op}: w must be [C=${C}, K], got ${shapeString(w.shape)}`);
+    const K = w.shape[1]!;
+    if (K < 1) throw new Error(`${op}: conv width K must be ≥ 1, got w ${shapeString(w.shape)}`);
+    if (bias && bias.size !== C) throw new Error(`${op}: bias must be [${C}], got ${shapeString(bias.shape)}`);
+    if (segments && segments.length !== B * T) throw new Error(`${op}: segments has ${segments.length} entries, x has B*T = ${B * T}`);
+    return { B, T, C, K };
+  }
+  causalConv1d(
+    x: Tensor, w: Tensor, bias: Tensor | null,
+    opts: { silu: boolean; segments?: Int32Array; stateOut?: { convState: Tensor; slots: Int32Array } },
+  ): Tensor {
+    const X = this.t(x, 'causalConv1d: x'), W = this.t(w, 'causalConv1d: w'), Bi = bias ? this.t(bias, 'causalConv1d: bias') : null;
+    const { B, T, C, K } = this.convDims('causalConv1d', X, W, Bi, opts.segments);
+    let st: CudaTensor | null = null;
+    if (opts.stateOut) {
+      st = this.f32Tensor(opts.stateOut.convState, 'causalConv1d: stateOut.convState');
+      const Wd = K - 1;
+      if (st.shape.length !== 3 || st.shape[1] !== C || st.shape[2] !== Wd) throw new Error(`causalConv1d: stateOut.convState must be [S, ${C}, ${Wd}], got ${shapeString(st.shape)}`);
+      const slots = opts.stateOut.slots;
+      if (slots.length !== B) throw new Error(`causalConv1d: stateOut.slots has ${slots.length} entries for B = ${B} rows`);
+      for (let b = 0; b < B; b++) if (slots[b]! < 0 || slots[b]! >= st.shape[0]!) throw new Error(`causalConv1d: stateOut.slots[${b}] = ${slots[b]} is outside [0, ${st.shape[0]})`);
+    }
+    return this.scoped((s) => {
+      const seg = opts.segments ? s.ints(segmentStarts(opts.segments, B, T)) : 0;
+      const xp = s.f32(X);
+      const y = this.produce(X.shape, (o) => this.call('conv1d', [o, xp, s.f32(W), s.optF32(Bi), seg, B, T, C, K, opts.silu ? 1 : 0]));
+      if (st) this.call('conv1d_state_out', [st.ptr, xp, seg, s.ints(opts.stateOut!.slots), B, T, C, K]);
+      return y;
+    });
+  }
+  causalConv1dBackward(
+    dy: Tensor, x: Tensor, w: Tensor, bias: Tensor | null, opts: { silu: boolean; segments?: Int32Array },
+  ): { dx: Tensor; dw: Tensor; dbias: Tensor | null } {
+    const X = this.t(x, 'causalConv1dBackward: x'), W = this.t(w, 'causalConv1dBackward: w'), G = this.t(dy, 'causalConv1dBackward: dy');
+    const Bi = bias ? this.t(bias, 'causalConv1dBackward: bias') : null;
+    const { B, T, C, K } = this.convDims('causalConv1dBackward', X, W, Bi, opts.segments);
+    if (G.size !== X.size) throw new Error(`causalConv1dBackward: dy ${shapeString(dy.shape)} does not match x ${shapeString(x.shape)}`);
+    return this.scoped((s) => {
+      const seg = opts.segments ? s.ints(segmentStarts(opts.segments, B, T)) : 0;
+      const dw = this.alloc([C, K]);
+      const dbias = Bi ? this.alloc([C]) : null;
+      const dx = this.produce(X.shape, (o) => this.call('conv1d_bwd', [o, dw.ptr, dbias ? dbias.ptr : 0, opts.silu ? s.temp(X.size * 4) : 0,
+        s.f32(G), s.f32(X), s.f32(W), s.optF32(Bi), seg, B, T, C, K, opts.silu ? 1 : 0]));
+      return { dx, dw, dbias };
+    });
+  }
+  causalConv1dStep(x: Tensor, convState: Tensor, slots: Int32Array, w: Tensor, bias: Tensor | null, silu: boolean): Tensor {
+    const op = 'causalConv1dStep';
+    const X = this.t(x, `${op}: x`), W = this.t(w, `${op}: w`), Bi = bias ? this.t(bias, `${op}: bias`) : null;
+    if (X.shape.length !== 2) throw new Error(`${op}: x must be [n, C], got ${shapeString(X.shape)}`);
+    const [n, C] = X.shape as [number, number];
+    if (W.shape.length !== 2 || W.shape[0] !== C) throw new Error(`${op}: w must be [C=${C}, K], got ${shapeString(W.shape)}`);
+    const K = W.shape[1]!;
+    if (Bi && Bi.size !== C) throw new Error(`${op}: bias must be [${C}], got ${shapeString(Bi.shape)}`);
+    const st = this.f32Tensor(convState, `${op}: convState`);
+    if (st.shape.length !== 3 || st.shape[1] !== C || st.shape[2] !== K - 1) throw new Error(`${op}: convState must be [S, ${C}, ${K - 1}], got ${shapeString(st.shape)}`);
+    if (slots.length !== n) throw new Error(`${op}: slots has ${slots.length} entries for n = ${n} tokens`);
+    for (let i = 0; i < n; i++) if (slots[i]! < 0 || slots[i]! >= st.shape[0]!) throw new Error(`${op}: slots[${i}] = ${slots[i]} is outside [0, ${st.shape[0]})`);
+    return this.scoped((s) => this.produce(X.shape, (o) => this.call('conv1d_step', [o, s.f32(X), st.ptr, s.ints(slots), s.f32(W), s.optF32(Bi), n, C, K, silu ? 1 : 0])));
+  }
+
+  private scanDims(op: string, lead: 1 | 2, a: { x: Tensor; delta: Tensor; A: Tensor; Bm: Tensor; Cm: Tensor; D: Tensor | null; z: Tensor | null; deltaBias: Tensor | null }) {
+    const { x } = a;
+    if (x.shape.length !== lead + 1) throw new Error(`${op}: x must have ${lead + 1} dims (${lead === 2 ? '[B, T, Di]' : '[n, Di]'}), got ${shapeString(x.shape)}`);
+    const B = x.shape[0]!, T = lead === 2 ? x.shape[1]! : 1, Di = x.shape[lead]!;
+    const same = (t: Tensor, name: string): void => {
+      if (t.shape.length !== x.shape.length || t.shape.some((d, i) => d !== x.shape[i])) throw new Error(`${op}: ${name} must have the shape of x ${shapeString(x.shape)}, got ${shapeString(t.shape)}`);
+    };
+    same(a.delta, 'delta');
+    if (a.z) same(a.z, 'z');
+    if (a.A.shape.length !== 2 || a.A.shape[0] !== Di) throw new Error(`${op}: A must be [Di=${Di}, N], got ${shapeString(a.A.shape)}`);
+    const N = a.A.shape[1]!;
+    const bc = a.Bm.shape;
+    if (bc.length !== lead + 2 || bc[0] !== B || (lead === 2 && bc[1] !== T) || bc[lead + 1] !== N) {
+      throw new Error(`${op}: Bm must be ${lead === 2 ? `[B=${B}, T=${T}` : `[n=${B}`}, G, N=${N}], got ${shapeString(bc)}`);
+    }
+    const G = bc[lead]!;
+    if (G < 1 || Di % G !== 0) throw new Error(`${op}: Di = ${Di} is not a multiple of the B/C group count G = ${G}`);
+    if (a.Cm.shape.length !== bc.length || a.Cm.shape.some((d, i) => d !== bc[i])) throw new Error(`${op}: Cm must have the shape of Bm ${shapeString(bc)}, got ${shapeString(a.Cm.shape)}`);
+    if (a.D && a.D.size !== Di) throw new Error(`${op}: D must be [${Di}], got ${shapeString(a.D.shape)}`);
+    if (a.deltaBias && a.deltaBias.size !== Di) throw new Error(`${op}: deltaBias must be [${Di}], got ${shapeString(a.deltaBias.shape)}`);
+    if (N > 128) throw new Error(`${op}: d_state ${N} is above the cuda kernels' limit of 128`);
+    for (const t of [a.x, a.delta, a.A, a.Bm, a.Cm, a.D, a.z, a.deltaBias]) if (t) this.t(t, op);
+    return { B, T, Di, N, G };
+  }
+  private checkSlots(op: string, st: CudaTensor, slots: Int32Array, n: number, what = 'slots'): void {
+    if (slots.length !== n) throw new Error(`${op}: ${what} has ${slots.length} entries for ${n} rows`);
+    const S = st.shape[0]!;
+    for (let i = 0; i < n; i++) if (!(slots[i]! >= 0 && slots[i]! < S)) throw new Error(`${op}: ${what}[${i}] = ${slots[i]} is outside [0, ${S})`);
+  }
+  selectiveScan(args: SelectiveScanArgs): Tensor {
+    const op = 'selectiveScan';
+    const { B, T, Di, N, G } = this.scanDims(op, 2, args);
+    if (args.segments && args.segments.length !== B * T) throw new Error(`${op}: segments has ${args.segments.length} entries, x has B*T = ${B * T}`);
+    let st: CudaTensor | null = null;
+    if (args.stateOut) {
+      st = this.f32Tensor(args.stateOut.ssmState, `${op}: ssmState`);
+      if (st.shape.length !== 3 || st.shape[1] !== Di || st.shape[2] !== N) throw new Error(`${op}: ssmState must be [S, ${Di}, ${N}], got ${shapeString(st.shape)}`);
+      this.checkSlots(op, st, args.stateOut.slots, B, 'stateOut.slots');
+    }
+    return this.scoped((s) => this.produce(args.x.shape, (o) => this.call('selective_scan', [o, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
+      s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z), s.optF32(args.deltaBias),
+      args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, st ? st.ptr : 0, st ? s.ints(args.stateOut!.slots) : 0, B, T, Di, N, G])));
+  }
+  selectiveScanBackward(dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads {
+    const op = 'selectiveScanBackward';
+    const { B, T, Di, N, G } = this.scanDims(op, 2, args);
+    const dY = this.t(dy, `${op}: dy`);
+    if (dY.size !== args.x.size) throw new Error(`${op}: dy ${shapeString(dy.shape)} does not match x ${shapeString(args.x.shape)}`);
+    if (args.segments && args.segments.length !== B * T) throw new Error(`${op}: segments has ${args.segments.length} entries, x has B*T = ${B * T}`);
+    return this.scoped((s) => {
+      const dx = this.alloc(args.x.shape), ddelta = this.alloc(args.delta.shape), dA = this.alloc(args.A.shape);
+      const dBm = this.alloc(args.Bm.shape), dCm = this.alloc(args.Cm.shape);
+      const dD = args.D ? this.alloc(args.D.shape) : null, dz = args.z ? this.alloc(args.x.shape) : null;
+      const dDeltaBias = args.deltaBias ? this.alloc(args.deltaBias.shape) : null;
+      const scratch = s.temp(this.call('scan_bwd_scratch_floats', [B * Di, T, N]) * 4);
+      this.call('selective_scan_bwd', [dx.ptr, ddelta.ptr, dA.ptr, dBm.ptr, dCm.ptr, dD ? dD.ptr : 0, dz ? dz.ptr : 0, dDeltaBias ? dDeltaBias.ptr : 0,
+        scratch, s.f32(dY), s.f32(args.x), s.f32(args.delta), s.f32(args.A), s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z),
+        s.optF32(args.deltaBias), args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, B, T, Di, N, G]);
+      return { dx, ddelta, dA, dBm, dCm, dD, dz, dDeltaBias };
+    });
+  }
+  selectiveScanStep(args: SelectiveScanStepArgs): Tensor {
+    const op = 'selectiveScanStep';
+    const { B: n, Di, N, G } = this.scanDims(op, 1, args);
+    const st = this.f32Tensor(args.ssmState, `${op}: ssmState`);
+    if (st.shape.length !== 3 || st.shape[1] !== Di || st.shape[2] !== N) throw new Error(`${op}: ssmState must be [S, ${Di}, ${N}], got ${shapeString(st.shape)}`);
+    this.checkSlots(op, st, args.slots, n);
+    return this.scoped((s) => this.produce(args.x.shape, (o) => this.call('selective_scan_step', [o, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
+      s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z), s.optF32(args.deltaBias), st.ptr, s.ints(args.slots), n, Di, N, G])));
+  }
+
+  private ssdDims(op: string, args: SsdScanArgs) {
+    const { x, dt, A, Bm, Cm, D, dtBias } = args;
+    if (x.shape.length !== 4) throw new Error(`${op}: x must be [B, T, H, P], got ${shapeString(x.shape)}`);
+    const [B, T, H, P] = x.shape as [number, number, number, number];
+    if (Bm.shape.length !== 4) throw new Error(`${op}: Bm must be [B, T, G, N], got ${shapeString(Bm.shape)}`);
+    const G = Bm.shape[2]!, N = Bm.shape[3]!;
+    assertShape(dt, [B, T, H], `${op}: dt`);
+    assertShape(A, [H], `${op}: A`);
+    assertShape(Bm, [B, T, G, N], `${op}: Bm`);
+    assertShape(Cm, [B, T, G, N], `${op}: Cm`);
+    if (D) assertShape(D, [H], `${op}: D`);
+    if (dtBias) assertShape(dtBias, [H], `${op}: dtBias`);
+    if (G < 1 || H % G !== 0) throw new Error(`${op}: ${H} heads are not a multiple of ${G} B/C groups`);
+    if (!Number.isInteger(args.chunkSize) || args.chunkSize < 1) throw new Error(`${op}: chunkSize must be a positive integer, got ${args.chunkSize}`);
+    if (args.segments && args.segments.length !== B * T) throw new Error(`${op}: segments has ${args.segments.length} entries, expected B*T = ${B * T}`);
+    if (N > 128) throw new Error(`${op}: d_state ${N} is above the cuda kernels' limit of 128`);
+    for (const t of [x, dt, A, Bm, Cm, D, dtBias]) if (t) this.t(t, op);
+    return { B, T, H, P, G, N };
+  }
+  private ssdState(op: string, ssmState: Tensor, slots: Int32Array, n: number, H: number, P: number, N: number): CudaTensor {
+    const st = this.f32Tensor(ssmState, `${op}: ssmState`);
+    if (st.shape.length !== 4) throw new Error(`${op}: ssmState must be [S, H, P, N], got ${shapeString(st.shape)}`);
+    assertShape(st, [st.shape[0]!, H, P, N], `${op}: ssmState`);
+    this.checkSlots(op, st, slots, n);
+    return st;
+  }
+  /**
+   * The forward runs the SSD recurrence sequentially per (row, head, p) — the same function as the
+   * CPU's chunked form (chunkSize only changes the CPU's evaluation order), equal to f32 rounding.
+   */
+  ssdScan(args: SsdScanArgs): Tensor {
+    const op = 'ssdScan';
+    const { B, T, H, P, G, N } = this.ssdDims(op, args);
+    const st = args.stateOut ? this.ssdState(op, args.stateOut.ssmState, args.stateOut.slots, B, H, P, N) : null;
+    return this.scoped((s) => this.produce(args.x.shape, (o) => this.call('ssd_scan', [o, s.f32(args.x), s.f32(args.dt), s.f32(args.A), s.f32(args.Bm),
+      s.f32(args.Cm), s.optF32(args.D), s.optF32(args.dtBias), args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0,
+      st ? st.ptr : 0, st ? s.ints(args.stateOut!.slots) : 0, B, T, H, P, G, N])));
+  }
+  ssdScanBackward(dy: Tensor, args: SsdScanArgs): SsdScanGrads {
+    const op = 'ssdScanBackward';
+    const { B, T, H, P, G, N } = this.ssdDims(op, { ...args, stateOut: undefined });
+    const dY = this.t(dy, `${op}: dy`);
+    assertShape(dY, [B, T, H, P], `${op}: dy`);
+    return this.scoped((s) => {
+      const dx = this.alloc(args.x.shape), ddt = this.alloc(args.dt.shape), dA = this.alloc([H]);
+      const dBm = this.alloc(args.Bm.shape), dCm = this.alloc(args.Cm.shape);
+      const dD = args.D ? this.alloc([H]) : null, dDtBias = args.dtBias ? this.alloc([H]) : null;
+      const scratch = s.temp(this.call('scan_bwd_scratch_floats', [B * H * P, T, N]) * 4);
+      this.call('ssd_scan_bwd', [dx.ptr, ddt.ptr, dA.ptr, dBm.ptr, dCm.ptr, dD ? dD.ptr : 0, dDtBias ? dDtBias.ptr : 0, scratch, s.f32(dY),
+        s.f32(args.x), s.f32(args.dt), s.f32(args.A), s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.dtBias),
+        args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, B, T, H, P, G, N]);
+      return { dx, ddt, dA, dBm, dCm, dD, dDtBias };
+    });
+  }
+  ssdScanStep(args: SsdScanStepArgs): Tensor {
+    const op = 'ssdScanStep';
+    if (args.x.shape.length !== 3) throw new Error(`${op}: x must be [n, H, P], got ${shapeString(args.x.shape)}`);
+    const [n, H, P] = args.x.shape as [number, number, number];
+    if (args.Bm.shape.length !== 3) throw new Error(`${op}: Bm must be [n, G, N], got ${shapeString(args.Bm.shape)}`);
+    const G = args.Bm.shape[1]!, N = args.Bm.shape[2]!;
+    assertShape(args.dt, [n, H], `${op}: dt`);
+    assertShape(args.A, [H], `${op}: A`);
+    assertShape(args.Cm, [n, G, N], `${op}: Cm`);
+    if (args.D) assertShape(args.D, [H], `${op}: D`);
+    if (args.dtBias) assertShape(args.dtBias, [H], `${op}: dtBias`);
+    if (G < 1 || H % G !== 0) throw new Error(`${op}: ${H} heads are not a multiple of ${G} B/C groups`);
+    if (N > 128) throw new Error(`${op}: d_state ${N} is above the cuda kernels' limit of 128`);
+    const st = this.ssdState(op, args.ssmState, args.slots, n, H, P, N);
+    return this.scoped((s) => this.produce(args.x.shape, (o) => this.call('ssd_scan_step', [o, s.f32(args.x), s.f32(args.dt), s.f32(args.A),
+      s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.dtBias), st.ptr, s.ints(args.slots), n, H, P, G, N])));
+  }
+  private gatedDims(op: string, y: Tensor, z: Tensor, w: Tensor, groupSize: number): number {
+    const D = y.shape[y.shape.length - 1];
+    if (D === undefined) throw new Error(`${op}: y must have at least one dimension`);
+    assertShape(z, y.shape, `${op}: z`);
+    assertShape(w, [D], `${op}: w`);
+    if (!Number.isInteger(groupSize) || groupSize < 1 || D % groupSize !== 0) throw new Error(`${op}: last dim ${D} is not a multiple of groupSize ${groupSize}`);
+    return D;
+  }
+  gatedRmsNorm(y: Tensor, z: Tensor, w: Tensor, groupSize: number, eps: number): Tensor {
+    const D = this.gatedDims('gatedRmsNorm', y, z, w, groupSize);
+    const Y = this.t(y, 'gatedRmsNorm: y'), Z = this.t(z, 'gatedRmsNorm: z'), W = this.t(w, 'gatedRmsNorm: w');
+    return this.scoped((s) => this.produce(Y.shape, (o) => this.call('gated_rmsnorm', [o, s.f32(Y), s.f32(Z), s.f32(W), Y.size, D, groupSize, eps])));
+  }
+  gatedRmsNormBackward(dout: Tensor, y: Tensor, z: Tensor, w: Tensor, groupSize: number, eps: number): { dy: Tensor; dz: Tensor; dw: Tensor } {
+    const op = 'gatedRmsNormBackward';
+    const D = this.gatedDims(op, y, z, w, groupSize);
+    assertShape(dout, y.shape, `${op}: dout`);
+    const dO = this.t(dout, op), Y = this.t(y, op), Z = this.t(z, op), W = this.t(w, op);
+    return this.scoped((s) => {
+      const dz = this.alloc(Z.shape), dw = this.alloc([D]);
+      const dy = this.produce(Y.shape, (o) => this.call('gated_rmsnorm_bwd', [o, dz.ptr, dw.ptr, s.temp((Y.size / groupSize) * 4), s.f32(dO), s.f32(Y),
+        s.f32(Z), s.f32(W), Y.size, D, groupSize, eps]));
+      return { dy, dz, dw };
+    });
+  }
+
+  // ---------- logits ----------
+
+  logSoftmax(logits: Tensor): Tensor {
+    const X = this.t(logits, 'logSoftmax');
+    const V = lastDim(X);
+    return this.scoped((s) => this.produce(X.shape, (o) => this.call('log_softmax', [o, s.f32(X), V > 0 ? X.size / V : 0, V])));
+  }
+  gatherLogprobs(logits: Tensor, targets: Int32Array): Float32Array {
+    const X = this.t(logits, 'gatherLogprobs');
+    const V = lastDim(X);
+    const rows = V > 0 ? X.size / V : 0;
+    if (targets.length !== rows) throw new Error(`gatherLogprobs: ${targets.length} targets for ${rows} rows`);
+    for (let r = 0; r < rows; r++) if (targets[r]! < 0 || targets[r]! >= V) throw new Error(`gatherLogprobs: target ${targets[r]} at row ${r} is outside [0, ${V})`);
+    return this.scoped((s) => {
+      const out = s.temp(rows * 4);
+      this.call('gather_logprobs', [out, s.f32(X), s.ints(targets), rows, V]);
+      const h = new Float32Array(rows);
+      this.addon.download(out, h);
+      return h;
+    });
+  }
+  crossEntropy(logits: Tensor, targets: Int32Array, mask?: Uint8Array): { loss: number; dlogits: Tensor } {
+    const X = this.t(logits, 'crossEntropy');
+    const V = lastDim(X);
+    const rows = V > 0 ? X.size / V : 0;
+    if (targets.length !== rows) throw new Error(`crossEntropy: ${targets.length} targets for ${rows} rows`);
+    if (mask && mask.length !== rows) throw new Error(`crossEntropy: mask has ${mask.length} entries for ${rows} rows`);
+    let count = 0;
+    for (let r = 0; r < rows; r++) {
+      if (mask && !mask[r]) continue;
+      count++;
+      if (targets[r]! < 0 || targets[r]! >= V) throw new Error(`crossEntropy: target ${targets[r]} at row ${r} is outside [0, ${V})`);
+    }
+    if (count === 0) return { loss: 0, dlogits: this.zeros(X.shape) };
+    return this.scoped((s) => {
+      const rowLoss = s.temp(rows * 4);
+      const m = mask ? s.ints(Int32Array.from(mask)) : 0;
+      const dlogits = this.produce(X.shape, (o) => this.call('cross_entropy', [rowLoss, o, s.f32(X), s.ints(targets), m, rows, V, 1 / count]));
+      const h = new Float32Array(rows);
+      this.addon.download(rowLoss, h);
+      let loss = 0;
+      for (let r = 0; r < rows; r++) loss += h[r]!;
+      return { loss: loss / count, dlogits };
+    });
+  }
+
+  // ---------- training ----------
+
+  softmaxChunkStats(_logits: Tensor, _stats: Tensor, _opts: SoftmaxChunkOpts): void {
+    throw new Error('softmaxChunkStats is not implemented on the cuda backend yet');
+  }
+  softmaxChunkGrad(_logits: Tensor, _coefs: Tensor, _opts: SoftmaxChunkOpts): Tensor {
+    throw new Error('softmaxChunkGrad is not implemented on the cuda backend yet');
+  }
+  adamwStep(args: AdamWStepArgs): void {
+    const op = 'adamwStep';
+    const param = this.t(args.param, `${op}: param`);
+    const grad = this.f32Tensor(args.grad, `${op}: grad`), m = this.f32Tensor(args.m, `${op}: m`), v = this.f32Tensor(args.v, `${op}: v`);
+    const master = args.master ? this.f32Tensor(args.master, `${op}: master`) : null;
+    const n = param.size;
+    if (grad.size !== n || m.size !== n || v.size !== n || (master && master.size !== n)) {
+      throw new Error(`${op}: sizes differ (param ${n}, grad ${grad.size}, m ${m.size}, v ${v.size}, master ${master ? master.size : '-'})`);
+    }
+    if (!(args.step >= 1)) throw new Error(`${op}: step must be ≥ 1 (1-based), got ${args.step}`);
+    if (!master && param.storage !== 'f32') throw new Error(`${op}: a ${param.dtype} param needs an f32 master copy`);
+    if (param.dtype === 'f16') throw new Error(`${op}: f16 params are not supported on the cuda backend`);
+    const bc1 = 1 - Math.pow(args.beta1, args.step);
+    const sqrtBc2 = Math.sqrt(1 - Math.pow(args.beta2, args.step));
+    this.call('adamw', [master ? master.ptr : param.ptr, master ? param.ptr : 0, param.storage === 'bf16' ? 1 : 0, grad.ptr, m.ptr, v.ptr, n,
+      args.beta1, args.beta2, args.eps, 1 - args.lr * args.weightDecay, args.lr / bc1, sqrtBc2]);
+  }
+}
+
+function roundF16(v: number): number {
+  const a = new Float32Array([v]);
+  roundToDType(a, 'f16');
+  return a[0]!;
+}
+
+/** whether the CUDA backend can run here, and why not */
+export function cudaAvailability(): { available: true; device: DeviceInfo } | { available: false; reason: string } {
+  const r = loadAddon();
+  return r.ok ? { available: true, device: r.device } : { available: false, reason: r.reason };
+}

@@ -1,0 +1,58 @@
+// Shared by the CUDA tests: the two backends, the availability gate, and comparison helpers.
+import { expect } from 'vitest';
+import type { Backend } from '../../src/backend/backend.js';
+import { CpuBackend } from '../../src/backend/cpu/index.js';
+import { cudaAvailability, CudaBackend } from '../../src/backend/cuda/index.js';
+import type { DType, Tensor } from '../../src/backend/tensor.js';
+import { Rng } from '../../src/util/rng.js';
+
+const avail = cudaAvailability();
+export const available = avail.available;
+export const skipReason = avail.available ? '' : avail.reason;
+if (!avail.available) console.log(`CUDA tests skipped: ${avail.reason}`);
+
+export const cpu = new CpuBackend();
+export const gpu: CudaBackend | null = avail.available ? new CudaBackend() : null;
+
+/** a pair of tensors with equal values on both backends */
+export interface Pair { c: Tensor; g: Tensor; data: Float32Array }
+
+export function rand(shape: number[], seed: number, scale = 1, dtype: DType = 'f32'): Pair {
+  const rng = new Rng(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = rng.normal() * scale;
+  return { c: cpu.fromArray(data, shape, dtype), g: gpu!.fromArray(data, shape, dtype), data };
+}
+export function uniform(shape: number[], seed: number, lo: number, hi: number): Pair {
+  const rng = new Rng(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = lo + (hi - lo) * rng.next();
+  return { c: cpu.fromArray(data, shape), g: gpu!.fromArray(data, shape), data };
+}
+export function ints(n: number, seed: number, hi: number): Int32Array {
+  const rng = new Rng(seed);
+  const a = new Int32Array(n);
+  for (let i = 0; i < n; i++) a[i] = Math.floor(rng.next() * hi);
+  return a;
+}
+
+/**
+ * max |got − want| ≤ rtol · max(|want|_∞, 1e-3): a relative error on the tensor's scale (elementwise
+ * relative error is meaningless near zero crossings). Also checks the shapes and that no NaN slipped in.
+ */
+export function expectClose(be: Backend, got: Tensor, want: Tensor, rtol: number, what: string): void {
+  expect(got.shape, `${what}: shape`).toEqual(want.shape);
+  closeArrays(be.read(got), cpu.read(want), rtol, what);
+}
+export function closeArrays(a: ArrayLike<number>, b: ArrayLike<number>, rtol: number, what: string): void {
+  expect(a.length, `${what}: length`).toBe(b.length);
+  let scale = 1e-3, err = 0;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
+  }
+  expect(err / scale, `${what}: max error ${err.toExponential(2)} on scale ${scale.toExponential(2)}`).toBeLessThanOrEqual(rtol);
+}
