@@ -240,6 +240,15 @@ describe('checkpoints', () => {
     expect(() => loadModel(dir, be)).toThrow(/model\.layers\.0\.mamba\.A_log" has shape \[64, 8\] but the config implies \[64, 16\]/);
   });
 
+  it('a 16-bit tensor of the other kind than config.json torch_dtype is named', () => {
+    const { dir, cfg } = tinyDir('llama');
+    writeConfigs(dir, findPreset('llama', 'tiny'), 'bf16');
+    const model = initModel(be, cfg, 1);
+    const { writeSafetensors } = require_safetensors();
+    writeSafetensors(dir, model.params().map(([k, p]) => ({ name: k, dtype: k === 'model.norm.weight' ? 'F16' as const : 'BF16' as const, shape: [...p.value.shape], data: be.read(p.value) })));
+    expect(() => loadModel(dir, be)).toThrow(/model\.safetensors: tensor "model\.norm\.weight" is F16 but config\.json torch_dtype is bfloat16/);
+  });
+
   it('an unexpected tensor is an error', () => {
     const { dir, cfg } = tinyDir('llama');
     const model = initModel(be, cfg, 1);

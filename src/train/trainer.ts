@@ -8,7 +8,7 @@
 //   final/               the finished model (model folder only)
 //   metrics.jsonl        one line per optimizer step
 //   report.html          curves
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { Progress } from '../cli/progress.js';
@@ -355,9 +355,4 @@ export class Trainer {
   requestStop(): void {
     this.stopRequested = true;
   }
-}
-
-/** write `text` to a file, creating its folder (small helper for run metadata) */
-export function writeRunFile(path: string, text: string): void {
-  writeFileSync(path, text);
 }

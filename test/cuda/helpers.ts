@@ -28,13 +28,13 @@ export function uniform(shape: number[], seed: number, lo: number, hi: number): 
   const rng = new Rng(seed);
   const n = shape.reduce((a, b) => a * b, 1);
   const data = new Float32Array(n);
-  for (let i = 0; i < n; i++) data[i] = lo + (hi - lo) * rng.next();
+  for (let i = 0; i < n; i++) data[i] = lo + (hi - lo) * rng.uniform();
   return { c: cpu.fromArray(data, shape), g: gpu!.fromArray(data, shape), data };
 }
 export function ints(n: number, seed: number, hi: number): Int32Array {
   const rng = new Rng(seed);
   const a = new Int32Array(n);
-  for (let i = 0; i < n; i++) a[i] = Math.floor(rng.next() * hi);
+  for (let i = 0; i < n; i++) a[i] = Math.floor(rng.uniform() * hi);
   return a;
 }
 

@@ -1,0 +1,229 @@
+// Every inference-path op of the CUDA backend against the CPU reference on the same random inputs.
+// Tolerances (max error relative to the reference's largest magnitude): 1e-5 for elementwise/layout
+// and row ops (f32 either side), 1e-4 for ops with long f32 sums on the GPU against f64 sums on the
+// CPU (matmul K ≤ 96, attention, scans), 1e-2 for bf16 matmuls (activations rounded to bf16).
+import { describe, expect, it } from 'vitest';
+import { available, closeArrays, cpu, expectClose, gpu, ints, rand, skipReason, uniform } from './helpers.js';
+
+describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
+  const g = gpu!;
+
+  it('memory: fromArray/read/write round trips, bf16 rounding, reshape views, copy, cast, zeros, fill', () => {
+    const x = rand([3, 5], 1);
+    expect(Array.from(g.read(x.g))).toEqual(Array.from(x.data));
+    const xb = rand([4, 7], 2, 1, 'bf16');
+    expect(Array.from(g.read(xb.g))).toEqual(Array.from(cpu.read(xb.c)));
+    const v = g.reshape(x.g, [5, 3]);
+    expect(v.shape).toEqual([5, 3]);
+    g.write(v, new Float32Array(15).fill(2)); // a view writes through to the base
+    expect(g.read(x.g).every((e) => e === 2)).toBe(true);
+    const y = rand([6, 4], 3);
+    const yc = g.copy(y.g);
+    g.fill(y.g, 0.5);
+    expect(Array.from(g.read(yc))).toEqual(Array.from(y.data));
+    expectClose(g, g.cast(yc, 'bf16'), cpu.cast(y.c, 'bf16'), 0, 'cast f32→bf16');
+    expectClose(g, g.cast(g.cast(yc, 'bf16'), 'f32'), cpu.cast(y.c, 'bf16'), 0, 'cast bf16→f32');
+    expectClose(g, g.cast(yc, 'f16'), cpu.cast(y.c, 'f16'), 0, 'cast f32→f16');
+    expect(g.read(g.zeros([9])).every((e) => e === 0)).toBe(true);
+    const rows = rand([5, 3], 4);
+    g.copyRows(rows.g, Int32Array.from([0, 4]), Int32Array.from([2, 0]));
+    cpu.copyRows(rows.c, Int32Array.from([0, 4]), Int32Array.from([2, 0]));
+    expectClose(g, rows.g, rows.c, 0, 'copyRows');
+    const d = rand([2, 2], 5);
+    d.g.dispose();
+    expect(() => g.read(d.g)).toThrow(/dispose/);
+  });
+
+  it('elementwise: add, addInPlace, scaleInPlace, mul, negExp, addBias, sumRows, sumSquares', () => {
+    const a = rand([7, 33], 10), b = rand([7, 33], 11), bias = rand([33], 12);
+    expectClose(g, g.add(a.g, b.g), cpu.add(a.c, b.c), 1e-6, 'add');
+    expectClose(g, g.mul(a.g, b.g), cpu.mul(a.c, b.c), 1e-6, 'mul');
+    expectClose(g, g.negExp(a.g), cpu.negExp(a.c), 1e-6, 'negExp');
+    expectClose(g, g.addBias(a.g, bias.g), cpu.addBias(a.c, bias.c), 1e-6, 'addBias');
+    expectClose(g, g.sumRows(a.g), cpu.sumRows(a.c), 1e-6, 'sumRows');
+    g.addInPlace(a.g, b.g, 0.3); cpu.addInPlace(a.c, b.c, 0.3);
+    g.scaleInPlace(a.g, -1.7); cpu.scaleInPlace(a.c, -1.7);
+    expectClose(g, a.g, a.c, 1e-6, 'addInPlace + scaleInPlace');
+    const big = rand([1000, 37], 13);
+    expect(g.sumSquares(big.g)).toBeCloseTo(cpu.sumSquares(big.c), 3);
+    expect(() => g.add(a.g, bias.g)).toThrow(/add: shapes/);
+  });
+
+  it('layout: splitLastDim, concatLastDim, repeatGroups (+ backward)', () => {
+    const x = rand([2, 3, 10], 20);
+    const gs = g.splitLastDim(x.g, [3, 5, 2]), cs = cpu.splitLastDim(x.c, [3, 5, 2]);
+    gs.forEach((t, i) => expectClose(g, t, cs[i]!, 0, `split ${i}`));
+    expectClose(g, g.concatLastDim(gs), x.c, 0, 'concat');
+    const r = rand([4, 12], 21);
+    expectClose(g, g.repeatGroups(r.g, 4, 3), cpu.repeatGroups(r.c, 4, 3), 0, 'repeatGroups');
+    const dy = rand([4, 36], 22);
+    expectClose(g, g.repeatGroupsBackward(dy.g, 4, 3), cpu.repeatGroupsBackward(dy.c, 4, 3), 1e-6, 'repeatGroupsBackward');
+    expect(() => g.splitLastDim(x.g, [3, 3])).toThrow(/sizes sum/);
+  });
+
+  it('matmul f32 (all transposes, accumulateInto) and bf16 weights', () => {
+    const M = 37, K = 96, N = 53;
+    for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      const a = rand(ta ? [K, M] : [M, K], 30), b = rand(tb ? [N, K] : [K, N], 31);
+      expectClose(g, g.matmul(a.g, b.g, { transA: ta, transB: tb }), cpu.matmul(a.c, b.c, { transA: ta, transB: tb }), 1e-5, `matmul ta=${ta} tb=${tb}`);
+    }
+    const x = rand([2, 5, K], 32), w = rand([N, K], 33), acc = rand([10, N], 34);
+    const ga = g.matmul(x.g, w.g, { transB: true, accumulateInto: acc.g });
+    const ca = cpu.matmul(x.c, w.c, { transB: true, accumulateInto: acc.c });
+    expectClose(g, ga, ca, 1e-5, 'matmul accumulateInto');
+    const lin = g.matmul(x.g, w.g, { transB: true });
+    expect(lin.shape).toEqual([2, 5, N]);
+    const wb = rand([N, K], 35, 1, 'bf16');
+    expectClose(g, g.matmul(x.g, wb.g, { transB: true }), cpu.matmul(x.c, wb.c, { transB: true }), 1e-2, 'matmul bf16 weight');
+    expect(() => g.matmul(x.g, w.g)).toThrow(/inner dimensions/);
+  });
+
+  it('embedding (f32 and bf16 tables), rmsNorm, swiglu', () => {
+    const table = rand([50, 24], 40), tb = rand([50, 24], 41, 1, 'bf16');
+    const ids = ints(17, 42, 50);
+    expectClose(g, g.embedding(table.g, ids), cpu.embedding(table.c, ids), 0, 'embedding');
+    expectClose(g, g.embedding(tb.g, ids), cpu.embedding(tb.c, ids), 0, 'embedding bf16');
+    expect(() => g.embedding(table.g, Int32Array.from([50]))).toThrow(/outside the vocabulary/);
+    const x = rand([9, 300], 43), w = rand([300], 44);
+    const gr = g.rmsNorm(x.g, w.g, 1e-5), cr = cpu.rmsNorm(x.c, w.c, 1e-5);
+    expectClose(g, gr.y, cr.y, 1e-5, 'rmsNorm y');
+    expectClose(g, gr.rstd, cr.rstd, 1e-5, 'rmsNorm rstd');
+    const gate = rand([5, 70], 45, 3), up = rand([5, 70], 46);
+    expectClose(g, g.swiglu(gate.g, up.g), cpu.swiglu(gate.c, up.c), 1e-5, 'swiglu');
+  });
+
+  it('logSoftmax, gatherLogprobs, crossEntropy (with mask)', () => {
+    const x = rand([6, 1000], 50, 4);
+    const tg = ints(6, 51, 1000);
+    expectClose(g, g.logSoftmax(x.g), cpu.logSoftmax(x.c), 1e-5, 'logSoftmax');
+    closeArrays(g.gatherLogprobs(x.g, tg), cpu.gatherLogprobs(x.c, tg), 1e-5, 'gatherLogprobs');
+    const mask = Uint8Array.from([1, 0, 1, 1, 0, 1]);
+    const gc = g.crossEntropy(x.g, tg, mask), cc = cpu.crossEntropy(x.c, tg, mask);
+    expect(gc.loss).toBeCloseTo(cc.loss, 4);
+    expectClose(g, gc.dlogits, cc.dlogits, 1e-5, 'crossEntropy dlogits');
+  });
+
+  it('rope (forward and inverse)', () => {
+    const x = rand([7, 3, 16], 60);
+    const pos = Int32Array.from([0, 1, 2, 5, 100, 4000, 3]);
+    const inv = new Float32Array(8).map((_, i) => Math.fround(1 / 10000 ** (i / 8)));
+    expectClose(g, g.rope(x.g, pos, inv), cpu.rope(x.c, pos, inv), 1e-6, 'rope');
+    expectClose(g, g.rope(x.g, pos, inv, true), cpu.rope(x.c, pos, inv, true), 1e-6, 'rope inverse');
+  });
+
+  it('attention: causal GQA with packed segments, and lse', () => {
+    for (const Dh of [16, 64, 80]) {
+      const B = 2, T = 13, Hq = 4, Hkv = 2;
+      const q = rand([B, T, Hq, Dh], 70), k = rand([B, T, Hkv, Dh], 71), v = rand([B, T, Hkv, Dh], 72);
+      const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 5 ? 0 : i % T < 9 ? 1 : 2));
+      for (const seg of [undefined, segments]) {
+        const o = { scale: 1 / Math.sqrt(Dh), segments: seg };
+        const ga = g.attention(q.g, k.g, v.g, o), ca = cpu.attention(q.c, k.c, v.c, o);
+        expectClose(g, ga.out, ca.out, 1e-5, `attention out Dh=${Dh} seg=${!!seg}`);
+        expectClose(g, ga.lse, ca.lse, 1e-5, `attention lse Dh=${Dh} seg=${!!seg}`);
+      }
+    }
+  });
+
+  it('kvCacheWrite + pagedAttentionDecode (f32 and bf16 caches) match the CPU', () => {
+    const nb = 6, bs = 4, Hkv = 2, Dh = 32, Hq = 6;
+    for (const dtype of ['f32', 'bf16'] as const) {
+      const kc = { g: g.zeros([nb, bs, Hkv, Dh], dtype), c: cpu.zeros([nb, bs, Hkv, Dh], dtype) };
+      const vc = { g: g.zeros([nb, bs, Hkv, Dh], dtype), c: cpu.zeros([nb, bs, Hkv, Dh], dtype) };
+      const k = rand([10, Hkv, Dh], 80), v = rand([10, Hkv, Dh], 81);
+      // sequence 0: blocks 3, 1 (7 tokens); sequence 1: block 5 (3 tokens); one padding token (−1)
+      const slots = Int32Array.from([12, 13, 14, 15, 4, 5, 6, 20, 21, 22].map((s, i) => (i === 9 ? -1 : s)));
+      g.kvCacheWrite(kc.g, vc.g, k.g, v.g, slots);
+      cpu.kvCacheWrite(kc.c, vc.c, k.c, v.c, slots);
+      expectClose(g, kc.g, kc.c, 0, `kCache ${dtype}`);
+      expectClose(g, vc.g, vc.c, 0, `vCache ${dtype}`);
+      const q = rand([3, Hq, Dh], 82);
+      const tables = Int32Array.from([3, 1, 5, 0, 0, 0]);
+      const lens = Int32Array.from([7, 2, 0]);
+      expectClose(g, g.pagedAttentionDecode(q.g, kc.g, vc.g, tables, 2, lens, 0.2), cpu.pagedAttentionDecode(q.c, kc.c, vc.c, tables, 2, lens, 0.2), 1e-5, `pagedAttentionDecode ${dtype}`);
+    }
+  });
+
+  it('causalConv1d (segments, stateOut) and causalConv1dStep continue it', () => {
+    const B = 2, T = 9, C = 40, K = 4;
+    const x = rand([B, T, C], 90), w = rand([C, K], 91, 0.5), bias = rand([C], 92);
+    const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 4 ? 7 : 8));
+    for (const silu of [false, true]) {
+      for (const seg of [undefined, segments]) {
+        const sg = g.zeros([3, C, K - 1]), sc = cpu.zeros([3, C, K - 1]);
+        const slots = Int32Array.from([2, 0]);
+        const yg = g.causalConv1d(x.g, w.g, bias.g, { silu, segments: seg, stateOut: { convState: sg, slots } });
+        const yc = cpu.causalConv1d(x.c, w.c, bias.c, { silu, segments: seg, stateOut: { convState: sc, slots } });
+        expectClose(g, yg, yc, 1e-5, `conv silu=${silu} seg=${!!seg}`);
+        expectClose(g, sg, sc, 0, 'conv stateOut');
+        for (let s = 0; s < 3; s++) {
+          const xs = rand([2, C], 93 + s);
+          expectClose(g, g.causalConv1dStep(xs.g, sg, slots, w.g, bias.g, silu), cpu.causalConv1dStep(xs.c, sc, slots, w.c, bias.c, silu), 1e-5, `conv step ${s}`);
+        }
+        expectClose(g, sg, sc, 0, 'conv state after steps');
+      }
+    }
+  });
+
+  it('selectiveScan (grouped B/C, z gate, delta bias, segments, stateOut) and selectiveScanStep', () => {
+    const B = 2, T = 11, Di = 64, N = 16, G = 4;
+    const x = rand([B, T, Di], 100), delta = rand([B, T, Di], 101, 0.5), z = rand([B, T, Di], 102);
+    const A = uniform([Di, N], 103, -2, -0.1), Bm = rand([B, T, G, N], 104), Cm = rand([B, T, G, N], 105);
+    const D = rand([Di], 106), db = rand([Di], 107, 0.3);
+    const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 6 ? 0 : 1));
+    for (const seg of [undefined, segments]) {
+      const sg = g.zeros([3, Di, N]), sc = cpu.zeros([3, Di, N]);
+      const slots = Int32Array.from([1, 2]);
+      const mk = (s: 'g' | 'c') => ({
+        x: x[s], delta: delta[s], A: A[s], Bm: Bm[s], Cm: Cm[s], D: D[s], z: z[s], deltaBias: db[s], segments: seg,
+        stateOut: { ssmState: s === 'g' ? sg : sc, slots },
+      });
+      expectClose(g, g.selectiveScan(mk('g')), cpu.selectiveScan(mk('c')), 1e-4, `selectiveScan seg=${!!seg}`);
+      expectClose(g, sg, sc, 1e-4, 'selectiveScan stateOut');
+      for (let s = 0; s < 3; s++) {
+        const xs = rand([2, Di], 110 + s), ds = rand([2, Di], 120 + s, 0.5), zs = rand([2, Di], 130 + s);
+        const bs = rand([2, G, N], 140 + s), cs = rand([2, G, N], 150 + s);
+        const st = (q: 'g' | 'c') => ({ x: xs[q], delta: ds[q], A: A[q], Bm: bs[q], Cm: cs[q], D: D[q], z: zs[q], deltaBias: db[q], ssmState: q === 'g' ? sg : sc, slots });
+        expectClose(g, g.selectiveScanStep(st('g')), cpu.selectiveScanStep(st('c')), 1e-4, `selectiveScanStep ${s}`);
+      }
+      expectClose(g, sg, sc, 1e-4, 'selectiveScan state after steps');
+    }
+    // without the optional inputs
+    const bare = (s: 'g' | 'c') => ({ x: x[s], delta: delta[s], A: A[s], Bm: Bm[s], Cm: Cm[s], D: null, z: null, deltaBias: null });
+    expectClose(g, g.selectiveScan(bare('g')), cpu.selectiveScan(bare('c')), 1e-4, 'selectiveScan bare');
+  });
+
+  it('ssdScan (segments, stateOut) and ssdScanStep; gatedRmsNorm', () => {
+    const B = 2, T = 10, H = 4, P = 8, G = 2, N = 16;
+    const x = rand([B, T, H, P], 200), dt = rand([B, T, H], 201, 0.5), A = uniform([H], 202, -1.5, -0.2);
+    const Bm = rand([B, T, G, N], 203), Cm = rand([B, T, G, N], 204), D = rand([H], 205), dtBias = rand([H], 206, 0.3);
+    const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 3 ? 0 : 1));
+    for (const seg of [undefined, segments]) {
+      const sg = g.zeros([3, H, P, N]), sc = cpu.zeros([3, H, P, N]);
+      const slots = Int32Array.from([0, 2]);
+      const mk = (s: 'g' | 'c') => ({ x: x[s], dt: dt[s], A: A[s], Bm: Bm[s], Cm: Cm[s], D: D[s], dtBias: dtBias[s], chunkSize: 4, segments: seg, stateOut: { ssmState: s === 'g' ? sg : sc, slots } });
+      expectClose(g, g.ssdScan(mk('g')), cpu.ssdScan(mk('c')), 1e-4, `ssdScan seg=${!!seg}`);
+      expectClose(g, sg, sc, 1e-4, 'ssdScan stateOut');
+      for (let s = 0; s < 2; s++) {
+        const xs = rand([2, H, P], 210 + s), ds = rand([2, H], 220 + s, 0.5), bs = rand([2, G, N], 230 + s), cs = rand([2, G, N], 240 + s);
+        const st = (q: 'g' | 'c') => ({ x: xs[q], dt: ds[q], A: A[q], Bm: bs[q], Cm: cs[q], D: D[q], dtBias: dtBias[q], ssmState: q === 'g' ? sg : sc, slots });
+        expectClose(g, g.ssdScanStep(st('g')), cpu.ssdScanStep(st('c')), 1e-4, `ssdScanStep ${s}`);
+      }
+    }
+    const y = rand([5, 32], 250), z = rand([5, 32], 251), w = rand([32], 252);
+    expectClose(g, g.gatedRmsNorm(y.g, z.g, w.g, 8, 1e-5), cpu.gatedRmsNorm(y.c, z.c, w.c, 8, 1e-5), 1e-5, 'gatedRmsNorm');
+  });
+
+  it('caching allocator: a repeated op makes no new cudaMalloc', () => {
+    const x = rand([64, 128], 300), w = rand([128], 301);
+    for (let i = 0; i < 3; i++) { const r = g.rmsNorm(x.g, w.g, 1e-5); r.y.dispose(); r.rstd.dispose(); }
+    const before = g.memoryStats().cudaMallocCalls;
+    for (let i = 0; i < 20; i++) { const r = g.rmsNorm(x.g, w.g, 1e-5); r.y.dispose(); r.rstd.dispose(); }
+    expect(g.memoryStats().cudaMallocCalls).toBe(before);
+  });
+
+  it('ops that are not implemented say so', () => {
+    const l = rand([2, 8], 400), st = g.zeros([2, 4]);
+    expect(() => g.softmaxChunkStats(l.g, st, { scale: 1, vocabOffset: 0 })).toThrow(/not implemented on the cuda backend yet/);
+  });
+});
