@@ -1,6 +1,7 @@
 // m1 — the command line. Thin: parses flags, calls the layers below, shows progress.
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
+import { registerDoctor } from './commands/doctor.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerGrade } from './commands/grade.js';
 import { registerModelCommands } from './commands/model.js';
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)');
   registerModelCommands(program);
   registerGenerate(program);
+  registerDoctor(program);
   registerGrade(program);
   return program;
 }

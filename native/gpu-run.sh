@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One GPU-machine session: build the addon, run `m1 doctor` and the CUDA tests, logs under $OUT.
+# Expects (carried): .gpu/ (packed Node.js), native/build/carry/{nm,npm}.tar.xz (pruned node_modules
+# for vitest, and npm with its bundled node-gyp: the packed Node.js has no npm; common.gypi and
+# config.gypi of this Node.js version), dist/ (built here).
+set -u
+source .gpu/prelude.sh
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+tar -xJf native/build/carry/nm.tar.xz
+mkdir -p /tmp/npm && tar -C /tmp/npm -xJf native/build/carry/npm.tar.xz
+NPM="node /tmp/npm/npm/bin/npm-cli.js"
+# the packed Node.js carries only the Node-API headers; node-gyp also wants the gyp include files
+for d in /tmp/node/include/node /tmp/node; do cp -n native/build/carry/common.gypi native/build/carry/config.gypi $d/; done
+{ echo "date: $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -1; } | tee "$OUT/env.log"
+t0=$(date +%s)
+if ! $NPM run build:cuda > "$OUT/build.log" 2>&1; then
+  echo "node-gyp build failed (build.log); building with the same flags directly"; tail -8 "$OUT/build.log"
+  C=${CUDA_HOME:-/usr/local/cuda}; R=native/build/Release; mkdir -p $R /tmp/m1o
+  FL="-std=c++17 -O3 -fPIC -fexceptions -DNAPI_CPP_EXCEPTIONS -DNAPI_VERSION=8 -I/tmp/node/include/node -Inode_modules/node-addon-api -I$C/include"
+  { nvcc -std=c++17 -O3 -Xcompiler -fPIC -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80 \
+      -c native/src/kernels.cu -o /tmp/m1o/kernels.o &&
+    g++ $FL -c native/src/addon.cpp -o /tmp/m1o/addon.o && g++ $FL -c native/src/matmul.cpp -o /tmp/m1o/matmul.o &&
+    g++ -shared -o $R/m1cuda.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart; } >> "$OUT/build.log" 2>&1 \
+    || { echo "direct build failed too"; tail -30 "$OUT/build.log"; exit 1; }
+fi
+echo "build: $(( $(date +%s) - t0 )) s"
+node -e "import('./dist/src/cli/commands/doctor.js').then(async m => { const r = await m.doctorReport(); console.log(r.lines.join('\n')); })" 2>&1 | tee "$OUT/doctor.log"
+$NPM run test:cuda -- --reporter=verbose > "$OUT/test.log" 2>&1; rc=$?
+grep -E "✓|×|FAIL|max \|Δ|Tests |Test Files|skipped" "$OUT/test.log" | tail -60
+grep -B2 -A12 "AssertionError\|Error:" "$OUT/test.log" | head -80
+exit $rc

@@ -1,0 +1,113 @@
+// Backward ops (and the AdamW step) of the CUDA backend against the CPU reference. Tolerances are
+// relative to the largest reference magnitude: 1e-5 for row ops, 1e-4 for gradients that are long
+// f32 sums on the GPU (attention, conv weights, scans with atomics) against f64 sums on the CPU.
+import { describe, expect, it } from 'vitest';
+import { available, cpu, expectClose, gpu, ints, rand, skipReason, uniform } from './helpers.js';
+
+describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
+  const g = gpu!;
+
+  it('embeddingBackward (repeated ids accumulate), rmsNormBackward, swigluBackward', () => {
+    const dT = { g: g.zeros([20, 16]), c: cpu.zeros([20, 16]) };
+    const ids = ints(30, 1, 20);
+    const dy = rand([30, 16], 2);
+    g.embeddingBackward(dT.g, ids, dy.g);
+    cpu.embeddingBackward(dT.c, ids, dy.c);
+    expectClose(g, dT.g, dT.c, 1e-6, 'embeddingBackward');
+    const x = rand([9, 200], 3), w = rand([200], 4), d = rand([9, 200], 5);
+    const rg = g.rmsNorm(x.g, w.g, 1e-5), rc = cpu.rmsNorm(x.c, w.c, 1e-5);
+    const bg = g.rmsNormBackward(d.g, x.g, w.g, rg.rstd), bc = cpu.rmsNormBackward(d.c, x.c, w.c, rc.rstd);
+    expectClose(g, bg.dx, bc.dx, 1e-5, 'rmsNorm dx');
+    expectClose(g, bg.dw, bc.dw, 1e-5, 'rmsNorm dw');
+    const gate = rand([4, 50], 6, 3), up = rand([4, 50], 7), dh = rand([4, 50], 8);
+    const sg = g.swigluBackward(dh.g, gate.g, up.g), sc = cpu.swigluBackward(dh.c, gate.c, up.c);
+    expectClose(g, sg.dGate, sc.dGate, 1e-5, 'swiglu dGate');
+    expectClose(g, sg.dUp, sc.dUp, 1e-5, 'swiglu dUp');
+  });
+
+  it('attentionBackward (GQA, segments)', () => {
+    const B = 2, T = 9, Hq = 4, Hkv = 2, Dh = 32;
+    const q = rand([B, T, Hq, Dh], 10), k = rand([B, T, Hkv, Dh], 11), v = rand([B, T, Hkv, Dh], 12), dout = rand([B, T, Hq, Dh], 13);
+    const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 4 ? 0 : 1));
+    for (const seg of [undefined, segments]) {
+      const o = { scale: 0.2, segments: seg };
+      const fg = g.attention(q.g, k.g, v.g, o), fc = cpu.attention(q.c, k.c, v.c, o);
+      const bg = g.attentionBackward(dout.g, q.g, k.g, v.g, fg.out, fg.lse, o);
+      const bc = cpu.attentionBackward(dout.c, q.c, k.c, v.c, fc.out, fc.lse, o);
+      expectClose(g, bg.dq, bc.dq, 1e-4, `attention dq seg=${!!seg}`);
+      expectClose(g, bg.dk, bc.dk, 1e-4, `attention dk seg=${!!seg}`);
+      expectClose(g, bg.dv, bc.dv, 1e-4, `attention dv seg=${!!seg}`);
+    }
+  });
+
+  it('causalConv1dBackward (silu, segments, bias)', () => {
+    const B = 2, T = 8, C = 24, K = 4;
+    const x = rand([B, T, C], 20), w = rand([C, K], 21, 0.5), bias = rand([C], 22), dy = rand([B, T, C], 23);
+    const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 3 ? 0 : 1));
+    for (const silu of [false, true]) {
+      for (const seg of [undefined, segments]) {
+        const og = g.causalConv1dBackward(dy.g, x.g, w.g, bias.g, { silu, segments: seg });
+        const oc = cpu.causalConv1dBackward(dy.c, x.c, w.c, bias.c, { silu, segments: seg });
+        expectClose(g, og.dx, oc.dx, 1e-5, `conv dx silu=${silu} seg=${!!seg}`);
+        expectClose(g, og.dw, oc.dw, 1e-5, `conv dw silu=${silu} seg=${!!seg}`);
+        expectClose(g, og.dbias!, oc.dbias!, 1e-5, `conv dbias silu=${silu} seg=${!!seg}`);
+      }
+    }
+  });
+
+  it('selectiveScanBackward: warp-uniform groups and per-channel groups, segments, T over one checkpoint chunk', () => {
+    for (const [Di, G] of [[64, 2], [24, 3]] as const) {
+      const B = 2, T = 40, N = 16;
+      const x = rand([B, T, Di], 30), delta = rand([B, T, Di], 31, 0.5), z = rand([B, T, Di], 32);
+      const A = uniform([Di, N], 33, -2, -0.1), Bm = rand([B, T, G, N], 34), Cm = rand([B, T, G, N], 35);
+      const D = rand([Di], 36), db = rand([Di], 37, 0.3), dy = rand([B, T, Di], 38);
+      const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 17 ? 0 : 1));
+      const mk = (s: 'g' | 'c') => ({ x: x[s], delta: delta[s], A: A[s], Bm: Bm[s], Cm: Cm[s], D: D[s], z: z[s], deltaBias: db[s], segments });
+      const rg = g.selectiveScanBackward(dy.g, mk('g')), rc = cpu.selectiveScanBackward(dy.c, mk('c'));
+      for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
+        expectClose(g, rg[key]!, rc[key]!, 1e-4, `selectiveScan ${key} Di=${Di} G=${G}`);
+      }
+    }
+  });
+
+  it('ssdScanBackward: P = 32 (warp sums) and P = 8, segments', () => {
+    for (const P of [32, 8]) {
+      const B = 2, T = 37, H = 4, G = 2, N = 16;
+      const x = rand([B, T, H, P], 40), dt = rand([B, T, H], 41, 0.5), A = uniform([H], 42, -1.5, -0.2);
+      const Bm = rand([B, T, G, N], 43), Cm = rand([B, T, G, N], 44), D = rand([H], 45), dtBias = rand([H], 46, 0.3);
+      const dy = rand([B, T, H, P], 47);
+      const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 20 ? 0 : 1));
+      const mk = (s: 'g' | 'c') => ({ x: x[s], dt: dt[s], A: A[s], Bm: Bm[s], Cm: Cm[s], D: D[s], dtBias: dtBias[s], chunkSize: 8, segments });
+      const rg = g.ssdScanBackward(dy.g, mk('g')), rc = cpu.ssdScanBackward(dy.c, mk('c'));
+      for (const key of ['dx', 'ddt', 'dA', 'dBm', 'dCm', 'dD', 'dDtBias'] as const) {
+        expectClose(g, rg[key]!, rc[key]!, 1e-4, `ssdScan ${key} P=${P}`);
+      }
+    }
+  });
+
+  it('gatedRmsNormBackward', () => {
+    const y = rand([6, 48], 50), z = rand([6, 48], 51), w = rand([48], 52), d = rand([6, 48], 53);
+    const og = g.gatedRmsNormBackward(d.g, y.g, z.g, w.g, 16, 1e-5), oc = cpu.gatedRmsNormBackward(d.c, y.c, z.c, w.c, 16, 1e-5);
+    expectClose(g, og.dy, oc.dy, 1e-5, 'gatedRmsNorm dy');
+    expectClose(g, og.dz, oc.dz, 1e-5, 'gatedRmsNorm dz');
+    expectClose(g, og.dw, oc.dw, 1e-5, 'gatedRmsNorm dw');
+  });
+
+  it('adamwStep with an f32 param and with a bf16 param + f32 master', () => {
+    for (const dtype of ['f32', 'bf16'] as const) {
+      const p = rand([300], 60, 1, dtype), grad = rand([300], 61), m = rand([300], 62, 0.1);
+      const v = uniform([300], 63, 0, 0.1), master = dtype === 'bf16' ? rand([300], 60) : null;
+      for (let step = 1; step <= 3; step++) {
+        const h = { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step };
+        g.adamwStep({ param: p.g, grad: grad.g, m: m.g, v: v.g, master: master?.g ?? null, ...h });
+        cpu.adamwStep({ param: p.c, grad: grad.c, m: m.c, v: v.c, master: master?.c ?? null, ...h });
+      }
+      expectClose(g, m.g, m.c, 1e-6, `adamw m ${dtype}`);
+      expectClose(g, v.g, v.c, 1e-6, `adamw v ${dtype}`);
+      if (master) expectClose(g, master.g, master.c, 1e-5, 'adamw master');
+      // bf16: a value within one ulp of the CPU's may round to the neighbouring bf16 number
+      expectClose(g, p.g, p.c, dtype === 'f32' ? 1e-5 : 1e-2, `adamw param ${dtype}`);
+      expect(p.g.dtype).toBe(dtype);
+    }
+  });
+});
