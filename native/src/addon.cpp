@@ -288,6 +288,10 @@ std::unordered_map<std::string, OpFn>& ops() {
     check(m1_log_softmax(a.p<float>(0), a.p<float>(1), a.i64(2), a.i64(3), S()), a.op);
     return 0.0;
   });
+  def("argmax_rows", [S](const Args& a) {
+    check(m1_argmax_rows(a.p<int>(0), a.p<float>(1), a.p<float>(2), a.i64(3), a.i64(4), S()), a.op);
+    return 0.0;
+  });
   def("gather_logprobs", [S](const Args& a) {
     check(m1_gather_logprobs(a.p<float>(0), a.p<float>(1), a.p<int>(2), a.i64(3), a.i64(4), S()), a.op);
     return 0.0;

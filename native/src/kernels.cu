@@ -973,6 +973,49 @@ __global__ void k_gather_logprobs(float* out, const float* x, const int* targets
   float l = rowLse(xr, V, sh);
   if (threadIdx.x == 0) out[blockIdx.x] = xr[targets[blockIdx.x]] - l;
 }
+// greedy decoding on the device: the first maximum of each row and its log-probability under the
+// unmodified distribution; only 2 numbers per row go back to the host instead of the whole row
+__global__ void k_argmax_rows(int* ids, float* logprobs, const float* x, int64_t V) {
+  __shared__ float shv[32];
+  __shared__ int shi[32];
+  __shared__ float sh[32];
+  const float* xr = x + blockIdx.x * V;
+  float best = -CUDART_INF_F;
+  int bi = 0x7fffffff;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+    float v = xr[j];
+    if (v > best) { best = v; bi = (int)j; }  // j grows per thread, so the first max of this thread is kept
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+  }
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  if (lane == 0) { shv[wid] = best; shi[wid] = bi; }
+  __syncthreads();
+  if (wid == 0) {
+    best = lane < nw ? shv[lane] : -CUDART_INF_F;
+    bi = lane < nw ? shi[lane] : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1) {
+      float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+    }
+    if (lane == 0) { shv[0] = best; shi[0] = bi; }
+  }
+  __syncthreads();
+  float mx = shv[0];
+  int arg = shi[0];
+  __syncthreads();
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) sum += expf(xr[j] - mx);
+  sum = blockSum(sum, sh);
+  if (threadIdx.x == 0) {
+    ids[blockIdx.x] = arg;
+    logprobs[blockIdx.x] = -logf(sum);  // x[arg] − (mx + log Σ) with x[arg] = mx
+  }
+}
 __global__ void k_cross_entropy(float* rowLoss, float* dl, const float* x, const int* targets, const int* mask, int64_t V, float inv) {
   __shared__ float sh[32];
   int64_t o = blockIdx.x * V;
@@ -1321,6 +1364,11 @@ cudaError_t m1_log_softmax(float* out, const float* x, int64_t rows, int64_t V, 
 cudaError_t m1_gather_logprobs(float* out, const float* x, const int* targets, int64_t rows, int64_t V, cudaStream_t s) {
   if (rows == 0) return cudaSuccess;
   k_gather_logprobs<<<(unsigned)rows, kThreads * 2, 0, s>>>(out, x, targets, V);
+  return lastError();
+}
+cudaError_t m1_argmax_rows(int* ids, float* logprobs, const float* x, int64_t rows, int64_t V, cudaStream_t s) {
+  if (rows == 0) return cudaSuccess;
+  k_argmax_rows<<<(unsigned)rows, kThreads * 2, 0, s>>>(ids, logprobs, x, V);
   return lastError();
 }
 cudaError_t m1_cross_entropy(float* rowLoss, float* dl, const float* x, const int* targets, const int* mask, int64_t rows, int64_t V,

@@ -100,6 +100,7 @@ cudaError_t m1_gated_rmsnorm_bwd(float* dy, float* dz, float* dw, float* rstd, c
 
 // ---------- logits ----------
 cudaError_t m1_log_softmax(float* out, const float* x, int64_t rows, int64_t V, cudaStream_t s);
+cudaError_t m1_argmax_rows(int* ids, float* logprobs, const float* x, int64_t rows, int64_t V, cudaStream_t s);
 cudaError_t m1_gather_logprobs(float* out, const float* x, const int* targets, int64_t rows, int64_t V, cudaStream_t s);
 /** rowLoss[r] = lse − x[target] on rows with mask (0 elsewhere); dlogits = (softmax − onehot)·invCount on those rows */
 cudaError_t m1_cross_entropy(float* rowLoss, float* dlogits, const float* x, const int* targets, const int* mask,

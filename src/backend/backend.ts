@@ -173,6 +173,11 @@ export interface Backend {
   // ---------- logits ----------
   /** log-softmax over the last dim */
   logSoftmax(logits: Tensor): Tensor;
+  /**
+   * Greedy decoding on the device: the first maximum of each row of logits [n, V] and its log-probability
+   * under the unmodified distribution; only these 2·n numbers come back to the host.
+   */
+  argmaxRows(logits: Tensor): { ids: Int32Array; logprobs: Float32Array };
   /** log p(targets[i]) under row i of logits [n, V] (f32 on the host) */
   gatherLogprobs(logits: Tensor, targets: Int32Array): Float32Array;
   /**

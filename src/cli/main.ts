@@ -5,6 +5,7 @@ import { registerDoctor } from './commands/doctor.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerGrade } from './commands/grade.js';
 import { registerModelCommands } from './commands/model.js';
+import { registerTrain } from './commands/train.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   registerGenerate(program);
   registerDoctor(program);
   registerGrade(program);
+  registerTrain(program);
   return program;
 }
 

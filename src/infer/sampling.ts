@@ -189,7 +189,11 @@ export interface TokenSampler {
   sample(logits: Tensor, rows: readonly SampleRow[], out: { tokens: Int32Array; logprobs: Float32Array }): void;
 }
 
-/** reads the logits to the host and samples there (the CPU reference) */
+/**
+ * Samples on the host (the CPU reference). When every row of a step is greedy it asks the backend for
+ * the argmax instead (`argmaxRows`), so a GPU backend copies back 2·n numbers, not n × V logits; both
+ * paths take the first maximum and the logprob of the unmodified distribution.
+ */
 export class HostSampler implements TokenSampler {
   private readonly rowSampler: RowSampler;
   constructor(private readonly be: Backend, readonly vocabSize: number) {
@@ -199,6 +203,16 @@ export class HostSampler implements TokenSampler {
     const V = this.vocabSize, n = rows.length;
     const numRows = logits.size / V;
     if (!Number.isInteger(numRows)) throw new Error(`sampler: logits have ${logits.size} values, not a multiple of the vocabulary ${V}`);
+    if (rows.every((r) => isGreedy(r.params))) {
+      const { ids, logprobs } = this.be.argmaxRows(this.be.reshape(logits, [numRows, V]));
+      for (let i = 0; i < n; i++) {
+        const r = rows[i]!.logitsRow;
+        if (!(Number.isInteger(r) && r >= 0 && r < numRows)) throw new Error(`sampler: rows[${i}].logitsRow = ${r} is outside [0, ${numRows})`);
+        out.tokens[i] = ids[r]!;
+        out.logprobs[i] = logprobs[r]!;
+      }
+      return;
+    }
     const host = this.be.read(logits);
     for (let i = 0; i < n; i++) {
       const r = rows[i]!.logitsRow;

@@ -317,7 +317,11 @@ export class PackedDataset {
 
   constructor(readonly samples: readonly TokenizedSample[], readonly opts: DatasetOptions) {
     if (samples.length === 0) throw new UserError('training data has no samples');
-    this.truncated = packSamples(samples, opts).truncated;
+    const { rows, truncated } = packSamples(samples, opts);
+    this.truncated = truncated;
+    if (!rows.some((r) => r.mask.includes(1))) {
+      throw new UserError(`no token carries a loss after packing into rows of ${opts.seqLen}${truncated ? ` (${truncated} samples were cut to --seq-len: raise it)` : ''}`);
+    }
   }
 
   rowsOf(epoch: number): PackedRow[] {

@@ -152,6 +152,8 @@ function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, 
       if (tz && tStats) be.softmaxChunkStats(tz, tStats, { scale: 1, vocabOffset: c.v0 });
       be.softmaxChunkStats(z, stats, { scale: spec.scale, vocabOffset: c.v0, targets, other: tz });
     }
+    // The per-row loss and gradient coefficients are a handful of scalars per row: they are worked
+    // out on the host (R×4 floats each way), the [R, Vc] blocks never leave the backend.
     const st = be.read(stats);
     const tst = tStats ? be.read(tStats) : null;
     const coefs = new Float32Array(R * 4);
@@ -310,13 +312,12 @@ export function grpoAdvantages(rewards: ArrayLike<number>, groupSize: number): F
   for (let g0 = 0; g0 < rewards.length; g0 += groupSize) {
     let mean = 0, std = 1;
     if (groupSize > 1) {
-      mean = 0;
       for (let i = 0; i < groupSize; i++) mean += rewards[g0 + i]!;
       mean /= groupSize;
       let ss = 0;
       for (let i = 0; i < groupSize; i++) ss += (rewards[g0 + i]! - mean) ** 2;
       std = Math.sqrt(ss / (groupSize - 1));
-    } else mean = 0;
+    }
     for (let i = 0; i < groupSize; i++) out[g0 + i] = (rewards[g0 + i]! - mean) / (std + 1e-6);
   }
   return out;

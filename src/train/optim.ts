@@ -41,8 +41,11 @@ export class AdamW {
   private readonly slots: Slot[];
   private steps = 0;
 
-  constructor(private readonly be: Backend, params: ParamList, readonly opts: AdamWOptions) {
-    for (const [k, v] of Object.entries(opts)) {
+  readonly opts: AdamWOptions;
+
+  constructor(private readonly be: Backend, params: ParamList, opts: AdamWOptions) {
+    this.opts = { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weightDecay: opts.weightDecay };
+    for (const [k, v] of Object.entries(this.opts)) {
       if (!Number.isFinite(v)) throw new Error(`AdamW: option ${k} must be a finite number, got ${v}`);
     }
     if (!(opts.beta1 >= 0 && opts.beta1 < 1) || !(opts.beta2 >= 0 && opts.beta2 < 1)) {

@@ -255,6 +255,18 @@ export class CpuBackend implements Backend {
   logSoftmax(logits: Tensor): Tensor {
     return this.wrap(basic.logSoftmax(dataOf(logits), basic.lastDim(logits)), logits.shape);
   }
+  argmaxRows(logits: Tensor): { ids: Int32Array; logprobs: Float32Array } {
+    const V = basic.lastDim(logits);
+    const x = dataOf(logits);
+    const rows = V > 0 ? x.length / V : 0;
+    const ids = new Int32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      let best = -Infinity, bi = 0;
+      for (let j = 0; j < V; j++) if (x[r * V + j]! > best) { best = x[r * V + j]!; bi = j; }
+      ids[r] = bi;
+    }
+    return { ids, logprobs: basic.gatherLogprobs(x, V, ids) };
+  }
   gatherLogprobs(logits: Tensor, targets: Int32Array): Float32Array {
     return basic.gatherLogprobs(dataOf(logits), basic.lastDim(logits), targets);
   }

@@ -761,6 +761,20 @@ export class CudaBackend implements Backend {
     const V = lastDim(X);
     return this.scoped((s) => this.produce(X.shape, (o) => this.call('log_softmax', [o, s.f32(X), V > 0 ? X.size / V : 0, V])));
   }
+  argmaxRows(logits: Tensor): { ids: Int32Array; logprobs: Float32Array } {
+    const X = this.t(logits, 'argmaxRows');
+    const V = lastDim(X);
+    const rows = V > 0 ? X.size / V : 0;
+    if (rows === 0) return { ids: new Int32Array(0), logprobs: new Float32Array(0) };
+    return this.scoped((s) => {
+      const ids = s.temp(rows * 4), lp = s.temp(rows * 4);
+      this.call('argmax_rows', [ids, lp, s.f32(X), rows, V]);
+      const hostIds = new Int32Array(rows), hostLp = new Float32Array(rows);
+      this.addon.download(ids, hostIds);
+      this.addon.download(lp, hostLp);
+      return { ids: hostIds, logprobs: hostLp };
+    });
+  }
   gatherLogprobs(logits: Tensor, targets: Int32Array): Float32Array {
     const X = this.t(logits, 'gatherLogprobs');
     const V = lastDim(X);

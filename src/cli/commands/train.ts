@@ -86,8 +86,15 @@ function addCommonFlags(cmd: Command, defaults: { lr: number; lossOn: LossOn }):
     .option('--vocab-chunk <n>', 'vocabulary columns per chunk of the fused LM-head loss', intFlag('--vocab-chunk', { min: 1 }), 8192);
 }
 
-function trainingRecords(o: CommonFlags): TrainingRecord[] {
+/** flag combinations that are wrong whatever the data: checked before anything is loaded */
+function checkFlags(o: CommonFlags): void {
   if ((o.data === undefined) === (o.synthetic === undefined)) throw new UserError('give exactly one of --data FILE or --synthetic DIFFICULTY');
+  if (o.steps !== undefined && o.epochs !== undefined) throw new UserError('give --steps or --epochs, not both');
+  if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be "cosine" or "constant", got "${o.schedule}"`);
+  if (o.lossOn !== undefined) parseLossOn(o.lossOn, 'all');
+}
+
+function trainingRecords(o: CommonFlags): TrainingRecord[] {
   if (o.data !== undefined) return loadTrainingFile(o.data, { suffix: o.suffix });
   return syntheticProblems({ split: 'train', difficulty: o.synthetic!, count: o.syntheticCount, seed: o.seed })
     .map((p) => problemToRecord(p.problem, p.solution, { suffix: o.suffix }));
@@ -111,15 +118,13 @@ function buildDataset(tok: Tokenizer, model: CausalLM, o: CommonFlags, lossOn: L
 }
 
 function trainConfig(o: CommonFlags, data: PackedDataset, defaultLr: number): TrainConfig {
-  if (o.steps !== undefined && o.epochs !== undefined) throw new UserError('give --steps or --epochs, not both');
-  if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be "cosine" or "constant", got "${o.schedule}"`);
   const rowsPerStep = o.batch * o.gradAccum;
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * data.rowsPerEpoch) / rowsPerStep));
   const warmup = o.warmup !== undefined ? Math.min(o.warmup, totalSteps) : Math.min(M1_WARMUP, Math.ceil(totalSteps / 10));
   const lr = o.lr ?? defaultLr;
   if (o.minLr > lr) throw new UserError(`--min-lr ${o.minLr} is above --lr ${lr}`);
   return {
-    schedule: o.schedule, lr, minLr: o.minLr, warmup, gradClip: o.gradClip, batch: o.batch, gradAccum: o.gradAccum, totalSteps,
+    schedule: o.schedule as TrainConfig['schedule'], lr, minLr: o.minLr, warmup, gradClip: o.gradClip, batch: o.batch, gradAccum: o.gradAccum, totalSteps,
     seed: o.seed, saveEvery: o.saveEvery, saveTotalLimit: o.saveTotalLimit,
     beta1: o.beta1, beta2: o.beta2, eps: M1_ADAMW.eps, weightDecay: o.weightDecay,
   };
@@ -161,6 +166,7 @@ export function registerTrain(program: Command): void {
       .option('--dtype <dtype>', 'weight storage dtype f32 | bf16 (f32 master weights either way)', 'f32'),
     { lr: 1e-3, lossOn: 'all' },
   ).action(async (o: CommonFlags & { preset?: string; arch: string; config?: string; layers?: number; dtype: string }) => {
+    checkFlags(o);
     if ((o.preset === undefined) === (o.config === undefined)) throw new UserError('give exactly one of --preset NAME or --config DIR');
     const be = await createBackend(o.backend);
     let config: Record<string, unknown>, mambaConfig: Record<string, unknown> | null, tokSrc: TokenizerSource, tok: Tokenizer;
@@ -208,6 +214,7 @@ export function registerTrain(program: Command): void {
       .option('--kl-weight <x>', 'loss = (1 − w)·CE + w·KL; M1 uses 1', floatFlag('--kl-weight', { min: 0, max: 1 }), 1),
     { lr: 1e-5, lossOn: 'assistant' },
   ).action(async (o: CommonFlags & { teacher: string; student: string; klWeight: number }) => {
+    checkFlags(o);
     const be = await createBackend(o.backend);
     const { model: teacher } = loadModel(o.teacher, be);
     const { model: student } = loadModel(o.student, be);
@@ -225,6 +232,7 @@ export function registerTrain(program: Command): void {
       .requiredOption('--model <dir>', 'the model to fine-tune'),
     { lr: 1e-5, lossOn: 'assistant' },
   ).action(async (o: CommonFlags & { model: string }) => {
+    checkFlags(o);
     const be = await createBackend(o.backend);
     const { model } = loadModel(o.model, be);
     const tok = tokenizerOfDir(o.model, '--model');
