@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
@@ -8,7 +8,7 @@ import { registerEval } from '../src/cli/commands/eval.js';
 import { loadBenchmark } from '../src/eval/datasets.js';
 import { gradeAnswer } from '../src/eval/grader/grade.js';
 import { passAtK } from '../src/eval/metrics.js';
-import { problemSeed, readSampleFile, resolveBenchmark, type EvalSummary, type SampleRecord } from '../src/eval/run.js';
+import { problemSeed, readSampleFile, resolveBenchmark, SampleWriter, type EvalSummary, type SampleRecord } from '../src/eval/run.js';
 import { Engine, sampleSeed } from '../src/infer/engine.js';
 import { loadGenerationDefaults } from '../src/infer/generation-config.js';
 import { initWeights, loadModel, validateConfigs, writeConfigs } from '../src/model/checkpoint.js';
@@ -316,5 +316,43 @@ describe('m1 eval --responses', () => {
     const bp = (JSON.parse(readFileSync(join(dir, 'pos.eval', 'summary.json'), 'utf8')) as EvalSummary).benchmarks['aime25']!;
     expect(bp['pass@1']).toBeCloseTo(2 / 3, 12);
     expect(loadBenchmark('aime25')[0]!.id).toBe('2025-I-1');
+  });
+});
+
+describe('samples file', () => {
+  const rec = (i: number, response: string): SampleRecord => ({
+    bench: 'b', problem_id: `p${i >> 2}`, sample: i & 3, seed: i, response, extracted: null, correct: i % 3 === 0, reason: 'r',
+    tokens: i, seconds: 0.5, finish_reason: 'stop',
+  });
+
+  it('reads lines across 4 MiB chunk boundaries, multi-byte text included, and keeps a whole record that lost its newline', () => {
+    const dir = tmp();
+    const file = join(dir, 'b.samples.jsonl');
+    // ~6 MB: lines straddle the chunk boundary; 'π' and '→' are 2- and 3-byte UTF-8
+    const recs = Array.from({ length: 3000 }, (_, i) => rec(i, `${'π→x'.repeat(300 + (i % 7))} \\boxed{${i}}`));
+    const body = recs.map((r) => JSON.stringify(r)).join('\n');
+    writeFileSync(file, body); // the last line has no newline but is a whole record
+    const f = readSampleFile(file);
+    expect(f.warnings).toEqual([]);
+    expect(f.records).toEqual(recs);
+    expect(f.validBytes).toBe(statSync(file).size);
+    expect(f.validBytes).toBeGreaterThan(4 << 20);
+    expect(readSampleFile(file, { keepResponses: false }).records.every((r) => r.response === '')).toBe(true);
+
+    // the writer completes that line before appending
+    const w = new SampleWriter(file, f.validBytes);
+    w.append(rec(3000, 'new'));
+    w.close();
+    const again = readSampleFile(file);
+    expect(again.records).toEqual([...recs, rec(3000, 'new')]);
+    expect(readFileSync(file, 'utf8').endsWith(`}\n${JSON.stringify(rec(3000, 'new'))}\n`)).toBe(true);
+
+    // a cut line is dropped and cut off by the writer; a repeated (problem, sample) keeps its first line
+    writeFileSync(file, `${JSON.stringify(rec(0, 'a'))}\n${JSON.stringify(rec(0, 'b'))}\n${JSON.stringify(rec(1, 'c')).slice(0, 30)}`);
+    const cut = readSampleFile(file);
+    expect(cut.records.map((r) => r.response)).toEqual(['a']);
+    expect(cut.warnings).toEqual([`${file}:3: incomplete last line (an interrupted write) dropped`]);
+    new SampleWriter(file, cut.validBytes).close();
+    expect(readFileSync(file, 'utf8')).toBe(`${JSON.stringify(rec(0, 'a'))}\n${JSON.stringify(rec(0, 'b'))}\n`);
   });
 });

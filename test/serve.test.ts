@@ -316,4 +316,23 @@ describe('m1 serve: concurrency, cancellation, errors', () => {
     expect(s.app.server.listening).toBe(false);
     expect(s.engine.hasWork()).toBe(false);
   });
+
+  it('an engine step that throws fails the requests in flight with 500 and marks /health 503', async () => {
+    const s = await createServerFromDir({ modelDir: dir, modelName: MODEL, maxBatch: 4 });
+    const u = await s.listen('127.0.0.1', 0);
+    const c = new OpenAI({ baseURL: `${u}/v1`, apiKey: 'none', maxRetries: 0 });
+    s.engine.step = () => {
+      throw new Error('device lost');
+    };
+    try {
+      const err = await c.completions.create({ model: MODEL, prompt: 'x', max_tokens: 4 }).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.InternalServerError);
+      expect((err as Error).message).toMatch(/the engine failed: device lost/);
+      expect((await fetch(`${u}/health`)).status).toBe(503);
+      const again = await c.completions.create({ model: MODEL, prompt: 'x', max_tokens: 4 }).then(() => null, (e: unknown) => e);
+      expect((again as InstanceType<typeof OpenAI.APIError>).status).toBe(503);
+    } finally {
+      await s.drain(1000);
+    }
+  });
 });

@@ -2,9 +2,11 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
 import { registerDoctor } from './commands/doctor.js';
+import { registerEval } from './commands/eval.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerGrade } from './commands/grade.js';
 import { registerModelCommands } from './commands/model.js';
+import { registerServe } from './commands/serve.js';
 import { registerTrain } from './commands/train.js';
 
 export function buildProgram(): Command {
@@ -18,6 +20,8 @@ export function buildProgram(): Command {
   registerGenerate(program);
   registerDoctor(program);
   registerGrade(program);
+  registerEval(program);
+  registerServe(program);
   registerTrain(program);
   return program;
 }

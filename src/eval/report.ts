@@ -154,13 +154,15 @@ function benchPlots(name: string, b: BenchSummary): string {
 export function renderReport(s: EvalSummary): string {
   const names = Object.keys(s.benchmarks);
   const ks = [...new Set(names.flatMap((n) => Object.keys(s.benchmarks[n]!['pass@k']).map(Number)))].sort((a, b) => a - b);
-  const head = ['benchmark', 'problems', 'samples', 'pass@1', ...ks.map((k) => `pass@${k}`), ...ks.map((k) => `maj@${k}`), 'mean tokens', 'tokens/s', 'seconds'];
+  // pass@1 has its own column; maj@1 stays (a vote of one differs from pass@1 only by resampling noise)
+  const passKs = ks.filter((k) => k !== 1);
+  const head = ['benchmark', 'problems', 'samples', 'pass@1', ...passKs.map((k) => `pass@${k}`), ...ks.map((k) => `maj@${k}`), 'mean tokens', 'tokens/s', 'seconds'];
   const rows = names.map((n) => {
     const b = s.benchmarks[n]!;
     const cell = (x: number | undefined): string => (x === undefined ? '–' : pct(x));
     return [
       `<th scope="row">${escapeHtml(n)}</th>`, `${b.problems}${b.problems < b.problems_total ? ` / ${b.problems_total}` : ''}`, String(b.samples),
-      b.problems > 0 ? pct(b['pass@1']) : '–', ...ks.map((k) => cell(b['pass@k'][String(k)])), ...ks.map((k) => cell(b['maj@k'][String(k)])),
+      b.problems > 0 ? pct(b['pass@1']) : '–', ...passKs.map((k) => cell(b['pass@k'][String(k)])), ...ks.map((k) => cell(b['maj@k'][String(k)])),
       fmt(b.mean_tokens), fmt(b.tokens_per_s), fmt(b.seconds),
     ].map((c, i) => (i === 0 ? c : `<td>${c}</td>`)).join('');
   });

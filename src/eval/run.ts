@@ -26,7 +26,7 @@ import { benchmarkSpec, BENCHMARK_NAMES, gradeOptionsFor, loadBenchmark, type Be
 import { gradeAnswer, type GradeOptions } from './grader/grade.js';
 import { benchmarkMetrics, groupAnswers, timeBudgetCurve, type ProblemSamples } from './metrics.js';
 import { renderReport } from './report.js';
-import { Engine, sampleSeed, type RequestHandle } from '../infer/engine.js';
+import { Engine, sampleSeed } from '../infer/engine.js';
 import type { SamplingParams } from '../infer/sampling.js';
 import type { CausalLM } from '../model/model.js';
 import type { Tokenizer } from '../model/tokenizer.js';
@@ -162,40 +162,69 @@ export interface SampleFile {
 }
 
 /**
+ * The lines of a file, read in chunks (a long evaluation's samples file may exceed the largest string
+ * Node can hold): each with its 1-based number, whether it ended in a newline, and the byte offset
+ * just past it.
+ */
+function* fileLines(file: string): Generator<{ text: string; lineNo: number; complete: boolean; end: number }> {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const chunk = Buffer.alloc(1 << 22);
+    let pending: Buffer[] = [];
+    let offset = 0, lineNo = 0;
+    for (;;) {
+      const got = fs.readSync(fd, chunk, 0, chunk.length, offset);
+      if (got === 0) break;
+      let from = 0;
+      for (let nl = chunk.indexOf(0x0a, 0); nl >= 0 && nl < got; nl = chunk.indexOf(0x0a, from)) {
+        pending.push(chunk.subarray(from, nl));
+        yield { text: Buffer.concat(pending).toString('utf8'), lineNo: ++lineNo, complete: true, end: offset + nl + 1 };
+        pending = [];
+        from = nl + 1;
+      }
+      // copy: the chunk buffer is reused by the next read
+      if (from < got) pending.push(Buffer.from(chunk.subarray(from, got)));
+      offset += got;
+    }
+    if (pending.length > 0) yield { text: Buffer.concat(pending).toString('utf8'), lineNo: ++lineNo, complete: false, end: offset };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
  * Read a samples file. A last line without its newline is a write cut by a crash: it is dropped
  * (validBytes excludes it) unless it is a complete record. Malformed lines elsewhere are reported
  * with their line number and skipped. A repeated (problem, sample) keeps its first line.
+ * `keepResponses: false` drops the response texts (the summary does not need them; a long run's
+ * texts would fill the memory).
  */
-export function readSampleFile(file: string): SampleFile {
-  if (!fs.existsSync(file)) return { records: [], validBytes: 0, warnings: [] };
-  const buf = fs.readFileSync(file);
-  const text = buf.toString('utf8');
+export function readSampleFile(file: string, opts: { keepResponses?: boolean } = {}): SampleFile {
   const out: SampleFile = { records: [], validBytes: 0, warnings: [] };
+  if (!fs.existsSync(file)) return out;
   const seen = new Set<string>();
-  let start = 0;
-  for (let lineNo = 1; start < text.length; lineNo++) {
-    const nl = text.indexOf('\n', start);
-    const complete = nl >= 0;
-    const line = text.slice(start, complete ? nl : text.length).replace(/\r$/, '');
-    start = complete ? nl + 1 : text.length;
-    if (line.trim() === '') {
-      if (complete) out.validBytes = Buffer.byteLength(text.slice(0, start));
-      continue;
+  for (const { text, lineNo, complete, end } of fileLines(file)) {
+    const line = text.replace(/\r$/, '');
+    let rec: SampleRecord | null = null;
+    if (line.trim() !== '') {
+      try {
+        rec = toSampleRecord(JSON.parse(line));
+      } catch (e) {
+        if (!complete) {
+          out.warnings.push(`${file}:${lineNo}: incomplete last line (an interrupted write) dropped`);
+          continue;
+        }
+        out.warnings.push(`${file}:${lineNo}: ${(e as Error).message}; line skipped`);
+      }
     }
-    let rec: SampleRecord;
-    try {
-      rec = toSampleRecord(JSON.parse(line));
-    } catch (e) {
-      if (complete) out.warnings.push(`${file}:${lineNo}: ${(e as Error).message}; line skipped`);
-      else out.warnings.push(`${file}:${lineNo}: incomplete last line (an interrupted write) dropped`);
-      if (complete) out.validBytes = Buffer.byteLength(text.slice(0, start));
-      continue;
-    }
-    // complete or not, a whole record is kept (a cut exactly before the newline loses nothing)
-    out.validBytes = Buffer.byteLength(text.slice(0, start));
+    // complete lines stay whatever they hold; a cut line stays only when it is a whole record
+    // (the write stopped exactly before its newline) — the writer then adds the newline
+    if (complete || rec !== null) out.validBytes = end;
+    if (rec === null) continue;
     const key = `${rec.problem_id}\u0000${rec.sample}`;
     if (seen.has(key)) continue;
     seen.add(key);
+    if (opts.keepResponses === false) rec.response = '';
     out.records.push(rec);
   }
   return out;
@@ -472,7 +501,7 @@ export async function runModelEval(o: ModelEvalOptions): Promise<EvalSummary> {
   }
   const maxContext = o.model.cfg.llama.maxPositionEmbeddings;
   const plans: Plan[] = o.benches.map((bench) => {
-    const file = readSampleFile(samplesPath(o.out, bench.name));
+    const file = readSampleFile(samplesPath(o.out, bench.name), { keepResponses: false });
     for (const w of file.warnings) log(`warning: ${w}`);
     const done = new Set(file.records.filter((r) => r.bench === bench.name).map((r) => `${r.problem_id}\u0000${r.sample}`));
     const todo: Plan['todo'] = [];
@@ -505,7 +534,6 @@ export async function runModelEval(o: ModelEvalOptions): Promise<EvalSummary> {
       let stepStart = 0;
       const tb = performance.now();
       let benchTokens = 0;
-      const handles: RequestHandle[] = [];
       try {
         for (const item of plan.todo) {
           const base = problemSeed(o.seed, item.problem.id);
@@ -517,7 +545,9 @@ export async function runModelEval(o: ModelEvalOptions): Promise<EvalSummary> {
             : item.samples.map((i) => ({ n: 1, seed: sampleSeed(base, i), index: () => i }));
           for (const rq of requests) {
             const started = new Map<number, number>();
-            handles.push(engine.addRequest({
+            // the handle is not kept: its event queue and final output (every response text) would
+            // otherwise live until the end of the benchmark; onEvent sees everything needed
+            engine.addRequest({
               promptIds: item.prompt, n: rq.n, sampling: o.sampling, maxTokens: o.maxTokens, seed: rq.seed,
               onEvent: (e) => {
                 if (e.type === 'token') {
@@ -535,12 +565,12 @@ export async function runModelEval(o: ModelEvalOptions): Promise<EvalSummary> {
                     finish_reason: e.output.finishReason,
                   };
                   writer.append(rec);
-                  records.push(rec);
+                  records.push({ ...rec, response: '' });
                   done++;
                   o.onProgress?.(done, total, tokensAll, (performance.now() - t0) / 1000);
                 }
               },
-            }));
+            });
           }
         }
         while (engine.hasWork()) {
@@ -553,7 +583,6 @@ export async function runModelEval(o: ModelEvalOptions): Promise<EvalSummary> {
       } finally {
         writer.close();
       }
-      await Promise.all(handles.map((h) => h.result));
       timing.seconds += (performance.now() - tb) / 1000;
       timing.tokens += benchTokens;
     }

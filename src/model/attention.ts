@@ -151,7 +151,8 @@ export class AttentionMixer implements Mixer {
 
   allocateState(sizes: StatePoolSizes): LayerState {
     const shape = [sizes.kvBlocks, sizes.blockSize, this.dims.numKvHeads, this.dims.headDim];
-    return { kind: 'attention', kCache: this.be.zeros(shape), vCache: this.be.zeros(shape) };
+    const dtype = sizes.kvDType ?? 'f32';
+    return { kind: 'attention', kCache: this.be.zeros(shape, dtype), vCache: this.be.zeros(shape, dtype) };
   }
 
   step(u: Tensor, state: LayerState, info: DecodeInfo): Tensor {

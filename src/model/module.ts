@@ -58,6 +58,8 @@ export interface StatePoolSizes {
   slots: number;
   kvBlocks: number;
   blockSize: number;
+  /** storage of the KV cache (default f32; bf16 halves its memory, as serving engines keep it) */
+  kvDType?: import('../backend/tensor.js').DType;
 }
 
 /**

@@ -4,8 +4,8 @@
 // running batch at the next step. A client that disconnects is cancelled at once, which frees its
 // state slots and KV blocks for the requests behind it.
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { Engine, GenerationEvent, RequestOutput, SampleOutput } from '../infer/engine.js';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import type { Engine, GenerationEvent, RequestHandle, RequestOutput, SampleOutput } from '../infer/engine.js';
 import type { SamplingParams } from '../infer/sampling.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { UserError } from '../util/errors.js';
@@ -164,8 +164,8 @@ export class OpenAIServer {
       });
       return reply.type('text/plain; version=0.0.4; charset=utf-8').send(text);
     });
-    app.post('/v1/completions', async (req, reply) => this.generate(req, reply, parseCompletionRequest(req.body)));
-    app.post('/v1/chat/completions', async (req, reply) => this.generate(req, reply, parseChatRequest(req.body)));
+    app.post('/v1/completions', async (req, reply) => this.generate(reply, parseCompletionRequest(req.body)));
+    app.post('/v1/chat/completions', async (req, reply) => this.generate(reply, parseChatRequest(req.body)));
   }
 
   // ---------------------------------------------------------------- generation
@@ -191,7 +191,7 @@ export class OpenAIServer {
     return tok.bosTokenId !== null && ids[0] !== tok.bosTokenId ? [tok.bosTokenId, ...ids] : ids;
   }
 
-  private async generate(req: FastifyRequest, reply: FastifyReply, p: ParsedRequest): Promise<unknown> {
+  private async generate(reply: FastifyReply, p: ParsedRequest): Promise<unknown> {
     const t0 = performance.now();
     const engine = this.engine;
     if (this.isDraining) throw new ApiError(503, 'the server is shutting down', 'service_unavailable', null, 'draining');
@@ -240,7 +240,7 @@ export class OpenAIServer {
       }
     };
 
-    let handle;
+    let handle: RequestHandle;
     try {
       handle = engine.addRequest({
         promptIds, n: p.n, sampling: { ...this.defaults, ...p.sampling }, maxTokens: p.maxTokens ?? undefined, stopTokenIds: p.stopTokenIds,
@@ -252,10 +252,13 @@ export class OpenAIServer {
     }
     this.metrics.promptTokens += promptIds.length;
 
-    let failure: ApiError | null = null;
+    // set by failAll() when the engine breaks under this request
+    const broken: { error: ApiError | null } = { error: null };
+    let onBroken!: (v: null) => void;
+    const brokenSignal = new Promise<null>((resolve) => (onBroken = resolve));
     let settle!: () => void;
     const done = new Promise<void>((resolve) => (settle = resolve));
-    this.inFlight.set(id, { done, fail: (err) => (failure = err) });
+    this.inFlight.set(id, { done, fail: (err) => { broken.error = err; onBroken(null); } });
     // the response's 'close' fires when the client disconnects (or after we end it): cancel, freeing slots
     res.on('close', () => {
       if (closed) return;
@@ -273,32 +276,32 @@ export class OpenAIServer {
     this.loop.wake();
 
     try {
-      const out = await handle.result;
-      const aborted = out.samples.some((s) => s.finishReason === 'abort');
+      // a broken engine may never finish the request: do not wait for it then
+      const out = await Promise.race([handle.result, brokenSignal]);
+      const aborted = out === null || out.samples.some((s) => s.finishReason === 'abort');
       if (!aborted) {
         this.metrics.latency.observe((performance.now() - t0) / 1000);
         if (firstTokenAt !== null) this.metrics.ttft.observe((firstTokenAt - t0) / 1000);
       }
-      const usage = usageOf(out);
       if (p.stream) {
         // an SSE stream has sent its 200 already: a failure can only be reported in-band
-        if (failure !== null) sse((failure as ApiError).body());
-        else if (p.includeUsage) sse({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created, model: this.modelName, choices: [], usage });
+        if (broken.error !== null || out === null) sse((broken.error ?? new ApiError(500, 'request failed', 'internal_error')).body());
+        else if (p.includeUsage) sse({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created, model: this.modelName, choices: [], usage: usageOf(out) });
         if (!closed) {
           closed = true;
           res.end('data: [DONE]\n\n');
         }
         return undefined;
       }
-      if (failure !== null) throw failure;
       if (closed) {
         // nobody to answer; keep fastify from writing to a closed socket
         reply.hijack();
         return undefined;
       }
-      closed = true;
+      closed = true; // fastify answers from here on
+      if (broken.error !== null || out === null) throw broken.error ?? new ApiError(500, 'request failed', 'internal_error');
       const choices = out.samples.map((s) => (chat ? this.chatChoice(s, p) : this.completionChoice(s, p)));
-      return { id, object: chat ? 'chat.completion' : 'text_completion', created, model: this.modelName, choices, usage };
+      return { id, object: chat ? 'chat.completion' : 'text_completion', created, model: this.modelName, choices, usage: usageOf(out) };
     } finally {
       this.inFlight.delete(id);
       settle();
@@ -314,7 +317,7 @@ export class OpenAIServer {
       try {
         this.engine.cancel(id);
       } catch {
-        // the engine is broken; the request still settles through its handle or not at all
+        // the engine is broken; the request settles through fail() above
       }
     }
   }

@@ -1,0 +1,212 @@
+// npm run bench:decode — decode speed of the M1-3B and Llama-3.2-3B shapes (issue 7), our engine's
+// model.step for both, with the roofline of every point.
+//
+// Method. A decode step for B sequences at context L costs the same whatever the token values, so each
+// point times `model.step` (+ the device argmax that greedy sampling needs) on state pools whose
+// sequences are all at context L: KV blocks allocated and mapped, Mamba state slots in place. The
+// step time is measured at several contexts; the latency of "prompt P + G generated tokens" is the
+// sum of the step times over L = P .. P+G−1, interpolated linearly between the measured contexts
+// (prefill excluded; it is reported separately by bench:prefill). Points whose KV cache does not fit
+// in memory are reported as such, as a real server would have to shrink the batch there.
+import { Command } from 'commander';
+import { createBackend } from '../src/backend/registry.js';
+import type { Backend } from '../src/backend/backend.js';
+import { loadModel } from '../src/model/checkpoint.js';
+import type { CausalLM } from '../src/model/model.js';
+import type { DecodeInfo } from '../src/model/module.js';
+import { table, writeResult } from './common.js';
+
+const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
+const program = new Command()
+  .requiredOption('--llama <dir>', 'transformer model folder (m1 init --arch llama --preset llama-3.2-3b)')
+  .requiredOption('--m1 <dir>', 'hybrid model folder (m1 init --arch m1 --preset m1-3b)')
+  .option('--backend <name>', 'cpu | cuda', 'cuda')
+  .option('--batches <list>', 'batch sizes', list, [8, 16, 32, 64, 128, 256, 512])
+  .option('--contexts <list>', 'contexts at which step time is measured', list, [256, 1024, 2048, 4096])
+  .option('--prompt <n>', 'prompt length of the latency figures', Number, 256)
+  .option('--gen <n>', 'generated tokens of the latency figures', Number, 4096)
+  .option('--length-batch <n>', 'batch of the length sweep', Number, 128)
+  .option('--lengths <list>', 'generated lengths of the length sweep', list, [4096, 8192, 16384, 20480])
+  .option('--steps <n>', 'timed steps per point', Number, 8)
+  .option('--block-size <n>', 'KV block size', Number, 16)
+  .option('--mem-gib <n>', 'device memory the KV cache + state may take', Number, 120)
+  .option('--bandwidth <tbps>', 'memory bandwidth of the roofline, TB/s (measured copy on the H200)', Number, 4.3)
+  .option('--tflops <n>', 'bf16 matmul peak of the roofline, TFLOP/s (measured on the H200)', Number, 790)
+  .option('--name <s>', 'results file name', 'decode')
+  .option('--budget-s <n>', 'stop measuring new points after this many seconds per model', Number, 1e9)
+  .parse(process.argv);
+const o = program.opts<{
+  llama: string; m1: string; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
+  lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
+  budgetS: number;
+}>();
+
+interface Shape {
+  weightBytes: number; // bytes of every weight read once per step (the embedding lookup reads B rows: excluded; the tied LM head is read whole)
+  matmulParams: number; // weights multiplied per token (incl. the LM head)
+  attnLayers: number; kvHeads: number; qHeads: number; headDim: number;
+  stateBytesPerSeq: number; // Mamba conv + SSM state, read and written each step
+  kvBytesPerToken: number; // all attention layers, K and V
+}
+
+function shapeOf(model: CausalLM): Shape {
+  const l = model.cfg.llama;
+  let weightBytes = 0, matmulParams = 0;
+  for (const [k, p] of model.params()) {
+    const bytes = p.value.size * (p.value.dtype === 'f32' ? 4 : 2);
+    weightBytes += bytes;
+    if (p.value.shape.length === 2 || p.value.shape.length === 3) matmulParams += p.value.size;
+    if (k === 'model.embed_tokens.weight' && model.lmHead !== model.embed) weightBytes -= bytes; // untied: lookup only
+  }
+  const attnLayers = model.kinds.filter((k) => k === 'attention').length;
+  const m = model.cfg.mamba;
+  let stateBytesPerSeq = 0;
+  if (m) {
+    const mambaLayers = model.kinds.length - attnLayers;
+    const per = m.version === 1 ? m.mamba1.dInner * (m.mamba1.dState + m.mamba1.dConv - 1)
+      : m.mamba2.nHeads * m.mamba2.headDim * m.mamba2.dState + (2 * m.mamba2.dXb + m.mamba2.nGroups * m.mamba2.dState) * (m.mamba2.dConv - 1);
+    stateBytesPerSeq = mambaLayers * per * 4;
+  }
+  return {
+    weightBytes, matmulParams, attnLayers, kvHeads: l.numKvHeads, qHeads: l.numHeads, headDim: l.headDim,
+    stateBytesPerSeq, kvBytesPerToken: attnLayers * 2 * l.numKvHeads * l.headDim * 2,
+  };
+}
+
+function roofline(s: Shape, B: number, L: number, bw: number, tf: number): { bytes: number; flops: number; seconds: number } {
+  const bytes = s.weightBytes + B * L * s.kvBytesPerToken + 2 * B * s.stateBytesPerSeq;
+  const flops = 2 * s.matmulParams * B + 4 * B * L * s.qHeads * s.headDim * s.attnLayers;
+  return { bytes, flops, seconds: Math.max(bytes / (bw * 1e12), flops / (tf * 1e12)) };
+}
+
+/** time one decode step of B sequences all at context L; null when the KV cache does not fit */
+function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number): number | null {
+  const bs = o.blockSize;
+  const blocksPerSeq = Math.ceil((L + o.steps + 4) / bs);
+  const kvBytes = s.attnLayers > 0 ? B * blocksPerSeq * bs * s.kvBytesPerToken : 0;
+  if (kvBytes + B * s.stateBytesPerSeq > o.memGib * 2 ** 30) return null;
+  const states = model.allocateState({ slots: B, kvBlocks: Math.max(1, B * blocksPerSeq), blockSize: bs, kvDType: 'bf16' });
+  const blockTables = new Int32Array(B * blocksPerSeq);
+  for (let i = 0; i < B * blocksPerSeq; i++) blockTables[i] = i;
+  const info: DecodeInfo = {
+    n: B, slots: Int32Array.from({ length: B }, (_, i) => i), positions: new Int32Array(B), slotMapping: new Int32Array(B),
+    blockTables, maxBlocks: blocksPerSeq, seqLens: new Int32Array(B),
+  };
+  const ids = Int32Array.from({ length: B }, (_, i) => (i * 7919) % model.vocabSize);
+  const setPos = (pos: number) => {
+    for (let i = 0; i < B; i++) {
+      info.positions[i] = pos;
+      info.seqLens[i] = pos + 1;
+      info.slotMapping[i] = blockTables[i * blocksPerSeq + Math.floor(pos / bs)]! * bs + (pos % bs);
+    }
+  };
+  const run = (pos: number) => {
+    setPos(pos);
+    const logits = model.step(ids, states, info);
+    const r = be.argmaxRows(logits); // greedy on the device; its copy back synchronises
+    logits.dispose();
+    return r;
+  };
+  run(L - 2);
+  run(L - 1);
+  const t0 = performance.now();
+  for (let k = 0; k < o.steps; k++) run(L + k);
+  const secs = (performance.now() - t0) / 1000 / o.steps;
+  for (const st of states) for (const t of Object.values(st)) if (typeof t === 'object') (t as { dispose(): void }).dispose();
+  return secs;
+}
+
+/** Σ over contexts P..P+G−1 of the step time, linear between measured contexts (flat beyond the ends) */
+function integrate(points: [number, number][], P: number, G: number): number {
+  const at = (L: number) => {
+    if (L <= points[0]![0]) return points[0]![1];
+    for (let i = 1; i < points.length; i++) {
+      const [l0, t0] = points[i - 1]!, [l1, t1] = points[i]!;
+      if (L <= l1) return t0 + ((t1 - t0) * (L - l0)) / (l1 - l0);
+    }
+    const n = points.length;
+    const [l0, t0] = points[n - 2]!, [l1, t1] = points[n - 1]!;
+    return t1 + ((t1 - t0) * (L - l1)) / (l1 - l0); // extrapolate the last slope (KV reads grow linearly)
+  };
+  let s = 0;
+  for (let L = P; L < P + G; L += 16) s += at(L + 8) * Math.min(16, P + G - L);
+  return s;
+}
+
+async function main() {
+  const be = await createBackend(o.backend);
+  const result: Record<string, unknown> = { backend: o.backend, options: o, method: 'step time measured at contexts, latency integrated over the generated length; prefill excluded' };
+  const perModel: Record<string, { shape: Shape; points: Record<number, [number, number][]> }> = {};
+  const rows: (string | number)[][] = [];
+  const pointsJson: Record<string, unknown>[] = [];
+  for (const [name, dir] of [['llama-3.2-3b', o.llama], ['m1-3b', o.m1]] as const) {
+    const t0 = performance.now();
+    const { model } = loadModel(dir, be);
+    process.stderr.write(`loaded ${name} from ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    const s = shapeOf(model);
+    const points: Record<number, [number, number][]> = {};
+    const batches = [...new Set([...o.batches, o.lengthBatch])].sort((a, b) => a - b);
+    const contexts = [...new Set([...o.contexts, ...o.lengths.map((g) => o.prompt + g)])].sort((a, b) => a - b);
+    const started = performance.now();
+    for (const B of batches) {
+      points[B] = [];
+      for (const L of contexts) {
+        if (B !== o.lengthBatch && L > Math.max(...o.contexts)) continue;
+        if ((performance.now() - started) / 1000 > o.budgetS) {
+          rows.push([name, B, L, 'skipped (time budget)', '', '', '', '']);
+          pointsJson.push({ model: name, batch: B, context: L, skipped: 'time budget' });
+          continue;
+        }
+        const secs = stepTime(be, model, s, B, L);
+        const roof = roofline(s, B, L, o.bandwidth, o.tflops);
+        if (secs === null) {
+          rows.push([name, B, L, 'no fit', '', '', '', '']);
+          pointsJson.push({ model: name, batch: B, context: L, fits: false });
+          continue;
+        }
+        points[B].push([L, secs]);
+        const frac = roof.seconds / secs;
+        rows.push([name, B, L, secs * 1000, B / secs, roof.bytes / 1e9, roof.seconds * 1000, `${(100 * frac).toFixed(0)}%`]);
+        pointsJson.push({ model: name, batch: B, context: L, fits: true, stepMs: secs * 1000, tokensPerS: B / secs, bytes: roof.bytes, flops: roof.flops, rooflineMs: roof.seconds * 1000, rooflineFraction: frac });
+        process.stderr.write(`${name} B=${B} L=${L}: ${(secs * 1000).toFixed(2)} ms/step, ${(B / secs).toFixed(0)} tok/s, ${(100 * frac).toFixed(0)}% of roofline\n`);
+      }
+    }
+    perModel[name] = { shape: s, points };
+    model.params().forEach(([, p]) => p.value.dispose());
+  }
+  console.log(`decode step (${o.backend}); roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s)`);
+  console.log(table(['model', 'batch', 'context', 'ms/step', 'tokens/s', 'GB/step', 'roofline ms', 'of roofline'], rows));
+
+  const latency = (name: string, B: number, G: number) => {
+    const pts = perModel[name]!.points[B] ?? [];
+    const maxCtx = o.prompt + G;
+    // a point whose largest context did not fit cannot be integrated honestly
+    if (pts.length < 2 || pts[pts.length - 1]![0] < Math.min(maxCtx, Math.max(...o.contexts)) * 0.99) return null;
+    return integrate(pts, o.prompt, G);
+  };
+  const batchRows: (string | number)[][] = [];
+  const batchJson: Record<string, unknown>[] = [];
+  for (const B of o.batches) {
+    const a = latency('llama-3.2-3b', B, o.gen), b = latency('m1-3b', B, o.gen);
+    batchRows.push([B, a === null ? 'no fit' : a, b === null ? 'no fit' : b, a !== null && b !== null ? `×${(a / b).toFixed(2)}` : '-', b === null ? '-' : (B * o.gen) / b]);
+    batchJson.push({ batch: B, gen: o.gen, llamaSeconds: a, m1Seconds: b, speedup: a !== null && b !== null ? a / b : null, m1TokensPerS: b === null ? null : (B * o.gen) / b });
+  }
+  console.log(`\nlatency of prompt ${o.prompt} + ${o.gen} generated tokens vs batch (seconds; M1 paper Fig. 1: ×1.11 … ×3.01)`);
+  console.log(table(['batch', 'llama-3.2-3b s', 'm1-3b s', 'M1 speedup', 'm1 tokens/s'], batchRows));
+  const lenRows: (string | number)[][] = [];
+  const lenJson: Record<string, unknown>[] = [];
+  for (const G of o.lengths) {
+    const a = latency('llama-3.2-3b', o.lengthBatch, G), b = latency('m1-3b', o.lengthBatch, G);
+    lenRows.push([G, a === null ? 'no fit' : a, b === null ? 'no fit' : b, a !== null && b !== null ? `×${(a / b).toFixed(2)}` : '-']);
+    lenJson.push({ batch: o.lengthBatch, gen: G, llamaSeconds: a, m1Seconds: b, speedup: a !== null && b !== null ? a / b : null });
+  }
+  console.log(`\nlatency vs generated length at batch ${o.lengthBatch} (M1 paper Fig. 2: ×2.15 … ×2.64)`);
+  console.log(table(['generated', 'llama-3.2-3b s', 'm1-3b s', 'M1 speedup'], lenRows));
+  const path = writeResult(`${o.name}-${o.backend}`, { ...result, points: pointsJson, batchSweep: batchJson, lengthSweep: lenJson, shapes: Object.fromEntries(Object.entries(perModel).map(([k, v]) => [k, v.shape])) });
+  console.log(`\nwrote ${path}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
