@@ -11,15 +11,17 @@
 import { Command } from 'commander';
 import { createBackend } from '../src/backend/registry.js';
 import type { Backend } from '../src/backend/backend.js';
-import { loadModel } from '../src/model/checkpoint.js';
-import type { CausalLM } from '../src/model/model.js';
+import { loadModel, validateConfigs } from '../src/model/checkpoint.js';
+import { CausalLM, modelParamSpecs } from '../src/model/model.js';
+import { findPreset } from '../src/model/presets.js';
 import type { DecodeInfo } from '../src/model/module.js';
 import { table, writeResult } from './common.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
 const program = new Command()
-  .requiredOption('--llama <dir>', 'transformer model folder (m1 init --arch llama --preset llama-3.2-3b)')
-  .requiredOption('--m1 <dir>', 'hybrid model folder (m1 init --arch m1 --preset m1-3b)')
+  .option('--llama <dir>', 'transformer model folder (m1 init --arch llama --preset llama-3.2-3b)')
+  .option('--m1 <dir>', 'hybrid model folder (m1 init --arch m1 --preset m1-3b)')
+  .option('--zero-weights', 'instead of folders: the llama-3.2-3b / m1-3b preset shapes with zero bf16 weights made on the device (decode time does not depend on the values)')
   .option('--backend <name>', 'cpu | cuda', 'cuda')
   .option('--batches <list>', 'batch sizes', list, [8, 16, 32, 64, 128, 256, 512])
   .option('--contexts <list>', 'contexts at which step time is measured', list, [256, 1024, 2048, 4096])
@@ -33,12 +35,13 @@ const program = new Command()
   .option('--bandwidth <tbps>', 'memory bandwidth of the roofline, TB/s (measured copy on the H200)', Number, 4.3)
   .option('--tflops <n>', 'bf16 matmul peak of the roofline, TFLOP/s (measured on the H200)', Number, 790)
   .option('--name <s>', 'results file name', 'decode')
+  .option('--models <list>', 'which of m1-3b, llama-3.2-3b to run', (v: string) => v.split(','), ['m1-3b', 'llama-3.2-3b'])
   .option('--budget-s <n>', 'stop measuring new points after this many seconds per model', Number, 1e9)
   .parse(process.argv);
 const o = program.opts<{
-  llama: string; m1: string; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
+  llama?: string; m1?: string; zeroWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
   lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
-  budgetS: number;
+  budgetS: number; models: string[];
 }>();
 
 interface Shape {
@@ -85,7 +88,8 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number):
   const blocksPerSeq = Math.ceil((L + o.steps + 4) / bs);
   const kvBytes = s.attnLayers > 0 ? B * blocksPerSeq * bs * s.kvBytesPerToken : 0;
   if (kvBytes + B * s.stateBytesPerSeq > o.memGib * 2 ** 30) return null;
-  const states = model.allocateState({ slots: B, kvBlocks: Math.max(1, B * blocksPerSeq), blockSize: bs, kvDType: 'bf16' });
+  // tidy: a pool that fails to allocate half-way must not leak what it did allocate
+  const states = be.tidy(() => model.allocateState({ slots: B, kvBlocks: Math.max(1, B * blocksPerSeq), blockSize: bs, kvDType: 'bf16' }));
   const blockTables = new Int32Array(B * blocksPerSeq);
   for (let i = 0; i < B * blocksPerSeq; i++) blockTables[i] = i;
   const info: DecodeInfo = {
@@ -102,10 +106,8 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number):
   };
   const run = (pos: number) => {
     setPos(pos);
-    const logits = model.step(ids, states, info);
-    const r = be.argmaxRows(logits); // greedy on the device; its copy back synchronises
-    logits.dispose();
-    return r;
+    // greedy on the device; its copy back synchronises. tidy frees the step's activations at once.
+    return be.tidy(() => be.argmaxRows(model.step(ids, states, info)));
   };
   run(L - 2);
   run(L - 1);
@@ -133,16 +135,27 @@ function integrate(points: [number, number][], P: number, G: number): number {
   return s;
 }
 
+function fail(msg: string): never {
+  throw new Error(msg);
+}
+
+function zeroModel(be: Backend, name: string): CausalLM {
+  const p = name === 'm1-3b' ? findPreset('m1', 'm1-3b') : findPreset('llama', 'llama-3.2-3b');
+  const cfg = validateConfigs(p.config, p.mambaConfig);
+  const specs = new Map(modelParamSpecs(cfg).map((sp) => [sp.key, sp]));
+  return new CausalLM(be, cfg, (key, shape) => be.zeros(shape, specs.get(key)?.keepF32 ? 'f32' : 'bf16'));
+}
+
 async function main() {
   const be = await createBackend(o.backend);
   const result: Record<string, unknown> = { backend: o.backend, options: o, method: 'step time measured at contexts, latency integrated over the generated length; prefill excluded' };
   const perModel: Record<string, { shape: Shape; points: Record<number, [number, number][]> }> = {};
   const rows: (string | number)[][] = [];
   const pointsJson: Record<string, unknown>[] = [];
-  for (const [name, dir] of [['llama-3.2-3b', o.llama], ['m1-3b', o.m1]] as const) {
+  for (const [name, dir] of ([['m1-3b', o.m1], ['llama-3.2-3b', o.llama]] as const).filter(([n]) => o.models.includes(n))) {
     const t0 = performance.now();
-    const { model } = loadModel(dir, be);
-    process.stderr.write(`loaded ${name} from ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    const model = o.zeroWeights ? zeroModel(be, name) : loadModel(dir ?? fail(`--${name.startsWith('m1') ? 'm1' : 'llama'} or --zero-weights is required`), be).model;
+    process.stderr.write(`${o.zeroWeights ? 'built' : 'loaded'} ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
     const s = shapeOf(model);
     const points: Record<number, [number, number][]> = {};
     const batches = [...new Set([...o.batches, o.lengthBatch])].sort((a, b) => a - b);
@@ -157,7 +170,14 @@ async function main() {
           pointsJson.push({ model: name, batch: B, context: L, skipped: 'time budget' });
           continue;
         }
-        const secs = stepTime(be, model, s, B, L);
+        let secs: number | null;
+        try {
+          secs = stepTime(be, model, s, B, L);
+        } catch (e) {
+          if (!/out of memory/i.test((e as Error).message)) throw e;
+          secs = null; // the allocator could not place the cache: the same verdict as the estimate
+        }
+        (be as { emptyCache?: () => void }).emptyCache?.();
         const roof = roofline(s, B, L, o.bandwidth, o.tflops);
         if (secs === null) {
           rows.push([name, B, L, 'no fit', '', '', '', '']);
@@ -173,6 +193,7 @@ async function main() {
     }
     perModel[name] = { shape: s, points };
     model.params().forEach(([, p]) => p.value.dispose());
+    (be as { emptyCache?: () => void }).emptyCache?.();
   }
   console.log(`decode step (${o.backend}); roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s)`);
   console.log(table(['model', 'batch', 'context', 'ms/step', 'tokens/s', 'GB/step', 'roofline ms', 'of roofline'], rows));
@@ -187,7 +208,7 @@ async function main() {
   const batchRows: (string | number)[][] = [];
   const batchJson: Record<string, unknown>[] = [];
   for (const B of o.batches) {
-    const a = latency('llama-3.2-3b', B, o.gen), b = latency('m1-3b', B, o.gen);
+    const a = perModel['llama-3.2-3b'] ? latency('llama-3.2-3b', B, o.gen) : null, b = perModel['m1-3b'] ? latency('m1-3b', B, o.gen) : null;
     batchRows.push([B, a === null ? 'no fit' : a, b === null ? 'no fit' : b, a !== null && b !== null ? `×${(a / b).toFixed(2)}` : '-', b === null ? '-' : (B * o.gen) / b]);
     batchJson.push({ batch: B, gen: o.gen, llamaSeconds: a, m1Seconds: b, speedup: a !== null && b !== null ? a / b : null, m1TokensPerS: b === null ? null : (B * o.gen) / b });
   }
@@ -196,7 +217,7 @@ async function main() {
   const lenRows: (string | number)[][] = [];
   const lenJson: Record<string, unknown>[] = [];
   for (const G of o.lengths) {
-    const a = latency('llama-3.2-3b', o.lengthBatch, G), b = latency('m1-3b', o.lengthBatch, G);
+    const a = perModel['llama-3.2-3b'] ? latency('llama-3.2-3b', o.lengthBatch, G) : null, b = perModel['m1-3b'] ? latency('m1-3b', o.lengthBatch, G) : null;
     lenRows.push([G, a === null ? 'no fit' : a, b === null ? 'no fit' : b, a !== null && b !== null ? `×${(a / b).toFixed(2)}` : '-']);
     lenJson.push({ batch: o.lengthBatch, gen: G, llamaSeconds: a, m1Seconds: b, speedup: a !== null && b !== null ? a / b : null });
   }

@@ -25,6 +25,12 @@ export interface Backend {
   read(t: Tensor): Float32Array;
   /** overwrite the whole tensor from host f32 data (rounded to its dtype) */
   write(t: Tensor, data: ArrayLike<number>): void;
+  /**
+   * Run `fn` and dispose every tensor it created except those reachable from its result (a tensor, or
+   * arrays / objects of them). Only for code that creates nothing it keeps elsewhere (a decode step:
+   * state is written in place). The CPU backend, whose memory the GC reclaims, just calls `fn`.
+   */
+  tidy<R>(fn: () => R): R;
   /** a view with another shape of the same size, sharing storage */
   reshape(t: Tensor, shape: readonly number[]): Tensor;
   copy(t: Tensor): Tensor;

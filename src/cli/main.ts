@@ -1,6 +1,7 @@
 // m1 — the command line. Thin: parses flags, calls the layers below, shows progress.
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
+import { registerDemo } from './commands/demo.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerEval } from './commands/eval.js';
 import { registerGenerate } from './commands/generate.js';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerEval(program);
   registerServe(program);
   registerTrain(program);
+  registerDemo(program);
   return program;
 }
 

@@ -40,6 +40,9 @@ export class CpuBackend implements Backend {
     d.set(data);
     roundToDType(d, t.dtype);
   }
+  tidy<R>(fn: () => R): R {
+    return fn();
+  }
   reshape(t: Tensor, shape: readonly number[]): Tensor {
     if (shapeSize(shape) !== t.size) throw new Error(`reshape: cannot view ${shapeString(t.shape)} as ${shapeString(shape)}`);
     return this.wrap(dataOf(t), shape, t.dtype);

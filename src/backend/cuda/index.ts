@@ -14,7 +14,7 @@ import type {
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
 import { assertShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
 import { loadAddon, type DeviceInfo, type M1Cuda } from './addon.js';
-import { CudaTensor, DeviceBuffer, storageOf, type Storage } from './tensor.js';
+import { CudaTensor, DeviceBuffer, storageOf, tidyScopes, type Storage } from './tensor.js';
 
 /** temporaries of one op: uploaded index arrays, f32 copies of bf16 inputs, scratch */
 class Scope {
@@ -69,6 +69,15 @@ function segmentStarts(segments: Int32Array, B: number, T: number): Int32Array {
     }
   }
   return s;
+}
+
+function collectTensors(v: unknown, out: Set<Tensor>, depth: number): void {
+  if (depth > 4 || v === null || typeof v !== 'object') return;
+  if (v instanceof CudaTensor) {
+    out.add(v);
+    return;
+  }
+  for (const x of Array.isArray(v) ? v : Object.values(v as Record<string, unknown>)) collectTensors(x, out, depth + 1);
 }
 
 export class CudaBackend implements Backend {
@@ -760,6 +769,27 @@ export class CudaBackend implements Backend {
     const X = this.t(logits, 'logSoftmax');
     const V = lastDim(X);
     return this.scoped((s) => this.produce(X.shape, (o) => this.call('log_softmax', [o, s.f32(X), V > 0 ? X.size / V : 0, V])));
+  }
+  tidy<R>(fn: () => R): R {
+    tidyScopes.push([]);
+    let result: R;
+    try {
+      result = fn();
+    } catch (e) {
+      for (const t of tidyScopes.pop()!) if (!t.disposed) t.dispose();
+      throw e;
+    }
+    const created = tidyScopes.pop()!;
+    const keep = new Set<Tensor>();
+    collectTensors(result, keep, 0);
+    for (const t of created) if (!keep.has(t) && !t.disposed) t.dispose();
+    // what survives belongs to the enclosing scope, if any
+    for (const t of keep) if (t instanceof CudaTensor && created.includes(t)) tidyScopes[tidyScopes.length - 1]?.push(t);
+    return result;
+  }
+  /** give the caching allocator's free blocks back to the driver (between differently sized workloads) */
+  emptyCache(): void {
+    this.addon.emptyCache();
   }
   argmaxRows(logits: Tensor): { ids: Int32Array; logprobs: Float32Array } {
     const X = this.t(logits, 'argmaxRows');

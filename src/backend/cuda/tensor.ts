@@ -30,6 +30,9 @@ export class DeviceBuffer {
   }
 }
 
+/** open `tidy` scopes: every tensor made while one is open is listed in the innermost */
+export const tidyScopes: CudaTensor[][] = [];
+
 // Held value: the buffer (not the tensor), so the registry keeps nothing alive that it watches.
 const registry = new FinalizationRegistry<DeviceBuffer>((buf) => buf.release());
 
@@ -49,6 +52,7 @@ export class CudaTensor implements Tensor {
     this.buf = buf;
     buf.retain();
     registry.register(this, buf, this);
+    tidyScopes[tidyScopes.length - 1]?.push(this);
   }
 
   get buffer(): DeviceBuffer {

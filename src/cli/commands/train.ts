@@ -1,5 +1,5 @@
-// m1 pretrain | distill | sft — the training stages of the M1 recipe (GRPO lives with the engine).
-import { existsSync } from 'node:fs';
+// m1 pretrain | distill | sft | grpo — the training stages of the M1 recipe.
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { Backend } from '../../backend/backend.js';
@@ -11,8 +11,9 @@ import { llama3TokenizerDir } from '../../model/tokenizer-files.js';
 import { Tokenizer } from '../../model/tokenizer.js';
 import { tinyTokenizerFiles } from '../../model/tiny-tokenizer.js';
 import {
-  loadTrainingFile, PackedDataset, problemToRecord, SampleTokenizer, type LossOn, type TrainingRecord,
+  loadTrainingFile, PackedDataset, problemToRecord, resolveDataFile, SampleTokenizer, withM1Suffix, type LossOn, type TrainingRecord,
 } from '../../train/data.js';
+import { M1_GRPO, parsePromptFile, runGrpo, type GrpoPrompt } from '../../train/grpo.js';
 import type { ChunkOptions } from '../../train/heads.js';
 import { M1_ADAMW } from '../../train/optim.js';
 import { crossEntropyStage, distillStage, modelFilesWriter, type TokenizerSource } from '../../train/stages.js';
@@ -240,4 +241,115 @@ export function registerTrain(program: Command): void {
     const stage = crossEntropyStage('sft', model, modelFilesWriter(model, { dir: o.model }), chunksOf(o));
     await runStage(be, stage, data, o, trainConfig(o, data, 1e-5));
   });
+
+  registerGrpo(program);
+}
+
+interface GrpoFlags {
+  model: string;
+  out: string;
+  prompts?: string;
+  synthetic?: number;
+  syntheticCount: number;
+  suffix: boolean;
+  group: number;
+  batch: number;
+  miniBatch: number;
+  lr: number;
+  minLr: number;
+  warmup: number;
+  schedule: string;
+  clip: number;
+  entropy: number;
+  temperature: number;
+  maxTokens: number;
+  steps: number;
+  seed: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  gradClip: number;
+  microRows: number;
+  saveEvery: number;
+  saveTotalLimit: number;
+  requireThink?: boolean;
+  resume?: boolean | string;
+  backend: string;
+  rowChunk: number;
+  vocabChunk: number;
+}
+
+/** m1 grpo: M1 stage 3 (m1-spec §4); defaults are M1's */
+function registerGrpo(program: Command): void {
+  const d = M1_GRPO;
+  const log = (s: string): void => void process.stderr.write(`${s}\n`);
+  program
+    .command('grpo')
+    .description('M1 stage 3: GRPO with a verifiable reward (engine rollouts, grader reward, clipped policy loss + entropy bonus, no KL)')
+    .requiredOption('--model <dir>', 'the policy to train (e.g. the SFT model)')
+    .requiredOption('--out <dir>', 'run folder: checkpoints, best/ (highest mean reward), final/, metrics.jsonl, report.html')
+    .option('--prompts <file>', 'JSONL of {"problem","answer"} (or GSM8K {"question","answer"}); "gsm8k" = the bundled GSM8K train split')
+    .option('--synthetic <difficulty>', 'train on synthetic arithmetic prompts of this many steps instead of --prompts', intFlag('--synthetic', { min: 1, max: 8 }))
+    .option('--synthetic-count <n>', 'number of synthetic training prompts', intFlag('--synthetic-count', { min: 1 }), 2000)
+    .option('--no-suffix', 'do not append M1\'s "Let\'s think step by step ... \\boxed{}" to problems')
+    .option('--group <n>', 'samples per prompt', intFlag('--group', { min: 1 }), d.group)
+    .option('--batch <n>', 'prompts per step', intFlag('--batch', { min: 1 }), d.batch)
+    .option('--mini-batch <n>', 'prompts per optimizer update (batch / mini-batch updates per step)', intFlag('--mini-batch', { min: 1 }), d.miniBatch)
+    .option('--lr <x>', 'learning rate', floatFlag('--lr', { min: 0 }), d.lr)
+    .option('--min-lr <x>', 'floor of a cosine schedule', floatFlag('--min-lr', { min: 0 }), d.minLr)
+    .option('--warmup <n>', 'linear warmup steps', intFlag('--warmup', { min: 0 }), d.warmup)
+    .option('--schedule <kind>', 'constant | cosine', d.schedule)
+    .option('--clip <x>', 'PPO clip ratio ε', floatFlag('--clip', { min: 0 }), d.clip)
+    .option('--entropy <x>', 'entropy bonus η', floatFlag('--entropy', { min: 0 }), d.entropyCoef)
+    .option('--temperature <x>', 'rollout temperature (the loss divides logits by it too)', floatFlag('--temperature', { min: 0, minExclusive: true }), d.temperature)
+    .option('--max-tokens <n>', 'most generated tokens per sample', intFlag('--max-tokens', { min: 1 }), 1024)
+    .option('--steps <n>', 'GRPO steps (M1: 50)', intFlag('--steps', { min: 1 }), 50)
+    .option('--seed <n>', 'seed of the prompt order and the rollouts', intFlag('--seed', { min: 0 }), 0)
+    .option('--weight-decay <x>', 'AdamW weight decay (veRL default 0.01)', floatFlag('--weight-decay', { min: 0 }), d.weightDecay)
+    .option('--beta1 <x>', 'AdamW β1', floatFlag('--beta1', { min: 0, max: 0.999999 }), d.beta1)
+    .option('--beta2 <x>', 'AdamW β2 (veRL default 0.999)', floatFlag('--beta2', { min: 0, max: 0.999999 }), d.beta2)
+    .option('--grad-clip <x>', 'clip the global gradient norm to this (0 = off)', floatFlag('--grad-clip', { min: 0 }), d.gradClip)
+    .option('--micro-rows <n>', 'sequences per forward/backward pass', intFlag('--micro-rows', { min: 1 }), 16)
+    .option('--require-think', 'reward only responses with </think> and the answer after it (M1 reasoning models)')
+    .option('--save-every <n>', 'checkpoint every N steps (0 = only at the end)', intFlag('--save-every', { min: 0 }), 5)
+    .option('--save-total-limit <n>', 'keep only the newest N checkpoints (0 = all)', intFlag('--save-total-limit', { min: 0 }), 2)
+    .option('--resume [checkpoint]', 'continue from the newest checkpoint in --out (or this checkpoint folder)')
+    .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
+    .option('--row-chunk <n>', 'tokens per chunk of the fused LM-head loss', intFlag('--row-chunk', { min: 1 }), 256)
+    .option('--vocab-chunk <n>', 'vocabulary columns per chunk of the fused LM-head loss', intFlag('--vocab-chunk', { min: 1 }), 8192)
+    .action(async (o: GrpoFlags) => {
+      if ((o.prompts === undefined) === (o.synthetic === undefined)) throw new UserError('give exactly one of --prompts FILE or --synthetic DIFFICULTY');
+      if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be "cosine" or "constant", got "${o.schedule}"`);
+      const records = o.prompts !== undefined
+        ? parsePromptFile(readFileSync(resolveDataFile(o.prompts), 'utf8'), o.prompts)
+        : syntheticProblems({ split: 'train', difficulty: o.synthetic!, count: o.syntheticCount, seed: o.seed });
+      const tok = tokenizerOfDir(o.model, '--model');
+      if (!tok.hasChatTemplate()) throw new UserError(`--model: ${o.model}/tokenizer_config.json has no chat_template; GRPO prompts go through the chat template`);
+      const be = await createBackend(o.backend);
+      const { model } = loadModel(o.model, be);
+      const prompts: GrpoPrompt[] = records.map((r) => ({
+        id: r.id, answer: r.answer,
+        promptIds: tok.encodeChat([{ role: 'user', content: o.suffix ? withM1Suffix(r.problem) : r.problem.trim() }], { addGenerationPrompt: true }),
+      }));
+      const stopTokenIds = new Set<number>(model.cfg.llama.eosTokenIds);
+      for (const id of [tok.eosTokenId, tok.tokenToId('<|eot_id|>')]) if (id !== null) stopTokenIds.add(id);
+      const padId = new SampleTokenizer(tok).padId;
+      log(`grpo: ${(model.parameterCount() / 1e6).toFixed(2)} M parameters, ${prompts.length} prompts, ${o.steps} steps × ${o.batch} prompts × ${o.group} samples, mini-batch ${o.miniBatch}, lr ${o.lr}, backend ${be.name}`);
+      const r = await runGrpo({
+        be, model, tokenizer: tok, prompts, runDir: o.out, stopTokenIds: [...stopTokenIds], padId, resume: o.resume,
+        writeModelFiles: modelFilesWriter(model, { dir: o.model }), chunks: { rowChunk: o.rowChunk, vocabChunk: o.vocabChunk },
+        config: {
+          group: o.group, batch: o.batch, miniBatch: o.miniBatch, lr: o.lr, minLr: o.minLr, warmup: o.warmup, schedule: o.schedule as 'constant' | 'cosine',
+          clip: o.clip, entropyCoef: o.entropy, temperature: o.temperature, maxTokens: o.maxTokens, steps: o.steps, seed: o.seed,
+          beta1: o.beta1, beta2: o.beta2, eps: d.eps, weightDecay: o.weightDecay, gradClip: o.gradClip, microRows: o.microRows,
+          saveEvery: o.saveEvery, saveTotalLimit: o.saveTotalLimit, requireThinkClose: o.requireThink === true,
+        },
+      });
+      if (r.interrupted) {
+        console.log(`interrupted at step ${r.steps}/${o.steps}; checkpoint ${r.lastCheckpoint}; continue with the same command plus --resume`);
+        process.exitCode = 130;
+        return;
+      }
+      console.log(`grpo done: ${r.steps} steps; best mean reward ${r.bestReward.toFixed(4)} (rollouts of step ${r.bestStep}) in ${r.bestDir}; last weights in ${r.finalDir}; metrics ${join(o.out, 'metrics.jsonl')}; report ${join(o.out, 'report.html')}`);
+    });
 }
