@@ -406,7 +406,9 @@ export class Engine {
       stateWrite.slots[b] = seq.slot;
       seq.table.appendSlots(L, stateWrite.slotMapping, b * L);
     });
-    const { hidden } = this.model.forward(ids, plainSeqInfo(B, L), { states: this.states, stateWrite });
+    // tidy: the forward's activations are freed at once (device memory is not the GC's to manage);
+    // the state it leaves behind is written in place into pools made outside
+    const hidden = be.tidy(() => this.model.forward(ids, plainSeqInfo(B, L), { states: this.states, stateWrite }).hidden);
     // the last position of each row predicts the first generated token: [B, L, D] → [B, D]
     let last: Tensor;
     if (L === 1) last = be.reshape(hidden, [B, D]);
@@ -520,7 +522,7 @@ export class Engine {
       n, slots: this.slots.subarray(0, n), positions: this.positions.subarray(0, n), slotMapping: this.slotMapping.subarray(0, n),
       blockTables: this.blockTables.subarray(0, n * maxBlocks), maxBlocks, seqLens: this.seqLens.subarray(0, n),
     };
-    const logits = this.model.step(this.ids.subarray(0, n), this.states, info);
+    const logits = this.be.tidy(() => this.model.step(this.ids.subarray(0, n), this.states, info));
     this.sampleAndAccept(logits, seqs, null, stats);
     logits.dispose();
     return n;
