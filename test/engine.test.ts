@@ -306,3 +306,25 @@ describe('requests', () => {
     expect(() => engine.addRequest({ promptIds: [1], requestId: 'x' })).toThrow(/"x" is already in use/);
   });
 });
+
+describe('event buffering', () => {
+  it('a request with onEvent does not buffer token events in its handle; one without does', async () => {
+    const model = tinyModel('m1');
+    const engine = new Engine(model, { maxBatch: 4 });
+    const seen: string[] = [];
+    const withCb = engine.addRequest({ promptIds: prompt(5, 1), maxTokens: 6, ignoreEos: true, seed: 1, onEvent: (e) => seen.push(e.type) });
+    const plain = engine.addRequest({ promptIds: prompt(5, 1), maxTokens: 6, ignoreEos: true, seed: 1 });
+    engine.runUntilIdle();
+    const typesOf = async (h: typeof plain) => {
+      const t: string[] = [];
+      for await (const e of h) t.push(e.type);
+      return t;
+    };
+    expect(seen.filter((t) => t === 'token')).toHaveLength(6);
+    expect(await typesOf(withCb)).toEqual(['done']);
+    const all = await typesOf(plain);
+    expect(all.filter((t) => t === 'token')).toHaveLength(6);
+    expect(all[all.length - 1]).toBe('done');
+    expect((await withCb.result).samples[0]!.tokenIds).toEqual((await plain.result).samples[0]!.tokenIds);
+  });
+});

@@ -101,7 +101,12 @@ export function sampleSeed(seed: number, index: number): number {
   return (folded + Math.imul(index, 0x9e3779b9)) >>> 0;
 }
 
-/** events of one request, as an async iterator, plus the final output as a promise */
+/**
+ * Events of one request, as an async iterator, plus the final output as a promise. A request made
+ * with an `onEvent` callback gets a handle that does not buffer events (the callback has them), so a
+ * long generation does not pile up every token event in memory; iterating such a handle yields only
+ * the final 'done' event.
+ */
 export class RequestHandle implements AsyncIterable<GenerationEvent> {
   readonly result: Promise<RequestOutput>;
   private resolveResult!: (o: RequestOutput) => void;
@@ -109,12 +114,13 @@ export class RequestHandle implements AsyncIterable<GenerationEvent> {
   private readonly waiters: ((r: IteratorResult<GenerationEvent>) => void)[] = [];
   private closed = false;
 
-  constructor(readonly requestId: string) {
+  constructor(readonly requestId: string, private readonly buffer = true) {
     this.result = new Promise((resolve) => (this.resolveResult = resolve));
   }
 
   /** @internal the engine's side */
   push(e: GenerationEvent): void {
+    if (!this.buffer && e.type !== 'done' && this.waiters.length === 0) return;
     const w = this.waiters.shift();
     if (w) w({ value: e, done: false });
     else this.queue.push(e);
@@ -299,7 +305,7 @@ export class Engine {
       id, prompt: Int32Array.from(r.promptIds), n, params, maxTokens: Math.min(maxTokens, room), stopIds, stopStrings,
       holdBack: stopStrings.reduce((m, s) => Math.max(m, s.length - 1), 0),
       seed: r.seed ?? this.seedRng.nextU32(), reserved, admitted: false, seqs: [], outputs: Array<SampleOutput | null>(n).fill(null), unfinished: n,
-      handle: new RequestHandle(id), onEvent: r.onEvent,
+      handle: new RequestHandle(id, r.onEvent === undefined), onEvent: r.onEvent,
     };
     this.requests.set(id, req);
     this.waiting.push(req);
