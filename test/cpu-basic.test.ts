@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/backend/cpu/index.js';
+import { matmulNT } from '../src/backend/cpu/matmul.js';
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/backend/dtype.js';
 import { dot, gradCheck, maxAbsDiff, randomArray, randomWeights } from './util/gradcheck.js';
 
@@ -42,6 +43,20 @@ describe('matmul', () => {
     be.matmul(be.reshape(x, [6, 4]), w, { transB: true, accumulateInto: acc });
     const yv = be.read(y), av = be.read(acc);
     expect(maxAbsDiff(av, yv.map((v) => v + 1))).toBeLessThan(1e-6);
+  });
+
+  it('the worker-thread matmul is bit-identical to the single-threaded kernel', () => {
+    const M = 70, N = 260, K = 300; // ≥ 4M multiply-adds: takes the worker path when threads > 1
+    const a = randomArray(M * K, 12), bt = randomArray(N * K, 13);
+    const ref = new Float32Array(M * N);
+    matmulNT(a, bt, ref, M, N, K, false);
+    const c = be.read(be.matmul(be.fromArray(a, [M, K]), be.fromArray(bt, [N, K]), { transB: true }));
+    expect(Buffer.compare(Buffer.from(c.buffer), Buffer.from(ref.buffer))).toBe(0);
+    const acc = be.fromArray(new Float32Array(M * N).fill(0.5), [M, N]);
+    be.matmul(be.fromArray(a, [M, K]), be.fromArray(bt, [N, K]), { transB: true, accumulateInto: acc });
+    const refAcc = new Float32Array(M * N).fill(0.5);
+    matmulNT(a, bt, refAcc, M, N, K, true);
+    expect(maxAbsDiff(be.read(acc), refAcc)).toBe(0);
   });
 
   it('rejects mismatched inner dimensions with both shapes in the message', () => {

@@ -301,6 +301,19 @@ std::unordered_map<std::string, OpFn>& ops() {
           a.op);
     return 0.0;
   });
+  // (stats, x, other, targets, rows, Vc, scale, vocabOffset); other / targets may be 0
+  def("softmax_chunk_stats", [S](const Args& a) {
+    check(m1_softmax_chunk_stats(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<int>(3), a.i64(4), a.i64(5), a.f(6), a.i64(7), S()),
+          a.op);
+    return 0.0;
+  });
+  // (dl, x, coefs, other, targets, rows, Vc, scale, vocabOffset); other / targets may be 0
+  def("softmax_chunk_grad", [S](const Args& a) {
+    check(m1_softmax_chunk_grad(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<int>(4), a.i64(5), a.i64(6), a.f(7),
+                                a.i64(8), S()),
+          a.op);
+    return 0.0;
+  });
   def("adamw", [S](const Args& a) {
     check(m1_adamw(a.p<float>(0), a.p(1), a.i32(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.i64(6), a.f(7), a.f(8), a.f(9),
                    a.f(10), a.f(11), a.f(12), S()),

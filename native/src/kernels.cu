@@ -1031,6 +1031,71 @@ __global__ void k_cross_entropy(float* rowLoss, float* dl, const float* x, const
   if (threadIdx.x == 0) rowLoss[blockIdx.x] = l - xr[t];
 }
 
+// fused LM-head losses, one block per row of a vocabulary chunk (Backend.softmaxChunkStats/Grad).
+// The CPU works in f64 throughout; here each element is f32 (z = scale·x, exp) and the row sums and
+// the merge with the running stats are f64, so the two agree to a few f32 ulps of the inputs.
+__device__ double blockSumD(double v, double* sh) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warpSumD(v);
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  double r = lane < nw ? sh[lane] : 0.0;
+  return warpSumD(r);
+}
+/** stats [R, 4] = (m, s, w, zt) merged with this chunk; other: [R, Vc] or null; targets: [R] or null */
+__global__ void k_softmax_chunk_stats(float* stats, const float* x, const float* other, const int* targets, int64_t Vc, float scale,
+                                      int64_t vocabOffset) {
+  __shared__ float shm[32];
+  __shared__ double shd[32];
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * Vc;
+  const float* orow = other ? other + r * Vc : nullptr;
+  float cmax = -CUDART_INF_F;
+  for (int64_t j = threadIdx.x; j < Vc; j += blockDim.x) cmax = fmaxf(cmax, scale * xr[j]);
+  cmax = blockMax(cmax, shm);
+  float* st = stats + 4 * r;
+  const float m0 = st[0];
+  const float m = fmaxf(m0, cmax);
+  double s = 0.0, w = 0.0;
+  for (int64_t j = threadIdx.x; j < Vc; j += blockDim.x) {
+    float z = scale * xr[j];
+    double e = (double)expf(z - m);
+    s += e;
+    w += e * (double)(orow ? z - orow[j] : z);
+  }
+  s = blockSumD(s, shd);
+  w = blockSumD(w, shd);
+  if (threadIdx.x == 0) {
+    // rescale what earlier chunks accumulated to the new max (nothing on the first chunk: m0 = −inf)
+    double rescale = m0 == -CUDART_INF_F ? 0.0 : exp((double)m0 - (double)m);
+    st[0] = m;
+    st[1] = (float)((double)st[1] * rescale + s);
+    st[2] = (float)((double)st[2] * rescale + w);
+    if (targets) {
+      int64_t c = (int64_t)targets[r] - vocabOffset;
+      if (c >= 0 && c < Vc) st[3] = scale * xr[c];
+    }
+  }
+}
+/** dl [R, Vc] = scale·(p·(c0 + c2·(z − other)) + ct·onehot(target)) with coefs [R, 4] = (lse, c0, c2, ct) */
+__global__ void k_softmax_chunk_grad(float* dl, const float* x, const float* coefs, const float* other, const int* targets, int64_t Vc,
+                                     float scale, int64_t vocabOffset) {
+  const int64_t r = blockIdx.x;
+  const float lse = coefs[4 * r], c0 = coefs[4 * r + 1], c2 = coefs[4 * r + 2], ct = coefs[4 * r + 3];
+  const int64_t c = targets && ct != 0.f ? (int64_t)targets[r] - vocabOffset : -1;
+  const float* xr = x + r * Vc;
+  const float* orow = other ? other + r * Vc : nullptr;
+  for (int64_t j = threadIdx.x; j < Vc; j += blockDim.x) {
+    float z = scale * xr[j];
+    float p = expf(z - lse);
+    float d = orow ? z - orow[j] : z;
+    float g = scale * p * (c0 + c2 * d);
+    if (j == c) g += scale * ct;
+    dl[r * Vc + j] = g;
+  }
+}
+
 __global__ void k_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
                         float eps, float decay, float stepSize, float sqrtBc2) {
   GRID_STRIDE(i, n) {
@@ -1375,6 +1440,19 @@ cudaError_t m1_cross_entropy(float* rowLoss, float* dl, const float* x, const in
                              float inv, cudaStream_t s) {
   if (rows == 0) return cudaSuccess;
   k_cross_entropy<<<(unsigned)rows, kThreads * 2, 0, s>>>(rowLoss, dl, x, targets, mask, V, inv);
+  return lastError();
+}
+
+cudaError_t m1_softmax_chunk_stats(float* stats, const float* x, const float* other, const int* targets, int64_t rows, int64_t Vc,
+                                  float scale, int64_t vocabOffset, cudaStream_t s) {
+  if (rows == 0 || Vc == 0) return cudaSuccess;
+  k_softmax_chunk_stats<<<(unsigned)rows, kThreads * 2, 0, s>>>(stats, x, other, targets, Vc, scale, vocabOffset);
+  return lastError();
+}
+cudaError_t m1_softmax_chunk_grad(float* dl, const float* x, const float* coefs, const float* other, const int* targets, int64_t rows,
+                                 int64_t Vc, float scale, int64_t vocabOffset, cudaStream_t s) {
+  if (rows == 0 || Vc == 0) return cudaSuccess;
+  k_softmax_chunk_grad<<<(unsigned)rows, kThreads * 2, 0, s>>>(dl, x, coefs, other, targets, Vc, scale, vocabOffset);
   return lastError();
 }
 

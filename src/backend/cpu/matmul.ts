@@ -4,9 +4,10 @@
 // read along contiguous rows, and a 4×4 register block does 16 multiply-adds for every 8 loads.
 // Other layouts are first transposed into NT form (an O(MK) or O(KN) copy against O(MKN) work).
 // Blocking over K keeps a panel of B rows in L1/L2 while all rows of A stream past it.
+import { matmulNTParallel } from './parallel.js';
 
-const K_BLOCK = 256;
-const N_BLOCK = 64;
+export const K_BLOCK = 256;
+export const N_BLOCK = 64;
 
 /** C[M,N] (+)= A[M,K] · Bt[N,K]ᵀ, all row-major and contiguous */
 export function matmulNT(
@@ -104,6 +105,6 @@ export function matmulGeneral(
   if (K !== Kb) throw new Error(`matmul: inner dimensions differ (${K} vs ${Kb})`);
   const am = transA ? transpose2d(a, aRows, aCols) : a;
   const bt = transB ? b : transpose2d(b, bRows, bCols);
-  matmulNT(am, bt, c, M, N, K, accumulate);
+  matmulNTParallel(am, bt, c, M, N, K, accumulate);
   return { M, N, K };
 }
