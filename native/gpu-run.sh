@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # One GPU-machine session: build the addon, run `m1 doctor` and the CUDA tests, logs under $OUT.
-# Expects (carried): .gpu/ (packed Node.js), native/build/carry/{nm,npm}.tar.xz (pruned node_modules
-# for vitest, and npm with its bundled node-gyp: the packed Node.js has no npm; common.gypi and
-# config.gypi of this Node.js version), dist/ (built here).
+# Expects (carried): .gpu/ (packed Node.js), native/build/carry/{nm,rt,npm}.tar.xz (pruned node_modules
+# for vitest, the runtime dependencies bin/m1 needs (commander, tokenizers, ...), and npm with its
+# bundled node-gyp: the packed Node.js has no npm; common.gypi and config.gypi of this Node.js
+# version), dist/ (`npm run build` here first: test/cuda/e2e.test.ts spawns bin/m1, which runs dist/).
 set -u
 source .gpu/prelude.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-tar -xJf native/build/carry/nm.tar.xz
+tar -xJf native/build/carry/nm.tar.xz && tar -xJf native/build/carry/rt.tar.xz
+# a dist/ older than the sources would test old CLI code: say so up front (the tests still run)
+newer=$(find src -name '*.ts' -newer dist/src/cli/main.js 2>/dev/null | head -3)
+[ -f dist/src/cli/main.js ] || echo "WARNING: dist/ is missing; the m1 logprobs CLI tests will fail (run npm run build before carrying dist)"
+[ -n "$newer" ] && echo "WARNING: dist/ is older than $newer (run npm run build before carrying dist)"
 mkdir -p /tmp/npm && tar -C /tmp/npm -xJf native/build/carry/npm.tar.xz
 NPM="node /tmp/npm/npm/bin/npm-cli.js"
 # the packed Node.js carries only the Node-API headers; node-gyp also wants the gyp include files
@@ -25,7 +30,8 @@ if ! $NPM run build:cuda > "$OUT/build.log" 2>&1; then
 fi
 echo "build: $(( $(date +%s) - t0 )) s"
 node -e "import('./dist/src/cli/commands/doctor.js').then(async m => { const r = await m.doctorReport(); console.log(r.lines.join('\n')); })" 2>&1 | tee "$OUT/doctor.log"
+# every file under test/cuda (ops, backward, model, train, e2e)
 $NPM run test:cuda -- --reporter=verbose > "$OUT/test.log" 2>&1; rc=$?
-grep -E "✓|×|FAIL|max \|Δ|Tests |Test Files|skipped" "$OUT/test.log" | tail -60
+grep -E "✓|×|FAIL|max \|Δ|Δ logprob|worst grad|Tests |Test Files|skipped" "$OUT/test.log" | tail -90
 grep -B2 -A12 "AssertionError\|Error:" "$OUT/test.log" | head -80
 exit $rc

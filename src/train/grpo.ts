@@ -31,7 +31,7 @@ import { grpoAdvantages, grpoLoss, tokenLogprobs, type ChunkOptions } from './he
 import { AdamW } from './optim.js';
 import { renderTrainingReport, type MetricsLine } from './report.js';
 import { lrAt, validateSchedule, type ScheduleOptions } from './schedule.js';
-import { listCheckpoints, loadWeightsInto, TrainingDivergedError } from './trainer.js';
+import { allocateGrads, listCheckpoints, loadWeightsInto, TrainingDivergedError } from './trainer.js';
 
 /** one RL prompt: token ids ready for generation (chat template applied) and the reference answer */
 export interface GrpoPrompt {
@@ -185,9 +185,10 @@ export function oldLogprobs(model: CausalLM, x: RolloutBatch, temperature: numbe
   const out = new Float32Array(x.B * x.T);
   for (let r0 = 0; r0 < x.B; r0 += microRows) {
     const m = sliceRows(x, r0, Math.min(x.B, r0 + microRows));
-    const { hidden } = model.forward(m.ids, plainSeqInfo(m.B, m.T), { needBackward: false });
-    const lp = tokenLogprobs(model.be, { hidden, weight: model.lmHead.value, targets: m.targets, mask: m.mask }, { ...chunks, temperature });
-    hidden.dispose();
+    const lp = model.be.tidy(() => {
+      const { hidden } = model.forward(m.ids, plainSeqInfo(m.B, m.T), { needBackward: false });
+      return tokenLogprobs(model.be, { hidden, weight: model.lmHead.value, targets: m.targets, mask: m.mask }, { ...chunks, temperature });
+    });
     out.set(lp.logprobs, r0 * x.T);
   }
   return out;
@@ -206,12 +207,16 @@ export function grpoGradients(
   for (let r0 = 0; r0 < x.B; r0 += o.microRows) {
     const r1 = Math.min(x.B, r0 + o.microRows);
     const m = sliceRows(x, r0, r1);
-    const { hidden, saved } = model.forward(m.ids, plainSeqInfo(m.B, m.T), { needBackward: true });
-    const r = grpoLoss(model.be, { hidden, weight: model.lmHead, targets: m.targets, mask: m.mask }, {
-      ...o.chunks, normalizer, advantages: m.advantages, oldLogprobs: old.subarray(r0 * x.T, r1 * x.T),
-      clip: o.clip, entropyCoef: o.entropyCoef, temperature: o.temperature,
+    // activations freed on the device once the gradients are accumulated (grads: allocateGrads, before the loop)
+    const r = model.be.tidy(() => {
+      const { hidden, saved } = model.forward(m.ids, plainSeqInfo(m.B, m.T), { needBackward: true });
+      const h = grpoLoss(model.be, { hidden, weight: model.lmHead, targets: m.targets, mask: m.mask }, {
+        ...o.chunks, normalizer, advantages: m.advantages, oldLogprobs: old.subarray(r0 * x.T, r1 * x.T),
+        clip: o.clip, entropyCoef: o.entropyCoef, temperature: o.temperature,
+      });
+      model.backwardFromHidden(h.dHidden!, saved!);
+      return { loss: h.loss, sums: h.sums };
     });
-    model.backwardFromHidden(r.dHidden!, saved!);
     loss += r.loss;
     for (const [k, v] of Object.entries(r.sums)) sums[k] = (sums[k] ?? 0) + v;
   }
@@ -314,6 +319,7 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
   const metricsFile = join(runDir, 'metrics.jsonl');
   const reward = o.reward ?? graderReward({ ...o.gradeOptions, requireThinkClose: c.requireThinkClose });
   const opt = new AdamW(be, model.params(), c);
+  allocateGrads(be, model);
   const sched: ScheduleOptions = { kind: c.schedule, lr: c.lr, minLr: c.minLr, warmup: c.warmup, totalSteps: c.steps };
   const maxPrompt = Math.max(...o.prompts.map((p) => p.promptIds.length));
   const maxContext = model.cfg.llama.maxPositionEmbeddings;

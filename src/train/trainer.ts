@@ -136,6 +136,15 @@ export function loadWeightsInto(model: CausalLM, dir: string): void {
   }
 }
 
+/**
+ * Gives every parameter its gradient buffer before the first step. A micro-batch runs inside
+ * `be.tidy`, which disposes every tensor created in it that the step does not return; a gradient
+ * allocated lazily there (Param.ensureGrad on first use) would be freed with the activations.
+ */
+export function allocateGrads(be: Backend, model: CausalLM): void {
+  for (const [, p] of model.params()) p.ensureGrad(be);
+}
+
 export class Trainer {
   readonly be: Backend;
   readonly opt: AdamW;
@@ -162,6 +171,7 @@ export class Trainer {
     }
     if (!(c.gradClip >= 0)) throw new UserError(`--grad-clip must be ≥ 0, got ${c.gradClip}`);
     this.opt = new AdamW(o.be, o.stage.model.params(), c);
+    allocateGrads(o.be, o.stage.model);
     this.rng = new Rng(c.seed);
   }
 
@@ -296,7 +306,8 @@ export class Trainer {
         const sums: Record<string, number> = {};
         let labelTokens = 0;
         for (const b of micro) {
-          const r = this.o.stage.microStep(b, normalizer, { step: this.step, rng: this.rng });
+          // the micro-batch's activations are freed as soon as its gradients are accumulated
+          const r = this.be.tidy(() => this.o.stage.microStep(b, normalizer, { step: this.step, rng: this.rng }));
           loss += r.loss;
           tokens += b.tokens;
           labelTokens += r.tokens;

@@ -4,27 +4,10 @@
 // row, or of the segment that t belongs to, count as zeros (a packed row never leaks across
 // sequences). act = SiLU or identity.
 import { shapeString, type Tensor } from '../tensor.js';
+import { convDims, type ConvDims } from '../validate.js';
 import { silu, siluGrad } from './basic.js';
 import type { CpuBackend } from './index.js';
 import { dataOf } from './tensor.js';
-
-interface ConvDims {
-  B: number;
-  T: number;
-  C: number;
-  K: number;
-}
-
-function convDims(op: string, x: Tensor, w: Tensor, bias: Tensor | null, segments?: Int32Array): ConvDims {
-  if (x.shape.length !== 3) throw new Error(`${op}: x must be [B, T, C], got ${shapeString(x.shape)}`);
-  const [B, T, C] = x.shape as [number, number, number];
-  if (w.shape.length !== 2 || w.shape[0] !== C) throw new Error(`${op}: w must be [C=${C}, K], got ${shapeString(w.shape)}`);
-  const K = w.shape[1]!;
-  if (K < 1) throw new Error(`${op}: conv width K must be ≥ 1, got w ${shapeString(w.shape)}`);
-  if (bias && bias.size !== C) throw new Error(`${op}: bias must be [${C}], got ${shapeString(bias.shape)}`);
-  if (segments && segments.length !== B * T) throw new Error(`${op}: segments has ${segments.length} entries, x has B*T = ${B * T}`);
-  return { B, T, C, K };
-}
 
 /** w [C, K] → [K, C], so the inner loop over channels reads taps contiguously */
 function transposeTaps(w: Float32Array, C: number, K: number): Float32Array {

@@ -3,6 +3,7 @@ import type {
 } from '../backend.js';
 import { roundToDType } from '../dtype.js';
 import { shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
+import { softmaxChunkDims } from '../validate.js';
 import * as attn from './attention.js';
 import * as basic from './basic.js';
 import * as conv from './conv.js';
@@ -279,20 +280,15 @@ export class CpuBackend implements Backend {
   }
 
   softmaxChunkStats(logits: Tensor, stats: Tensor, opts: SoftmaxChunkOpts): void {
-    const a = this.chunkArgs('softmaxChunkStats', logits, opts);
-    if (stats.size !== a.R * 4) throw new Error(`softmaxChunkStats: stats has shape ${shapeString(stats.shape)}, expected [${a.R}, 4]`);
+    const a = this.chunkArgs('softmaxChunkStats', logits, opts, stats, 'stats');
     trainOps.softmaxChunkStats(a, dataOf(stats));
   }
   softmaxChunkGrad(logits: Tensor, coefs: Tensor, opts: SoftmaxChunkOpts): Tensor {
-    const a = this.chunkArgs('softmaxChunkGrad', logits, opts);
-    if (coefs.size !== a.R * 4) throw new Error(`softmaxChunkGrad: coefs has shape ${shapeString(coefs.shape)}, expected [${a.R}, 4]`);
+    const a = this.chunkArgs('softmaxChunkGrad', logits, opts, coefs, 'coefs');
     return this.wrap(trainOps.softmaxChunkGrad(a, dataOf(coefs)), logits.shape);
   }
-  private chunkArgs(op: string, logits: Tensor, opts: SoftmaxChunkOpts): trainOps.ChunkArgs {
-    if (logits.shape.length !== 2) throw new Error(`${op}: logits must be [R, Vc], got ${shapeString(logits.shape)}`);
-    const [R, Vc] = logits.shape as [number, number];
-    if (opts.other && opts.other.size !== R * Vc) throw new Error(`${op}: other has shape ${shapeString(opts.other.shape)}, logits ${shapeString(logits.shape)}`);
-    if (opts.targets && opts.targets.length !== R) throw new Error(`${op}: ${opts.targets.length} targets for ${R} rows`);
+  private chunkArgs(op: string, logits: Tensor, opts: SoftmaxChunkOpts, rowBlock: Tensor, rowBlockName: string): trainOps.ChunkArgs {
+    const { R, Vc } = softmaxChunkDims(op, logits, opts, rowBlock, rowBlockName);
     return {
       logits: dataOf(logits), R, Vc, scale: opts.scale, vocabOffset: opts.vocabOffset,
       targets: opts.targets ?? null, other: opts.other ? dataOf(opts.other) : null,

@@ -9,59 +9,10 @@
 // Di/G channels of a group.
 import type { SelectiveScanArgs, SelectiveScanGrads, SelectiveScanStepArgs } from '../backend.js';
 import { shapeString, type Tensor } from '../tensor.js';
+import { scanDims, scanStateRows } from '../validate.js';
 import { sigmoid, silu, siluGrad, softplus } from './basic.js';
 import type { CpuBackend } from './index.js';
 import { dataOf } from './tensor.js';
-
-interface ScanDims {
-  B: number;
-  T: number;
-  Di: number;
-  N: number;
-  G: number;
-  /** channels per B/C group (Di / G) */
-  perGroup: number;
-}
-
-/** validates the shapes of a scan call; `lead` is [B, T] (parallel) or [n] (step) */
-function scanDims(
-  op: string, lead: number,
-  a: { x: Tensor; delta: Tensor; A: Tensor; Bm: Tensor; Cm: Tensor; D: Tensor | null; z: Tensor | null; deltaBias: Tensor | null },
-): ScanDims {
-  const { x } = a;
-  if (x.shape.length !== lead + 1) throw new Error(`${op}: x must have ${lead + 1} dims (${lead === 2 ? '[B, T, Di]' : '[n, Di]'}), got ${shapeString(x.shape)}`);
-  const B = x.shape[0]!;
-  const T = lead === 2 ? x.shape[1]! : 1;
-  const Di = x.shape[lead]!;
-  const same = (t: Tensor, name: string): void => {
-    if (t.shape.length !== x.shape.length || t.shape.some((d, i) => d !== x.shape[i])) {
-      throw new Error(`${op}: ${name} must have the shape of x ${shapeString(x.shape)}, got ${shapeString(t.shape)}`);
-    }
-  };
-  same(a.delta, 'delta');
-  if (a.z) same(a.z, 'z');
-  if (a.A.shape.length !== 2 || a.A.shape[0] !== Di) throw new Error(`${op}: A must be [Di=${Di}, N], got ${shapeString(a.A.shape)}`);
-  const N = a.A.shape[1]!;
-  const bcShape = a.Bm.shape;
-  if (bcShape.length !== lead + 2 || bcShape[0] !== B || (lead === 2 && bcShape[1] !== T) || bcShape[lead + 1] !== N) {
-    throw new Error(`${op}: Bm must be ${lead === 2 ? `[B=${B}, T=${T}` : `[n=${B}`}, G, N=${N}], got ${shapeString(bcShape)}`);
-  }
-  const G = bcShape[lead]!;
-  if (G < 1 || Di % G !== 0) throw new Error(`${op}: Di = ${Di} is not a multiple of the B/C group count G = ${G}`);
-  if (a.Cm.shape.length !== bcShape.length || a.Cm.shape.some((d, i) => d !== bcShape[i])) {
-    throw new Error(`${op}: Cm must have the shape of Bm ${shapeString(bcShape)}, got ${shapeString(a.Cm.shape)}`);
-  }
-  if (a.D && a.D.size !== Di) throw new Error(`${op}: D must be [${Di}], got ${shapeString(a.D.shape)}`);
-  if (a.deltaBias && a.deltaBias.size !== Di) throw new Error(`${op}: deltaBias must be [${Di}], got ${shapeString(a.deltaBias.shape)}`);
-  return { B, T, Di, N, G, perGroup: Di / G };
-}
-
-function checkStateTensor(op: string, ssmState: Tensor, Di: number, N: number): number {
-  if (ssmState.shape.length !== 3 || ssmState.shape[1] !== Di || ssmState.shape[2] !== N) {
-    throw new Error(`${op}: ssmState must be [S, ${Di}, ${N}], got ${shapeString(ssmState.shape)}`);
-  }
-  return ssmState.shape[0]!;
-}
 
 function checkSlot(op: string, slots: Int32Array, i: number, S: number): number {
   const s = slots[i]!;
@@ -83,7 +34,7 @@ export function selectiveScan(be: CpuBackend, args: SelectiveScanArgs): Tensor {
   const D = args.D ? dataOf(args.D) : null, z = args.z ? dataOf(args.z) : null, db = args.deltaBias ? dataOf(args.deltaBias) : null;
   let st: Float32Array | null = null;
   if (args.stateOut) {
-    const S = checkStateTensor('selectiveScan', args.stateOut.ssmState, Di, N);
+    const S = scanStateRows('selectiveScan', args.stateOut.ssmState, Di, N);
     if (args.stateOut.slots.length !== B) throw new Error(`selectiveScan: stateOut.slots has ${args.stateOut.slots.length} entries for B = ${B} rows`);
     for (let b = 0; b < B; b++) checkSlot('selectiveScan', args.stateOut.slots, b, S);
     st = dataOf(args.stateOut.ssmState);
@@ -218,7 +169,7 @@ export function selectiveScanBackward(be: CpuBackend, dy: Tensor, args: Selectiv
 
 export function selectiveScanStep(be: CpuBackend, args: SelectiveScanStepArgs): Tensor {
   const { B: n, Di, N, G, perGroup } = scanDims('selectiveScanStep', 1, args);
-  const S = checkStateTensor('selectiveScanStep', args.ssmState, Di, N);
+  const S = scanStateRows('selectiveScanStep', args.ssmState, Di, N);
   if (args.slots.length !== n) throw new Error(`selectiveScanStep: slots has ${args.slots.length} entries for n = ${n} tokens`);
   const x = dataOf(args.x), delta = dataOf(args.delta), A = dataOf(args.A), Bm = dataOf(args.Bm), Cm = dataOf(args.Cm);
   const D = args.D ? dataOf(args.D) : null, z = args.z ? dataOf(args.z) : null, db = args.deltaBias ? dataOf(args.deltaBias) : null;

@@ -8,47 +8,10 @@
 // right and independently checks the chunked algebra (tests compare both against finite differences).
 import type { SsdScanArgs, SsdScanGrads, SsdScanStepArgs } from '../backend.js';
 import { assertShape, shapeString, type Tensor } from '../tensor.js';
+import { gatedNormDim, ssdDims, ssdStepDims } from '../validate.js';
 import { sigmoid, silu, siluGrad, softplus } from './basic.js';
 import type { CpuBackend } from './index.js';
 import { dataOf } from './tensor.js';
-
-interface SsdDims {
-  B: number;
-  T: number;
-  H: number;
-  P: number;
-  G: number;
-  N: number;
-}
-
-function checkSsdArgs(op: string, args: SsdScanArgs): SsdDims {
-  const { x, dt, A, Bm, Cm, D, dtBias } = args;
-  if (x.shape.length !== 4) throw new Error(`${op}: x must be [B, T, H, P], got ${shapeString(x.shape)}`);
-  const [B, T, H, P] = x.shape as [number, number, number, number];
-  if (Bm.shape.length !== 4) throw new Error(`${op}: Bm must be [B, T, G, N], got ${shapeString(Bm.shape)}`);
-  const G = Bm.shape[2]!, N = Bm.shape[3]!;
-  assertShape(dt, [B, T, H], `${op}: dt`);
-  assertShape(A, [H], `${op}: A`);
-  assertShape(Bm, [B, T, G, N], `${op}: Bm`);
-  assertShape(Cm, [B, T, G, N], `${op}: Cm`);
-  if (D) assertShape(D, [H], `${op}: D`);
-  if (dtBias) assertShape(dtBias, [H], `${op}: dtBias`);
-  if (G < 1 || H % G !== 0) throw new Error(`${op}: ${H} heads are not a multiple of ${G} B/C groups`);
-  if (!Number.isInteger(args.chunkSize) || args.chunkSize < 1) throw new Error(`${op}: chunkSize must be a positive integer, got ${args.chunkSize}`);
-  if (args.segments && args.segments.length !== B * T) throw new Error(`${op}: segments has ${args.segments.length} entries, expected B*T = ${B * T}`);
-  if (args.stateOut) checkStateSlots(op, args.stateOut.ssmState, args.stateOut.slots, B, H, P, N);
-  return { B, T, H, P, G, N };
-}
-
-function checkStateSlots(op: string, ssmState: Tensor, slots: Int32Array, n: number, H: number, P: number, N: number): void {
-  if (ssmState.shape.length !== 4) throw new Error(`${op}: ssmState must be [S, H, P, N], got ${shapeString(ssmState.shape)}`);
-  assertShape(ssmState, [ssmState.shape[0]!, H, P, N], `${op}: ssmState`);
-  if (slots.length !== n) throw new Error(`${op}: slots has ${slots.length} entries, expected ${n}`);
-  const S = ssmState.shape[0]!;
-  for (let i = 0; i < n; i++) {
-    if (slots[i]! < 0 || slots[i]! >= S) throw new Error(`${op}: slots[${i}] = ${slots[i]} is outside the state pool [0, ${S})`);
-  }
-}
 
 /** Δ = softplus(dt + dtBias) per (token, head), kept in f64 because it feeds exponent sums */
 function softplusDelta(dt: Float32Array, dtBias: Float32Array | null, H: number): Float64Array {
@@ -63,7 +26,7 @@ function resetAt(segments: Int32Array | undefined, b: number, T: number, t: numb
 }
 
 export function ssdScan(be: CpuBackend, args: SsdScanArgs): Tensor {
-  const { B, T, H, P, G, N } = checkSsdArgs('ssdScan', args);
+  const { B, T, H, P, G, N } = ssdDims('ssdScan', args);
   const Q = args.chunkSize;
   const x = dataOf(args.x), A = dataOf(args.A), Bm = dataOf(args.Bm), Cm = dataOf(args.Cm);
   const Dv = args.D ? dataOf(args.D) : null;
@@ -166,7 +129,7 @@ export function ssdScan(be: CpuBackend, args: SsdScanArgs): Tensor {
  *   dΔ_t = x_tᵀ G_t B_t + A exp(a_t) ⟨G_t, H_{t−1}⟩ ; dA = Σ_t Δ_t exp(a_t) ⟨G_t, H_{t−1}⟩
  */
 export function ssdScanBackward(be: CpuBackend, dyT: Tensor, args: SsdScanArgs): SsdScanGrads {
-  const { B, T, H, P, G, N } = checkSsdArgs('ssdScanBackward', { ...args, stateOut: undefined });
+  const { B, T, H, P, G, N } = ssdDims('ssdScanBackward', { ...args, stateOut: undefined });
   assertShape(dyT, [B, T, H, P], 'ssdScanBackward: dy');
   const Q = args.chunkSize;
   const x = dataOf(args.x), dt = dataOf(args.dt), A = dataOf(args.A), Bm = dataOf(args.Bm), Cm = dataOf(args.Cm);
@@ -282,18 +245,7 @@ export function ssdScanBackward(be: CpuBackend, dyT: Tensor, args: SsdScanArgs):
 
 export function ssdScanStep(be: CpuBackend, args: SsdScanStepArgs): Tensor {
   const op = 'ssdScanStep';
-  if (args.x.shape.length !== 3) throw new Error(`${op}: x must be [n, H, P], got ${shapeString(args.x.shape)}`);
-  const [n, H, P] = args.x.shape as [number, number, number];
-  if (args.Bm.shape.length !== 3) throw new Error(`${op}: Bm must be [n, G, N], got ${shapeString(args.Bm.shape)}`);
-  const G = args.Bm.shape[1]!, N = args.Bm.shape[2]!;
-  assertShape(args.dt, [n, H], `${op}: dt`);
-  assertShape(args.A, [H], `${op}: A`);
-  assertShape(args.Bm, [n, G, N], `${op}: Bm`);
-  assertShape(args.Cm, [n, G, N], `${op}: Cm`);
-  if (args.D) assertShape(args.D, [H], `${op}: D`);
-  if (args.dtBias) assertShape(args.dtBias, [H], `${op}: dtBias`);
-  if (G < 1 || H % G !== 0) throw new Error(`${op}: ${H} heads are not a multiple of ${G} B/C groups`);
-  checkStateSlots(op, args.ssmState, args.slots, n, H, P, N);
+  const { B: n, H, P, G, N } = ssdStepDims(op, args);
 
   const x = dataOf(args.x), A = dataOf(args.A), Bm = dataOf(args.Bm), Cm = dataOf(args.Cm);
   const Dv = args.D ? dataOf(args.D) : null;
@@ -324,19 +276,8 @@ export function ssdScanStep(be: CpuBackend, args: SsdScanStepArgs): Tensor {
   return be.wrap(y, args.x.shape);
 }
 
-function checkGatedNorm(op: string, y: Tensor, z: Tensor, w: Tensor, groupSize: number): number {
-  const D = y.shape[y.shape.length - 1];
-  if (D === undefined) throw new Error(`${op}: y must have at least one dimension`);
-  assertShape(z, y.shape, `${op}: z`);
-  assertShape(w, [D], `${op}: w`);
-  if (!Number.isInteger(groupSize) || groupSize < 1 || D % groupSize !== 0) {
-    throw new Error(`${op}: last dim ${D} is not a multiple of groupSize ${groupSize}`);
-  }
-  return D;
-}
-
 export function gatedRmsNorm(be: CpuBackend, yT: Tensor, zT: Tensor, wT: Tensor, groupSize: number, eps: number): Tensor {
-  const D = checkGatedNorm('gatedRmsNorm', yT, zT, wT, groupSize);
+  const D = gatedNormDim('gatedRmsNorm', yT, zT, wT, groupSize);
   const y = dataOf(yT), z = dataOf(zT), w = dataOf(wT);
   const out = new Float32Array(y.length);
   const gbuf = new Float64Array(groupSize);
@@ -357,7 +298,7 @@ export function gatedRmsNorm(be: CpuBackend, yT: Tensor, zT: Tensor, wT: Tensor,
 export function gatedRmsNormBackward(
   be: CpuBackend, doutT: Tensor, yT: Tensor, zT: Tensor, wT: Tensor, groupSize: number, eps: number,
 ): { dy: Tensor; dz: Tensor; dw: Tensor } {
-  const D = checkGatedNorm('gatedRmsNormBackward', yT, zT, wT, groupSize);
+  const D = gatedNormDim('gatedRmsNormBackward', yT, zT, wT, groupSize);
   assertShape(doutT, yT.shape, 'gatedRmsNormBackward: dout');
   const dout = dataOf(doutT), y = dataOf(yT), z = dataOf(zT), w = dataOf(wT);
   const dy = new Float32Array(y.length), dz = new Float32Array(y.length);

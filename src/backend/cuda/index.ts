@@ -7,13 +7,15 @@
 // temporary buffers from the caching allocator, freed as soon as the op is queued (all work runs on
 // one stream, so a block is reused only after the kernels that read it).
 //
-// Shape validation mirrors the CPU backend (src/backend/cpu), which defines every op.
+// Shape validation is shared with the CPU backend (src/backend/validate.ts); this file adds the
+// cuda-only checks (device tensors, f32 storage of in-place state, kernel limits).
 import type {
   AdamWStepArgs, Backend, SelectiveScanArgs, SoftmaxChunkOpts, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
 } from '../backend.js';
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
 import { assertShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
 import { loadAddon, type DeviceInfo, type M1Cuda } from './addon.js';
+import { convDims, gatedNormDim, scanDims, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
 import { CudaTensor, DeviceBuffer, storageOf, tidyScopes, type Storage } from './tensor.js';
 
 /** temporaries of one op: uploaded index arrays, f32 copies of bf16 inputs, scratch */
@@ -531,22 +533,12 @@ export class CudaBackend implements Backend {
 
   // ---------- Mamba ----------
 
-  private convDims(op: string, x: CudaTensor, w: CudaTensor, bias: CudaTensor | null, segments?: Int32Array) {
-    if (x.shape.length !== 3) throw new Error(`${op}: x must be [B, T, C], got ${shapeString(x.shape)}`);
-    const [B, T, C] = x.shape as [number, number, number];
-    if (w.shape.length !== 2 || w.shape[0] !== C) throw new Error(`${op}: w must be [C=${C}, K], got ${shapeString(w.shape)}`);
-    const K = w.shape[1]!;
-    if (K < 1) throw new Error(`${op}: conv width K must be ≥ 1, got w ${shapeString(w.shape)}`);
-    if (bias && bias.size !== C) throw new Error(`${op}: bias must be [${C}], got ${shapeString(bias.shape)}`);
-    if (segments && segments.length !== B * T) throw new Error(`${op}: segments has ${segments.length} entries, x has B*T = ${B * T}`);
-    return { B, T, C, K };
-  }
   causalConv1d(
     x: Tensor, w: Tensor, bias: Tensor | null,
     opts: { silu: boolean; segments?: Int32Array; stateOut?: { convState: Tensor; slots: Int32Array } },
   ): Tensor {
     const X = this.t(x, 'causalConv1d: x'), W = this.t(w, 'causalConv1d: w'), Bi = bias ? this.t(bias, 'causalConv1d: bias') : null;
-    const { B, T, C, K } = this.convDims('causalConv1d', X, W, Bi, opts.segments);
+    const { B, T, C, K } = convDims('causalConv1d', X, W, Bi, opts.segments);
     let st: CudaTensor | null = null;
     if (opts.stateOut) {
       st = this.f32Tensor(opts.stateOut.convState, 'causalConv1d: stateOut.convState');
@@ -569,7 +561,7 @@ export class CudaBackend implements Backend {
   ): { dx: Tensor; dw: Tensor; dbias: Tensor | null } {
     const X = this.t(x, 'causalConv1dBackward: x'), W = this.t(w, 'causalConv1dBackward: w'), G = this.t(dy, 'causalConv1dBackward: dy');
     const Bi = bias ? this.t(bias, 'causalConv1dBackward: bias') : null;
-    const { B, T, C, K } = this.convDims('causalConv1dBackward', X, W, Bi, opts.segments);
+    const { B, T, C, K } = convDims('causalConv1dBackward', X, W, Bi, opts.segments);
     if (G.size !== X.size) throw new Error(`causalConv1dBackward: dy ${shapeString(dy.shape)} does not match x ${shapeString(x.shape)}`);
     return this.scoped((s) => {
       const seg = opts.segments ? s.ints(segmentStarts(opts.segments, B, T)) : 0;
@@ -595,29 +587,12 @@ export class CudaBackend implements Backend {
     return this.scoped((s) => this.produce(X.shape, (o) => this.call('conv1d_step', [o, s.f32(X), st.ptr, s.ints(slots), s.f32(W), s.optF32(Bi), n, C, K, silu ? 1 : 0])));
   }
 
+  /** the shared shape checks plus the cuda kernels' limits */
   private scanDims(op: string, lead: 1 | 2, a: { x: Tensor; delta: Tensor; A: Tensor; Bm: Tensor; Cm: Tensor; D: Tensor | null; z: Tensor | null; deltaBias: Tensor | null }) {
-    const { x } = a;
-    if (x.shape.length !== lead + 1) throw new Error(`${op}: x must have ${lead + 1} dims (${lead === 2 ? '[B, T, Di]' : '[n, Di]'}), got ${shapeString(x.shape)}`);
-    const B = x.shape[0]!, T = lead === 2 ? x.shape[1]! : 1, Di = x.shape[lead]!;
-    const same = (t: Tensor, name: string): void => {
-      if (t.shape.length !== x.shape.length || t.shape.some((d, i) => d !== x.shape[i])) throw new Error(`${op}: ${name} must have the shape of x ${shapeString(x.shape)}, got ${shapeString(t.shape)}`);
-    };
-    same(a.delta, 'delta');
-    if (a.z) same(a.z, 'z');
-    if (a.A.shape.length !== 2 || a.A.shape[0] !== Di) throw new Error(`${op}: A must be [Di=${Di}, N], got ${shapeString(a.A.shape)}`);
-    const N = a.A.shape[1]!;
-    const bc = a.Bm.shape;
-    if (bc.length !== lead + 2 || bc[0] !== B || (lead === 2 && bc[1] !== T) || bc[lead + 1] !== N) {
-      throw new Error(`${op}: Bm must be ${lead === 2 ? `[B=${B}, T=${T}` : `[n=${B}`}, G, N=${N}], got ${shapeString(bc)}`);
-    }
-    const G = bc[lead]!;
-    if (G < 1 || Di % G !== 0) throw new Error(`${op}: Di = ${Di} is not a multiple of the B/C group count G = ${G}`);
-    if (a.Cm.shape.length !== bc.length || a.Cm.shape.some((d, i) => d !== bc[i])) throw new Error(`${op}: Cm must have the shape of Bm ${shapeString(bc)}, got ${shapeString(a.Cm.shape)}`);
-    if (a.D && a.D.size !== Di) throw new Error(`${op}: D must be [${Di}], got ${shapeString(a.D.shape)}`);
-    if (a.deltaBias && a.deltaBias.size !== Di) throw new Error(`${op}: deltaBias must be [${Di}], got ${shapeString(a.deltaBias.shape)}`);
-    if (N > 128) throw new Error(`${op}: d_state ${N} is above the cuda kernels' limit of 128`);
+    const d = scanDims(op, lead, a);
+    if (d.N > 128) throw new Error(`${op}: d_state ${d.N} is above the cuda kernels' limit of 128`);
     for (const t of [a.x, a.delta, a.A, a.Bm, a.Cm, a.D, a.z, a.deltaBias]) if (t) this.t(t, op);
-    return { B, T, Di, N, G };
+    return d;
   }
   private checkSlots(op: string, st: CudaTensor, slots: Int32Array, n: number, what = 'slots'): void {
     if (slots.length !== n) throw new Error(`${op}: ${what} has ${slots.length} entries for ${n} rows`);
@@ -631,7 +606,7 @@ export class CudaBackend implements Backend {
     let st: CudaTensor | null = null;
     if (args.stateOut) {
       st = this.f32Tensor(args.stateOut.ssmState, `${op}: ssmState`);
-      if (st.shape.length !== 3 || st.shape[1] !== Di || st.shape[2] !== N) throw new Error(`${op}: ssmState must be [S, ${Di}, ${N}], got ${shapeString(st.shape)}`);
+      scanStateRows(op, st, Di, N);
       this.checkSlots(op, st, args.stateOut.slots, B, 'stateOut.slots');
     }
     return this.scoped((s) => this.produce(args.x.shape, (o) => this.call('selective_scan', [o, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
@@ -660,37 +635,18 @@ export class CudaBackend implements Backend {
     const op = 'selectiveScanStep';
     const { B: n, Di, N, G } = this.scanDims(op, 1, args);
     const st = this.f32Tensor(args.ssmState, `${op}: ssmState`);
-    if (st.shape.length !== 3 || st.shape[1] !== Di || st.shape[2] !== N) throw new Error(`${op}: ssmState must be [S, ${Di}, ${N}], got ${shapeString(st.shape)}`);
+    scanStateRows(op, st, Di, N);
     this.checkSlots(op, st, args.slots, n);
     return this.scoped((s) => this.produce(args.x.shape, (o) => this.call('selective_scan_step', [o, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
       s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z), s.optF32(args.deltaBias), st.ptr, s.ints(args.slots), n, Di, N, G])));
   }
 
-  private ssdDims(op: string, args: SsdScanArgs) {
-    const { x, dt, A, Bm, Cm, D, dtBias } = args;
-    if (x.shape.length !== 4) throw new Error(`${op}: x must be [B, T, H, P], got ${shapeString(x.shape)}`);
-    const [B, T, H, P] = x.shape as [number, number, number, number];
-    if (Bm.shape.length !== 4) throw new Error(`${op}: Bm must be [B, T, G, N], got ${shapeString(Bm.shape)}`);
-    const G = Bm.shape[2]!, N = Bm.shape[3]!;
-    assertShape(dt, [B, T, H], `${op}: dt`);
-    assertShape(A, [H], `${op}: A`);
-    assertShape(Bm, [B, T, G, N], `${op}: Bm`);
-    assertShape(Cm, [B, T, G, N], `${op}: Cm`);
-    if (D) assertShape(D, [H], `${op}: D`);
-    if (dtBias) assertShape(dtBias, [H], `${op}: dtBias`);
-    if (G < 1 || H % G !== 0) throw new Error(`${op}: ${H} heads are not a multiple of ${G} B/C groups`);
-    if (!Number.isInteger(args.chunkSize) || args.chunkSize < 1) throw new Error(`${op}: chunkSize must be a positive integer, got ${args.chunkSize}`);
-    if (args.segments && args.segments.length !== B * T) throw new Error(`${op}: segments has ${args.segments.length} entries, expected B*T = ${B * T}`);
-    if (N > 128) throw new Error(`${op}: d_state ${N} is above the cuda kernels' limit of 128`);
-    for (const t of [x, dt, A, Bm, Cm, D, dtBias]) if (t) this.t(t, op);
-    return { B, T, H, P, G, N };
-  }
-  private ssdState(op: string, ssmState: Tensor, slots: Int32Array, n: number, H: number, P: number, N: number): CudaTensor {
-    const st = this.f32Tensor(ssmState, `${op}: ssmState`);
-    if (st.shape.length !== 4) throw new Error(`${op}: ssmState must be [S, H, P, N], got ${shapeString(st.shape)}`);
-    assertShape(st, [st.shape[0]!, H, P, N], `${op}: ssmState`);
-    this.checkSlots(op, st, slots, n);
-    return st;
+  /** the shared shape checks (state pool included) plus the cuda kernels' limits */
+  private ssdDims(op: string, args: SsdScanArgs | SsdScanStepArgs, step: boolean) {
+    const d = step ? ssdStepDims(op, args as SsdScanStepArgs) : ssdDims(op, args as SsdScanArgs);
+    if (d.N > 128) throw new Error(`${op}: d_state ${d.N} is above the cuda kernels' limit of 128`);
+    for (const t of [args.x, args.dt, args.A, args.Bm, args.Cm, args.D, args.dtBias]) if (t) this.t(t, op);
+    return d;
   }
   /**
    * The forward runs the SSD recurrence sequentially per (row, head, p) — the same function as the
@@ -698,15 +654,15 @@ export class CudaBackend implements Backend {
    */
   ssdScan(args: SsdScanArgs): Tensor {
     const op = 'ssdScan';
-    const { B, T, H, P, G, N } = this.ssdDims(op, args);
-    const st = args.stateOut ? this.ssdState(op, args.stateOut.ssmState, args.stateOut.slots, B, H, P, N) : null;
+    const { B, T, H, P, G, N } = this.ssdDims(op, args, false);
+    const st = args.stateOut ? this.f32Tensor(args.stateOut.ssmState, `${op}: ssmState`) : null;
     return this.scoped((s) => this.produce(args.x.shape, (o) => this.call('ssd_scan', [o, s.f32(args.x), s.f32(args.dt), s.f32(args.A), s.f32(args.Bm),
       s.f32(args.Cm), s.optF32(args.D), s.optF32(args.dtBias), args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0,
       st ? st.ptr : 0, st ? s.ints(args.stateOut!.slots) : 0, B, T, H, P, G, N])));
   }
   ssdScanBackward(dy: Tensor, args: SsdScanArgs): SsdScanGrads {
     const op = 'ssdScanBackward';
-    const { B, T, H, P, G, N } = this.ssdDims(op, { ...args, stateOut: undefined });
+    const { B, T, H, P, G, N } = this.ssdDims(op, { ...args, stateOut: undefined }, false);
     const dY = this.t(dy, `${op}: dy`);
     assertShape(dY, [B, T, H, P], `${op}: dy`);
     return this.scoped((s) => {
@@ -722,37 +678,19 @@ export class CudaBackend implements Backend {
   }
   ssdScanStep(args: SsdScanStepArgs): Tensor {
     const op = 'ssdScanStep';
-    if (args.x.shape.length !== 3) throw new Error(`${op}: x must be [n, H, P], got ${shapeString(args.x.shape)}`);
-    const [n, H, P] = args.x.shape as [number, number, number];
-    if (args.Bm.shape.length !== 3) throw new Error(`${op}: Bm must be [n, G, N], got ${shapeString(args.Bm.shape)}`);
-    const G = args.Bm.shape[1]!, N = args.Bm.shape[2]!;
-    assertShape(args.dt, [n, H], `${op}: dt`);
-    assertShape(args.A, [H], `${op}: A`);
-    assertShape(args.Cm, [n, G, N], `${op}: Cm`);
-    if (args.D) assertShape(args.D, [H], `${op}: D`);
-    if (args.dtBias) assertShape(args.dtBias, [H], `${op}: dtBias`);
-    if (G < 1 || H % G !== 0) throw new Error(`${op}: ${H} heads are not a multiple of ${G} B/C groups`);
-    if (N > 128) throw new Error(`${op}: d_state ${N} is above the cuda kernels' limit of 128`);
-    const st = this.ssdState(op, args.ssmState, args.slots, n, H, P, N);
+    const { B: n, H, P, G, N } = this.ssdDims(op, args, true);
+    const st = this.f32Tensor(args.ssmState, `${op}: ssmState`);
     return this.scoped((s) => this.produce(args.x.shape, (o) => this.call('ssd_scan_step', [o, s.f32(args.x), s.f32(args.dt), s.f32(args.A),
       s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.dtBias), st.ptr, s.ints(args.slots), n, H, P, G, N])));
   }
-  private gatedDims(op: string, y: Tensor, z: Tensor, w: Tensor, groupSize: number): number {
-    const D = y.shape[y.shape.length - 1];
-    if (D === undefined) throw new Error(`${op}: y must have at least one dimension`);
-    assertShape(z, y.shape, `${op}: z`);
-    assertShape(w, [D], `${op}: w`);
-    if (!Number.isInteger(groupSize) || groupSize < 1 || D % groupSize !== 0) throw new Error(`${op}: last dim ${D} is not a multiple of groupSize ${groupSize}`);
-    return D;
-  }
   gatedRmsNorm(y: Tensor, z: Tensor, w: Tensor, groupSize: number, eps: number): Tensor {
-    const D = this.gatedDims('gatedRmsNorm', y, z, w, groupSize);
+    const D = gatedNormDim('gatedRmsNorm', y, z, w, groupSize);
     const Y = this.t(y, 'gatedRmsNorm: y'), Z = this.t(z, 'gatedRmsNorm: z'), W = this.t(w, 'gatedRmsNorm: w');
     return this.scoped((s) => this.produce(Y.shape, (o) => this.call('gated_rmsnorm', [o, s.f32(Y), s.f32(Z), s.f32(W), Y.size, D, groupSize, eps])));
   }
   gatedRmsNormBackward(dout: Tensor, y: Tensor, z: Tensor, w: Tensor, groupSize: number, eps: number): { dy: Tensor; dz: Tensor; dw: Tensor } {
     const op = 'gatedRmsNormBackward';
-    const D = this.gatedDims(op, y, z, w, groupSize);
+    const D = gatedNormDim(op, y, z, w, groupSize);
     assertShape(dout, y.shape, `${op}: dout`);
     const dO = this.t(dout, op), Y = this.t(y, op), Z = this.t(z, op), W = this.t(w, op);
     return this.scoped((s) => {
@@ -846,11 +784,25 @@ export class CudaBackend implements Backend {
 
   // ---------- training ----------
 
-  softmaxChunkStats(_logits: Tensor, _stats: Tensor, _opts: SoftmaxChunkOpts): void {
-    throw new Error('softmaxChunkStats is not implemented on the cuda backend yet');
+  /**
+   * One block per row; elements in f32, row sums and the merge with the running stats in f64 (the
+   * CPU is f64 throughout): agreement to a few f32 ulps of the logits (tests: 1e-5 of the scale).
+   */
+  softmaxChunkStats(logits: Tensor, stats: Tensor, opts: SoftmaxChunkOpts): void {
+    const op = 'softmaxChunkStats';
+    const { R, Vc } = softmaxChunkDims(op, logits, opts, stats, 'stats');
+    const X = this.t(logits, `${op}: logits`), St = this.f32Tensor(stats, `${op}: stats`);
+    const O = opts.other ? this.t(opts.other, `${op}: other`) : null;
+    this.scoped((s) => this.call('softmax_chunk_stats', [St.ptr, s.f32(X), s.optF32(O), opts.targets ? s.ints(opts.targets) : 0, R, Vc,
+      opts.scale, opts.vocabOffset]));
   }
-  softmaxChunkGrad(_logits: Tensor, _coefs: Tensor, _opts: SoftmaxChunkOpts): Tensor {
-    throw new Error('softmaxChunkGrad is not implemented on the cuda backend yet');
+  softmaxChunkGrad(logits: Tensor, coefs: Tensor, opts: SoftmaxChunkOpts): Tensor {
+    const op = 'softmaxChunkGrad';
+    const { R, Vc } = softmaxChunkDims(op, logits, opts, coefs, 'coefs');
+    const X = this.t(logits, `${op}: logits`), C = this.t(coefs, `${op}: coefs`);
+    const O = opts.other ? this.t(opts.other, `${op}: other`) : null;
+    return this.scoped((s) => this.produce(X.shape, (o) => this.call('softmax_chunk_grad', [o, s.f32(X), s.f32(C), s.optF32(O),
+      opts.targets ? s.ints(opts.targets) : 0, R, Vc, opts.scale, opts.vocabOffset])));
   }
   adamwStep(args: AdamWStepArgs): void {
     const op = 'adamwStep';

@@ -1,0 +1,89 @@
+// End to end on the GPU against the CPU: generation through the Engine, and `m1 logprobs` through the
+// built CLI (bin/m1 → dist/, so `npm run build` must have run).
+//
+// Generation: the host sampler reads the logits (greedy: the device argmax), so equal tokens need the
+// two backends' logits to order the candidates the same way. They agree to ~5e-7 (model.test.ts), far
+// below the gaps of these random tiny models, but a near-tie could still flip a token: the prompts and
+// seeds are fixed, and equality is asserted on them; a failure message shows where and by how much the
+// chosen tokens' logprobs differ, so a genuine near-tie (|Δ| < 1e-4) is told apart from a bug.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { Backend } from '../../src/backend/backend.js';
+import { Engine, type GenerationRequest, type SampleOutput } from '../../src/infer/engine.js';
+import { initModel, initWeights, validateConfigs, writeConfigs } from '../../src/model/checkpoint.js';
+import { findPreset } from '../../src/model/presets.js';
+import { writeTokenizerFor } from '../../src/model/tokenizer-files.js';
+import { available, cpu, gpu, ints, skipReason } from './helpers.js';
+
+const cases = [['llama', 'tiny'], ['m1', 'tiny'], ['m1', 'mamba2-tiny']] as const;
+
+function generate(be: Backend, arch: string, preset: string, reqs: GenerationRequest[]): SampleOutput[] {
+  const p = findPreset(arch, preset);
+  const model = initModel(be, validateConfigs(p.config, p.mambaConfig), 21, 'f32');
+  return new Engine(model, { blockSize: 4 }).generate(reqs).flatMap((o) => o.samples);
+}
+
+/** same tokens, logprobs within 2e-4; on a mismatch, the first differing step and its logprobs */
+function expectSameSamples(name: string, c: SampleOutput[], g: SampleOutput[]): void {
+  expect(g.length).toBe(c.length);
+  let worst = 0;
+  c.forEach((sc, i) => {
+    const sg = g[i]!;
+    const k = sc.tokenIds.findIndex((t, j) => t !== sg.tokenIds[j]);
+    const where = k < 0 ? '' : `: first difference at step ${k}: cpu ${sc.tokenIds[k]} (logprob ${sc.logprobs[k]}) vs cuda ${sg.tokenIds[k]} (logprob ${sg.logprobs[k]})`;
+    expect(sg.tokenIds, `${name} sample ${i}${where}`).toEqual(sc.tokenIds);
+    expect(sg.finishReason).toBe(sc.finishReason);
+    sc.logprobs.forEach((lp, j) => (worst = Math.max(worst, Math.abs(lp - sg.logprobs[j]!))));
+  });
+  console.log(`${name}: ${c.reduce((a, s) => a + s.tokenIds.length, 0)} tokens equal, max |Δ logprob| ${worst.toExponential(2)}`);
+  expect(worst).toBeLessThanOrEqual(2e-4);
+}
+
+describe.skipIf(!available)(`cuda generation vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
+  const prompts = [Array.from(ints(7, 31, 300)), Array.from(ints(1, 32, 300)), Array.from(ints(12, 33, 300))];
+  for (const [arch, preset] of cases) {
+    it(`greedy: same tokens on both backends, ${arch}/${preset}`, () => {
+      const reqs = prompts.map((p): GenerationRequest => ({ promptIds: p, sampling: { temperature: 0 }, maxTokens: 16, ignoreEos: true }));
+      expectSameSamples(`greedy ${arch}/${preset}`, generate(cpu, arch, preset, reqs), generate(gpu!, arch, preset, reqs));
+    });
+    it(`sampled (temperature 0.9, top-p 0.95, top-k 50, seed 1234, n = 2): same tokens, ${arch}/${preset}`, () => {
+      const reqs = prompts.map((p, i): GenerationRequest => ({
+        promptIds: p, n: 2, sampling: { temperature: 0.9, topP: 0.95, topK: 50 }, maxTokens: 16, ignoreEos: true, seed: 1234 + i,
+      }));
+      expectSameSamples(`sampled ${arch}/${preset}`, generate(cpu, arch, preset, reqs), generate(gpu!, arch, preset, reqs));
+    });
+  }
+});
+
+const root = resolve(import.meta.dirname, '../..');
+const cli = join(root, 'bin/m1');
+
+describe.skipIf(!available)(`m1 logprobs --backend cuda vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
+  for (const [arch, preset] of cases) {
+    it(`${arch}/${preset} model folder: same tokens, logprobs within 2e-4`, () => {
+      if (!existsSync(join(root, 'dist/src/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build` first (bin/m1 runs the built CLI)');
+      const p = findPreset(arch, preset);
+      const dir = mkdtempSync(join(tmpdir(), `m1-cli-${arch}-`));
+      writeConfigs(dir, { config: p.config, mambaConfig: p.mambaConfig }, 'f32');
+      writeTokenizerFor(dir, 'tiny');
+      initWeights(dir, validateConfigs(p.config, p.mambaConfig), 5, 'f32');
+      const ids = Array.from(ints(40, 41, 262)).join(',');
+      const run = (backend: string): { tokens: number[]; logprobs: (number | null)[] } => {
+        const r = spawnSync(process.execPath, [cli, 'logprobs', '--model', dir, '--ids', ids, '--backend', backend], { encoding: 'utf8', cwd: root });
+        expect(r.status, `m1 logprobs --backend ${backend}: ${r.stderr}`).toBe(0);
+        return JSON.parse(r.stdout) as { tokens: number[]; logprobs: (number | null)[] };
+      };
+      const c = run('cpu'), g = run('cuda');
+      expect(g.tokens).toEqual(c.tokens);
+      expect(c.logprobs[0]).toBeNull();
+      expect(g.logprobs.length).toBe(c.logprobs.length);
+      let worst = 0;
+      for (let i = 1; i < c.logprobs.length; i++) worst = Math.max(worst, Math.abs(g.logprobs[i]! - c.logprobs[i]!));
+      console.log(`m1 logprobs ${arch}/${preset}: max |Δ| ${worst.toExponential(2)} over ${c.logprobs.length - 1} tokens`);
+      expect(worst).toBeLessThanOrEqual(2e-4);
+    }, 60_000);
+  }
+});
