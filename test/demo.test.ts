@@ -57,7 +57,7 @@ describe('m1 demo (--quick budgets)', () => {
     expect(typeof file.grpo_vs_sft.exceeds_2se).toBe('boolean');
     const html = readFileSync(join(out, 'report.html'), 'utf8');
     expect(html).toContain('<svg');
-    expect(html).toContain('GRPO vs SFT');
+    expect(html).toContain('vs SFT on the same');
     expect(formatDemoTable(s)).toMatch(/^teacher\s/m);
   }, 60_000);
 

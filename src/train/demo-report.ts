@@ -65,8 +65,10 @@ export function renderDemoReport(s: DemoSummary): string {
   const rows = s.stages.map((r) => `<tr><td>${esc(r.stage)}</td><td>${pct(r.accuracy)}</td><td>${pct(r.se)}</td><td>${pct(r.se_binomial)}</td><td>${pct(r.maj_at_k)}</td>` +
     `<td>${r.mean_response_tokens.toFixed(1)}</td><td>${r.train_seconds.toFixed(1)}</td><td>${r.seconds.toFixed(1)}</td><td><code>${esc(r.model)}</code></td></tr>`).join('');
   const speedRows = s.speed.map((p) => `<tr><td>${p.length}</td><td>${p.batch}</td><td>${p.teacher_tokens_per_s.toFixed(0)}</td><td>${p.hybrid_tokens_per_s.toFixed(0)}</td><td>×${p.speedup.toFixed(2)}</td></tr>`).join('');
-  const verdict = `GRPO vs SFT on the same ${s.eval.problems} held-out problems: ${g.gain >= 0 ? '+' : ''}${pct(g.gain)} points, paired SE ${pct(g.se)} points ` +
-    `(z = ${g.z.toFixed(2)}) — the gain <b>${g.exceeds_2se ? 'exceeds' : 'does not exceed'}</b> two standard errors.`;
+  const verdict = `GRPO (final weights) vs SFT on the same ${s.eval.problems} held-out problems: ${g.gain >= 0 ? '+' : ''}${pct(g.gain)} points, paired SE ${pct(g.se)} points ` +
+    `(z = ${g.z.toFixed(2)}) — the gain <b>${g.exceeds_2se ? 'exceeds' : 'does not exceed'}</b> two standard errors.` +
+    (s.grpo_best ? ` M1's best-mean-reward checkpoint (best/, the weights that made the rollouts of step ${s.grpo_best.step}): ` +
+      `${pct(s.grpo_best.accuracy)} % ± ${pct(s.grpo_best.se)}, ${s.grpo_best.gain_over_sft >= 0 ? '+' : ''}${pct(s.grpo_best.gain_over_sft)} ± ${pct(s.grpo_best.gain_se)} points over SFT.` : '');
   const charts = [
     accuracyBars(s), speedChart(s),
     svgChart('distillation loss (reverse KL)', s.curves.distill), svgChart('SFT loss (cross-entropy)', s.curves.sft),
