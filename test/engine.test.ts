@@ -328,3 +328,92 @@ describe('event buffering', () => {
     expect((await withCb.result).samples[0]!.tokenIds).toEqual((await plain.result).samples[0]!.tokenIds);
   });
 });
+
+describe('top-logprobs', () => {
+  const model = tinyModel('m1');
+  const V = model.vocabSize;
+
+  /**
+   * Checks every generated position of s against the full parallel forward over prompt + generated:
+   * the k alternatives are the k largest log-softmax values (a brute-force sort of the whole row), each
+   * id carries its own logprob, and the chosen token's entry, when it is among them, is its logprob.
+   * Ids are compared through their values, since decode and the full forward differ by ~1e-6 and
+   * could swap two near-equal neighbours. Returns how many positions had the chosen token in the top k.
+   */
+  function checkAgainstFullForward(p: number[], s: { tokenIds: number[]; logprobs: number[]; topLogprobs?: { tokenId: number; logprob: number }[][] }, k: number): number {
+    expect(s.topLogprobs).toBeDefined();
+    expect(s.topLogprobs!.length).toBe(s.tokenIds.length);
+    const logits = fullLogits(model, [...p, ...s.tokenIds.slice(0, -1)]);
+    let chosenSeen = 0;
+    s.tokenIds.forEach((tok, i) => {
+      const row = logits.subarray((p.length - 1 + i) * V, (p.length + i) * V);
+      const ref = Array.from({ length: V }, (_, id) => logprobOf(row, id)).sort((a, b) => b - a);
+      const alts = s.topLogprobs![i]!;
+      expect(alts.length, `position ${i}`).toBe(k);
+      expect(new Set(alts.map((a) => a.tokenId)).size).toBe(k);
+      alts.forEach((a, j) => {
+        expect(Math.abs(a.logprob - ref[j]!), `position ${i} alt ${j}: value`).toBeLessThan(1e-4);
+        expect(Math.abs(a.logprob - logprobOf(row, a.tokenId)), `position ${i} alt ${j}: id ${a.tokenId}`).toBeLessThan(1e-4);
+        if (j > 0) expect(a.logprob).toBeLessThanOrEqual(alts[j - 1]!.logprob);
+      });
+      const mine = alts.find((a) => a.tokenId === tok);
+      if (mine) {
+        chosenSeen++;
+        expect(mine.logprob, `position ${i}`).toBe(s.logprobs[i]);
+      } else {
+        // not in the top k: then it is no more likely than the k-th
+        expect(s.logprobs[i]!).toBeLessThanOrEqual(alts[k - 1]!.logprob + 1e-6);
+      }
+    });
+    return chosenSeen;
+  }
+
+  it('greedy: the top-k alternatives equal a brute-force sort of the full forward at every step; the first is the chosen token', () => {
+    const p = prompt(6, 31);
+    const [out] = run(model, [{ promptIds: p, sampling: { temperature: 0 }, maxTokens: 10, ignoreEos: true, topLogprobs: 5 }]);
+    const s = out!.samples[0]!;
+    expect(checkAgainstFullForward(p, s, 5)).toBe(10);
+    s.topLogprobs!.forEach((alts, i) => expect(alts[0]!.tokenId).toBe(s.tokenIds[i]));
+    // the same tokens as without alternatives (the device-argmax fast path)
+    const [plain] = run(model, [{ promptIds: p, sampling: { temperature: 0 }, maxTokens: 10, ignoreEos: true }]);
+    expect(s.tokenIds).toEqual(plain!.samples[0]!.tokenIds);
+    expect(plain!.samples[0]!.topLogprobs).toBeUndefined();
+  });
+
+  it('sampled (n = 2, shared prefill, batched with a request that asks for none): alternatives match the full forward; tokens do not change', () => {
+    const p = prompt(5, 32);
+    const asked: GenerationRequest = { promptIds: p, n: 2, sampling: { temperature: 0.7 }, maxTokens: 16, seed: 7, ignoreEos: true, topLogprobs: 10 };
+    const other: GenerationRequest = { promptIds: prompt(4, 33), sampling: hot, maxTokens: 12, seed: 8, ignoreEos: true };
+    const events: { sample: number; top: unknown }[] = [];
+    const [withTop, otherOut] = run(model, [{ ...asked, onEvent: (e) => e.type === 'token' && events.push({ sample: e.sample, top: e.topLogprobs }) }, other]);
+    const { topLogprobs: _, ...plainReq } = asked;
+    const [plain] = run(model, [plainReq]);
+    const [otherAlone] = run(model, [other]);
+    let chosenSeen = 0, total = 0;
+    withTop!.samples.forEach((s, i) => {
+      expect(s.tokenIds, `sample ${i}`).toEqual(plain!.samples[i]!.tokenIds);
+      expect(Math.max(...s.logprobs.map((x, j) => Math.abs(x - plain!.samples[i]!.logprobs[j]!)))).toBeLessThan(1e-5);
+      chosenSeen += checkAgainstFullForward(p, s, 10);
+      total += s.tokenIds.length;
+      // the events carried the same alternatives
+      expect(events.filter((e) => e.sample === i).map((e) => e.top)).toEqual(s.topLogprobs);
+    });
+    // the random model is nearly flat: the chosen token is in the top 10 at some positions, not at others
+    expect(chosenSeen).toBeGreaterThan(0);
+    expect(chosenSeen).toBeLessThan(total);
+    // both samples fork one prefill row: their first alternatives are the same
+    expect(withTop!.samples[0]!.topLogprobs![0]).toEqual(withTop!.samples[1]!.topLogprobs![0]);
+    expect(otherOut!.samples[0]!.tokenIds).toEqual(otherAlone!.samples[0]!.tokenIds);
+    expect(otherOut!.samples[0]!.topLogprobs).toBeUndefined();
+  });
+
+  it('topLogprobs 0 gives no alternatives; out-of-range values get a clear error', () => {
+    const [out] = run(model, [{ promptIds: prompt(3, 34), maxTokens: 3, ignoreEos: true, seed: 1, topLogprobs: 0 }]);
+    expect(out!.samples[0]!.topLogprobs).toBeUndefined();
+    const engine = new Engine(model, { blockSize: 4 });
+    for (const k of [21, -1, 1.5]) {
+      expect(() => engine.addRequest({ promptIds: [1], topLogprobs: k })).toThrow(UserError);
+      expect(() => engine.addRequest({ promptIds: [1], topLogprobs: k })).toThrow(new RegExp(`top_logprobs: must be an integer in \\[0, 20\\], got ${k}`));
+    }
+  });
+});

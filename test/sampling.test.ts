@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/backend/cpu/index.js';
-import { argmax, HostSampler, logprobOf, RowSampler, samplingParams, type SamplingParams } from '../src/infer/sampling.js';
+import { argmax, HostSampler, logprobOf, MAX_TOP_LOGPROBS, RowSampler, samplingParams, topKIndices, type SampleRow, type SamplingParams } from '../src/infer/sampling.js';
 import { UserError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -162,5 +162,106 @@ describe('HostSampler', () => {
     expect(out.logprobs[1]).toBeCloseTo(1.5 - lse(rows[0]!), 6);
     expect(logprobOf(rows[0]!, 1)).toBeCloseTo(2 - lse(rows[0]!), 12);
     expect(() => sampler.sample(logits, [{ params: hot, uniform: 0.1, logitsRow: 2 }], out)).toThrow(/logitsRow = 2 is outside \[0, 2\)/);
+  });
+});
+
+/** the brute-force reference: every index sorted by value descending, ties to the lower index */
+function sortedIndices(row: ArrayLike<number>): number[] {
+  return Array.from({ length: row.length }, (_, i) => i).sort((a, b) => row[b]! - row[a]! || a - b);
+}
+
+describe('top-logprobs', () => {
+  it('topKIndices is the k-prefix of a full stable sort, ties to the lower id', () => {
+    const rng = new Rng(3);
+    const ids = new Int32Array(MAX_TOP_LOGPROBS);
+    for (let trial = 0; trial < 50; trial++) {
+      const V = 1 + Math.floor(rng.uniform() * 60);
+      // few distinct values, so ties are everywhere (including across the k-th place)
+      const row = Float32Array.from({ length: V }, () => (trial % 2 ? Math.floor(rng.uniform() * 5) : rng.normal()));
+      const want = sortedIndices(row);
+      for (const k of [0, 1, 2, 3, 7, MAX_TOP_LOGPROBS]) {
+        if (k > V) continue;
+        ids.fill(-1);
+        topKIndices(row, k, ids);
+        expect(Array.from(ids.subarray(0, k)), `trial ${trial}, V ${V}, k ${k}`).toEqual(want.slice(0, k));
+      }
+    }
+    // all equal: the first k ids; descending input: the prefix
+    topKIndices([2, 2, 2, 2, 2], 3, ids);
+    expect(Array.from(ids.subarray(0, 3))).toEqual([0, 1, 2]);
+    topKIndices([1, 5, 5, 9, 0, 9], 4, ids);
+    expect(Array.from(ids.subarray(0, 4))).toEqual([3, 5, 1, 2]);
+    expect(() => topKIndices([1, 2], 3, ids)).toThrow(/k = 3 is outside \[0, 2\]/);
+  });
+
+  it('HostSampler: alternatives are the sorted log-softmax of the raw row; tokens do not change; fast path only without them', () => {
+    const be = new CpuBackend();
+    const V = 50, n = 4;
+    const rng = new Rng(8);
+    // row 2 has a five-way tie at the top (ties go to the lower id)
+    const host = Float32Array.from({ length: n * V }, (_, i) => (i >= 2 * V && i < 3 * V ? Math.floor(rng.uniform() * 3) : rng.normal() * 2));
+    const logits = be.wrap(host, [n, V]);
+    let argmaxCalls = 0;
+    const argmaxRows = be.argmaxRows.bind(be);
+    be.argmaxRows = (t) => (argmaxCalls++, argmaxRows(t));
+    const sampler = new HostSampler(be, V);
+    const mk = () => ({
+      tokens: new Int32Array(n), logprobs: new Float32Array(n),
+      topIds: new Int32Array(n * MAX_TOP_LOGPROBS).fill(-1), topLogprobs: new Float32Array(n * MAX_TOP_LOGPROBS),
+    });
+    const greedy = params({ temperature: 0 });
+    const cases: SampleRow[][] = [
+      // all greedy
+      [0, 1, 2, 3].map((r) => ({ params: greedy, uniform: 0, logitsRow: r })),
+      // mixed greedy and sampled, one row shared by two samples
+      [
+        { params: params({ temperature: 0.9, topP: 0.9 }), uniform: 0.37, logitsRow: 0 },
+        { params: greedy, uniform: 0, logitsRow: 2 },
+        { params: params({ temperature: 1.5, topK: 7 }), uniform: 0.81, logitsRow: 3 },
+        { params: params({ minP: 0.1 }), uniform: 0.05, logitsRow: 3 },
+      ],
+    ];
+    for (const rows of cases) {
+      const plain = mk();
+      argmaxCalls = 0;
+      sampler.sample(logits, rows, plain);
+      const allGreedy = rows.every((r) => r.params.temperature === 0);
+      expect(argmaxCalls).toBe(allGreedy ? 1 : 0);
+      expect(Array.from(plain.topIds).every((x) => x === -1)).toBe(true);
+
+      const ks = [3, 0, MAX_TOP_LOGPROBS, 1];
+      const withTop = mk();
+      argmaxCalls = 0;
+      sampler.sample(logits, rows.map((r, i) => ({ ...r, topLogprobs: ks[i] })), withTop);
+      expect(argmaxCalls).toBe(0);
+      expect(Array.from(withTop.tokens)).toEqual(Array.from(plain.tokens));
+      for (let i = 0; i < n; i++) {
+        const r = rows[i]!.logitsRow;
+        const row = host.subarray(r * V, (r + 1) * V);
+        expect(Math.abs(withTop.logprobs[i]! - plain.logprobs[i]!)).toBeLessThan(1e-5);
+        const want = sortedIndices(row).slice(0, ks[i]);
+        const got = Array.from(withTop.topIds.subarray(i * MAX_TOP_LOGPROBS, i * MAX_TOP_LOGPROBS + ks[i]!));
+        expect(got, `row ${i}`).toEqual(want);
+        // untouched past k
+        if (ks[i]! < MAX_TOP_LOGPROBS) expect(withTop.topIds[i * MAX_TOP_LOGPROBS + ks[i]!]).toBe(-1);
+        for (let j = 0; j < ks[i]!; j++) {
+          const lp = withTop.topLogprobs[i * MAX_TOP_LOGPROBS + j]!;
+          expect(Math.abs(lp - logprobOf(row, want[j]!)), `row ${i} alt ${j}`).toBeLessThan(1e-6);
+          // the chosen token among them carries the very same number
+          if (want[j] === withTop.tokens[i]) expect(lp).toBe(withTop.logprobs[i]);
+        }
+      }
+    }
+    // greedy with k ≥ 1: the top alternative is the chosen token
+    const g = mk();
+    sampler.sample(logits, [{ params: greedy, uniform: 0, logitsRow: 2, topLogprobs: 2 }], g);
+    expect(g.topIds[0]).toBe(g.tokens[0]);
+    expect(g.tokens[0]).toBe(argmax(host.subarray(2 * V, 3 * V)));
+
+    const bad = (k: number) => () => sampler.sample(logits, [{ params: greedy, uniform: 0, logitsRow: 0, topLogprobs: k }], mk());
+    expect(bad(MAX_TOP_LOGPROBS + 1)).toThrow(/rows\[0\]\.topLogprobs = 21 is not an integer in \[0, 20\]/);
+    expect(bad(1.5)).toThrow(/topLogprobs = 1.5/);
+    expect(() => sampler.sample(logits, [{ params: greedy, uniform: 0, logitsRow: 0, topLogprobs: 1 }], { tokens: new Int32Array(1), logprobs: new Float32Array(1) }))
+      .toThrow(/out.topIds \/ out.topLogprobs do not hold \[1, 20\]/);
   });
 });

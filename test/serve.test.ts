@@ -148,6 +148,92 @@ describe('m1 serve: completions and chat', () => {
   });
 });
 
+/** the server's spelling of a token: its text, or token_id:N for ids the tokenizer does not know */
+const tokenText = (id: number): string => (id < tok.vocabSize && tok.idToToken(id) !== null ? tok.decode([id]) : `token_id:${id}`);
+
+/** the legacy completions dict of one position, as the server builds it (a repeated text is keyed token_id:N) */
+function completionTop(alts: { tokenId: number; logprob: number }[]): Record<string, string> {
+  const d: Record<string, string> = {};
+  for (const a of alts) d[Object.hasOwn(d, tokenText(a.tokenId)) ? `token_id:${a.tokenId}` : tokenText(a.tokenId)] = a.logprob.toFixed(5);
+  return d;
+}
+const fixed = (d: Record<string, number>): Record<string, string> => Object.fromEntries(Object.entries(d).map(([k, v]) => [k, v.toFixed(5)]));
+
+describe('m1 serve: top logprobs', () => {
+  it('completions with logprobs 3: three alternatives per token, sorted, as the engine alone gives them; streamed too', async () => {
+    const want = alone({ promptIds: helloIds(), sampling: { temperature: 0.8 }, maxTokens: 10, seed: 21, ignoreEos: true, topLogprobs: 3 })[0]!;
+    const body = withExtra({ model: MODEL, prompt: 'Hello', temperature: 0.8, seed: 21, max_tokens: 10, logprobs: 3 }, { ignore_eos: true, return_token_ids: true });
+    const r = await client.completions.create(body);
+    const c = r.choices[0]! as typeof r.choices[0] & { token_ids: number[] };
+    expect(c.token_ids).toEqual(want.tokenIds);
+    const top = c.logprobs!.top_logprobs! as Record<string, number>[];
+    expect(top).toHaveLength(10);
+    top.forEach((d, i) => {
+      const values = Object.values(d);
+      expect(values, `position ${i}`).toHaveLength(3);
+      // the engine's alternatives are best first; the dict holds exactly those numbers
+      expect([...values].sort((a, b) => b - a).map((x) => x.toFixed(5))).toEqual(want.topLogprobs![i]!.map((a) => a.logprob.toFixed(5)));
+      expect(fixed(d)).toEqual(completionTop(want.topLogprobs![i]!));
+      const m = Math.max(...values);
+      // the chosen token's logprob is at most the best alternative's
+      expect(c.logprobs!.token_logprobs![i]!).toBeLessThanOrEqual(m + 1e-6);
+    });
+
+    const stream = await client.completions.create({ ...body, stream: true });
+    const streamed: Record<string, number>[] = [];
+    for await (const ch of stream) for (const x of ch.choices) streamed.push(...((x.logprobs?.top_logprobs ?? []) as Record<string, number>[]));
+    expect(streamed.map(fixed)).toEqual(top.map(fixed));
+  });
+
+  it('chat with top_logprobs 2: two {token, logprob, bytes} per token, sorted, as the engine alone; streamed too', async () => {
+    const messages = [{ role: 'user' as const, content: 'Hi' }];
+    const promptIds = tok.encodeChat(messages, { addGenerationPrompt: true });
+    const want = alone({ promptIds, n: 2, sampling: { temperature: 1 }, maxTokens: 8, seed: 5, ignoreEos: true, topLogprobs: 2 });
+    const body = withExtra({ model: MODEL, messages, n: 2, temperature: 1, seed: 5, max_tokens: 8, logprobs: true, top_logprobs: 2 }, { ignore_eos: true });
+    type Entry = { token: string; logprob: string; bytes: number[] | null };
+    const entry = (x: { token: string; logprob: number; bytes: number[] | null }): Entry => ({ token: x.token, logprob: x.logprob.toFixed(5), bytes: x.bytes });
+    const expected = want.map((s) => s.tokenIds.map((t, i) => ({
+      ...entry({ token: tokenText(t), logprob: s.logprobs[i]!, bytes: [...Buffer.from(tokenText(t), 'utf8')] }),
+      top_logprobs: s.topLogprobs![i]!.map((a) => entry({ token: tokenText(a.tokenId), logprob: a.logprob, bytes: [...Buffer.from(tokenText(a.tokenId), 'utf8')] })),
+    })));
+    const r = await client.chat.completions.create(body);
+    const got = r.choices.map((c) => c.logprobs!.content!.map((x) => ({ ...entry(x), top_logprobs: x.top_logprobs.map(entry) })));
+    expect(got).toEqual(expected);
+    for (const c of r.choices) {
+      for (const x of c.logprobs!.content!) {
+        expect(x.top_logprobs).toHaveLength(2);
+        expect(x.top_logprobs[0]!.logprob).toBeGreaterThanOrEqual(x.top_logprobs[1]!.logprob);
+      }
+    }
+
+    const stream = await client.chat.completions.create({ ...body, stream: true });
+    const streamed: (Entry & { top_logprobs: Entry[] })[][] = [[], []];
+    for await (const ch of stream) {
+      for (const c of ch.choices) for (const x of c.logprobs?.content ?? []) streamed[c.index]!.push({ ...entry(x), top_logprobs: x.top_logprobs.map(entry) });
+    }
+    expect(streamed).toEqual(expected);
+  });
+
+  it('bad top-logprobs requests get 400: logprobs 21, top_logprobs without logprobs, top_logprobs 21', async () => {
+    const msg = [{ role: 'user' as const, content: 'x' }];
+    const cases: [() => Promise<unknown>, string, RegExp][] = [
+      [() => client.completions.create({ model: MODEL, prompt: 'x', logprobs: 21 }), 'logprobs', /logprobs: must be an integer in \[0, 20\], got 21/],
+      [() => client.chat.completions.create({ model: MODEL, messages: msg, top_logprobs: 2 }), 'top_logprobs', /top_logprobs: needs "logprobs": true/],
+      [() => client.chat.completions.create({ model: MODEL, messages: msg, logprobs: false, top_logprobs: 0 }), 'top_logprobs', /needs "logprobs": true/],
+      [() => client.chat.completions.create({ model: MODEL, messages: msg, logprobs: true, top_logprobs: 21 }), 'top_logprobs', /top_logprobs: must be an integer in \[0, 20\], got 21/],
+    ];
+    for (const [call, param, re] of cases) {
+      const err = await call().then(() => null, (e: unknown) => e);
+      expect(err, param).toBeInstanceOf(OpenAI.BadRequestError);
+      const e = err as InstanceType<typeof OpenAI.BadRequestError>;
+      expect(e.status).toBe(400);
+      expect(e.message, param).toMatch(re);
+      expect(e.param).toBe(param);
+    }
+    expect(server.engine.hasWork()).toBe(false);
+  });
+});
+
 describe('m1 serve: concurrency, cancellation, errors', () => {
   it('64 concurrent streams each give the text of the engine alone (seeded)', async () => {
     const reqs = Array.from({ length: 64 }, (_, i) => ({

@@ -20,7 +20,7 @@ import { StreamDecoder, type Tokenizer } from '../model/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { BlockTable, KvBlockPool, type BlockCopy } from './kv-blocks.js';
-import { HostSampler, isGreedy, samplingParams, type SampleRow, type SamplingParams, type TokenSampler } from './sampling.js';
+import { HostSampler, isGreedy, MAX_TOP_LOGPROBS, samplingParams, type SampleRow, type SamplingParams, type TokenSampler } from './sampling.js';
 import { StateSlotPool } from './state-slots.js';
 
 export interface EngineOptions {
@@ -63,9 +63,21 @@ export interface GenerationRequest {
   ignoreEos?: boolean;
   /** sample i draws from Rng(sampleSeed(seed, i)): same seed, same tokens, whatever else runs */
   seed?: number;
+  /**
+   * report the k most likely tokens at each generated position, k in [0, 20]; default 0 (none). They
+   * are log-softmax of the unmodified logits, like `logprobs`, best first, ties to the lower id; the
+   * chosen token is among them only when it is in the top k. Asking does not change the tokens.
+   */
+  topLogprobs?: number;
   requestId?: string;
   /** called synchronously for each event of this request, inside step() */
   onEvent?: (e: GenerationEvent) => void;
+}
+
+/** one alternative at a generated position: log p(tokenId) under the unmodified model distribution */
+export interface TopLogprob {
+  tokenId: number;
+  logprob: number;
 }
 
 /** 'stop': a stop token or stop string; 'length': max tokens or the context; 'abort': cancelled */
@@ -79,6 +91,8 @@ export interface SampleOutput {
   text: string | null;
   /** logprobs[i] = log p(tokenIds[i]) under the unmodified model distribution */
   logprobs: number[];
+  /** when the request asked for topLogprobs k ≥ 1: topLogprobs[i] = the k most likely tokens at position i, best first */
+  topLogprobs?: TopLogprob[][];
   finishReason: FinishReason;
   /** the stop token id or stop string that ended the sample */
   stopReason: number | string | null;
@@ -91,7 +105,11 @@ export interface RequestOutput {
 }
 
 export type GenerationEvent =
-  | { type: 'token'; requestId: string; sample: number; tokenId: number; logprob: number; text: string }
+  | {
+    type: 'token'; requestId: string; sample: number; tokenId: number; logprob: number; text: string;
+    /** the k most likely tokens at this position, when the request asked for topLogprobs k ≥ 1 */
+    topLogprobs?: TopLogprob[];
+  }
   | { type: 'finished'; requestId: string; sample: number; output: SampleOutput }
   | { type: 'done'; requestId: string; output: RequestOutput };
 
@@ -148,6 +166,8 @@ interface RequestState {
   prompt: Int32Array;
   n: number;
   params: SamplingParams;
+  /** alternatives per generated token (0: none) */
+  topLogprobs: number;
   maxTokens: number;
   stopIds: Set<number>;
   stopStrings: string[];
@@ -167,6 +187,8 @@ interface RequestState {
 class Sequence {
   readonly generated: number[] = [];
   readonly logprobs: number[] = [];
+  /** per generated token, when the request asked for alternatives */
+  readonly topLogprobs: TopLogprob[][] = [];
   slot = -1;
   text = '';
   /** chars of `text` already streamed */
@@ -219,6 +241,9 @@ export class Engine {
   private blockTables = new Int32Array(0);
   private sampledTokens = new Int32Array(0);
   private sampledLogprobs = new Float32Array(0);
+  /** [cap, MAX_TOP_LOGPROBS] alternatives of the sampled rows */
+  private sampledTopIds = new Int32Array(0);
+  private sampledTopLogprobs = new Float32Array(0);
 
   constructor(readonly model: CausalLM, opts: EngineOptions = {}) {
     this.be = model.be;
@@ -284,6 +309,10 @@ export class Engine {
     const maxTokens = r.maxTokens ?? room;
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UserError(`max_tokens: must be a positive integer, got ${String(maxTokens)}`);
     const params = samplingParams(r.sampling);
+    const topLogprobs = r.topLogprobs ?? 0;
+    if (!(Number.isInteger(topLogprobs) && topLogprobs >= 0 && topLogprobs <= MAX_TOP_LOGPROBS)) {
+      throw new UserError(`top_logprobs: must be an integer in [0, ${MAX_TOP_LOGPROBS}], got ${String(r.topLogprobs)}`);
+    }
     const stopIds = new Set<number>(r.ignoreEos ? [] : this.defaultStopIds);
     for (const id of r.stopTokenIds ?? []) {
       this.checkTokenId(id, 'stop_token_ids');
@@ -302,7 +331,7 @@ export class Engine {
       throw new UserError(`request needs up to ${reserved} KV blocks but the cache holds ${this.kvPool.maxBlocks} (lower max_tokens or n)`);
     }
     const req: RequestState = {
-      id, prompt: Int32Array.from(r.promptIds), n, params, maxTokens: Math.min(maxTokens, room), stopIds, stopStrings,
+      id, prompt: Int32Array.from(r.promptIds), n, params, topLogprobs, maxTokens: Math.min(maxTokens, room), stopIds, stopStrings,
       holdBack: stopStrings.reduce((m, s) => Math.max(m, s.length - 1), 0),
       seed: r.seed ?? this.seedRng.nextU32(), reserved, admitted: false, seqs: [], outputs: Array<SampleOutput | null>(n).fill(null), unfinished: n,
       handle: new RequestHandle(id, r.onEvent === undefined), onEvent: r.onEvent,
@@ -321,7 +350,12 @@ export class Engine {
     for (let i = 0; i < req.n; i++) {
       const seq = req.seqs[i];
       if (seq && !seq.finished) this.finish(seq, 'abort', null);
-      else if (!seq) this.complete(req, i, { index: i, tokenIds: [], text: this.tokenizer ? '' : null, logprobs: [], finishReason: 'abort', stopReason: null });
+      else if (!seq) {
+        this.complete(req, i, {
+          index: i, tokenIds: [], text: this.tokenizer ? '' : null, logprobs: [], ...(req.topLogprobs > 0 ? { topLogprobs: [] } : {}),
+          finishReason: 'abort', stopReason: null,
+        });
+      }
     }
     this.running = this.running.filter((s) => !s.finished);
     return true;
@@ -500,6 +534,8 @@ export class Engine {
       this.seqLens = new Int32Array(cap);
       this.sampledTokens = new Int32Array(cap);
       this.sampledLogprobs = new Float32Array(cap);
+      this.sampledTopIds = new Int32Array(cap * MAX_TOP_LOGPROBS);
+      this.sampledTopLogprobs = new Float32Array(cap * MAX_TOP_LOGPROBS);
     }
     if (this.blockTables.length < tableEntries) this.blockTables = new Int32Array(Math.max(tableEntries, this.blockTables.length * 2));
   }
@@ -545,19 +581,31 @@ export class Engine {
       // greedy rows draw nothing, so switching a request to greedy does not shift any other stream
       uniform: isGreedy(s.req.params) ? 0 : s.rng.uniform(),
       logitsRow: rowOf ? rowOf[i]! : i,
+      topLogprobs: s.req.topLogprobs,
     }));
-    const out = { tokens: this.sampledTokens.subarray(0, n), logprobs: this.sampledLogprobs.subarray(0, n) };
+    const S = MAX_TOP_LOGPROBS;
+    const out = {
+      tokens: this.sampledTokens.subarray(0, n), logprobs: this.sampledLogprobs.subarray(0, n),
+      topIds: this.sampledTopIds.subarray(0, n * S), topLogprobs: this.sampledTopLogprobs.subarray(0, n * S),
+    };
     this.sampler.sample(logits, rows, out);
     for (let i = 0; i < n; i++) {
-      if (this.accept(seqs[i]!, out.tokens[i]!, out.logprobs[i]!)) stats.finished++;
+      const k = seqs[i]!.req.topLogprobs;
+      let top: TopLogprob[] | null = null;
+      if (k > 0) {
+        top = new Array<TopLogprob>(k);
+        for (let j = 0; j < k; j++) top[j] = { tokenId: out.topIds[i * S + j]!, logprob: out.topLogprobs[i * S + j]! };
+      }
+      if (this.accept(seqs[i]!, out.tokens[i]!, out.logprobs[i]!, top)) stats.finished++;
     }
   }
 
-  /** append one generated token; returns true when the sample finished */
-  private accept(seq: Sequence, token: number, logprob: number): boolean {
+  /** append one generated token (with its alternatives when asked for); returns true when the sample finished */
+  private accept(seq: Sequence, token: number, logprob: number, top: TopLogprob[] | null): boolean {
     const req = seq.req;
     seq.generated.push(token);
     seq.logprobs.push(logprob);
+    if (top) seq.topLogprobs.push(top);
     let reason: FinishReason | null = null;
     let stopReason: number | string | null = null;
     if (req.stopIds.has(token)) {
@@ -590,7 +638,7 @@ export class Engine {
       delta = seq.text.slice(seq.streamed, safe);
       seq.streamed = safe;
     }
-    this.emit(req, { type: 'token', requestId: req.id, sample: seq.index, tokenId: token, logprob, text: delta });
+    this.emit(req, { type: 'token', requestId: req.id, sample: seq.index, tokenId: token, logprob, text: delta, ...(top ? { topLogprobs: top } : {}) });
     if (reason) this.finish(seq, reason, stopReason);
     return reason !== null;
   }
@@ -633,6 +681,7 @@ export class Engine {
     seq.table.release();
     const output: SampleOutput = {
       index: seq.index, tokenIds: seq.generated.slice(), text: seq.decoder ? seq.text : null, logprobs: seq.logprobs.slice(),
+      ...(req.topLogprobs > 0 ? { topLogprobs: seq.topLogprobs.slice() } : {}),
       finishReason: reason, stopReason,
     };
     this.emit(req, { type: 'finished', requestId: req.id, sample: seq.index, output });

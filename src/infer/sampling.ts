@@ -12,6 +12,12 @@
 // Logprobs: the returned logprob of the chosen token is log-softmax of the UNMODIFIED logits (before
 // temperature and the filters), i.e. log p_model(token | context). That is what RL (GRPO importance
 // ratios) and scoring need, and what vLLM returns by default ("raw_logprobs").
+//
+// Top-logprobs: a row may also ask for its k most likely alternatives (k ≤ MAX_TOP_LOGPROBS), under the
+// same unmodified distribution, best first, ties to the lower token id. They come from one pass of
+// partial selection over the row (a k-slot insertion list), never a sort of the vocabulary, and the
+// chosen token's logprob is computed with the same normaliser, so when it is among the alternatives the
+// two numbers are bit-identical.
 import type { Backend } from '../backend/backend.js';
 import type { Tensor } from '../backend/tensor.js';
 import { UserError } from '../util/errors.js';
@@ -56,13 +62,47 @@ export function argmax(row: ArrayLike<number>): number {
   return best;
 }
 
-/** log-softmax of one row at one index, in f64 */
-export function logprobOf(row: ArrayLike<number>, index: number): number {
+/** most alternatives per generated token a request may ask for (OpenAI's limit for chat) */
+export const MAX_TOP_LOGPROBS = 20;
+
+/** the normaliser of log-softmax, as (max, log Σ exp(x − max)) in f64; logprob(i) = row[i] − max − logSum */
+function logNormaliser(row: ArrayLike<number>): { max: number; logSum: number } {
   let m = -Infinity;
   for (let i = 0; i < row.length; i++) if (row[i]! > m) m = row[i]!;
   let s = 0;
   for (let i = 0; i < row.length; i++) s += Math.exp(row[i]! - m);
-  return row[index]! - m - Math.log(s);
+  return { max: m, logSum: Math.log(s) };
+}
+
+/** log-softmax of one row at one index, in f64 */
+export function logprobOf(row: ArrayLike<number>, index: number): number {
+  const { max, logSum } = logNormaliser(row);
+  return row[index]! - max - logSum;
+}
+
+/**
+ * The k largest entries of row, best first, ties to the lower index, written to ids[0..k) (k ≤ row
+ * length). Partial selection: a sorted list of the k best so far; an entry enters only when it beats
+ * the k-th, which after the first few hundred entries almost none do, so this is O(V) in practice and
+ * O(V·k) at worst (k ≤ 20), with no vocabulary-sized scratch.
+ */
+export function topKIndices(row: ArrayLike<number>, k: number, ids: Int32Array): void {
+  if (!(Number.isInteger(k) && k >= 0 && k <= row.length)) throw new Error(`topKIndices: k = ${k} is outside [0, ${row.length}]`);
+  if (ids.length < k) throw new Error(`topKIndices: ids holds ${ids.length} entries, k is ${k}`);
+  if (k === 0) return;
+  let filled = 0;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i]!;
+    // strictly greater: an equal value with a higher id never displaces the earlier one
+    if (filled === k && !(v > row[ids[k - 1]!]!)) continue;
+    let j = filled < k ? filled++ : k - 1;
+    // shift down everything strictly worse; ids scanned earlier that tie with v stay ahead of it
+    while (j > 0 && row[ids[j - 1]!]! < v) {
+      ids[j] = ids[j - 1]!;
+      j--;
+    }
+    ids[j] = i;
+  }
 }
 
 /**
@@ -178,49 +218,104 @@ export interface SampleRow {
   uniform: number;
   /** the logits row to sample from (n samples of one prompt share the prefill's row) */
   logitsRow: number;
+  /** alternatives to report for this row, in [0, MAX_TOP_LOGPROBS]; default 0 */
+  topLogprobs?: number;
+}
+
+/**
+ * Where a sampler writes one step's results for n rows. Row i's alternatives (when rows[i] asks for
+ * k > 0) are topIds / topLogprobs[i · MAX_TOP_LOGPROBS + j] for j < k, best first; the other entries
+ * are left as they were. topIds / topLogprobs may be left out when no row asks.
+ */
+export interface SampleOut {
+  /** [n] chosen token ids */
+  tokens: Int32Array;
+  /** [n] log p(token) under the unmodified logits */
+  logprobs: Float32Array;
+  /** [n, MAX_TOP_LOGPROBS] */
+  topIds?: Int32Array;
+  /** [n, MAX_TOP_LOGPROBS] */
+  topLogprobs?: Float32Array;
+}
+
+/** the number of alternatives row i asks for, checked */
+function topCount(rows: readonly SampleRow[], i: number): number {
+  const k = rows[i]!.topLogprobs ?? 0;
+  if (!(Number.isInteger(k) && k >= 0 && k <= MAX_TOP_LOGPROBS)) {
+    throw new Error(`sampler: rows[${i}].topLogprobs = ${String(k)} is not an integer in [0, ${MAX_TOP_LOGPROBS}]`);
+  }
+  return k;
 }
 
 /**
  * Picks the next token of every row of logits [n, V] and its logprob (log-softmax of the unmodified
- * logits). The engine talks to this interface only, so a GPU backend can sample on the device and
- * copy back n ids and n logprobs instead of n × V logits.
+ * logits), plus the top alternatives where a row asks. The engine talks to this interface only, so a
+ * GPU backend can sample on the device and copy back n ids and n logprobs instead of n × V logits.
  */
 export interface TokenSampler {
-  sample(logits: Tensor, rows: readonly SampleRow[], out: { tokens: Int32Array; logprobs: Float32Array }): void;
+  sample(logits: Tensor, rows: readonly SampleRow[], out: SampleOut): void;
 }
 
 /**
- * Samples on the host (the CPU reference). When every row of a step is greedy it asks the backend for
- * the argmax instead (`argmaxRows`), so a GPU backend copies back 2·n numbers, not n × V logits; both
- * paths take the first maximum and the logprob of the unmodified distribution.
+ * Samples on the host (the CPU reference). When every row of a step is greedy and none asks for
+ * alternatives it asks the backend for the argmax instead (`argmaxRows`), so a GPU backend copies back
+ * 2·n numbers, not n × V logits; both paths take the first maximum and the logprob of the unmodified
+ * distribution. A step where some row asks for alternatives reads the logits back and does everything
+ * on the host; its tokens are the same either way, since neither the uniforms nor the filters depend
+ * on it.
  */
 export class HostSampler implements TokenSampler {
   private readonly rowSampler: RowSampler;
+  private readonly topScratch = new Int32Array(MAX_TOP_LOGPROBS);
   constructor(private readonly be: Backend, readonly vocabSize: number) {
     this.rowSampler = new RowSampler(vocabSize);
   }
-  sample(logits: Tensor, rows: readonly SampleRow[], out: { tokens: Int32Array; logprobs: Float32Array }): void {
-    const V = this.vocabSize, n = rows.length;
+  sample(logits: Tensor, rows: readonly SampleRow[], out: SampleOut): void {
+    const V = this.vocabSize, n = rows.length, S = MAX_TOP_LOGPROBS;
     const numRows = logits.size / V;
     if (!Number.isInteger(numRows)) throw new Error(`sampler: logits have ${logits.size} values, not a multiple of the vocabulary ${V}`);
-    if (rows.every((r) => isGreedy(r.params))) {
+    const checkRow = (i: number): number => {
+      const r = rows[i]!.logitsRow;
+      if (!(Number.isInteger(r) && r >= 0 && r < numRows)) throw new Error(`sampler: rows[${i}].logitsRow = ${r} is outside [0, ${numRows})`);
+      return r;
+    };
+    let anyTop = false;
+    for (let i = 0; i < n; i++) if (topCount(rows, i) > 0) anyTop = true;
+    if (anyTop) {
+      const need = n * S;
+      if (!out.topIds || !out.topLogprobs || out.topIds.length < need || out.topLogprobs.length < need) {
+        throw new Error(`sampler: a row asks for top-logprobs but out.topIds / out.topLogprobs do not hold [${n}, ${S}] entries`);
+      }
+    }
+    if (!anyTop && rows.every((r) => isGreedy(r.params))) {
       const { ids, logprobs } = this.be.argmaxRows(this.be.reshape(logits, [numRows, V]));
       for (let i = 0; i < n; i++) {
-        const r = rows[i]!.logitsRow;
-        if (!(Number.isInteger(r) && r >= 0 && r < numRows)) throw new Error(`sampler: rows[${i}].logitsRow = ${r} is outside [0, ${numRows})`);
+        const r = checkRow(i);
         out.tokens[i] = ids[r]!;
         out.logprobs[i] = logprobs[r]!;
       }
       return;
     }
     const host = this.be.read(logits);
+    const top = this.topScratch;
     for (let i = 0; i < n; i++) {
-      const r = rows[i]!.logitsRow;
-      if (!(Number.isInteger(r) && r >= 0 && r < numRows)) throw new Error(`sampler: rows[${i}].logitsRow = ${r} is outside [0, ${numRows})`);
+      const r = checkRow(i);
       const row = host.subarray(r * V, (r + 1) * V);
       const tok = this.rowSampler.sample(row, rows[i]!.params, rows[i]!.uniform);
       out.tokens[i] = tok;
-      out.logprobs[i] = logprobOf(row, tok);
+      const k = Math.min(topCount(rows, i), V);
+      if (k === 0) {
+        out.logprobs[i] = logprobOf(row, tok);
+        continue;
+      }
+      // one normaliser for the chosen token and its alternatives, so the same token gets the same number
+      const { max, logSum } = logNormaliser(row);
+      out.logprobs[i] = row[tok]! - max - logSum;
+      topKIndices(row, k, top);
+      for (let j = 0; j < k; j++) {
+        out.topIds![i * S + j] = top[j]!;
+        out.topLogprobs![i * S + j] = row[top[j]!]! - max - logSum;
+      }
     }
   }
 }

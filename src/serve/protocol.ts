@@ -3,11 +3,11 @@
 // set", as the official clients send it. Fields this server cannot honour (echo, penalties,
 // logit_bias, best_of > n) are refused rather than silently ignored.
 import type { ChatMessage } from '../model/tokenizer.js';
-import type { SamplingParams } from '../infer/sampling.js';
+import { MAX_TOP_LOGPROBS, type SamplingParams } from '../infer/sampling.js';
 import { ApiError, badField } from './errors.js';
 
-/** most alternatives per position a client may ask for (OpenAI: 20 for chat, 5 for completions) */
-export const MAX_TOP_LOGPROBS = 20;
+/** most alternatives per position a client may ask for (OpenAI: 20 for chat, 5 for completions; we allow 20 for both) */
+export { MAX_TOP_LOGPROBS };
 
 /** a prompt before tokenization: text, or token ids */
 export type PromptInput = { kind: 'text'; text: string } | { kind: 'ids'; ids: number[] } | { kind: 'chat'; messages: ChatMessage[] };
@@ -27,7 +27,7 @@ export interface ParsedRequest {
   stopTokenIds: number[];
   ignoreEos: boolean;
   seed: number | undefined;
-  /** null: no logprobs; k ≥ 0: the chosen token's logprob plus up to k alternatives */
+  /** null: no logprobs; k ≥ 0: the chosen token's logprob plus the k most likely tokens at each position */
   logprobs: number | null;
   returnTokenIds: boolean;
 }
@@ -129,7 +129,8 @@ function parseCommon(body: Body, endpoint: 'completions' | 'chat', prompt: Promp
   } else {
     const want = optBool(body, 'logprobs') ?? false;
     const top = optInt(body, 'top_logprobs', 0, MAX_TOP_LOGPROBS);
-    if (top !== undefined && !want && top > 0) throw badField('top_logprobs', 'needs "logprobs": true');
+    // as OpenAI and vLLM: top_logprobs (even 0) is only meaningful with logprobs on
+    if (top !== undefined && !want) throw badField('top_logprobs', 'needs "logprobs": true');
     if (want) logprobs = top ?? 0;
   }
   const stopTokenIds = get(body, 'stop_token_ids') ?? [];

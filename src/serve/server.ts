@@ -5,7 +5,7 @@
 // state slots and KV blocks for the requests behind it.
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
-import type { Engine, GenerationEvent, RequestHandle, RequestOutput, SampleOutput } from '../infer/engine.js';
+import type { Engine, GenerationEvent, RequestHandle, RequestOutput, SampleOutput, TopLogprob } from '../infer/engine.js';
 import type { SamplingParams } from '../infer/sampling.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { UserError } from '../util/errors.js';
@@ -43,11 +43,14 @@ interface ChoiceLogprobs {
   text_offset: number[];
 }
 
-interface ChatLogprob {
+interface ChatTopLogprob {
   token: string;
   logprob: number;
   bytes: number[];
-  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+interface ChatLogprob extends ChatTopLogprob {
+  top_logprobs: ChatTopLogprob[];
 }
 
 export class OpenAIServer {
@@ -225,9 +228,10 @@ export class OpenAIServer {
         firstTokenAt ??= performance.now();
         if (!p.stream || (e.text === '' && !wantLogprobs)) return;
         if (chat) {
-          chunk({ index: e.sample, delta: { content: e.text }, logprobs: wantLogprobs ? { content: [this.chatLogprob(e.tokenId, e.logprob, p.logprobs!)] } : null, finish_reason: null });
+          const lp = wantLogprobs ? { content: [this.chatLogprob(e.tokenId, e.logprob, e.topLogprobs ?? [])] } : null;
+          chunk({ index: e.sample, delta: { content: e.text }, logprobs: lp, finish_reason: null });
         } else {
-          const lp = wantLogprobs ? this.completionLogprobs([e.tokenId], [e.logprob], textOffset[e.sample]!) : null;
+          const lp = wantLogprobs ? this.completionLogprobs([e.tokenId], [e.logprob], [e.topLogprobs ?? []], textOffset[e.sample]!) : null;
           textOffset[e.sample]! += e.text.length;
           chunk({ index: e.sample, text: e.text, logprobs: lp, finish_reason: null, ...(p.returnTokenIds ? { token_ids: [e.tokenId] } : {}) });
         }
@@ -244,7 +248,7 @@ export class OpenAIServer {
     try {
       handle = engine.addRequest({
         promptIds, n: p.n, sampling: { ...this.defaults, ...p.sampling }, maxTokens: p.maxTokens ?? undefined, stopTokenIds: p.stopTokenIds,
-        stopStrings: p.stop, ignoreEos: p.ignoreEos, seed: p.seed, requestId: id, onEvent,
+        stopStrings: p.stop, ignoreEos: p.ignoreEos, seed: p.seed, topLogprobs: p.logprobs ?? 0, requestId: id, onEvent,
       });
     } catch (e) {
       if (e instanceof UserError) throw new ApiError(400, e.message, 'invalid_request_error', null, 'invalid_value');
@@ -332,29 +336,45 @@ export class OpenAIServer {
   }
 
   /**
-   * Completions logprobs of consecutive tokens starting at text offset `offset`. top_logprobs holds the
-   * chosen token only: the engine reports the logprob of the token it sampled, not the alternatives.
+   * Completions logprobs of consecutive tokens starting at text offset `offset`; top[i] are position
+   * i's k most likely tokens, best first (the engine's alternatives; empty when k = 0). The legacy
+   * format keys them by text: an id whose text is already a key (e.g. two lone UTF-8 bytes, both
+   * "\ufffd") is keyed `token_id:N` instead, so the client still gets all k. A JSON object's key order
+   * is not a ranking (integer-like keys come first), so clients sort by value.
    */
-  private completionLogprobs(ids: readonly number[], logprobs: readonly number[], offset: number): ChoiceLogprobs {
+  private completionLogprobs(ids: readonly number[], logprobs: readonly number[], top: readonly (readonly TopLogprob[])[], offset: number): ChoiceLogprobs {
     const tokens = ids.map((t) => this.tokenText(t));
     const text_offset: number[] = [];
     for (const t of tokens) {
       text_offset.push(offset);
       offset += t.length;
     }
-    return { tokens, token_logprobs: [...logprobs], top_logprobs: tokens.map((t, i) => ({ [t]: logprobs[i]! })), text_offset };
+    const top_logprobs = top.map((alts) => {
+      // no prototype: a token spelled "__proto__" is a key like any other
+      const d = Object.create(null) as Record<string, number>;
+      for (const a of alts) {
+        const text = this.tokenText(a.tokenId);
+        d[Object.hasOwn(d, text) ? `token_id:${a.tokenId}` : text] = a.logprob;
+      }
+      return d;
+    });
+    return { tokens, token_logprobs: [...logprobs], top_logprobs, text_offset };
   }
 
-  private chatLogprob(id: number, logprob: number, top: number): ChatLogprob {
+  private chatTop(id: number, logprob: number): ChatTopLogprob {
     const token = this.tokenText(id);
-    const bytes = [...Buffer.from(token, 'utf8')];
-    return { token, logprob, bytes, top_logprobs: top > 0 ? [{ token, logprob, bytes }] : [] };
+    return { token, logprob, bytes: [...Buffer.from(token, 'utf8')] };
+  }
+
+  /** chat's entry of one generated token: the token, then its position's alternatives, best first */
+  private chatLogprob(id: number, logprob: number, top: readonly TopLogprob[]): ChatLogprob {
+    return { ...this.chatTop(id, logprob), top_logprobs: top.map((a) => this.chatTop(a.tokenId, a.logprob)) };
   }
 
   private completionChoice(s: SampleOutput, p: ParsedRequest): Record<string, unknown> {
     return {
       index: s.index, text: s.text ?? '',
-      logprobs: p.logprobs !== null ? this.completionLogprobs(s.tokenIds, s.logprobs, 0) : null,
+      logprobs: p.logprobs !== null ? this.completionLogprobs(s.tokenIds, s.logprobs, s.topLogprobs ?? s.tokenIds.map(() => []), 0) : null,
       finish_reason: s.finishReason, stop_reason: s.stopReason,
       ...(p.returnTokenIds ? { token_ids: s.tokenIds } : {}),
     };
@@ -363,7 +383,7 @@ export class OpenAIServer {
   private chatChoice(s: SampleOutput, p: ParsedRequest): Record<string, unknown> {
     return {
       index: s.index, message: { role: 'assistant', content: s.text ?? '' },
-      logprobs: p.logprobs !== null ? { content: s.tokenIds.map((t, i) => this.chatLogprob(t, s.logprobs[i]!, p.logprobs!)) } : null,
+      logprobs: p.logprobs !== null ? { content: s.tokenIds.map((t, i) => this.chatLogprob(t, s.logprobs[i]!, s.topLogprobs?.[i] ?? [])) } : null,
       finish_reason: s.finishReason, stop_reason: s.stopReason,
     };
   }

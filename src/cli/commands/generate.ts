@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { BACKEND_NAMES, createBackend } from '../../backend/registry.js';
 import { Engine, type SampleOutput } from '../../infer/engine.js';
 import { loadGenerationDefaults } from '../../infer/generation-config.js';
-import { samplingParams } from '../../infer/sampling.js';
+import { MAX_TOP_LOGPROBS, samplingParams } from '../../infer/sampling.js';
 import { loadModel } from '../../model/checkpoint.js';
 import { Tokenizer } from '../../model/tokenizer.js';
 import { UserError } from '../../util/errors.js';
@@ -27,6 +27,7 @@ interface GenerateFlags {
   stopTokenIds?: number[];
   ignoreEos?: boolean;
   json?: boolean;
+  topLogprobs?: number;
   backend: string;
 }
 
@@ -49,6 +50,8 @@ export function registerGenerate(program: Command): void {
     .option('--stop-token-ids <list>', 'extra stop token ids', idsFlag('--stop-token-ids'))
     .option('--ignore-eos', 'do not stop at the model\'s eos tokens')
     .option('--json', 'print one JSON object {samples: [{token_ids, text, logprobs, finish_reason}], ...}')
+    .option('--top-logprobs <k>', `with --json: the k most likely tokens at each position, k in [0, ${MAX_TOP_LOGPROBS}] (samples[i].top_logprobs)`,
+      intFlag('--top-logprobs', { min: 0, max: MAX_TOP_LOGPROBS }))
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
     .action(async (o: GenerateFlags) => {
       await runGenerate(o);
@@ -58,6 +61,7 @@ export function registerGenerate(program: Command): void {
 async function runGenerate(o: GenerateFlags): Promise<void> {
   if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new UserError('give exactly one of --prompt or --prompt-ids');
   if (o.chat && o.prompt === undefined) throw new UserError('--chat needs --prompt (a text message to wrap in the chat template)');
+  if (o.topLogprobs !== undefined && !o.json) throw new UserError('--top-logprobs: the alternatives are printed with --json only; add --json');
   // check the sampling flags before the (slow) model load
   samplingParams({ temperature: o.temperature, topP: o.topP, topK: o.topK, minP: o.minP });
   const be = await createBackend(o.backend);
@@ -88,7 +92,7 @@ async function runGenerate(o: GenerateFlags): Promise<void> {
   let firstTokenAt: number | null = null;
   const handle = engine.addRequest({
     promptIds, n: o.n, sampling, maxTokens: o.maxTokens, seed: o.seed, stopStrings: o.stop, stopTokenIds: o.stopTokenIds,
-    ignoreEos: o.ignoreEos,
+    ignoreEos: o.ignoreEos, topLogprobs: o.topLogprobs,
     onEvent: (e) => {
       if (e.type === 'token') {
         firstTokenAt ??= performance.now();
@@ -107,7 +111,10 @@ async function runGenerate(o: GenerateFlags): Promise<void> {
       model: o.model,
       prompt_token_ids: output.promptTokenIds,
       samples: output.samples.map((s) => ({
-        index: s.index, token_ids: s.tokenIds, text: s.text, logprobs: s.logprobs, finish_reason: s.finishReason, stop_reason: s.stopReason,
+        index: s.index, token_ids: s.tokenIds, text: s.text, logprobs: s.logprobs,
+        // per generated token: its position's k most likely tokens, best first (text when the tokenizer knows the id)
+        ...(s.topLogprobs ? { top_logprobs: s.topLogprobs.map((alts) => alts.map((a) => ({ token_id: a.tokenId, token: tokenText(tok, a.tokenId), logprob: a.logprob }))) } : {}),
+        finish_reason: s.finishReason, stop_reason: s.stopReason,
       })),
       usage: { prompt_tokens: promptIds.length, completion_tokens: generated },
       seconds,
@@ -118,6 +125,11 @@ async function runGenerate(o: GenerateFlags): Promise<void> {
   if (streaming) process.stdout.write('\n');
   const s = output.samples[0]!;
   process.stderr.write(`[${generated} tokens in ${seconds.toFixed(2)} s, ${(generated / seconds).toFixed(1)} tok/s; finish_reason ${o.n === 1 ? s.finishReason : output.samples.map((x) => x.finishReason).join(',')}]\n`);
+}
+
+/** a token's own text, or null without a tokenizer or for an id it does not know */
+function tokenText(tok: Tokenizer | null, id: number): string | null {
+  return tok && id < tok.vocabSize && tok.idToToken(id) !== null ? tok.decode([id]) : null;
 }
 
 function formatSample(s: SampleOutput): string {
