@@ -1,6 +1,6 @@
 // m1 demo — the whole M1 recipe at toy scale on the CPU (train/demo.ts): teacher → hybrid → distill →
 // SFT → GRPO, every stage evaluated on held-out problems, plus teacher-vs-hybrid generation speed.
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { BACKEND_NAMES, createBackend } from '../../backend/registry.js';
 import { FULL_BUDGET, QUICK_BUDGET, formatDemoTable, runDemo, type DemoBudget } from '../../train/demo.js';
 import { floatFlag, intFlag } from '../options.js';
@@ -14,6 +14,7 @@ interface DemoFlags {
   distillSteps?: number;
   sftSteps?: number;
   grpoSteps?: number;
+  attnLayers?: number[];
   grpoLr?: number;
   group?: number;
   grpoBatch?: number;
@@ -37,6 +38,10 @@ export function registerDemo(program: Command): void {
     .option('--grpo-lr <x>', 'GRPO learning rate', floatFlag('--grpo-lr', { min: 0 }))
     .option('--group <n>', 'GRPO samples per prompt', intFlag('--group', { min: 2 }))
     .option('--grpo-batch <n>', 'GRPO prompts per step', intFlag('--grpo-batch', { min: 1 }))
+    .option('--attn-layers <list>', 'teacher layers kept as attention in the hybrid (default: 0)', (v: string) => v.split(',').map((x) => {
+      if (!/^\d+$/.test(x.trim())) throw new InvalidArgumentError(`--attn-layers: "${x}" is not a layer index`);
+      return Number(x);
+    }))
     .option('--eval-problems <n>', 'held-out problems per evaluation', intFlag('--eval-problems', { min: 2 }))
     .option('--eval-n <n>', 'samples per held-out problem', intFlag('--eval-n', { min: 1 }))
     .option('--eval-temperature <x>', 'sampling temperature of the evaluation', floatFlag('--eval-temperature', { min: 0 }))
@@ -45,6 +50,7 @@ export function registerDemo(program: Command): void {
       const grpoBatch = o.grpoBatch ?? base.grpo.batch;
       const budget: DemoBudget = {
         ...base,
+        attnLayers: o.attnLayers ?? base.attnLayers,
         distill: { ...base.distill, steps: o.distillSteps ?? base.distill.steps },
         sft: { ...base.sft, steps: o.sftSteps ?? base.sft.steps },
         grpo: {
