@@ -2,6 +2,7 @@
 // CPU backend, and the blocked matmul's GFLOP/s. Prints tables, writes bench/results/cpu-<date>.json.
 import { Command } from 'commander';
 import { CpuBackend } from '../src/backend/cpu/index.js';
+import { cpuThreads } from '../src/backend/cpu/parallel.js';
 import { initModel, validateConfigs } from '../src/model/checkpoint.js';
 import { plainSeqInfo } from '../src/model/module.js';
 import { findPreset } from '../src/model/presets.js';
@@ -30,7 +31,7 @@ for (const [M, N, K, what] of sizes) {
   matmulRows.push([what, M, N, K, secs * 1000, gflops]);
   matmulJson.push({ op: what, M, N, K, ms: secs * 1000, gflops });
 }
-console.log('matmul (f32, blocked 4×4 register tiles, one thread)');
+console.log(`matmul (f32, blocked 4×4 register tiles, ${cpuThreads()} thread(s); M1_THREADS=1 for one)`);
 console.log(table(['op', 'M', 'N', 'K', 'ms', 'GFLOP/s'], matmulRows));
 
 const fwdRows: (string | number)[][] = [];
@@ -51,5 +52,5 @@ for (const [arch, name, B, T] of models) {
 }
 console.log('\nforward (prefill) incl. LM head');
 console.log(table(['model', 'M params', 'B', 'T', 'ms', 'tokens/s'], fwdRows));
-const path = writeResult(quick ? 'cpu-quick' : 'cpu', { backend: 'cpu', matmul: matmulJson, forward: fwdJson });
+const path = writeResult(quick ? 'cpu-quick' : 'cpu', { backend: 'cpu', threads: cpuThreads(), matmul: matmulJson, forward: fwdJson });
 console.log(`\nwrote ${path}`);
