@@ -34,7 +34,7 @@ function accuracyBars(s: DemoSummary): string {
 
 /** tokens/s of teacher and hybrid against generation length */
 function speedChart(s: DemoSummary): string {
-  const W = 640, H = 260, L = 64, R = 120, T = 28, B = 40;
+  const W = 720, H = 260, L = 64, R = 170, T = 28, B = 40; // R leaves room for the legend
   const pts = s.speed;
   if (pts.length === 0) return '';
   const xs = pts.map((p) => p.length), ys = pts.flatMap((p) => [p.teacher_tokens_per_s, p.hybrid_tokens_per_s]);
