@@ -10,10 +10,31 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 out=native/build/carry
 mkdir -p "$out"
-closure() { npm ls "$@" --parseable --all 2>/dev/null | sed "s|$PWD/||" | grep '^node_modules/' | sort -u; }
-{ closure vitest; closure node-addon-api; closure @huggingface/jinja; closure @huggingface/tokenizers; echo node_modules/.bin/vitest; } | sort -u > /tmp/m1-nm.txt
+# the installed folders of some packages and everything they depend on (dependencies + optional ones present)
+closure() {
+  node -e '
+    const path = require("node:path"); const fs = require("node:fs");
+    const seen = new Set(); const todo = process.argv.slice(1).map((n) => [n, process.cwd()]);
+    while (todo.length) {
+      const [name, from] = todo.pop();
+      // node_modules lookup by hand: "exports" maps may hide package.json from require.resolve
+      let dir = null;
+      for (let d = from; ; d = path.dirname(d)) {
+        const c = path.join(d, "node_modules", name);
+        if (fs.existsSync(path.join(c, "package.json"))) { dir = c; break; }
+        if (d === path.dirname(d)) break;
+      }
+      if (dir === null || seen.has(dir)) continue; seen.add(dir);
+      const pj = path.join(dir, "package.json");
+      const m = JSON.parse(fs.readFileSync(pj, "utf8"));
+      for (const d of Object.keys({ ...m.dependencies, ...m.optionalDependencies, ...m.peerDependencies })) todo.push([d, dir]);
+    }
+    for (const d of seen) console.log(path.relative(process.cwd(), d));
+  ' "$@"
+}
+{ closure vitest node-addon-api @huggingface/jinja @huggingface/tokenizers; echo node_modules/.bin/vitest; } | grep '^node_modules/' | sort -u > /tmp/m1-nm.txt
 XZ_OPT="-T0 -6" tar -cJf "$out/nm.tar.xz" $(cat /tmp/m1-nm.txt)
-closure --omit=dev > /tmp/m1-rt.txt
+closure $(node -p 'Object.keys(require("./package.json").dependencies).join(" ")') | grep '^node_modules/' | sort -u > /tmp/m1-rt.txt
 XZ_OPT="-T0 -6" tar -cJf "$out/rt.tar.xz" $(cat /tmp/m1-rt.txt)
 npm_root=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
 XZ_OPT="-T0 -6" tar -C "$(dirname "$npm_root")" -cJf "$out/npm.tar.xz" "$(basename "$npm_root")"
