@@ -1,5 +1,5 @@
 // Flag parsing helpers: every bad value names its flag.
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 
 export function intFlag(name: string, opts: { min?: number; max?: number } = {}): (v: string) => number {
   return (v: string) => {
@@ -32,4 +32,13 @@ export function idsFlag(name: string): (v: string) => number[] {
       return Number(p);
     });
   };
+}
+
+/** --temperature, --top-p, --top-k, --min-p, shared by the commands that sample (defaults: generation_config.json) */
+export function addSamplingOptions(cmd: Command): Command {
+  return cmd
+    .option('--temperature <t>', 'sampling temperature, 0 = greedy (default: generation_config.json, else 1)', floatFlag('--temperature', { min: 0 }))
+    .option('--top-p <p>', 'nucleus sampling, in (0, 1]', floatFlag('--top-p', { min: 0, minExclusive: true, max: 1 }))
+    .option('--top-k <k>', 'keep the k most likely tokens (-1 or 0 = off)', intFlag('--top-k', { min: -1 }))
+    .option('--min-p <p>', 'drop tokens below p × the top probability, in [0, 1]', floatFlag('--min-p', { min: 0, max: 1 }));
 }

@@ -31,7 +31,7 @@ import { Tokenizer } from '../../model/tokenizer.js';
 import { UserError } from '../../util/errors.js';
 import { defaultKs, parseBenchList, resolveBenchmark, runModelEval, scoreResponses, type EvalSummary } from '../../eval/run.js';
 import { Progress } from '../progress.js';
-import { floatFlag, intFlag } from '../options.js';
+import { addSamplingOptions, intFlag } from '../options.js';
 
 interface EvalFlags {
   model?: string;
@@ -64,17 +64,14 @@ function kList(v: string): number[] {
 
 
 export function registerEval(program: Command): void {
-  program
+  const cmd = program
     .command('eval')
     .description('evaluate a model on math benchmarks (--model), or score responses made elsewhere (--responses)')
     .option('--model <dir>', 'model folder to generate with')
     .option('--responses <file>', 'JSONL of responses made elsewhere, e.g. by vLLM (see m1 eval --help)')
-    .requiredOption('--bench <names>', 'comma-separated benchmarks (math500, aime24, aime25, amc23, amc23-83, olympiadbench, minerva, gsm8k, synthetic-<d>)')
+    .requiredOption('--bench <names>', 'comma-separated benchmarks (math500, aime24, aime25, amc23, amc23-83, olympiadbench, minerva, gsm8k, synthetic-<d>)');
+  addSamplingOptions(cmd)
     .option('-n, --n <n>', 'samples per problem', intFlag('-n', { min: 1 }), 1)
-    .option('--temperature <t>', 'sampling temperature (default: generation_config.json, else 1)', floatFlag('--temperature', { min: 0 }))
-    .option('--top-p <p>', 'nucleus sampling, in (0, 1]', floatFlag('--top-p', { min: 0, minExclusive: true, max: 1 }))
-    .option('--top-k <k>', 'keep the k most likely tokens (-1 or 0 = off)', intFlag('--top-k', { min: -1 }))
-    .option('--min-p <p>', 'drop tokens below p × the top probability', floatFlag('--min-p', { min: 0, max: 1 }))
     .option('--max-tokens <k>', 'most generated tokens per sample (capped by the context)', intFlag('--max-tokens', { min: 1 }), 32768)
     .option('--out <dir>', 'output folder (required with --model)')
     .option('--limit <n>', 'only the first n problems of each benchmark', intFlag('--limit', { min: 1 }))

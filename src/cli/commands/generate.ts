@@ -9,7 +9,7 @@ import { MAX_TOP_LOGPROBS, samplingParams } from '../../infer/sampling.js';
 import { loadModel } from '../../model/checkpoint.js';
 import { Tokenizer } from '../../model/tokenizer.js';
 import { UserError } from '../../util/errors.js';
-import { floatFlag, idsFlag, intFlag } from '../options.js';
+import { addSamplingOptions, idsFlag, intFlag } from '../options.js';
 
 interface GenerateFlags {
   model: string;
@@ -32,18 +32,15 @@ interface GenerateFlags {
 }
 
 export function registerGenerate(program: Command): void {
-  program
+  const cmd = program
     .command('generate')
     .description('generate continuations of a prompt (streams text; --json prints one object with every sample)')
     .requiredOption('--model <dir>', 'model folder')
     .option('--prompt <text>', 'prompt text (BOS is added when the tokenizer has one)')
     .option('--prompt-ids <list>', 'prompt as comma-separated token ids', idsFlag('--prompt-ids'))
-    .option('--chat', 'wrap --prompt as a user message in the model\'s chat template')
+    .option('--chat', 'wrap --prompt as a user message in the model\'s chat template');
+  addSamplingOptions(cmd)
     .option('-n, --n <n>', 'samples of the prompt (they share one prefill)', intFlag('-n', { min: 1 }), 1)
-    .option('--temperature <t>', '0 = greedy (default: generation_config.json, else 1)', floatFlag('--temperature', { min: 0 }))
-    .option('--top-p <p>', 'nucleus sampling, in (0, 1]', floatFlag('--top-p', { min: 0, minExclusive: true, max: 1 }))
-    .option('--top-k <k>', 'keep the k most likely tokens (-1 or 0 = off)', intFlag('--top-k', { min: -1 }))
-    .option('--min-p <p>', 'drop tokens below p × the top probability, in [0, 1]', floatFlag('--min-p', { min: 0, max: 1 }))
     .option('--max-tokens <k>', 'most generated tokens per sample', intFlag('--max-tokens', { min: 1 }), 256)
     .option('--seed <s>', 'random seed (same seed, same samples)', intFlag('--seed', { min: 0 }))
     .option('--stop <strings...>', 'stop strings (the text is cut right before the first one)')
