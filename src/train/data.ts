@@ -1,5 +1,6 @@
 // Training data: JSONL records → chat template → token ids with an assistant-only loss mask → packed
 // fixed-length rows with per-sample segments and positions → batches, walked by a resumable cursor.
+import { parseJsonl } from '../util/jsonl.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -78,21 +79,7 @@ export function recordFromJson(obj: unknown, where: string, opts: RecordOptions 
 
 /** parse JSONL text; a malformed line is reported as `file:line` */
 export function parseJsonlRecords(text: string, file: string, opts: RecordOptions = {}): TrainingRecord[] {
-  const out: TrainingRecord[] = [];
-  const lines = text.split('\n');
-  lines.forEach((raw, i) => {
-    const line = raw.trim();
-    if (line === '') return;
-    let obj: unknown;
-    try {
-      obj = JSON.parse(line);
-    } catch (e) {
-      throw new UserError(`${file}:${i + 1}: invalid JSON (${(e as Error).message})`);
-    }
-    out.push(recordFromJson(obj, `${file}:${i + 1}`, opts));
-  });
-  if (out.length === 0) throw new UserError(`${file}: no records`);
-  return out;
+  return parseJsonl(text, file, (obj, where) => recordFromJson(obj, where, opts), 'records');
 }
 
 /** the package's data/ folder (GSM8K, MATH-style files) */

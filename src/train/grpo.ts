@@ -13,6 +13,7 @@
 //
 // Determinism: rollout seeds are a function of (seed, step, prompt slot), the prompt order of (seed,
 // epoch), so a resumed run redraws exactly the samples an uninterrupted run would have drawn.
+import { parseJsonl } from '../util/jsonl.js';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Backend } from '../backend/backend.js';
@@ -521,18 +522,5 @@ export function promptRecordFromJson(obj: unknown, where: string): { id: string;
 
 /** a JSONL prompt file; a malformed line is reported as `file:line` */
 export function parsePromptFile(text: string, file: string): Array<{ id: string; problem: string; answer: string }> {
-  const out: Array<{ id: string; problem: string; answer: string }> = [];
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.trim();
-    if (line === '') return;
-    let obj: unknown;
-    try {
-      obj = JSON.parse(line);
-    } catch (e) {
-      throw new UserError(`${file}:${i + 1}: invalid JSON (${(e as Error).message})`);
-    }
-    out.push(promptRecordFromJson(obj, `${file}:${i + 1}`));
-  });
-  if (out.length === 0) throw new UserError(`${file}: no prompts`);
-  return out;
+  return parseJsonl(text, file, promptRecordFromJson, 'prompts');
 }
