@@ -34,6 +34,14 @@ export function idsFlag(name: string): (v: string) => number[] {
   };
 }
 
+/** the values addSamplingOptions parses (undefined: take generation_config.json's) */
+export interface SamplingFlags {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  minP?: number;
+}
+
 /** --temperature, --top-p, --top-k, --min-p, shared by the commands that sample (defaults: generation_config.json) */
 export function addSamplingOptions(cmd: Command): Command {
   return cmd

@@ -31,17 +31,13 @@ import { Tokenizer } from '../../model/tokenizer.js';
 import { UserError } from '../../util/errors.js';
 import { defaultKs, parseBenchList, resolveBenchmark, runModelEval, scoreResponses, type EvalSummary } from '../../eval/run.js';
 import { Progress } from '../progress.js';
-import { addSamplingOptions, intFlag } from '../options.js';
+import { addSamplingOptions, type SamplingFlags, intFlag } from '../options.js';
 
-interface EvalFlags {
+interface EvalFlags extends SamplingFlags {
   model?: string;
   responses?: string;
   bench: string;
   n: number;
-  temperature?: number;
-  topP?: number;
-  topK?: number;
-  minP?: number;
   maxTokens: number;
   out?: string;
   limit?: number;

@@ -9,18 +9,14 @@ import { MAX_TOP_LOGPROBS, samplingParams } from '../../infer/sampling.js';
 import { loadModel } from '../../model/checkpoint.js';
 import { Tokenizer } from '../../model/tokenizer.js';
 import { UserError } from '../../util/errors.js';
-import { addSamplingOptions, idsFlag, intFlag } from '../options.js';
+import { addSamplingOptions, type SamplingFlags, idsFlag, intFlag } from '../options.js';
 
-interface GenerateFlags {
+interface GenerateFlags extends SamplingFlags {
   model: string;
   prompt?: string;
   promptIds?: number[];
   chat?: boolean;
   n: number;
-  temperature?: number;
-  topP?: number;
-  topK?: number;
-  minP?: number;
   maxTokens: number;
   seed?: number;
   stop?: string[];
