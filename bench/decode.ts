@@ -11,11 +11,11 @@
 import { Command } from 'commander';
 import { createBackend } from '../src/backend/registry.js';
 import type { Backend } from '../src/backend/backend.js';
-import { loadModel, validateConfigs } from '../src/model/checkpoint.js';
-import { CausalLM, modelParamSpecs } from '../src/model/model.js';
-import { findPreset } from '../src/model/presets.js';
+import { loadModel } from '../src/model/checkpoint.js';
+import type { CausalLM } from '../src/model/model.js';
 import type { DecodeInfo } from '../src/model/module.js';
-import { table, writeResult } from './common.js';
+import { presetConfig, table, writeResult, zeroModel } from './common.js';
+import { OpProfiler } from './op-profile.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
 const program = new Command()
@@ -37,12 +37,17 @@ const program = new Command()
   .option('--name <s>', 'results file name', 'decode')
   .option('--models <list>', 'which of m1-3b, llama-3.2-3b to run', (v: string) => v.split(','), ['m1-3b', 'llama-3.2-3b'])
   .option('--budget-s <n>', 'stop measuring new points after this many seconds per model', Number, 1e9)
+  .option('--warmup-s <n>', 'seconds of untimed steps before the first point of each model (GPU clocks ramp up from idle)', Number, 3)
+  .option('--profile', 'after each point, time every op of a few more steps (a sync around each op) and print where the step goes')
   .parse(process.argv);
 const o = program.opts<{
   llama?: string; m1?: string; zeroWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
   lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
-  budgetS: number; models: string[];
+  budgetS: number; models: string[]; profile?: boolean; warmupS: number;
 }>();
+
+let profiler: OpProfiler | null = null;
+const profiles: Record<string, unknown>[] = [];
 
 interface Shape {
   weightBytes: number; // bytes of every weight read once per step (the embedding lookup reads B rows: excluded; the tied LM head is read whole)
@@ -83,7 +88,7 @@ function roofline(s: Shape, B: number, L: number, bw: number, tf: number): { byt
 }
 
 /** time one decode step of B sequences all at context L; null when the KV cache does not fit */
-function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number): number | null {
+function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, warmupS = 0): number | null {
   const bs = o.blockSize;
   const blocksPerSeq = Math.ceil((L + o.steps + 4) / bs);
   const kvBytes = s.attnLayers > 0 ? B * blocksPerSeq * bs * s.kvBytesPerToken : 0;
@@ -109,11 +114,37 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number):
     // greedy on the device; its copy back synchronises. tidy frees the step's activations at once.
     return be.tidy(() => be.argmaxRows(model.step(ids, states, info)));
   };
-  run(L - 2);
+  if (profiler) profiler.enabled = false;
+  const tw = performance.now();
+  do run(L - 2); while ((performance.now() - tw) / 1000 < warmupS);
   run(L - 1);
   const t0 = performance.now();
   for (let k = 0; k < o.steps; k++) run(L + k);
   const secs = (performance.now() - t0) / 1000 / o.steps;
+  if (profiler) {
+    // host time: how long JavaScript takes to issue one step (the GPU runs behind it); if it is close to
+    // the step time, the step is launch-bound
+    let host = 0;
+    for (let k = 0; k < o.steps; k++) {
+      setPos(L + k);
+      (be as { synchronize?: () => void }).synchronize?.();
+      const th = performance.now();
+      be.tidy(() => {
+        model.step(ids, states, info);
+        host += performance.now() - th;
+        (be as { synchronize?: () => void }).synchronize?.();
+      });
+    }
+    profiler.reset();
+    profiler.enabled = true;
+    for (let k = 0; k < o.steps; k++) run(L + k);
+    profiler.enabled = false;
+    const ops = profiler.top().map((e) => ({ op: e.op, callsPerStep: e.calls / o.steps, msPerStep: (1000 * e.seconds) / o.steps }));
+    const total = ops.reduce((a, e) => a + e.msPerStep, 0);
+    profiles.push({ model: model.cfg.mamba ? 'm1' : 'llama', batch: B, context: L, stepMs: secs * 1000, hostIssueMs: host / o.steps, profiledSumMs: total, ops });
+    process.stderr.write(`profile B=${B} L=${L}: step ${(secs * 1000).toFixed(2)} ms, host issue ${(host / o.steps).toFixed(2)} ms, sum of synced ops ${total.toFixed(2)} ms\n`);
+    for (const e of ops.slice(0, 18)) process.stderr.write(`  ${e.msPerStep.toFixed(3).padStart(8)} ms  ${String(e.callsPerStep).padStart(4)}×  ${e.op}\n`);
+  }
   for (const st of states) for (const t of Object.values(st)) if (typeof t === 'object') (t as { dispose(): void }).dispose();
   return secs;
 }
@@ -139,22 +170,17 @@ function fail(msg: string): never {
   throw new Error(msg);
 }
 
-function zeroModel(be: Backend, name: string): CausalLM {
-  const p = name === 'm1-3b' ? findPreset('m1', 'm1-3b') : findPreset('llama', 'llama-3.2-3b');
-  const cfg = validateConfigs(p.config, p.mambaConfig);
-  const specs = new Map(modelParamSpecs(cfg).map((sp) => [sp.key, sp]));
-  return new CausalLM(be, cfg, (key, shape) => be.zeros(shape, specs.get(key)?.keepF32 ? 'f32' : 'bf16'));
-}
-
 async function main() {
-  const be = await createBackend(o.backend);
+  const inner = await createBackend(o.backend);
+  if (o.profile) profiler = new OpProfiler(inner);
+  const be = profiler ? profiler.be : inner;
   const result: Record<string, unknown> = { backend: o.backend, options: o, method: 'step time measured at contexts, latency integrated over the generated length; prefill excluded' };
   const perModel: Record<string, { shape: Shape; points: Record<number, [number, number][]> }> = {};
   const rows: (string | number)[][] = [];
   const pointsJson: Record<string, unknown>[] = [];
   for (const [name, dir] of ([['m1-3b', o.m1], ['llama-3.2-3b', o.llama]] as const).filter(([n]) => o.models.includes(n))) {
     const t0 = performance.now();
-    const model = o.zeroWeights ? zeroModel(be, name) : loadModel(dir ?? fail(`--${name.startsWith('m1') ? 'm1' : 'llama'} or --zero-weights is required`), be).model;
+    const model = o.zeroWeights ? zeroModel(be, presetConfig(name === 'm1-3b' ? 'm1' : 'llama', name)) : loadModel(dir ?? fail(`--${name.startsWith('m1') ? 'm1' : 'llama'} or --zero-weights is required`), be).model;
     process.stderr.write(`${o.zeroWeights ? 'built' : 'loaded'} ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
     const s = shapeOf(model);
     const points: Record<number, [number, number][]> = {};
@@ -172,10 +198,12 @@ async function main() {
         }
         let secs: number | null;
         try {
-          secs = stepTime(be, model, s, B, L);
+          secs = stepTime(be, model, s, B, L, B === batches[0] && L === contexts[0] ? o.warmupS : 0);
         } catch (e) {
           if (!/out of memory/i.test((e as Error).message)) throw e;
           secs = null; // the allocator could not place the cache: the same verdict as the estimate
+          const ms = (be as { memoryStats?: () => unknown }).memoryStats?.();
+          process.stderr.write(`${name} B=${B} L=${L}: out of memory (${(e as Error).message.split('\n')[0]}); allocator ${JSON.stringify(ms)}\n`);
         }
         (be as { emptyCache?: () => void }).emptyCache?.();
         const roof = roofline(s, B, L, o.bandwidth, o.tflops);
@@ -223,7 +251,7 @@ async function main() {
   }
   console.log(`\nlatency vs generated length at batch ${o.lengthBatch} (M1 paper Fig. 2: ×2.15 … ×2.64)`);
   console.log(table(['generated', 'llama-3.2-3b s', 'm1-3b s', 'M1 speedup'], lenRows));
-  const path = writeResult(`${o.name}-${o.backend}`, { ...result, points: pointsJson, batchSweep: batchJson, lengthSweep: lenJson, shapes: Object.fromEntries(Object.entries(perModel).map(([k, v]) => [k, v.shape])) });
+  const path = writeResult(`${o.name}-${o.backend}`, { ...result, points: pointsJson, ...(profiles.length ? { profiles } : {}), batchSweep: batchJson, lengthSweep: lenJson, shapes: Object.fromEntries(Object.entries(perModel).map(([k, v]) => [k, v.shape])) });
   console.log(`\nwrote ${path}`);
 }
 

@@ -22,8 +22,12 @@ if ! $NPM run build:cuda > "$OUT/build.log" 2>&1; then
   echo "node-gyp build failed (build.log); building with the same flags directly"; tail -8 "$OUT/build.log"
   C=${CUDA_HOME:-/usr/local/cuda}; R=native/build/Release; mkdir -p $R /tmp/m1o
   FL="-std=c++17 -O3 -fPIC -fexceptions -DNAPI_CPP_EXCEPTIONS -DNAPI_VERSION=8 -I/tmp/node/include/node -Inode_modules/node-addon-api -I$C/include"
-  { nvcc -std=c++17 -O3 -Xcompiler -fPIC -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80 \
-      -c native/src/kernels.cu -o /tmp/m1o/kernels.o &&
+  { cuOk=1
+    for cu in native/src/*.cu; do  # every kernel file (kernels.cu, flash_attention.cu, ...)
+      nvcc -std=c++17 -O3 -Xcompiler -fPIC -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80 \
+        -c "$cu" -o "/tmp/m1o/$(basename "$cu" .cu).o" || { cuOk=0; break; }
+    done
+    [ $cuOk = 1 ] &&
     g++ $FL -c native/src/addon.cpp -o /tmp/m1o/addon.o && g++ $FL -c native/src/matmul.cpp -o /tmp/m1o/matmul.o &&
     g++ -shared -o $R/m1cuda.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart; } >> "$OUT/build.log" 2>&1 \
     || { echo "direct build failed too"; tail -30 "$OUT/build.log"; exit 1; }

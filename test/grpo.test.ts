@@ -96,6 +96,29 @@ describe('GRPO batch layout', () => {
     expect(maxDiff).toBeLessThan(1e-5 * Math.max(1, maxAbs));
   });
 
+  it('on-policy (old logprobs null, one update per step) equals passing the old logprobs of the same weights', () => {
+    const model = tinyModel(4);
+    const engine = new Engine(model, { tokenizer: tok, stopTokenIds: [EOT], maxBatch: 16 });
+    const r = generateRollouts(engine, prompts.slice(0, 2), { group: 3, temperature: 1, maxTokens: 4, seed: 7, step: 0, reward: () => 0 });
+    const rewards = r.map((_, i) => (i % 3 === 1 ? 1 : 0));
+    const x = rolloutBatch(r, grpoAdvantages(rewards, 3), PAD);
+    const grads = (old: Float32Array | null): { loss: number; g: Float32Array[]; clipped: number } => {
+      model.zeroGrads();
+      const out = grpoGradients(model, x, old, { clip: 0.2, entropyCoef: 0.01, temperature: 0.9, microRows: 4 });
+      return { loss: out.loss, g: model.params().map(([, p]) => be.read(p.grad!)), clipped: out.sums['clipped'] ?? -1 };
+    };
+    const a = grads(oldLogprobs(model, x, 0.9, 2)), b = grads(null);
+    expect(b.clipped).toBe(0);
+    expect(Math.abs(a.loss - b.loss)).toBeLessThan(1e-7);
+    let maxDiff = 0, maxAbs = 0;
+    a.g.forEach((ga, i) => ga.forEach((v, j) => {
+      maxDiff = Math.max(maxDiff, Math.abs(v - b.g[i]![j]!));
+      maxAbs = Math.max(maxAbs, Math.abs(v));
+    }));
+    expect(maxAbs).toBeGreaterThan(1e-4);
+    expect(maxDiff).toBeLessThan(1e-6 * Math.max(1, maxAbs));
+  });
+
   it('old logprobs at the rollout temperature equal the engine\'s logprobs at temperature 1', () => {
     const model = tinyModel(2);
     const engine = new Engine(model, { tokenizer: tok, stopTokenIds: [EOT], maxBatch: 8 });

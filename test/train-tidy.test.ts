@@ -24,6 +24,7 @@ class TidyCheckBackend extends CpuBackend {
   private scopes: CpuTensor[][] = [];
   /** every tensor a tidy scope disposed */
   readonly disposed = new Set<Tensor>();
+  /** outermost tidy scopes opened (the trainer's one per micro-step; the loss heads nest their own per vocabulary chunk) */
   tidyCalls = 0;
 
   override wrap(data: Float32Array, shape: readonly number[], dtype: Tensor['dtype'] = 'f32'): CpuTensor {
@@ -32,7 +33,7 @@ class TidyCheckBackend extends CpuBackend {
     return t;
   }
   override tidy<R>(fn: () => R): R {
-    this.tidyCalls++;
+    if (this.scopes.length === 0) this.tidyCalls++;
     this.scopes.push([]);
     let result: R;
     try {

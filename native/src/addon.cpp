@@ -11,11 +11,14 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <cstring>
+#include <deque>
 #include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "decode_attention.h"
 #include "kernels.h"
 #include "runtime.h"
 
@@ -28,6 +31,9 @@ struct Allocator {
   std::unordered_map<size_t, std::vector<void*>> freeLists;  // bucket bytes → cached blocks
   std::unordered_map<void*, size_t> live;                     // block → bucket bytes
   size_t liveBytes = 0, cachedBytes = 0, mallocCalls = 0;
+  // high-water marks since the last resetPeak(): live = handed out to tensors, reserved = live + cached
+  // (what the process holds from the driver)
+  size_t peakLiveBytes = 0, peakReservedBytes = 0;
 
   static size_t bucket(size_t n) {
     if (n <= 4096) return n <= 256 ? 256 : (n + 255) / 256 * 256;
@@ -58,6 +64,8 @@ struct Allocator {
     }
     live[p] = b;
     liveBytes += b;
+    if (liveBytes > peakLiveBytes) peakLiveBytes = liveBytes;
+    if (liveBytes + cachedBytes > peakReservedBytes) peakReservedBytes = liveBytes + cachedBytes;
     return p;
   }
 
@@ -200,10 +208,16 @@ std::unordered_map<std::string, OpFn>& ops() {
     check(m1_kv_cache_write(a.p(0), a.p(1), a.i32(2), a.p<float>(3), a.p<float>(4), a.p<int>(5), a.i64(6), a.i64(7), S()), a.op);
     return 0.0;
   });
+  // (out, q, kCache, vCache, cacheBf16, blockTables, maxBlocks, seqLens, n, Hq, Hkv, Dh, blockSize, scale, maxSeqLen)
   def("paged_decode", [S](const Args& a) {
-    check(m1_paged_decode(a.p<float>(0), a.p<float>(1), a.p(2), a.p(3), a.i32(4), a.p<int>(5), a.i32(6), a.p<int>(7), a.i32(8),
-                          a.i32(9), a.i32(10), a.i32(11), a.i32(12), a.f(13), S()),
-          a.op);
+    const int n = a.i32(8), Hq = a.i32(9), Hkv = a.i32(10), Dh = a.i32(11), bf16 = a.i32(4), maxSeqLen = a.i32(14);
+    // split-K partials: scratch from the caching allocator, handed back at once (stream-ordered reuse)
+    const size_t bytes = m1_decode_attention_scratch_bytes(n, Hq, Hkv, Dh, bf16, maxSeqLen);
+    void* scratch = bytes ? m1Alloc(bytes) : nullptr;
+    cudaError_t e = m1_decode_attention(a.p<float>(0), scratch, a.p<float>(1), a.p(2), a.p(3), bf16, a.p<int>(5), a.i32(6), a.p<int>(7),
+                                        maxSeqLen, n, Hq, Hkv, Dh, a.i32(12), a.f(13), S());
+    if (scratch) m1Free(scratch);
+    check(e, a.op);
     return 0.0;
   });
   def("conv1d", [S](const Args& a) {
@@ -384,11 +398,91 @@ Napi::Value Free(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   });
 }
-/** upload(ptr, typedArray): host → device (pageable source: staged before the call returns) */
+/**
+ * Pinned staging for small uploads. A cudaMemcpyAsync from pageable (JS) memory makes the driver
+ * stage the bytes itself and may block until the stream has drained, so the host stops issuing ops
+ * ahead of the GPU. Small arrays (index tables, ≤ kMaxUpload) are instead memcpy'd into a pinned
+ * ring and queued from there, which returns at once.
+ *
+ * Invariant: a ring region is overwritten only after the copy that reads it has run. Regions are
+ * handed out in ring order from `head` (wrapping to 0 when the tail is too short, the skipped tail
+ * counted as taken), and each copy is followed by an event. So the pending copies, oldest first,
+ * lie in ring order starting at `head`: those a new region overlaps are a prefix of `pending`, and
+ * waiting on their events (in order) frees the region. The wait only happens when the host is a
+ * whole ring (8 MiB of uploads) ahead of the GPU.
+ */
+struct UploadRing {
+  static constexpr size_t kBytes = 8u << 20, kMaxUpload = 1u << 20, kAlign = 256;
+  static constexpr size_t kMaxPending = 4096;  // bounds the events held when many tiny uploads are queued
+  struct Pending {
+    size_t begin, end;
+    cudaEvent_t done;
+  };
+  uint8_t* base = nullptr;
+  bool unavailable = false;  // cudaHostAlloc failed once: stay on the pageable path
+  size_t head = 0;
+  std::deque<Pending> pending;
+  std::vector<cudaEvent_t> spare;
+
+  bool ready() {
+    if (!base && !unavailable) {
+      void* p = nullptr;
+      if (cudaHostAlloc(&p, kBytes, cudaHostAllocDefault) == cudaSuccess) base = static_cast<uint8_t*>(p);
+      else {
+        (void)cudaGetLastError();
+        unavailable = true;
+      }
+    }
+    return base != nullptr;
+  }
+  void retireFront() {
+    m1Check(cudaEventSynchronize(pending.front().done), "upload: waiting for an earlier staged copy");
+    spare.push_back(pending.front().done);
+    pending.pop_front();
+  }
+  /** wait for the pending copies that read [b, e) */
+  void retire(size_t b, size_t e) {
+    while (!pending.empty() && pending.front().begin < e && b < pending.front().end) retireFront();
+  }
+  void upload(void* dst, const void* src, size_t n, cudaStream_t s) {
+    const size_t need = (n + kAlign - 1) / kAlign * kAlign;
+    if (head + need > kBytes) {
+      retire(head, kBytes);
+      head = 0;
+    }
+    retire(head, head + need);
+    if (pending.size() >= kMaxPending) retireFront();
+    std::memcpy(base + head, src, n);
+    m1Check(cudaMemcpyAsync(dst, base + head, n, cudaMemcpyHostToDevice, s), "upload");
+    cudaEvent_t ev;
+    if (spare.empty()) m1Check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "upload: cudaEventCreate");
+    else {
+      ev = spare.back();
+      spare.pop_back();
+    }
+    cudaError_t e = cudaEventRecord(ev, s);
+    if (e != cudaSuccess) {
+      spare.push_back(ev);
+      m1Check(e, "upload: cudaEventRecord");
+    }
+    pending.push_back({head, head + need, ev});
+    head += need;
+  }
+};
+
+UploadRing& uploadRing() {
+  static UploadRing* r = new UploadRing();
+  return *r;
+}
+
+/** upload(ptr, typedArray): host → device; the source may be reused as soon as this returns */
 Napi::Value Upload(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     auto [data, n] = bytesOf(info[1]);
-    if (n) m1Check(cudaMemcpyAsync((void*)ptrArg(info, 0), data, n, cudaMemcpyHostToDevice, m1Stream()), "upload");
+    void* dst = (void*)ptrArg(info, 0);
+    UploadRing& ring = uploadRing();
+    if (n && n <= UploadRing::kMaxUpload && ring.ready()) ring.upload(dst, data, n, m1Stream());
+    else if (n) m1Check(cudaMemcpyAsync(dst, data, n, cudaMemcpyHostToDevice, m1Stream()), "upload");  // pageable: staged by the driver
     return info.Env().Undefined();
   });
 }
@@ -441,7 +535,16 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("liveBytes", (double)al.liveBytes);
   o.Set("cachedBytes", (double)al.cachedBytes);
   o.Set("cudaMallocCalls", (double)al.mallocCalls);
+  o.Set("peakLiveBytes", (double)al.peakLiveBytes);
+  o.Set("peakReservedBytes", (double)al.peakReservedBytes);
   return o;
+}
+/** start new high-water marks from what is held now */
+Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+  Allocator& al = allocator();
+  al.peakLiveBytes = al.liveBytes;
+  al.peakReservedBytes = al.liveBytes + al.cachedBytes;
+  return info.Env().Undefined();
 }
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
@@ -461,6 +564,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sync", Napi::Function::New(env, Sync));
   exports.Set("call", Napi::Function::New(env, Call));
   exports.Set("stats", Napi::Function::New(env, Stats));
+  exports.Set("resetPeak", Napi::Function::New(env, ResetPeak));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   return exports;
 }

@@ -139,7 +139,14 @@ class DecoderLayer {
 
 export interface ModelSaved {
   ids: Int32Array;
+  /** per layer, what its backward reads (empty with recompute) */
   layers: LayerSaved[];
+  /**
+   * with recompute: each layer's input [B, T, D] (the checkpoints); backward reruns the layer's
+   * forward from it, saving, just before that layer's backward
+   */
+  inputs: Tensor[] | null;
+  seq: SeqInfo;
   last: Tensor;
   rstdFinal: Tensor;
   hidden: Tensor;
@@ -194,22 +201,42 @@ export class CausalLM {
   /**
    * Parallel forward of ids [B*T] laid out by `seq`, up to the final norm: hidden [B, T, D].
    * With `states` + `stateWrite`, each layer leaves its decode state behind (prefill).
+   *
+   * A layer that saves nothing runs inside `be.tidy`, so only the residual stream [B, T, D] outlives
+   * it: its temporaries (projections, MLP hidden, ...) go back to the device allocator at once
+   * instead of piling up for all layers until the caller's tidy ends. That is every layer without
+   * needBackward, and every layer with `recompute` (activation checkpointing): the forward keeps only
+   * each layer's input, and backward reruns that layer's forward, saving, right before its backward.
+   * Same ops on the same inputs, so the gradients are identical; the cost is one more forward.
    */
-  forward(ids: Int32Array, seq: SeqInfo, opts: { needBackward?: boolean; states?: LayerState[]; stateWrite?: StateWrite } = {}): { hidden: Tensor; saved: ModelSaved | null } {
+  forward(
+    ids: Int32Array, seq: SeqInfo,
+    opts: { needBackward?: boolean; recompute?: boolean; states?: LayerState[]; stateWrite?: StateWrite } = {},
+  ): { hidden: Tensor; saved: ModelSaved | null } {
     const be = this.be;
     const { B, T } = seq;
     if (ids.length !== B * T) throw new Error(`forward: ${ids.length} token ids for B=${B} × T=${T}`);
     if (seq.positions.length !== B * T) throw new Error(`forward: ${seq.positions.length} positions for B=${B} × T=${T}`);
     const needBackward = opts.needBackward ?? false;
+    const recompute = needBackward && (opts.recompute ?? false);
     let x = be.reshape(be.embedding(this.embed.value, ids), [B, T, this.hiddenSize]);
     const saved: LayerSaved[] = [];
+    const inputs: Tensor[] = [];
     this.layers.forEach((layer, i) => {
-      const r = layer.forward(x, seq, needBackward, opts.states?.[i], opts.stateWrite);
-      if (r.saved) saved.push(r.saved);
-      x = r.out;
+      if (needBackward && !recompute) {
+        const r = layer.forward(x, seq, true, opts.states?.[i], opts.stateWrite);
+        saved.push(r.saved!);
+        x = r.out;
+        return;
+      }
+      if (recompute) inputs.push(x);
+      const input = x;
+      x = be.tidy(() => layer.forward(input, seq, false, opts.states?.[i], opts.stateWrite).out);
+      if (!recompute) input.dispose(); // nothing reads it again: the stream holds one [B, T, D] at a time
     });
     const { y: hidden, rstd } = this.finalNorm.forward(x);
-    return { hidden, saved: needBackward ? { ids, layers: saved, last: x, rstdFinal: rstd, hidden } : null };
+    if (!needBackward) return { hidden, saved: null };
+    return { hidden, saved: { ids, layers: saved, inputs: recompute ? inputs : null, seq, last: x, rstdFinal: rstd, hidden } };
   }
 
   /** logits [rows, V] for hidden rows [rows, D] (pass a slice of rows to bound memory) */
@@ -236,7 +263,18 @@ export class CausalLM {
   backwardFromHidden(dHidden: Tensor, saved: ModelSaved): void {
     const be = this.be;
     let dx = this.finalNorm.backward(dHidden, saved.last, saved.rstdFinal);
-    for (let i = this.layers.length - 1; i >= 0; i--) dx = this.layers[i]!.backward(dx, saved.layers[i]!);
+    if (saved.inputs) {
+      for (let i = this.layers.length - 1; i >= 0; i--) {
+        const layer = this.layers[i]!, input = saved.inputs[i]!, dOut = dx;
+        // gradients live across steps: allocate them out here, or the tidy below would free them
+        for (const [, p] of layer.params()) p.ensureGrad(be);
+        // the rerun forward's activations and the backward's temporaries die with this layer
+        dx = be.tidy(() => layer.backward(dOut, layer.forward(input, saved.seq, true).saved!));
+        dOut.dispose();
+      }
+    } else {
+      for (let i = this.layers.length - 1; i >= 0; i--) dx = this.layers[i]!.backward(dx, saved.layers[i]!);
+    }
     be.embeddingBackward(this.embed.ensureGrad(be), saved.ids, be.reshape(dx, [saved.ids.length, this.hiddenSize]));
   }
 

@@ -197,7 +197,7 @@ export function oldLogprobs(model: CausalLM, x: RolloutBatch, temperature: numbe
 
 /** one optimizer update's gradients over the rows of a mini-batch: token-mean GRPO loss, accumulated over micro-batches */
 export function grpoGradients(
-  model: CausalLM, x: RolloutBatch, old: Float32Array,
+  model: CausalLM, x: RolloutBatch, old: Float32Array | null,
   o: { clip: number; entropyCoef: number; temperature: number; microRows: number; chunks?: ChunkOptions },
 ): { loss: number; tokens: number; sums: Record<string, number> } {
   let normalizer = 0;
@@ -212,7 +212,7 @@ export function grpoGradients(
     const r = model.be.tidy(() => {
       const { hidden, saved } = model.forward(m.ids, plainSeqInfo(m.B, m.T), { needBackward: true });
       const h = grpoLoss(model.be, { hidden, weight: model.lmHead, targets: m.targets, mask: m.mask }, {
-        ...o.chunks, normalizer, advantages: m.advantages, oldLogprobs: old.subarray(r0 * x.T, r1 * x.T),
+        ...o.chunks, normalizer, advantages: m.advantages, oldLogprobs: old ? old.subarray(r0 * x.T, r1 * x.T) : null,
         clip: o.clip, entropyCoef: o.entropyCoef, temperature: o.temperature,
       });
       model.backwardFromHidden(h.dHidden!, saved!);
@@ -442,14 +442,16 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
       }
       const adv = grpoAdvantages(rewards, c.group);
       const batch = rolloutBatch(rollouts, adv, o.padId);
-      const old = oldLogprobs(model, batch, c.temperature, c.microRows, o.chunks);
+      // With one update per step the policy being differentiated is the one that sampled the rollouts:
+      // log p_old = log p exactly, so the extra forward over the whole batch is skipped (ratio ≡ 1).
+      const old = updates > 1 ? oldLogprobs(model, batch, c.temperature, c.microRows, o.chunks) : null;
       let loss = 0, gradNormSum = 0, lr = 0, tokens = 0;
       const sums: Record<string, number> = {};
       const rowsPer = c.miniBatch * c.group;
       for (let u = 0; u < updates; u++) {
         const mb = sliceRows(batch, u * rowsPer, (u + 1) * rowsPer);
         model.zeroGrads();
-        const r = grpoGradients(model, mb, old.subarray(u * rowsPer * batch.T, (u + 1) * rowsPer * batch.T), {
+        const r = grpoGradients(model, mb, old ? old.subarray(u * rowsPer * batch.T, (u + 1) * rowsPer * batch.T) : null, {
           clip: c.clip, entropyCoef: c.entropyCoef, temperature: c.temperature, microRows: c.microRows, chunks: o.chunks,
         });
         if (!Number.isFinite(r.loss)) diverged(`the GRPO loss is ${r.loss}`);

@@ -147,10 +147,14 @@ function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, 
       return { w, z, tz };
     };
 
+    // each chunk's [R, Vc] blocks are freed as soon as they are folded in (tidy: device memory stays at
+    // one chunk's worth however large the vocabulary and the number of rows)
     for (const c of vocabChunks) {
-      const { z, tz } = chunkLogits(c);
-      if (tz && tStats) be.softmaxChunkStats(tz, tStats, { scale: 1, vocabOffset: c.v0 });
-      be.softmaxChunkStats(z, stats, { scale: spec.scale, vocabOffset: c.v0, targets, other: tz });
+      be.tidy(() => {
+        const { z, tz } = chunkLogits(c);
+        if (tz && tStats) be.softmaxChunkStats(tz, tStats, { scale: 1, vocabOffset: c.v0 });
+        be.softmaxChunkStats(z, stats, { scale: spec.scale, vocabOffset: c.v0, targets, other: tz });
+      });
     }
     // The per-row loss and gradient coefficients are a handful of scalars per row: they are worked
     // out on the host (R×4 floats each way), the [R, Vc] blocks never leave the backend.
@@ -169,17 +173,23 @@ function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, 
       coefs[4 * i + 2] = r.coefs[1] / norm;
       coefs[4 * i + 3] = r.coefs[2] / norm;
     }
-    if (!needGrad || !dHidden || !dW) continue;
+    if (!needGrad || !dHidden || !dW) {
+      for (const x of [h, th, stats, tStats]) x?.dispose();
+      continue;
+    }
 
     const coefT = be.fromArray(coefs, [R, 4]);
     const dh = be.zeros([R, D]);
     for (const c of vocabChunks) {
-      const { w, z, tz } = chunkLogits(c);
-      const dz = be.softmaxChunkGrad(z, coefT, { scale: spec.scale, vocabOffset: c.v0, targets, other: tz }); // [R, Vc]
-      be.matmul(dz, w, { accumulateInto: dh });
-      be.embeddingBackward(dW, c.ids, be.matmul(dz, h, { transA: true })); // dW[chunk] += dzᵀ h
+      be.tidy(() => {
+        const { w, z, tz } = chunkLogits(c);
+        const dz = be.softmaxChunkGrad(z, coefT, { scale: spec.scale, vocabOffset: c.v0, targets, other: tz }); // [R, Vc]
+        be.matmul(dz, w, { accumulateInto: dh });
+        be.embeddingBackward(dW, c.ids, be.matmul(dz, h, { transA: true })); // dW[chunk] += dzᵀ h
+      });
     }
     be.embeddingBackward(dHidden, rowIds, dh);
+    for (const x of [h, th, stats, tStats, coefT, dh]) x?.dispose();
   }
   return {
     loss: N > 0 ? lossSum / norm : 0,
@@ -234,8 +244,12 @@ export function distillLoss(be: Backend, t: LmHeadTarget, opts: DistillOptions):
 export interface GrpoOptions extends ChunkOptions {
   /** [rows] advantage of the sequence each token belongs to (see grpoAdvantages) */
   advantages: Float32Array;
-  /** [rows] log-probabilities of the targets under the rollout policy, at the same temperature */
-  oldLogprobs: Float32Array;
+  /**
+   * [rows] log-probabilities of the targets under the rollout policy, at the same temperature; null
+   * when the weights being differentiated are the rollout policy (one update per step): then
+   * log p_old = log p, the ratio is exactly 1 and no separate forward is needed for it
+   */
+  oldLogprobs: Float32Array | null;
   /** PPO clip ε (default 0.2) */
   clip?: number;
   /** entropy bonus η: loss = pg − η·H (default 0; M1 uses 0.01) */
@@ -252,14 +266,15 @@ export function grpoLoss(be: Backend, t: LmHeadTarget, opts: GrpoOptions): HeadR
   const clip = opts.clip ?? 0.2, eta = opts.entropyCoef ?? 0, temp = opts.temperature ?? 1;
   const rows = t.targets.length;
   if (opts.advantages.length !== rows) throw new Error(`grpoLoss: ${opts.advantages.length} advantages for ${rows} rows`);
-  if (opts.oldLogprobs.length !== rows) throw new Error(`grpoLoss: ${opts.oldLogprobs.length} old logprobs for ${rows} rows`);
+  if (opts.oldLogprobs && opts.oldLogprobs.length !== rows) throw new Error(`grpoLoss: ${opts.oldLogprobs.length} old logprobs for ${rows} rows`);
   if (!(temp > 0)) throw new Error(`grpoLoss: temperature must be > 0, got ${temp}`);
   if (!(clip >= 0)) throw new Error(`grpoLoss: clip must be ≥ 0, got ${clip}`);
   return runHead(be, headInput(t), {
     scale: 1 / temp, useTargets: true, teacher: null,
     row: (row, s) => {
-      const A = opts.advantages[row]!, old = opts.oldLogprobs[row]!;
+      const A = opts.advantages[row]!;
       const logp = s.zt - s.lse;
+      const old = opts.oldLogprobs ? opts.oldLogprobs[row]! : logp;
       const H = s.lse - s.pDiff;
       const ratio = Math.exp(logp - old);
       const pg1 = -A * ratio;

@@ -42,13 +42,14 @@ export function ints(n: number, seed: number, hi: number): Int32Array {
  * max |got − want| ≤ rtol · max(|want|_∞, 1e-3): a relative error on the tensor's scale (elementwise
  * relative error is meaningless near zero crossings). Also checks the shapes and that no NaN slipped in.
  */
-export function expectClose(be: Backend, got: Tensor, want: Tensor, rtol: number, what: string): void {
+export function expectClose(be: Backend, got: Tensor, want: Tensor, rtol: number, what: string, floor = 1e-3): void {
   expect(got.shape, `${what}: shape`).toEqual(want.shape);
-  closeArrays(be.read(got), cpu.read(want), rtol, what);
+  closeArrays(be.read(got), cpu.read(want), rtol, what, floor);
 }
-export function closeArrays(a: ArrayLike<number>, b: ArrayLike<number>, rtol: number, what: string): void {
+/** `floor`: the smallest scale (a quantity that is exactly 0 in exact arithmetic is compared on the scale of the terms that cancel) */
+export function closeArrays(a: ArrayLike<number>, b: ArrayLike<number>, rtol: number, what: string, floor = 1e-3): void {
   expect(a.length, `${what}: length`).toBe(b.length);
-  let scale = 1e-3, err = 0;
+  let scale = floor, err = 0;
   for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
   for (let i = 0; i < a.length; i++) {
     const d = Math.abs(a[i]! - b[i]!);

@@ -20,6 +20,10 @@ export interface AllocatorStats {
   liveBytes: number;
   cachedBytes: number;
   cudaMallocCalls: number;
+  /** most bytes live at once since the last resetPeak (allocator buckets, so ≥ the tensors' bytes) */
+  peakLiveBytes: number;
+  /** most bytes held from the driver (live + cached) since the last resetPeak */
+  peakReservedBytes: number;
 }
 
 /** The addon's functions (native/src/addon.cpp). Device pointers travel as numbers. */
@@ -35,6 +39,8 @@ export interface M1Cuda {
   /** run op `name` with its arguments packed as documented in addon.cpp; returns the op's scalar (or 0) */
   call(name: string, args: Float64Array): number;
   stats(): AllocatorStats;
+  /** restart the peak counters of stats() from the current holdings */
+  resetPeak(): void;
   emptyCache(): void;
 }
 

@@ -14,7 +14,7 @@ import type {
 } from '../backend.js';
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
 import { assertShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
-import { loadAddon, type DeviceInfo, type M1Cuda } from './addon.js';
+import { loadAddon, type AllocatorStats, type DeviceInfo, type M1Cuda } from './addon.js';
 import { convDims, gatedNormDim, scanDims, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
 import { CudaTensor, DeviceBuffer, storageOf, tidyScopes, type Storage } from './tensor.js';
 
@@ -147,8 +147,12 @@ export class CudaBackend implements Backend {
   }
 
   /** allocator statistics (to check that steady-state steps make no cudaMalloc) */
-  memoryStats(): { liveBytes: number; cachedBytes: number; cudaMallocCalls: number } {
+  memoryStats(): AllocatorStats {
     return this.addon.stats();
+  }
+  /** restart memoryStats()' peakLiveBytes / peakReservedBytes from what is held now */
+  resetPeakMemory(): void {
+    this.addon.resetPeak();
   }
   synchronize(): void {
     this.addon.sync();
@@ -518,17 +522,22 @@ export class CudaBackend implements Backend {
     if (seqLens.length !== n) throw new Error(`${op}: seqLens has ${seqLens.length} entries, q has ${n} sequences`);
     if (!Number.isInteger(maxBlocks) || maxBlocks < 1) throw new Error(`${op}: maxBlocks must be a positive integer, got ${maxBlocks}`);
     if (blockTables.length < n * maxBlocks) throw new Error(`${op}: blockTables has ${blockTables.length} entries, need n*maxBlocks = ${n * maxBlocks}`);
+    // O(blocks in use) and allocation-free: this runs on every attention layer of every decode step.
+    // maxLen sizes the split-K grid (chunks of keys past it would only be skipped).
+    let maxLen = 0;
     for (let i = 0; i < n; i++) {
       const L = seqLens[i]!;
       if (L < 0 || L > maxBlocks * blockSize) throw new Error(`${op}: seqLens[${i}] = ${L} is outside [0, maxBlocks*blockSize = ${maxBlocks * blockSize}]`);
-      for (let j = 0; j < Math.ceil(L / blockSize); j++) {
-        const blk = blockTables[i * maxBlocks + j]!;
-        if (blk < 0 || blk >= numBlocks) throw new Error(`${op}: blockTables[${i * maxBlocks + j}] = ${blk} (sequence ${i}, block ${j}) is outside [0, ${numBlocks})`);
+      if (L > maxLen) maxLen = L;
+      const row = i * maxBlocks, used = Math.ceil(L / blockSize);
+      for (let j = 0; j < used; j++) {
+        const blk = blockTables[row + j]!;
+        if (blk < 0 || blk >= numBlocks) throw new Error(`${op}: blockTables[${row + j}] = ${blk} (sequence ${i}, block ${j}) is outside [0, ${numBlocks})`);
       }
     }
     if (KC.dtype === 'f16') throw new Error(`${op}: f16 caches are not supported on the cuda backend (use f32 or bf16)`);
     return this.scoped((s) => this.produce(Q.shape, (o) => this.call('paged_decode', [o, s.f32(Q), KC.ptr, VC.ptr, KC.storage === 'bf16' ? 1 : 0,
-      s.ints(blockTables.subarray(0, n * maxBlocks)), maxBlocks, s.ints(seqLens), n, Hq, Hkv, Dh, blockSize, scale])));
+      s.ints(blockTables.subarray(0, n * maxBlocks)), maxBlocks, s.ints(seqLens), n, Hq, Hkv, Dh, blockSize, scale, maxLen])));
   }
 
   // ---------- Mamba ----------

@@ -1,0 +1,291 @@
+// npm run bench:train — one distillation step of the M1-3B shape against a frozen Llama-3.2-3B-shape
+// teacher at sequence length 8192 (issue 7).
+//
+// Method. The step makes the calls the Trainer makes for the distill stage (Trainer.run +
+// distillStage.microStep): zero the student's gradients; inside one tidy: teacher forward (no
+// backward), student forward (saving, or with activation recomputation), the fused reverse-KL head
+// (distillLoss, klWeight 1), student backward from the head's dHidden; then global-norm clipping, the
+// AdamW step (f32 master weights and moments, M1's β = (0.9, 0.95), wd 0.1) and the Trainer's
+// weight-finiteness check. One difference, for memory: the head is called once per slice of
+// --head-rows rows (a mask selecting the slice, the step's token count as the normalizer, rowChunk =
+// the slice), each call in its own tidy, and the slices' dHidden are summed. That is the same loss and
+// gradient as one call (each row's terms are computed by exactly one call); one call would keep every
+// vocabulary chunk's temporaries of every row chunk alive until the step ends (hundreds of GB at 8192).
+// Weights are random (see randomModel in common.ts). Timed: --steps steps after one warm-up step,
+// median reported; --phases adds a device sync between phases to time each (the sum then includes the
+// syncs). MFU counts useful matmul FLOPs only:
+//   FLOPs = 6 · N_student · tokens + 2 · N_teacher · tokens, N = Σ *proj.weight params + LM head V·D,
+// against --tflops; the head's logit recomputation and the recompute forward are not counted.
+import { Command } from 'commander';
+import { createBackend } from '../src/backend/registry.js';
+import type { Backend } from '../src/backend/backend.js';
+import { CpuBackend } from '../src/backend/cpu/index.js';
+import type { Tensor } from '../src/backend/tensor.js';
+import { CausalLM, modelParamSpecs, type ModelConfig } from '../src/model/model.js';
+import { plainSeqInfo, type SeqInfo } from '../src/model/module.js';
+import { distillLoss } from '../src/train/heads.js';
+import { AdamW, M1_ADAMW } from '../src/train/optim.js';
+import { allocateGrads } from '../src/train/trainer.js';
+import { GiB, matmulParams, paramCounts, PeakMemory, presetConfig, randomModel, sync, table, writeResult } from './common.js';
+
+const program = new Command()
+  .option('--backend <name>', 'cpu | cuda', 'cuda')
+  .option('--preset-m1 <name>', 'student preset (tiny / small for a CPU check)', 'm1-3b')
+  .option('--preset-llama <name>', 'teacher preset (tiny / small for a CPU check)', 'llama-3.2-3b')
+  .option('--seq-len <n>', 'tokens per row', Number, 8192)
+  .option('--batch <n>', 'rows per step', Number, 1)
+  .option('--steps <n>', 'timed steps (after 1 warm-up step)', Number, 2)
+  .option('--phases', 'sync between phases and time each (teacher fwd, student fwd, head, student bwd, optimizer)')
+  .option('--recompute <mode>', 'activation recomputation: on | off | auto (on when the estimate without it exceeds --mem-limit-gib)', 'auto')
+  .option('--mem-limit-gib <n>', 'device memory budget of the estimate', Number, 135)
+  .option('--head-rows <n>', 'rows per call of the distillation head (its row chunk)', Number, 1024)
+  .option('--lr <x>', 'learning rate of the AdamW step', Number, 1e-5)
+  .option('--grad-clip <x>', 'global-norm clip, as the Trainer (0 = off)', Number, 1)
+  .option('--tflops <n>', 'bf16 matmul peak, TFLOP/s (measured on the H200)', Number, 790)
+  .option('--seed <n>', 'weight and token seed', Number, 1)
+  .option('--estimate-only', 'print the memory estimate and FLOP counts of the shapes and exit (no weights are made, no backend is used)')
+  .option('--name <s>', 'results file name', 'train')
+  .parse(process.argv);
+const o = program.opts<{
+  backend: string; presetM1: string; presetLlama: string; seqLen: number; batch: number; steps: number; phases?: boolean;
+  recompute: string; memLimitGib: number; headRows: number; lr: number; gradClip: number; tflops: number; seed: number; name: string;
+  estimateOnly?: boolean;
+}>();
+for (const [k, v] of [['--seq-len', o.seqLen], ['--batch', o.batch], ['--steps', o.steps], ['--head-rows', o.headRows]] as const) {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${k} must be a positive integer, got ${v}`);
+}
+if (!['on', 'off', 'auto'].includes(o.recompute)) throw new Error(`--recompute must be on, off or auto, got "${o.recompute}"`);
+
+const PHASES = ['teacher forward', 'student forward', 'head', 'student backward', 'optimizer'] as const;
+type Phase = (typeof PHASES)[number];
+
+// ---------------------------------------------------------------- memory estimate
+
+interface Estimate { lines: [string, number][]; withRecompute: number; withoutRecompute: number }
+
+/**
+ * f32 values per token that one layer's forward allocates (activations are f32 on every backend):
+ * without a per-layer tidy all of them stay live until the step's tidy ends.
+ */
+function layerForwardPerToken(model: CausalLM, i: number): number {
+  const l = model.cfg.llama, D = l.hiddenSize, I = l.intermediateSize;
+  const common = 5 * D + 3 * I; // n1, h, n2, out, mlp y + gate, up, swiglu
+  if (model.kinds[i] === 'attention') {
+    const q = l.numHeads * l.headDim, kv = l.numKvHeads * l.headDim;
+    const split = model.cfg.arch === 'm1' ? q + 2 * kv : 0; // the hybrid's fused in_proj is split (copies)
+    return common + (q + 2 * kv) + split + q + kv + q + l.numHeads + D; // proj, split, rope q/k, out, lse, o_proj
+  }
+  if (model.kinds[i] === 'mamba1') {
+    const m = model.cfg.mamba!.mamba1;
+    const proj = 2 * m.dInner + 2 * m.dXb + m.dtRank;
+    return common + 2 * proj + 6 * m.dInner + D; // proj + split; x, B repeated, dt, delta, xConv, y; out_proj
+  }
+  throw new Error(`memory estimate: layer kind ${model.kinds[i]} is not modelled (the issue's student is Mamba-1)`);
+}
+
+function estimate(student: CausalLM, teacher: CausalLM, tokens: number, headRows: number): Estimate {
+  const s = paramCounts(student), t = paramCounts(teacher);
+  const D = student.hiddenSize, Dt = teacher.hiddenSize, V = student.vocabSize;
+  const weights = 2 * s.half + 4 * s.f32;
+  const teacherWeights = 2 * t.half + 4 * t.f32;
+  const master = 4 * s.half, moments = 8 * s.total, grads = 4 * s.total;
+  const perLayer = student.layers.map((_, i) => 4 * tokens * layerForwardPerToken(student, i));
+  const teacherLayer = Math.max(...teacher.layers.map((_, i) => 4 * tokens * layerForwardPerToken(teacher, i)));
+  const forwardAll = perLayer.reduce((a, b) => a + b, 0);
+  const maxLayer = Math.max(...perLayer);
+  const stream = 4 * tokens * D;
+  // head, one call: its dHidden, the gathered rows, and per vocabulary chunk (8192) of both passes the
+  // gathered weight rows [Vc, D] (student, teacher), logits [R, Vc] (student, teacher, dz) and dW rows
+  const Vc = Math.min(8192, V), chunks = Math.ceil(V / Vc), R = Math.min(headRows, tokens);
+  const head = stream + 4 * R * (D + Dt) + chunks * 4 * (2 * Vc * D + 2 * Vc * Dt + Vc * D + 5 * R * Vc);
+  const lines: [string, number][] = [
+    ['student weights (bf16; f32 where kept)', weights],
+    ['teacher weights (bf16)', teacherWeights],
+    ['AdamW f32 master weights', master],
+    ['AdamW f32 m + v', moments],
+    ['student f32 gradients', grads],
+    ['teacher forward: stream + one layer (per-layer tidy)', 2 * 4 * tokens * Dt + teacherLayer],
+    ['student hidden + teacher hidden + head dHidden sum', 2 * stream + 4 * tokens * Dt],
+    ['head working set (one --head-rows call)', head],
+    ['without recompute: forward allocations of all layers', forwardAll],
+    ['without recompute: backward temporaries (≈ forward, not freed per layer)', forwardAll],
+    ['with recompute: layer-input checkpoints', (student.layers.length + 1) * stream],
+    ['with recompute: one layer rerun forward + backward (≈ 2 × forward)', 2 * maxLayer],
+  ];
+  const base = weights + teacherWeights + master + moments + grads + lines[5]![1] + lines[6]![1];
+  // the head's working set is freed before the backward starts: the peak is the larger of the two
+  return {
+    lines,
+    withoutRecompute: base + forwardAll + Math.max(head, forwardAll),
+    withRecompute: base + lines[10]![1] + Math.max(head, 2 * maxLayer),
+  };
+}
+
+// ---------------------------------------------------------------- the step
+
+interface StepResult { seconds: number; phases: Record<Phase, number> | null; loss: number; gradNorm: number }
+
+function makeBatch(V: number, B: number, T: number, seed: number): { ids: Int32Array; targets: Int32Array; mask: Uint8Array; seq: SeqInfo } {
+  const ids = new Int32Array(B * T), targets = new Int32Array(B * T), mask = new Uint8Array(B * T);
+  let x = seed >>> 0;
+  for (let i = 0; i < B * T; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    ids[i] = (x >>> 8) % V;
+  }
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T - 1; t++) {
+      targets[b * T + t] = ids[b * T + t + 1]!;
+      mask[b * T + t] = 1; // the last position of a row has no next token
+    }
+  }
+  return { ids, targets, mask, seq: plainSeqInfo(B, T) };
+}
+
+function step(
+  be: Backend, student: CausalLM, teacher: CausalLM, opt: AdamW, batch: ReturnType<typeof makeBatch>, recompute: boolean, phases: boolean,
+): StepResult {
+  const times = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
+  let mark = performance.now();
+  const phase = (p: Phase): void => {
+    if (!phases) return;
+    sync(be);
+    const now = performance.now();
+    times[p] += (now - mark) / 1000;
+    mark = now;
+  };
+  const t0 = performance.now();
+  const normalizer = Math.max(1, batch.mask.reduce((a, m) => a + m, 0));
+  const rows = batch.ids.length;
+  student.zeroGrads();
+  const loss = be.tidy(() => {
+    const t = teacher.forward(batch.ids, batch.seq, { needBackward: false });
+    phase('teacher forward');
+    const { hidden, saved } = student.forward(batch.ids, batch.seq, { needBackward: true, recompute });
+    phase('student forward');
+    const dHidden = be.zeros(hidden.shape);
+    let lossSum = 0;
+    for (let r0 = 0; r0 < rows; r0 += o.headRows) {
+      const mask = new Uint8Array(rows);
+      mask.set(batch.mask.subarray(r0, Math.min(rows, r0 + o.headRows)), r0);
+      lossSum += be.tidy(() => {
+        const r = distillLoss(be, { hidden, weight: student.lmHead, targets: batch.targets, mask }, {
+          normalizer, teacherHidden: t.hidden, teacherWeight: teacher.lmHead.value, klWeight: 1, rowChunk: o.headRows,
+        });
+        be.addInPlace(dHidden, r.dHidden!);
+        return r.loss;
+      });
+    }
+    t.hidden.dispose();
+    phase('head');
+    student.backwardFromHidden(dHidden, saved!);
+    phase('student backward');
+    return lossSum;
+  });
+  const gradNorm = o.gradClip > 0 ? opt.clipGradNorm(o.gradClip) : opt.gradNorm();
+  opt.step(o.lr);
+  // the Trainer checks every weight after the update (one sumSquares per parameter)
+  for (const [key, p] of student.params()) if (!Number.isFinite(be.sumSquares(p.value))) throw new Error(`weight ${key} is not finite after the update`);
+  sync(be);
+  phase('optimizer');
+  return { seconds: (performance.now() - t0) / 1000, phases: phases ? times : null, loss, gradNorm };
+}
+
+/** the model's structure without values: tensors that only carry shape and dtype (for --estimate-only) */
+function shapeOnlyModel(be: Backend, cfg: ModelConfig): CausalLM {
+  const specs = new Map(modelParamSpecs(cfg).map((sp) => [sp.key, sp]));
+  return new CausalLM(be, cfg, (key, shape) => {
+    const dtype = specs.get(key)?.keepF32 ? 'f32' : 'bf16';
+    const t: Tensor = { shape: [...shape], size: shape.reduce((a, b) => a * b, 1), dtype, backend: be, dispose: () => undefined };
+    return t;
+  });
+}
+
+async function main() {
+  const B = o.batch, T = o.seqLen, tokens = B * T;
+  const t0 = performance.now();
+  const studentCfg = presetConfig('m1', o.presetM1), teacherCfg = presetConfig('llama', o.presetLlama);
+  if (T > studentCfg.llama.maxPositionEmbeddings) throw new Error(`--seq-len ${T} exceeds the student's max_position_embeddings ${studentCfg.llama.maxPositionEmbeddings}`);
+  const be = o.estimateOnly ? new CpuBackend() : await createBackend(o.backend);
+  const mem = new PeakMemory(be);
+  const student = o.estimateOnly ? shapeOnlyModel(be, studentCfg) : randomModel(be, studentCfg, o.seed);
+  const teacher = o.estimateOnly ? shapeOnlyModel(be, teacherCfg) : randomModel(be, teacherCfg, o.seed + 1);
+  sync(be);
+  const buildS = (performance.now() - t0) / 1000;
+
+  const est = estimate(student, teacher, tokens, o.headRows);
+  const limit = o.memLimitGib * GiB;
+  const recompute = o.recompute === 'on' || (o.recompute === 'auto' && est.withoutRecompute > limit);
+  const ms = matmulParams(student), mt = matmulParams(teacher);
+  const nStudent = ms.stack + ms.head, nTeacher = mt.stack + mt.head;
+  const flops = 6 * nStudent * tokens + 2 * nTeacher * tokens;
+  const method = [
+    `distill step (Trainer.run + distillStage.microStep calls): student ${o.presetM1}, frozen teacher ${o.presetLlama}, batch ${B} × seq ${T}, reverse KL (klWeight 1)`,
+    `head: distillLoss per slice of ${o.headRows} rows (mask = the slice, normalizer = the step's ${tokens - B} label tokens), each call in its own tidy, dHidden summed`,
+    `AdamW ${JSON.stringify(M1_ADAMW)}, lr ${o.lr}, f32 master + moments; grad clip ${o.gradClip}; weight finiteness check as the Trainer`,
+    `weights: random on the device (randomModel: reference init for ≤2^20-value params, rows gathered from a 16 MB N(0, 0.02²) block for large ones), built in ${buildS.toFixed(1)} s`,
+    `activation recomputation: ${recompute ? 'on' : 'off'} (--recompute ${o.recompute})`,
+    `time: median over ${o.steps} timed step(s) after 1 warm-up step; ${o.phases ? 'device sync between phases (--phases)' : 'one sync at the end of each step'}`,
+    `MFU = (6·N_student + 2·N_teacher)·tokens / (seconds · ${o.tflops} TFLOP/s); N = Σ *proj.weight + LM head (V·D): N_student = ${(nStudent / 1e9).toFixed(3)} B, N_teacher = ${(nTeacher / 1e9).toFixed(3)} B, tokens = ${tokens}`,
+    `peak memory: ${o.estimateOnly ? 'not measured (--estimate-only)' : mem.source}`,
+  ];
+  process.stdout.write(method.map((m) => `# ${m}\n`).join(''));
+  console.log(`\nmemory estimate (computed, not measured) for seq ${T}, batch ${B}; budget ${o.memLimitGib} GiB`);
+  console.log(table(['component', 'GiB'], est.lines.map(([k, v]) => [k, (v / GiB).toFixed(2)])));
+  console.log(`total without recompute ≈ ${(est.withoutRecompute / GiB).toFixed(1)} GiB (${est.withoutRecompute > limit ? 'over' : 'within'} budget); with recompute ≈ ${(est.withRecompute / GiB).toFixed(1)} GiB (${est.withRecompute > limit ? 'over' : 'within'} budget)\n`);
+
+  if (o.estimateOnly) {
+    console.log(`N_student = ${nStudent} (stack ${ms.stack} + head ${ms.head}), N_teacher = ${nTeacher}; FLOPs per step = ${(flops / 1e12).toFixed(1)} TFLOP → ${(flops / (o.tflops * 1e9)).toFixed(0)} ms at ${o.tflops} TFLOP/s`);
+    return;
+  }
+  const opt = new AdamW(be, student.params(), M1_ADAMW);
+  allocateGrads(be, student);
+  const batch = makeBatch(student.vocabSize, B, T, o.seed);
+  const results: StepResult[] = [];
+  let peak: number | null = null;
+  let error: string | null = null;
+  try {
+    sync(be);
+    mem.reset();
+    const warm = step(be, student, teacher, opt, batch, recompute, !!o.phases);
+    process.stderr.write(`warm-up step: ${warm.seconds.toFixed(2)} s, loss ${warm.loss.toPrecision(8)}, grad norm ${warm.gradNorm.toPrecision(8)}\n`);
+    for (let k = 0; k < o.steps; k++) {
+      const r = step(be, student, teacher, opt, batch, recompute, !!o.phases);
+      results.push(r);
+      process.stderr.write(`step ${k + 1}: ${r.seconds.toFixed(2)} s, loss ${r.loss.toPrecision(8)}, grad norm ${r.gradNorm.toPrecision(8)}\n`);
+    }
+    peak = mem.peak();
+  } catch (e) {
+    if (!/out of memory/i.test((e as Error).message)) throw e;
+    error = (e as Error).message.split('\n')[0]!;
+    process.stderr.write(`out of memory: ${error}\n`);
+  }
+  const payload: Record<string, unknown> = {
+    backend: o.backend, options: o, method, recompute, memoryEstimate: { lines: Object.fromEntries(est.lines), withoutRecompute: est.withoutRecompute, withRecompute: est.withRecompute },
+    nStudent, nTeacher, flopsPerStep: flops,
+  };
+  if (error) {
+    console.log('the step ran out of device memory: nothing was timed');
+    payload['error'] = error;
+  } else {
+    const secs = [...results.map((r) => r.seconds)].sort((a, b) => a - b)[Math.floor(results.length / 2)]!;
+    const mfu = flops / (secs * o.tflops * 1e12);
+    console.log(table(['student', 'teacher', 'tokens', 'step s', 'tokens/s', 'MFU', o.backend === 'cpu' ? 'RSS GiB' : 'peak GiB', 'recompute'], [[
+      o.presetM1, o.presetLlama, tokens, secs.toFixed(3), tokens / secs, `${(100 * mfu).toFixed(1)}%`, peak === null ? 'not measured' : (peak / GiB).toFixed(2), recompute ? 'on' : 'off',
+    ]]));
+    Object.assign(payload, { stepSeconds: secs, steps: results, tokensPerS: tokens / secs, mfu, peakBytes: peak });
+    if (o.phases) {
+      const mean = Object.fromEntries(PHASES.map((p) => [p, results.reduce((a, r) => a + r.phases![p], 0) / results.length])) as Record<Phase, number>;
+      const total = PHASES.reduce((a, p) => a + mean[p], 0);
+      console.log(`\nphases (mean over the timed steps, a sync after each)`);
+      console.log(table(['phase', 'seconds', 'share'], PHASES.map((p) => [p, mean[p].toFixed(3), `${((100 * mean[p]) / total).toFixed(1)}%`])));
+      payload['phases'] = mean;
+    }
+  }
+  const path = writeResult(`${o.name}-${o.backend}`, payload);
+  console.log(`\nwrote ${path}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,28 @@
+// Tiled (FlashAttention-2 style) causal GQA attention, forward and backward, f32 in / f32 out /
+// f32 FMA compute. Same semantics as m1_attention / m1_attention_bwd (kernels.h), which dispatch
+// here when m1_flash_attention_handles() says so and keep their one-warp-per-query kernels for the
+// other head dims.
+//
+// Shapes: q/out/dout/dq [B, T, Hq, Dh], k/v/dk/dv [B, T, Hkv, Dh], lse [B, Hq, T] (natural log),
+// segments [B*T] or null (key s is visible to query t iff s ≤ t and segments agree).
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+
+extern "C" {
+
+/**
+ * 1 when the tiled kernels cover this call: Dh ∈ {64, 128}, Hq and B within the grid's y/z limits,
+ * and every pointer in `vec4Ptrs` (the tensors the kernels move as float4) 16-byte aligned.
+ */
+int m1_flash_attention_handles(int B, int Hq, int Dh, const void* const* vec4Ptrs, int nPtrs);
+
+cudaError_t m1_flash_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* segments,
+                               int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
+
+/** Dbuf: scratch of B*Hq*T floats (D = rowsum(dout ∘ out), laid out like lse) */
+cudaError_t m1_flash_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
+                                   const float* v, const float* out, const float* lse, const int* segments,
+                                   int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
+
+}  // extern "C"

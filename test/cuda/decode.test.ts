@@ -1,0 +1,133 @@
+// The decode-path kernels against the CPU reference: split-K paged attention (decode_attention.cu),
+// the lane-per-state selective scan step, and the pinned upload ring (addon.cpp) under a GPU that
+// lags behind the host. Attention is compared per sequence (a long sequence's output is a small
+// average; a tolerance on the whole batch's scale would hide its errors): 1e-5 of that sequence's
+// largest value. Scan steps: 1e-4 (f32 sums of N terms against f64), as in ops.test.ts.
+import { describe, expect, it } from 'vitest';
+import { Rng } from '../../src/util/rng.js';
+import { available, closeArrays, cpu, expectClose, gpu, rand, skipReason } from './helpers.js';
+
+/** a random permutation of [0, n): block ids handed out in scattered, non-monotonic order */
+function shuffled(n: number, seed: number): Int32Array {
+  const rng = new Rng(seed);
+  const a = Int32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.uniform() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+}
+
+describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
+  const g = gpu!;
+
+  /**
+   * Caches filled with random values (the same on both backends, bf16-rounded for bf16), each
+   * sequence's blocks taken from a shuffled list, and the table's unused entries set to −1 (never read).
+   */
+  function checkPaged(lens: number[], Hkv: number, group: number, Dh: number, bs: number, dtype: 'f32' | 'bf16', seed: number): void {
+    const n = lens.length, Hq = Hkv * group;
+    const blocksOf = lens.map((L) => Math.ceil(L / bs));
+    const maxBlocks = Math.max(1, ...blocksOf);
+    const used = blocksOf.reduce((a, b) => a + b, 0);
+    const numBlocks = used + 3;  // a few blocks no sequence owns
+    const order = shuffled(numBlocks, seed);
+    const tables = new Int32Array(n * maxBlocks).fill(-1);
+    let next = 0;
+    for (let i = 0; i < n; i++) for (let j = 0; j < blocksOf[i]!; j++) tables[i * maxBlocks + j] = order[next++]!;
+    const kc = rand([numBlocks, bs, Hkv, Dh], seed + 1, 1, dtype), vc = rand([numBlocks, bs, Hkv, Dh], seed + 2, 1, dtype);
+    const q = rand([n, Hq, Dh], seed + 3);
+    const seqLens = Int32Array.from(lens);
+    const scale = 2 / Math.sqrt(Dh);  // peaked softmax: the max moves between chunks
+    const og = g.pagedAttentionDecode(q.g, kc.g, vc.g, tables, maxBlocks, seqLens, scale);
+    const oc = cpu.pagedAttentionDecode(q.c, kc.c, vc.c, tables, maxBlocks, seqLens, scale);
+    expect(og.shape).toEqual([n, Hq, Dh]);
+    const a = g.read(og), b = cpu.read(oc), row = Hq * Dh;
+    for (let i = 0; i < n; i++) {
+      closeArrays(a.subarray(i * row, (i + 1) * row), b.subarray(i * row, (i + 1) * row), 1e-5,
+        `paged decode ${dtype} Dh=${Dh} Hkv=${Hkv} group=${group} bs=${bs} seq ${i} (len ${lens[i]})`);
+    }
+    for (const t of [og, kc.g, vc.g, q.g]) t.dispose();
+  }
+
+  it('split-K paged decode: lengths 0..1000 across many chunks, GQA groups 1/3/4, head dims 16/64/128, both caches', () => {
+    const lens = [0, 1, 255, 256, 257, 1000];
+    let seed = 200;
+    for (const dtype of ['f32', 'bf16'] as const) {
+      for (const Dh of [16, 64, 128]) {
+        for (const [Hkv, group] of [[3, 1], [2, 3], [1, 4]] as const) {
+          checkPaged(lens, Hkv, group, Dh, Dh === 64 ? 5 : 16, dtype, (seed += 10));  // block size 5: chunks cut blocks
+        }
+      }
+    }
+  });
+
+  it('split-K paged decode: unusual shapes (Dh 24 / 256, group 16, one chunk, all empty, fallback head dims)', () => {
+    for (const dtype of ['f32', 'bf16'] as const) {
+      checkPaged([300, 7, 0, 65], 2, 2, 24, 16, dtype, 400);   // 16-byte vectors per row: 3 (bf16), 6 (f32)
+      checkPaged([130, 1, 513], 1, 2, 256, 16, dtype, 410);    // f32: two vectors per lane in the score pass
+      checkPaged([300, 5], 1, 16, 256, 16, dtype, 420);       // smaller chunks to fit shared memory; 4 head passes in P·V
+      checkPaged([3, 0, 17], 2, 3, 64, 16, dtype, 430);       // one chunk: pass 1 writes the output itself
+      checkPaged([0, 0], 2, 2, 32, 16, dtype, 440);           // no keys anywhere
+      checkPaged([40, 0, 90], 1, 48, 256, 16, dtype, 450);    // group too large for shared memory: the warp-per-head kernel
+      checkPaged([33, 0, 200], 2, 3, 12, 4, dtype, 460);      // head dim not a multiple of 8: the warp-per-head kernel
+    }
+  });
+
+  it('selectiveScanStep: wide channels (Di 3072, N 16) over several slots, N = 1, 5, 40; with and without the optional inputs', () => {
+    const cases = [
+      { Di: 3072, N: 16, G: 1, S: 6, slots: [5, 0, 3, 2] },
+      { Di: 64, N: 1, G: 2, S: 3, slots: [2, 0] },
+      { Di: 96, N: 5, G: 3, S: 4, slots: [1, 3, 0] },
+      { Di: 32, N: 40, G: 1, S: 2, slots: [1] },  // N > 32: a warp per channel, lanes loop over the states
+    ];
+    let seed = 500;
+    for (const { Di, N, G, S, slots: sl } of cases) {
+      const n = sl.length, slots = Int32Array.from(sl);
+      for (const full of [true, false]) {
+        const A = rand([Di, N], (seed += 10), 0.5), D = rand([Di], seed + 1), db = rand([Di], seed + 2, 0.3);
+        const st = rand([S, Di, N], seed + 3);  // a non-zero state to continue from
+        for (let step = 0; step < 3; step++) {
+          const x = rand([n, Di], seed + 4 + step), delta = rand([n, Di], seed + 5 + step, 0.5), z = rand([n, Di], seed + 6 + step);
+          const Bm = rand([n, G, N], seed + 7 + step), Cm = rand([n, G, N], seed + 8 + step);
+          const args = (s: 'g' | 'c') => ({
+            x: x[s], delta: delta[s], A: A[s], Bm: Bm[s], Cm: Cm[s], D: full ? D[s] : null, z: full ? z[s] : null,
+            deltaBias: full ? db[s] : null, ssmState: st[s], slots,
+          });
+          const what = `selectiveScanStep Di=${Di} N=${N} G=${G} full=${full} step ${step}`;
+          expectClose(g, g.selectiveScanStep(args('g')), cpu.selectiveScanStep(args('c')), 1e-4, what);
+          expectClose(g, st.g, st.c, 1e-4, `${what}: state`);
+        }
+      }
+    }
+  });
+
+  it('uploads: many index arrays (more than the 8 MiB pinned ring, some over the 1 MiB staging limit) queued behind slow GPU work', () => {
+    const V = 50, D = 4;
+    const table = rand([V, D], 600);
+    // keep the GPU busy for a while so the uploads below queue up behind it and the ring wraps
+    // while its earlier copies are still pending
+    const big = g.zeros([4096, 4096]);
+    const busy = [];
+    for (let i = 0; i < 4; i++) busy.push(g.matmul(big, big));
+    const rng = new Rng(601);
+    const sizes = [1, 3, 100_000, 64, 300_000];  // 300 000 ids = 1.2 MB: the pageable path
+    const idsList: Int32Array[] = [];
+    const outs = [];
+    let staged = 0;  // bytes that go through the ring
+    for (let k = 0; k < 56; k++) {
+      const len = k % 7 === 6 ? sizes[k % sizes.length]! : 100_000 + k;
+      const ids = new Int32Array(len);
+      for (let j = 0; j < len; j++) ids[j] = Math.floor(rng.uniform() * V);
+      idsList.push(ids);
+      outs.push(g.embedding(table.g, ids));
+      if (ids.byteLength <= 1024 * 1024) staged += ids.byteLength;
+    }
+    expect(staged).toBeGreaterThan(2 * 8 * 1024 * 1024);
+    for (let k = 0; k < idsList.length; k++) {
+      expectClose(g, outs[k]!, cpu.embedding(table.c, idsList[k]!), 0, `embedding after upload ${k} (${idsList[k]!.length} ids)`);
+      outs[k]!.dispose();
+    }
+    for (const t of [...busy, big]) t.dispose();
+  });
+});
