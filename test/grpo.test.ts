@@ -10,7 +10,7 @@ import { findPreset } from '../src/model/presets.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { tinyTokenizerFiles } from '../src/model/tiny-tokenizer.js';
 import {
-  generateRollouts, graderReward, grpoGradients, M1_GRPO, oldLogprobs, parsePromptFile, rolloutBatch, rolloutSeed, runGrpo,
+  generateRollouts, graderReward, grpoGradients, M1_GRPO, oldLogprobs, parsePromptFile, rolloutBatch, rolloutSeed, runGrpo, selectRows, zeroAdvantageRows,
   type GrpoConfig, type GrpoPrompt, type RewardFn, type Rollout,
 } from '../src/train/grpo.js';
 import { grpoAdvantages } from '../src/train/heads.js';
@@ -117,6 +117,38 @@ describe('GRPO batch layout', () => {
     }));
     expect(maxAbs).toBeGreaterThan(1e-4);
     expect(maxDiff).toBeLessThan(1e-6 * Math.max(1, maxAbs));
+  });
+
+  it('leaving out rows with zero advantage (η = 0) gives the same loss and gradients as the full batch', () => {
+    const model = tinyModel(5);
+    const engine = new Engine(model, { tokenizer: tok, stopTokenIds: [EOT], maxBatch: 16 });
+    const r = generateRollouts(engine, prompts.slice(0, 3), { group: 3, temperature: 1, maxTokens: 4, seed: 11, step: 0, reward: () => 0 });
+    // group 0 mixed, group 1 all correct, group 2 all wrong: only group 0's rows carry gradient
+    const rewards = [1, 0, 0, 1, 1, 1, 0, 0, 0];
+    const x = rolloutBatch(r, grpoAdvantages(rewards, 3), PAD);
+    const zero = zeroAdvantageRows(x);
+    expect(zero).toEqual([false, false, false, true, true, true, true, true, true]);
+    const old = oldLogprobs(model, x, 0.9, 4);
+    const opts = { clip: 0.2, entropyCoef: 0, temperature: 0.9, microRows: 2 };
+    model.zeroGrads();
+    const full = grpoGradients(model, x, old, opts);
+    const gFull = model.params().map(([, p]) => be.read(p.grad!));
+    const keep = [0, 1, 2];
+    const sub = selectRows(x, keep);
+    const oldSub = new Float32Array(keep.length * x.T);
+    keep.forEach((row, b) => oldSub.set(old.subarray(row * x.T, (row + 1) * x.T), b * x.T));
+    model.zeroGrads();
+    const part = grpoGradients(model, sub, oldSub, { ...opts, normalizer: full.tokens });
+    expect(part.tokens).toBe(full.tokens);
+    expect(Math.abs(part.loss - full.loss)).toBeLessThan(1e-7);
+    let maxDiff = 0, maxAbs = 0;
+    model.params().forEach(([, p], i) => be.read(p.grad!).forEach((v, j) => {
+      maxDiff = Math.max(maxDiff, Math.abs(v - gFull[i]![j]!));
+      maxAbs = Math.max(maxAbs, Math.abs(v));
+    }));
+    expect(maxAbs).toBeGreaterThan(1e-4);
+    expect(maxDiff).toBeLessThan(1e-6 * Math.max(1, maxAbs));
+    expect(() => grpoGradients(model, sub, oldSub, { ...opts, normalizer: 1 })).toThrow(/normalizer 1 is below/);
   });
 
   it('old logprobs at the rollout temperature equal the engine\'s logprobs at temperature 1', () => {

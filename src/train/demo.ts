@@ -145,7 +145,7 @@ export function defaultTeacherDir(): string {
   return join(packageRoot(), 'assets', 'teacher');
 }
 
-/** `count` attention layers spread over `layers` (M1 keeps 6 of 28; 1 of 4 here) */
+/** `count` attention layers spread over `layers` (M1 keeps 6 of 28; the --quick budget keeps 1 of 4) */
 export function spreadAttentionLayers(layers: number, count: number): number[] {
   const out = new Set<number>();
   for (let j = 0; j < count; j++) out.add(Math.min(layers - 1, Math.floor(((j + 0.5) * layers) / count)));

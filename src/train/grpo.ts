@@ -181,6 +181,33 @@ function sliceRows(x: RolloutBatch, r0: number, r1: number): RolloutBatch {
   };
 }
 
+/** the rows `rows` of a batch (in that order), same T */
+export function selectRows(x: RolloutBatch, rows: readonly number[]): RolloutBatch {
+  const T = x.T, B = rows.length;
+  const ids = new Int32Array(B * T), targets = new Int32Array(B * T), mask = new Uint8Array(B * T), advantages = new Float32Array(B * T);
+  let tokens = 0;
+  rows.forEach((r, b) => {
+    if (!(r >= 0 && r < x.B)) throw new Error(`selectRows: row ${r} is outside [0, ${x.B})`);
+    ids.set(x.ids.subarray(r * T, (r + 1) * T), b * T);
+    targets.set(x.targets.subarray(r * T, (r + 1) * T), b * T);
+    mask.set(x.mask.subarray(r * T, (r + 1) * T), b * T);
+    advantages.set(x.advantages.subarray(r * T, (r + 1) * T), b * T);
+  });
+  for (let i = 0; i < mask.length; i++) tokens += mask[i]!;
+  return { B, T, ids, targets, mask, advantages, tokens };
+}
+
+/** rows whose response tokens all have advantage 0 (groups where every sample got the same reward) */
+export function zeroAdvantageRows(x: RolloutBatch): boolean[] {
+  const out: boolean[] = [];
+  for (let r = 0; r < x.B; r++) {
+    let zero = true;
+    for (let t = r * x.T; t < (r + 1) * x.T && zero; t++) if (x.mask[t] !== 0 && x.advantages[t] !== 0) zero = false;
+    out.push(zero);
+  }
+  return out;
+}
+
 /** old log-probabilities of the sampled tokens at temperature `temperature`, computed micro-batch by micro-batch: [B*T] */
 export function oldLogprobs(model: CausalLM, x: RolloutBatch, temperature: number, microRows: number, chunks: ChunkOptions = {}): Float32Array {
   const out = new Float32Array(x.B * x.T);
@@ -198,10 +225,18 @@ export function oldLogprobs(model: CausalLM, x: RolloutBatch, temperature: numbe
 /** one optimizer update's gradients over the rows of a mini-batch: token-mean GRPO loss, accumulated over micro-batches */
 export function grpoGradients(
   model: CausalLM, x: RolloutBatch, old: Float32Array | null,
-  o: { clip: number; entropyCoef: number; temperature: number; microRows: number; chunks?: ChunkOptions },
+  o: {
+    clip: number; entropyCoef: number; temperature: number; microRows: number; chunks?: ChunkOptions;
+    /** token count of the token-mean (default: the response tokens of x; more when rows were left out of x) */
+    normalizer?: number;
+  },
 ): { loss: number; tokens: number; sums: Record<string, number> } {
   let normalizer = 0;
   for (let i = 0; i < x.mask.length; i++) normalizer += x.mask[i]!;
+  if (o.normalizer !== undefined) {
+    if (!(o.normalizer >= normalizer)) throw new Error(`grpoGradients: normalizer ${o.normalizer} is below the ${normalizer} response tokens of the batch`);
+    normalizer = o.normalizer;
+  }
   let loss = 0;
   const sums: Record<string, number> = {};
   if (normalizer === 0) return { loss: 0, tokens: 0, sums };
@@ -442,17 +477,32 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
       }
       const adv = grpoAdvantages(rewards, c.group);
       const batch = rolloutBatch(rollouts, adv, o.padId);
-      // With one update per step the policy being differentiated is the one that sampled the rollouts:
-      // log p_old = log p exactly, so the extra forward over the whole batch is skipped (ratio ≡ 1).
-      const old = updates > 1 ? oldLogprobs(model, batch, c.temperature, c.microRows, o.chunks) : null;
-      let loss = 0, gradNormSum = 0, lr = 0, tokens = 0;
-      const sums: Record<string, number> = {};
       const rowsPer = c.miniBatch * c.group;
+      // Without the entropy bonus a row whose advantage is 0 (its group's samples all scored the same)
+      // has an exactly zero loss gradient: it is left out of the forward/backward, and the token-mean
+      // keeps its tokens in the denominator, so the update is the same as with it.
+      const zero = c.entropyCoef === 0 ? zeroAdvantageRows(batch) : null;
+      const minis = Array.from({ length: updates }, (_, u) => {
+        const full = sliceRows(batch, u * rowsPer, (u + 1) * rowsPer);
+        let normalizer = 0;
+        for (let i = 0; i < full.mask.length; i++) normalizer += full.mask[i]!;
+        const keep = [...Array(full.B).keys()].filter((r) => !zero || !zero[u * rowsPer + r]);
+        return { x: keep.length === full.B ? full : selectRows(full, keep), normalizer };
+      });
+      // With one update per step the policy being differentiated is the one that sampled the rollouts:
+      // log p_old = log p exactly, so the extra forward is skipped (ratio ≡ 1). Otherwise the old
+      // log-probabilities of every mini-batch are taken before the first update.
+      const olds = minis.map((m) => (updates > 1 ? oldLogprobs(model, m.x, c.temperature, c.microRows, o.chunks) : null));
+      let loss = 0, gradNormSum = 0, lr = 0, tokens = 0, activeTokens = 0, activeRows = 0;
+      const sums: Record<string, number> = {};
       for (let u = 0; u < updates; u++) {
-        const mb = sliceRows(batch, u * rowsPer, (u + 1) * rowsPer);
+        const mb = minis[u]!.x;
+        activeRows += mb.B;
+        for (let i = 0; i < mb.mask.length; i++) activeTokens += mb.mask[i]!;
         model.zeroGrads();
-        const r = grpoGradients(model, mb, old ? old.subarray(u * rowsPer * batch.T, (u + 1) * rowsPer * batch.T) : null, {
+        const r = grpoGradients(model, mb, olds[u]!, {
           clip: c.clip, entropyCoef: c.entropyCoef, temperature: c.temperature, microRows: c.microRows, chunks: o.chunks,
+          normalizer: minis[u]!.normalizer,
         });
         if (!Number.isFinite(r.loss)) diverged(`the GRPO loss is ${r.loss}`);
         const gn = c.gradClip > 0 ? opt.clipGradNorm(c.gradClip) : opt.gradNorm();
@@ -480,8 +530,10 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
         reward_mean: meanReward, reward_best: bestReward,
         response_length: mean(rollouts.map((r) => r.responseIds.length)),
         truncated_frac: mean(rollouts.map((r) => (r.finishReason === 'length' ? 1 : 0))),
-        entropy: (sums['entropy'] ?? 0) / Math.max(1, tokens), clip_frac: (sums['clipped'] ?? 0) / Math.max(1, tokens),
-        pg_loss: (sums['pg'] ?? 0) / Math.max(1, tokens) , approx_kl: (sums['approx_kl'] ?? 0) / Math.max(1, tokens),
+        // diagnostics are means over the tokens that went through the update (rows with advantage ≠ 0 when skipped)
+        entropy: (sums['entropy'] ?? 0) / Math.max(1, activeTokens), clip_frac: (sums['clipped'] ?? 0) / Math.max(1, activeTokens),
+        pg_loss: (sums['pg'] ?? 0) / Math.max(1, activeTokens), approx_kl: (sums['approx_kl'] ?? 0) / Math.max(1, activeTokens),
+        updated_rows_frac: activeRows / Math.max(1, batch.B),
         groups_all_correct: solved / groups, groups_all_wrong: unsolved / groups,
         rollout_s: (tRoll - t0) / 1000, update_s: (performance.now() - tRoll) / 1000, elapsed_s: elapsedS,
       };
