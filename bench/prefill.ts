@@ -19,6 +19,7 @@ import type { CausalLM } from '../src/model/model.js';
 import { plainSeqInfo, type LayerState, type StateWrite } from '../src/model/module.js';
 import { GiB, matmulParams, PeakMemory, presetConfig, sync, table, writeResult, zeroModel } from './common.js';
 import { OpProfiler } from './op-profile.js';
+import { lastPositions } from '../src/infer/engine.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
 const program = new Command()
@@ -67,14 +68,7 @@ function prefillOnce(be: Backend, model: CausalLM, ids: Int32Array, B: number, L
   be.tidy(() => {
     // as Engine.prefill: the forward in its own tidy, state written in place into pools made outside
     const hidden = be.tidy(() => model.forward(ids, plainSeqInfo(B, L), { states, stateWrite }).hidden);
-    let last: Tensor;
-    if (L === 1) last = be.reshape(hidden, [B, D]);
-    else {
-      const [head, tail] = be.splitLastDim(be.reshape(hidden, [B, L * D]), [(L - 1) * D, D]);
-      head!.dispose();
-      hidden.dispose();
-      last = tail!;
-    }
+    const last = lastPositions(be, hidden, B, L, D);
     const logits = model.logits(last);
     be.argmaxRows(logits);
     logits.dispose();

@@ -450,14 +450,7 @@ export class Engine {
     // the state it leaves behind is written in place into pools made outside
     const hidden = be.tidy(() => this.model.forward(ids, plainSeqInfo(B, L), { states: this.states, stateWrite }).hidden);
     // the last position of each row predicts the first generated token: [B, L, D] → [B, D]
-    let last: Tensor;
-    if (L === 1) last = be.reshape(hidden, [B, D]);
-    else {
-      const [head, tail] = be.splitLastDim(be.reshape(hidden, [B, L * D]), [(L - 1) * D, D]);
-      head!.dispose();
-      hidden.dispose();
-      last = tail!;
-    }
+    const last = lastPositions(be, hidden, B, L, D);
     const logits = this.model.logits(last);
 
     // samples forked from a shared prefill: copy the Mamba state slot, share the KV blocks
@@ -704,4 +697,13 @@ export class Engine {
 
 function outputOf(req: RequestState): RequestOutput {
   return { requestId: req.id, promptTokenIds: Array.from(req.prompt), samples: req.outputs.map((o) => o!) };
+}
+
+/** hidden [B, L, D] → its last position of each row [B, D]; `hidden` is consumed (disposed unless L = 1, where the result is a view of it) */
+export function lastPositions(be: Backend, hidden: Tensor, B: number, L: number, D: number): Tensor {
+  if (L === 1) return be.reshape(hidden, [B, D]);
+  const [head, tail] = be.splitLastDim(be.reshape(hidden, [B, L * D]), [(L - 1) * D, D]);
+  head!.dispose();
+  hidden.dispose();
+  return tail!;
 }
