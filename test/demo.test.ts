@@ -76,3 +76,27 @@ describe('m1 demo (--quick budgets)', () => {
     expect(g.z).toBeCloseTo(3, 12);
   });
 });
+
+describe('m1 demo --set (budget overrides)', () => {
+  it('sets numbers, strings, booleans and lists by path, leaving the base budget untouched', async () => {
+    const { applyBudgetOverrides } = await import('../src/cli/commands/demo.js');
+    const b = applyBudgetOverrides(QUICK_BUDGET, ['grpo.lr=0.001', 'distill.lossOn=assistant', 'suffix=true', 'attnLayers=[0,2]', 'eval.problems=7']);
+    expect(b.grpo.lr).toBe(0.001);
+    expect(b.distill.lossOn).toBe('assistant');
+    expect(b.suffix).toBe(true);
+    expect(b.attnLayers).toEqual([0, 2]);
+    expect(b.eval.problems).toBe(7);
+    expect(QUICK_BUDGET.grpo.lr).not.toBe(0.001);
+    expect(applyBudgetOverrides(QUICK_BUDGET, ['attnLayers=null']).attnLayers).toBeNull();
+  });
+  it('rejects unknown paths, wrong types and malformed entries with a message naming the entry', async () => {
+    const { applyBudgetOverrides } = await import('../src/cli/commands/demo.js');
+    expect(() => applyBudgetOverrides(QUICK_BUDGET, ['grpo.lrr=1'])).toThrow(/--set "grpo.lrr=1": no field "lrr"/);
+    expect(() => applyBudgetOverrides(QUICK_BUDGET, ['grpox.lr=1'])).toThrow(/"grpox" is not a section/);
+    expect(() => applyBudgetOverrides(QUICK_BUDGET, ['grpo.lr=fast'])).toThrow(/grpo.lr needs a number, got "fast"/);
+    expect(() => applyBudgetOverrides(QUICK_BUDGET, ['suffix=yes'])).toThrow(/suffix needs true or false/);
+    expect(() => applyBudgetOverrides(QUICK_BUDGET, ['attnLayers=0,2'])).toThrow(/attnLayers needs a JSON value/);
+    expect(() => applyBudgetOverrides(QUICK_BUDGET, ['grpo.lr'])).toThrow(/expected path=value/);
+    expect(() => applyBudgetOverrides(QUICK_BUDGET, ['distill.lossOn=everything'])).toThrow(/distill.lossOn must be "all" or "assistant"/);
+  });
+});
