@@ -81,6 +81,8 @@ describe('m1 CLI', () => {
       [['logprobs', '--model', teacher, '--ids', '1,99999'], /token id 99999 is outside the vocabulary/],
       [['convert', '--teacher', teacher, '--attn-layers', '1,9', '--out', join(work, 'y')], /--attn-layers: layer 9 is outside \[0, 4\)/],
       [['convert', '--teacher', hybrid, '--attn-layers', '1', '--out', join(work, 'y')], /already a hybrid/],
+      [['demo', '--out', join(work, 'd'), '--set', 'grpo.lrr=1'], /--set "grpo.lrr=1": no field "lrr"/],
+      [['demo', '--out', join(work, 'd'), '--set', 'grpo.batch=30'], /grpo.batch 30 is not a multiple of grpo.miniBatch 32/],
     ];
     for (const [args, re] of cases) {
       const r = m1(...args);

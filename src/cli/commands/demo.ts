@@ -4,6 +4,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { BACKEND_NAMES, createBackend } from '../../backend/registry.js';
 import { FULL_BUDGET, QUICK_BUDGET, formatDemoTable, runDemo, type DemoBudget } from '../../train/demo.js';
 import { floatFlag, intFlag } from '../options.js';
+import { UserError } from '../../util/errors.js';
 
 interface DemoFlags {
   out: string;
@@ -33,36 +34,36 @@ export function applyBudgetOverrides(budget: DemoBudget, sets: readonly string[]
   const out = JSON.parse(JSON.stringify(budget)) as DemoBudget;
   for (const s of sets) {
     const eq = s.indexOf('=');
-    if (eq <= 0) throw new InvalidArgumentError(`--set "${s}": expected path=value, e.g. grpo.lr=0.001`);
+    if (eq <= 0) throw new UserError(`--set "${s}": expected path=value, e.g. grpo.lr=0.001`);
     const path = s.slice(0, eq).trim().split('.'), raw = s.slice(eq + 1).trim();
     let node = out as unknown as Record<string, unknown>;
     for (const k of path.slice(0, -1)) {
       const next = node[k];
-      if (typeof next !== 'object' || next === null || Array.isArray(next)) throw new InvalidArgumentError(`--set "${s}": "${k}" is not a section of the demo budget (sections: ${Object.keys(node).filter((x) => typeof node[x] === 'object' && node[x] !== null && !Array.isArray(node[x])).join(', ')})`);
+      if (typeof next !== 'object' || next === null || Array.isArray(next)) throw new UserError(`--set "${s}": "${k}" is not a section of the demo budget (sections: ${Object.keys(node).filter((x) => typeof node[x] === 'object' && node[x] !== null && !Array.isArray(node[x])).join(', ')})`);
       node = next as Record<string, unknown>;
     }
     const key = path[path.length - 1]!;
-    if (!(key in node)) throw new InvalidArgumentError(`--set "${s}": no field "${key}" here (fields: ${Object.keys(node).join(', ')})`);
+    if (!(key in node)) throw new UserError(`--set "${s}": no field "${key}" here (fields: ${Object.keys(node).join(', ')})`);
     const old = node[key];
     let value: unknown;
     if (typeof old === 'number') {
       value = Number(raw);
-      if (raw === '' || !Number.isFinite(value)) throw new InvalidArgumentError(`--set "${s}": ${path.join('.')} needs a number, got "${raw}"`);
+      if (raw === '' || !Number.isFinite(value)) throw new UserError(`--set "${s}": ${path.join('.')} needs a number, got "${raw}"`);
     } else if (typeof old === 'boolean') {
-      if (raw !== 'true' && raw !== 'false') throw new InvalidArgumentError(`--set "${s}": ${path.join('.')} needs true or false, got "${raw}"`);
+      if (raw !== 'true' && raw !== 'false') throw new UserError(`--set "${s}": ${path.join('.')} needs true or false, got "${raw}"`);
       value = raw === 'true';
     } else if (typeof old === 'string') value = raw;
     else {
       try {
         value = JSON.parse(raw);
       } catch {
-        throw new InvalidArgumentError(`--set "${s}": ${path.join('.')} needs a JSON value (e.g. [0,2] or null), got "${raw}"`);
+        throw new UserError(`--set "${s}": ${path.join('.')} needs a JSON value (e.g. [0,2] or null), got "${raw}"`);
       }
-      if (value !== null && !Array.isArray(value)) throw new InvalidArgumentError(`--set "${s}": ${path.join('.')} needs a JSON array or null`);
+      if (value !== null && !Array.isArray(value)) throw new UserError(`--set "${s}": ${path.join('.')} needs a JSON array or null`);
     }
     node[key] = value;
   }
-  if (out.distill.lossOn !== 'all' && out.distill.lossOn !== 'assistant') throw new InvalidArgumentError(`--set: distill.lossOn must be "all" or "assistant", got "${String(out.distill.lossOn)}"`);
+  if (out.distill.lossOn !== 'all' && out.distill.lossOn !== 'assistant') throw new UserError(`--set: distill.lossOn must be "all" or "assistant", got "${String(out.distill.lossOn)}"`);
   return out;
 }
 
@@ -105,7 +106,7 @@ export function registerDemo(program: Command): void {
       };
       if (budget.grpo.batch % budget.grpo.miniBatch !== 0) budget.grpo.miniBatch = budget.grpo.batch;
       const final = applyBudgetOverrides(budget, o.set);
-      if (final.grpo.batch % final.grpo.miniBatch !== 0) throw new InvalidArgumentError(`--set: grpo.batch ${final.grpo.batch} is not a multiple of grpo.miniBatch ${final.grpo.miniBatch}`);
+      if (final.grpo.batch % final.grpo.miniBatch !== 0) throw new UserError(`--set: grpo.batch ${final.grpo.batch} is not a multiple of grpo.miniBatch ${final.grpo.miniBatch}`);
       const be = await createBackend(o.backend);
       const summary = await runDemo({ be, out: o.out, seed: o.seed, budget: final, teacherDir: o.teacher });
       console.log(formatDemoTable(summary));
