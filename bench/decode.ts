@@ -95,58 +95,62 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
   if (kvBytes + B * s.stateBytesPerSeq > o.memGib * 2 ** 30) return null;
   // tidy: a pool that fails to allocate half-way must not leak what it did allocate
   const states = be.tidy(() => model.allocateState({ slots: B, kvBlocks: Math.max(1, B * blocksPerSeq), blockSize: bs, kvDType: 'bf16' }));
-  const blockTables = new Int32Array(B * blocksPerSeq);
-  for (let i = 0; i < B * blocksPerSeq; i++) blockTables[i] = i;
-  const info: DecodeInfo = {
-    n: B, slots: Int32Array.from({ length: B }, (_, i) => i), positions: new Int32Array(B), slotMapping: new Int32Array(B),
-    blockTables, maxBlocks: blocksPerSeq, seqLens: new Int32Array(B),
-  };
-  const ids = Int32Array.from({ length: B }, (_, i) => (i * 7919) % model.vocabSize);
-  const setPos = (pos: number) => {
-    for (let i = 0; i < B; i++) {
-      info.positions[i] = pos;
-      info.seqLens[i] = pos + 1;
-      info.slotMapping[i] = blockTables[i * blocksPerSeq + Math.floor(pos / bs)]! * bs + (pos % bs);
-    }
-  };
-  const run = (pos: number) => {
-    setPos(pos);
-    // greedy on the device; its copy back synchronises. tidy frees the step's activations at once.
-    return be.tidy(() => be.argmaxRows(model.step(ids, states, info)));
-  };
-  if (profiler) profiler.enabled = false;
-  const tw = performance.now();
-  do run(L - 2); while ((performance.now() - tw) / 1000 < warmupS);
-  run(L - 1);
-  const t0 = performance.now();
-  for (let k = 0; k < o.steps; k++) run(L + k);
-  const secs = (performance.now() - t0) / 1000 / o.steps;
-  if (profiler) {
-    // host time: how long JavaScript takes to issue one step (the GPU runs behind it); if it is close to
-    // the step time, the step is launch-bound
-    let host = 0;
-    for (let k = 0; k < o.steps; k++) {
-      setPos(L + k);
-      (be as { synchronize?: () => void }).synchronize?.();
-      const th = performance.now();
-      be.tidy(() => {
-        model.step(ids, states, info);
-        host += performance.now() - th;
-        (be as { synchronize?: () => void }).synchronize?.();
-      });
-    }
-    profiler.reset();
-    profiler.enabled = true;
+  // the pool is freed whatever happens (an out-of-memory step must not leave the next point less memory)
+  try {
+    const blockTables = new Int32Array(B * blocksPerSeq);
+    for (let i = 0; i < B * blocksPerSeq; i++) blockTables[i] = i;
+    const info: DecodeInfo = {
+      n: B, slots: Int32Array.from({ length: B }, (_, i) => i), positions: new Int32Array(B), slotMapping: new Int32Array(B),
+      blockTables, maxBlocks: blocksPerSeq, seqLens: new Int32Array(B),
+    };
+    const ids = Int32Array.from({ length: B }, (_, i) => (i * 7919) % model.vocabSize);
+    const setPos = (pos: number) => {
+      for (let i = 0; i < B; i++) {
+        info.positions[i] = pos;
+        info.seqLens[i] = pos + 1;
+        info.slotMapping[i] = blockTables[i * blocksPerSeq + Math.floor(pos / bs)]! * bs + (pos % bs);
+      }
+    };
+    const run = (pos: number) => {
+      setPos(pos);
+      // greedy on the device; its copy back synchronises. tidy frees the step's activations at once.
+      return be.tidy(() => be.argmaxRows(model.step(ids, states, info)));
+    };
+    if (profiler) profiler.enabled = false;
+    const tw = performance.now();
+    do run(L - 2); while ((performance.now() - tw) / 1000 < warmupS);
+    run(L - 1);
+    const t0 = performance.now();
     for (let k = 0; k < o.steps; k++) run(L + k);
-    profiler.enabled = false;
-    const ops = profiler.top().map((e) => ({ op: e.op, callsPerStep: e.calls / o.steps, msPerStep: (1000 * e.seconds) / o.steps }));
-    const total = ops.reduce((a, e) => a + e.msPerStep, 0);
-    profiles.push({ model: model.cfg.mamba ? 'm1' : 'llama', batch: B, context: L, stepMs: secs * 1000, hostIssueMs: host / o.steps, profiledSumMs: total, ops });
-    process.stderr.write(`profile B=${B} L=${L}: step ${(secs * 1000).toFixed(2)} ms, host issue ${(host / o.steps).toFixed(2)} ms, sum of synced ops ${total.toFixed(2)} ms\n`);
-    for (const e of ops.slice(0, 18)) process.stderr.write(`  ${e.msPerStep.toFixed(3).padStart(8)} ms  ${String(e.callsPerStep).padStart(4)}×  ${e.op}\n`);
+    const secs = (performance.now() - t0) / 1000 / o.steps;
+    if (profiler) {
+      // host time: how long JavaScript takes to issue one step (the GPU runs behind it); if it is close to
+      // the step time, the step is launch-bound
+      let host = 0;
+      for (let k = 0; k < o.steps; k++) {
+        setPos(L + k);
+        (be as { synchronize?: () => void }).synchronize?.();
+        const th = performance.now();
+        be.tidy(() => {
+          model.step(ids, states, info);
+          host += performance.now() - th;
+          (be as { synchronize?: () => void }).synchronize?.();
+        });
+      }
+      profiler.reset();
+      profiler.enabled = true;
+      for (let k = 0; k < o.steps; k++) run(L + k);
+      profiler.enabled = false;
+      const ops = profiler.top().map((e) => ({ op: e.op, callsPerStep: e.calls / o.steps, msPerStep: (1000 * e.seconds) / o.steps }));
+      const total = ops.reduce((a, e) => a + e.msPerStep, 0);
+      profiles.push({ model: model.cfg.mamba ? 'm1' : 'llama', batch: B, context: L, stepMs: secs * 1000, hostIssueMs: host / o.steps, profiledSumMs: total, ops });
+      process.stderr.write(`profile B=${B} L=${L}: step ${(secs * 1000).toFixed(2)} ms, host issue ${(host / o.steps).toFixed(2)} ms, sum of synced ops ${total.toFixed(2)} ms\n`);
+      for (const e of ops.slice(0, 18)) process.stderr.write(`  ${e.msPerStep.toFixed(3).padStart(8)} ms  ${String(e.callsPerStep).padStart(4)}×  ${e.op}\n`);
+    }
+    return secs;
+  } finally {
+    for (const st of states) for (const t of Object.values(st)) if (typeof t === 'object') (t as { dispose(): void }).dispose();
   }
-  for (const st of states) for (const t of Object.values(st)) if (typeof t === 'object') (t as { dispose(): void }).dispose();
-  return secs;
 }
 
 /** Σ over contexts P..P+G−1 of the step time, linear between measured contexts (flat beyond the ends) */

@@ -57,6 +57,9 @@ struct Allocator {
         (void)cudaGetLastError();
         emptyCache();  // give the cached blocks back to the driver and try once more
         e = cudaMalloc(&p, b);
+        // a failure stays the thread's "last error": clear it, or the next kernel's launch check
+        // (cudaGetLastError) reports this out-of-memory as its own
+        if (e != cudaSuccess) (void)cudaGetLastError();
       }
       m1Check(e, ("cudaMalloc(" + std::to_string(b) + " bytes)").c_str());
       mallocCalls++;
