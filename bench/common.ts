@@ -197,4 +197,9 @@ export function sync(be: Backend): void {
   (be as { synchronize?: () => void }).synchronize?.();
 }
 
+/** give the device allocator's cached blocks back between differently sized points (no-op on the CPU backend) */
+export function emptyCache(be: Backend): void {
+  (be as { emptyCache?: () => void }).emptyCache?.();
+}
+
 export const GiB = 2 ** 30;

@@ -14,7 +14,7 @@ import type { Backend } from '../src/backend/backend.js';
 import { loadModel } from '../src/model/checkpoint.js';
 import type { CausalLM } from '../src/model/model.js';
 import type { DecodeInfo } from '../src/model/module.js';
-import { presetConfig, table, writeResult, zeroModel } from './common.js';
+import { emptyCache, presetConfig, sync, table, writeResult, zeroModel } from './common.js';
 import { OpProfiler } from './op-profile.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
@@ -129,12 +129,12 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
       let host = 0;
       for (let k = 0; k < o.steps; k++) {
         setPos(L + k);
-        (be as { synchronize?: () => void }).synchronize?.();
+        sync(be);
         const th = performance.now();
         be.tidy(() => {
           model.step(ids, states, info);
           host += performance.now() - th;
-          (be as { synchronize?: () => void }).synchronize?.();
+          sync(be);
         });
       }
       profiler.reset();
@@ -209,7 +209,7 @@ async function main() {
           const ms = (be as { memoryStats?: () => unknown }).memoryStats?.();
           process.stderr.write(`${name} B=${B} L=${L}: out of memory (${(e as Error).message.split('\n')[0]}); allocator ${JSON.stringify(ms)}\n`);
         }
-        (be as { emptyCache?: () => void }).emptyCache?.();
+        emptyCache(be);
         const roof = roofline(s, B, L, o.bandwidth, o.tflops);
         if (secs === null) {
           rows.push([name, B, L, 'no fit', '', '', '', '']);
@@ -225,7 +225,7 @@ async function main() {
     }
     perModel[name] = { shape: s, points };
     model.params().forEach(([, p]) => p.value.dispose());
-    (be as { emptyCache?: () => void }).emptyCache?.();
+    emptyCache(be);
   }
   console.log(`decode step (${o.backend}); roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s)`);
   console.log(table(['model', 'batch', 'context', 'ms/step', 'tokens/s', 'GB/step', 'roofline ms', 'of roofline'], rows));

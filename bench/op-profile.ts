@@ -5,6 +5,7 @@
 // Calls a backend method makes on itself are counted inside their caller (a depth counter).
 import type { Backend } from '../src/backend/backend.js';
 import type { Tensor } from '../src/backend/tensor.js';
+import { sync } from './common.js';
 
 /** methods that are not ops: pass through untimed */
 const UNTIMED = new Set(['tidy', 'synchronize', 'keep', 'dispose', 'emptyCache', 'name', 'constructor']);
@@ -19,7 +20,6 @@ export class OpProfiler {
 
   constructor(inner: Backend) {
     const self = this;
-    const sync = (): void => (inner as { synchronize?: () => void }).synchronize?.();
     this.be = new Proxy(inner, {
       get(target, prop, receiver) {
         const v = Reflect.get(target, prop, receiver) as unknown;
@@ -29,14 +29,14 @@ export class OpProfiler {
             self.depth++;
             try { return (v as (...a: unknown[]) => unknown).apply(receiver, args); } finally { self.depth--; }
           }
-          sync();
+          sync(inner);
           const t0 = performance.now();
           self.depth++;
           try {
             return (v as (...a: unknown[]) => unknown).apply(receiver, args);
           } finally {
             self.depth--;
-            sync();
+            sync(inner);
             self.record(opKey(prop, args), (performance.now() - t0) / 1000);
           }
         };

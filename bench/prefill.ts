@@ -17,7 +17,7 @@ import type { Backend } from '../src/backend/backend.js';
 import type { Tensor } from '../src/backend/tensor.js';
 import type { CausalLM } from '../src/model/model.js';
 import { plainSeqInfo, type LayerState, type StateWrite } from '../src/model/module.js';
-import { GiB, matmulParams, PeakMemory, presetConfig, sync, table, writeResult, zeroModel } from './common.js';
+import { emptyCache, GiB, matmulParams, PeakMemory, presetConfig, sync, table, writeResult, zeroModel } from './common.js';
 import { OpProfiler } from './op-profile.js';
 import { lastPositions } from '../src/infer/engine.js';
 
@@ -156,7 +156,7 @@ async function main() {
       } finally {
         if (profiler) profiler.enabled = false;
         disposeStates(states);
-        (inner as { emptyCache?: () => void }).emptyCache?.();
+        emptyCache(inner);
       }
       times.sort((a, b) => a - b);
       const secs = times[Math.floor(times.length / 2)]!;
@@ -171,7 +171,7 @@ async function main() {
       process.stderr.write(`${label} L=${L}: ${secs.toFixed(3)} s, ${tokS.toFixed(0)} tok/s, ${((100 * roof) / secs).toFixed(1)}% of roofline\n`);
     }
     model.params().forEach(([, p]) => p.value.dispose());
-    (inner as { emptyCache?: () => void }).emptyCache?.();
+    emptyCache(inner);
   }
   console.log(`\nprefill, batch ${o.batch} (${o.backend})`);
   console.log(table(['model', 'prompt', 'seconds', 'tokens/s', 'matmul TFLOP', 'attn TFLOP', 'roofline ms', 'of roofline', o.backend === 'cpu' ? 'RSS GiB' : 'peak GiB'], rows));
