@@ -130,4 +130,14 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
     }
     for (const t of [...busy, big]) t.dispose();
   });
+  it('an allocation the device cannot hold fails with out of memory, and the next ops run normally', () => {
+    // more than any GPU holds: the allocator gives its cache back, retries, and reports the failure; the
+    // failure must not stay as the thread's last CUDA error (the next kernel would report it as its own)
+    expect(() => g.zeros([64, 2 ** 30])).toThrow(/out of memory/i);
+    const a = rand([4, 32], 901), b = rand([4, 32], 902);
+    expectClose(g, g.add(a.g, b.g), cpu.add(a.c, b.c), 0, 'add after a failed allocation');
+    const ids = Int32Array.from([3, 1, 0]);
+    const table = rand([5, 32], 903);
+    expectClose(g, g.embedding(table.g, ids), cpu.embedding(table.c, ids), 0, 'embedding after a failed allocation');
+  });
 });
