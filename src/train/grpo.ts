@@ -1,9 +1,11 @@
 // GRPO (M1 stage 3, veRL's recipe; m1-spec §4): each step samples `group` responses for each of `batch`
 // prompts with the generation engine, scores them with a binary verifiable reward (the grader: correct
 // boxed answer, optionally only after `</think>`), turns rewards into group-normalised advantages, takes
-// the old log-probabilities of the sampled tokens at the rollout temperature, and then makes
-// batch/miniBatch optimizer updates (μ), each on one mini-batch of prompts with the PPO-clipped loss plus
-// the entropy bonus (heads.ts grpoLoss), token-mean over the mini-batch. No KL term.
+// the old log-probabilities of the sampled tokens at the rollout temperature (only needed, and only
+// computed, when a step makes more than one update), and then makes batch/miniBatch optimizer updates (μ),
+// each on one mini-batch of prompts with the PPO-clipped loss plus the entropy bonus (heads.ts grpoLoss),
+// token-mean over the mini-batch. No KL term. Without the entropy bonus, rows whose advantage is 0 are
+// left out of the forward/backward (their gradient is exactly zero).
 //
 // Run folder (same layout as the other stages, trainer.ts):
 //   checkpoint-<step>/  model folder + optimizer.safetensors + grpo_state.json (step, prompt cursor, best)
@@ -172,12 +174,19 @@ export function rolloutBatch(rollouts: readonly Rollout[], advantages: ArrayLike
   return { B, T, ids, targets, mask, advantages: adv, tokens };
 }
 
-/** rows [r0, r1) of a batch, cut to the longest of them */
+function countMask(mask: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < mask.length; i++) n += mask[i]!;
+  return n;
+}
+
+/** rows [r0, r1) of a batch (views, same T) */
 function sliceRows(x: RolloutBatch, r0: number, r1: number): RolloutBatch {
   const B = r1 - r0, T = x.T;
+  const mask = x.mask.subarray(r0 * T, r1 * T);
   return {
-    B, T, ids: x.ids.subarray(r0 * T, r1 * T), targets: x.targets.subarray(r0 * T, r1 * T), mask: x.mask.subarray(r0 * T, r1 * T),
-    advantages: x.advantages.subarray(r0 * T, r1 * T), tokens: 0,
+    B, T, ids: x.ids.subarray(r0 * T, r1 * T), targets: x.targets.subarray(r0 * T, r1 * T), mask,
+    advantages: x.advantages.subarray(r0 * T, r1 * T), tokens: countMask(mask),
   };
 }
 
@@ -185,7 +194,6 @@ function sliceRows(x: RolloutBatch, r0: number, r1: number): RolloutBatch {
 export function selectRows(x: RolloutBatch, rows: readonly number[]): RolloutBatch {
   const T = x.T, B = rows.length;
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T), mask = new Uint8Array(B * T), advantages = new Float32Array(B * T);
-  let tokens = 0;
   rows.forEach((r, b) => {
     if (!(r >= 0 && r < x.B)) throw new Error(`selectRows: row ${r} is outside [0, ${x.B})`);
     ids.set(x.ids.subarray(r * T, (r + 1) * T), b * T);
@@ -193,8 +201,7 @@ export function selectRows(x: RolloutBatch, rows: readonly number[]): RolloutBat
     mask.set(x.mask.subarray(r * T, (r + 1) * T), b * T);
     advantages.set(x.advantages.subarray(r * T, (r + 1) * T), b * T);
   });
-  for (let i = 0; i < mask.length; i++) tokens += mask[i]!;
-  return { B, T, ids, targets, mask, advantages, tokens };
+  return { B, T, ids, targets, mask, advantages, tokens: countMask(mask) };
 }
 
 /** rows whose response tokens all have advantage 0 (groups where every sample got the same reward) */
@@ -231,8 +238,7 @@ export function grpoGradients(
     normalizer?: number;
   },
 ): { loss: number; tokens: number; sums: Record<string, number> } {
-  let normalizer = 0;
-  for (let i = 0; i < x.mask.length; i++) normalizer += x.mask[i]!;
+  let normalizer = countMask(x.mask);
   if (o.normalizer !== undefined) {
     if (!(o.normalizer >= normalizer)) throw new Error(`grpoGradients: normalizer ${o.normalizer} is below the ${normalizer} response tokens of the batch`);
     normalizer = o.normalizer;
@@ -484,10 +490,8 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
       const zero = c.entropyCoef === 0 ? zeroAdvantageRows(batch) : null;
       const minis = Array.from({ length: updates }, (_, u) => {
         const full = sliceRows(batch, u * rowsPer, (u + 1) * rowsPer);
-        let normalizer = 0;
-        for (let i = 0; i < full.mask.length; i++) normalizer += full.mask[i]!;
         const keep = [...Array(full.B).keys()].filter((r) => !zero || !zero[u * rowsPer + r]);
-        return { x: keep.length === full.B ? full : selectRows(full, keep), normalizer };
+        return { x: keep.length === full.B ? full : selectRows(full, keep), normalizer: full.tokens };
       });
       // With one update per step the policy being differentiated is the one that sampled the rollouts:
       // log p_old = log p exactly, so the extra forward is skipped (ratio ≡ 1). Otherwise the old
@@ -498,7 +502,7 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
       for (let u = 0; u < updates; u++) {
         const mb = minis[u]!.x;
         activeRows += mb.B;
-        for (let i = 0; i < mb.mask.length; i++) activeTokens += mb.mask[i]!;
+        activeTokens += mb.tokens;
         model.zeroGrads();
         const r = grpoGradients(model, mb, olds[u]!, {
           clip: c.clip, entropyCoef: c.entropyCoef, temperature: c.temperature, microRows: c.microRows, chunks: o.chunks,
