@@ -10,7 +10,7 @@
 // in memory are reported as such, as a real server would have to shrink the batch there.
 import { Command } from 'commander';
 import { createBackend } from '../src/backend/registry.js';
-import type { Backend } from '../src/backend/backend.js';
+import type { Backend, StepGraph } from '../src/backend/backend.js';
 import { loadModel } from '../src/model/checkpoint.js';
 import type { CausalLM } from '../src/model/model.js';
 import type { DecodeInfo } from '../src/model/module.js';
@@ -38,12 +38,13 @@ const program = new Command()
   .option('--models <list>', 'which of m1-3b, llama-3.2-3b to run', (v: string) => v.split(','), ['m1-3b', 'llama-3.2-3b'])
   .option('--budget-s <n>', 'stop measuring new points after this many seconds per model', Number, 1e9)
   .option('--warmup-s <n>', 'seconds of untimed steps before the first point of each model (GPU clocks ramp up from idle)', Number, 3)
+  .option('--graphs', 'record each point\'s step once as a CUDA graph and replay it (the engine\'s `graphs` option)')
   .option('--profile', 'after each point, time every op of a few more steps (a sync around each op) and print where the step goes')
   .parse(process.argv);
 const o = program.opts<{
   llama?: string; m1?: string; zeroWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
   lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
-  budgetS: number; models: string[]; profile?: boolean; warmupS: number;
+  budgetS: number; models: string[]; profile?: boolean; warmupS: number; graphs?: boolean;
 }>();
 
 let profiler: OpProfiler | null = null;
@@ -95,6 +96,7 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
   if (kvBytes + B * s.stateBytesPerSeq > o.memGib * 2 ** 30) return null;
   // tidy: a pool that fails to allocate half-way must not leak what it did allocate
   const states = be.tidy(() => model.allocateState({ slots: B, kvBlocks: Math.max(1, B * blocksPerSeq), blockSize: bs, kvDType: 'bf16' }));
+  let graph: StepGraph | null = null;
   // the pool is freed whatever happens (an out-of-memory step must not leave the next point less memory)
   try {
     const blockTables = new Int32Array(B * blocksPerSeq);
@@ -111,8 +113,14 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
         info.slotMapping[i] = blockTables[i * blocksPerSeq + Math.floor(pos / bs)]! * bs + (pos % bs);
       }
     };
+    const inputs = [ids, info.slots, info.positions, info.slotMapping, info.blockTables, info.seqLens];
     const run = (pos: number) => {
       setPos(pos);
+      if (o.graphs) {
+        // recorded at the first step of the point (full block-table width), replayed after
+        const logits = graph ? graph.replay(inputs) : (graph = be.captureStepGraph!(inputs, () => be.tidy(() => model.step(ids, states, info)))).output;
+        return be.tidy(() => be.argmaxRows(logits));
+      }
       // greedy on the device; its copy back synchronises. tidy frees the step's activations at once.
       return be.tidy(() => be.argmaxRows(model.step(ids, states, info)));
     };
@@ -149,6 +157,7 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
     }
     return secs;
   } finally {
+    (graph as StepGraph | null)?.dispose();
     for (const st of states) for (const t of Object.values(st)) if (typeof t === 'object') (t as { dispose(): void }).dispose();
   }
 }
@@ -175,7 +184,9 @@ function fail(msg: string): never {
 }
 
 async function main() {
+  if (o.graphs && o.profile) fail('--graphs and --profile cannot be combined (the profiler times ops one by one; a graph runs them as one launch)');
   const inner = await createBackend(o.backend);
+  if (o.graphs && !inner.captureStepGraph) fail(`--graphs: the ${o.backend} backend cannot record graphs (use --backend cuda)`);
   if (o.profile) profiler = new OpProfiler(inner);
   const be = profiler ? profiler.be : inner;
   const result: Record<string, unknown> = { backend: o.backend, options: o, method: 'step time measured at contexts, latency integrated over the generated length; prefill excluded' };

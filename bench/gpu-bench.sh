@@ -2,6 +2,7 @@
 # Issue 7 on the device machine, in two calls (each under the 10-minute limit of one command):
 #   bash bench/gpu-bench.sh build-decode   # addon build + CUDA tests (native/gpu-run.sh), then bench:decode
 #   bash bench/gpu-bench.sh peer-prefill-train   # torch peer, bench:prefill, bench:train (reuses the built addon)
+#   bash bench/gpu-bench.sh graphs   # quick sm_90a-only build (parallel nvcc), all CUDA tests, decode eager vs graphs
 # Carry: .gpu native/build/carry dist. Logs and JSON under $OUT; each step has its own time limit so a
 # slow one cannot eat the others' time.
 set -u
@@ -42,6 +43,27 @@ peer-prefill-train)
   echo "train rc=$?"; cat "$OUT/train.txt"; tail -5 "$OUT/train.err"
   cp bench/results/prefill-cuda-*.json bench/results/train-cuda-*.json "$OUT/" 2>/dev/null
   el "train done"
+  ;;
+graphs)
+  # the addon for this GPU only (sm_90a), every file compiled at once: ~1 min instead of node-gyp's ~2
+  C=${CUDA_HOME:-/usr/local/cuda}; R=native/build/Release; mkdir -p $R /tmp/m1o
+  FL="-std=c++17 -O3 -fPIC -fexceptions -DNAPI_CPP_EXCEPTIONS -DNAPI_VERSION=8 -I/tmp/node/include/node -Inode_modules/node-addon-api -I$C/include"
+  for f in native/src/*.cu; do nvcc -std=c++17 -O3 -Xcompiler -fPIC -gencode arch=compute_90a,code=sm_90a -c "$f" -o "/tmp/m1o/$(basename "$f" .cu).o" & done
+  for f in addon matmul; do g++ $FL -c "native/src/$f.cpp" -o "/tmp/m1o/$f.o" & done
+  wait
+  g++ -shared -o $R/m1cuda.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart || { echo "build failed"; exit 1; }
+  el "built (sm_90a only)"
+  timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run test/cuda > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
+  sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30
+  el "tests done"
+  for mode in eager graphs; do
+    flag=""; [ $mode = graphs ] && flag="--graphs"
+    timeout ${DECODE_S:-110} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 $flag --name decode-$mode \
+      --batches ${BATCHES:-8,64,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-$mode.txt" 2> "$OUT/decode-$mode.err"
+    echo "decode $mode rc=$?"; sed -n '1,/^$/p' "$OUT/decode-$mode.txt"; grep -iE "error|out of memory" "$OUT/decode-$mode.err" | head -5
+    el "decode $mode done"
+  done
+  cp bench/results/decode-*-cuda-*.json "$OUT/" 2>/dev/null
   ;;
 *) echo "unknown phase $phase"; exit 2;;
 esac

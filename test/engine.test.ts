@@ -116,6 +116,14 @@ describe.each(['llama', 'm1', 'mamba2'] as const)('engine (%s)', (kind) => {
     });
   });
 
+  it('graphs: true on a backend that cannot record graphs changes nothing', () => {
+    const model = tinyModel(kind);
+    const req: GenerationRequest = { promptIds: prompt(6, 30), sampling: hot, maxTokens: 8, seed: 3, ignoreEos: true, n: 2 };
+    const engine = new Engine(model, { blockSize: 4, graphs: true });
+    expect(engine.generate([req])[0]!.samples.map((s) => s.tokenIds)).toEqual(run(model, [req])[0]!.samples.map((s) => s.tokenIds));
+    expect(engine.numGraphs).toBe(0);
+  });
+
   it('reused state slots and KV blocks carry no state over', () => {
     const model = tinyModel(kind);
     // prompts of 1 and 2 tokens are shorter than the conv window (K−1 = 3): the prefill must zero-pad it

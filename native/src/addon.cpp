@@ -25,11 +25,28 @@
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// caching allocator: size buckets (4 per power of two above 4 KiB) with free lists
+// caching allocator: size buckets (4 per power of two above 4 KiB) with free lists, in pools.
+//
+// Pool 0 serves ordinary work. A CUDA graph capture gets a private pool: the graph's kernels read
+// and write its blocks at the addresses they had during capture on every replay, so those blocks
+// must not be handed to anyone else while the graph exists (blocks freed during capture go back to
+// the private free lists and are reused only by later ops of the same capture, which the graph runs
+// in the same order). When the graph is destroyed its pool dies: cached blocks move to pool 0, and
+// blocks still live (the graph's outputs) join pool 0 when they are freed.
+
+struct Pool {
+  std::unordered_map<size_t, std::vector<void*>> freeLists;  // bucket bytes → cached blocks
+  bool dead = false;
+};
+struct Block {
+  size_t bytes;
+  int pool;
+};
 
 struct Allocator {
-  std::unordered_map<size_t, std::vector<void*>> freeLists;  // bucket bytes → cached blocks
-  std::unordered_map<void*, size_t> live;                     // block → bucket bytes
+  std::unordered_map<int, Pool> pools{{0, Pool{}}};
+  int active = 0;                                             // the pool new blocks come from
+  std::unordered_map<void*, Block> live;                      // block → bucket bytes, pool
   size_t liveBytes = 0, cachedBytes = 0, mallocCalls = 0;
   // high-water marks since the last resetPeak(): live = handed out to tensors, reserved = live + cached
   // (what the process holds from the driver)
@@ -45,7 +62,7 @@ struct Allocator {
 
   void* alloc(size_t n) {
     size_t b = bucket(n);
-    auto& fl = freeLists[b];
+    auto& fl = pools[active].freeLists[b];
     void* p = nullptr;
     if (!fl.empty()) {
       p = fl.back();
@@ -53,19 +70,20 @@ struct Allocator {
       cachedBytes -= b;
     } else {
       cudaError_t e = cudaMalloc(&p, b);
-      if (e == cudaErrorMemoryAllocation) {
+      // (during a capture the retry is not possible: emptyCache synchronises the stream)
+      if (e == cudaErrorMemoryAllocation && active == 0) {
         (void)cudaGetLastError();
         emptyCache();  // give the cached blocks back to the driver and try once more
         e = cudaMalloc(&p, b);
-        // a failure stays the thread's "last error": clear it, or the next kernel's launch check
-        // (cudaGetLastError) reports this out-of-memory as its own
-        if (e != cudaSuccess) (void)cudaGetLastError();
       }
+      // a failure stays the thread's "last error": clear it, or the next kernel's launch check
+      // (cudaGetLastError) reports this out-of-memory as its own
+      if (e != cudaSuccess) (void)cudaGetLastError();
       m1Check(e, ("cudaMalloc(" + std::to_string(b) + " bytes)").c_str());
       mallocCalls++;
       if ((uintptr_t)p >= (1ull << 53)) throw std::runtime_error("device address above 2^53 cannot be passed to JavaScript");
     }
-    live[p] = b;
+    live[p] = {b, active};
     liveBytes += b;
     if (liveBytes > peakLiveBytes) peakLiveBytes = liveBytes;
     if (liveBytes + cachedBytes > peakReservedBytes) peakReservedBytes = liveBytes + cachedBytes;
@@ -75,19 +93,37 @@ struct Allocator {
   void release(void* p) {
     auto it = live.find(p);
     if (it == live.end()) throw std::runtime_error("free of a device pointer that the allocator does not own");
-    size_t b = it->second;
+    Block blk = it->second;
     live.erase(it);
-    liveBytes -= b;
-    freeLists[b].push_back(p);
-    cachedBytes += b;
+    liveBytes -= blk.bytes;
+    auto pit = pools.find(blk.pool);
+    Pool& pool = (pit == pools.end() || pit->second.dead) ? pools[0] : pit->second;
+    pool.freeLists[blk.bytes].push_back(p);
+    cachedBytes += blk.bytes;
+  }
+
+  int newPool() {
+    static int next = 1;
+    pools[next] = Pool{};
+    return next++;
+  }
+  /** a graph's pool dies: its cached blocks go to pool 0 (stream order keeps reuse safe) */
+  void killPool(int id) {
+    auto it = pools.find(id);
+    if (id == 0 || it == pools.end()) return;
+    for (auto& kv : it->second.freeLists)
+      for (void* p : kv.second) pools[0].freeLists[kv.first].push_back(p);
+    pools.erase(it);
   }
 
   void emptyCache() {
-    cudaStreamSynchronize(m1Stream());
-    for (auto& kv : freeLists)
-      for (void* p : kv.second) cudaFree(p);
-    freeLists.clear();
-    cachedBytes = 0;
+    m1Check(cudaStreamSynchronize(m1Stream()), "emptyCache");
+    for (auto& kv : pools[0].freeLists)
+      for (void* p : kv.second) {
+        cudaFree(p);
+        cachedBytes -= kv.first;
+      }
+    pools[0].freeLists.clear();
   }
 };
 
@@ -354,6 +390,25 @@ Napi::Value guarded(const Napi::CallbackInfo& info, F&& f) {
   }
 }
 
+struct Graphs {
+  struct Entry {
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    int pool = 0;
+  };
+  std::unordered_map<int, Entry> entries;
+  int capturing = 0;  // the pool (and graph id) being captured; 0: none
+};
+Graphs& graphs() {
+  static Graphs* g = new Graphs();
+  return *g;
+}
+void refuseDuringCapture(const char* what) {
+  if (graphs().capturing)
+    throw std::runtime_error(std::string(what) + " during a CUDA graph capture: a graph cannot record host transfers or waits " +
+                             "(upload the step's inputs before the capture, read results after the replay)");
+}
+
 uintptr_t ptrArg(const Napi::CallbackInfo& info, size_t i) {
   return (uintptr_t)info[i].As<Napi::Number>().DoubleValue();
 }
@@ -481,6 +536,7 @@ UploadRing& uploadRing() {
 /** upload(ptr, typedArray): host → device; the source may be reused as soon as this returns */
 Napi::Value Upload(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
+    refuseDuringCapture("upload");
     auto [data, n] = bytesOf(info[1]);
     void* dst = (void*)ptrArg(info, 0);
     UploadRing& ring = uploadRing();
@@ -489,9 +545,35 @@ Napi::Value Upload(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   });
 }
+/**
+ * constant(typedArray) → ptr: a new device block holding the bytes, copied synchronously outside the
+ * stream (so it may be made while a graph is being captured: small constant tables such as RoPE's
+ * inverse frequencies). Freed with free() like any block; it then joins pool 0.
+ */
+Napi::Value Constant(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    auto [data, n] = bytesOf(info[0]);
+    Allocator& al = allocator();
+    const size_t b = Allocator::bucket(n ? n : 4);
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, b);
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    m1Check(e, "constant: cudaMalloc");
+    al.mallocCalls++;
+    e = cudaMemcpy(p, data, n, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+      cudaFree(p);
+      m1Check(e, "constant: cudaMemcpy");
+    }
+    al.live[p] = {b, 0};
+    al.liveBytes += b;
+    return Napi::Number::New(info.Env(), (double)(uintptr_t)p);
+  });
+}
 /** download(ptr, typedArray): device → host, waits for all queued work */
 Napi::Value Download(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
+    refuseDuringCapture("download");
     auto [data, n] = bytesOf(info[1]);
     if (n) m1Check(cudaMemcpyAsync(data, (const void*)ptrArg(info, 0), n, cudaMemcpyDeviceToHost, m1Stream()), "download");
     m1Check(cudaStreamSynchronize(m1Stream()), "download (a kernel queued earlier failed)");
@@ -517,6 +599,7 @@ Napi::Value Zero(const Napi::CallbackInfo& info) {
 }
 Napi::Value Sync(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
+    refuseDuringCapture("sync");
     m1Check(cudaStreamSynchronize(m1Stream()), "synchronize");
     return info.Env().Undefined();
   });
@@ -551,7 +634,89 @@ Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
 }
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
+    refuseDuringCapture("emptyCache");
     allocator().emptyCache();
+    return info.Env().Undefined();
+  });
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// CUDA graphs: record the stream's work once, replay it with one launch.
+//
+// graphBegin() starts capturing the stream into a new private allocator pool; every op called until
+// graphEnd() is recorded, not run. The ops' arguments (device addresses, sizes, scalars) are baked
+// into the graph, so whatever changes between replays must live in device buffers that the caller
+// refills before each replay (its own uploads, outside the capture). Uploads, downloads and syncs
+// during a capture are refused with an error, never silently recorded.
+
+Napi::Value GraphBegin(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Graphs& g = graphs();
+    if (g.capturing) throw std::runtime_error("graphBegin: a capture is already in progress");
+    Allocator& al = allocator();
+    int id = al.newPool();
+    cudaError_t e = cudaStreamBeginCapture(m1Stream(), cudaStreamCaptureModeRelaxed);
+    if (e != cudaSuccess) {
+      al.killPool(id);
+      m1Check(e, "graphBegin: cudaStreamBeginCapture");
+    }
+    al.active = id;
+    g.capturing = id;
+    return Napi::Number::New(info.Env(), id);
+  });
+}
+/** end the capture; abort = true discards it (an op failed while capturing) */
+Napi::Value GraphEnd(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Graphs& g = graphs();
+    if (!g.capturing) throw std::runtime_error("graphEnd: no capture in progress");
+    const bool abort = info.Length() > 0 && info[0].ToBoolean().Value();
+    Allocator& al = allocator();
+    const int id = g.capturing;
+    g.capturing = 0;
+    al.active = 0;
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(m1Stream(), &graph);
+    if (abort || e != cudaSuccess) {
+      (void)cudaGetLastError();
+      if (graph) cudaGraphDestroy(graph);
+      al.killPool(id);
+      if (abort) return info.Env().Undefined();
+      m1Check(e, "graphEnd: cudaStreamEndCapture (an op in the capture was not capturable)");
+    }
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiate(&exec, graph, 0);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      cudaGraphDestroy(graph);
+      al.killPool(id);
+      m1Check(e, "graphEnd: cudaGraphInstantiate");
+    }
+    g.entries[id] = {graph, exec, id};
+    return Napi::Number::New(info.Env(), id);
+  });
+}
+Napi::Value GraphLaunch(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    refuseDuringCapture("graphLaunch");
+    auto it = graphs().entries.find(info[0].As<Napi::Number>().Int32Value());
+    if (it == graphs().entries.end()) throw std::runtime_error("graphLaunch: no such graph (destroyed?)");
+    m1Check(cudaGraphLaunch(it->second.exec, m1Stream()), "graphLaunch");
+    return info.Env().Undefined();
+  });
+}
+Napi::Value GraphDestroy(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    refuseDuringCapture("graphDestroy");
+    auto it = graphs().entries.find(info[0].As<Napi::Number>().Int32Value());
+    if (it == graphs().entries.end()) return info.Env().Undefined();
+    // replays still queued read the pool: wait for them before its blocks can go to other users
+    m1Check(cudaStreamSynchronize(m1Stream()), "graphDestroy");
+    cudaGraphExecDestroy(it->second.exec);
+    cudaGraphDestroy(it->second.graph);
+    allocator().killPool(it->second.pool);
+    graphs().entries.erase(it);
     return info.Env().Undefined();
   });
 }
@@ -569,6 +734,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("stats", Napi::Function::New(env, Stats));
   exports.Set("resetPeak", Napi::Function::New(env, ResetPeak));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
+  exports.Set("constant", Napi::Function::New(env, Constant));
+  exports.Set("graphBegin", Napi::Function::New(env, GraphBegin));
+  exports.Set("graphEnd", Napi::Function::New(env, GraphEnd));
+  exports.Set("graphLaunch", Napi::Function::New(env, GraphLaunch));
+  exports.Set("graphDestroy", Napi::Function::New(env, GraphDestroy));
   return exports;
 }
 

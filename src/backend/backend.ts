@@ -14,6 +14,15 @@ import type { DType, Tensor } from './tensor.js';
  *  - `segments` (optional, [B*T]) marks packed rows: position t only sees earlier positions of its
  *    row with the same segment id; conv and scan state reset where the id changes.
  */
+/** a recorded step (Backend.captureStepGraph) */
+export interface StepGraph {
+  /** fn's result: refilled in place by every replay; owned by the graph (do not dispose it) */
+  readonly output: Tensor;
+  /** upload new contents of the inputs (same lengths as at capture) and run the recorded work */
+  replay(inputs: Int32Array[]): Tensor;
+  dispose(): void;
+}
+
 export interface Backend {
   readonly name: string;
 
@@ -31,6 +40,15 @@ export interface Backend {
    * state is written in place). The CPU backend, whose memory the GC reclaims, just calls `fn`.
    */
   tidy<R>(fn: () => R): R;
+  /**
+   * Optional (backends with a device): record `fn`'s device work once as a replayable graph. `inputs`
+   * are the host index arrays the work reads (ids, positions, slots, block tables, …): they are
+   * uploaded into device buffers owned by the graph, and every op given one of them (or a subarray of
+   * one) reads that buffer. Everything else `fn` passes to ops is baked in, so `fn` must issue the
+   * same ops on the same tensors every time (a decode step at a fixed batch size and block-table
+   * width). The graph is run once before this returns; `output` holds `fn`'s result.
+   */
+  captureStepGraph?(inputs: Int32Array[], fn: () => Tensor): StepGraph;
   /** a view with another shape of the same size, sharing storage */
   reshape(t: Tensor, shape: readonly number[]): Tensor;
   copy(t: Tensor): Tensor;

@@ -11,7 +11,7 @@
 // Per step the host builds DecodeInfo in Int32Arrays allocated once (grown by doubling when needed)
 // and views them with subarray, so a step allocates no vocabulary- or batch-sized host arrays besides
 // what the sampler reads back.
-import type { Backend } from '../backend/backend.js';
+import type { Backend, StepGraph } from '../backend/backend.js';
 import type { Tensor } from '../backend/tensor.js';
 import type { CausalLM } from '../model/model.js';
 import type { DecodeInfo, LayerState, StateWrite } from '../model/module.js';
@@ -22,6 +22,9 @@ import { Rng } from '../util/rng.js';
 import { BlockTable, KvBlockPool, type BlockCopy } from './kv-blocks.js';
 import { HostSampler, isGreedy, MAX_TOP_LOGPROBS, samplingParams, type SampleRow, type SamplingParams, type TokenSampler } from './sampling.js';
 import { StateSlotPool } from './state-slots.js';
+
+/** recorded decode graphs an engine keeps (one per batch size; the least recently used goes first) */
+const MAX_GRAPHS = 16;
 
 export interface EngineOptions {
   /** most sequences decoded together (a request with n samples counts n); default 64 */
@@ -45,6 +48,14 @@ export interface EngineOptions {
    * which gives the same tokens and exists to check exactly that.
    */
   sharePrefill?: boolean;
+  /**
+   * Replay decode steps as recorded device graphs (backends with captureStepGraph: cuda), one per
+   * batch size seen, the block table always at full context width; other backends ignore it. Default
+   * false. A graph bakes in the addresses of the weights and of the state pools: the pools are
+   * handled here (graphs are dropped when they grow), but a caller that replaces the model's weight
+   * tensors (not updating them in place) must call dropGraphs().
+   */
+  graphs?: boolean;
 }
 
 export interface GenerationRequest {
@@ -224,6 +235,10 @@ export class Engine {
   private readonly tokenizer: Tokenizer | null;
   private readonly defaultStopIds: number[];
   private readonly sharePrefill: boolean;
+  private readonly useGraphs: boolean;
+  /** recorded decode steps by batch size, least recently used first */
+  private readonly graphs = new Map<number, StepGraph>();
+  private lastDecodeN = -1;
   private readonly kvLimited: boolean;
   private reservedBlocks = 0;
   private readonly waiting: RequestState[] = [];
@@ -270,6 +285,17 @@ export class Engine {
     this.defaultStopIds = [...(opts.stopTokenIds ?? model.cfg.llama.eosTokenIds)];
     for (const id of this.defaultStopIds) this.checkTokenId(id, 'stopTokenIds');
     this.sharePrefill = opts.sharePrefill ?? true;
+    this.useGraphs = (opts.graphs ?? false) && this.be.captureStepGraph !== undefined;
+  }
+
+  /** recorded decode graphs held now (see EngineOptions.graphs) */
+  get numGraphs(): number {
+    return this.graphs.size;
+  }
+  /** free the recorded decode graphs; the next steps record new ones */
+  dropGraphs(): void {
+    for (const g of this.graphs.values()) g.dispose();
+    this.graphs.clear();
   }
 
   /** sequences decoding now */
@@ -499,6 +525,7 @@ export class Engine {
 
   /** enlarge the first dimension of the pools of one kind (attention: KV blocks; mamba: state slots) */
   private growPools(kind: 'attention' | 'mamba', rows: number): void {
+    this.dropGraphs(); // they hold the old pools' addresses
     const grow = (t: Tensor): Tensor => {
       const old = t.shape[0]!;
       if (rows <= old) return t;
@@ -537,8 +564,9 @@ export class Engine {
     const n = seqs.length;
     if (n === 0) return 0;
     const bs = this.blockSize;
-    let maxBlocks = 1;
-    for (const s of seqs) maxBlocks = Math.max(maxBlocks, Math.ceil((s.table.length + 1) / bs));
+    // a recorded graph is replayed with the table width it was recorded with: the full context
+    let maxBlocks = this.useGraphs ? Math.ceil(this.maxContext / bs) : 1;
+    if (!this.useGraphs) for (const s of seqs) maxBlocks = Math.max(maxBlocks, Math.ceil((s.table.length + 1) / bs));
     this.ensureCapacity(n, n * maxBlocks);
     const copies: BlockCopy[] = [];
     for (let i = 0; i < n; i++) {
@@ -553,11 +581,35 @@ export class Engine {
       for (let j = 0; j < maxBlocks; j++) this.blockTables[row + j] = j < blocks.length ? blocks[j]! : 0;
     }
     if (copies.length > 0) this.copyKvBlocks(copies);
+    const ids = this.ids.subarray(0, n);
     const info: DecodeInfo = {
       n, slots: this.slots.subarray(0, n), positions: this.positions.subarray(0, n), slotMapping: this.slotMapping.subarray(0, n),
       blockTables: this.blockTables.subarray(0, n * maxBlocks), maxBlocks, seqLens: this.seqLens.subarray(0, n),
     };
-    const logits = this.be.tidy(() => this.model.step(this.ids.subarray(0, n), this.states, info));
+    // record a graph for a batch size only once it repeats (a shrinking batch would record one per step)
+    const graphed = this.useGraphs && (this.graphs.has(n) || this.lastDecodeN === n);
+    this.lastDecodeN = n;
+    if (graphed) {
+      const inputs = [ids, info.slots, info.positions, info.slotMapping, info.blockTables, info.seqLens];
+      let g = this.graphs.get(n);
+      let logits: Tensor;
+      if (g) {
+        this.graphs.delete(n); // re-inserted as the most recently used
+        logits = g.replay(inputs);
+      } else {
+        if (this.graphs.size >= MAX_GRAPHS) {
+          const [oldest, og] = this.graphs.entries().next().value as [number, StepGraph];
+          og.dispose();
+          this.graphs.delete(oldest);
+        }
+        g = this.be.captureStepGraph!(inputs, () => this.be.tidy(() => this.model.step(ids, this.states, info)));
+        logits = g.output;
+      }
+      this.graphs.set(n, g);
+      this.sampleAndAccept(logits, seqs, null, stats); // the graph owns logits
+      return n;
+    }
+    const logits = this.be.tidy(() => this.model.step(ids, this.states, info));
     this.sampleAndAccept(logits, seqs, null, stats);
     logits.dispose();
     return n;

@@ -42,6 +42,15 @@ export interface M1Cuda {
   /** restart the peak counters of stats() from the current holdings */
   resetPeak(): void;
   emptyCache(): void;
+  /** a new block holding these bytes, copied synchronously (allowed during a graph capture); free() it */
+  constant(data: ArrayBufferView): number;
+  /** start recording the stream into a new graph (with its own allocator pool); returns its id */
+  graphBegin(): number;
+  /** stop recording and instantiate (abort = true discards it); returns the id */
+  graphEnd(abort?: boolean): number;
+  graphLaunch(id: number): void;
+  /** waits for queued replays, then frees the graph and hands its pool back */
+  graphDestroy(id: number): void;
 }
 
 /** the project root: this file is src/backend/cuda/addon.ts, or dist/src/backend/cuda/addon.js once built */

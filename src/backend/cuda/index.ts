@@ -10,7 +10,7 @@
 // Shape validation is shared with the CPU backend (src/backend/validate.ts); this file adds the
 // cuda-only checks (device tensors, f32 storage of in-place state, kernel limits).
 import type {
-  AdamWStepArgs, Backend, SelectiveScanArgs, SoftmaxChunkOpts, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
+  AdamWStepArgs, Backend, StepGraph, SelectiveScanArgs, SoftmaxChunkOpts, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
 } from '../backend.js';
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
 import { assertShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
@@ -21,18 +21,19 @@ import { CudaTensor, DeviceBuffer, storageOf, tidyScopes, type Storage } from '.
 /** temporaries of one op: uploaded index arrays, f32 copies of bf16 inputs, scratch */
 class Scope {
   private bufs: number[] = [];
-  constructor(private readonly a: M1Cuda) {}
+  constructor(
+    private readonly a: M1Cuda,
+    /** the device copy of arr when it is (part of) a recorded graph's input, else 0 */
+    private readonly resident: (arr: Int32Array) => number,
+  ) {}
   temp(bytes: number): number {
     const p = this.a.alloc(Math.max(4, bytes));
     this.bufs.push(p);
     return p;
   }
   ints(arr: Int32Array): number {
-    const p = this.temp(arr.byteLength);
-    this.a.upload(p, arr);
-    return p;
-  }
-  floats(arr: Float32Array): number {
+    const r = this.resident(arr);
+    if (r !== 0) return r;
     const p = this.temp(arr.byteLength);
     this.a.upload(p, arr);
     return p;
@@ -82,16 +83,53 @@ function collectTensors(v: unknown, out: Set<Tensor>, depth: number): void {
   for (const x of Array.isArray(v) ? v : Object.values(v as Record<string, unknown>)) collectTensors(x, out, depth + 1);
 }
 
+/** a host index array's device copy while a graph is recorded: ops given [off, end) of buf read ptr */
+interface ResidentInput {
+  buf: ArrayBufferLike;
+  off: number;
+  end: number;
+  ptr: number;
+}
+
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
   readonly addon: M1Cuda;
   readonly device: DeviceInfo;
+  /** set while a graph is being recorded */
+  private resident: ResidentInput[] | null = null;
+  /** device copies of small constant f32 tables (RoPE's inverse frequencies), by array */
+  private constants = new WeakMap<Float32Array, { ptr: number; values: Float32Array }>();
+  private readonly constantRegistry: FinalizationRegistry<number>;
+  private readonly residentInput = (arr: Int32Array): number => {
+    if (this.resident === null) return 0;
+    for (const r of this.resident) {
+      if (arr.buffer === r.buf && arr.byteOffset >= r.off && arr.byteOffset + arr.byteLength <= r.end) return r.ptr + (arr.byteOffset - r.off);
+    }
+    return 0;
+  };
 
   constructor() {
     const r = loadAddon();
     if (!r.ok) throw new Error(`cuda backend unavailable: ${r.reason}`);
     this.addon = r.addon;
     this.device = r.device;
+    const addon = r.addon;
+    this.constantRegistry = new FinalizationRegistry<number>((ptr) => addon.free(ptr));
+  }
+
+  /** device address of a constant f32 table, uploaded once per array (again if its values change) */
+  private constantF32(arr: Float32Array): number {
+    const hit = this.constants.get(arr);
+    if (hit && hit.values.length === arr.length && hit.values.every((v, i) => Object.is(v, arr[i]))) return hit.ptr;
+    const ptr = this.addon.constant(arr);
+    if (hit) {
+      this.constantRegistry.unregister(hit);
+      this.addon.free(hit.ptr);
+    }
+    const entry = { ptr, values: Float32Array.from(arr) };
+    this.constants.set(arr, entry);
+    this.constantRegistry.register(arr, ptr, entry);
+    return ptr;
   }
 
   // ---------- internals ----------
@@ -116,7 +154,7 @@ export class CudaBackend implements Backend {
     return this.addon.call(op, Float64Array.from(args));
   }
   private scoped<R>(fn: (s: Scope) => R): R {
-    const s = new Scope(this.addon);
+    const s = new Scope(this.addon, this.residentInput);
     try {
       return fn(s);
     } finally {
@@ -436,7 +474,7 @@ export class CudaBackend implements Backend {
     if (invFreq.length !== Dh / 2) throw new Error(`rope: invFreq has ${invFreq.length} values, head dim ${Dh} needs ${Dh / 2}`);
     const n = H * Dh > 0 ? X.size / (H * Dh) : 0;
     if (positions.length !== n) throw new Error(`rope: positions has ${positions.length} entries, x ${shapeString(X.shape)} has ${n} tokens`);
-    return this.scoped((s) => this.produce(X.shape, (o) => this.call('rope', [o, s.f32(X), s.ints(positions), s.floats(invFreq), n, H, Dh, inverse ? 1 : 0])));
+    return this.scoped((s) => this.produce(X.shape, (o) => this.call('rope', [o, s.f32(X), s.ints(positions), this.constantF32(invFreq), n, H, Dh, inverse ? 1 : 0])));
   }
 
   private attnDims(q: CudaTensor, k: CudaTensor, v: CudaTensor, segments: Int32Array | undefined, op: string) {
@@ -536,6 +574,8 @@ export class CudaBackend implements Backend {
       }
     }
     if (KC.dtype === 'f16') throw new Error(`${op}: f16 caches are not supported on the cuda backend (use f32 or bf16)`);
+    // a recorded graph replays at later contexts: plan the split-K grid for the whole table width
+    if (this.resident !== null) maxLen = maxBlocks * blockSize;
     return this.scoped((s) => this.produce(Q.shape, (o) => this.call('paged_decode', [o, s.f32(Q), KC.ptr, VC.ptr, KC.storage === 'bf16' ? 1 : 0,
       s.ints(blockTables.subarray(0, n * maxBlocks)), maxBlocks, s.ints(seqLens), n, Hq, Hkv, Dh, blockSize, scale, maxLen])));
   }
@@ -733,6 +773,67 @@ export class CudaBackend implements Backend {
     // what survives belongs to the enclosing scope, if any
     for (const t of keep) if (t instanceof CudaTensor && created.includes(t)) tidyScopes[tidyScopes.length - 1]?.push(t);
     return result;
+  }
+  /**
+   * Record fn's device work as a CUDA graph (Backend.captureStepGraph). The inputs get device copies
+   * owned by the graph; while fn runs, any op handed one of them (or a subarray of one) reads that copy,
+   * and any other host upload is refused by the addon, so nothing that changes between steps can be
+   * baked in unnoticed. Paged decode attention is recorded for the full block table width
+   * (maxBlocks · blockSize keys): its key chunks past a sequence's length do no work.
+   */
+  captureStepGraph(inputs: Int32Array[], fn: () => Tensor): StepGraph {
+    if (this.resident !== null) throw new Error('captureStepGraph: a capture is already in progress');
+    const bufs = inputs.map((a) => this.addon.alloc(Math.max(4, a.byteLength)));
+    const freeInputs = () => { for (const p of bufs) this.addon.free(p); };
+    let id = 0;
+    let output: Tensor;
+    try {
+      inputs.forEach((a, i) => this.addon.upload(bufs[i]!, a));
+      this.resident = inputs.map((a, i) => ({ buf: a.buffer, off: a.byteOffset, end: a.byteOffset + a.byteLength, ptr: bufs[i]! }));
+      id = this.addon.graphBegin();
+      try {
+        output = this.t(fn(), 'captureStepGraph: the recorded function\'s result');
+      } catch (e) {
+        this.addon.graphEnd(true);
+        id = 0;
+        throw e;
+      } finally {
+        this.resident = null;
+      }
+      this.addon.graphEnd(false);
+      // the graph owns its output: no enclosing tidy may dispose it
+      for (const scope of tidyScopes) {
+        const at = scope.indexOf(output! as CudaTensor);
+        if (at >= 0) scope.splice(at, 1);
+      }
+    } catch (e) {
+      freeInputs();
+      throw e;
+    }
+    const addon = this.addon, lengths = inputs.map((a) => a.length);
+    let live = true;
+    const graph: StepGraph = {
+      output: output!,
+      replay(next: Int32Array[]): Tensor {
+        if (!live) throw new Error('StepGraph.replay: the graph was disposed');
+        if (next.length !== lengths.length) throw new Error(`StepGraph.replay: ${next.length} inputs, the graph was recorded with ${lengths.length}`);
+        next.forEach((a, i) => {
+          if (a.length !== lengths[i]) throw new Error(`StepGraph.replay: input ${i} has ${a.length} entries, the graph was recorded with ${lengths[i]}`);
+          addon.upload(bufs[i]!, a);
+        });
+        addon.graphLaunch(id);
+        return output!;
+      },
+      dispose(): void {
+        if (!live) return;
+        live = false;
+        addon.graphDestroy(id);
+        (output! as CudaTensor).dispose();
+        freeInputs();
+      },
+    };
+    addon.graphLaunch(id);
+    return graph;
   }
   /** give the caching allocator's free blocks back to the driver (between differently sized workloads) */
   emptyCache(): void {
