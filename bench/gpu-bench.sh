@@ -18,12 +18,12 @@ build-decode)
     bash native/gpu-run.sh > "$OUT/gpu-run.txt" 2>&1; echo "native/gpu-run.sh rc=$?"
     grep -E "build:|Tests |Test Files|FAIL" "$OUT/gpu-run.txt" | head -12
   fi
-  mkdir -p "$OUT/addon" && cp native/build/Release/m1cuda.node "$OUT/addon/" 2>/dev/null
+  [ -n "${KEEP_ADDON:-}" ] && mkdir -p "$OUT/addon" && cp native/build/Release/m1cuda.node "$OUT/addon/" 2>/dev/null
   el "built + tested"
-  timeout ${DECODE_S:-240} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-100} \
+  timeout ${DECODE_S:-240} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-100} --name ${DECODE_NAME:-decode} ${DECODE_FLAGS:-} \
     --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2> "$OUT/decode.err"
   echo "decode rc=$?"; cat "$OUT/decode.txt"; tail -3 "$OUT/decode.err"
-  cp bench/results/decode-cuda-*.json "$OUT/" 2>/dev/null
+  cp bench/results/${DECODE_NAME:-decode}-cuda-2*.json "$OUT/" 2>/dev/null
   el "decode done"
   if [ -n "${SWEEP:-}" ]; then
     bash bench/demo-sweep.sh "$SWEEP" /tmp/sweep "${SWEEP_SEEDS:-0,1}" 12 --eval-problems 300 > "$OUT/sweep.txt" 2>&1
@@ -63,7 +63,11 @@ graphs)
     echo "decode $mode rc=$?"; sed -n '1,/^$/p' "$OUT/decode-$mode.txt"; grep -iE "error|out of memory" "$OUT/decode-$mode.err" | head -5
     el "decode $mode done"
   done
-  cp bench/results/decode-*-cuda-*.json "$OUT/" 2>/dev/null
+  cp bench/results/decode-eager-cuda-*.json bench/results/decode-graphs-cuda-*.json "$OUT/" 2>/dev/null
+  if [ -n "${PROFILE:-}" ]; then
+    timeout 60 node dist/bench/decode.js --zero-weights --backend cuda --profile --models m1-3b --batches 512 --length-batch 512 --lengths 0 \
+      --contexts 256 --steps 3 --name decode-profile > /dev/null 2> "$OUT/profile.err"; cp bench/results/decode-profile-cuda-2*.json "$OUT/"; echo "profile rc=$?"; grep -A 22 "^profile" "$OUT/profile.err"
+  fi
   ;;
 *) echo "unknown phase $phase"; exit 2;;
 esac

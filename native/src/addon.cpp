@@ -54,6 +54,9 @@ struct Allocator {
 
   static size_t bucket(size_t n) {
     if (n <= 4096) return n <= 256 ? 256 : (n + 255) / 256 * 256;
+    // large blocks (KV caches, state pools, weights): 2 MiB granularity; quarter-power-of-two
+    // buckets would waste up to 25 % of a 2 GB cache layer
+    if (n > (64u << 20)) return (n + (2u << 20) - 1) / (2u << 20) * (2u << 20);
     size_t p = 4096;
     while (p * 2 < n) p *= 2;  // p < n ≤ 2p: steps of p/4
     size_t step = p / 4;

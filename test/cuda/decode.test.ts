@@ -74,9 +74,14 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
     }
   });
 
-  it('selectiveScanStep: wide channels (Di 3072, N 16) over several slots, N = 1, 5, 40; with and without the optional inputs', () => {
+  it('selectiveScanStep: wide channels (Di 3072, N 16) over several slots, N = 1, 4, 5, 8, 32, 40; with and without the optional inputs', () => {
+    // N = 4, 8, 16, 32 (16-byte aligned rows): the thread-per-channel float4 kernel; others: lanes per state
     const cases = [
+      { Di: 3072, N: 16, G: 192, S: 6, slots: [5, 0, 3, 2] },  // M1-3B: 192 groups of 16 channels
       { Di: 3072, N: 16, G: 1, S: 6, slots: [5, 0, 3, 2] },
+      { Di: 200, N: 4, G: 5, S: 3, slots: [2, 1] },  // Di not a multiple of the 128-thread block
+      { Di: 96, N: 8, G: 3, S: 4, slots: [1, 3, 0] },
+      { Di: 130, N: 32, G: 2, S: 3, slots: [0, 2] },
       { Di: 64, N: 1, G: 2, S: 3, slots: [2, 0] },
       { Di: 96, N: 5, G: 3, S: 4, slots: [1, 3, 0] },
       { Di: 32, N: 40, G: 1, S: 2, slots: [1] },  // N > 32: a warp per channel, lanes loop over the states
