@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/backend/cpu/index.js';
-import { matmulNT } from '../src/backend/cpu/matmul.js';
+import { readFileSync } from 'node:fs';
+import { matmulNT, transpose2d } from '../src/backend/cpu/matmul.js';
+import { attentionBackwardTasks, attentionForwardTasks } from '../src/backend/cpu/attention-kernels.js';
+import { matmulNTParallel, runTasksParallel } from '../src/backend/cpu/parallel.js';
+import { selectiveScanBackwardTasks, selectiveScanForwardTasks } from '../src/backend/cpu/scan-kernels.js';
+import { wasmMatmul } from '../src/backend/cpu/wasm/matmul-wasm.js';
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/backend/dtype.js';
 import { dot, gradCheck, maxAbsDiff, randomArray, randomWeights } from './util/gradcheck.js';
 
@@ -45,18 +50,90 @@ describe('matmul', () => {
     expect(maxAbsDiff(av, yv.map((v) => v + 1))).toBeLessThan(1e-6);
   });
 
-  it('the worker-thread matmul is bit-identical to the single-threaded kernel', () => {
+  it('the worker-thread matmul is bit-identical to the single-threaded kernel (WebAssembly and JavaScript paths)', () => {
     const M = 70, N = 260, K = 300; // ≥ 4M multiply-adds: takes the worker path when threads > 1
     const a = randomArray(M * K, 12), bt = randomArray(N * K, 13);
+    const mm = wasmMatmul();
+    expect(mm, 'WebAssembly SIMD is available on Node.js 20').not.toBeNull();
     const ref = new Float32Array(M * N);
-    matmulNT(a, bt, ref, M, N, K, false);
+    mm!(a, transpose2d(bt, N, K), ref, M, N, K, false);
     const c = be.read(be.matmul(be.fromArray(a, [M, K]), be.fromArray(bt, [N, K]), { transB: true }));
     expect(Buffer.compare(Buffer.from(c.buffer), Buffer.from(ref.buffer))).toBe(0);
     const acc = be.fromArray(new Float32Array(M * N).fill(0.5), [M, N]);
     be.matmul(be.fromArray(a, [M, K]), be.fromArray(bt, [N, K]), { transB: true, accumulateInto: acc });
     const refAcc = new Float32Array(M * N).fill(0.5);
-    matmulNT(a, bt, refAcc, M, N, K, true);
+    mm!(a, transpose2d(bt, N, K), refAcc, M, N, K, true);
     expect(maxAbsDiff(be.read(acc), refAcc)).toBe(0);
+    // the JavaScript kernel (no WebAssembly, or products over 1 GiB) on the pool vs on this thread
+    const js = new Float32Array(M * N), jsRef = new Float32Array(M * N);
+    matmulNTParallel(a, bt, js, M, N, K, false);
+    matmulNT(a, bt, jsRef, M, N, K, false);
+    expect(Buffer.compare(Buffer.from(js.buffer), Buffer.from(jsRef.buffer))).toBe(0);
+  });
+
+  it('attention and selective scan split over worker threads are bit-identical to one thread', () => {
+    const same = (a: ArrayLike<number>, b: ArrayLike<number>, what: string) => {
+      expect(a.length, what).toBe(b.length);
+      for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) expect(`${what}[${i}] = ${a[i]}`).toBe(`${b[i]}`);
+    };
+    // attention: B 5 rows × T 96, 4 q heads over 2 kv heads, Dh 16, packed segments (≥ 4M multiply-adds: the pool)
+    const B = 5, T = 96, Hq = 4, Hkv = 2, Dh = 16;
+    const q = randomArray(B * T * Hq * Dh, 21), k = randomArray(B * T * Hkv * Dh, 22), v = randomArray(B * T * Hkv * Dh, 23);
+    const seg = Int32Array.from({ length: B * T }, (_, i) => Math.floor((i % T) / 40));
+    const fwd = () => ({ out: new Float32Array(q.length), lse: new Float32Array(B * Hq * T) });
+    const a = fwd(), b = fwd();
+    runTasksParallel('attentionForwardTasks', [q, k, v, a.out, a.lse, seg], [3, 4], [T, Hq, Hkv, Dh, 0.25], B * Hkv, 1 << 30);
+    attentionForwardTasks(q, k, v, b.out, b.lse, seg, T, Hq, Hkv, Dh, 0.25, 0, B * Hkv);
+    same(a.out, b.out, 'attention out');
+    same(a.lse, b.lse, 'attention lse');
+    const dout = randomArray(q.length, 24);
+    const bwd = () => ({ dq: new Float32Array(q.length), dk: new Float32Array(k.length), dv: new Float32Array(v.length) });
+    const c = bwd(), d = bwd();
+    runTasksParallel('attentionBackwardTasks', [q, k, v, a.out, dout, a.lse, seg, c.dq, c.dk, c.dv], [7, 8, 9], [T, Hq, Hkv, Dh, 0.25], B * Hkv, 1 << 30);
+    attentionBackwardTasks(q, k, v, a.out, dout, a.lse, seg, d.dq, d.dk, d.dv, T, Hq, Hkv, Dh, 0.25, 0, B * Hkv);
+    same(c.dq, d.dq, 'attention dq');
+    same(c.dk, d.dk, 'attention dk');
+    same(c.dv, d.dv, 'attention dv');
+    // selective scan: 5 rows × T 40, Di 24 in 3 groups, N 4, with D, z, delta bias and segments
+    const Ts = 40, Di = 24, N = 4, G = 3;
+    const x = randomArray(B * Ts * Di, 31), delta = randomArray(B * Ts * Di, 32), A = randomArray(Di * N, 33).map((e) => -Math.abs(e));
+    const Bm = randomArray(B * Ts * G * N, 34), Cm = randomArray(B * Ts * G * N, 35), D = randomArray(Di, 36), z = randomArray(B * Ts * Di, 37);
+    const db = randomArray(Di, 38), dy = randomArray(B * Ts * Di, 39), sseg = Int32Array.from({ length: B * Ts }, (_, i) => (i % Ts < 17 ? 0 : 1));
+    const y1 = new Float32Array(x.length), y2 = new Float32Array(x.length), none = new Float32Array(0), noSlots = new Int32Array(0);
+    runTasksParallel('selectiveScanForwardTasks', [x, delta, A, Bm, Cm, D, z, db, sseg, y1, none, noSlots], [9], [Ts, Di, N, G], B, 1 << 30);
+    selectiveScanForwardTasks(x, delta, A, Bm, Cm, D, z, db, sseg, y2, none, noSlots, Ts, Di, N, G, 0, B);
+    same(y1, y2, 'scan y');
+    const grads = () => [new Float32Array(x.length), new Float32Array(x.length), new Float32Array(x.length), new Float64Array(Bm.length),
+      new Float64Array(Bm.length), new Float64Array(B * Di * N), new Float64Array(B * Di), new Float64Array(B * Di)] as const;
+    const g1 = grads(), g2 = grads();
+    runTasksParallel('selectiveScanBackwardTasks', [x, delta, A, Bm, Cm, D, z, db, dy, sseg, ...g1], [10, 11, 12, 13, 14, 15, 16, 17], [Ts, Di, N, G], B, 1 << 30);
+    selectiveScanBackwardTasks(x, delta, A, Bm, Cm, D, z, db, dy, sseg, ...g2, Ts, Di, N, G, 0, B);
+    g1.forEach((arr, i) => same(arr, g2[i]!, `scan gradient ${i}`));
+  });
+
+  it('the WebAssembly kernel against an f64 reference: remainders of the 4×8 tiles, accumulate, K = 1', () => {
+    const mm = wasmMatmul()!;
+    for (const [M, N, K] of [[1, 1, 1], [3, 7, 5], [4, 8, 1], [9, 17, 33], [13, 8, 64], [4, 3, 2]] as const) {
+      const a = randomArray(M * K, M + N), b = randomArray(K * N, K + 1), c0 = randomArray(M * N, 7);
+      for (const accumulate of [false, true]) {
+        const c = Float32Array.from(c0);
+        mm(a, b, c, M, N, K, accumulate);
+        for (let m = 0; m < M; m++) {
+          for (let n = 0; n < N; n++) {
+            let s = accumulate ? c0[m * N + n]! : 0;
+            for (let k = 0; k < K; k++) s += a[m * K + k]! * b[k * N + n]!;
+            expect(Math.abs(c[m * N + n]! - s), `M ${M} N ${N} K ${K} acc ${accumulate} at (${m}, ${n})`).toBeLessThan(1e-5 * (1 + Math.abs(s)));
+          }
+        }
+      }
+    }
+  });
+
+  it('the committed WebAssembly module is the compiled matmul.wat (npm run build:wasm)', async () => {
+    const { compileWat, moduleSource } = await import('../scripts/build-wasm.mjs');
+    const bytes = await compileWat(new URL('../src/backend/cpu/wasm/matmul.wat', import.meta.url).pathname);
+    const committed = readFileSync(new URL('../src/backend/cpu/wasm/matmul.wasm.ts', import.meta.url), 'utf8');
+    expect(committed).toBe(moduleSource('matmul', bytes));
   });
 
   it('rejects mismatched inner dimensions with both shapes in the message', () => {

@@ -10,7 +10,7 @@ import { findPreset } from '../src/model/presets.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { tinyTokenizerFiles } from '../src/model/tiny-tokenizer.js';
 import {
-  generateRollouts, graderReward, grpoGradients, M1_GRPO, oldLogprobs, parsePromptFile, rolloutBatch, rolloutSeed, runGrpo, selectRows, zeroAdvantageRows,
+  generateRollouts, graderReward, grpoGradients, M1_GRPO, microBatches, oldLogprobs, parsePromptFile, rolloutBatch, rolloutSeed, runGrpo, selectRows, zeroAdvantageRows,
   type GrpoConfig, type GrpoPrompt, type RewardFn, type Rollout,
 } from '../src/train/grpo.js';
 import { grpoAdvantages } from '../src/train/heads.js';
@@ -70,6 +70,20 @@ describe('GRPO batch layout', () => {
     expect(Array.from(x.targets)).toEqual([11, 12, 20, 21, EOT, 11, 12, 22, PAD, PAD]);
     expect(Array.from(x.mask)).toEqual([0, 0, 1, 1, 1, 0, 0, 1, 0, 0]);
     expect(Array.from(x.advantages)).toEqual([0, 0, 0.5, 0.5, 0.5, 0, 0, -0.5, 0, 0]);
+  });
+
+  it('micro-batches: rows sorted by length, each batch cut to its longest row; logprobs equal the full-width pass', () => {
+    const mk = (n: number, p: number): Rollout => ({ prompt: p, promptIds: [10, 11, 12].slice(0, 1 + p), responseIds: Array.from({ length: n }, (_, i) => 20 + i), text: '', reward: 0, finishReason: 'length' });
+    const x = rolloutBatch([mk(5, 2), mk(1, 0), mk(3, 1), mk(1, 2), mk(6, 0)], [1, -1, 0.5, 0.25, -0.5], PAD);
+    const mbs = microBatches(x, 2);
+    expect(mbs.map((m) => m.rows)).toEqual([[1, 3], [2, 4], [0]]);
+    expect(mbs.map((m) => m.batch.T)).toEqual([3, 6, 7]);
+    expect(mbs.reduce((a, m) => a + m.batch.tokens, 0)).toBe(x.tokens);
+    const model = tinyModel(2);
+    const trimmed = oldLogprobs(model, x, 0.8, 2);
+    const full = oldLogprobs(model, x, 0.8, 5); // one micro-batch: the full width of the longest row
+    for (let i = 0; i < full.length; i++) expect(Math.abs(trimmed[i]! - full[i]!)).toBeLessThan(1e-6);
+    expect(full.some((v, i) => x.mask[i] !== 0 && v !== 0)).toBe(true);
   });
 
   it('gradients over micro-batches of 1 row equal one pass over all rows (token-mean over the mini-batch)', () => {

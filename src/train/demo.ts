@@ -56,11 +56,13 @@ export const FULL_BUDGET: DemoBudget = {
   difficulty: 3, suffix: false, attnLayers: [1, 3], seqLen: 448,
   distill: { steps: 100, batch: 4, lr: 3e-3, lossOn: 'all', problems: 4000 },
   sft: { steps: 60, batch: 4, lr: 2e-3, problems: 4000 },
-  // One update per step on 32 prompts × 8 samples at lr 5e-5 (bench/sweeps-demo-3.tsv): gains of
-  // +3.8 / +5.2 points (z 4.3 / 3.7) on seeds 0 / 1. Several small updates per step at lr ≥ 2e-4 made
-  // the 35 %-accurate SFT model worse (−3 to −13 points): Adam's first steps move every weight by
-  // about lr whatever the size of its (noisy) gradient.
-  grpo: { steps: 12, prompts: 2000, group: 8, batch: 32, miniBatch: 32, lr: 5e-5, temperature: 1.0, entropy: 0, clip: 0.2, maxTokens: 48 },
+  // GRPO: one update per step on 32 prompts × 8 samples, 36 steps at lr 1e-4, rollouts at the
+  // evaluation temperature 0.7. GRPO-only trials from four saved SFT models on 400 validation problems
+  // (bench/grpo-trials.sh; bench/results/grpo-trials-{1,2}-cuda-2026-11-28.txt): the gain grows with
+  // the number of updates (12 / 24 / 36 steps at lr 5e-5: +1.6 / +3.0 / +4.4 points on average), rollouts
+  // at T 0.7 add about one point, lr 1e-4 is better than 5e-5 and 2e-4 (+5.4 twice, every model above
+  // 2 SE; lr 2e-4: −0.2 … +2.6).
+  grpo: { steps: 36, prompts: 2000, group: 8, batch: 32, miniBatch: 32, lr: 1e-4, temperature: 0.7, entropy: 0, clip: 0.2, maxTokens: 48 },
   eval: { problems: 200, n: 4, temperature: 0.7, maxTokens: 48 },
   speed: { lengths: [128, 512, 1024], batch: 8 },
 };

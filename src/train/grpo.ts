@@ -180,14 +180,45 @@ function countMask(mask: Uint8Array): number {
   return n;
 }
 
-/** rows [r0, r1) of a batch (views, same T) */
-function sliceRows(x: RolloutBatch, r0: number, r1: number): RolloutBatch {
-  const B = r1 - r0, T = x.T;
-  const mask = x.mask.subarray(r0 * T, r1 * T);
-  return {
-    B, T, ids: x.ids.subarray(r0 * T, r1 * T), targets: x.targets.subarray(r0 * T, r1 * T), mask,
-    advantages: x.advantages.subarray(r0 * T, r1 * T), tokens: countMask(mask),
-  };
+/** rows `rows` of a batch (in that order), each cut to its first W positions */
+function gatherRows(x: RolloutBatch, rows: readonly number[], W: number): RolloutBatch {
+  const T = x.T, B = rows.length;
+  const ids = new Int32Array(B * W), targets = new Int32Array(B * W), mask = new Uint8Array(B * W), advantages = new Float32Array(B * W);
+  rows.forEach((r, b) => {
+    ids.set(x.ids.subarray(r * T, r * T + W), b * W);
+    targets.set(x.targets.subarray(r * T, r * T + W), b * W);
+    mask.set(x.mask.subarray(r * T, r * T + W), b * W);
+    advantages.set(x.advantages.subarray(r * T, r * T + W), b * W);
+  });
+  return { B, T: W, ids, targets, mask, advantages, tokens: countMask(mask) };
+}
+
+/**
+ * The batch cut into micro-batches of at most `microRows` rows for the model passes: rows sorted by
+ * length (prompt + response), each micro-batch cut to its longest row. Only trailing padding is
+ * dropped, which a causal model never reads from earlier positions, so every token's logprob is
+ * the same as in the full-width batch; the sort keeps short rows from being padded to the longest
+ * of the whole batch (a third of the attention work at the demo's lengths).
+ */
+export function microBatches(x: RolloutBatch, microRows: number): Array<{ rows: number[]; batch: RolloutBatch }> {
+  const lengths: number[] = [];
+  for (let r = 0; r < x.B; r++) {
+    let L = 1;
+    for (let t = x.T - 1; t >= 0; t--) {
+      if (x.mask[r * x.T + t] !== 0) {
+        L = t + 1;
+        break;
+      }
+    }
+    lengths.push(L);
+  }
+  const order = lengths.map((L, r) => r).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
+  const out: Array<{ rows: number[]; batch: RolloutBatch }> = [];
+  for (let i = 0; i < order.length; i += microRows) {
+    const rows = order.slice(i, i + microRows);
+    out.push({ rows, batch: gatherRows(x, rows, Math.max(...rows.map((r) => lengths[r]!))) });
+  }
+  return out;
 }
 
 /** the rows `rows` of a batch (in that order), same T */
@@ -218,13 +249,12 @@ export function zeroAdvantageRows(x: RolloutBatch): boolean[] {
 /** old log-probabilities of the sampled tokens at temperature `temperature`, computed micro-batch by micro-batch: [B*T] */
 export function oldLogprobs(model: CausalLM, x: RolloutBatch, temperature: number, microRows: number, chunks: ChunkOptions = {}): Float32Array {
   const out = new Float32Array(x.B * x.T);
-  for (let r0 = 0; r0 < x.B; r0 += microRows) {
-    const m = sliceRows(x, r0, Math.min(x.B, r0 + microRows));
+  for (const { rows, batch: m } of microBatches(x, microRows)) {
     const lp = model.be.tidy(() => {
       const { hidden } = model.forward(m.ids, plainSeqInfo(m.B, m.T), { needBackward: false });
       return tokenLogprobs(model.be, { hidden, weight: model.lmHead.value, targets: m.targets, mask: m.mask }, { ...chunks, temperature });
     });
-    out.set(lp.logprobs, r0 * x.T);
+    rows.forEach((r, b) => out.set(lp.logprobs.subarray(b * m.T, (b + 1) * m.T), r * x.T));
   }
   return out;
 }
@@ -246,14 +276,17 @@ export function grpoGradients(
   let loss = 0;
   const sums: Record<string, number> = {};
   if (normalizer === 0) return { loss: 0, tokens: 0, sums };
-  for (let r0 = 0; r0 < x.B; r0 += o.microRows) {
-    const r1 = Math.min(x.B, r0 + o.microRows);
-    const m = sliceRows(x, r0, r1);
+  for (const { rows, batch: m } of microBatches(x, o.microRows)) {
+    let oldM: Float32Array | null = null;
+    if (old) {
+      oldM = new Float32Array(m.B * m.T);
+      rows.forEach((r, b) => oldM!.set(old.subarray(r * x.T, r * x.T + m.T), b * m.T));
+    }
     // activations freed on the device once the gradients are accumulated (grads: allocateGrads, before the loop)
     const r = model.be.tidy(() => {
       const { hidden, saved } = model.forward(m.ids, plainSeqInfo(m.B, m.T), { needBackward: true });
       const h = grpoLoss(model.be, { hidden, weight: model.lmHead, targets: m.targets, mask: m.mask }, {
-        ...o.chunks, normalizer, advantages: m.advantages, oldLogprobs: old ? old.subarray(r0 * x.T, r1 * x.T) : null,
+        ...o.chunks, normalizer, advantages: m.advantages, oldLogprobs: oldM,
         clip: o.clip, entropyCoef: o.entropyCoef, temperature: o.temperature,
       });
       model.backwardFromHidden(h.dHidden!, saved!);
@@ -489,8 +522,9 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
       // keeps its tokens in the denominator, so the update is the same as with it.
       const zero = c.entropyCoef === 0 ? zeroAdvantageRows(batch) : null;
       const minis = Array.from({ length: updates }, (_, u) => {
-        const full = sliceRows(batch, u * rowsPer, (u + 1) * rowsPer);
-        const keep = [...Array(full.B).keys()].filter((r) => !zero || !zero[u * rowsPer + r]);
+        const rows = [...Array(rowsPer).keys()].map((r) => u * rowsPer + r).filter((r) => r < batch.B);
+        const full = updates === 1 ? batch : selectRows(batch, rows);
+        const keep = [...Array(full.B).keys()].filter((r) => !zero || !zero[rows[r]!]);
         return { x: keep.length === full.B ? full : selectRows(full, keep), normalizer: full.tokens };
       });
       // With one update per step the policy being differentiated is the one that sampled the rollouts:

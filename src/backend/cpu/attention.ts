@@ -7,6 +7,15 @@ import { roundToDType } from '../dtype.js';
 import { shapeString, type Tensor } from '../tensor.js';
 import { dataOf } from './tensor.js';
 import type { CpuBackend } from './index.js';
+import { runTasksParallel } from './parallel.js';
+
+const NO_SEGMENTS = new Int32Array(0);
+
+function dotRow(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += a[ao + i]! * b[bo + i]!;
+  return s;
+}
 
 function lastTwoDims(t: Tensor, what: string): [number, number] {
   const r = t.shape.length;
@@ -68,126 +77,30 @@ function attentionDims(q: Tensor, k: Tensor, v: Tensor, segments: Int32Array | u
   return { B, T, Hq, Hkv, Dh, group: Hq / Hkv };
 }
 
-/** copy head g of rows b·T … b·T+T-1 of x [B, T, H, Dh] into panel [T, Dh] */
-function gatherHead(x: Float32Array, panel: Float32Array, b: number, g: number, T: number, H: number, Dh: number): void {
-  for (let t = 0; t < T; t++) {
-    const o = ((b * T + t) * H + g) * Dh;
-    panel.set(x.subarray(o, o + Dh), t * Dh);
-  }
-}
-
-function dotRow(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number): number {
-  let s = 0;
-  for (let i = 0; i < n; i++) s += a[ao + i]! * b[bo + i]!;
-  return s;
-}
-
-/** key s is visible to query t of row b (s ≤ t assumed) */
-function visible(segments: Int32Array | undefined, rowStart: number, s: number, t: number): boolean {
-  return segments === undefined || segments[rowStart + s] === segments[rowStart + t];
-}
-
 export function attention(be: CpuBackend, q: Tensor, k: Tensor, v: Tensor, opts: { scale: number; segments?: Int32Array }): { out: Tensor; lse: Tensor } {
-  const { B, T, Hq, Hkv, Dh, group } = attentionDims(q, k, v, opts.segments, 'attention');
-  const qd = dataOf(q), kd = dataOf(k), vd = dataOf(v);
-  const seg = opts.segments, scale = opts.scale;
+  const { B, T, Hq, Hkv, Dh } = attentionDims(q, k, v, opts.segments, 'attention');
+  const qd = dataOf(q);
   const out = new Float32Array(qd.length);
   const lse = new Float32Array(B * Hq * T);
-  const kPanel = new Float32Array(T * Dh), vPanel = new Float32Array(T * Dh);
-  const scores = new Float64Array(T);
-  const acc = new Float64Array(Dh);
-  for (let b = 0; b < B; b++) {
-    const rowStart = b * T;
-    for (let g = 0; g < Hkv; g++) {
-      gatherHead(kd, kPanel, b, g, T, Hkv, Dh);
-      gatherHead(vd, vPanel, b, g, T, Hkv, Dh);
-      for (let h = g * group; h < (g + 1) * group; h++) {
-        for (let t = 0; t < T; t++) {
-          const qo = ((rowStart + t) * Hq + h) * Dh;
-          // two passes over the visible keys: scores and their max, then exp(s − max) so no term overflows
-          let max = -Infinity;
-          for (let s = 0; s <= t; s++) {
-            if (!visible(seg, rowStart, s, t)) { scores[s] = -Infinity; continue; }
-            const sc = scale * dotRow(qd, qo, kPanel, s * Dh, Dh);
-            scores[s] = sc;
-            if (sc > max) max = sc;
-          }
-          acc.fill(0);
-          let sum = 0;
-          for (let s = 0; s <= t; s++) {
-            if (scores[s] === -Infinity) continue;
-            const p = Math.exp(scores[s]! - max);
-            sum += p;
-            const vo = s * Dh;
-            for (let i = 0; i < Dh; i++) acc[i]! += p * vPanel[vo + i]!;
-          }
-          const inv = 1 / sum;
-          for (let i = 0; i < Dh; i++) out[qo + i] = acc[i]! * inv;
-          lse[(b * Hq + h) * T + t] = max + Math.log(sum);
-        }
-      }
-    }
-  }
+  // tasks (row, kv head) on the worker threads; work ≈ T²/2 · Hq · Dh · 2 multiply-adds
+  runTasksParallel('attentionForwardTasks', [qd, dataOf(k), dataOf(v), out, lse, opts.segments ?? NO_SEGMENTS], [3, 4],
+    [T, Hq, Hkv, Dh, opts.scale], B * Hkv, B * T * T * Hq * Dh);
   return { out: be.wrap(out, q.shape), lse: be.wrap(lse, [B, Hq, T]) };
 }
 
-/**
- * Flash-attention style backward: P is recomputed from q, k and lse (no [T, T] matrix is kept);
- * with D_t = Σ dO_t ⊙ O_t, dS_ts = P_ts (dO_t·v_s − D_t), and
- * dq_t = scale Σ_s dS_ts k_s, dk_s = scale Σ_t dS_ts q_t, dv_s = Σ_t P_ts dO_t.
- */
+/** flash-attention style backward (attention-kernels.ts): P is recomputed from q, k and lse */
 export function attentionBackward(
   be: CpuBackend, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
   opts: { scale: number; segments?: Int32Array },
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
-  const { B, T, Hq, Hkv, Dh, group } = attentionDims(q, k, v, opts.segments, 'attentionBackward');
+  const { B, T, Hq, Hkv, Dh } = attentionDims(q, k, v, opts.segments, 'attentionBackward');
   if (dout.size !== q.size) throw new Error(`attentionBackward: dout ${shapeString(dout.shape)} must have the shape of q ${shapeString(q.shape)}`);
   if (out.size !== q.size) throw new Error(`attentionBackward: out ${shapeString(out.shape)} must have the shape of q ${shapeString(q.shape)}`);
   if (lse.size !== B * Hq * T) throw new Error(`attentionBackward: lse ${shapeString(lse.shape)} must be [${B}, ${Hq}, ${T}]`);
-  const qd = dataOf(q), kd = dataOf(k), vd = dataOf(v), od = dataOf(out), dod = dataOf(dout), ld = dataOf(lse);
-  const seg = opts.segments, scale = opts.scale;
+  const qd = dataOf(q), kd = dataOf(k), vd = dataOf(v);
   const dq = new Float32Array(qd.length), dk = new Float32Array(kd.length), dv = new Float32Array(vd.length);
-  const kPanel = new Float32Array(T * Dh), vPanel = new Float32Array(T * Dh);
-  // dK, dV of one (b, g) sum over T·group queries: f64 accumulators
-  const dkPanel = new Float64Array(T * Dh), dvPanel = new Float64Array(T * Dh);
-  const dqAcc = new Float64Array(Dh);
-  for (let b = 0; b < B; b++) {
-    const rowStart = b * T;
-    for (let g = 0; g < Hkv; g++) {
-      gatherHead(kd, kPanel, b, g, T, Hkv, Dh);
-      gatherHead(vd, vPanel, b, g, T, Hkv, Dh);
-      dkPanel.fill(0);
-      dvPanel.fill(0);
-      for (let h = g * group; h < (g + 1) * group; h++) {
-        for (let t = 0; t < T; t++) {
-          const qo = ((rowStart + t) * Hq + h) * Dh;
-          const rowLse = ld[(b * Hq + h) * T + t]!;
-          const Dt = dotRow(dod, qo, od, qo, Dh);
-          dqAcc.fill(0);
-          for (let s = 0; s <= t; s++) {
-            if (!visible(seg, rowStart, s, t)) continue;
-            const ko = s * Dh;
-            const p = Math.exp(scale * dotRow(qd, qo, kPanel, ko, Dh) - rowLse);
-            const dp = dotRow(dod, qo, vPanel, ko, Dh);
-            const ds = p * (dp - Dt) * scale;
-            for (let i = 0; i < Dh; i++) {
-              dqAcc[i]! += ds * kPanel[ko + i]!;
-              dkPanel[ko + i]! += ds * qd[qo + i]!;
-              dvPanel[ko + i]! += p * dod[qo + i]!;
-            }
-          }
-          for (let i = 0; i < Dh; i++) dq[qo + i] = dqAcc[i]!;
-        }
-      }
-      for (let t = 0; t < T; t++) {
-        const o = ((rowStart + t) * Hkv + g) * Dh;
-        for (let i = 0; i < Dh; i++) {
-          dk[o + i] = dkPanel[t * Dh + i]!;
-          dv[o + i] = dvPanel[t * Dh + i]!;
-        }
-      }
-    }
-  }
+  runTasksParallel('attentionBackwardTasks', [qd, kd, vd, dataOf(out), dataOf(dout), dataOf(lse), opts.segments ?? NO_SEGMENTS, dq, dk, dv], [7, 8, 9],
+    [T, Hq, Hkv, Dh, opts.scale], B * Hkv, 3 * B * T * T * Hq * Dh);
   return { dq: be.wrap(dq, q.shape), dk: be.wrap(dk, k.shape), dv: be.wrap(dv, v.shape) };
 }
 
@@ -273,11 +186,14 @@ export function pagedAttentionDecode(
     if (L === 0) continue;
     for (let g = 0; g < Hkv; g++) {
       // gather this head's cached rows out of the scattered blocks into contiguous panels
+      // (element loops, not subarray().set(): two views per cached row cost more than the copy)
       for (let j = 0; j < L; j++) {
         const blk = blockTables[i * maxBlocks + Math.floor(j / blockSize)]!;
-        const src = ((blk * blockSize + (j % blockSize)) * Hkv + g) * Dh;
-        kPanel.set(kc.subarray(src, src + Dh), j * Dh);
-        vPanel.set(vc.subarray(src, src + Dh), j * Dh);
+        const src = ((blk * blockSize + (j % blockSize)) * Hkv + g) * Dh, dst = j * Dh;
+        for (let d = 0; d < Dh; d++) {
+          kPanel[dst + d] = kc[src + d]!;
+          vPanel[dst + d] = vc[src + d]!;
+        }
       }
       for (let h = g * group; h < (g + 1) * group; h++) {
         const qo = (i * Hq + h) * Dh;

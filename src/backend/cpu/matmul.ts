@@ -1,10 +1,13 @@
-// Blocked f32 matmul kernels for the CPU backend.
+// Blocked f32 matmul kernels for the CPU backend. matmulGeneral runs the WebAssembly SIMD kernel
+// (wasm/matmul.wat, C = A·B with B as [K, N], f32 sums) where WebAssembly SIMD is available, and
+// the JavaScript kernel below (f64 register accumulators) otherwise or for products over 1 GiB.
 //
 // Everything is reduced to one kernel, C[M, N] (+)= A[M, K] · B[N, K]ᵀ ("NT"): both operands are then
 // read along contiguous rows, and a 4×4 register block does 16 multiply-adds for every 8 loads.
 // Other layouts are first transposed into NT form (an O(MK) or O(KN) copy against O(MKN) work).
 // Blocking over K keeps a panel of B rows in L1/L2 while all rows of A stream past it.
-import { matmulNTParallel } from './parallel.js';
+import { matmulNNParallel, matmulNTParallel } from './parallel.js';
+import { WASM_MAX_BYTES, wasmMatmul } from './wasm/matmul-wasm.js';
 
 export const K_BLOCK = 256;
 export const N_BLOCK = 64;
@@ -104,6 +107,11 @@ export function matmulGeneral(
   const N = transB ? bRows : bCols;
   if (K !== Kb) throw new Error(`matmul: inner dimensions differ (${K} vs ${Kb})`);
   const am = transA ? transpose2d(a, aRows, aCols) : a;
+  if (wasmMatmul() !== null && (M * K + K * N + M * N) * 4 <= WASM_MAX_BYTES) {
+    // the WebAssembly SIMD kernel wants B as [K, N]
+    matmulNNParallel(am, transB ? transpose2d(b, bRows, bCols) : b, c, M, N, K, accumulate);
+    return { M, N, K };
+  }
   const bt = transB ? b : transpose2d(b, bRows, bCols);
   matmulNTParallel(am, bt, c, M, N, K, accumulate);
   return { M, N, K };

@@ -6,25 +6,20 @@
 //
 // Every channel c is an independent recurrence over time, so the loops run per (b, c) over t with
 // the N-wide state in a small array; x/delta/z are read with stride Di, B/C rows are shared by the
-// Di/G channels of a group.
+// Di/G channels of a group. The forward and backward loops live in scan-kernels.ts, which the worker
+// threads run row by row (parallel.ts); the one-token step stays here.
 import type { SelectiveScanArgs, SelectiveScanGrads, SelectiveScanStepArgs } from '../backend.js';
 import { shapeString, type Tensor } from '../tensor.js';
 import { scanDims, scanStateRows } from '../validate.js';
-import { sigmoid, silu, siluGrad, softplus } from './basic.js';
+import { silu, softplus } from './basic.js';
 import type { CpuBackend } from './index.js';
+import { runTasksParallel } from './parallel.js';
 import { dataOf } from './tensor.js';
 
 function checkSlot(op: string, slots: Int32Array, i: number, S: number): number {
   const s = slots[i]!;
   if (!(s >= 0 && s < S)) throw new Error(`${op}: slots[${i}] = ${s} is outside [0, ${S})`);
   return s;
-}
-
-/** 1 where a new sequence starts in row b: t = 0 and every change of segment id */
-function rowStarts(starts: Uint8Array, b: number, T: number, segments?: Int32Array): void {
-  starts.fill(0);
-  starts[0] = 1;
-  if (segments) for (let t = 1; t < T; t++) if (segments[b * T + t] !== segments[b * T + t - 1]) starts[t] = 1;
 }
 
 export function selectiveScan(be: CpuBackend, args: SelectiveScanArgs): Tensor {
@@ -40,36 +35,11 @@ export function selectiveScan(be: CpuBackend, args: SelectiveScanArgs): Tensor {
     st = dataOf(args.stateOut.ssmState);
   }
   const y = new Float32Array(B * T * Di);
-  const h = new Float64Array(N);
-  const starts = new Uint8Array(T);
-  for (let b = 0; b < B; b++) {
-    rowStarts(starts, b, T, args.segments);
-    for (let c = 0; c < Di; c++) {
-      const g = Math.floor(c / perGroup);
-      const ao = c * N;
-      const bias = db ? db[c]! : 0;
-      for (let t = 0; t < T; t++) {
-        if (starts[t]) h.fill(0);
-        const i = (b * T + t) * Di + c;
-        const dt = softplus(delta[i]! + bias);
-        const xv = x[i]!;
-        const dtx = dt * xv;
-        const bo = ((b * T + t) * G + g) * N;
-        let acc = 0;
-        for (let n = 0; n < N; n++) {
-          const hn = Math.exp(dt * A[ao + n]!) * h[n]! + dtx * Bm[bo + n]!;
-          h[n] = hn;
-          acc += Cm[bo + n]! * hn;
-        }
-        if (D) acc += D[c]! * xv;
-        y[i] = z ? acc * silu(z[i]!) : acc;
-      }
-      if (st) {
-        const so = (args.stateOut!.slots[b]! * Di + c) * N;
-        for (let n = 0; n < N; n++) st[so + n] = T > 0 ? h[n]! : 0;
-      }
-    }
-  }
+  const none = new Float32Array(0);
+  // rows on the worker threads; with a state to write (prefill: the whole slot pool) on this thread
+  runTasksParallel('selectiveScanForwardTasks',
+    [x, delta, A, Bm, Cm, D ?? none, z ?? none, db ?? none, args.segments ?? new Int32Array(0), y, st ?? none, args.stateOut?.slots ?? new Int32Array(0)],
+    [9], [T, Di, N, G], B, st ? 0 : 6 * B * T * Di * N);
   return be.wrap(y, args.x.shape);
 }
 
@@ -84,75 +54,21 @@ export function selectiveScanBackward(be: CpuBackend, dy: Tensor, args: Selectiv
   const dx = new Float32Array(B * T * Di);
   const ddelta = new Float32Array(B * T * Di);
   const dz = z ? new Float32Array(B * T * Di) : null;
-  // reductions over time and over the channels of a group: f64
-  const dA = new Float64Array(Di * N);
+  // reductions over the channels of a group (dB, dC) stay inside a row; over time and rows (dA, dD,
+  // dDeltaBias) each row keeps its own partial sums, added here in row order: f64 throughout
   const dB = new Float64Array(B * T * G * N);
   const dC = new Float64Array(B * T * G * N);
-  const dD = new Float64Array(Di);
-  const dDb = new Float64Array(Di);
-
-  const hs = new Float64Array(T * N); // h_t of the current (b, c), recomputed
-  const dts = new Float64Array(T);
-  const adj = new Float64Array(N); // ∂L/∂h_t carried back from t+1
-  const starts = new Uint8Array(T);
+  const dAp = new Float64Array(B * Di * N), dDp = new Float64Array(B * Di), dDbp = new Float64Array(B * Di);
+  const none = new Float32Array(0);
+  runTasksParallel('selectiveScanBackwardTasks',
+    [x, delta, A, Bm, Cm, D ?? none, z ?? none, db ?? none, dyd, args.segments ?? new Int32Array(0), dx, ddelta, dz ?? none, dB, dC, dAp, dDp, dDbp],
+    [10, 11, 12, 13, 14, 15, 16, 17], [T, Di, N, G], B, 20 * B * T * Di * N);
+  const dA = new Float64Array(Di * N), dD = new Float64Array(Di), dDb = new Float64Array(Di);
   for (let b = 0; b < B; b++) {
-    rowStarts(starts, b, T, args.segments);
+    for (let j = 0; j < Di * N; j++) dA[j]! += dAp[b * Di * N + j]!;
     for (let c = 0; c < Di; c++) {
-      const g = Math.floor(c / perGroup);
-      const ao = c * N;
-      const bias = db ? db[c]! : 0;
-      for (let t = 0; t < T; t++) {
-        const i = (b * T + t) * Di + c;
-        const dt = softplus(delta[i]! + bias);
-        dts[t] = dt;
-        const dtx = dt * x[i]!;
-        const bo = ((b * T + t) * G + g) * N;
-        const ho = t * N, po = (t - 1) * N;
-        for (let n = 0; n < N; n++) {
-          const prev = starts[t] ? 0 : hs[po + n]!;
-          hs[ho + n] = Math.exp(dt * A[ao + n]!) * prev + dtx * Bm[bo + n]!;
-        }
-      }
-      adj.fill(0);
-      for (let t = T - 1; t >= 0; t--) {
-        const i = (b * T + t) * Di + c;
-        const bo = ((b * T + t) * G + g) * N;
-        const ho = t * N, po = (t - 1) * N;
-        const xv = x[i]!, dt = dts[t]!;
-        // y = r·silu(z) with r = C·h + D·x
-        let dr = dyd[i]!;
-        if (z) {
-          let r = D ? D[c]! * xv : 0;
-          for (let n = 0; n < N; n++) r += Cm[bo + n]! * hs[ho + n]!;
-          const zv = z[i]!;
-          dz![i] = dr * r * siluGrad(zv);
-          dr *= silu(zv);
-        }
-        let dxv = 0;
-        if (D) {
-          dD[c]! += dr * xv;
-          dxv = dr * D[c]!;
-        }
-        let ddt = 0;
-        for (let n = 0; n < N; n++) {
-          const an = A[ao + n]!;
-          const bn = Bm[bo + n]!;
-          dC[bo + n]! += dr * hs[ho + n]!;
-          const gh = adj[n]! + dr * Cm[bo + n]!; // total ∂L/∂h_t[n]
-          const prev = starts[t] ? 0 : hs[po + n]!;
-          const decay = Math.exp(dt * an);
-          ddt += gh * (an * decay * prev + bn * xv);
-          dA[ao + n]! += gh * dt * decay * prev;
-          dB[bo + n]! += gh * dt * xv;
-          dxv += gh * dt * bn;
-          adj[n] = starts[t] ? 0 : gh * decay;
-        }
-        dx[i] = dxv;
-        const v = delta[i]! + bias;
-        const dv = ddt * (v > 20 ? 1 : sigmoid(v)); // softplus' = σ below the threshold, 1 above
-        ddelta[i] = dv;
-        dDb[c]! += dv;
-      }
+      dD[c]! += dDp[b * Di + c]!;
+      dDb[c]! += dDbp[b * Di + c]!;
     }
   }
   return {
