@@ -36,7 +36,7 @@ parentPort.on('message', (m) => {
     wasmMM(a, b, c, m.r1 - m.r0, m.N, m.K, m.accumulate);
   } else if (m.kind === 'matmul') {
     const a = new Float32Array(m.a, m.r0 * m.K * 4, (m.r1 - m.r0) * m.K);
-    const bt = new Float32Array(m.bt, 0, m.N * m.K);
+    const bt = new Float32Array(m.b, 0, m.N * m.K);
     const c = new Float32Array(m.c, m.r0 * m.N * 4, (m.r1 - m.r0) * m.N);
     matmulNT(a, bt, c, m.r1 - m.r0, m.N, m.K, m.accumulate);
   } else {
@@ -82,31 +82,12 @@ class Pool {
     }
   }
 
-  /** C[M,N] (+)= A[M,K] · Bt[N,K]ᵀ with output rows split across the threads */
-  matmulNT(a: Float32Array, bt: Float32Array, c: Float32Array, M: number, N: number, K: number, accumulate: boolean): void {
-    const sa = this.buffer('a', M * K), sb = this.buffer('bt', N * K), sc = this.buffer('c', M * N);
-    new Float32Array(sa, 0, M * K).set(a.subarray(0, M * K));
-    new Float32Array(sb, 0, N * K).set(bt.subarray(0, N * K));
-    const cShared = new Float32Array(sc, 0, M * N);
-    if (accumulate) cShared.set(c.subarray(0, M * N));
-    Atomics.store(new Int32Array(this.done), 0, 0);
-    const parts = this.workers.length + 1;
-    const band = Math.ceil(M / parts / 4) * 4; // multiples of the 4-row register tile
-    let dispatched = 0;
-    for (let i = 0; i < this.workers.length; i++) {
-      const r0 = (i + 1) * band, r1 = Math.min(M, r0 + band);
-      if (r0 >= r1) break;
-      this.workers[i]!.postMessage({ kind: 'matmul', a: sa, bt: sb, c: sc, done: this.done, r0, r1, N, K, accumulate });
-      dispatched++;
-    }
-    const mine = Math.min(M, band);
-    matmulNT(new Float32Array(sa, 0, mine * K), new Float32Array(sb, 0, N * K), new Float32Array(sc, 0, mine * N), mine, N, K, accumulate);
-    this.wait(dispatched, 'matmul');
-    c.set(cShared);
-  }
-
-  /** C[M,N] (+)= A[M,K] · B[K,N] (WebAssembly SIMD on every thread) with output rows split across the threads */
-  matmulNN(mm: (a: Float32Array, b: Float32Array, c: Float32Array, M: number, N: number, K: number, acc: boolean) => void,
+  /**
+   * C[M,N] (+)= A[M,K] · B with output rows split across the threads, in bands of whole 4-row tiles:
+   * 'matmul' is the JavaScript kernel with B as Bt [N, K], 'matmulNN' the WebAssembly one with B as
+   * [K, N]; `mine` runs this thread's band with the same kernel.
+   */
+  private banded(kind: 'matmul' | 'matmulNN', mine: (a: Float32Array, b: Float32Array, c: Float32Array, rows: number) => void,
     a: Float32Array, b: Float32Array, c: Float32Array, M: number, N: number, K: number, accumulate: boolean): void {
     const sa = this.buffer('a', M * K), sb = this.buffer('bt', N * K), sc = this.buffer('c', M * N);
     new Float32Array(sa, 0, M * K).set(a.subarray(0, M * K));
@@ -119,13 +100,24 @@ class Pool {
     for (let i = 0; i < this.workers.length; i++) {
       const r0 = (i + 1) * band, r1 = Math.min(M, r0 + band);
       if (r0 >= r1) break;
-      this.workers[i]!.postMessage({ kind: 'matmulNN', a: sa, b: sb, c: sc, done: this.done, r0, r1, N, K, accumulate });
+      this.workers[i]!.postMessage({ kind, a: sa, b: sb, c: sc, done: this.done, r0, r1, N, K, accumulate });
       dispatched++;
     }
-    const mine = Math.min(M, band);
-    mm(new Float32Array(sa, 0, mine * K), new Float32Array(sb, 0, N * K), new Float32Array(sc, 0, mine * N), mine, N, K, accumulate);
+    const rows = Math.min(M, band);
+    mine(new Float32Array(sa, 0, rows * K), new Float32Array(sb, 0, N * K), new Float32Array(sc, 0, rows * N), rows);
     this.wait(dispatched, 'matmul');
     c.set(cShared);
+  }
+
+  /** C[M,N] (+)= A[M,K] · Bt[N,K]ᵀ (JavaScript kernel) with output rows split across the threads */
+  matmulNT(a: Float32Array, bt: Float32Array, c: Float32Array, M: number, N: number, K: number, accumulate: boolean): void {
+    this.banded('matmul', (a0, b0, c0, rows) => matmulNT(a0, b0, c0, rows, N, K, accumulate), a, bt, c, M, N, K, accumulate);
+  }
+
+  /** C[M,N] (+)= A[M,K] · B[K,N] (WebAssembly SIMD on every thread) with output rows split across the threads */
+  matmulNN(mm: (a: Float32Array, b: Float32Array, c: Float32Array, M: number, N: number, K: number, acc: boolean) => void,
+    a: Float32Array, b: Float32Array, c: Float32Array, M: number, N: number, K: number, accumulate: boolean): void {
+    this.banded('matmulNN', (a0, b0, c0, rows) => mm(a0, b0, c0, rows, N, K, accumulate), a, b, c, M, N, K, accumulate);
   }
 
   /**

@@ -783,11 +783,12 @@ export class CudaBackend implements Backend {
    */
   captureStepGraph(inputs: Int32Array[], fn: () => Tensor): StepGraph {
     if (this.resident !== null) throw new Error('captureStepGraph: a capture is already in progress');
-    const bufs = inputs.map((a) => this.addon.alloc(Math.max(4, a.byteLength)));
+    const bufs: number[] = [];
     const freeInputs = () => { for (const p of bufs) this.addon.free(p); };
     let id = 0;
     let output: Tensor;
     try {
+      for (const a of inputs) bufs.push(this.addon.alloc(Math.max(4, a.byteLength)));
       inputs.forEach((a, i) => this.addon.upload(bufs[i]!, a));
       this.resident = inputs.map((a, i) => ({ buf: a.buffer, off: a.byteOffset, end: a.byteOffset + a.byteLength, ptr: bufs[i]! }));
       id = this.addon.graphBegin();
@@ -807,6 +808,7 @@ export class CudaBackend implements Backend {
         if (at >= 0) scope.splice(at, 1);
       }
     } catch (e) {
+      this.resident = null; // (graphBegin itself may have failed)
       freeInputs();
       throw e;
     }
