@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { CpuBackend } from '../src/backend/cpu/index.js';
 import { cpuThreads } from '../src/backend/cpu/parallel.js';
+import { wasmMatmul } from '../src/backend/cpu/wasm/matmul-wasm.js';
 import { initModel, validateConfigs } from '../src/model/checkpoint.js';
 import { plainSeqInfo } from '../src/model/module.js';
 import { findPreset } from '../src/model/presets.js';
@@ -19,7 +20,7 @@ const matmulRows: (string | number)[][] = [];
 const matmulJson: Record<string, unknown>[] = [];
 const sizes: [number, number, number, string][] = quick
   ? [[64, 256, 256, 'x·Wᵀ']]
-  : [[1, 3072, 3072, 'x·Wᵀ (decode row)'], [128, 1024, 1024, 'x·Wᵀ'], [256, 2048, 2048, 'x·Wᵀ'], [512, 768, 256, 'x·Wᵀ'], [256, 1024, 1024, 'dyᵀ·x (weight grad)'], [256, 1024, 1024, 'dy·W (input grad)']];
+  : [[1, 3072, 3072, 'x·Wᵀ (decode row)'], [8, 3072, 3072, 'x·Wᵀ'], [64, 3072, 3072, 'x·Wᵀ'], [128, 3072, 3072, 'x·Wᵀ'], [128, 1024, 1024, 'x·Wᵀ'], [256, 2048, 2048, 'x·Wᵀ'], [512, 768, 256, 'x·Wᵀ'], [256, 1024, 1024, 'dyᵀ·x (weight grad)'], [256, 1024, 1024, 'dy·W (input grad)']];
 for (const [M, N, K, what] of sizes) {
   const a = be.fromArray(Float32Array.from({ length: M * K }, (_, i) => Math.sin(i)), [M, K]);
   const w = be.fromArray(Float32Array.from({ length: N * K }, (_, i) => Math.cos(i)), [N, K]);
@@ -31,7 +32,7 @@ for (const [M, N, K, what] of sizes) {
   matmulRows.push([what, M, N, K, secs * 1000, gflops]);
   matmulJson.push({ op: what, M, N, K, ms: secs * 1000, gflops });
 }
-console.log(`matmul (f32, blocked 4×4 register tiles, ${cpuThreads()} thread(s); M1_THREADS=1 for one)`);
+console.log(`matmul (f32; WebAssembly SIMD 4×8 tiles${wasmMatmul() ? '' : ' unavailable'}, JavaScript 4×4 tiles for x·Wᵀ below 128 rows through weights of 2^18+ elements; ${cpuThreads()} thread(s); M1_THREADS=1 for one)`);
 console.log(table(['op', 'M', 'N', 'K', 'ms', 'GFLOP/s'], matmulRows));
 
 const fwdRows: (string | number)[][] = [];

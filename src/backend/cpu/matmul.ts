@@ -10,6 +10,10 @@ import { matmulNNParallel, matmulNTParallel } from './parallel.js';
 import { WASM_MAX_BYTES, wasmMatmul } from './wasm/matmul-wasm.js';
 
 export const K_BLOCK = 256;
+/** rows from which x·Wᵀ goes to the WebAssembly kernel despite transposing W: at N = K = 3072 the transpose costs as much as ~100 rows of product (bench:cpu, 2026-11-28) */
+const WASM_MIN_ROWS_TRANSPOSED = 128;
+/** …for weights of at least this many elements (smaller ones transpose in microseconds) */
+const WASM_TRANSPOSE_ELEMS = 1 << 18;
 export const N_BLOCK = 64;
 
 /** C[M,N] (+)= A[M,K] · Bt[N,K]ᵀ, all row-major and contiguous */
@@ -107,7 +111,10 @@ export function matmulGeneral(
   const N = transB ? bRows : bCols;
   if (K !== Kb) throw new Error(`matmul: inner dimensions differ (${K} vs ${Kb})`);
   const am = transA ? transpose2d(a, aRows, aCols) : a;
-  if (wasmMatmul() !== null && (M * K + K * N + M * N) * 4 <= WASM_MAX_BYTES) {
+  // B given as [N, K] (x·Wᵀ) must be transposed for the WebAssembly kernel: O(N·K) that only pays off
+  // against O(M·N·K) when M is not small; a few rows through a large weight stay on the JavaScript NT kernel
+  const transposeTooCostly = transB && M < WASM_MIN_ROWS_TRANSPOSED && N * K >= WASM_TRANSPOSE_ELEMS;
+  if (wasmMatmul() !== null && !transposeTooCostly && (M * K + K * N + M * N) * 4 <= WASM_MAX_BYTES) {
     // the WebAssembly SIMD kernel wants B as [K, N]
     matmulNNParallel(am, transB ? transpose2d(b, bRows, bCols) : b, c, M, N, K, accumulate);
     return { M, N, K };
