@@ -2,11 +2,25 @@
 // b·Hkv + g is (row b, kv head g) with all `group` q heads that share it. Each task writes only its
 // own outputs (out / lse / dq of its q heads, dk / dv of its kv head), so ranges of tasks can run on
 // different threads with results bit-identical to one thread. The functions are self-contained (no
-// imports, no module-level helpers): the worker pool (parallel.ts) runs their source text.
+// imports; the one helper, gatherKvPanels, is defined in the worker's source too): the worker pool
+// (parallel.ts) runs their source text.
 //
 // Loop order: the K and V rows of a task are gathered once into contiguous [T, Dh] panels, then every
 // q head of the group streams its queries past them. A key s is visible to query t (s ≤ t) when
 // `seg` is empty or seg[b·T + s] = seg[b·T + t]. Sums in f64.
+
+/** the K and V rows of kv head g of rows rowStart … rowStart+T−1 into contiguous [T, Dh] panels */
+export function gatherKvPanels(
+  kd: Float32Array, vd: Float32Array, kPanel: Float32Array, vPanel: Float32Array, rowStart: number, g: number, T: number, Hkv: number, Dh: number,
+): void {
+  for (let t = 0; t < T; t++) {
+    const o = ((rowStart + t) * Hkv + g) * Dh;
+    for (let i = 0; i < Dh; i++) {
+      kPanel[t * Dh + i] = kd[o + i]!;
+      vPanel[t * Dh + i] = vd[o + i]!;
+    }
+  }
+}
 
 /** forward: out [B, T, Hq, Dh], lse [B, Hq, T] */
 export function attentionForwardTasks(
@@ -19,13 +33,7 @@ export function attentionForwardTasks(
   const acc = new Float64Array(Dh);
   for (let task = lo; task < hi; task++) {
     const b = Math.floor(task / Hkv), g = task - b * Hkv, rowStart = b * T;
-    for (let t = 0; t < T; t++) {
-      const o = ((rowStart + t) * Hkv + g) * Dh;
-      for (let i = 0; i < Dh; i++) {
-        kPanel[t * Dh + i] = kd[o + i]!;
-        vPanel[t * Dh + i] = vd[o + i]!;
-      }
-    }
+    gatherKvPanels(kd, vd, kPanel, vPanel, rowStart, g, T, Hkv, Dh);
     for (let h = g * group; h < (g + 1) * group; h++) {
       for (let t = 0; t < T; t++) {
         const qo = ((rowStart + t) * Hq + h) * Dh;
@@ -75,13 +83,7 @@ export function attentionBackwardTasks(
   const dqAcc = new Float64Array(Dh);
   for (let task = lo; task < hi; task++) {
     const b = Math.floor(task / Hkv), g = task - b * Hkv, rowStart = b * T;
-    for (let t = 0; t < T; t++) {
-      const o = ((rowStart + t) * Hkv + g) * Dh;
-      for (let i = 0; i < Dh; i++) {
-        kPanel[t * Dh + i] = kd[o + i]!;
-        vPanel[t * Dh + i] = vd[o + i]!;
-      }
-    }
+    gatherKvPanels(kd, vd, kPanel, vPanel, rowStart, g, T, Hkv, Dh);
     dkPanel.fill(0);
     dvPanel.fill(0);
     for (let h = g * group; h < (g + 1) * group; h++) {

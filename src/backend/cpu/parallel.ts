@@ -6,7 +6,7 @@
 // Atomics counter, which keeps the Backend ops synchronous.
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { attentionBackwardTasks, attentionForwardTasks } from './attention-kernels.js';
+import { attentionBackwardTasks, attentionForwardTasks, gatherKvPanels } from './attention-kernels.js';
 import { selectiveScanBackwardTasks, selectiveScanForwardTasks } from './scan-kernels.js';
 import { K_BLOCK, N_BLOCK, matmulNT } from './matmul.js';
 import { createWasmMatmul, wasmMatmul } from './wasm/matmul-wasm.js';
@@ -26,6 +26,7 @@ const { parentPort } = require('node:worker_threads');
 const K_BLOCK = ${K_BLOCK}, N_BLOCK = ${N_BLOCK};
 const matmulNT = ${matmulNT.toString()};
 const createWasmMatmul = ${createWasmMatmul.toString()};
+const gatherKvPanels = ${gatherKvPanels.toString()};
 const wasmMM = createWasmMatmul('${WASM_BASE64}');
 const tasks = { ${Object.entries(TASK_KERNELS).map(([k, f]) => `${k}: ${f.toString()}`).join(',\n')} };
 parentPort.on('message', (m) => {
