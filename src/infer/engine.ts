@@ -50,7 +50,9 @@ export interface EngineOptions {
   sharePrefill?: boolean;
   /**
    * Replay decode steps as recorded device graphs (backends with captureStepGraph: cuda), one per
-   * batch size seen, the block table always at full context width; other backends ignore it. Default
+   * batch size seen, the block table always at full context width (so set maxContext to what the
+   * requests need: paged attention is planned, and its scratch sized, for maxContext keys); other
+   * backends ignore it. Default
    * false. A graph bakes in the addresses of the weights and of the state pools: the pools are
    * handled here (graphs are dropped when they grow), but a caller that replaces the model's weight
    * tensors (not updating them in place) must call dropGraphs().
