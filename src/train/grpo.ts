@@ -198,7 +198,7 @@ function gatherRows(x: RolloutBatch, rows: readonly number[], W: number): Rollou
  * length (prompt + response), each micro-batch cut to its longest row. Only trailing padding is
  * dropped, which a causal model never reads from earlier positions, so every token's logprob is
  * the same as in the full-width batch; the sort keeps short rows from being padded to the longest
- * of the whole batch (a third of the attention work at the demo's lengths).
+ * of the whole batch (at the demo's lengths this saved only a few percent of an update).
  */
 export function microBatches(x: RolloutBatch, microRows: number): Array<{ rows: number[]; batch: RolloutBatch }> {
   const lengths: number[] = [];
@@ -223,16 +223,8 @@ export function microBatches(x: RolloutBatch, microRows: number): Array<{ rows: 
 
 /** the rows `rows` of a batch (in that order), same T */
 export function selectRows(x: RolloutBatch, rows: readonly number[]): RolloutBatch {
-  const T = x.T, B = rows.length;
-  const ids = new Int32Array(B * T), targets = new Int32Array(B * T), mask = new Uint8Array(B * T), advantages = new Float32Array(B * T);
-  rows.forEach((r, b) => {
-    if (!(r >= 0 && r < x.B)) throw new Error(`selectRows: row ${r} is outside [0, ${x.B})`);
-    ids.set(x.ids.subarray(r * T, (r + 1) * T), b * T);
-    targets.set(x.targets.subarray(r * T, (r + 1) * T), b * T);
-    mask.set(x.mask.subarray(r * T, (r + 1) * T), b * T);
-    advantages.set(x.advantages.subarray(r * T, (r + 1) * T), b * T);
-  });
-  return { B, T, ids, targets, mask, advantages, tokens: countMask(mask) };
+  for (const r of rows) if (!(r >= 0 && r < x.B)) throw new Error(`selectRows: row ${r} is outside [0, ${x.B})`);
+  return gatherRows(x, rows, x.T);
 }
 
 /** rows whose response tokens all have advantage 0 (groups where every sample got the same reward) */
