@@ -11,6 +11,21 @@ phase=${1:?phase}
 source .gpu/prelude.sh
 [ -d node_modules/commander ] || { tar -xJf native/build/carry/nm.tar.xz && tar -xJf native/build/carry/rt.tar.xz; }
 t0=$(date +%s); el() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+quick_build() {
+  # the addon for this GPU only (sm_90a), every file compiled at once: ~1 min instead of node-gyp's ~2
+  C=${CUDA_HOME:-/usr/local/cuda}; R=native/build/Release; mkdir -p $R /tmp/m1o
+  FL="-std=c++17 -O3 -fPIC -fexceptions -DNAPI_CPP_EXCEPTIONS -DNAPI_VERSION=8 -I/tmp/node/include/node -Inode_modules/node-addon-api -I$C/include"
+  for f in native/src/*.cu; do nvcc -std=c++17 -O3 -Xcompiler -fPIC -gencode arch=compute_90a,code=sm_90a -c "$f" -o "/tmp/m1o/$(basename "$f" .cu).o" & done
+  for f in addon matmul; do g++ $FL -c "native/src/$f.cpp" -o "/tmp/m1o/$f.o" & done
+  wait
+  g++ -shared -o $R/m1cuda.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart || { echo "build failed"; exit 1; }
+  el "built (sm_90a only)"
+}
+cuda_tests() {
+  timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run test/cuda > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
+  sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30
+  el "tests done"
+}
 case "$phase" in
 build-decode)
   if [ "${SKIP_TESTS:-0}" = 1 ] && [ -f native/build/Release/m1cuda.node ]; then echo "using the carried addon, tests skipped"
@@ -45,17 +60,8 @@ peer-prefill-train)
   el "train done"
   ;;
 graphs)
-  # the addon for this GPU only (sm_90a), every file compiled at once: ~1 min instead of node-gyp's ~2
-  C=${CUDA_HOME:-/usr/local/cuda}; R=native/build/Release; mkdir -p $R /tmp/m1o
-  FL="-std=c++17 -O3 -fPIC -fexceptions -DNAPI_CPP_EXCEPTIONS -DNAPI_VERSION=8 -I/tmp/node/include/node -Inode_modules/node-addon-api -I$C/include"
-  for f in native/src/*.cu; do nvcc -std=c++17 -O3 -Xcompiler -fPIC -gencode arch=compute_90a,code=sm_90a -c "$f" -o "/tmp/m1o/$(basename "$f" .cu).o" & done
-  for f in addon matmul; do g++ $FL -c "native/src/$f.cpp" -o "/tmp/m1o/$f.o" & done
-  wait
-  g++ -shared -o $R/m1cuda.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart || { echo "build failed"; exit 1; }
-  el "built (sm_90a only)"
-  timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run test/cuda > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
-  sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30
-  el "tests done"
+  quick_build
+  cuda_tests
   for mode in eager graphs; do
     flag=""; [ $mode = graphs ] && flag="--graphs"
     timeout ${DECODE_S:-110} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 $flag --name decode-$mode \
@@ -68,6 +74,23 @@ graphs)
     timeout 60 node dist/bench/decode.js --zero-weights --backend cuda --profile --models m1-3b --batches 512 --length-batch 512 --lengths 0 \
       --contexts 256 --steps 3 --name decode-profile > /dev/null 2> "$OUT/profile.err"; cp bench/results/decode-profile-cuda-2*.json "$OUT/"; echo "profile rc=$?"; grep -A 22 "^profile" "$OUT/profile.err"
   fi
+  ;;
+train-profile)
+  # training and prefill, where the time goes: the weight-gradient precision, a per-op profile of one step
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  for p in ${PRECISIONS:-highest medium}; do
+    timeout ${TRAIN_S:-120} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision $p --name train-$p > "$OUT/train-$p.txt" 2>&1
+    echo "train $p rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer)" "$OUT/train-$p.txt"
+    el "train $p done"
+  done
+  timeout ${TRAIN_S:-120} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"
+  el "train profile done"
+  timeout ${PREFILL_S:-100} node dist/bench/prefill.js --backend cuda --lengths 8192 --repeats 2 --profile > "$OUT/prefill-profile.txt" 2>&1
+  echo "prefill rc=$?"; grep -B2 -A 24 "^profile" "$OUT/prefill-profile.txt" | head -60
+  cp bench/results/train-*cuda-2*.json "$OUT/" 2>/dev/null
+  el "prefill done"
   ;;
 *) echo "unknown phase $phase"; exit 2;;
 esac

@@ -18,7 +18,7 @@
 // against --tflops; the head's logit recomputation and the recompute forward are not counted.
 import { Command } from 'commander';
 import { createBackend } from '../src/backend/registry.js';
-import type { Backend } from '../src/backend/backend.js';
+import { MATMUL_PRECISIONS, type Backend, type MatmulPrecision } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/index.js';
 import type { Tensor } from '../src/backend/tensor.js';
 import { CausalLM, modelParamSpecs, type ModelConfig } from '../src/model/model.js';
@@ -26,6 +26,7 @@ import { plainSeqInfo, type SeqInfo } from '../src/model/module.js';
 import { distillLoss } from '../src/train/heads.js';
 import { AdamW, M1_ADAMW } from '../src/train/optim.js';
 import { allocateGrads } from '../src/train/trainer.js';
+import { OpProfiler } from './op-profile.js';
 import { GiB, matmulParams, paramCounts, PeakMemory, presetConfig, randomModel, sync, table, writeResult } from './common.js';
 
 const program = new Command()
@@ -44,13 +45,16 @@ const program = new Command()
   .option('--tflops <n>', 'bf16 matmul peak, TFLOP/s (measured on the H200)', Number, 790)
   .option('--seed <n>', 'weight and token seed', Number, 1)
   .option('--estimate-only', 'print the memory estimate and FLOP counts of the shapes and exit (no weights are made, no backend is used)')
+  .option('--matmul-precision <p>', `f32 × f32 matmuls (the weight gradients): ${MATMUL_PRECISIONS.join(' | ')} (torch.set_float32_matmul_precision's names; medium = bf16 operands, as autocast)`, 'medium')
+  .option('--profile', 'after the timed steps, time every op of one more step (a sync around each op) and print where it goes')
   .option('--name <s>', 'results file name', 'train')
   .parse(process.argv);
 const o = program.opts<{
   backend: string; presetM1: string; presetLlama: string; seqLen: number; batch: number; steps: number; phases?: boolean;
   recompute: string; memLimitGib: number; headRows: number; lr: number; gradClip: number; tflops: number; seed: number; name: string;
-  estimateOnly?: boolean;
+  estimateOnly?: boolean; matmulPrecision: MatmulPrecision; profile?: boolean;
 }>();
+if (!MATMUL_PRECISIONS.includes(o.matmulPrecision)) throw new Error(`--matmul-precision must be one of ${MATMUL_PRECISIONS.join(', ')}, got "${o.matmulPrecision}"`);
 for (const [k, v] of [['--seq-len', o.seqLen], ['--batch', o.batch], ['--steps', o.steps], ['--head-rows', o.headRows]] as const) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`${k} must be a positive integer, got ${v}`);
 }
@@ -205,7 +209,11 @@ async function main() {
   const t0 = performance.now();
   const studentCfg = presetConfig('m1', o.presetM1), teacherCfg = presetConfig('llama', o.presetLlama);
   if (T > studentCfg.llama.maxPositionEmbeddings) throw new Error(`--seq-len ${T} exceeds the student's max_position_embeddings ${studentCfg.llama.maxPositionEmbeddings}`);
-  const be = o.estimateOnly ? new CpuBackend() : await createBackend(o.backend);
+  const inner: Backend = o.estimateOnly ? new CpuBackend() : await createBackend(o.backend);
+  inner.setFloat32MatmulPrecision?.(o.matmulPrecision);
+  const profiler = o.profile ? new OpProfiler(inner) : null;
+  if (profiler) profiler.enabled = false;
+  const be = profiler ? profiler.be : inner;
   const mem = new PeakMemory(be);
   const student = o.estimateOnly ? shapeOnlyModel(be, studentCfg) : randomModel(be, studentCfg, o.seed);
   const teacher = o.estimateOnly ? shapeOnlyModel(be, teacherCfg) : randomModel(be, teacherCfg, o.seed + 1);
@@ -224,6 +232,7 @@ async function main() {
     `AdamW ${JSON.stringify(M1_ADAMW)}, lr ${o.lr}, f32 master + moments; grad clip ${o.gradClip}; weight finiteness check as the Trainer`,
     `weights: random on the device (randomModel: reference init for ≤2^20-value params, rows gathered from a 16 MB N(0, 0.02²) block for large ones), built in ${buildS.toFixed(1)} s`,
     `activation recomputation: ${recompute ? 'on' : 'off'} (--recompute ${o.recompute})`,
+    `f32 × f32 matmuls (weight gradients): --matmul-precision ${o.matmulPrecision}${inner.setFloat32MatmulPrecision ? '' : ' (ignored: this backend computes f32)'}`,
     `time: median over ${o.steps} timed step(s) after 1 warm-up step; ${o.phases ? 'device sync between phases (--phases)' : 'one sync at the end of each step'}`,
     `MFU = (6·N_student + 2·N_teacher)·tokens / (seconds · ${o.tflops} TFLOP/s); N = Σ *proj.weight + LM head (V·D): N_student = ${(nStudent / 1e9).toFixed(3)} B, N_teacher = ${(nTeacher / 1e9).toFixed(3)} B, tokens = ${tokens}`,
     `peak memory: ${o.estimateOnly ? 'not measured (--estimate-only)' : mem.source}`,
@@ -243,6 +252,7 @@ async function main() {
   const results: StepResult[] = [];
   let peak: number | null = null;
   let error: string | null = null;
+  let profileOut: Record<string, unknown> | null = null;
   try {
     sync(be);
     mem.reset();
@@ -254,6 +264,17 @@ async function main() {
       process.stderr.write(`step ${k + 1}: ${r.seconds.toFixed(2)} s, loss ${r.loss.toPrecision(8)}, grad norm ${r.gradNorm.toPrecision(8)}\n`);
     }
     peak = mem.peak();
+    if (profiler) {
+      profiler.reset();
+      profiler.enabled = true;
+      const r = step(be, student, teacher, opt, batch, recompute, false);
+      profiler.enabled = false;
+      const ops = profiler.top().map((e) => ({ op: e.op, calls: e.calls, ms: 1000 * e.seconds }));
+      const total = ops.reduce((a, e) => a + e.ms, 0);
+      process.stderr.write(`profile: step ${r.seconds.toFixed(2)} s with a sync around each op, sum of ops ${(total / 1000).toFixed(2)} s\n`);
+      for (const e of ops.slice(0, 40)) process.stderr.write(`  ${e.ms.toFixed(1).padStart(9)} ms ${String(e.calls).padStart(6)}×  ${e.op}\n`);
+      profileOut = { stepSeconds: r.seconds, profiledSumMs: total, ops };
+    }
   } catch (e) {
     if (!/out of memory/i.test((e as Error).message)) throw e;
     error = (e as Error).message.split('\n')[0]!;
@@ -281,6 +302,7 @@ async function main() {
       payload['phases'] = mean;
     }
   }
+  if (profileOut) payload['profile'] = profileOut;
   const path = writeResult(`${o.name}-${o.backend}`, payload);
   console.log(`\nwrote ${path}`);
 }

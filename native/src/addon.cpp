@@ -201,9 +201,9 @@ std::unordered_map<std::string, OpFn>& ops() {
     return 0.0;
   });
   def("matmul", [](const Args& a) {
-    // a, aBf16, aRows, aCols, transA, b, bBf16, bRows, bCols, transB, c, accumulate
+    // a, aBf16, aRows, aCols, transA, b, bBf16, bRows, bCols, transB, c, accumulate, f32Precision
     m1Matmul(a.p(0), a.i32(1) != 0, a.i64(2), a.i64(3), a.i32(4) != 0, a.p(5), a.i32(6) != 0, a.i64(7), a.i64(8), a.i32(9) != 0,
-             a.p<float>(10), a.i32(11) != 0);
+             a.p<float>(10), a.i32(11) != 0, a.i32(12));
     return 0.0;
   });
   def("embedding", [S](const Args& a) {

@@ -28,8 +28,8 @@ struct Plan {
 struct Lt {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
-  // (bf16, transa, transb, m, n, k, lda, ldb) → plan
-  std::map<std::tuple<bool, bool, bool, long long, long long, long long, long long, long long>, Plan> plans;
+  // (bf16, tf32, transa, transb, m, n, k, lda, ldb) → plan
+  std::map<std::tuple<bool, bool, bool, bool, long long, long long, long long, long long, long long>, Plan> plans;
 };
 
 Lt& lt() {
@@ -42,14 +42,14 @@ Lt& lt() {
   return *inst;
 }
 
-const Plan& planFor(bool bf16, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb) {
+const Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb) {
   Lt& L = lt();
-  auto key = std::make_tuple(bf16, ta, tb, m, n, k, lda, ldb);
+  auto key = std::make_tuple(bf16, tf32, ta, tb, m, n, k, lda, ldb);
   auto it = L.plans.find(key);
   if (it != L.plans.end()) return it->second;
   Plan p;
   cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-  checkLt(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
+  checkLt(cublasLtMatmulDescCreate(&p.op, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
   cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   checkLt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)), "transa");
   checkLt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &opB, sizeof(opB)), "transb");
@@ -73,7 +73,7 @@ const Plan& planFor(bool bf16, bool ta, bool tb, long long m, long long n, long 
 }  // namespace
 
 void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool transA, const void* B, bool bBf16, long long bRows,
-              long long bCols, bool transB, float* C, bool accumulate) {
+              long long bCols, bool transB, float* C, bool accumulate, int f32Precision) {
   long long M = transA ? aCols : aRows, K = transA ? aRows : aCols, N = transB ? bRows : bCols;
   cudaStream_t s = m1Stream();
   if (M == 0 || N == 0) return;
@@ -81,22 +81,27 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
     if (!accumulate) m1Check(cudaMemsetAsync(C, 0, sizeof(float) * M * N, s), "matmul zero fill");
     return;
   }
-  bool bf16 = aBf16 || bBf16;
-  void* scratch = nullptr;
-  if (bf16 && !(aBf16 && bBf16)) {
-    // round the f32 operand (the activation) to bf16 so both sides run on the tensor cores
-    long long n = aBf16 ? bRows * bCols : aRows * aCols;
-    scratch = m1Alloc(sizeof(__nv_bfloat16) * n);
-    m1Check(m1_cast_f32_bf16(scratch, (const float*)(aBf16 ? B : A), n, s), "matmul operand cast");
-    if (aBf16) B = scratch;
-    else A = scratch;
+  bool bothF32 = !aBf16 && !bBf16;
+  bool bf16 = !bothF32 || f32Precision == 2;
+  bool tf32 = bothF32 && f32Precision == 1;
+  void* scratch[2] = {nullptr, nullptr};
+  // round each f32 operand of a bf16 product (the activation; both for "medium") to bf16: the tensor cores' input
+  if (bf16 && !aBf16) {
+    scratch[0] = m1Alloc(sizeof(__nv_bfloat16) * aRows * aCols);
+    m1Check(m1_cast_f32_bf16(scratch[0], (const float*)A, aRows * aCols, s), "matmul operand cast");
+    A = scratch[0];
+  }
+  if (bf16 && !bBf16) {
+    scratch[1] = m1Alloc(sizeof(__nv_bfloat16) * bRows * bCols);
+    m1Check(m1_cast_f32_bf16(scratch[1], (const float*)B, bRows * bCols, s), "matmul operand cast");
+    B = scratch[1];
   }
   // column-major view: Lt's A is our B (stored [bCols × bRows]), Lt's B is our A (stored [aCols × aRows])
-  const Plan& p = planFor(bf16, transB, transA, N, M, K, bCols, aCols);
+  const Plan& p = planFor(bf16, tf32, transB, transA, N, M, K, bCols, aCols);
   float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   Lt& L = lt();
   cublasStatus_t st = cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, L.workspace,
                                      kWorkspaceBytes, s);
-  if (scratch) m1Free(scratch);
+  for (void* q : scratch) if (q) m1Free(q);
   checkLt(st, "matmul");
 }

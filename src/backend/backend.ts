@@ -14,6 +14,9 @@ import type { DType, Tensor } from './tensor.js';
  *  - `segments` (optional, [B*T]) marks packed rows: position t only sees earlier positions of its
  *    row with the same segment id; conv and scan state reset where the id changes.
  */
+export const MATMUL_PRECISIONS = ['highest', 'high', 'medium'] as const;
+export type MatmulPrecision = (typeof MATMUL_PRECISIONS)[number];
+
 /** a recorded step (Backend.captureStepGraph) */
 export interface StepGraph {
   /** fn's result: refilled in place by every replay; owned by the graph (do not dispose it) */
@@ -49,6 +52,14 @@ export interface Backend {
    * width). The graph is run once before this returns; `output` holds `fn`'s result.
    */
   captureStepGraph?(inputs: Int32Array[], fn: () => Tensor): StepGraph;
+  /**
+   * Optional (backends with tensor cores): how a matmul of two f32 operands runs, with the names of
+   * torch.set_float32_matmul_precision — 'highest' plain f32 (the default: equal to the CPU up to
+   * summation order), 'high' TF32, 'medium' both operands rounded to bf16 (what autocast does for a
+   * weight gradient dW = dyᵀ·x). Products with a bf16 operand always run in bf16. Backends without it
+   * compute f32.
+   */
+  setFloat32MatmulPrecision?(p: MatmulPrecision): void;
   /** a view with another shape of the same size, sharing storage */
   reshape(t: Tensor, shape: readonly number[]): Tensor;
   copy(t: Tensor): Tensor;

@@ -78,6 +78,29 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     expect(() => g.matmul(x.g, w.g)).toThrow(/inner dimensions/);
   });
 
+  it('matmul f32 × f32 by setFloat32MatmulPrecision: highest = f32, high = TF32, medium = bf16 operands', () => {
+    const M = 64, K = 512, N = 48;
+    const a = rand([K, M], 36), b = rand([K, N], 37); // a weight gradient's shape: aᵀ · b
+    const ref = cpu.matmul(a.c, b.c, { transA: true });
+    // medium rounds both operands to bf16: the CPU product of the rounded operands, to f32 summation order
+    const refBf16 = cpu.matmul(cpu.cast(a.c, 'bf16'), cpu.cast(b.c, 'bf16'), { transA: true });
+    try {
+      g.setFloat32MatmulPrecision('high');
+      const tf32 = g.matmul(a.g, b.g, { transA: true });
+      expectClose(g, tf32, ref, 2e-3, 'matmul TF32');
+      const t = g.read(tf32), r = cpu.read(ref);
+      expect(t.some((v, i) => Math.abs(v - r[i]!) > 1e-5 * Math.abs(r[i]!)), 'TF32 differs from f32 somewhere').toBe(true);
+      g.setFloat32MatmulPrecision('medium');
+      expectClose(g, g.matmul(a.g, b.g, { transA: true }), refBf16, 1e-5, 'matmul medium = bf16 operands');
+      expectClose(g, g.matmul(a.g, b.g, { transA: true }), ref, 1e-2, 'matmul medium vs f32');
+      g.setFloat32MatmulPrecision('highest');
+      expectClose(g, g.matmul(a.g, b.g, { transA: true }), ref, 1e-5, 'matmul highest');
+      expect(() => g.setFloat32MatmulPrecision('low' as 'high')).toThrow(/highest, high, medium/);
+    } finally {
+      g.setFloat32MatmulPrecision('highest');
+    }
+  });
+
   it('embedding (f32 and bf16 tables), rmsNorm, swiglu', () => {
     const table = rand([50, 24], 40), tb = rand([50, 24], 41, 1, 'bf16');
     const ids = ints(17, 42, 50);

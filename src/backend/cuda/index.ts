@@ -9,8 +9,10 @@
 //
 // Shape validation is shared with the CPU backend (src/backend/validate.ts); this file adds the
 // cuda-only checks (device tensors, f32 storage of in-place state, kernel limits).
-import type {
-  AdamWStepArgs, Backend, StepGraph, SelectiveScanArgs, SoftmaxChunkOpts, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
+import {
+  MATMUL_PRECISIONS, type MatmulPrecision,
+  type AdamWStepArgs, type Backend, type StepGraph, type SelectiveScanArgs, type SoftmaxChunkOpts, type SelectiveScanGrads, type SelectiveScanStepArgs,
+  type SsdScanArgs, type SsdScanGrads, type SsdScanStepArgs,
 } from '../backend.js';
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
 import { assertShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
@@ -372,10 +374,18 @@ export class CudaBackend implements Backend {
 
   // ---------- matmul ----------
 
+  private f32Precision = 0; // index into MATMUL_PRECISIONS
+  setFloat32MatmulPrecision(p: MatmulPrecision): void {
+    const i = MATMUL_PRECISIONS.indexOf(p);
+    if (i < 0) throw new Error(`setFloat32MatmulPrecision: precision must be one of ${MATMUL_PRECISIONS.join(', ')}, got "${String(p)}"`);
+    this.f32Precision = i;
+  }
+
   /**
-   * cuBLASLt. f32 × f32 runs in plain fp32 (CUBLAS_COMPUTE_32F, TF32 off): equal to the CPU up to
-   * summation order (~1e-6 relative). With a bf16 operand (weights) the f32 side is rounded to bf16
-   * and the product runs on the tensor cores with fp32 accumulation (~1e-2 relative vs the CPU).
+   * cuBLASLt. f32 × f32 runs by setFloat32MatmulPrecision: 'highest' (default) plain fp32
+   * (CUBLAS_COMPUTE_32F, TF32 off), equal to the CPU up to summation order (~1e-6 relative); 'high'
+   * TF32; 'medium' both sides rounded to bf16. With a bf16 operand (weights) the f32 side is rounded to
+   * bf16 and the product runs on the tensor cores with fp32 accumulation (~1e-2 relative vs the CPU).
    */
   matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor } = {}): Tensor {
     const A = this.t(a, 'matmul: a'), Bt = this.t(b, 'matmul: b');
@@ -391,7 +401,7 @@ export class CudaBackend implements Backend {
     const outShape = transA ? [M, N] : [...A.shape.slice(0, -1), N];
     const run = (c: number, acc: boolean): void => {
       this.call('matmul', [A.ptr, A.storage === 'bf16' ? 1 : 0, aRows, aCols, transA ? 1 : 0,
-        Bt.ptr, Bt.storage === 'bf16' ? 1 : 0, bRows, bCols, transB ? 1 : 0, c, acc ? 1 : 0]);
+        Bt.ptr, Bt.storage === 'bf16' ? 1 : 0, bRows, bCols, transB ? 1 : 0, c, acc ? 1 : 0, this.f32Precision]);
     };
     if (opts.accumulateInto) {
       const C = this.f32Tensor(opts.accumulateInto, 'matmul: accumulateInto');
