@@ -287,8 +287,8 @@ std::unordered_map<std::string, OpFn>& ops() {
   });
   def("selective_scan", [S](const Args& a) {
     check(m1_selective_scan(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
-                            a.p<float>(7), a.p<float>(8), a.p<int>(9), a.p<float>(10), a.p<int>(11), a.i32(12), a.i32(13), a.i32(14),
-                            a.i32(15), a.i32(16), S()),
+                            a.p<float>(7), a.p<float>(8), a.p<int>(9), a.p<float>(10), a.p<int>(11), a.p<float>(12), a.i32(13),
+                            a.i32(14), a.i32(15), a.i32(16), a.i32(17), S()),
           a.op);
     return 0.0;
   });
@@ -298,6 +298,12 @@ std::unordered_map<std::string, OpFn>& ops() {
                                  a.i32(13), a.i32(14), S()),
           a.op);
     return 0.0;
+  });
+  def("selective_scan_scratch_floats", [](const Args& a) {
+    return (double)m1_selective_scan_scratch_floats(a.i32(0), a.i32(1), a.i32(2), a.i32(3));
+  });
+  def("selective_scan_bwd_scratch_floats", [](const Args& a) {
+    return (double)m1_selective_scan_bwd_scratch_floats(a.i32(0), a.i32(1), a.i32(2), a.i32(3));
   });
   def("scan_bwd_scratch_floats", [](const Args& a) { return (double)m1_scan_bwd_scratch_floats(a.i64(0), a.i32(1), a.i32(2)); });
   def("selective_scan_bwd", [S](const Args& a) {

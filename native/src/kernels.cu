@@ -191,10 +191,21 @@ __global__ void k_rmsnorm_bwd_dx(float* dx, const float* dy, const float* x, con
   float k = dot * rs * rs * rs / (float)D;
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) dx[o + j] = dy[o + j] * w[j] * rs - x[o + j] * k;
 }
+/**
+ * dw[j] = Σ_r dy[r, j]·x[r, j]·rstd[r]: a block per 32 columns, its 32 × kDwRows threads each summing
+ * every kDwRows-th row of one column (coalesced along the row), the partial sums added in shared memory.
+ */
+constexpr int kDwRows = 32;
 __global__ void k_rmsnorm_bwd_dw(float* dw, const float* dy, const float* x, const float* rstd, int64_t rows, int64_t D) {
-  GRID_STRIDE(j, D) {
-    double s = 0;
-    for (int64_t r = 0; r < rows; r++) s += (double)dy[r * D + j] * x[r * D + j] * rstd[r];
+  __shared__ double part[kDwRows][32];
+  int64_t j = blockIdx.x * 32 + threadIdx.x;
+  double s = 0;
+  if (j < D)
+    for (int64_t r = threadIdx.y; r < rows; r += kDwRows) s += (double)dy[r * D + j] * x[r * D + j] * rstd[r];
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < D) {
+    for (int k = 1; k < kDwRows; k++) s += part[k][threadIdx.x];
     dw[j] = (float)s;
   }
 }
@@ -543,30 +554,51 @@ __global__ void k_conv1d_bwd_dw(float* dw, float* dbias, const float* dpre, cons
 
 __device__ __forceinline__ bool resetAt(const int* segStart, int64_t r, int t) { return t == 0 || (segStart && segStart[r] == t); }
 
+/**
+ * The sequence is cut into K time chunks of L steps (K = m1_selective_scan_chunks: enough (b, chunk,
+ * channel) threads to fill the GPU; K = 1 is the plain sequential scan). Chunked, the forward runs in
+ * three passes: (1) `chunkS` set: each chunk scanned from a zero state, its end state written to
+ * chunkS and the sum of its dt to chunkDt (−1 when a segment starts inside it: nothing carries
+ * through); (2) k_scan_chunk_carry turns those into the state entering each chunk, `hin`; (3) each
+ * chunk scanned again from hin, writing y. The state after the chunk's decays is exp(A·Σdt)·h_in +
+ * the chunk's own end state, since A is constant over time.
+ */
 template <int NMAX>
 __global__ void k_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
                                  const float* D, const float* z, const float* db, const int* segStart, float* st,
-                                 const int* slots, int B, int T, int Di, int N, int G) {
-  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (tid >= (int64_t)B * Di) return;
-  int c = tid % Di, b = tid / Di;
+                                 const int* slots, const float* hin, float* chunkS, float* chunkDt, int B, int T, int Di, int N,
+                                 int G, int K, int L) {
+  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;  // ((b · K) + k) · Di + c
+  if (tid >= (int64_t)B * K * Di) return;
+  int c = tid % Di, k = (tid / Di) % K, b = tid / ((int64_t)Di * K);
   int g = c / (Di / G);
+  int t0 = k * L, t1 = min(T, t0 + L);
   float a[NMAX], h[NMAX];
 #pragma unroll
   for (int n = 0; n < NMAX; n++) {
     a[n] = n < N ? A[(int64_t)c * N + n] : 0.f;
-    h[n] = 0.f;
+    h[n] = hin && n < N ? hin[tid * N + n] : 0.f;
   }
   float bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
-  for (int t = 0; t < T; t++) {
+  float dtSum = 0.f;
+  bool cut = false;
+  for (int t = t0; t < t1; t++) {
     int64_t r = (int64_t)b * T + t;
     if (resetAt(segStart, r, t)) {
+      cut = true;
 #pragma unroll
       for (int n = 0; n < NMAX; n++) h[n] = 0.f;
     }
     int64_t i = r * Di + c;
     float dt = softplusf(delta[i] + bias), xv = x[i], dtx = dt * xv;
+    dtSum += dt;
     const float* bp = Bm + (r * G + g) * N;
+    if (chunkS) {
+#pragma unroll
+      for (int n = 0; n < NMAX; n++)
+        if (n < N) h[n] = expf(dt * a[n]) * h[n] + dtx * bp[n];
+      continue;
+    }
     const float* cp = Cm + (r * G + g) * N;
     float acc = 0.f;
 #pragma unroll
@@ -579,11 +611,35 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
     acc += Dc * xv;
     y[i] = z ? acc * siluf(z[i]) : acc;
   }
-  if (st) {
+  if (chunkS) {
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) chunkS[tid * N + n] = h[n];
+    chunkDt[tid] = cut ? -1.f : dtSum;
+  } else if (st && k == K - 1) {
     float* so = st + ((int64_t)slots[b] * Di + c) * N;
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
       if (n < N) so[n] = h[n];
+  }
+}
+
+/**
+ * Per (b, c, n), in place over S [B, K, Di, N]: the chunks' own end values (states, or adjoints when
+ * `reverse`) become the value entering each chunk — carry ← exp(A·Σdt_k)·carry + S_k, in time order
+ * (reverse: from the last chunk back), cut to 0 where chunkDt < 0 (a segment starts in the chunk).
+ */
+__global__ void k_scan_chunk_carry(float* S, const float* chunkDt, const float* A, int B, int K, int Di, int N, int reverse) {
+  GRID_STRIDE(tid, (int64_t)B * Di * N) {
+    int n = tid % N, c = (tid / N) % Di, b = tid / ((int64_t)N * Di);
+    float a = A[(int64_t)c * N + n], carry = 0.f;
+    for (int j = 0; j < K; j++) {
+      int k = reverse ? K - 1 - j : j;
+      int64_t o = ((int64_t)b * K + k) * Di + c;
+      float own = S[o * N + n], d = chunkDt[o];
+      S[o * N + n] = carry;
+      carry = (d < 0.f ? 0.f : expf(a * d)) * carry + own;
+    }
   }
 }
 
@@ -688,53 +744,55 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
 constexpr int kScanChunk = 32;
 
 /**
- * Sum `v` over the lanes of a warp that share one destination, then add it once. `uniform`: all 32
- * lanes of every warp hit the same address (the launcher checks the channel layout); otherwise each
- * lane adds its own value.
+ * Sum `v` over each aligned run of `width` lanes (a power of two ≤ 32) that share one destination, then
+ * add it once per run. The launcher picks `width` from the channel layout (every lane of a warp active,
+ * runs of `width` consecutive channels in one group of one row); width 1: each lane adds its own value.
  */
-__device__ __forceinline__ void groupAtomicAdd(float* dst, float v, bool uniform) {
-  if (uniform) {
-    v = warpSum(v);
-    if ((threadIdx.x & 31) == 0) atomicAdd(dst, v);
-  } else
-    atomicAdd(dst, v);
+__device__ __forceinline__ void groupAtomicAdd(float* dst, float v, int width) {
+  for (int o = width >> 1; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if ((threadIdx.x & (width - 1)) == 0) atomicAdd(dst, v);
 }
 
 /**
- * Backward of the selective scan, per (b, c). States are checkpointed every kScanChunk steps in
- * scratch ckpt[chunk][N][threads]; a chunk's states are recomputed into hs[step][N][threads]
+ * Backward of the selective scan, per (b, chunk k, c) over the time chunks of the forward (K = 1: the
+ * whole sequence). The state entering the chunk (`hin`, from the forward's passes 1–2) and the adjoint
+ * entering it from the right (`adjIn`, from k_selective_scan_bwd_adj + k_scan_chunk_carry reversed) make
+ * chunks independent. Inside a chunk, states are checkpointed every kScanChunk steps in scratch
+ * ckpt[sub-chunk][N][threads]; a sub-chunk's states are recomputed into hs[step][N][threads]
  * (thread-fastest layouts: coalesced). Reductions over the channels of a group (dB, dC) and over
  * rows (dA, dD, dDb) use atomics into zeroed outputs.
  */
 template <int NMAX>
 __global__ void k_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz, float* dDb,
-                                     float* scratch, const float* dy, const float* x, const float* delta, const float* A,
-                                     const float* Bm, const float* Cm, const float* D, const float* z, const float* db,
-                                     const int* segStart, int B, int T, int Di, int N, int G, bool uniform) {
+                                     float* scratch, const float* hin, const float* adjIn, const float* dy, const float* x,
+                                     const float* delta, const float* A, const float* Bm, const float* Cm, const float* D,
+                                     const float* z, const float* db, const int* segStart, int B, int T, int Di, int N, int G,
+                                     int K, int L, int width) {
   int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  int64_t nth = (int64_t)B * Di;
+  int64_t nth = (int64_t)B * K * Di;
   if (tid >= nth) return;
-  int c = tid % Di, b = tid / Di;
+  int c = tid % Di, kc = (tid / Di) % K, b = tid / ((int64_t)Di * K);
   int g = c / (Di / G);
-  int nChunks = (T + kScanChunk - 1) / kScanChunk;
-  float* ckpt = scratch;                                   // [nChunks][N][nth]
-  float* hs = scratch + (int64_t)nChunks * N * nth;        // [kScanChunk][N][nth]
+  int t0 = kc * L, t1 = min(T, t0 + L);
+  int nSub = (L + kScanChunk - 1) / kScanChunk;
+  float* ckpt = scratch;                                   // [nSub][N][nth]
+  float* hs = scratch + (int64_t)nSub * N * nth;           // [kScanChunk][N][nth]
   float a[NMAX], h[NMAX], adj[NMAX], dAa[NMAX];
 #pragma unroll
   for (int n = 0; n < NMAX; n++) {
     a[n] = n < N ? A[(int64_t)c * N + n] : 0.f;
-    h[n] = 0.f;
-    adj[n] = 0.f;
+    h[n] = hin && n < N ? hin[tid * N + n] : 0.f;
+    adj[n] = adjIn && n < N ? adjIn[tid * N + n] : 0.f;
     dAa[n] = 0.f;
   }
   float bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
-  // forward: checkpoint the state before each chunk
-  for (int t = 0; t < T; t++) {
+  // forward over the chunk: checkpoint the state before each sub-chunk
+  for (int t = t0; t < t1; t++) {
     int64_t r = (int64_t)b * T + t;
-    if (t % kScanChunk == 0) {
+    if ((t - t0) % kScanChunk == 0) {
 #pragma unroll
       for (int n = 0; n < NMAX; n++)
-        if (n < N) ckpt[((int64_t)(t / kScanChunk) * N + n) * nth + tid] = h[n];
+        if (n < N) ckpt[((int64_t)((t - t0) / kScanChunk) * N + n) * nth + tid] = h[n];
     }
     bool reset = resetAt(segStart, r, t);
     int64_t i = r * Di + c;
@@ -745,8 +803,8 @@ __global__ void k_selective_scan_bwd(float* dx, float* ddelta, float* dA, float*
       if (n < N) h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
   }
   float dDacc = 0.f, dDbacc = 0.f;
-  for (int k = nChunks - 1; k >= 0; k--) {
-    int c0 = k * kScanChunk, q = min(kScanChunk, T - c0);
+  for (int k = (t1 - t0 + kScanChunk - 1) / kScanChunk - 1; k >= 0; k--) {
+    int c0 = t0 + k * kScanChunk, q = min(kScanChunk, t1 - c0);
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
       if (n < N) h[n] = ckpt[((int64_t)k * N + n) * nth + tid];
@@ -793,12 +851,12 @@ __global__ void k_selective_scan_bwd(float* dx, float* ddelta, float* dA, float*
         if (n < N) {
           float hn = hs[((int64_t)j * N + n) * nth + tid];
           float prev = reset ? 0.f : (j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : ckpt[((int64_t)k * N + n) * nth + tid]);
-          groupAtomicAdd(&dCm[(r * G + g) * N + n], dr * hn, uniform);
+          groupAtomicAdd(&dCm[(r * G + g) * N + n], dr * hn, width);
           float gh = adj[n] + dr * cp[n];
           float decay = expf(dt * a[n]);
           ddt += gh * (a[n] * decay * prev + bp[n] * xv);
           dAa[n] += gh * dt * decay * prev;
-          groupAtomicAdd(&dBm[(r * G + g) * N + n], gh * dt * xv, uniform);
+          groupAtomicAdd(&dBm[(r * G + g) * N + n], gh * dt * xv, width);
           dxv += gh * dt * bp[n];
           adj[n] = reset ? 0.f : gh * decay;
         }
@@ -814,6 +872,42 @@ __global__ void k_selective_scan_bwd(float* dx, float* ddelta, float* dA, float*
     if (n < N) atomicAdd(&dA[(int64_t)c * N + n], dAa[n]);
   if (dD) atomicAdd(&dD[c], dDacc);
   if (dDb) atomicAdd(&dDb[c], dDbacc);
+}
+
+/**
+ * Per (b, chunk, c): the adjoint of the state that leaves the chunk to the left, from a zero adjoint
+ * at its right end — the chunk's own term of the reverse recurrence adj ← exp(dt·A)·(adj + dr·C), with
+ * dr = dy·SiLU(z) (the gate does not depend on the state). Written to adjS [B, K, Di, N].
+ */
+template <int NMAX>
+__global__ void k_selective_scan_bwd_adj(float* adjS, const float* dy, const float* delta, const float* A, const float* Cm,
+                                         const float* z, const float* db, const int* segStart, int B, int T, int Di, int N, int G,
+                                         int K, int L) {
+  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (tid >= (int64_t)B * K * Di) return;
+  int c = tid % Di, k = (tid / Di) % K, b = tid / ((int64_t)Di * K);
+  int g = c / (Di / G);
+  int t0 = k * L, t1 = min(T, t0 + L);
+  float a[NMAX], adj[NMAX];
+#pragma unroll
+  for (int n = 0; n < NMAX; n++) {
+    a[n] = n < N ? A[(int64_t)c * N + n] : 0.f;
+    adj[n] = 0.f;
+  }
+  float bias = db ? db[c] : 0.f;
+  for (int t = t1 - 1; t >= t0; t--) {
+    int64_t r = (int64_t)b * T + t;
+    bool reset = resetAt(segStart, r, t);
+    int64_t i = r * Di + c;
+    float dt = softplusf(delta[i] + bias), dr = z ? dy[i] * siluf(z[i]) : dy[i];
+    const float* cp = Cm + (r * G + g) * N;
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * expf(dt * a[n]);
+  }
+#pragma unroll
+  for (int n = 0; n < NMAX; n++)
+    if (n < N) adjS[tid * N + n] = adj[n];
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -890,7 +984,7 @@ template <int NMAX>
 __global__ void k_ssd_scan_bwd(float* dx, float* ddt, float* dA, float* dBm, float* dCm, float* dD, float* dBias, float* scratch,
                                const float* dy, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
                                const float* D, const float* dtBias, const int* segStart, int B, int T, int H, int P, int G, int N,
-                               bool uniform) {
+                               int width) {
   int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   int64_t nth = (int64_t)B * H * P;
   if (tid >= nth) return;
@@ -957,8 +1051,8 @@ __global__ void k_ssd_scan_bwd(float* dx, float* ddt, float* dA, float* dBm, flo
         if (n < N) {
           float gv = Gn[n] + dyp * cp[n];
           gb += gv * bp[n];
-          groupAtomicAdd(&dCm[(r * G + g) * N + n], dyp * hs[((int64_t)j * N + n) * nth + tid], uniform);
-          groupAtomicAdd(&dBm[(r * G + g) * N + n], d * gv * xv, uniform);
+          groupAtomicAdd(&dCm[(r * G + g) * N + n], dyp * hs[((int64_t)j * N + n) * nth + tid], width);
+          groupAtomicAdd(&dBm[(r * G + g) * N + n], d * gv * xv, width);
           float prev = j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : ckpt[((int64_t)k * N + n) * nth + tid];
           dAlpha += gv * prev;
           Gn[n] = reset ? 0.f : alpha * gv;
@@ -970,13 +1064,13 @@ __global__ void k_ssd_scan_bwd(float* dx, float* ddt, float* dA, float* dBm, flo
         dAacc += dAlpha * alpha * d;
       }
       float g2 = dDelta * (v > 20.f ? 1.f : sigmoidf_(v));
-      groupAtomicAdd(&ddt[r * H + h], g2, uniform);
+      groupAtomicAdd(&ddt[r * H + h], g2, width);
       dBiasAcc += g2;
     }
   }
-  groupAtomicAdd(&dA[h], dAacc, uniform);
-  if (dD) groupAtomicAdd(&dD[h], dDacc, uniform);
-  if (dBias) groupAtomicAdd(&dBias[h], dBiasAcc, uniform);
+  groupAtomicAdd(&dA[h], dAacc, width);
+  if (dD) groupAtomicAdd(&dD[h], dDacc, width);
+  if (dBias) groupAtomicAdd(&dBias[h], dBiasAcc, width);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1328,7 +1422,7 @@ cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, in
 cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, int64_t rows,
                            int64_t D, cudaStream_t s) {
   if (rows > 0) k_rmsnorm_bwd_dx<<<(unsigned)rows, kThreads, 0, s>>>(dx, dy, x, w, rstd, D);
-  k_rmsnorm_bwd_dw<<<gridFor(D), kThreads, 0, s>>>(dw, dy, x, rstd, rows, D);
+  if (D > 0) k_rmsnorm_bwd_dw<<<(unsigned)((D + 31) / 32), dim3(32, kDwRows), 0, s>>>(dw, dy, x, rstd, rows, D);
   return lastError();
 }
 cudaError_t m1_swiglu(float* h, const float* g, const float* u, int64_t n, cudaStream_t s) {
@@ -1413,13 +1507,39 @@ cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, float* dpre, const
   return lastError();
 }
 
+namespace {
+/** time chunks of the selective scan (forward and backward): K chunks of L steps, L = ⌈T / K⌉ */
+struct ScanChunks { int K, L; };
+ScanChunks scanChunks(int B, int T, int Di) {
+  if (T <= 0) return {1, 1};
+  const int64_t lanes = (int64_t)B * Di, target = 1 << 18;  // (b, chunk, channel) threads: the GPU filled a few times
+  int64_t K = (target + lanes - 1) / lanes;
+  K = std::max<int64_t>(1, std::min<int64_t>(K, (T + 31) / 32));  // chunks of ≥ 32 steps
+  int L = (int)((T + K - 1) / K);
+  return {(T + L - 1) / L, L};
+}
+}  // namespace
+
+int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N) {
+  ScanChunks ch = scanChunks(B, T, Di);
+  return ch.K > 1 ? (int64_t)B * ch.K * Di * (N + 1) : 0;
+}
 cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
                               const float* D, const float* z, const float* db, const int* segStart, float* st, const int* slots,
-                              int B, int T, int Di, int N, int G, cudaStream_t s) {
-  int64_t n = (int64_t)B * Di;
-  if (n == 0) return cudaSuccess;
-  DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(y, x, delta, A, Bm, Cm, D, z, db, segStart, st, slots, B, T, Di,
-                                                                      N, G)));
+                              float* scratch, int B, int T, int Di, int N, int G, cudaStream_t s) {
+  ScanChunks ch = scanChunks(B, T, Di);
+  int64_t n = (int64_t)B * ch.K * Di;
+  if (n == 0 || T == 0) return cudaSuccess;
+  float* hin = nullptr;
+  if (ch.K > 1) {
+    hin = scratch;
+    float* chunkDt = scratch + n * N;
+    DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
+                                                                        nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L)));
+    k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);
+  }
+  DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(y, x, delta, A, Bm, Cm, D, z, db, segStart, st, slots, hin,
+                                                                      nullptr, nullptr, B, T, Di, N, G, ch.K, ch.L)));
   return lastError();
 }
 cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
@@ -1456,6 +1576,12 @@ int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N) {
   int64_t nChunks = (T + kScanChunk - 1) / kScanChunk;
   return threads * N * (nChunks + kScanChunk);
 }
+int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N) {
+  ScanChunks ch = scanChunks(B, T, Di);
+  int64_t nth = (int64_t)B * ch.K * Di;
+  int64_t chunked = ch.K > 1 ? nth * (2 * N + 1) : 0;  // hin, adjIn, chunkDt
+  return chunked + nth * N * ((ch.L + kScanChunk - 1) / kScanChunk + kScanChunk);
+}
 cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz, float* dDb,
                                   float* scratch, const float* dy, const float* x, const float* delta, const float* A, const float* Bm,
                                   const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int B, int T,
@@ -1466,11 +1592,30 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
   cudaMemsetAsync(dCm, 0, sizeof(float) * (size_t)B * T * G * N, s);
   if (dD) cudaMemsetAsync(dD, 0, sizeof(float) * Di, s);
   if (dDb) cudaMemsetAsync(dDb, 0, sizeof(float) * Di, s);
-  int64_t n = (int64_t)B * Di;
+  ScanChunks ch = scanChunks(B, T, Di);
+  int64_t n = (int64_t)B * ch.K * Di;
   if (n == 0 || T == 0) return lastError();
-  bool uniform = (Di / G) % 32 == 0;  // each warp's 32 channels are one group of one row
-  DISPATCH_N(N, (k_selective_scan_bwd<NM><<<gridFor(n, 128), 128, 0, s>>>(dx, ddelta, dA, dBm, dCm, dD, dz, dDb, scratch, dy, x, delta,
-                                                                          A, Bm, Cm, D, z, db, segStart, B, T, Di, N, G, uniform)));
+  // dB / dC sums over the channels of a group: runs of `width` lanes share one (row, group) when every warp
+  // lies in one (b, chunk) row (Di % 32 == 0) and width divides the group's channel count
+  int per = Di / G, width = 1;
+  if (Di % 32 == 0)
+    while (width < 32 && per % (width * 2) == 0) width *= 2;
+  float *hin = nullptr, *adjIn = nullptr, *rest = scratch;
+  if (ch.K > 1) {
+    hin = scratch;
+    adjIn = scratch + n * N;
+    float* chunkDt = scratch + 2 * n * N;
+    rest = chunkDt + n;
+    DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
+                                                                        nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L)));
+    k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);
+    DISPATCH_N(N, (k_selective_scan_bwd_adj<NM><<<gridFor(n, 128), 128, 0, s>>>(adjIn, dy, delta, A, Cm, z, db, segStart, B, T, Di,
+                                                                                N, G, ch.K, ch.L)));
+    k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(adjIn, chunkDt, A, B, ch.K, Di, N, 1);
+  }
+  DISPATCH_N(N, (k_selective_scan_bwd<NM><<<gridFor(n, 128), 128, 0, s>>>(dx, ddelta, dA, dBm, dCm, dD, dz, dDb, rest, hin, adjIn, dy,
+                                                                          x, delta, A, Bm, Cm, D, z, db, segStart, B, T, Di, N, G,
+                                                                          ch.K, ch.L, width)));
   return lastError();
 }
 
@@ -1502,9 +1647,9 @@ cudaError_t m1_ssd_scan_bwd(float* dx, float* ddt, float* dA, float* dBm, float*
   if (dDtBias) cudaMemsetAsync(dDtBias, 0, sizeof(float) * H, s);
   int64_t n = (int64_t)B * H * P;
   if (n == 0 || T == 0) return lastError();
-  bool uniform = P % 32 == 0;  // each warp's 32 lanes are 32 p of one (b, head)
+  int width = P % 32 == 0 ? 32 : 1;  // each warp's 32 lanes are 32 p of one (b, head)
   DISPATCH_N(N, (k_ssd_scan_bwd<NM><<<gridFor(n, 128), 128, 0, s>>>(dx, ddt, dA, dBm, dCm, dD, dDtBias, scratch, dy, x, dt, A, Bm, Cm,
-                                                                    D, dtBias, segStart, B, T, H, P, G, N, uniform)));
+                                                                    D, dtBias, segStart, B, T, H, P, G, N, width)));
   return lastError();
 }
 

@@ -67,14 +67,19 @@ cudaError_t m1_conv1d_step(float* y, const float* x, float* convState, const int
 cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, float* dpre, const float* dy, const float* x, const float* w,
                           const float* bias, const int* segStart, int B, int T, int C, int K, int silu, cudaStream_t s);
 
+/** scratch of the forward's time chunks (0 when it runs as one chunk) */
+int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N);
 cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
                               const float* D, const float* z, const float* deltaBias, const int* segStart,
-                              float* ssmState, const int* slots, int B, int T, int Di, int N, int G, cudaStream_t s);
+                              float* ssmState, const int* slots, float* scratch, int B, int T, int Di, int N, int G,
+                              cudaStream_t s);
 cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta, const float* A, const float* Bm,
                                    const float* Cm, const float* D, const float* z, const float* deltaBias,
                                    float* ssmState, const int* slots, int n, int Di, int N, int G, cudaStream_t s);
-/** ckpt / hs: scratch of m1_scan_bwd_scratch_floats(B*Di, T, N) floats; dA, dBm, dCm, dD, dDb zeroed by the launcher */
+/** the SSD backward's ckpt / hs: scratch of m1_scan_bwd_scratch_floats(B*H*P, T, N) floats */
 int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N);
+/** scratch of m1_selective_scan_bwd_scratch_floats floats; dA, dBm, dCm, dD, dDb zeroed by the launcher */
+int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N);
 cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz,
                                   float* dDb, float* scratch, const float* dy, const float* x, const float* delta,
                                   const float* A, const float* Bm, const float* Cm, const float* D, const float* z,

@@ -19,6 +19,10 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     const bg = g.rmsNormBackward(d.g, x.g, w.g, rg.rstd), bc = cpu.rmsNormBackward(d.c, x.c, w.c, rc.rstd);
     expectClose(g, bg.dx, bc.dx, 1e-5, 'rmsNorm dx');
     expectClose(g, bg.dw, bc.dw, 1e-5, 'rmsNorm dw');
+    // dw's block reduction: more rows than its 32 row lanes, a column count that is not a multiple of 32
+    const x2 = rand([301, 70], 9), w2 = rand([70], 10), d2 = rand([301, 70], 11);
+    const r2 = g.rmsNorm(x2.g, w2.g, 1e-5), c2 = cpu.rmsNorm(x2.c, w2.c, 1e-5);
+    expectClose(g, g.rmsNormBackward(d2.g, x2.g, w2.g, r2.rstd).dw, cpu.rmsNormBackward(d2.c, x2.c, w2.c, c2.rstd).dw, 1e-5, 'rmsNorm dw, 301 rows');
     const gate = rand([4, 50], 6, 3), up = rand([4, 50], 7), dh = rand([4, 50], 8);
     const sg = g.swigluBackward(dh.g, gate.g, up.g), sc = cpu.swigluBackward(dh.c, gate.c, up.c);
     expectClose(g, sg.dGate, sc.dGate, 1e-5, 'swiglu dGate');
@@ -66,6 +70,32 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
       const rg = g.selectiveScanBackward(dy.g, mk('g')), rc = cpu.selectiveScanBackward(dy.c, mk('c'));
       for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
         expectClose(g, rg[key]!, rc[key]!, 1e-4, `selectiveScan ${key} Di=${Di} G=${G}`);
+      }
+    }
+  });
+
+  it('selectiveScan and its backward over many time chunks: resets at and inside chunk edges, stateOut, group sums of 16 lanes and of 1', () => {
+    // B·Di is small, so the launcher cuts T = 300 into ⌈300 / 32⌉ = 10 chunks of 30 steps (m1_selective_scan_chunks)
+    for (const [Di, G, N] of [[64, 4, 16], [48, 3, 5]] as const) {
+      const B = 2, T = 300;
+      const x = rand([B, T, Di], 130), delta = rand([B, T, Di], 131, 0.5), z = rand([B, T, Di], 132);
+      const A = uniform([Di, N], 133, -2, -0.1), Bm = rand([B, T, G, N], 134), Cm = rand([B, T, G, N], 135);
+      const D = rand([Di], 136), db = rand([Di], 137, 0.3), dy = rand([B, T, Di], 138);
+      // row 0: segments start at t = 60 (a chunk edge) and t = 137 (inside a chunk); row 1: one segment
+      const segments = Int32Array.from({ length: B * T }, (_, i) => (i >= T ? 0 : i < 60 ? 0 : i < 137 ? 1 : 2));
+      for (const seg of [undefined, segments]) {
+        const sg = g.zeros([3, Di, N]), sc = cpu.zeros([3, Di, N]);
+        const mk = (s: 'g' | 'c') => ({
+          x: x[s], delta: delta[s], A: A[s], Bm: Bm[s], Cm: Cm[s], D: D[s], z: z[s], deltaBias: db[s], segments: seg,
+          stateOut: { ssmState: s === 'g' ? sg : sc, slots: Int32Array.from([2, 0]) },
+        });
+        const what = `Di=${Di} G=${G} N=${N} seg=${!!seg}`;
+        expectClose(g, g.selectiveScan(mk('g')), cpu.selectiveScan(mk('c')), 1e-4, `selectiveScan ${what}`);
+        expectClose(g, sg, sc, 1e-4, `selectiveScan stateOut ${what}`);
+        const rg = g.selectiveScanBackward(dy.g, mk('g')), rc = cpu.selectiveScanBackward(dy.c, mk('c'));
+        for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
+          expectClose(g, rg[key]!, rc[key]!, 1e-4, `selectiveScanBackward ${key} ${what}`);
+        }
       }
     }
   });
