@@ -88,7 +88,14 @@ train-profile)
   echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"
   el "train profile done"
   timeout ${PREFILL_S:-100} node dist/bench/prefill.js --backend cuda --lengths 8192 --repeats 2 --profile > "$OUT/prefill-profile.txt" 2>&1
-  echo "prefill rc=$?"; grep -B2 -A 24 "^profile" "$OUT/prefill-profile.txt" | head -60
+  echo "prefill rc=$?"; grep -B2 -A 12 "^profile" "$OUT/prefill-profile.txt" | head -40; tail -5 "$OUT/prefill-profile.txt"
+  if [ -n "${PREFILL_FULL:-}" ]; then
+    for p in highest medium; do
+      timeout ${PREFILL_S:-100} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision $p --name prefill-$p > "$OUT/prefill-$p.txt" 2>&1
+      echo "prefill $p rc=$?"; tail -9 "$OUT/prefill-$p.txt"
+    done
+    cp bench/results/prefill-*-cuda-2*.json "$OUT/" 2>/dev/null
+  fi
   cp bench/results/train-*cuda-2*.json "$OUT/" 2>/dev/null
   el "prefill done"
   ;;

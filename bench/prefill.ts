@@ -36,11 +36,13 @@ const program = new Command()
   .option('--budget-s <n>', 'stop measuring new points after this many seconds per model', Number, 1e9)
   .option('--profile', 'time every op of one more run (a sync around each op) at --profile-length and print where it goes')
   .option('--profile-length <n>', 'prompt length of the profile (default: the first of --lengths)', Number)
+  .option('--matmul-precision <p>', 'f32 × f32 products (the attention forward): highest = f32 kernels | high | medium = bf16 tensor cores', 'medium')
   .option('--name <s>', 'results file name', 'prefill')
   .parse(process.argv);
 const o = program.opts<{
   backend: string; models: string[]; presetM1: string; presetLlama: string; lengths: number[]; batch: number; repeats: number;
   blockSize: number; kvDtype: string; tflops: number; budgetS: number; profile?: boolean; profileLength?: number; name: string;
+  matmulPrecision: string;
 }>();
 
 for (const [k, v] of [['--batch', o.batch], ['--repeats', o.repeats], ['--block-size', o.blockSize], ...o.lengths.map((l) => ['--lengths', l] as const)] as const) {
@@ -77,7 +79,7 @@ function prefillOnce(be: Backend, model: CausalLM, ids: Int32Array, B: number, L
 }
 
 async function main() {
-  const inner = await createBackend(o.backend);
+  const inner = await createBackend(o.backend, { matmulPrecision: o.matmulPrecision });
   const profiler = o.profile ? new OpProfiler(inner) : null;
   if (profiler) profiler.enabled = false;
   const be = profiler ? profiler.be : inner;
@@ -86,6 +88,7 @@ async function main() {
   const method = [
     'engine prefill path: model.forward(ids [B, L], states + stateWrite) → split off the last position → LM head → device argmax (sync)',
     'zero bf16 weights made on the device; KV pools ' + o.kvDtype + ', block size ' + o.blockSize,
+    `--matmul-precision ${o.matmulPrecision}: ${o.matmulPrecision === 'medium' ? 'attention forward on the tensor cores (bf16 q, k, v, P; f32 softmax)' : 'attention forward in f32'}; weight matmuls are bf16 either way`,
     `time: median of ${o.repeats} timed runs after 1 warm-up, wall clock around the whole prefill`,
     'matmul FLOPs = 2·(Σ *proj.weight)·B·L + 2·V·D·B (LM head on the last position only, as the engine)',
     'attention FLOPs = Σ_attn layers 2·B·L²·Hq·Dh (QKᵀ + PV, causal half)',

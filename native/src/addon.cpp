@@ -235,7 +235,7 @@ std::unordered_map<std::string, OpFn>& ops() {
   });
   def("attention", [S](const Args& a) {
     check(m1_attention(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<int>(5), a.i32(6), a.i32(7),
-                       a.i32(8), a.i32(9), a.i32(10), a.f(11), S()),
+                       a.i32(8), a.i32(9), a.i32(10), a.f(11), a.i32(12), S()),
           a.op);
     return 0.0;
   });

@@ -20,6 +20,13 @@ int m1_flash_attention_handles(int B, int Hq, int Dh, const void* const* vec4Ptr
 cudaError_t m1_flash_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* segments,
                                int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
 
+/**
+ * The forward with bf16 tensor-core products (flash_attention_tc.cu): q, k, v and P rounded to bf16,
+ * f32 accumulation and softmax. Same shapes, outputs and requirements as m1_flash_attention.
+ */
+cudaError_t m1_flash_attention_bf16(float* out, float* lse, const float* q, const float* k, const float* v, const int* segments,
+                                    int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
+
 /** Dbuf: scratch of B*Hq*T floats (D = rowsum(dout ∘ out), laid out like lse) */
 cudaError_t m1_flash_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
                                    const float* v, const float* out, const float* lse, const int* segments,

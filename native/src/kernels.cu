@@ -1440,10 +1440,13 @@ cudaError_t m1_rope(float* out, const float* x, const int* pos, const float* inv
   return lastError();
 }
 cudaError_t m1_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg, int B, int T, int Hq,
-                         int Hkv, int Dh, float scale, cudaStream_t s) {
+                         int Hkv, int Dh, float scale, int bf16, cudaStream_t s) {
   if ((int64_t)B * T * Hq == 0) return cudaSuccess;
-  const void* vec4[] = {out, q, k, v};  // tiled kernels (flash_attention.cu) for Dh 64/128, these for the rest
-  if (m1_flash_attention_handles(B, Hq, Dh, vec4, 4)) return m1_flash_attention(out, lse, q, k, v, seg, B, T, Hq, Hkv, Dh, scale, s);
+  const void* vec4[] = {out, q, k, v};  // tiled kernels (flash_attention*.cu) for Dh 64/128, these for the rest
+  if (m1_flash_attention_handles(B, Hq, Dh, vec4, 4)) {
+    if (bf16) return m1_flash_attention_bf16(out, lse, q, k, v, seg, B, T, Hq, Hkv, Dh, scale, s);
+    return m1_flash_attention(out, lse, q, k, v, seg, B, T, Hq, Hkv, Dh, scale, s);
+  }
   DISPATCH_DPL(Dh, return launchAttention<DPL>(out, lse, q, k, v, seg, B, T, Hq, Hkv, Dh, scale, s));
 }
 cudaError_t m1_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,

@@ -44,8 +44,9 @@ cudaError_t m1_swiglu_bwd(float* dGate, float* dUp, const float* dh, const float
 // ---------- attention ----------
 cudaError_t m1_rope(float* out, const float* x, const int* pos, const float* invFreq, int64_t n, int64_t H, int64_t Dh,
                     int inverse, cudaStream_t s);
+/** bf16 ≠ 0: the tiled head dims (64, 128) run their products in bf16 on the tensor cores (the f32 kernels otherwise) */
 cudaError_t m1_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* segments,
-                         int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
+                         int B, int T, int Hq, int Hkv, int Dh, float scale, int bf16, cudaStream_t s);
 cudaError_t m1_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
                              const float* v, const float* out, const float* lse, const int* segments,
                              int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);

@@ -56,8 +56,8 @@ export interface Backend {
    * Optional (backends with tensor cores): how a matmul of two f32 operands runs, with the names of
    * torch.set_float32_matmul_precision — 'highest' plain f32 (the default: equal to the CPU up to
    * summation order), 'high' TF32, 'medium' both operands rounded to bf16 (what autocast does for a
-   * weight gradient dW = dyᵀ·x). Products with a bf16 operand always run in bf16. Backends without it
-   * compute f32.
+   * weight gradient dW = dyᵀ·x, and attention's forward on the tensor cores for head dims 64 / 128).
+   * Products with a bf16 operand always run in bf16. Backends without it compute f32.
    */
   setFloat32MatmulPrecision?(p: MatmulPrecision): void;
   /** a view with another shape of the same size, sharing storage */

@@ -4,7 +4,7 @@
 // (1, 63, 64, 65, 200, 333); segments start mid-tile, and one row reuses a segment id after another
 // segment (the op's mask is id equality, so those tokens see each other and no tile may be skipped).
 // Tolerances as in ops/backward tests: 1e-5 for the forward, 1e-4 for the gradients (long f32 sums).
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { available, cpu, expectClose, gpu, rand, skipReason } from './helpers.js';
 
 interface Case { B: number; T: number; Hq: number; Hkv: number; Dh: number; scale?: number }
@@ -61,6 +61,36 @@ describe.skipIf(!available)(`cuda tiled attention vs cpu${available ? '' : ` (sk
         expectClose(g, bg.dq, bc.dq, 1e-4, `dq ${what}`, 0.1);
         expectClose(g, bg.dk, bc.dk, 1e-4, `dk ${what}`, 0.1);
         expectClose(g, bg.dv, bc.dv, 1e-4, `dv ${what}`, 0.1);
+      }
+    });
+  }
+
+  // setFloat32MatmulPrecision('medium'): the forward of the tiled head dims runs on the tensor cores
+  // (flash_attention_tc.cu: q, k, v, P rounded to bf16, f32 softmax and sums): 2e-2 of the f32 result,
+  // and not equal to it (the flag reaches the kernel); Dh = 16 keeps the f32 kernels.
+  for (const c of cases) {
+    const { B, T, Hq, Hkv, Dh } = c;
+    const name = `B=${B} T=${T} Hq=${Hq} Hkv=${Hkv} Dh=${Dh}`;
+    it(`forward with bf16 products (precision medium), ${name}`, () => {
+      const seed = T * 11 + Dh;
+      const q = rand([B, T, Hq, Dh], seed), k = rand([B, T, Hkv, Dh], seed + 1), v = rand([B, T, Hkv, Dh], seed + 2);
+      for (const segments of [undefined, segmentsFor(B, T)]) {
+        const o = { scale: c.scale ?? 1 / Math.sqrt(Dh), segments };
+        const what = `${name} seg=${segments ? 'yes' : 'no'}`;
+        const fc = cpu.attention(q.c, k.c, v.c, o);
+        let fg;
+        try {
+          g.setFloat32MatmulPrecision('medium');
+          fg = g.attention(q.g, k.g, v.g, o);
+        } finally {
+          g.setFloat32MatmulPrecision('highest');
+        }
+        const tiled = Dh === 64 || Dh === 128;
+        expectClose(g, fg.out, fc.out, tiled ? 2e-2 : 1e-5, `bf16 out ${what}`);
+        expectClose(g, fg.lse, fc.lse, tiled ? 2e-2 : 1e-5, `bf16 lse ${what}`);
+        const a = g.read(fg.out), r = cpu.read(fc.out);
+        const differs = a.some((x, i) => Math.abs(x - r[i]!) > 1e-5 * (1 + Math.abs(r[i]!)));
+        expect(differs, `bf16 out differs from f32 somewhere ${what}`).toBe(tiled);
       }
     });
   }

@@ -507,7 +507,8 @@ export class CudaBackend implements Backend {
     return this.scoped((s) => {
       const lse = this.alloc([B, Hq, T]);
       const seg = opts.segments ? s.ints(opts.segments) : 0;
-      const out = this.produce(Q.shape, (o) => this.call('attention', [o, lse.ptr, s.f32(Q), s.f32(K), s.f32(V), seg, B, T, Hq, Hkv, Dh, opts.scale]));
+      const out = this.produce(Q.shape, (o) => this.call('attention', [o, lse.ptr, s.f32(Q), s.f32(K), s.f32(V), seg, B, T, Hq, Hkv, Dh, opts.scale,
+        this.f32Precision === 2 ? 1 : 0]));
       return { out, lse };
     });
   }

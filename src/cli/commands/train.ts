@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { Backend } from '../../backend/backend.js';
+import { MATMUL_PRECISIONS, type Backend } from '../../backend/backend.js';
 import { BACKEND_NAMES, createBackend } from '../../backend/registry.js';
 import { initModel, loadModel, loadModelConfig, parseDType, validateConfigs } from '../../model/checkpoint.js';
 import type { CausalLM } from '../../model/model.js';
@@ -49,6 +49,7 @@ interface CommonFlags {
   boundaries: boolean;
   resume?: boolean | string;
   backend: string;
+  matmulPrecision: string;
   rowChunk: number;
   vocabChunk: number;
 }
@@ -83,6 +84,7 @@ function addCommonFlags(cmd: Command, defaults: { lr: number; lossOn: LossOn }):
     .option('--no-boundaries', 'pack without sample boundaries: positions run on, samples see each other (M1\'s SFT)')
     .option('--resume [checkpoint]', 'continue bit-exactly from the newest checkpoint in --out (or this checkpoint folder)')
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
+    .option('--matmul-precision <p>', `products of two f32 operands on the cuda backend (weight gradients, attention): ${MATMUL_PRECISIONS.join(' | ')}; medium = bf16 operands with f32 sums, as autocast (the cpu backend always computes f32)`, 'medium')
     .option('--row-chunk <n>', 'tokens per chunk of the fused LM-head loss', intFlag('--row-chunk', { min: 1 }), 256)
     .option('--vocab-chunk <n>', 'vocabulary columns per chunk of the fused LM-head loss', intFlag('--vocab-chunk', { min: 1 }), 8192);
 }
@@ -169,7 +171,7 @@ export function registerTrain(program: Command): void {
   ).action(async (o: CommonFlags & { preset?: string; arch: string; config?: string; layers?: number; dtype: string }) => {
     checkFlags(o);
     if ((o.preset === undefined) === (o.config === undefined)) throw new UserError('give exactly one of --preset NAME or --config DIR');
-    const be = await createBackend(o.backend);
+    const be = await createBackend(o.backend, { matmulPrecision: o.matmulPrecision });
     let config: Record<string, unknown>, mambaConfig: Record<string, unknown> | null, tokSrc: TokenizerSource, tok: Tokenizer;
     if (o.preset !== undefined) {
       const p = findPreset(o.arch, o.preset);
@@ -216,7 +218,7 @@ export function registerTrain(program: Command): void {
     { lr: 1e-5, lossOn: 'assistant' },
   ).action(async (o: CommonFlags & { teacher: string; student: string; klWeight: number }) => {
     checkFlags(o);
-    const be = await createBackend(o.backend);
+    const be = await createBackend(o.backend, { matmulPrecision: o.matmulPrecision });
     const { model: teacher } = loadModel(o.teacher, be);
     const { model: student } = loadModel(o.student, be);
     if (teacher.vocabSize !== student.vocabSize) throw new UserError(`--teacher has a vocabulary of ${teacher.vocabSize}, --student ${student.vocabSize}: they must share the tokenizer`);
@@ -234,7 +236,7 @@ export function registerTrain(program: Command): void {
     { lr: 1e-5, lossOn: 'assistant' },
   ).action(async (o: CommonFlags & { model: string }) => {
     checkFlags(o);
-    const be = await createBackend(o.backend);
+    const be = await createBackend(o.backend, { matmulPrecision: o.matmulPrecision });
     const { model } = loadModel(o.model, be);
     const tok = tokenizerOfDir(o.model, '--model');
     const data = buildDataset(tok, model, o, parseLossOn(o.lossOn, 'assistant'), log);
@@ -275,6 +277,7 @@ interface GrpoFlags {
   requireThink?: boolean;
   resume?: boolean | string;
   backend: string;
+  matmulPrecision: string;
   rowChunk: number;
   vocabChunk: number;
 }
@@ -315,6 +318,7 @@ function registerGrpo(program: Command): void {
     .option('--save-total-limit <n>', 'keep only the newest N checkpoints (0 = all)', intFlag('--save-total-limit', { min: 0 }), 2)
     .option('--resume [checkpoint]', 'continue from the newest checkpoint in --out (or this checkpoint folder)')
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
+    .option('--matmul-precision <p>', `products of two f32 operands on the cuda backend (weight gradients, attention): ${MATMUL_PRECISIONS.join(' | ')}; medium = bf16 operands with f32 sums, as autocast (the cpu backend always computes f32)`, 'medium')
     .option('--row-chunk <n>', 'tokens per chunk of the fused LM-head loss', intFlag('--row-chunk', { min: 1 }), 256)
     .option('--vocab-chunk <n>', 'vocabulary columns per chunk of the fused LM-head loss', intFlag('--vocab-chunk', { min: 1 }), 8192)
     .action(async (o: GrpoFlags) => {
@@ -325,7 +329,7 @@ function registerGrpo(program: Command): void {
         : syntheticProblems({ split: 'train', difficulty: o.synthetic!, count: o.syntheticCount, seed: o.seed });
       const tok = tokenizerOfDir(o.model, '--model');
       if (!tok.hasChatTemplate()) throw new UserError(`--model: ${o.model}/tokenizer_config.json has no chat_template; GRPO prompts go through the chat template`);
-      const be = await createBackend(o.backend);
+      const be = await createBackend(o.backend, { matmulPrecision: o.matmulPrecision });
       const { model } = loadModel(o.model, be);
       const prompts: GrpoPrompt[] = records.map((r) => ({
         id: r.id, answer: r.answer,
