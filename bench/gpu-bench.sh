@@ -94,9 +94,9 @@ train-profile)
       timeout ${PREFILL_S:-100} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision $p --name prefill-$p > "$OUT/prefill-$p.txt" 2>&1
       echo "prefill $p rc=$?"; tail -9 "$OUT/prefill-$p.txt"
     done
-    cp bench/results/prefill-*-cuda-2*.json "$OUT/" 2>/dev/null
   fi
-  cp bench/results/train-*cuda-2*.json "$OUT/" 2>/dev/null
+  # the new result files in one archive (the device returns at most 8 files)
+  tar czf "$OUT/results.tgz" $(ls bench/results/train-{highest,medium,profile}-cuda-2*.json bench/results/prefill-{highest,medium}-cuda-2*.json 2>/dev/null)
   el "prefill done"
   ;;
 *) echo "unknown phase $phase"; exit 2;;
