@@ -95,8 +95,13 @@ train-profile)
       echo "prefill $p rc=$?"; tail -9 "$OUT/prefill-$p.txt"
     done
   fi
+  if [ -n "${DECODE:-}" ]; then
+    timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-graphs \
+      --batches ${BATCHES:-8,64,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
+    echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30
+  fi
   # the new result files in one archive (the device returns at most 8 files)
-  tar czf "$OUT/results.tgz" $(ls bench/results/train-{highest,medium,profile}-cuda-2*.json bench/results/prefill-{highest,medium}-cuda-2*.json 2>/dev/null)
+  tar czf "$OUT/results.tgz" $(ls bench/results/train-{highest,medium,profile}-cuda-2*.json bench/results/prefill-{highest,medium}-cuda-2*.json bench/results/decode-graphs-cuda-2*.json 2>/dev/null)
   el "prefill done"
   ;;
 *) echo "unknown phase $phase"; exit 2;;

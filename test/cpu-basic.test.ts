@@ -50,6 +50,23 @@ describe('matmul', () => {
     expect(maxAbsDiff(av, yv.map((v) => v + 1))).toBeLessThan(1e-6);
   });
 
+  it('rowSlice: a view of rows that matmul reads and accumulates into; bad ranges name the op', () => {
+    const w = be.fromArray(randomArray(7 * 4, 5), [7, 4]);
+    const v = be.rowSlice(w, 2, 5);
+    expect(v.shape).toEqual([3, 4]);
+    expect(Array.from(be.read(v))).toEqual(Array.from(be.read(w)).slice(8, 20));
+    const x = be.fromArray(randomArray(2 * 4, 6), [2, 4]);
+    const full = be.read(be.matmul(x, w, { transB: true })); // [2, 7]
+    const part = be.read(be.matmul(x, v, { transB: true })); // [2, 3]
+    for (let i = 0; i < 2; i++) for (let j = 0; j < 3; j++) expect(part[i * 3 + j]).toBe(full[i * 7 + 2 + j]);
+    const g = be.zeros([7, 4]);
+    be.matmul(be.fromArray(new Float32Array(6).fill(1), [2, 3]), x, { transA: true, accumulateInto: be.rowSlice(g, 4, 7) });
+    const gv = be.read(g), xv = be.read(x);
+    for (let r = 0; r < 7; r++) for (let c = 0; c < 4; c++) expect(gv[r * 4 + c]).toBeCloseTo(r >= 4 ? xv[c]! + xv[4 + c]! : 0, 6);
+    expect(() => be.rowSlice(w, 5, 8)).toThrow(/rowSlice: rows \[5, 8\) are not a range inside the 7 rows/);
+    expect(() => be.rowSlice(w, 3, 2)).toThrow(/rowSlice/);
+  });
+
   it('the worker-thread matmul is bit-identical to the single-threaded kernel (WebAssembly and JavaScript paths)', () => {
     const M = 70, N = 260, K = 300; // ≥ 4M multiply-adds: takes the worker path when threads > 1
     const a = randomArray(M * K, 12), bt = randomArray(N * K, 13);

@@ -3,54 +3,48 @@
 // "medium" f32 matmul precision, as autocast runs attention in bf16). Same semantics, shapes and
 // outputs (out, lse) as k_flash_fwd in flash_attention.cu, whose f32 SIMT kernel stays the default.
 //
-// Work split: a block of 4 warps takes 64 queries of one (b, head); warp w owns query rows
-// 16w..16w+15 from start to end, so the steps inside a key tile need only __syncwarp:
-//   1. the block loads the 64-key K and V tiles (f32 → bf16) into shared memory;
-//   2. S_w [16 × 64] = Q_w · Kᵀ with wmma 16×16×16 fragments (K read as a col-major B operand: no
-//      transpose), stored f32 to the warp's rows of a shared S tile;
-//   3. two lanes per row apply scale and mask, update the running max / sum (online softmax) and
-//      write P = exp(S − m) as bf16;
-//   4. PV_w [16 × Dh] = P_w · V (wmma), stored f32 over the same shared tile;
-//   5. each lane rescales its half row of O (registers) and adds PV.
-// Shared memory at Dh = 128: Q, K, V bf16 [64][136] (17 KiB each) + S/PV f32 [64][132] (33 KiB) +
-// P bf16 [64][72] (9 KiB) = 93 KiB: two blocks per SM. Row strides are padded (+8 bf16 / +4 f32) so
-// the fragment loads do not all hit one bank, and keep every fragment pointer 32-byte aligned.
+// FlashAttention-2 structure on mma.sync.m16n8k16 (bf16 in, f32 accumulate). A block of 4 warps takes
+// 64 queries of one (b, head); warp w owns query rows 16w..16w+15, and in every fragment lane
+// (gid = lane / 4, quad = lane % 4) holds rows gid and gid + 8:
+//   - Q stays in registers as A fragments for the whole key loop (read once from global, rounded);
+//   - per 64-key tile the block stages K as bf16 [key][dim] and V transposed, bf16 [dim][key], in
+//     shared memory, so both B operands are pairs of adjacent bf16 (one 32-bit load each);
+//   - S = Q·Kᵀ lands in C fragments whose layout is the A layout of the next product: the softmax
+//     (running max / sum per row, reduced over the 4 lanes of a quad) runs in registers and P goes
+//     straight into P·V as bf16 without touching shared memory; O is 16 × Dh per warp in registers.
+// Shared memory at Dh = 128: K [64][136] + Vᵀ [128][72] bf16 = 35 KiB. Row strides are padded
+// (+8 bf16) so a warp's fragment loads hit 32 different banks.
 #include <cuda_bf16.h>
 #include <math_constants.h>
-#include <mma.h>
+
+#include <cstdint>
 
 #include "flash_attention.h"
 
 namespace {
 
-using namespace nvcuda;
-
 constexpr int kWarps = 4, kTile = 64;
 
 template <int DH>
 struct TcLayout {
-  static constexpr int LDH = DH + 8;         // bf16 row stride of Q, K, V
-  static constexpr int LDS = DH + 4;         // f32 row stride of S / PV (S uses its first 64 columns)
-  static constexpr int LDP = kTile + 8;      // bf16 row stride of P
-  static constexpr size_t qkv = (size_t)kTile * LDH * sizeof(__nv_bfloat16);
-  static constexpr size_t s = (size_t)kTile * LDS * sizeof(float);
-  static constexpr size_t p = (size_t)kTile * LDP * sizeof(__nv_bfloat16);
-  static constexpr size_t bytes = 3 * qkv + s + p;
-  static_assert(qkv % 32 == 0 && s % 32 == 0, "fragment pointers must stay 32-byte aligned");
+  static constexpr int LDK = DH + 8;     // bf16 row stride of K [key][dim]
+  static constexpr int LDV = kTile + 8;  // bf16 row stride of Vᵀ [dim][key]
+  static constexpr size_t k = (size_t)kTile * LDK * sizeof(__nv_bfloat16);
+  static constexpr size_t bytes = k + (size_t)DH * LDV * sizeof(__nv_bfloat16);
 };
 
-/** ROWS × DH f32 rows (src row r at src + r·stride) into bf16 smem [ROWS][LDH]; rows ≥ valid are zeros */
-template <int DH>
-__device__ __forceinline__ void loadTileBf16(__nv_bfloat16* dst, const float* src, int64_t stride, int valid) {
-  constexpr int C4 = DH / 4, LDH = TcLayout<DH>::LDH;
-  for (int e = threadIdx.x; e < kTile * C4; e += kWarps * 32) {
-    const int r = e / C4, c = (e % C4) * 4;
-    float4 x = r < valid ? *reinterpret_cast<const float4*>(src + r * stride + c) : make_float4(0.f, 0.f, 0.f, 0.f);
-    __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
-    __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dst + r * LDH + c);
-    d[0] = lo;
-    d[1] = hi;
-  }
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+__device__ __forceinline__ uint32_t ld32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+/** d += a · b for one m16n8k16 tile (a: 4 regs of bf16 pairs, b: 2, d: 4 floats) */
+__device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 template <int DH>
@@ -58,38 +52,49 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const float* __restrict__ k,
                const float* __restrict__ v, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
   using L = TcLayout<DH>;
-  constexpr int LDH = L::LDH, LDS = L::LDS, LDP = L::LDP, HALF = DH / 2;
+  constexpr int LDK = L::LDK, LDV = L::LDV, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16;
   extern __shared__ float4 smem4[];
-  unsigned char* base = reinterpret_cast<unsigned char*>(smem4);
-  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(base);
-  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(base + L::qkv);
-  __nv_bfloat16* Vs = reinterpret_cast<__nv_bfloat16*>(base + 2 * L::qkv);
-  float* Ss = reinterpret_cast<float*>(base + 3 * L::qkv);
-  __nv_bfloat16* Ps = reinterpret_cast<__nv_bfloat16*>(base + 3 * L::qkv + L::s);
+  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);
+  __nv_bfloat16* Vt = reinterpret_cast<__nv_bfloat16*>(reinterpret_cast<unsigned char*>(smem4) + L::k);
   __shared__ int qSeg[kTile], kSeg[kTile];
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
   const int q0 = (gridDim.x - 1 - blockIdx.x) * kTile;  // the longest query tiles first
   const int h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
   const int nq = min(kTile, T - q0);
   const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH;
+  const int r0 = warp * 16 + gid, r1 = r0 + 8;  // this lane's two rows in the query tile
+  const int t0 = q0 + r0, t1 = q0 + r1;
 
-  loadTileBf16<DH>(Qs, q + (row0 + q0) * qStride + (int64_t)h * DH, qStride, nq);
+  // Q as A fragments: for k-step kk, regs {row r0, dims 16kk + 2quad..+1}, {r1, same}, {r0, +8}, {r1, +8}
+  uint32_t qa[KQ][4];
+  {
+    const float* qr0 = q + (row0 + t0) * qStride + (int64_t)h * DH;
+    const float* qr1 = q + (row0 + t1) * qStride + (int64_t)h * DH;
+#pragma unroll
+    for (int kk = 0; kk < KQ; kk++) {
+      const int d = 16 * kk + 2 * quad;
+      float2 a = t0 < T ? *reinterpret_cast<const float2*>(qr0 + d) : make_float2(0.f, 0.f);
+      float2 bq = t1 < T ? *reinterpret_cast<const float2*>(qr1 + d) : make_float2(0.f, 0.f);
+      float2 c = t0 < T ? *reinterpret_cast<const float2*>(qr0 + d + 8) : make_float2(0.f, 0.f);
+      float2 e = t1 < T ? *reinterpret_cast<const float2*>(qr1 + d + 8) : make_float2(0.f, 0.f);
+      qa[kk][0] = pack2(a.x, a.y);
+      qa[kk][1] = pack2(bq.x, bq.y);
+      qa[kk][2] = pack2(c.x, c.y);
+      qa[kk][3] = pack2(e.x, e.y);
+    }
+  }
   if (seg && threadIdx.x < kTile) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
 
-  // lane pair (2i, 2i+1) owns row r = 16·warp + i; each lane half of its columns
-  const int r = warp * 16 + (lane >> 1), half = lane & 1, t = q0 + r;
-  float m = -CUDART_INF_F, l = 0.f, o[HALF];
+  float o[NDT][4];
 #pragma unroll
-  for (int d = 0; d < HALF; d++) o[d] = 0.f;
-  float* Sw = Ss + warp * 16 * LDS;
-  __nv_bfloat16* Pw = Ps + warp * 16 * LDP;
-  const __nv_bfloat16* Qw = Qs + warp * 16 * LDH;
+  for (int d = 0; d < NDT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  float m0 = -CUDART_INF_F, m1 = -CUDART_INF_F, l0 = 0.f, l1 = 0.f;
 
   const int lastQuery = q0 + nq - 1;
   for (int k0 = 0; k0 <= lastQuery; k0 += kTile) {
     const int nk = min(kTile, T - k0);
-    __syncthreads();  // every warp is done with the previous K / V tiles (and Q, qSeg are visible)
+    __syncthreads();  // every warp is done with the previous K / V tiles (and qSeg is visible)
     if (seg) {
       if (threadIdx.x < kTile) kSeg[threadIdx.x] = threadIdx.x < nk ? seg[row0 + k0 + threadIdx.x] : 0;
       __syncthreads();
@@ -100,85 +105,108 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
       }
       if (!__syncthreads_or(any)) continue;
     }
-    loadTileBf16<DH>(Ks, k + (row0 + k0) * kStride + (int64_t)g * DH, kStride, nk);
-    loadTileBf16<DH>(Vs, v + (row0 + k0) * kStride + (int64_t)g * DH, kStride, nk);
+    // stage K [key][dim] and Vᵀ [dim][key] as bf16; keys past T are zeros
+    for (int e = threadIdx.x; e < kTile * (DH / 4); e += kWarps * 32) {
+      const int r = e / (DH / 4), c = (e % (DH / 4)) * 4;
+      const int64_t off = (row0 + k0 + r) * kStride + (int64_t)g * DH + c;
+      const float4 kv = r < nk ? *reinterpret_cast<const float4*>(k + off) : make_float4(0.f, 0.f, 0.f, 0.f);
+      const float4 vv = r < nk ? *reinterpret_cast<const float4*>(v + off) : make_float4(0.f, 0.f, 0.f, 0.f);
+      uint2 kp = make_uint2(pack2(kv.x, kv.y), pack2(kv.z, kv.w));
+      *reinterpret_cast<uint2*>(Ks + r * LDK + c) = kp;
+      Vt[(c + 0) * LDV + r] = __float2bfloat16_rn(vv.x);
+      Vt[(c + 1) * LDV + r] = __float2bfloat16_rn(vv.y);
+      Vt[(c + 2) * LDV + r] = __float2bfloat16_rn(vv.z);
+      Vt[(c + 3) * LDV + r] = __float2bfloat16_rn(vv.w);
+    }
     __syncthreads();
 
-    // 2. S_w = Q_w · Kᵀ
+    // S = Q·Kᵀ: n-tile j covers keys 8j..8j+7; B regs {keys 8j + gid, dims 16kk + 2quad..+1}, {.., +8}
+    float sc[NKT][4];
 #pragma unroll
-    for (int n = 0; n < kTile / 16; n++) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
+    for (int j = 0; j < NKT; j++) {
+      sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
+      const __nv_bfloat16* kr = Ks + (8 * j + gid) * LDK + 2 * quad;
 #pragma unroll
-      for (int kk = 0; kk < DH / 16; kk++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-        wmma::load_matrix_sync(fa, Qw + kk * 16, LDH);
-        wmma::load_matrix_sync(fb, Ks + n * 16 * LDH + kk * 16, LDH);
-        wmma::mma_sync(acc, fa, fb, acc);
+      for (int kk = 0; kk < KQ; kk++) mma16816(sc[j], qa[kk], ld32(kr + 16 * kk), ld32(kr + 16 * kk + 8));
+    }
+
+    // mask + online softmax: this lane holds columns 8j + 2quad + {0, 1} of rows r0 (regs 0, 1) and r1 (2, 3)
+    float mx0 = -CUDART_INF_F, mx1 = -CUDART_INF_F;
+#pragma unroll
+    for (int j = 0; j < NKT; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
+        const bool vis = k0 + c <= t && t < T && (!seg || kSeg[c] == qSeg[rr]);
+        sc[j][e] = vis ? sc[j][e] * scale : -CUDART_INF_F;
+        if (e < 2) mx0 = fmaxf(mx0, sc[j][e]);
+        else mx1 = fmaxf(mx1, sc[j][e]);
       }
-      wmma::store_matrix_sync(Sw + n * 16, acc, LDS, wmma::mem_row_major);
+#pragma unroll
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
     }
-    __syncwarp();
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    // a row with nothing visible so far keeps m = −inf: subtract 0 so exp gives 0, not NaN
+    const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
+    const float c0 = expf(m0 - b0), c1 = expf(m1 - b1);
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < NKT; j++) {
+      sc[j][0] = expf(sc[j][0] - b0);
+      sc[j][1] = expf(sc[j][1] - b0);
+      sc[j][2] = expf(sc[j][2] - b1);
+      sc[j][3] = expf(sc[j][3] - b1);
+      s0 += sc[j][0] + sc[j][1];
+      s1 += sc[j][2] + sc[j][3];
+    }
+#pragma unroll
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+      s0 += __shfl_xor_sync(0xffffffffu, s0, o2);
+      s1 += __shfl_xor_sync(0xffffffffu, s1, o2);
+    }
+    l0 = l0 * c0 + s0;
+    l1 = l1 * c1 + s1;
+    m0 = n0;
+    m1 = n1;
+#pragma unroll
+    for (int d = 0; d < NDT; d++) {
+      o[d][0] *= c0;
+      o[d][1] *= c0;
+      o[d][2] *= c1;
+      o[d][3] *= c1;
+    }
 
-    // 3. online softmax over this lane's 32 columns; the pair combines with one shuffle
-    const float* srow = Ss + r * LDS + half * 32;
-    float sv[32], mx = -CUDART_INF_F;
+    // O += P·V: k-step kk (keys 16kk..16kk+15) takes S tiles 2kk, 2kk+1 as its A fragment;
+    // B regs {dim 8d + gid, keys 16kk + 2quad..+1}, {.., +8} from Vᵀ
 #pragma unroll
-    for (int j = 0; j < 32; j++) {
-      const int c = half * 32 + j;
-      const bool vis = k0 + c <= t && t < T && (!seg || kSeg[c] == qSeg[r]);
-      sv[j] = vis ? srow[j] * scale : -CUDART_INF_F;
-      mx = fmaxf(mx, sv[j]);
-    }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    const float mNew = fmaxf(m, mx);
-    const float baseM = mNew == -CUDART_INF_F ? 0.f : mNew;  // nothing visible yet: exp gives 0, not NaN
-    const float corr = expf(m - baseM);
-    float sum = 0.f;
-    __nv_bfloat16* prow = Ps + r * LDP + half * 32;
+    for (int kk = 0; kk < kTile / 16; kk++) {
+      const uint32_t pa[4] = {pack2(sc[2 * kk][0], sc[2 * kk][1]), pack2(sc[2 * kk][2], sc[2 * kk][3]),
+                              pack2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
 #pragma unroll
-    for (int j = 0; j < 32; j += 2) {
-      const float e0 = expf(sv[j] - baseM), e1 = expf(sv[j + 1] - baseM);
-      sum += e0 + e1;
-      *reinterpret_cast<__nv_bfloat162*>(prow + j) = __floats2bfloat162_rn(e0, e1);
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l = l * corr + sum;
-    m = mNew;
-    __syncwarp();
-
-    // 4. PV_w = P_w · V over the warp's rows of the shared tile (S is no longer needed)
-#pragma unroll
-    for (int n = 0; n < DH / 16; n++) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-      for (int kk = 0; kk < kTile / 16; kk++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
-        wmma::load_matrix_sync(fa, Pw + kk * 16, LDP);
-        wmma::load_matrix_sync(fb, Vs + kk * 16 * LDH + n * 16, LDH);
-        wmma::mma_sync(acc, fa, fb, acc);
+      for (int d = 0; d < NDT; d++) {
+        const __nv_bfloat16* vr = Vt + (8 * d + gid) * LDV + 16 * kk + 2 * quad;
+        mma16816(o[d], pa, ld32(vr), ld32(vr + 8));
       }
-      wmma::store_matrix_sync(Sw + n * 16, acc, LDS, wmma::mem_row_major);
     }
-    __syncwarp();
-
-    // 5. O = O·corr + PV
-    const float* pv = Ss + r * LDS + half * HALF;
-#pragma unroll
-    for (int d = 0; d < HALF; d++) o[d] = o[d] * corr + pv[d];
-    __syncwarp();  // the next tile's S overwrites PV
   }
 
-  if (t < T) {
-    // l > 0: the diagonal key t is always visible and its tile never skipped
-    const float inv = 1.f / l;
-    float* orow = out + (row0 + t) * qStride + (int64_t)h * DH + half * HALF;
+  // l > 0 for rows < T: the diagonal key is always visible and its tile never skipped
+  const int64_t hOff = (int64_t)h * DH + 2 * quad;
+  if (t0 < T) {
+    const float inv = 1.f / l0;
+    float* orow = out + (row0 + t0) * qStride + hOff;
 #pragma unroll
-    for (int d = 0; d < HALF; d += 4) *reinterpret_cast<float4*>(orow + d) = make_float4(o[d] * inv, o[d + 1] * inv, o[d + 2] * inv, o[d + 3] * inv);
-    if (half == 0) lse[((int64_t)b * Hq + h) * T + t] = m + logf(l);
+    for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(orow + 8 * d) = make_float2(o[d][0] * inv, o[d][1] * inv);
+    if (quad == 0) lse[((int64_t)b * Hq + h) * T + t0] = m0 + logf(l0);
+  }
+  if (t1 < T) {
+    const float inv = 1.f / l1;
+    float* orow = out + (row0 + t1) * qStride + hOff;
+#pragma unroll
+    for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(orow + 8 * d) = make_float2(o[d][2] * inv, o[d][3] * inv);
+    if (quad == 0) lse[((int64_t)b * Hq + h) * T + t1] = m1 + logf(l1);
   }
 }
 

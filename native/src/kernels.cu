@@ -90,13 +90,40 @@ __global__ void k_add_bias(float* o, const float* x, const float* b, int64_t row
   GRID_STRIDE(i, rows * C) o[i] = x[i] + b[i % C];
 }
 /** one thread per column, f64 accumulator (the sum runs over every row) */
-__global__ void k_sum_rows(float* o, const float* x, int64_t rows, int64_t C) {
-  GRID_STRIDE(c, C) {
-    double s = 0;
-    for (int64_t r = 0; r < rows; r++) s += x[r * C + c];
-    o[c] = (float)s;
+/**
+ * Column sums out_j = Σ_r term(r, j) over `rows` rows, for gradients of per-column parameters (biases,
+ * norm and conv weights): a block per 32 columns, its 32 × kColRows threads each summing every
+ * kColRows-th row of one column in f64 (adjacent threads read adjacent columns of a row), the partial
+ * sums then added in shared memory; `term.store(j, sum)` writes the result. Deterministic.
+ */
+constexpr int kColRows = 32;
+template <class Term>
+__global__ void k_col_sum(int64_t rows, int64_t cols, Term term) {
+  __shared__ double part[kColRows][33];
+  const int64_t j = blockIdx.x * 32 + threadIdx.x;
+  double s = 0;
+  if (j < cols)
+    for (int64_t r = threadIdx.y; r < rows; r += kColRows) s += term(r, j);
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < cols) {
+    for (int k = 1; k < kColRows; k++) s += part[k][threadIdx.x];
+    term.store(j, s);
   }
 }
+template <class Term>
+void launchColSum(int64_t rows, int64_t cols, Term term, cudaStream_t s) {
+  if (cols > 0) k_col_sum<<<(unsigned)((cols + 31) / 32), dim3(32, kColRows), 0, s>>>(rows, cols, term);
+}
+
+/** out[c] = Σ_r x[r, c] */
+struct SumRowsTerm {
+  float* out;
+  const float* x;
+  int64_t C;
+  __device__ double operator()(int64_t r, int64_t c) const { return x[r * C + c]; }
+  __device__ void store(int64_t c, double v) const { out[c] = (float)v; }
+};
 __global__ void k_sum_squares(double* partials, const float* x, int64_t n) {
   __shared__ double sh[32];
   double s = 0;
@@ -191,24 +218,14 @@ __global__ void k_rmsnorm_bwd_dx(float* dx, const float* dy, const float* x, con
   float k = dot * rs * rs * rs / (float)D;
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) dx[o + j] = dy[o + j] * w[j] * rs - x[o + j] * k;
 }
-/**
- * dw[j] = Σ_r dy[r, j]·x[r, j]·rstd[r]: a block per 32 columns, its 32 × kDwRows threads each summing
- * every kDwRows-th row of one column (coalesced along the row), the partial sums added in shared memory.
- */
-constexpr int kDwRows = 32;
-__global__ void k_rmsnorm_bwd_dw(float* dw, const float* dy, const float* x, const float* rstd, int64_t rows, int64_t D) {
-  __shared__ double part[kDwRows][32];
-  int64_t j = blockIdx.x * 32 + threadIdx.x;
-  double s = 0;
-  if (j < D)
-    for (int64_t r = threadIdx.y; r < rows; r += kDwRows) s += (double)dy[r * D + j] * x[r * D + j] * rstd[r];
-  part[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y == 0 && j < D) {
-    for (int k = 1; k < kDwRows; k++) s += part[k][threadIdx.x];
-    dw[j] = (float)s;
-  }
-}
+/** rmsNorm's dw[j] = Σ_r dy[r, j]·x[r, j]·rstd[r] */
+struct RmsNormDwTerm {
+  float* dw;
+  const float *dy, *x, *rstd;
+  int64_t D;
+  __device__ double operator()(int64_t r, int64_t j) const { return (double)dy[r * D + j] * x[r * D + j] * rstd[r]; }
+  __device__ void store(int64_t j, double v) const { dw[j] = (float)v; }
+};
 __global__ void k_swiglu(float* h, const float* g, const float* u, int64_t n) { GRID_STRIDE(i, n) h[i] = siluf(g[i]) * u[i]; }
 __global__ void k_swiglu_bwd(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
   GRID_STRIDE(i, n) {
@@ -526,28 +543,26 @@ __global__ void k_conv1d_bwd_dx(float* dx, const float* dpre, const float* w, co
   }
 }
 /** one thread per (c, k) over all B·T positions (k = K: the bias) */
-__global__ void k_conv1d_bwd_dw(float* dw, float* dbias, const float* dpre, const float* x, const int* segStart, int B, int T,
-                                int C, int K) {
-  GRID_STRIDE(e, (int64_t)C * (K + 1)) {
-    int c = e % C, k = e / C;
-    double s = 0;
-    for (int64_t r = 0; r < (int64_t)B * T; r++) {
-      float g = dpre[r * C + c];
-      if (k == K) {
-        s += g;
-        continue;
-      }
-      int t = r % T;
-      int ss = segStart ? segStart[r] : 0;
-      if (k < K - 1 - (t - ss)) continue;
-      s += (double)g * x[(r - (K - 1) + k) * C + c];
-    }
-    if (k == K) {
-      if (dbias) dbias[c] = (float)s;
-    } else
-      dw[(int64_t)c * K + k] = (float)s;
+/** conv's dw[c, k] (column e = k·C + c, k < K) and dbias[c] (e = K·C + c) summed over the rows of dpre */
+struct ConvDwTerm {
+  float *dw, *dbias;
+  const float *dpre, *x;
+  const int* segStart;
+  int T, C, K;
+  __device__ double operator()(int64_t r, int64_t e) const {
+    const int c = (int)(e % C), k = (int)(e / C);
+    const float g = dpre[r * C + c];
+    if (k == K) return g;
+    const int t = (int)(r % T), ss = segStart ? segStart[r] : 0;
+    if (k < K - 1 - (t - ss)) return 0.0;  // the tap reads before the segment start: zero padding
+    return (double)g * x[(r - (K - 1) + k) * C + c];
   }
-}
+  __device__ void store(int64_t e, double v) const {
+    const int c = (int)(e % C), k = (int)(e / C);
+    if (k < K) dw[(int64_t)c * K + k] = (float)v;
+    else if (dbias) dbias[c] = (float)v;
+  }
+};
 
 // ------------------------------------------------------------------------------------------------
 // M1 selective scan (Mamba-1, grouped B/C): one thread per (b, channel), state h[N] in registers
@@ -1107,17 +1122,17 @@ __global__ void k_gated_rmsnorm_bwd(float* dy, float* dz, const float* rstd, con
     dz[o + j] = dg * y[o + j] * siluGradf(zj);
   }
 }
-__global__ void k_gated_rmsnorm_bwd_dw(float* dw, const float* rstd, const float* dout, const float* y, const float* z, int64_t rows,
-                                       int64_t D, int64_t group) {
-  GRID_STRIDE(j, D) {
-    double s = 0;
-    for (int64_t r = 0; r < rows; r++) {
-      int64_t e = r * D + j;
-      s += (double)dout[e] * y[e] * siluf(z[e]) * rstd[e / group];
-    }
-    dw[j] = (float)s;
+/** gatedRmsNorm's dw[j] = Σ_r dout·y·SiLU(z)·rstd over the rows of [rows, D], rstd per `group` elements */
+struct GatedRmsNormDwTerm {
+  float* dw;
+  const float *rstd, *dout, *y, *z;
+  int64_t D, group;
+  __device__ double operator()(int64_t r, int64_t j) const {
+    const int64_t e = r * D + j;
+    return (double)dout[e] * y[e] * siluf(z[e]) * rstd[e / group];
   }
-}
+  __device__ void store(int64_t j, double v) const { dw[j] = (float)v; }
+};
 
 // ------------------------------------------------------------------------------------------------
 // logits: one block per row
@@ -1371,7 +1386,7 @@ cudaError_t m1_add_bias(float* o, const float* x, const float* b, int64_t rows, 
   return lastError();
 }
 cudaError_t m1_sum_rows(float* o, const float* x, int64_t rows, int64_t C, cudaStream_t s) {
-  k_sum_rows<<<gridFor(C), kThreads, 0, s>>>(o, x, rows, C);
+  launchColSum(rows, C, SumRowsTerm{o, x, C}, s);
   return lastError();
 }
 cudaError_t m1_sum_squares(double* partials, int* count, const float* x, int64_t n, cudaStream_t s) {
@@ -1422,7 +1437,7 @@ cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, in
 cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, int64_t rows,
                            int64_t D, cudaStream_t s) {
   if (rows > 0) k_rmsnorm_bwd_dx<<<(unsigned)rows, kThreads, 0, s>>>(dx, dy, x, w, rstd, D);
-  if (D > 0) k_rmsnorm_bwd_dw<<<(unsigned)((D + 31) / 32), dim3(32, kDwRows), 0, s>>>(dw, dy, x, rstd, rows, D);
+  launchColSum(rows, D, RmsNormDwTerm{dw, dy, x, rstd, D}, s);
   return lastError();
 }
 cudaError_t m1_swiglu(float* h, const float* g, const float* u, int64_t n, cudaStream_t s) {
@@ -1506,7 +1521,7 @@ cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, float* dpre, const
     g = dpre;
   }
   if (n > 0) k_conv1d_bwd_dx<<<gridFor(n), kThreads, 0, s>>>(dx, g, w, segStart, B, T, C, K);
-  k_conv1d_bwd_dw<<<gridFor((int64_t)C * (K + 1)), kThreads, 0, s>>>(dw, dbias, g, x, segStart, B, T, C, K);
+  launchColSum((int64_t)B * T, (int64_t)C * (K + 1), ConvDwTerm{dw, dbias, g, x, segStart, T, C, K}, s);
   return lastError();
 }
 
@@ -1668,7 +1683,7 @@ cudaError_t m1_gated_rmsnorm_bwd(float* dy, float* dz, float* dw, float* rstd, c
     k_gated_rmsnorm<<<(unsigned)(n / group), kThreads, 0, s>>>(nullptr, rstd, y, z, w, D, group, eps);
     k_gated_rmsnorm_bwd<<<(unsigned)(n / group), kThreads, 0, s>>>(dy, dz, rstd, dout, y, z, w, D, group);
   }
-  k_gated_rmsnorm_bwd_dw<<<gridFor(D), kThreads, 0, s>>>(dw, rstd, dout, y, z, n / D, D, group);
+  launchColSum(n / D, D, GatedRmsNormDwTerm{dw, rstd, dout, y, z, D, group}, s);
   return lastError();
 }
 

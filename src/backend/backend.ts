@@ -62,6 +62,11 @@ export interface Backend {
   setFloat32MatmulPrecision?(p: MatmulPrecision): void;
   /** a view with another shape of the same size, sharing storage */
   reshape(t: Tensor, shape: readonly number[]): Tensor;
+  /**
+   * A view of rows [r0, r1) of t's first dimension, sharing storage (writes through): a vocabulary
+   * chunk of an LM head, read as a matmul operand or accumulated into, without a copy.
+   */
+  rowSlice(t: Tensor, r0: number, r1: number): Tensor;
   copy(t: Tensor): Tensor;
   /** same values rounded to another storage dtype */
   cast(t: Tensor, dtype: DType): Tensor;

@@ -28,6 +28,17 @@ export function shapeSize(shape: readonly number[]): number {
   return n;
 }
 
+/** checks a rowSlice's range; the view's shape and the elements per row */
+export function rowSliceShape(t: Tensor, r0: number, r1: number): { shape: number[]; rowSize: number } {
+  const R = t.shape[0];
+  if (R === undefined) throw new Error('rowSlice: a scalar has no rows');
+  if (!(Number.isInteger(r0) && Number.isInteger(r1) && 0 <= r0 && r0 <= r1 && r1 <= R)) {
+    throw new Error(`rowSlice: rows [${r0}, ${r1}) are not a range inside the ${R} rows of ${shapeString(t.shape)}`);
+  }
+  const rest = t.shape.slice(1);
+  return { shape: [r1 - r0, ...rest], rowSize: rest.reduce((a, b) => a * b, 1) };
+}
+
 export function shapeString(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }

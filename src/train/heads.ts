@@ -7,7 +7,8 @@
 // recomputes each logits chunk once more and turns it straight into dHidden and dW contributions.
 //
 // Row gathers and scatters use the embedding ops: `embedding(t, rows)` is a row gather of t [N, D],
-// `embeddingBackward(dT, rows, dy)` a scatter-add. Vocabulary chunks of W are gathered the same way.
+// `embeddingBackward(dT, rows, dy)` a scatter-add. Vocabulary chunks of W (and of its gradient) are
+// contiguous rows: rowSlice views, read by the matmuls and accumulated into without a copy.
 import type { Backend } from '../backend/backend.js';
 import type { Tensor } from '../backend/tensor.js';
 import type { Param } from '../model/module.js';
@@ -69,12 +70,6 @@ interface HeadSpec {
   row: (row: number, s: RowStats, teacherLse: number) => { loss: number; coefs: [number, number, number]; sums: Record<string, number> };
 }
 
-function rangeIds(a: number, b: number): Int32Array {
-  const ids = new Int32Array(b - a);
-  for (let i = 0; i < ids.length; i++) ids[i] = a + i;
-  return ids;
-}
-
 /** what runHead needs: the weight as a tensor, and the Param to accumulate its gradient into (if any) */
 interface HeadInput {
   hidden: Tensor;
@@ -123,8 +118,8 @@ function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, 
   const tHidden2 = teacher ? be.reshape(teacher.hidden, [rows, teacher.weight.shape[1]!]) : null;
   const dHidden = needGrad ? be.zeros([rows, D]) : null;
   const dW = needGrad && t.weightParam ? t.weightParam.ensureGrad(be) : null;
-  const vocabChunks: { v0: number; ids: Int32Array }[] = [];
-  for (let v0 = 0; v0 < V; v0 += vocabChunk) vocabChunks.push({ v0, ids: rangeIds(v0, Math.min(V, v0 + vocabChunk)) });
+  const vocabChunks: { v0: number; v1: number }[] = [];
+  for (let v0 = 0; v0 < V; v0 += vocabChunk) vocabChunks.push({ v0, v1: Math.min(V, v0 + vocabChunk) });
 
   let lossSum = 0;
   const sums: Record<string, number> = {};
@@ -140,10 +135,10 @@ function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, 
     const tStats = teacher ? be.fromArray(init, [R, 4]) : null;
 
     // logits of one vocabulary chunk for the student (and teacher): [R, Vc]
-    const chunkLogits = (c: { ids: Int32Array }): { w: Tensor; z: Tensor; tz: Tensor | null } => {
-      const w = be.embedding(t.weight, c.ids);
+    const chunkLogits = (c: { v0: number; v1: number }): { w: Tensor; z: Tensor; tz: Tensor | null } => {
+      const w = be.rowSlice(t.weight, c.v0, c.v1);
       const z = be.matmul(h, w, { transB: true });
-      const tz = teacher && th ? be.matmul(th, be.embedding(teacher.weight, c.ids), { transB: true }) : null;
+      const tz = teacher && th ? be.matmul(th, be.rowSlice(teacher.weight, c.v0, c.v1), { transB: true }) : null;
       return { w, z, tz };
     };
 
@@ -185,7 +180,7 @@ function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, 
         const { w, z, tz } = chunkLogits(c);
         const dz = be.softmaxChunkGrad(z, coefT, { scale: spec.scale, vocabOffset: c.v0, targets, other: tz }); // [R, Vc]
         be.matmul(dz, w, { accumulateInto: dh });
-        be.embeddingBackward(dW, c.ids, be.matmul(dz, h, { transA: true })); // dW[chunk] += dzᵀ h
+        be.matmul(dz, h, { transA: true, accumulateInto: be.rowSlice(dW, c.v0, c.v1) }); // dW[chunk] += dzᵀ h
       });
     }
     be.embeddingBackward(dHidden, rowIds, dh);

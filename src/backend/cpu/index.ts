@@ -2,7 +2,7 @@ import type {
   AdamWStepArgs, Backend, SelectiveScanArgs, SoftmaxChunkOpts, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
 } from '../backend.js';
 import { roundToDType } from '../dtype.js';
-import { shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
+import { rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
 import { softmaxChunkDims } from '../validate.js';
 import * as attn from './attention.js';
 import * as basic from './basic.js';
@@ -47,6 +47,10 @@ export class CpuBackend implements Backend {
   reshape(t: Tensor, shape: readonly number[]): Tensor {
     if (shapeSize(shape) !== t.size) throw new Error(`reshape: cannot view ${shapeString(t.shape)} as ${shapeString(shape)}`);
     return this.wrap(dataOf(t), shape, t.dtype);
+  }
+  rowSlice(t: Tensor, r0: number, r1: number): Tensor {
+    const { shape, rowSize } = rowSliceShape(t, r0, r1);
+    return this.wrap(dataOf(t).subarray(r0 * rowSize, r1 * rowSize), shape, t.dtype);
   }
   copy(t: Tensor): Tensor {
     return this.wrap(dataOf(t).slice(), t.shape, t.dtype);

@@ -15,7 +15,7 @@ import {
   type SsdScanArgs, type SsdScanGrads, type SsdScanStepArgs,
 } from '../backend.js';
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
-import { assertShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
+import { assertShape, rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
 import { loadAddon, type AllocatorStats, type DeviceInfo, type M1Cuda } from './addon.js';
 import { convDims, gatedNormDim, scanDims, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
 import { CudaTensor, DeviceBuffer, storageOf, tidyScopes, type Storage } from './tensor.js';
@@ -233,7 +233,12 @@ export class CudaBackend implements Backend {
   reshape(x: Tensor, shape: readonly number[]): Tensor {
     const t = this.t(x, 'reshape');
     if (shapeSize(shape) !== t.size) throw new Error(`reshape: cannot view ${shapeString(t.shape)} as ${shapeString(shape)}`);
-    return new CudaTensor(this, t.buffer, shape, t.dtype);
+    return new CudaTensor(this, t.buffer, shape, t.dtype, t.offset);
+  }
+  rowSlice(x: Tensor, r0: number, r1: number): Tensor {
+    const t = this.t(x, 'rowSlice');
+    const { shape, rowSize } = rowSliceShape(t, r0, r1);
+    return new CudaTensor(this, t.buffer, shape, t.dtype, t.offset + r0 * rowSize);
   }
   copy(x: Tensor): Tensor {
     const t = this.t(x, 'copy');

@@ -46,6 +46,8 @@ export class CudaTensor implements Tensor {
     buf: DeviceBuffer,
     readonly shape: readonly number[],
     readonly dtype: DType,
+    /** elements from the buffer's start to this tensor's first (a row-slice view) */
+    readonly offset = 0,
   ) {
     this.size = shapeSize(shape);
     this.storage = storageOf(dtype);
@@ -61,7 +63,7 @@ export class CudaTensor implements Tensor {
   }
   /** device address of the first element */
   get ptr(): number {
-    return this.buffer.ptr;
+    return this.buffer.ptr + this.offset * this.elemBytes;
   }
   get elemBytes(): number {
     return this.storage === 'bf16' ? 2 : 4;
