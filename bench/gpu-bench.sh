@@ -90,7 +90,7 @@ train-profile)
   timeout ${PREFILL_S:-100} node dist/bench/prefill.js --backend cuda --lengths 8192 --repeats 2 --profile > "$OUT/prefill-profile.txt" 2>&1
   echo "prefill rc=$?"; grep -B2 -A 12 "^profile" "$OUT/prefill-profile.txt" | head -40; tail -5 "$OUT/prefill-profile.txt"
   if [ -n "${PREFILL_FULL:-}" ]; then
-    for p in highest medium; do
+    for p in ${PREFILL_PRECISIONS:-highest medium}; do
       timeout ${PREFILL_S:-100} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision $p --name prefill-$p > "$OUT/prefill-$p.txt" 2>&1
       echo "prefill $p rc=$?"; tail -9 "$OUT/prefill-$p.txt"
     done

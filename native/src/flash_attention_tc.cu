@@ -7,13 +7,14 @@
 // 64 queries of one (b, head); warp w owns query rows 16w..16w+15, and in every fragment lane
 // (gid = lane / 4, quad = lane % 4) holds rows gid and gid + 8:
 //   - Q stays in registers as A fragments for the whole key loop (read once from global, rounded);
-//   - per 64-key tile the block stages K as bf16 [key][dim] and V transposed, bf16 [dim][key], in
-//     shared memory, so both B operands are pairs of adjacent bf16 (one 32-bit load each);
+//   - per 64-key tile the block stages K and V as bf16 [key][dim] in shared memory (coalesced f32
+//     reads, 8-byte stores): K's B operand is pairs of adjacent bf16 (32-bit loads), V's is read
+//     transposed by ldmatrix.trans;
 //   - S = Q·Kᵀ lands in C fragments whose layout is the A layout of the next product: the softmax
 //     (running max / sum per row, reduced over the 4 lanes of a quad) runs in registers and P goes
 //     straight into P·V as bf16 without touching shared memory; O is 16 × Dh per warp in registers.
-// Shared memory at Dh = 128: K [64][136] + Vᵀ [128][72] bf16 = 35 KiB. Row strides are padded
-// (+8 bf16) so a warp's fragment loads hit 32 different banks.
+// Shared memory at Dh = 128: K, V [64][136] bf16 = 34 KiB. Row strides are padded (+8 bf16) so a
+// warp's fragment loads and ldmatrix rows hit different banks.
 #include <cuda_bf16.h>
 #include <math_constants.h>
 
@@ -27,10 +28,9 @@ constexpr int kWarps = 4, kTile = 64;
 
 template <int DH>
 struct TcLayout {
-  static constexpr int LDK = DH + 8;     // bf16 row stride of K [key][dim]
-  static constexpr int LDV = kTile + 8;  // bf16 row stride of Vᵀ [dim][key]
+  static constexpr int LDK = DH + 8;  // bf16 row stride of K and V [key][dim] (rows 16-byte aligned)
   static constexpr size_t k = (size_t)kTile * LDK * sizeof(__nv_bfloat16);
-  static constexpr size_t bytes = k + (size_t)DH * LDV * sizeof(__nv_bfloat16);
+  static constexpr size_t bytes = 2 * k;
 };
 
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
@@ -38,6 +38,16 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 __device__ __forceinline__ uint32_t ld32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+/**
+ * The B operand of an m16n8k16 product from a row-major [k][n] bf16 tile: ldmatrix.trans of the two
+ * 8 × 8 blocks at rows k0..k0+7 and k0+8..k0+15, columns n0..n0+7 — lanes 0–15 give the row addresses
+ * (row k0 + lane), every lane receives {rows k0 + 2·quad, +1; column n0 + gid} and the same 8 rows on.
+ */
+__device__ __forceinline__ void ldB_trans(uint32_t& b0, uint32_t& b1, const __nv_bfloat16* rowPtr) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(rowPtr);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(b0), "=r"(b1) : "r"(addr));
+}
 
 /** d += a · b for one m16n8k16 tile (a: 4 regs of bf16 pairs, b: 2, d: 4 floats) */
 __device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
@@ -52,10 +62,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const float* __restrict__ k,
                const float* __restrict__ v, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
   using L = TcLayout<DH>;
-  constexpr int LDK = L::LDK, LDV = L::LDV, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16;
+  constexpr int LDK = L::LDK, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16;
   extern __shared__ float4 smem4[];
   __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);
-  __nv_bfloat16* Vt = reinterpret_cast<__nv_bfloat16*>(reinterpret_cast<unsigned char*>(smem4) + L::k);
+  __nv_bfloat16* Vs = reinterpret_cast<__nv_bfloat16*>(reinterpret_cast<unsigned char*>(smem4) + L::k);
   __shared__ int qSeg[kTile], kSeg[kTile];
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
@@ -105,18 +115,15 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
       }
       if (!__syncthreads_or(any)) continue;
     }
-    // stage K [key][dim] and Vᵀ [dim][key] as bf16; keys past T are zeros
+    // stage K and V [key][dim] as bf16; keys past T are zeros
+#pragma unroll 4
     for (int e = threadIdx.x; e < kTile * (DH / 4); e += kWarps * 32) {
       const int r = e / (DH / 4), c = (e % (DH / 4)) * 4;
       const int64_t off = (row0 + k0 + r) * kStride + (int64_t)g * DH + c;
       const float4 kv = r < nk ? *reinterpret_cast<const float4*>(k + off) : make_float4(0.f, 0.f, 0.f, 0.f);
       const float4 vv = r < nk ? *reinterpret_cast<const float4*>(v + off) : make_float4(0.f, 0.f, 0.f, 0.f);
-      uint2 kp = make_uint2(pack2(kv.x, kv.y), pack2(kv.z, kv.w));
-      *reinterpret_cast<uint2*>(Ks + r * LDK + c) = kp;
-      Vt[(c + 0) * LDV + r] = __float2bfloat16_rn(vv.x);
-      Vt[(c + 1) * LDV + r] = __float2bfloat16_rn(vv.y);
-      Vt[(c + 2) * LDV + r] = __float2bfloat16_rn(vv.z);
-      Vt[(c + 3) * LDV + r] = __float2bfloat16_rn(vv.w);
+      *reinterpret_cast<uint2*>(Ks + r * LDK + c) = make_uint2(pack2(kv.x, kv.y), pack2(kv.z, kv.w));
+      *reinterpret_cast<uint2*>(Vs + r * LDK + c) = make_uint2(pack2(vv.x, vv.y), pack2(vv.z, vv.w));
     }
     __syncthreads();
 
@@ -179,15 +186,17 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
     }
 
     // O += P·V: k-step kk (keys 16kk..16kk+15) takes S tiles 2kk, 2kk+1 as its A fragment;
-    // B regs {dim 8d + gid, keys 16kk + 2quad..+1}, {.., +8} from Vᵀ
+    // B regs {keys 16kk + 2quad..+1, dim 8d + gid}, {keys + 8, ..} by ldmatrix.trans from V
 #pragma unroll
     for (int kk = 0; kk < kTile / 16; kk++) {
       const uint32_t pa[4] = {pack2(sc[2 * kk][0], sc[2 * kk][1]), pack2(sc[2 * kk][2], sc[2 * kk][3]),
                               pack2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+      const __nv_bfloat16* vr = Vs + (16 * kk + (lane & 15)) * LDK;
 #pragma unroll
       for (int d = 0; d < NDT; d++) {
-        const __nv_bfloat16* vr = Vt + (8 * d + gid) * LDV + 16 * kk + 2 * quad;
-        mma16816(o[d], pa, ld32(vr), ld32(vr + 8));
+        uint32_t b0, b1;
+        ldB_trans(b0, b1, vr + 8 * d);
+        mma16816(o[d], pa, b0, b1);
       }
     }
   }
