@@ -104,5 +104,22 @@ train-profile)
   tar czf "$OUT/results.tgz" $(ls bench/results/train-{highest,medium,profile}-cuda-2*.json bench/results/prefill-{highest,medium}-cuda-2*.json bench/results/decode-graphs-cuda-2*.json 2>/dev/null)
   el "prefill done"
   ;;
+final)
+  # one call for the session's record: build, all CUDA tests, train (medium), prefill both precisions, the decode sweep
+  quick_build
+  cuda_tests
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train-medium.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
+  for p in highest medium; do
+    timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision $p --name prefill-$p > "$OUT/prefill-$p.txt" 2>&1
+    echo "prefill $p rc=$?"; tail -9 "$OUT/prefill-$p.txt" | head -7
+  done
+  el "prefill done"
+  timeout ${DECODE_S:-230} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep \
+    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
+  echo "decode rc=$?"; grep -A 80 "^decode step" "$OUT/decode.txt" | head -90
+  tar czf "$OUT/results.tgz" $(ls bench/results/train-medium-cuda-2*.json bench/results/prefill-{highest,medium}-cuda-2*.json bench/results/decode-graphs-sweep-cuda-2*.json 2>/dev/null)
+  el "decode done"
+  ;;
 *) echo "unknown phase $phase"; exit 2;;
 esac

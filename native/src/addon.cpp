@@ -292,6 +292,17 @@ std::unordered_map<std::string, OpFn>& ops() {
           a.op);
     return 0.0;
   });
+  def("mamba1_decode_step_handles", [](const Args& a) {
+    const void* ptrs[] = {a.p(4), a.p(5), a.p(6)};
+    return (double)m1_mamba1_decode_step_handles(a.i32(0), a.i32(1), a.i32(2), a.i32(3), ptrs, 3);
+  });
+  def("mamba1_decode_step", [S](const Args& a) {
+    check(m1_mamba1_decode_step(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5),
+                                a.p<float>(6), a.p<float>(7), a.p<float>(8), a.p<float>(9), a.p<int>(10), a.i32(11), a.i32(12),
+                                a.i32(13), a.i32(14), a.i32(15), a.i32(16), S()),
+          a.op);
+    return 0.0;
+  });
   def("selective_scan_step", [S](const Args& a) {
     check(m1_selective_scan_step(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5),
                                  a.p<float>(6), a.p<float>(7), a.p<float>(8), a.p<float>(9), a.p<int>(10), a.i32(11), a.i32(12),

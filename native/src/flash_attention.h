@@ -22,7 +22,8 @@ cudaError_t m1_flash_attention(float* out, float* lse, const float* q, const flo
 
 /**
  * The forward with bf16 tensor-core products (flash_attention_tc.cu): q, k, v and P rounded to bf16,
- * f32 accumulation and softmax. Same shapes, outputs and requirements as m1_flash_attention.
+ * f32 accumulation and softmax; k and v are first copied to bf16 scratch from the caching allocator
+ * (m1Alloc). Same shapes, outputs and requirements as m1_flash_attention.
  */
 cudaError_t m1_flash_attention_bf16(float* out, float* lse, const float* q, const float* k, const float* v, const int* segments,
                                     int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);

@@ -3,34 +3,39 @@
 // "medium" f32 matmul precision, as autocast runs attention in bf16). Same semantics, shapes and
 // outputs (out, lse) as k_flash_fwd in flash_attention.cu, whose f32 SIMT kernel stays the default.
 //
-// FlashAttention-2 structure on mma.sync.m16n8k16 (bf16 in, f32 accumulate). A block of 4 warps takes
-// 64 queries of one (b, head); warp w owns query rows 16w..16w+15, and in every fragment lane
-// (gid = lane / 4, quad = lane % 4) holds rows gid and gid + 8:
+// FlashAttention-2 structure on mma.sync.m16n8k16 (bf16 in, f32 accumulate). K and V are first
+// rounded to bf16 copies (one cast each per call: the blocks then stream half the bytes, since every
+// query tile re-reads the key prefix). A block of 8 warps takes 128 queries of one (b, head); warp w
+// owns query rows 16w..16w+15, and in every fragment lane (gid = lane / 4, quad = lane % 4) holds
+// rows gid and gid + 8:
 //   - Q stays in registers as A fragments for the whole key loop (read once from global, rounded);
-//   - per 64-key tile the block stages K and V as bf16 [key][dim] in shared memory (coalesced f32
-//     reads, 8-byte stores): K's B operand is pairs of adjacent bf16 (32-bit loads), V's is read
-//     transposed by ldmatrix.trans;
+//   - 64-key tiles of K and V [key][dim] are copied global → shared by cp.async into two stages, the
+//     next tile's copy in flight while the current one is used; K's B operand is pairs of adjacent
+//     bf16 (32-bit loads), V's is read transposed by ldmatrix.trans;
 //   - S = Q·Kᵀ lands in C fragments whose layout is the A layout of the next product: the softmax
 //     (running max / sum per row, reduced over the 4 lanes of a quad) runs in registers and P goes
-//     straight into P·V as bf16 without touching shared memory; O is 16 × Dh per warp in registers.
-// Shared memory at Dh = 128: K, V [64][136] bf16 = 34 KiB. Row strides are padded (+8 bf16) so a
-// warp's fragment loads and ldmatrix rows hit different banks.
+//     straight into P·V as bf16 without touching shared memory; O is 16 × Dh per warp in registers;
+//   - a warp whose 16 rows all precede a key tile (causal) skips its math for that tile.
+// Shared memory at Dh = 128: 2 stages × (K + V) [64][136] bf16 = 68 KiB. Row strides are padded (+8
+// bf16) so a warp's fragment loads and ldmatrix rows hit different banks.
 #include <cuda_bf16.h>
 #include <math_constants.h>
 
 #include <cstdint>
 
 #include "flash_attention.h"
+#include "kernels.h"
+#include "runtime.h"
 
 namespace {
 
-constexpr int kWarps = 4, kTile = 64;
+constexpr int kWarps = 8, kRows = 16 * kWarps, kTile = 64;
 
 template <int DH>
 struct TcLayout {
   static constexpr int LDK = DH + 8;  // bf16 row stride of K and V [key][dim] (rows 16-byte aligned)
-  static constexpr size_t k = (size_t)kTile * LDK * sizeof(__nv_bfloat16);
-  static constexpr size_t bytes = 2 * k;
+  static constexpr int tile = kTile * LDK;  // elements of one K or V stage
+  static constexpr size_t bytes = (size_t)4 * tile * sizeof(__nv_bfloat16);  // 2 stages × (K, V)
 };
 
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
@@ -38,6 +43,14 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 __device__ __forceinline__ uint32_t ld32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+/** 16 bytes global → shared, asynchronously; `valid` false writes 16 zero bytes (src is not read) */
+__device__ __forceinline__ void cpAsync16(void* dst, const void* src, bool valid) {
+  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cpAsyncWaitOne() { asm volatile("cp.async.wait_group 1;\n" ::); }
 
 /**
  * The B operand of an m16n8k16 product from a row-major [k][n] bf16 tile: ldmatrix.trans of the two
@@ -58,23 +71,43 @@ __device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b
 }
 
 template <int DH>
-__global__ void __launch_bounds__(kWarps * 32, 2)
-k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const float* __restrict__ k,
-               const float* __restrict__ v, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
+__global__ void __launch_bounds__(kWarps * 32, 1)
+k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
+               const __nv_bfloat16* __restrict__ vb, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
   using L = TcLayout<DH>;
-  constexpr int LDK = L::LDK, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16;
+  constexpr int LDK = L::LDK, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16, C8 = DH / 8;
   extern __shared__ float4 smem4[];
-  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);
-  __nv_bfloat16* Vs = reinterpret_cast<__nv_bfloat16*>(reinterpret_cast<unsigned char*>(smem4) + L::k);
-  __shared__ int qSeg[kTile], kSeg[kTile];
+  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);  // [2][kTile][LDK], then Vs the same
+  __nv_bfloat16* Vs = Ks + 2 * L::tile;
+  __shared__ int qSeg[kRows], kSeg[2][kTile];
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kTile;  // the longest query tiles first
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;  // the longest query tiles first
   const int h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
-  const int nq = min(kTile, T - q0);
+  const int nq = min(kRows, T - q0);
   const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH;
   const int r0 = warp * 16 + gid, r1 = r0 + 8;  // this lane's two rows in the query tile
   const int t0 = q0 + r0, t1 = q0 + r1;
+  const int warpLast = q0 + warp * 16 + 15;   // the warp's last query
+
+  // copies of key tile `it` into stage it & 1 (and its segment ids); keys past T are zero-filled
+  auto issue = [&](int it) {
+    const int st = it & 1, k0 = it * kTile, nk = min(kTile, T - k0);
+    __nv_bfloat16* kd = Ks + st * L::tile;
+    __nv_bfloat16* vd = Vs + st * L::tile;
+    for (int e = threadIdx.x; e < kTile * C8; e += kWarps * 32) {
+      const int r = e / C8, c = (e % C8) * 8;
+      const bool valid = r < nk;
+      const int64_t off = valid ? (row0 + k0 + r) * kStride + (int64_t)g * DH + c : 0;
+      cpAsync16(kd + r * LDK + c, kb + off, valid);
+      cpAsync16(vd + r * LDK + c, vb + off, valid);
+    }
+    if (seg && threadIdx.x < kTile) kSeg[st][threadIdx.x] = threadIdx.x < nk ? seg[row0 + k0 + threadIdx.x] : 0;
+  };
+
+  const int lastQuery = q0 + nq - 1, nTiles = lastQuery / kTile + 1;
+  issue(0);
+  cpAsyncCommit();
 
   // Q as A fragments: for k-step kk, regs {row r0, dims 16kk + 2quad..+1}, {r1, same}, {r0, +8}, {r1, +8}
   uint32_t qa[KQ][4];
@@ -84,121 +117,117 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
 #pragma unroll
     for (int kk = 0; kk < KQ; kk++) {
       const int d = 16 * kk + 2 * quad;
-      float2 a = t0 < T ? *reinterpret_cast<const float2*>(qr0 + d) : make_float2(0.f, 0.f);
-      float2 bq = t1 < T ? *reinterpret_cast<const float2*>(qr1 + d) : make_float2(0.f, 0.f);
-      float2 c = t0 < T ? *reinterpret_cast<const float2*>(qr0 + d + 8) : make_float2(0.f, 0.f);
-      float2 e = t1 < T ? *reinterpret_cast<const float2*>(qr1 + d + 8) : make_float2(0.f, 0.f);
+      const float2 z2 = make_float2(0.f, 0.f);
+      const float2 a = t0 < T ? *reinterpret_cast<const float2*>(qr0 + d) : z2;
+      const float2 bq = t1 < T ? *reinterpret_cast<const float2*>(qr1 + d) : z2;
+      const float2 c = t0 < T ? *reinterpret_cast<const float2*>(qr0 + d + 8) : z2;
+      const float2 e = t1 < T ? *reinterpret_cast<const float2*>(qr1 + d + 8) : z2;
       qa[kk][0] = pack2(a.x, a.y);
       qa[kk][1] = pack2(bq.x, bq.y);
       qa[kk][2] = pack2(c.x, c.y);
       qa[kk][3] = pack2(e.x, e.y);
     }
   }
-  if (seg && threadIdx.x < kTile) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
+  if (seg && threadIdx.x < kRows) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
 
   float o[NDT][4];
 #pragma unroll
   for (int d = 0; d < NDT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
   float m0 = -CUDART_INF_F, m1 = -CUDART_INF_F, l0 = 0.f, l1 = 0.f;
 
-  const int lastQuery = q0 + nq - 1;
-  for (int k0 = 0; k0 <= lastQuery; k0 += kTile) {
-    const int nk = min(kTile, T - k0);
-    __syncthreads();  // every warp is done with the previous K / V tiles (and qSeg is visible)
+  for (int it = 0; it < nTiles; it++) {
+    if (it + 1 < nTiles) issue(it + 1);
+    cpAsyncCommit();   // (an empty group on the last tile keeps the wait count uniform)
+    cpAsyncWaitOne();  // tile `it` has landed (this thread's copies) …
+    __syncthreads();   // … and everyone's, with its kSeg and qSeg
+    const int st = it & 1, k0 = it * kTile;
+    const __nv_bfloat16* Kt = Ks + st * L::tile;
+    const __nv_bfloat16* Vt = Vs + st * L::tile;
+    const int* ks = kSeg[st];
+    bool work = k0 <= warpLast;  // warp-uniform: some key of the tile is causal-visible to the warp
     if (seg) {
-      if (threadIdx.x < kTile) kSeg[threadIdx.x] = threadIdx.x < nk ? seg[row0 + k0 + threadIdx.x] : 0;
-      __syncthreads();
       bool any = false;
-      for (int e = threadIdx.x; e < kTile * kTile; e += kWarps * 32) {
+      for (int e = threadIdx.x; e < kRows * kTile; e += kWarps * 32) {
         const int qi = e / kTile, kj = e % kTile;
-        any |= k0 + kj <= q0 + qi && q0 + qi < T && kSeg[kj] == qSeg[qi];
+        any |= k0 + kj <= q0 + qi && q0 + qi < T && ks[kj] == qSeg[qi];
       }
-      if (!__syncthreads_or(any)) continue;
+      work = work && __syncthreads_or(any);  // block-uniform skip of a tile no pair can see
     }
-    // stage K and V [key][dim] as bf16; keys past T are zeros
-#pragma unroll 4
-    for (int e = threadIdx.x; e < kTile * (DH / 4); e += kWarps * 32) {
-      const int r = e / (DH / 4), c = (e % (DH / 4)) * 4;
-      const int64_t off = (row0 + k0 + r) * kStride + (int64_t)g * DH + c;
-      const float4 kv = r < nk ? *reinterpret_cast<const float4*>(k + off) : make_float4(0.f, 0.f, 0.f, 0.f);
-      const float4 vv = r < nk ? *reinterpret_cast<const float4*>(v + off) : make_float4(0.f, 0.f, 0.f, 0.f);
-      *reinterpret_cast<uint2*>(Ks + r * LDK + c) = make_uint2(pack2(kv.x, kv.y), pack2(kv.z, kv.w));
-      *reinterpret_cast<uint2*>(Vs + r * LDK + c) = make_uint2(pack2(vv.x, vv.y), pack2(vv.z, vv.w));
-    }
-    __syncthreads();
+    if (work) {
+      // S = Q·Kᵀ: n-tile j covers keys 8j..8j+7; B regs {key 8j + gid, dims 16kk + 2quad..+1}, {.., +8}
+      float sc[NKT][4];
+#pragma unroll
+      for (int j = 0; j < NKT; j++) {
+        sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
+        const __nv_bfloat16* kr = Kt + (8 * j + gid) * LDK + 2 * quad;
+#pragma unroll
+        for (int kk = 0; kk < KQ; kk++) mma16816(sc[j], qa[kk], ld32(kr + 16 * kk), ld32(kr + 16 * kk + 8));
+      }
 
-    // S = Q·Kᵀ: n-tile j covers keys 8j..8j+7; B regs {keys 8j + gid, dims 16kk + 2quad..+1}, {.., +8}
-    float sc[NKT][4];
+      // mask + online softmax: this lane holds columns 8j + 2quad + {0, 1} of rows r0 (regs 0, 1) and r1 (2, 3)
+      float mx0 = -CUDART_INF_F, mx1 = -CUDART_INF_F;
 #pragma unroll
-    for (int j = 0; j < NKT; j++) {
-      sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
-      const __nv_bfloat16* kr = Ks + (8 * j + gid) * LDK + 2 * quad;
+      for (int j = 0; j < NKT; j++)
 #pragma unroll
-      for (int kk = 0; kk < KQ; kk++) mma16816(sc[j], qa[kk], ld32(kr + 16 * kk), ld32(kr + 16 * kk + 8));
-    }
-
-    // mask + online softmax: this lane holds columns 8j + 2quad + {0, 1} of rows r0 (regs 0, 1) and r1 (2, 3)
-    float mx0 = -CUDART_INF_F, mx1 = -CUDART_INF_F;
+        for (int e = 0; e < 4; e++) {
+          const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
+          const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
+          sc[j][e] = vis ? sc[j][e] * scale : -CUDART_INF_F;
+          if (e < 2) mx0 = fmaxf(mx0, sc[j][e]);
+          else mx1 = fmaxf(mx1, sc[j][e]);
+        }
 #pragma unroll
-    for (int j = 0; j < NKT; j++)
+      for (int o2 = 1; o2 < 4; o2 <<= 1) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+      }
+      const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+      // a row with nothing visible so far keeps m = −inf: subtract 0 so exp gives 0, not NaN
+      const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
+      const float c0 = expf(m0 - b0), c1 = expf(m1 - b1);
+      float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
-        const bool vis = k0 + c <= t && t < T && (!seg || kSeg[c] == qSeg[rr]);
-        sc[j][e] = vis ? sc[j][e] * scale : -CUDART_INF_F;
-        if (e < 2) mx0 = fmaxf(mx0, sc[j][e]);
-        else mx1 = fmaxf(mx1, sc[j][e]);
+      for (int j = 0; j < NKT; j++) {
+        sc[j][0] = expf(sc[j][0] - b0);
+        sc[j][1] = expf(sc[j][1] - b0);
+        sc[j][2] = expf(sc[j][2] - b1);
+        sc[j][3] = expf(sc[j][3] - b1);
+        s0 += sc[j][0] + sc[j][1];
+        s1 += sc[j][2] + sc[j][3];
       }
 #pragma unroll
-    for (int o2 = 1; o2 < 4; o2 <<= 1) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
-    }
-    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-    // a row with nothing visible so far keeps m = −inf: subtract 0 so exp gives 0, not NaN
-    const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
-    const float c0 = expf(m0 - b0), c1 = expf(m1 - b1);
-    float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-    for (int j = 0; j < NKT; j++) {
-      sc[j][0] = expf(sc[j][0] - b0);
-      sc[j][1] = expf(sc[j][1] - b0);
-      sc[j][2] = expf(sc[j][2] - b1);
-      sc[j][3] = expf(sc[j][3] - b1);
-      s0 += sc[j][0] + sc[j][1];
-      s1 += sc[j][2] + sc[j][3];
-    }
-#pragma unroll
-    for (int o2 = 1; o2 < 4; o2 <<= 1) {
-      s0 += __shfl_xor_sync(0xffffffffu, s0, o2);
-      s1 += __shfl_xor_sync(0xffffffffu, s1, o2);
-    }
-    l0 = l0 * c0 + s0;
-    l1 = l1 * c1 + s1;
-    m0 = n0;
-    m1 = n1;
-#pragma unroll
-    for (int d = 0; d < NDT; d++) {
-      o[d][0] *= c0;
-      o[d][1] *= c0;
-      o[d][2] *= c1;
-      o[d][3] *= c1;
-    }
-
-    // O += P·V: k-step kk (keys 16kk..16kk+15) takes S tiles 2kk, 2kk+1 as its A fragment;
-    // B regs {keys 16kk + 2quad..+1, dim 8d + gid}, {keys + 8, ..} by ldmatrix.trans from V
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; kk++) {
-      const uint32_t pa[4] = {pack2(sc[2 * kk][0], sc[2 * kk][1]), pack2(sc[2 * kk][2], sc[2 * kk][3]),
-                              pack2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
-      const __nv_bfloat16* vr = Vs + (16 * kk + (lane & 15)) * LDK;
+      for (int o2 = 1; o2 < 4; o2 <<= 1) {
+        s0 += __shfl_xor_sync(0xffffffffu, s0, o2);
+        s1 += __shfl_xor_sync(0xffffffffu, s1, o2);
+      }
+      l0 = l0 * c0 + s0;
+      l1 = l1 * c1 + s1;
+      m0 = n0;
+      m1 = n1;
 #pragma unroll
       for (int d = 0; d < NDT; d++) {
-        uint32_t b0, b1;
-        ldB_trans(b0, b1, vr + 8 * d);
-        mma16816(o[d], pa, b0, b1);
+        o[d][0] *= c0;
+        o[d][1] *= c0;
+        o[d][2] *= c1;
+        o[d][3] *= c1;
+      }
+
+      // O += P·V: k-step kk (keys 16kk..16kk+15) takes S tiles 2kk, 2kk+1 as its A fragment;
+      // B regs {keys 16kk + 2quad..+1, dim 8d + gid}, {keys + 8, ..} by ldmatrix.trans from V
+#pragma unroll
+      for (int kk = 0; kk < kTile / 16; kk++) {
+        const uint32_t pa[4] = {pack2(sc[2 * kk][0], sc[2 * kk][1]), pack2(sc[2 * kk][2], sc[2 * kk][3]),
+                                pack2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+        const __nv_bfloat16* vr = Vt + (16 * kk + (lane & 15)) * LDK;
+#pragma unroll
+        for (int d = 0; d < NDT; d++) {
+          uint32_t v0, v1;
+          ldB_trans(v0, v1, vr + 8 * d);
+          mma16816(o[d], pa, v0, v1);
+        }
       }
     }
+    __syncthreads();  // every warp is done with this stage before the next issue() overwrites it
   }
 
   // l > 0 for rows < T: the diagonal key is always visible and its tile never skipped
@@ -220,8 +249,8 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
 }
 
 template <int DH>
-cudaError_t launchFwdTc(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg, int B, int T, int Hq,
-                        int Hkv, float scale, cudaStream_t s) {
+cudaError_t launchFwdTc(float* out, float* lse, const float* q, const __nv_bfloat16* kb, const __nv_bfloat16* vb, const int* seg,
+                        int B, int T, int Hq, int Hkv, float scale, cudaStream_t s) {
   static bool ready = false;
   const size_t smem = TcLayout<DH>::bytes;
   if (!ready) {
@@ -230,8 +259,8 @@ cudaError_t launchFwdTc(float* out, float* lse, const float* q, const float* k, 
     if (e != cudaSuccess) return e;
     ready = true;
   }
-  dim3 grid((unsigned)((T + kTile - 1) / kTile), (unsigned)Hq, (unsigned)B);
-  k_flash_fwd_tc<DH><<<grid, kWarps * 32, smem, s>>>(out, lse, q, k, v, seg, T, Hq, Hkv, scale);
+  dim3 grid((unsigned)((T + kRows - 1) / kRows), (unsigned)Hq, (unsigned)B);
+  k_flash_fwd_tc<DH><<<grid, kWarps * 32, smem, s>>>(out, lse, q, kb, vb, seg, T, Hq, Hkv, scale);
   return cudaGetLastError();
 }
 
@@ -240,8 +269,18 @@ cudaError_t launchFwdTc(float* out, float* lse, const float* q, const float* k, 
 extern "C" cudaError_t m1_flash_attention_bf16(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg,
                                                int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s) {
   if ((int64_t)B * T * Hq == 0) return cudaSuccess;
-  if (Hkv < 1 || Hq % Hkv != 0) return cudaErrorInvalidValue;
-  if (Dh == 64) return launchFwdTc<64>(out, lse, q, k, v, seg, B, T, Hq, Hkv, scale, s);
-  if (Dh == 128) return launchFwdTc<128>(out, lse, q, k, v, seg, B, T, Hq, Hkv, scale, s);
-  return cudaErrorInvalidValue;
+  if (Hkv < 1 || Hq % Hkv != 0 || (Dh != 64 && Dh != 128)) return cudaErrorInvalidValue;
+  // bf16 copies of K and V from the caching allocator; freed at once: reuse is ordered on the one stream
+  const int64_t n = (int64_t)B * T * Hkv * Dh;
+  auto* kb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * n));
+  auto* vb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * n));
+  cudaError_t e = m1_cast_f32_bf16(kb, k, n, s);
+  if (e == cudaSuccess) e = m1_cast_f32_bf16(vb, v, n, s);
+  if (e == cudaSuccess) {
+    e = Dh == 64 ? launchFwdTc<64>(out, lse, q, kb, vb, seg, B, T, Hq, Hkv, scale, s)
+                 : launchFwdTc<128>(out, lse, q, kb, vb, seg, B, T, Hq, Hkv, scale, s);
+  }
+  m1Free(kb);
+  m1Free(vb);
+  return e;
 }

@@ -756,6 +756,59 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
   }
 }
 
+/**
+ * mamba1DecodeStep fused (the op's definition: mamba1DecodeStepComposite in backend.ts): a thread per
+ * (token, channel c) reads its z, x' and the B' / C rows of its group straight from in_proj's output
+ * row [z | x' | B' | C | δ] — the repeat is an index map: repeated channel c = g·N + j reads x' channel
+ * ⌊g / r⌋·N + j and B' group ⌊g / r⌋ — runs the conv step (state shift, SiLU), Δ = softplus(deltaLow +
+ * 2·b_dt), and the float4 state update of k_selective_scan_step_vec. One kernel instead of split,
+ * two repeats, bias add, conv step and scan step. The launcher checks 16-byte alignment of the rows.
+ */
+template <int N4>
+__global__ void k_mamba1_decode_step(float* y, const float* proj, const float* deltaLow, const float* dtBias, float* convSt,
+                                     const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
+                                     const int* slots, int nTok, int Di, int dXb, int P, int K) {
+  constexpr int N = 4 * N4;
+  const int r = Di / dXb, W = K - 1;
+  for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
+    const float* row = proj + (int64_t)s * P;
+    const int slot = slots[s];
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < Di; c += gridDim.x * blockDim.x) {
+      const int g = c / N, src = (g / r) * N;  // this channel's group; the x' / B' group it repeats
+      const float zv = row[c], xin = row[Di + src + c % N];
+      // conv step on the repeated x (state holds the previous K − 1 inputs), then SiLU
+      float* cs = convSt + ((int64_t)slot * Di + c) * W;
+      const float* w = convW + (int64_t)c * K;
+      float acc = convBias ? convBias[c] : 0.f;
+      for (int k = 0; k < W; k++) acc += w[k] * cs[k];
+      acc += w[W] * xin;
+      for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
+      if (W > 0) cs[W - 1] = xin;
+      const float xv = siluf(acc);
+      const float bias = dtBias[c];
+      const float dt = softplusf((deltaLow[(int64_t)s * Di + c] + bias) + bias), dtx = dt * xv;
+      const float4* ap = reinterpret_cast<const float4*>(A + (int64_t)c * N);
+      const float4* bp = reinterpret_cast<const float4*>(row + Di + dXb + src);
+      const float4* cp = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N);
+      float4* so = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c) * N);
+      float out = 0.f;
+#pragma unroll
+      for (int j = 0; j < N4; j++) {
+        const float4 a = ap[j], b = bp[j], cc = cp[j];
+        float4 v = so[j];
+        v.x = expf(dt * a.x) * v.x + dtx * b.x;
+        v.y = expf(dt * a.y) * v.y + dtx * b.y;
+        v.z = expf(dt * a.z) * v.z + dtx * b.z;
+        v.w = expf(dt * a.w) * v.w + dtx * b.w;
+        so[j] = v;
+        out += cc.x * v.x + cc.y * v.y + cc.z * v.z + cc.w * v.w;
+      }
+      out += D[c] * xv;
+      y[(int64_t)s * Di + c] = out * siluf(zv);
+    }
+  }
+}
+
 constexpr int kScanChunk = 32;
 
 /**
@@ -1588,6 +1641,27 @@ cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta,
   else if (N <= 16) SCAN_STEP(16);
   else SCAN_STEP(32);
 #undef SCAN_STEP
+  return lastError();
+}
+int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* const* vec4Ptrs, int nPtrs) {
+  if (N != 4 && N != 8 && N != 16 && N != 32) return 0;
+  if (Di % N != 0 || dXb % N != 0 || Di % dXb != 0 || P % 4 != 0) return 0;
+  for (int i = 0; i < nPtrs; i++)
+    if (reinterpret_cast<uintptr_t>(vec4Ptrs[i]) % 16 != 0) return 0;
+  return 1;
+}
+cudaError_t m1_mamba1_decode_step(float* y, const float* proj, const float* deltaLow, const float* dtBias, float* convSt,
+                                  const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
+                                  const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
+  if ((int64_t)nTok * Di == 0) return cudaSuccess;
+  const dim3 grid((unsigned)std::min(65535, (Di + 127) / 128), (unsigned)std::min(65535, nTok));
+#define M1_DECODE(N4) k_mamba1_decode_step<N4><<<grid, 128, 0, s>>>(y, proj, deltaLow, dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)
+  if (N == 4) M1_DECODE(1);
+  else if (N == 8) M1_DECODE(2);
+  else if (N == 16) M1_DECODE(4);
+  else if (N == 32) M1_DECODE(8);
+  else return cudaErrorInvalidValue;
+#undef M1_DECODE
   return lastError();
 }
 int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N) {

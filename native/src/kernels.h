@@ -77,6 +77,15 @@ cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, cons
 cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta, const float* A, const float* Bm,
                                    const float* Cm, const float* D, const float* z, const float* deltaBias,
                                    float* ssmState, const int* slots, int n, int Di, int N, int G, cudaStream_t s);
+/**
+ * mamba1DecodeStep (backend.ts) in one kernel: proj [n, P] = z | x' | B' | C | δ rows, deltaLow [n, Di],
+ * conv state [S, Di, K−1] and ssm state [S, Di, N] updated at slots. _handles: 1 when N ∈ {4, 8, 16, 32},
+ * the groups divide evenly, P % 4 == 0 and every pointer in vec4Ptrs is 16-byte aligned.
+ */
+int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* const* vec4Ptrs, int nPtrs);
+cudaError_t m1_mamba1_decode_step(float* y, const float* proj, const float* deltaLow, const float* dtBias, float* convSt,
+                                  const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
+                                  const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s);
 /** the SSD backward's ckpt / hs: scratch of m1_scan_bwd_scratch_floats(B*H*P, T, N) floats */
 int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N);
 /** scratch of m1_selective_scan_bwd_scratch_floats floats; dA, dBm, dCm, dD, dDb zeroed by the launcher */

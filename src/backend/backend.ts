@@ -191,6 +191,16 @@ export interface Backend {
   selectiveScanBackward(dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads;
   /** one token: x, delta, z [n, Di], Bm, Cm [n, G, N]; ssmState [S, Di, N] updated in place at slots */
   selectiveScanStep(args: SelectiveScanStepArgs): Tensor;
+  /**
+   * One decode step of the M1 Mamba-1 mixer between its projections, as one op (one kernel on a
+   * device): `proj` [n, 2·Di + 2·dXb + R] is in_proj's output in checkpoint order z | x' | B' | C | δ
+   * (δ is not read here), `deltaLow` [n, Di] = W_dt·δ without its bias. Defined as (mamba1DecodeStepComposite):
+   *   x = repeatGroups(x', N, Di/dXb); B = repeatGroups(B', N, Di/dXb) and C viewed [n, Di/N, N];
+   *   xc = causalConv1dStep(x, convState, slots, convWeight [Di, K], convBias, silu);
+   *   y = selectiveScanStep({ x: xc, delta: addBias(deltaLow, dtBias), A, B, C, D, z, deltaBias: dtBias, ssmState, slots })
+   * (b_dt reaches Δ twice, m1-spec). Both states are updated in place at `slots`; returns y [n, Di].
+   */
+  mamba1DecodeStep(args: Mamba1DecodeStepArgs): Tensor;
 
   /**
    * Mamba-2 SSD scan (scalar decay per head), computed in chunks of `chunkSize`.
@@ -291,6 +301,33 @@ export interface SelectiveScanStepArgs {
   x: Tensor; delta: Tensor; A: Tensor; Bm: Tensor; Cm: Tensor; D: Tensor | null; z: Tensor | null;
   deltaBias: Tensor | null; ssmState: Tensor; slots: Int32Array;
 }
+export interface Mamba1DecodeStepArgs {
+  proj: Tensor; deltaLow: Tensor; dims: { dInner: number; dXb: number; dState: number; dtRank: number };
+  convState: Tensor; convWeight: Tensor; convBias: Tensor | null;
+  A: Tensor; D: Tensor; dtBias: Tensor; ssmState: Tensor; slots: Int32Array;
+}
+
+/** mamba1DecodeStep from the unfused ops: the op's definition, and a backend's path for shapes its kernel does not take */
+export function mamba1DecodeStepComposite(be: Backend, a: Mamba1DecodeStepArgs): Tensor {
+  const { dInner: Di, dXb, dState: N, dtRank: R } = a.dims;
+  const n = a.proj.shape[0]!;
+  if (a.proj.shape.length !== 2 || a.proj.shape[1] !== 2 * Di + 2 * dXb + R) {
+    throw new Error(`mamba1DecodeStep: proj must be [n, ${2 * Di + 2 * dXb + R}] (z | x | B | C | dt), got [${a.proj.shape.join(', ')}]`);
+  }
+  if (a.deltaLow.shape.length !== 2 || a.deltaLow.shape[0] !== n || a.deltaLow.shape[1] !== Di) {
+    throw new Error(`mamba1DecodeStep: deltaLow must be [${n}, ${Di}], got [${a.deltaLow.shape.join(', ')}]`);
+  }
+  const r = Di / dXb, G = Di / N;
+  const [z, xp, bp, c] = be.splitLastDim(a.proj, [Di, dXb, dXb, Di, R]) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+  const x = be.repeatGroups(xp, N, r);
+  const Bm = be.reshape(be.repeatGroups(bp, N, r), [n, G, N]);
+  const Cm = be.reshape(c, [n, G, N]);
+  const xc = be.causalConv1dStep(x, a.convState, a.slots, a.convWeight, a.convBias, true);
+  return be.selectiveScanStep({
+    x: xc, delta: be.addBias(a.deltaLow, a.dtBias), A: a.A, Bm, Cm, D: a.D, z, deltaBias: a.dtBias, ssmState: a.ssmState, slots: a.slots,
+  });
+}
+
 export interface SsdScanArgs {
   x: Tensor; dt: Tensor; A: Tensor; Bm: Tensor; Cm: Tensor; D: Tensor | null; dtBias: Tensor | null;
   chunkSize: number;

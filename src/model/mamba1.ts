@@ -229,12 +229,14 @@ export class Mamba1Mixer implements Mixer {
       throw new Error(`Mamba1Mixer.step: u must be [n=${n}, D=${Dm}], got ${shapeString(u.shape)}`);
     }
     if (info.slots.length !== n) throw new Error(`Mamba1Mixer.step: info.slots has ${info.slots.length} entries for n = ${n}`);
-    const { z, x, Bm, Cm, delta } = this.project(u, [n]);
-    const xConv = be.causalConv1dStep(x, state.convState, info.slots, this.convTaps(), this.convBias?.value ?? null, true);
-    const A = this.negExpALog();
-    const y = be.selectiveScanStep({
-      x: xConv, delta, A, Bm, Cm, D: this.dSkip.value, z, deltaBias: this.dtProjBias.value,
-      ssmState: state.ssmState, slots: info.slots,
+    // in_proj and dt_proj as matmuls, everything between them one op (a fused kernel on CUDA)
+    const proj = linearForward(be, u, this.inProj.value);
+    const R = this.dims.dtRank;
+    const dtLow = be.splitLastDim(proj, [proj.shape[1]! - R, R])[1]!;
+    const y = be.mamba1DecodeStep({
+      proj, deltaLow: linearForward(be, dtLow, this.dtProjWeight.value), dims: this.dims,
+      convState: state.convState, convWeight: this.convTaps(), convBias: this.convBias?.value ?? null,
+      A: this.negExpALog(), D: this.dSkip.value, dtBias: this.dtProjBias.value, ssmState: state.ssmState, slots: info.slots,
     });
     return linearForward(be, y, this.outProj.value);
   }

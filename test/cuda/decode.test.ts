@@ -107,6 +107,40 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
     }
   });
 
+  it('mamba1DecodeStep: the fused kernel (M1-3B widths, N = 4, 8, 32, with and without conv bias) and the unfused path it leaves to (N = 5, odd dt rank) equal the CPU definition', () => {
+    const cases = [
+      { Di: 3072, dXb: 1024, N: 16, R: 192, K: 4, S: 6, slots: [5, 0, 3, 2], bias: true },  // M1-3B
+      { Di: 96, dXb: 32, N: 4, R: 8, K: 4, S: 3, slots: [2, 0], bias: false },
+      { Di: 64, dXb: 64, N: 8, R: 4, K: 2, S: 4, slots: [1, 3, 0], bias: true },  // no repeat
+      { Di: 128, dXb: 32, N: 32, R: 12, K: 4, S: 2, slots: [1], bias: true },
+      { Di: 60, dXb: 20, N: 5, R: 6, K: 4, S: 3, slots: [0, 2], bias: true },  // N = 5: the unfused ops
+      { Di: 64, dXb: 16, N: 16, R: 7, K: 4, S: 3, slots: [2, 1], bias: true },  // row width not a multiple of 4: unfused
+    ];
+    let seed = 900;
+    for (const { Di, dXb, N, R, K, S, slots: sl, bias } of cases) {
+      const n = sl.length, slots = Int32Array.from(sl), P = 2 * Di + 2 * dXb + R;
+      const A = rand([Di, N], (seed += 20), 0.5), D = rand([Di], seed + 1), db = rand([Di], seed + 2, 0.3);
+      const w = rand([Di, K], seed + 3), cb = rand([Di], seed + 4);
+      const ss = rand([S, Di, N], seed + 5), cs = rand([S, Di, K - 1], seed + 6);  // states to continue from
+      for (let step = 0; step < 3; step++) {
+        const proj = rand([n, P], seed + 7 + step), dl = rand([n, Di], seed + 10 + step, 0.5);
+        const args = (q: 'g' | 'c') => ({
+          proj: proj[q], deltaLow: dl[q], dims: { dInner: Di, dXb, dState: N, dtRank: R }, convState: cs[q], convWeight: w[q],
+          convBias: bias ? cb[q] : null, A: A[q], D: D[q], dtBias: db[q], ssmState: ss[q], slots,
+        });
+        const what = `mamba1DecodeStep Di=${Di} dXb=${dXb} N=${N} R=${R} step ${step}`;
+        expectClose(g, g.mamba1DecodeStep(args('g')), cpu.mamba1DecodeStep(args('c')), 1e-4, what);
+        expectClose(g, ss.g, ss.c, 1e-4, `${what}: ssm state`);
+        expectClose(g, cs.g, cs.c, 0, `${what}: conv state`);
+      }
+    }
+    const bad = rand([2, 10], 1);
+    expect(() => g.mamba1DecodeStep({
+      proj: bad.g, deltaLow: bad.g, dims: { dInner: 4, dXb: 4, dState: 4, dtRank: 4 }, convState: g.zeros([1, 4, 3]), convWeight: g.zeros([4, 4]),
+      convBias: null, A: g.zeros([4, 4]), D: g.zeros([4]), dtBias: g.zeros([4]), ssmState: g.zeros([1, 4, 4]), slots: Int32Array.from([0, 0]),
+    })).toThrow(/mamba1DecodeStep: proj must be \[n, 20\]/);
+  });
+
   it('uploads: many index arrays (more than the 8 MiB pinned ring, some over the 1 MiB staging limit) queued behind slow GPU work', () => {
     const V = 50, D = 4;
     const table = rand([V, D], 600);

@@ -1,5 +1,6 @@
-import type {
-  AdamWStepArgs, Backend, SelectiveScanArgs, SoftmaxChunkOpts, SelectiveScanGrads, SelectiveScanStepArgs, SsdScanArgs, SsdScanGrads, SsdScanStepArgs,
+import {
+  mamba1DecodeStepComposite, type Mamba1DecodeStepArgs,
+  type AdamWStepArgs, type Backend, type SelectiveScanArgs, type SoftmaxChunkOpts, type SelectiveScanGrads, type SelectiveScanStepArgs, type SsdScanArgs, type SsdScanGrads, type SsdScanStepArgs,
 } from '../backend.js';
 import { roundToDType } from '../dtype.js';
 import { rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
@@ -240,6 +241,9 @@ export class CpuBackend implements Backend {
   }
   selectiveScanBackward(dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads {
     return scan.selectiveScanBackward(this, dy, args);
+  }
+  mamba1DecodeStep(args: Mamba1DecodeStepArgs): Tensor {
+    return mamba1DecodeStepComposite(this, args);
   }
   selectiveScanStep(args: SelectiveScanStepArgs): Tensor {
     return scan.selectiveScanStep(this, args);

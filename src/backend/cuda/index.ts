@@ -10,7 +10,7 @@
 // Shape validation is shared with the CPU backend (src/backend/validate.ts); this file adds the
 // cuda-only checks (device tensors, f32 storage of in-place state, kernel limits).
 import {
-  MATMUL_PRECISIONS, type MatmulPrecision,
+  MATMUL_PRECISIONS, mamba1DecodeStepComposite, type Mamba1DecodeStepArgs, type MatmulPrecision,
   type AdamWStepArgs, type Backend, type StepGraph, type SelectiveScanArgs, type SoftmaxChunkOpts, type SelectiveScanGrads, type SelectiveScanStepArgs,
   type SsdScanArgs, type SsdScanGrads, type SsdScanStepArgs,
 } from '../backend.js';
@@ -650,6 +650,33 @@ export class CudaBackend implements Backend {
     if (slots.length !== n) throw new Error(`${op}: slots has ${slots.length} entries for n = ${n} tokens`);
     for (let i = 0; i < n; i++) if (slots[i]! < 0 || slots[i]! >= st.shape[0]!) throw new Error(`${op}: slots[${i}] = ${slots[i]} is outside [0, ${st.shape[0]})`);
     return this.scoped((s) => this.produce(X.shape, (o) => this.call('conv1d_step', [o, s.f32(X), st.ptr, s.ints(slots), s.f32(W), s.optF32(Bi), n, C, K, silu ? 1 : 0])));
+  }
+
+  mamba1DecodeStep(args: Mamba1DecodeStepArgs): Tensor {
+    const op = 'mamba1DecodeStep';
+    const { dInner: Di, dXb, dState: N, dtRank: R } = args.dims;
+    const P = 2 * Di + 2 * dXb + R;
+    const proj = this.t(args.proj, `${op}: proj`), dl = this.t(args.deltaLow, `${op}: deltaLow`);
+    if (proj.shape.length !== 2 || proj.shape[1] !== P) throw new Error(`${op}: proj must be [n, ${P}] (z | x | B | C | dt), got ${shapeString(proj.shape)}`);
+    const n = proj.shape[0]!;
+    if (dl.shape.length !== 2 || dl.shape[0] !== n || dl.shape[1] !== Di) throw new Error(`${op}: deltaLow must be [${n}, ${Di}], got ${shapeString(dl.shape)}`);
+    const W = this.t(args.convWeight, `${op}: convWeight`);
+    if (W.shape.length !== 2 || W.shape[0] !== Di) throw new Error(`${op}: convWeight must be [${Di}, K], got ${shapeString(W.shape)}`);
+    const K = W.shape[1]!;
+    const cs = this.f32Tensor(args.convState, `${op}: convState`), ss = this.f32Tensor(args.ssmState, `${op}: ssmState`);
+    if (cs.shape.length !== 3 || cs.shape[1] !== Di || cs.shape[2] !== K - 1) throw new Error(`${op}: convState must be [S, ${Di}, ${K - 1}], got ${shapeString(cs.shape)}`);
+    scanStateRows(op, ss, Di, N);
+    this.checkSlots(op, cs, args.slots, n);
+    this.checkSlots(op, ss, args.slots, n);
+    for (const [what, t, size] of [['A', args.A, Di * N], ['D', args.D, Di], ['dtBias', args.dtBias, Di], ['convBias', args.convBias, Di]] as const) {
+      if (t && t.size !== size) throw new Error(`${op}: ${what} has ${t.size} values, expected ${size}`);
+    }
+    return this.scoped((s) => {
+      const A = s.f32(args.A);
+      if (!this.call('mamba1_decode_step_handles', [Di, dXb, N, P, s.f32(proj), A, ss.ptr])) return mamba1DecodeStepComposite(this, args);
+      return this.produce([n, Di], (o) => this.call('mamba1_decode_step', [o, s.f32(proj), s.f32(dl), s.f32(args.dtBias), cs.ptr, s.f32(W),
+        s.optF32(args.convBias), A, s.f32(args.D), ss.ptr, s.ints(args.slots), n, Di, dXb, N, P, K]));
+    });
   }
 
   /** the shared shape checks plus the cuda kernels' limits */
