@@ -151,7 +151,9 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
         const int qi = e / kTile, kj = e % kTile;
         any |= k0 + kj <= q0 + qi && q0 + qi < T && ks[kj] == qSeg[qi];
       }
-      work = work && __syncthreads_or(any);  // block-uniform skip of a tile no pair can see
+      // every thread reaches the barrier (not short-circuited behind `work`: a divergent barrier is illegal)
+      const bool anyVisible = __syncthreads_or(any);
+      work = work && anyVisible;  // a tile no (query, key) pair of the block can see is skipped
     }
     if (work) {
       // S = Q·Kᵀ: n-tile j covers keys 8j..8j+7; B regs {key 8j + gid, dims 16kk + 2quad..+1}, {.., +8}
