@@ -82,6 +82,14 @@ describe('m1 generate', () => {
     expect(a.prompt_token_ids.slice(-3)).toEqual([259, 10, 10]);
   });
 
+  it('--cuda-graphs is accepted and the cpu backend ignores it: the same samples', async () => {
+    const args = ['--model', dir, '--prompt-ids', '256,72,105', '-n', '2', '--temperature', '1', '--seed', '3', '--max-tokens', '5', '--json'];
+    const plain = JSON.parse((await generate(args)).out) as JsonOut;
+    const r = await generate([...args, '--cuda-graphs']);
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.out) as JsonOut).samples.map((x) => x.token_ids)).toEqual(plain.samples.map((x) => x.token_ids));
+  });
+
   it('bad input: clear error and a non-zero exit', async () => {
     const cases: [string[], RegExp][] = [
       [['--model', join(dir, 'nope'), '--prompt-ids', '1'], /model folder .*nope does not exist/],

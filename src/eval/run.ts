@@ -441,6 +441,8 @@ export interface ModelEvalOptions {
   seed: number;
   /** most sequences decoded together (at least n) */
   batch: number;
+  /** decode with recorded CUDA graphs (EngineOptions.graphs; the context is sized to the longest prompt + maxTokens) */
+  graphs?: boolean;
   stopTokenIds: number[];
   ks: number[];
   /** extra fields recorded in summary.json config (backend, require_think, …) */
@@ -523,7 +525,12 @@ export async function runModelEval(o: ModelEvalOptions): Promise<EvalSummary> {
 
   const t0 = performance.now();
   let done = 0, tokensAll = 0;
-  const engine = new Engine(o.model, { tokenizer: o.tokenizer, stopTokenIds: o.stopTokenIds, maxBatch: Math.max(o.batch, o.n) });
+  // graphs plan paged attention for the whole context: size it to what these prompts need
+  const longest = Math.max(0, ...plans.flatMap((p) => p.todo.map((t) => t.prompt.length)));
+  const engine = new Engine(o.model, {
+    tokenizer: o.tokenizer, stopTokenIds: o.stopTokenIds, maxBatch: Math.max(o.batch, o.n),
+    ...(o.graphs ? { graphs: true, maxContext: Math.max(2, Math.min(maxContext, longest + o.maxTokens)) } : {}),
+  });
   for (const plan of plans) {
     const { bench } = plan;
     const prevTiming = previous?.benchmarks?.[bench.name];

@@ -19,6 +19,8 @@ export interface ServeOptions {
   maxQueue?: number;
   /** longest sequence; default the model's max_position_embeddings */
   maxContext?: number;
+  /** decode with recorded CUDA graphs (EngineOptions.graphs) */
+  graphs?: boolean;
   drainTimeoutMs?: number;
   log?: (line: string) => void;
 }
@@ -30,7 +32,7 @@ export async function createServerFromDir(o: ServeOptions): Promise<OpenAIServer
   const defaults = loadGenerationDefaults(o.modelDir, cfg);
   const stopTokenIds = [...defaults.eosTokenIds];
   if (tokenizer?.eosTokenId != null && !stopTokenIds.includes(tokenizer.eosTokenId)) stopTokenIds.push(tokenizer.eosTokenId);
-  const engine = new Engine(model, { tokenizer, stopTokenIds, maxBatch: o.maxBatch, maxContext: o.maxContext });
+  const engine = new Engine(model, { tokenizer, stopTokenIds, maxBatch: o.maxBatch, maxContext: o.maxContext, graphs: o.graphs ?? false });
   return new OpenAIServer({
     engine, tokenizer, modelName: o.modelName ?? basename(resolve(o.modelDir)), maxQueue: o.maxQueue,
     samplingDefaults: defaults.sampling, drainTimeoutMs: o.drainTimeoutMs, log: o.log,

@@ -87,3 +87,23 @@ describe.skipIf(!available)(`m1 logprobs --backend cuda vs cpu${available ? '' :
     }, 60_000);
   }
 });
+
+describe.skipIf(!available)(`m1 generate --backend cuda --cuda-graphs vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
+  for (const [arch, preset] of cases) {
+    it(`${arch}/${preset}: greedy tokens through recorded graphs equal the cpu's`, () => {
+      if (!existsSync(join(root, 'dist/src/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build` first (bin/m1 runs the built CLI)');
+      const p = findPreset(arch, preset);
+      const dir = mkdtempSync(join(tmpdir(), `m1-gen-${arch}-`));
+      writeConfigs(dir, { config: p.config, mambaConfig: p.mambaConfig }, 'f32');
+      writeTokenizerFor(dir, 'tiny');
+      initWeights(dir, validateConfigs(p.config, p.mambaConfig), 7, 'f32');
+      const run = (extra: string[]): number[][] => {
+        const args = [cli, 'generate', '--model', dir, '--prompt-ids', '256,72,105,33', '-n', '3', '--temperature', '0', '--max-tokens', '24', '--ignore-eos', '--json', ...extra];
+        const r = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: root });
+        expect(r.status, `m1 generate ${extra.join(' ')}: ${r.stderr}`).toBe(0);
+        return (JSON.parse(r.stdout) as { samples: { token_ids: number[] }[] }).samples.map((s) => s.token_ids);
+      };
+      expect(run(['--backend', 'cuda', '--cuda-graphs'])).toEqual(run(['--backend', 'cpu']));
+    }, 60_000);
+  }
+});

@@ -46,6 +46,7 @@ interface EvalFlags extends SamplingFlags {
   k?: number[];
   requireThink?: boolean;
   backend: string;
+  cudaGraphs?: boolean;
 }
 
 function kList(v: string): number[] {
@@ -76,6 +77,7 @@ export function registerEval(program: Command): void {
     .option('--k <list>', 'k for pass@k and maj@k (default: powers of two up to n, and n)', kList)
     .option('--require-think', 'only an answer after </think> counts (reasoning models)')
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
+    .option('--cuda-graphs', 'replay decode steps as recorded CUDA graphs (one per batch size; --backend cuda, ignored by the cpu backend)')
     .action(async (o: EvalFlags) => {
       if ((o.model === undefined) === (o.responses === undefined)) {
         throw new UserError('m1 eval: give exactly one of --model DIR (generate and grade) or --responses FILE.jsonl (grade responses made elsewhere)');
@@ -137,7 +139,7 @@ async function runModel(o: EvalFlags, modelDir: string): Promise<void> {
   let bar: Progress | null = null;
   let lastLog = Date.now();
   const summary = await runModelEval({
-    modelDir, model, tokenizer: tok, benches, out: o.out, n: o.n, sampling, maxTokens: o.maxTokens, seed: o.seed, batch: o.batch,
+    modelDir, model, tokenizer: tok, benches, out: o.out, n: o.n, sampling, maxTokens: o.maxTokens, seed: o.seed, batch: o.batch, graphs: o.cudaGraphs === true,
     stopTokenIds, ks, configExtra: { backend: o.backend, require_think: o.requireThink === true, limit: o.limit ?? null, bench: names.join(',') },
     onProgress: (done, total, tokens, secs) => {
       bar ??= new Progress(total, 'eval', 'samples');

@@ -24,6 +24,7 @@ interface GenerateFlags extends SamplingFlags {
   ignoreEos?: boolean;
   json?: boolean;
   topLogprobs?: number;
+  cudaGraphs?: boolean;
   backend: string;
 }
 
@@ -46,6 +47,7 @@ export function registerGenerate(program: Command): void {
     .option('--top-logprobs <k>', `with --json: the k most likely tokens at each position, k in [0, ${MAX_TOP_LOGPROBS}] (samples[i].top_logprobs)`,
       intFlag('--top-logprobs', { min: 0, max: MAX_TOP_LOGPROBS }))
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
+    .option('--cuda-graphs', 'replay decode steps as recorded CUDA graphs (one per batch size; --backend cuda, ignored by the cpu backend)')
     .action(async (o: GenerateFlags) => {
       await runGenerate(o);
     });
@@ -79,7 +81,11 @@ async function runGenerate(o: GenerateFlags): Promise<void> {
     ...Object.fromEntries(Object.entries({ temperature: o.temperature, topP: o.topP, topK: o.topK, minP: o.minP }).filter(([, v]) => v !== undefined)),
   };
 
-  const engine = new Engine(model, { tokenizer: tok, stopTokenIds, maxBatch: Math.max(o.n, 1) });
+  const engine = new Engine(model, {
+    tokenizer: tok, stopTokenIds, maxBatch: Math.max(o.n, 1),
+    // graphs plan paged attention for the whole context: size it to this prompt + --max-tokens
+    ...(o.cudaGraphs ? { graphs: true, maxContext: Math.min(cfg.llama.maxPositionEmbeddings, promptIds.length + o.maxTokens) } : {}),
+  });
   const streaming = !o.json && o.n === 1;
   const t0 = performance.now();
   let firstTokenAt: number | null = null;

@@ -15,6 +15,7 @@ interface ServeFlags {
   servedModelName?: string;
   drainTimeout: number;
   backend: string;
+  cudaGraphs?: boolean;
 }
 
 export function registerServe(program: Command): void {
@@ -30,6 +31,7 @@ export function registerServe(program: Command): void {
     .option('--served-model-name <name>', 'model id of the API (default: the folder name)')
     .option('--drain-timeout <s>', 'on SIGTERM, seconds to let requests finish before cancelling them', intFlag('--drain-timeout', { min: 0 }), 600)
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
+    .option('--cuda-graphs', 'replay decode steps as recorded CUDA graphs (one per batch size; --backend cuda, ignored by the cpu backend); set --max-context to what requests need')
     .action(async (o: ServeFlags) => {
       await runServe(o);
     });
@@ -39,7 +41,7 @@ async function runServe(o: ServeFlags): Promise<void> {
   const log = (line: string) => process.stderr.write(`[m1 serve] ${line}\n`);
   const server = await createServerFromDir({
     modelDir: o.model, backend: o.backend, modelName: o.servedModelName, maxBatch: o.maxBatch, maxQueue: o.maxQueue,
-    maxContext: o.maxContext, drainTimeoutMs: o.drainTimeout * 1000, log,
+    maxContext: o.maxContext, graphs: o.cudaGraphs === true, drainTimeoutMs: o.drainTimeout * 1000, log,
   });
   const url = await server.listen(o.host, o.port);
   log(`serving "${server.modelName}" on ${url} (max batch ${server.engine.maxBatch}, max queue ${server.maxQueue}, context ${server.engine.maxContext})`);
