@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "kernels.h"
+#include "warp.cuh"
 
 namespace {
 
@@ -63,16 +64,6 @@ struct Pack<__nv_bfloat16> {
   }
 };
 
-__device__ __forceinline__ float warpSumF(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warpMaxF(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 /** threads of a block that share one V row in pass 1's P·V: a row is Dh / elems 16-byte vectors */
 __host__ __device__ inline int pvTeams(int Dh, int elems) { return kThreads / (Dh / elems); }
@@ -194,14 +185,14 @@ __global__ void __launch_bounds__(kThreads, 4)
     float* row = sc + h * chunk;
     float m = -CUDART_INF_F;
     for (int t = lane; t < nTok; t += 32) m = fmaxf(m, row[t]);
-    m = warpMaxF(m);
+    m = warpMax(m);
     float l = 0.f;
     for (int t = lane; t < nTok; t += 32) {
       float p = expf(row[t] - m);
       row[t] = p;
       l += p;
     }
-    l = warpSumF(l);
+    l = warpSum(l);
     if (lane == 0) {
       stat[h] = m;
       stat[group + h] = l;

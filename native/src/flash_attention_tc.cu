@@ -234,19 +234,16 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
 
   // l > 0 for rows < T: the diagonal key is always visible and its tile never skipped
   const int64_t hOff = (int64_t)h * DH + 2 * quad;
-  if (t0 < T) {
-    const float inv = 1.f / l0;
-    float* orow = out + (row0 + t0) * qStride + hOff;
+  const int ts[2] = {t0, t1};
+  const float ms[2] = {m0, m1}, ls[2] = {l0, l1};
 #pragma unroll
-    for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(orow + 8 * d) = make_float2(o[d][0] * inv, o[d][1] * inv);
-    if (quad == 0) lse[((int64_t)b * Hq + h) * T + t0] = m0 + logf(l0);
-  }
-  if (t1 < T) {
-    const float inv = 1.f / l1;
-    float* orow = out + (row0 + t1) * qStride + hOff;
+  for (int i = 0; i < 2; i++) {  // row r0 (fragment regs 0, 1), row r1 (regs 2, 3)
+    if (ts[i] >= T) continue;
+    const float inv = 1.f / ls[i];
+    float* orow = out + (row0 + ts[i]) * qStride + hOff;
 #pragma unroll
-    for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(orow + 8 * d) = make_float2(o[d][2] * inv, o[d][3] * inv);
-    if (quad == 0) lse[((int64_t)b * Hq + h) * T + t1] = m1 + logf(l1);
+    for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(orow + 8 * d) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+    if (quad == 0) lse[((int64_t)b * Hq + h) * T + ts[i]] = ms[i] + logf(ls[i]);
   }
 }
 

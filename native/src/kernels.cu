@@ -11,6 +11,7 @@
 //    backward recomputes states from per-chunk checkpoints kept in a global scratch buffer.
 #include "kernels.h"
 #include "flash_attention.h"
+#include "warp.cuh"
 #include <algorithm>
 #include <cuda_bf16.h>
 #include <math_constants.h>
@@ -36,21 +37,6 @@ __device__ __forceinline__ float siluGradf(float x) {
 /** softplus with mamba's threshold: x above 20 */
 __device__ __forceinline__ float softplusf(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
-__device__ __forceinline__ float warpSum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ double warpSumD(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warpMax(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 /** block-wide sum; every thread gets the result. `sh` holds 32 floats. */
 __device__ float blockSum(float v, float* sh) {
@@ -128,13 +114,13 @@ __global__ void k_sum_squares(double* partials, const float* x, int64_t n) {
   __shared__ double sh[32];
   double s = 0;
   GRID_STRIDE(i, n) s += (double)x[i] * x[i];
-  s = warpSumD(s);
+  s = warpSum(s);
   int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
   if (lane == 0) sh[wid] = s;
   __syncthreads();
   if (wid == 0) {
     double r = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.0;
-    r = warpSumD(r);
+    r = warpSum(r);
     if (lane == 0) partials[blockIdx.x] = r;
   }
 }
@@ -570,6 +556,28 @@ struct ConvDwTerm {
 __device__ __forceinline__ bool resetAt(const int* segStart, int64_t r, int t) { return t == 0 || (segStart && segStart[r] == t); }
 
 /**
+ * The (row b, time chunk k, channel c) of a chunked scan's thread tid = ((b · K) + k) · Di + c, the
+ * channel's B/C group g and the chunk's steps [t0, t1); ok is false past the last thread.
+ */
+struct ScanLane {
+  int64_t tid;
+  int b, k, c, g, t0, t1;
+  bool ok;
+};
+__device__ __forceinline__ ScanLane scanLane(int B, int T, int Di, int G, int K, int L) {
+  ScanLane s;
+  s.tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  s.ok = s.tid < (int64_t)B * K * Di;
+  s.c = (int)(s.tid % Di);
+  s.k = (int)((s.tid / Di) % K);
+  s.b = (int)(s.tid / ((int64_t)Di * K));
+  s.g = s.c / (Di / G);
+  s.t0 = s.k * L;
+  s.t1 = min(T, s.t0 + L);
+  return s;
+}
+
+/**
  * The sequence is cut into K time chunks of L steps (K = m1_selective_scan_chunks: enough (b, chunk,
  * channel) threads to fill the GPU; K = 1 is the plain sequential scan). Chunked, the forward runs in
  * three passes: (1) `chunkS` set: each chunk scanned from a zero state, its end state written to
@@ -583,11 +591,10 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
                                  const float* D, const float* z, const float* db, const int* segStart, float* st,
                                  const int* slots, const float* hin, float* chunkS, float* chunkDt, int B, int T, int Di, int N,
                                  int G, int K, int L) {
-  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;  // ((b · K) + k) · Di + c
-  if (tid >= (int64_t)B * K * Di) return;
-  int c = tid % Di, k = (tid / Di) % K, b = tid / ((int64_t)Di * K);
-  int g = c / (Di / G);
-  int t0 = k * L, t1 = min(T, t0 + L);
+  const ScanLane ln = scanLane(B, T, Di, G, K, L);
+  if (!ln.ok) return;
+  const int64_t tid = ln.tid;
+  const int c = ln.c, k = ln.k, b = ln.b, g = ln.g, t0 = ln.t0, t1 = ln.t1;
   float a[NMAX], h[NMAX];
 #pragma unroll
   for (int n = 0; n < NMAX; n++) {
@@ -710,6 +717,30 @@ __global__ void k_selective_scan_step(float* y, const float* x, const float* del
 }
 
 /**
+ * One channel's state row h [4·N4] (float4s) advanced by one token in place — h ← exp(dt·A) ⊙ h + dt·x·B
+ * (dtx = dt·x) — returning C·h. All rows are loaded before the math so their loads are in flight together.
+ */
+template <int N4>
+__device__ __forceinline__ float scanStateStep(float4* so, const float4* ap, const float4* bp, const float4* cp, float dt, float dtx) {
+  float4 h[N4];
+#pragma unroll
+  for (int j = 0; j < N4; j++) h[j] = so[j];
+  float acc = 0.f;
+#pragma unroll
+  for (int j = 0; j < N4; j++) {
+    const float4 a = ap[j], b = bp[j], cc = cp[j];
+    float4 v = h[j];
+    v.x = expf(dt * a.x) * v.x + dtx * b.x;
+    v.y = expf(dt * a.y) * v.y + dtx * b.y;
+    v.z = expf(dt * a.z) * v.z + dtx * b.z;
+    v.w = expf(dt * a.w) * v.w + dtx * b.w;
+    so[j] = v;
+    acc += cc.x * v.x + cc.y * v.y + cc.z * v.z + cc.w * v.w;
+  }
+  return acc;
+}
+
+/**
  * One decode step, a thread per (token, channel) with the channel's whole state row: N = 4·N4
  * states read and written as float4, A / B / C rows likewise. Each thread keeps 4·N4 independent
  * loads in flight, where the lane-per-state kernel above kept one 4-byte load per thread (at batch
@@ -734,22 +765,7 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
       const float4* ap = reinterpret_cast<const float4*>(A + (int64_t)c * N);
       const float4* bp = reinterpret_cast<const float4*>(Bm + ((int64_t)s * G + g) * N);
       const float4* cp = reinterpret_cast<const float4*>(Cm + ((int64_t)s * G + g) * N);
-      float4* so = stRow + (int64_t)c * N4;
-      float4 h[N4];
-#pragma unroll
-      for (int j = 0; j < N4; j++) h[j] = so[j];
-      float acc = 0.f;
-#pragma unroll
-      for (int j = 0; j < N4; j++) {
-        const float4 a = ap[j], b = bp[j], cc = cp[j];
-        float4 v = h[j];
-        v.x = expf(dt * a.x) * v.x + dtx * b.x;
-        v.y = expf(dt * a.y) * v.y + dtx * b.y;
-        v.z = expf(dt * a.z) * v.z + dtx * b.z;
-        v.w = expf(dt * a.w) * v.w + dtx * b.w;
-        so[j] = v;
-        acc += cc.x * v.x + cc.y * v.y + cc.z * v.z + cc.w * v.w;
-      }
+      float acc = scanStateStep<N4>(stRow + (int64_t)c * N4, ap, bp, cp, dt, dtx);
       if (D) acc += D[c] * xv;
       y[i] = z ? acc * siluf(z[i]) : acc;
     }
@@ -790,19 +806,7 @@ __global__ void k_mamba1_decode_step(float* y, const float* proj, const float* d
       const float4* ap = reinterpret_cast<const float4*>(A + (int64_t)c * N);
       const float4* bp = reinterpret_cast<const float4*>(row + Di + dXb + src);
       const float4* cp = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N);
-      float4* so = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c) * N);
-      float out = 0.f;
-#pragma unroll
-      for (int j = 0; j < N4; j++) {
-        const float4 a = ap[j], b = bp[j], cc = cp[j];
-        float4 v = so[j];
-        v.x = expf(dt * a.x) * v.x + dtx * b.x;
-        v.y = expf(dt * a.y) * v.y + dtx * b.y;
-        v.z = expf(dt * a.z) * v.z + dtx * b.z;
-        v.w = expf(dt * a.w) * v.w + dtx * b.w;
-        so[j] = v;
-        out += cc.x * v.x + cc.y * v.y + cc.z * v.z + cc.w * v.w;
-      }
+      float out = scanStateStep<N4>(reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c) * N), ap, bp, cp, dt, dtx);
       out += D[c] * xv;
       y[(int64_t)s * Di + c] = out * siluf(zv);
     }
@@ -836,12 +840,10 @@ __global__ void k_selective_scan_bwd(float* dx, float* ddelta, float* dA, float*
                                      const float* delta, const float* A, const float* Bm, const float* Cm, const float* D,
                                      const float* z, const float* db, const int* segStart, int B, int T, int Di, int N, int G,
                                      int K, int L, int width) {
-  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  int64_t nth = (int64_t)B * K * Di;
-  if (tid >= nth) return;
-  int c = tid % Di, kc = (tid / Di) % K, b = tid / ((int64_t)Di * K);
-  int g = c / (Di / G);
-  int t0 = kc * L, t1 = min(T, t0 + L);
+  const ScanLane ln = scanLane(B, T, Di, G, K, L);
+  if (!ln.ok) return;
+  const int64_t tid = ln.tid, nth = (int64_t)B * K * Di;
+  const int c = ln.c, b = ln.b, g = ln.g, t0 = ln.t0, t1 = ln.t1;
   int nSub = (L + kScanChunk - 1) / kScanChunk;
   float* ckpt = scratch;                                   // [nSub][N][nth]
   float* hs = scratch + (int64_t)nSub * N * nth;           // [kScanChunk][N][nth]
@@ -951,11 +953,10 @@ template <int NMAX>
 __global__ void k_selective_scan_bwd_adj(float* adjS, const float* dy, const float* delta, const float* A, const float* Cm,
                                          const float* z, const float* db, const int* segStart, int B, int T, int Di, int N, int G,
                                          int K, int L) {
-  int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (tid >= (int64_t)B * K * Di) return;
-  int c = tid % Di, k = (tid / Di) % K, b = tid / ((int64_t)Di * K);
-  int g = c / (Di / G);
-  int t0 = k * L, t1 = min(T, t0 + L);
+  const ScanLane ln = scanLane(B, T, Di, G, K, L);
+  if (!ln.ok) return;
+  const int64_t tid = ln.tid;
+  const int c = ln.c, b = ln.b, g = ln.g, t0 = ln.t0, t1 = ln.t1;
   float a[NMAX], adj[NMAX];
 #pragma unroll
   for (int n = 0; n < NMAX; n++) {
@@ -1274,12 +1275,12 @@ __global__ void k_cross_entropy(float* rowLoss, float* dl, const float* x, const
 // the merge with the running stats are f64, so the two agree to a few f32 ulps of the inputs.
 __device__ double blockSumD(double v, double* sh) {
   int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  v = warpSumD(v);
+  v = warpSum(v);
   __syncthreads();
   if (lane == 0) sh[wid] = v;
   __syncthreads();
   double r = lane < nw ? sh[lane] : 0.0;
-  return warpSumD(r);
+  return warpSum(r);
 }
 /** stats [R, 4] = (m, s, w, zt) merged with this chunk; other: [R, Vc] or null; targets: [R] or null */
 __global__ void k_softmax_chunk_stats(float* stats, const float* x, const float* other, const int* targets, int64_t Vc, float scale,

@@ -61,15 +61,21 @@ describe.skipIf(!available)(`cuda generation vs cpu${available ? '' : ` (skipped
 const root = resolve(import.meta.dirname, '../..');
 const cli = join(root, 'bin/m1');
 
+/** a model folder (f32 weights from `seed`, the tiny tokenizer) for the built CLI to load */
+function cliModelFolder(arch: string, preset: string, seed: number): string {
+  if (!existsSync(join(root, 'dist/src/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build` first (bin/m1 runs the built CLI)');
+  const p = findPreset(arch, preset);
+  const dir = mkdtempSync(join(tmpdir(), `m1-cli-${arch}-`));
+  writeConfigs(dir, { config: p.config, mambaConfig: p.mambaConfig }, 'f32');
+  writeTokenizerFor(dir, 'tiny');
+  initWeights(dir, validateConfigs(p.config, p.mambaConfig), seed, 'f32');
+  return dir;
+}
+
 describe.skipIf(!available)(`m1 logprobs --backend cuda vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
   for (const [arch, preset] of cases) {
     it(`${arch}/${preset} model folder: same tokens, logprobs within 2e-4`, () => {
-      if (!existsSync(join(root, 'dist/src/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build` first (bin/m1 runs the built CLI)');
-      const p = findPreset(arch, preset);
-      const dir = mkdtempSync(join(tmpdir(), `m1-cli-${arch}-`));
-      writeConfigs(dir, { config: p.config, mambaConfig: p.mambaConfig }, 'f32');
-      writeTokenizerFor(dir, 'tiny');
-      initWeights(dir, validateConfigs(p.config, p.mambaConfig), 5, 'f32');
+      const dir = cliModelFolder(arch, preset, 5);
       const ids = Array.from(ints(40, 41, 262)).join(',');
       const run = (backend: string): { tokens: number[]; logprobs: (number | null)[] } => {
         const r = spawnSync(process.execPath, [cli, 'logprobs', '--model', dir, '--ids', ids, '--backend', backend], { encoding: 'utf8', cwd: root });
@@ -91,12 +97,7 @@ describe.skipIf(!available)(`m1 logprobs --backend cuda vs cpu${available ? '' :
 describe.skipIf(!available)(`m1 generate --backend cuda --cuda-graphs vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
   for (const [arch, preset] of cases) {
     it(`${arch}/${preset}: greedy tokens through recorded graphs equal the cpu's`, () => {
-      if (!existsSync(join(root, 'dist/src/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build` first (bin/m1 runs the built CLI)');
-      const p = findPreset(arch, preset);
-      const dir = mkdtempSync(join(tmpdir(), `m1-gen-${arch}-`));
-      writeConfigs(dir, { config: p.config, mambaConfig: p.mambaConfig }, 'f32');
-      writeTokenizerFor(dir, 'tiny');
-      initWeights(dir, validateConfigs(p.config, p.mambaConfig), 7, 'f32');
+      const dir = cliModelFolder(arch, preset, 7);
       const run = (extra: string[]): number[][] => {
         const args = [cli, 'generate', '--model', dir, '--prompt-ids', '256,72,105,33', '-n', '3', '--temperature', '0', '--max-tokens', '24', '--ignore-eos', '--json', ...extra];
         const r = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: root });
