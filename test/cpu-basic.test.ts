@@ -258,3 +258,12 @@ describe('storage dtypes', () => {
     expect(f16BitsToF32(f32ToF16Bits(1e-8))).toBe(0);
   });
 });
+
+describe('createBackend', () => {
+  it('takes --matmul-precision by name (the cpu backend computes f32 whatever it is) and names the flag on a bad value', async () => {
+    const { createBackend } = await import('../src/backend/registry.js');
+    for (const p of ['highest', 'high', 'medium']) expect((await createBackend('cpu', { matmulPrecision: p })).name).toBe('cpu');
+    await expect(createBackend('cpu', { matmulPrecision: 'low' })).rejects.toThrow(/--matmul-precision must be one of highest, high, medium; got "low"/);
+    await expect(createBackend('tpu')).rejects.toThrow(/--backend must be one of cpu, cuda/);
+  });
+});
