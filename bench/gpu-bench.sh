@@ -3,6 +3,9 @@
 #   bash bench/gpu-bench.sh build-decode   # addon build + CUDA tests (native/gpu-run.sh), then bench:decode
 #   bash bench/gpu-bench.sh peer-prefill-train   # torch peer, bench:prefill, bench:train (reuses the built addon)
 #   bash bench/gpu-bench.sh graphs   # quick sm_90a-only build (parallel nvcc), all CUDA tests, decode eager vs graphs
+#   bash bench/gpu-bench.sh train-profile   # quick build, CUDA tests, bench:train per --matmul-precision (PRECISIONS), one
+#                                           # profiled step, a profiled prefill; PREFILL_FULL=1 / DECODE=1 add sweeps
+#   bash bench/gpu-bench.sh final   # quick build, CUDA tests, train (medium), prefill (highest, medium), the decode sweep
 # Carry: .gpu native/build/carry dist. Logs and JSON under $OUT; each step has its own time limit so a
 # slow one cannot eat the others' time.
 set -u
