@@ -18,7 +18,10 @@ quick_build() {
   # the addon for this GPU only (sm_90a), every file compiled at once: ~1 min instead of node-gyp's ~2
   C=${CUDA_HOME:-/usr/local/cuda}; R=native/build/Release; mkdir -p $R /tmp/m1o
   FL="-std=c++17 -O3 -fPIC -fexceptions -DNAPI_CPP_EXCEPTIONS -DNAPI_VERSION=8 -I/tmp/node/include/node -Inode_modules/node-addon-api -I$C/include"
-  for f in native/src/*.cu; do nvcc -std=c++17 -O3 -Xcompiler -fPIC -gencode arch=compute_90a,code=sm_90a -c "$f" -o "/tmp/m1o/$(basename "$f" .cu).o" & done
+  # objects compiled ahead by scripts/cuda-objects.sh (same nvcc) are used when they match the sources
+  P=native/build/carry/obj; sha=$(cat native/src/*.cu native/src/*.h native/src/*.cuh | sha256sum | cut -d' ' -f1)
+  if [ -f $P/SOURCES.sha ] && [ "$(cat $P/SOURCES.sha)" = "$sha" ]; then cp $P/*.o /tmp/m1o/; echo "cuda objects: prebuilt (sources match)"
+  else for f in native/src/*.cu; do nvcc -std=c++17 -O3 -Xcompiler -fPIC -gencode arch=compute_90a,code=sm_90a -c "$f" -o "/tmp/m1o/$(basename "$f" .cu).o" & done; fi
   for f in addon matmul; do g++ $FL -c "native/src/$f.cpp" -o "/tmp/m1o/$f.o" & done
   wait
   g++ -shared -o $R/m1cuda.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart || { echo "build failed"; exit 1; }
@@ -28,6 +31,13 @@ cuda_tests() {
   timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run test/cuda > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
   sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30
   el "tests done"
+}
+peer() {  # peer eager|compile: PyTorch + transformers on the Llama-3.2-3B shape (bench/torch_decode.py)
+  node -e "import('./dist/src/model/presets.js').then((m) => { const fs = require('node:fs'); fs.mkdirSync('/tmp/llama3b-config', { recursive: true }); fs.writeFileSync('/tmp/llama3b-config/config.json', JSON.stringify(m.findPreset('llama', 'llama-3.2-3b').config)); })"
+  local flag=""; [ "$1" = compile ] && flag="--compile"
+  timeout ${TORCH_S:-240} python3 bench/torch_decode.py --config /tmp/llama3b-config/config.json --batches ${PEER_BATCHES:-8,64,128,256} --contexts ${PEER_CONTEXTS:-256} \
+    --steps 6 $flag --out "$OUT/torch-decode-$1.json" > "$OUT/torch-$1.txt" 2>&1
+  echo "torch $1 rc=$?"; grep -E '^\{|Error' "$OUT/torch-$1.txt" | tail -12; el "torch peer $1 done"
 }
 case "$phase" in
 build-decode)
@@ -106,6 +116,18 @@ train-profile)
   # the new result files in one archive (the device returns at most 8 files)
   tar czf "$OUT/results.tgz" $(ls bench/results/train-{highest,medium,profile}-cuda-2*.json bench/results/prefill-{highest,medium}-cuda-2*.json bench/results/decode-graphs-cuda-2*.json 2>/dev/null)
   el "prefill done"
+  ;;
+probe)
+  # where the time goes now: decode per-op profile (batch 64 / 512), a profiled training step, the torch peer compiled
+  quick_build
+  [ "${SKIP_TESTS:-1}" = 1 ] || cuda_tests
+  timeout 90 node dist/bench/decode.js --zero-weights --backend cuda --profile --models ${PROFILE_MODELS:-m1-3b} --batches 64,512 --length-batch 512 --lengths 0 \
+    --contexts 256 --steps 3 --name decode-profile > /dev/null 2> "$OUT/decode-profile.txt"; echo "decode profile rc=$?"; grep -A 24 "^profile" "$OUT/decode-profile.txt"
+  el "decode profile done"
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  peer compile
+  tar czf "$OUT/results.tgz" $(ls bench/results/decode-profile-cuda-2*.json bench/results/train-profile-cuda-2*.json 2>/dev/null)
   ;;
 final)
   # one call for the session's record: build, all CUDA tests, train (medium), prefill both precisions, the decode sweep

@@ -6,7 +6,8 @@
 Random bf16 weights (the values do not change the speed), SDPA attention, a StaticCache sized to the
 context, greedy next token by argmax on the device; the model's forward is wrapped in torch.compile
 (mode "reduce-overhead" = CUDA graphs) when --compile is given. Step time is measured like our
-bench/decode.ts: sequences at context L, the mean over --steps decode steps after two warm-up steps.
+bench/decode.ts: sequences at context L, the mean over --steps decode steps after two warm-up steps
+(three with --compile: compile, graph recording, first replay).
 """
 import argparse
 import json
@@ -30,7 +31,12 @@ def main():
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    if a.compile:
+        # one static graph per batch size (no dynamic-shape fallback after the second shape), CUDA graphs on
+        torch._dynamo.config.automatic_dynamic_shapes = False
+        torch._dynamo.config.cache_size_limit = 64
     fwd = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True) if a.compile else model.forward
+    warm = 3 if a.compile else 2
     results = []
     for B in [int(x) for x in a.batches.split(",")]:
         for L in [int(x) for x in a.contexts.split(",")]:
@@ -43,7 +49,7 @@ def main():
                     nxt = out.logits[:, -1:].argmax(-1)
                     del out
                     times = []
-                    for k in range(a.steps + 2):
+                    for k in range(a.steps + warm):
                         torch.cuda.synchronize()
                         t0 = time.perf_counter()
                         cp = torch.tensor([L + k], device="cuda")
@@ -51,8 +57,8 @@ def main():
                         nxt = logits[:, -1:].argmax(-1)
                         torch.cuda.synchronize()
                         times.append(time.perf_counter() - t0)
-                step = sum(times[2:]) / len(times[2:])
-                r = {"batch": B, "context": L, "stepMs": step * 1000, "tokensPerS": B / step}
+                step = sum(times[warm:]) / len(times[warm:])
+                r = {"batch": B, "context": L, "stepMs": step * 1000, "tokensPerS": B / step, "firstCallS": times[0]}
             except torch.cuda.OutOfMemoryError:
                 r = {"batch": B, "context": L, "oom": True}
             torch.cuda.empty_cache()
