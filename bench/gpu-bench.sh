@@ -129,6 +129,22 @@ probe)
   peer compile
   tar czf "$OUT/results.tgz" $(ls bench/results/decode-profile-cuda-2*.json bench/results/train-profile-cuda-2*.json 2>/dev/null)
   ;;
+ncu)
+  # Nsight Compute on the decode kernels (one launch each, eager steps), if the machine has ncu
+  [ "${SKIP_BUILD:-0}" = 1 ] || quick_build
+  N=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  if [ -z "$N" ]; then echo "no ncu on this machine"; else
+    $N --version | tail -1
+    for kern in ${NCU_KERNELS:-k_decode_partial k_mamba1_decode_step}; do
+      timeout ${NCU_S:-120} $N --kernel-name regex:"$kern" --launch-skip ${NCU_SKIP:-30} --launch-count 1 \
+        --section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats --section WarpStateStats \
+        node dist/bench/decode.js --zero-weights --backend cuda --models m1-3b --batches ${NCU_BATCH:-512} --length-batch 512 --lengths 0 \
+        --contexts ${NCU_CONTEXT:-4096} --steps 2 --name decode-ncu > "$OUT/ncu-$kern.txt" 2>&1
+      echo "ncu $kern rc=$?"; grep -E "Duration|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Warp Cycles Per Issued|Grid Size|Block Size|Dynamic Shared" "$OUT/ncu-$kern.txt" | head -30
+    done
+  fi
+  el "ncu done"
+  ;;
 final)
   # one call for the session's record: build, all CUDA tests, train (medium), prefill both precisions, the decode sweep
   quick_build

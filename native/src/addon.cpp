@@ -242,7 +242,7 @@ std::unordered_map<std::string, OpFn>& ops() {
   def("attention_bwd", [S](const Args& a) {
     check(m1_attention_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
                            a.p<float>(7), a.p<float>(8), a.p<float>(9), a.p<int>(10), a.i32(11), a.i32(12), a.i32(13), a.i32(14),
-                           a.i32(15), a.f(16), S()),
+                           a.i32(15), a.f(16), a.i32(17), S()),
           a.op);
     return 0.0;
   });

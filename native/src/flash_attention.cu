@@ -492,10 +492,8 @@ cudaError_t launchBwd(float* dq, float* dk, float* dv, float* Dbuf, const float*
   cudaError_t e = allowSmem(k_flash_bwd_dq<DH>, smem, readyDq);
   if (e == cudaSuccess) e = allowSmem(k_flash_bwd_dkdv<DH>, smem, readyDkdv);
   if (e != cudaSuccess) return e;
-  const int64_t rows = (int64_t)B * T * Hq;
-  int64_t blocks = (rows * 32 + kThreads - 1) / kThreads;
-  if (blocks > 65535LL * 32) blocks = 65535LL * 32;  // the loop strides over the rest
-  k_flash_bwd_rowdot<<<(unsigned)blocks, kThreads, 0, s>>>(Dbuf, dout, out, rows, T, Hq, DH);
+  e = m1_flash_attention_rowdot(Dbuf, dout, out, B, T, Hq, DH, s);
+  if (e != cudaSuccess) return e;
   const unsigned tiles = (unsigned)((T + 63) / 64);
   k_flash_bwd_dq<DH><<<dim3(tiles, (unsigned)Hq, (unsigned)B), kThreads, smem, s>>>(dq, dout, q, k, v, lse, Dbuf, seg, T, Hq, Hkv,
                                                                                     scale);
@@ -526,6 +524,15 @@ int m1_flash_attention_handles(int B, int Hq, int Dh, const void* const* vec4Ptr
     if (reinterpret_cast<uintptr_t>(vec4Ptrs[i]) % 16 != 0) return 0;
   }
   return 1;
+}
+
+cudaError_t m1_flash_attention_rowdot(float* Dbuf, const float* dout, const float* out, int B, int T, int Hq, int Dh, cudaStream_t s) {
+  const int64_t rows = (int64_t)B * T * Hq;
+  if (rows == 0) return cudaSuccess;
+  int64_t blocks = (rows * 32 + kThreads - 1) / kThreads;
+  if (blocks > 65535LL * 32) blocks = 65535LL * 32;  // the loop strides over the rest
+  k_flash_bwd_rowdot<<<(unsigned)blocks, kThreads, 0, s>>>(Dbuf, dout, out, rows, T, Hq, Dh);
+  return cudaGetLastError();
 }
 
 cudaError_t m1_flash_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg, int B, int T,

@@ -28,9 +28,21 @@ cudaError_t m1_flash_attention(float* out, float* lse, const float* q, const flo
 cudaError_t m1_flash_attention_bf16(float* out, float* lse, const float* q, const float* k, const float* v, const int* segments,
                                     int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
 
+/** Dbuf[b, h, t] = dout_t · out_t (f32), laid out like lse [B, Hq, T]: the D of the backward */
+cudaError_t m1_flash_attention_rowdot(float* Dbuf, const float* dout, const float* out, int B, int T, int Hq, int Dh, cudaStream_t s);
+
 /** Dbuf: scratch of B*Hq*T floats (D = rowsum(dout ∘ out), laid out like lse) */
 cudaError_t m1_flash_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
                                    const float* v, const float* out, const float* lse, const int* segments,
                                    int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
+
+/**
+ * The backward with bf16 tensor-core products (flash_attention_tc.cu): D = rowsum(dout ∘ out) in f32,
+ * then q, k, v, dout rounded to bf16 copies (m1Alloc scratch); S, dP, dQ, dK, dV products in bf16 with
+ * f32 accumulation, P and dS in f32 before their own rounding. Same shapes and outputs as m1_flash_attention_bwd.
+ */
+cudaError_t m1_flash_attention_bwd_bf16(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
+                                        const float* v, const float* out, const float* lse, const int* segments,
+                                        int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
 
 }  // extern "C"

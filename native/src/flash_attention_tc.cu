@@ -263,6 +263,344 @@ cudaError_t launchFwdTc(float* out, float* lse, const float* q, const __nv_bfloa
   return cudaGetLastError();
 }
 
+// ------------------------------------------------------------------------------------------------
+// backward on the tensor cores
+//
+// Two kernels, as the f32 path: dQ per 64-query tile (streams 32-key tiles of K and V) and dK / dV
+// per 64-key tile (streams 32-query tiles of Q and dO for every q head of the GQA group), each
+// recomputing P = exp(scale·S − lse) from the forward's lse; no atomics, deterministic. Blocks of 4
+// warps, warp w owning 16 rows of the block's tile (queries for dQ, keys for dK / dV), lanes holding
+// rows gid and gid + 8 as in the forward:
+//   dQ:    S = Q·Kᵀ, dP = dO·Vᵀ (Q, dO as A fragments in registers); dS = P∘(dP − D) in f32;
+//          dQ += dS·K (dS from the C fragments as the A operand, K by ldmatrix.trans);
+//   dK/dV: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (K, V fragments from shared memory); Pᵀ, dSᵀ in f32;
+//          dV += Pᵀ·dO, dK += dSᵀ·Q (dO and Q by ldmatrix.trans).
+// The streamed tiles go global → shared by cp.async into two stages, as the forward's K and V.
+
+constexpr int kBwdWarps = 4, kBwdRows = 16 * kBwdWarps, kBwdTile = 32, kBwdThreads = kBwdWarps * 32;
+
+template <int DH>
+struct BwdLayout {
+  static constexpr int LD = DH + 8;                 // padded bf16 row stride (16-byte aligned rows)
+  static constexpr int tile = kBwdTile * LD;        // a streamed [32][LD] tile
+  static constexpr int fixed = kBwdRows * LD;       // the dK/dV block's own [64][LD] K or V
+  static constexpr size_t dqBytes = (size_t)4 * tile * sizeof(__nv_bfloat16);                    // 2 stages × (K, V)
+  static constexpr size_t dkdvBytes = ((size_t)2 * fixed + 4 * tile) * sizeof(__nv_bfloat16);  // K, V + 2 stages × (Q, dO)
+};
+
+/** ROWS rows of one head (row r of the tile at src + r·stride) → shared [ROWS][LD] by cp.async; rows ≥ valid are zeros */
+template <int DH, int ROWS>
+__device__ __forceinline__ void copyRowsAsync(__nv_bfloat16* dst, const __nv_bfloat16* src, int64_t stride, int valid) {
+  constexpr int C8 = DH / 8, LD = DH + 8;
+  for (int e = threadIdx.x; e < ROWS * C8; e += blockDim.x) {
+    const int r = e / C8, c = (e % C8) * 8;
+    const bool ok = r < valid;
+    cpAsync16(dst + r * LD + c, ok ? src + r * stride + c : src, ok);
+  }
+}
+
+/** A fragment (rows p0, p1 = p0 + 8; k columns col..col+1 and col+8..col+9) from row-major bf16 rows */
+__device__ __forceinline__ void ldA(uint32_t* a, const __nv_bfloat16* p0, const __nv_bfloat16* p1, int col) {
+  a[0] = ld32(p0 + col);
+  a[1] = ld32(p1 + col);
+  a[2] = ld32(p0 + col + 8);
+  a[3] = ld32(p1 + col + 8);
+}
+
+/** the C fragments of n-tiles 2kk, 2kk + 1 (f32) as the A fragment of k-step kk of the next product */
+__device__ __forceinline__ void cToA(uint32_t* a, const float* c0, const float* c1) {
+  a[0] = pack2(c0[0], c0[1]);
+  a[1] = pack2(c0[2], c0[3]);
+  a[2] = pack2(c1[0], c1[1]);
+  a[3] = pack2(c1[2], c1[3]);
+}
+
+/** acc[d] += A · X for n-tiles d of a row-major [16 k][DH] bf16 block starting at `rows` (ldmatrix.trans) */
+template <int DH>
+__device__ __forceinline__ void mmaRowsTrans(float (*acc)[4], const uint32_t* a, const __nv_bfloat16* rows, int lane) {
+  const __nv_bfloat16* r = rows + (lane & 15) * (DH + 8);
+#pragma unroll
+  for (int d = 0; d < DH / 8; d++) {
+    uint32_t b0, b1;
+    ldB_trans(b0, b1, r + 8 * d);
+    mma16816(acc[d], a, b0, b1);
+  }
+}
+
+/** dQ for 64 queries of head h, row b */
+template <int DH>
+__global__ void __launch_bounds__(kBwdThreads, 2)
+k_flash_bwd_dq_tc(float* __restrict__ dq, const __nv_bfloat16* __restrict__ qb, const __nv_bfloat16* __restrict__ kb,
+                  const __nv_bfloat16* __restrict__ vb, const __nv_bfloat16* __restrict__ dob, const float* __restrict__ lse,
+                  const float* __restrict__ Dbuf, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
+  using L = BwdLayout<DH>;
+  constexpr int LD = L::LD, KQ = DH / 16, NDT = DH / 8, NKT = kBwdTile / 8;
+  extern __shared__ float4 smem4[];
+  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);  // [2][kBwdTile][LD], then Vs the same
+  __nv_bfloat16* Vs = Ks + 2 * L::tile;
+  __shared__ int qSeg[kBwdRows], kSeg[2][kBwdTile];
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBwdRows;  // the longest query tiles first
+  const int h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
+  const int nq = min(kBwdRows, T - q0);
+  const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH, statRow = ((int64_t)b * Hq + h) * T;
+  const int r0 = warp * 16 + gid, r1 = r0 + 8, t0 = q0 + r0, t1 = q0 + r1;
+  const int warpLast = q0 + warp * 16 + 15;
+
+  auto issue = [&](int it) {
+    const int st = it & 1, k0 = it * kBwdTile, nk = min(kBwdTile, T - k0);
+    const int64_t off = (row0 + k0) * kStride + (int64_t)g * DH;
+    copyRowsAsync<DH, kBwdTile>(Ks + st * L::tile, kb + off, kStride, nk);
+    copyRowsAsync<DH, kBwdTile>(Vs + st * L::tile, vb + off, kStride, nk);
+    if (seg && threadIdx.x < kBwdTile) kSeg[st][threadIdx.x] = threadIdx.x < nk ? seg[row0 + k0 + threadIdx.x] : 0;
+  };
+  const int nTiles = (q0 + nq - 1) / kBwdTile + 1;
+  issue(0);
+  cpAsyncCommit();
+
+  // Q and dO as A fragments for the whole key loop; rows past T are zeros
+  uint32_t qa[KQ][4], da[KQ][4];
+  {
+    const __nv_bfloat16* z = qb;  // any valid address; the row is replaced by zeros below
+    const int64_t o0 = (row0 + t0) * qStride + (int64_t)h * DH + 2 * quad, o1 = (row0 + t1) * qStride + (int64_t)h * DH + 2 * quad;
+#pragma unroll
+    for (int kk = 0; kk < KQ; kk++) {
+      ldA(qa[kk], t0 < T ? qb + o0 : z, t1 < T ? qb + o1 : z, 16 * kk);
+      ldA(da[kk], t0 < T ? dob + o0 : z, t1 < T ? dob + o1 : z, 16 * kk);
+      if (t0 >= T) qa[kk][0] = qa[kk][2] = da[kk][0] = da[kk][2] = 0u;
+      if (t1 >= T) qa[kk][1] = qa[kk][3] = da[kk][1] = da[kk][3] = 0u;
+    }
+  }
+  if (seg && threadIdx.x < kBwdRows) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
+  const float lse0 = t0 < T ? lse[statRow + t0] : 0.f, lse1 = t1 < T ? lse[statRow + t1] : 0.f;
+  const float D0 = t0 < T ? Dbuf[statRow + t0] : 0.f, D1 = t1 < T ? Dbuf[statRow + t1] : 0.f;
+
+  float acc[NDT][4];
+#pragma unroll
+  for (int d = 0; d < NDT; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
+
+  for (int it = 0; it < nTiles; it++) {
+    if (it + 1 < nTiles) issue(it + 1);
+    cpAsyncCommit();
+    cpAsyncWaitOne();
+    __syncthreads();
+    const int st = it & 1, k0 = it * kBwdTile;
+    const __nv_bfloat16* Kt = Ks + st * L::tile;
+    const __nv_bfloat16* Vt = Vs + st * L::tile;
+    const int* ks = kSeg[st];
+    bool work = k0 <= warpLast;  // warp-uniform
+    if (seg) {
+      bool any = false;
+      for (int e = threadIdx.x; e < kBwdRows * kBwdTile; e += kBwdThreads) {
+        const int qi = e / kBwdTile, kj = e % kBwdTile;
+        any |= k0 + kj <= q0 + qi && q0 + qi < T && ks[kj] == qSeg[qi];
+      }
+      const bool anyVisible = __syncthreads_or(any);  // reached by every thread
+      work = work && anyVisible;
+    }
+    if (work) {
+      float s[NKT][4], dp[NKT][4];
+#pragma unroll
+      for (int j = 0; j < NKT; j++) {
+        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
+        const __nv_bfloat16* kr = Kt + (8 * j + gid) * LD + 2 * quad;
+        const __nv_bfloat16* vr = Vt + (8 * j + gid) * LD + 2 * quad;
+#pragma unroll
+        for (int kk = 0; kk < KQ; kk++) {
+          mma16816(s[j], qa[kk], ld32(kr + 16 * kk), ld32(kr + 16 * kk + 8));
+          mma16816(dp[j], da[kk], ld32(vr + 16 * kk), ld32(vr + 16 * kk + 8));
+        }
+      }
+      // dS = P∘(dP − D) (the scale is applied to dQ once at the end); this lane: keys 8j + 2quad + {0, 1}
+#pragma unroll
+      for (int j = 0; j < NKT; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
+          const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
+          const float p = vis ? expf(s[j][e] * scale - (e < 2 ? lse0 : lse1)) : 0.f;
+          s[j][e] = p * (dp[j][e] - (e < 2 ? D0 : D1));
+        }
+#pragma unroll
+      for (int kk = 0; kk < kBwdTile / 16; kk++) {
+        uint32_t pa[4];
+        cToA(pa, s[2 * kk], s[2 * kk + 1]);
+        mmaRowsTrans<DH>(acc, pa, Kt + 16 * kk * LD, lane);  // dQ += dS·K
+      }
+    }
+    __syncthreads();  // every warp is done with this stage before the next issue() overwrites it
+  }
+
+  const int ts[2] = {t0, t1};
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    if (ts[i] >= T) continue;
+    float* row = dq + (row0 + ts[i]) * qStride + (int64_t)h * DH + 2 * quad;
+#pragma unroll
+    for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(row + 8 * d) = make_float2(acc[d][2 * i] * scale, acc[d][2 * i + 1] * scale);
+  }
+}
+
+/** dK, dV for 64 keys of kv head g, row b: streams the query tiles at or after the key tile for every q head of the group */
+template <int DH>
+__global__ void __launch_bounds__(kBwdThreads, 2)
+k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_bfloat16* __restrict__ qb,
+                    const __nv_bfloat16* __restrict__ kb, const __nv_bfloat16* __restrict__ vb, const __nv_bfloat16* __restrict__ dob,
+                    const float* __restrict__ lse, const float* __restrict__ Dbuf, const int* __restrict__ seg, int T, int Hq, int Hkv,
+                    float scale) {
+  using L = BwdLayout<DH>;
+  constexpr int LD = L::LD, KQ = DH / 16, NDT = DH / 8, NQT = kBwdTile / 8;
+  extern __shared__ float4 smem4[];
+  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);  // [kBwdRows][LD]
+  __nv_bfloat16* Vs = Ks + L::fixed;                             // [kBwdRows][LD]
+  __nv_bfloat16* Qs = Vs + L::fixed;                             // [2][kBwdTile][LD]
+  __nv_bfloat16* Os = Qs + 2 * L::tile;                          // dO, [2][kBwdTile][LD]
+  __shared__ float qL[2][kBwdTile], qD[2][kBwdTile];
+  __shared__ int kSeg[kBwdRows], qSeg[2][kBwdTile];
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
+  const int k0 = blockIdx.x * kBwdRows;  // tile 0 sees every query: the longest blocks start first
+  const int g = blockIdx.y, b = blockIdx.z, group = Hq / Hkv;
+  const int nk = min(kBwdRows, T - k0);
+  const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH;
+  const int c0 = warp * 16 + gid, c1 = c0 + 8;  // this lane's key rows in the tile
+  const int warpFirst = k0 + warp * 16;
+  const int nQt = (T - k0 + kBwdTile - 1) / kBwdTile, nIt = group * nQt;
+
+  auto issue = [&](int it) {
+    const int st = it & 1, h = g * group + it / nQt, q0 = k0 + (it % nQt) * kBwdTile, nq = min(kBwdTile, T - q0);
+    const int64_t off = (row0 + q0) * qStride + (int64_t)h * DH;
+    copyRowsAsync<DH, kBwdTile>(Qs + st * L::tile, qb + off, qStride, nq);
+    copyRowsAsync<DH, kBwdTile>(Os + st * L::tile, dob + off, qStride, nq);
+    if (threadIdx.x < kBwdTile) {
+      const bool ok = (int)threadIdx.x < nq;
+      const int64_t sr = ((int64_t)b * Hq + h) * T + q0 + threadIdx.x;
+      qL[st][threadIdx.x] = ok ? lse[sr] : 0.f;
+      qD[st][threadIdx.x] = ok ? Dbuf[sr] : 0.f;
+      if (seg) qSeg[st][threadIdx.x] = ok ? seg[row0 + q0 + threadIdx.x] : 0;
+    }
+  };
+  // the block's K and V ride in the first copy group with the first query tile
+  const int64_t kOff = (row0 + k0) * kStride + (int64_t)g * DH;
+  copyRowsAsync<DH, kBwdRows>(Ks, kb + kOff, kStride, nk);
+  copyRowsAsync<DH, kBwdRows>(Vs, vb + kOff, kStride, nk);
+  if (seg && threadIdx.x < kBwdRows) kSeg[threadIdx.x] = (int)threadIdx.x < nk ? seg[row0 + k0 + threadIdx.x] : 0;
+  issue(0);
+  cpAsyncCommit();
+
+  float dka[NDT][4], dva[NDT][4];
+#pragma unroll
+  for (int d = 0; d < NDT; d++) dka[d][0] = dka[d][1] = dka[d][2] = dka[d][3] = dva[d][0] = dva[d][1] = dva[d][2] = dva[d][3] = 0.f;
+  const __nv_bfloat16* kr0 = Ks + c0 * LD + 2 * quad;
+  const __nv_bfloat16* kr1 = Ks + c1 * LD + 2 * quad;
+  const __nv_bfloat16* vr0 = Vs + c0 * LD + 2 * quad;
+  const __nv_bfloat16* vr1 = Vs + c1 * LD + 2 * quad;
+
+  for (int it = 0; it < nIt; it++) {
+    if (it + 1 < nIt) issue(it + 1);
+    cpAsyncCommit();
+    cpAsyncWaitOne();
+    __syncthreads();
+    const int st = it & 1, q0 = k0 + (it % nQt) * kBwdTile;
+    const __nv_bfloat16* Qt = Qs + st * L::tile;
+    const __nv_bfloat16* Ot = Os + st * L::tile;
+    const float* ql = qL[st];
+    const float* qd = qD[st];
+    const int* qs = qSeg[st];
+    bool work = q0 + kBwdTile - 1 >= warpFirst && warpFirst < T;  // warp-uniform: a query of the tile can see a key of the warp
+    if (seg) {
+      bool any = false;
+      for (int e = threadIdx.x; e < kBwdRows * kBwdTile; e += kBwdThreads) {
+        const int kc = e / kBwdTile, qi = e % kBwdTile;
+        any |= k0 + kc <= q0 + qi && q0 + qi < T && kSeg[kc] == qs[qi];
+      }
+      const bool anyVisible = __syncthreads_or(any);  // reached by every thread
+      work = work && anyVisible;
+    }
+    if (work) {
+      // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ: rows = the warp's 16 keys, n-tile j = queries 8j..8j+7
+      float s[NQT][4], dp[NQT][4];
+#pragma unroll
+      for (int j = 0; j < NQT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KQ; kk++) {
+        uint32_t ka[4], va[4];
+        ldA(ka, kr0, kr1, 16 * kk);
+        ldA(va, vr0, vr1, 16 * kk);
+#pragma unroll
+        for (int j = 0; j < NQT; j++) {
+          const __nv_bfloat16* qr = Qt + (8 * j + gid) * LD + 16 * kk + 2 * quad;
+          const __nv_bfloat16* orr = Ot + (8 * j + gid) * LD + 16 * kk + 2 * quad;
+          mma16816(s[j], ka, ld32(qr), ld32(qr + 8));
+          mma16816(dp[j], va, ld32(orr), ld32(orr + 8));
+        }
+      }
+      // Pᵀ and dSᵀ = Pᵀ∘(dPᵀ − D) (unscaled); this lane: keys c0 (regs 0, 1) and c1 (2, 3), queries 8j + 2quad + {0, 1}
+#pragma unroll
+      for (int j = 0; j < NQT; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int qi = 8 * j + 2 * quad + (e & 1), kc = e < 2 ? c0 : c1, t = q0 + qi;
+          const bool vis = k0 + kc <= t && t < T && (!seg || kSeg[kc] == qs[qi]);
+          const float p = vis ? expf(s[j][e] * scale - ql[qi]) : 0.f;
+          s[j][e] = p;
+          dp[j][e] = p * (dp[j][e] - qd[qi]);
+        }
+      // dV += Pᵀ·dO, dK += dSᵀ·Q: k-step kk = queries 16kk..16kk+15
+#pragma unroll
+      for (int kk = 0; kk < kBwdTile / 16; kk++) {
+        uint32_t pa[4], sa[4];
+        cToA(pa, s[2 * kk], s[2 * kk + 1]);
+        cToA(sa, dp[2 * kk], dp[2 * kk + 1]);
+        mmaRowsTrans<DH>(dva, pa, Ot + 16 * kk * LD, lane);
+        mmaRowsTrans<DH>(dka, sa, Qt + 16 * kk * LD, lane);
+      }
+    }
+    __syncthreads();  // every warp is done with this stage before the next issue() overwrites it
+  }
+
+  const int cs[2] = {c0, c1};
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    if (cs[i] >= nk) continue;
+    const int64_t o = (row0 + k0 + cs[i]) * kStride + (int64_t)g * DH + 2 * quad;
+#pragma unroll
+    for (int d = 0; d < NDT; d++) {
+      *reinterpret_cast<float2*>(dk + o + 8 * d) = make_float2(dka[d][2 * i] * scale, dka[d][2 * i + 1] * scale);
+      *reinterpret_cast<float2*>(dv + o + 8 * d) = make_float2(dva[d][2 * i], dva[d][2 * i + 1]);
+    }
+  }
+}
+
+/** opt a kernel into `bytes` of dynamic shared memory and the largest carveout, once per process */
+template <typename Kernel>
+cudaError_t allowSmemTc(Kernel kernel, size_t bytes, bool& done) {
+  if (done) return cudaSuccess;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+  if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
+  if (e == cudaSuccess) done = true;
+  return e;
+}
+
+template <int DH>
+cudaError_t launchBwdTc(float* dq, float* dk, float* dv, const __nv_bfloat16* qb, const __nv_bfloat16* kb, const __nv_bfloat16* vb,
+                        const __nv_bfloat16* dob, const float* lse, const float* Dbuf, const int* seg, int B, int T, int Hq, int Hkv,
+                        float scale, cudaStream_t s) {
+  using L = BwdLayout<DH>;
+  static bool readyDq = false, readyDkdv = false;
+  cudaError_t e = allowSmemTc(k_flash_bwd_dq_tc<DH>, L::dqBytes, readyDq);
+  if (e == cudaSuccess) e = allowSmemTc(k_flash_bwd_dkdv_tc<DH>, L::dkdvBytes, readyDkdv);
+  if (e != cudaSuccess) return e;
+  const unsigned tiles = (unsigned)((T + kBwdRows - 1) / kBwdRows);
+  k_flash_bwd_dq_tc<DH><<<dim3(tiles, (unsigned)Hq, (unsigned)B), kBwdThreads, L::dqBytes, s>>>(dq, qb, kb, vb, dob, lse, Dbuf, seg, T, Hq,
+                                                                                                  Hkv, scale);
+  k_flash_bwd_dkdv_tc<DH><<<dim3(tiles, (unsigned)Hkv, (unsigned)B), kBwdThreads, L::dkdvBytes, s>>>(dk, dv, qb, kb, vb, dob, lse, Dbuf,
+                                                                                                     seg, T, Hq, Hkv, scale);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 extern "C" cudaError_t m1_flash_attention_bf16(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg,
@@ -281,5 +619,30 @@ extern "C" cudaError_t m1_flash_attention_bf16(float* out, float* lse, const flo
   }
   m1Free(kb);
   m1Free(vb);
+  return e;
+}
+
+extern "C" cudaError_t m1_flash_attention_bwd_bf16(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q,
+                                                   const float* k, const float* v, const float* out, const float* lse, const int* seg,
+                                                   int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s) {
+  if ((int64_t)B * T * Hq == 0) return cudaSuccess;
+  if (Hkv < 1 || Hq % Hkv != 0 || (Dh != 64 && Dh != 128)) return cudaErrorInvalidValue;
+  cudaError_t e = m1_flash_attention_rowdot(Dbuf, dout, out, B, T, Hq, Dh, s);
+  if (e != cudaSuccess) return e;
+  // bf16 copies of q, k, v, dout from the caching allocator; freed at once (stream-ordered reuse)
+  const int64_t nq = (int64_t)B * T * Hq * Dh, nk = (int64_t)B * T * Hkv * Dh;
+  auto* qb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * nq));
+  auto* dob = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * nq));
+  auto* kb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * nk));
+  auto* vb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * nk));
+  e = m1_cast_f32_bf16(qb, q, nq, s);
+  if (e == cudaSuccess) e = m1_cast_f32_bf16(dob, dout, nq, s);
+  if (e == cudaSuccess) e = m1_cast_f32_bf16(kb, k, nk, s);
+  if (e == cudaSuccess) e = m1_cast_f32_bf16(vb, v, nk, s);
+  if (e == cudaSuccess) {
+    e = Dh == 64 ? launchBwdTc<64>(dq, dk, dv, qb, kb, vb, dob, lse, Dbuf, seg, B, T, Hq, Hkv, scale, s)
+                 : launchBwdTc<128>(dq, dk, dv, qb, kb, vb, dob, lse, Dbuf, seg, B, T, Hq, Hkv, scale, s);
+  }
+  for (void* p : {(void*)qb, (void*)dob, (void*)kb, (void*)vb}) m1Free(p);
   return e;
 }

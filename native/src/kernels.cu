@@ -716,9 +716,19 @@ __global__ void k_selective_scan_step(float* y, const float* x, const float* del
   }
 }
 
+/** One float4 of a state row advanced by one token: h ← exp(dt·A) ⊙ h + dt·x·B (dtx = dt·x). */
+__device__ __forceinline__ float4 scanState4(float4 v, const float4 a, const float4 b, float dt, float dtx) {
+  v.x = expf(dt * a.x) * v.x + dtx * b.x;
+  v.y = expf(dt * a.y) * v.y + dtx * b.y;
+  v.z = expf(dt * a.z) * v.z + dtx * b.z;
+  v.w = expf(dt * a.w) * v.w + dtx * b.w;
+  return v;
+}
+__device__ __forceinline__ float dot4(const float4 c, const float4 v) { return c.x * v.x + c.y * v.y + c.z * v.z + c.w * v.w; }
+
 /**
- * One channel's state row h [4·N4] (float4s) advanced by one token in place — h ← exp(dt·A) ⊙ h + dt·x·B
- * (dtx = dt·x) — returning C·h. All rows are loaded before the math so their loads are in flight together.
+ * One channel's state row h [4·N4] (float4s) advanced by one token in place (scanState4), returning
+ * C·h. All rows are loaded before the math so their loads are in flight together.
  */
 template <int N4>
 __device__ __forceinline__ float scanStateStep(float4* so, const float4* ap, const float4* bp, const float4* cp, float dt, float dtx) {
@@ -728,14 +738,9 @@ __device__ __forceinline__ float scanStateStep(float4* so, const float4* ap, con
   float acc = 0.f;
 #pragma unroll
   for (int j = 0; j < N4; j++) {
-    const float4 a = ap[j], b = bp[j], cc = cp[j];
-    float4 v = h[j];
-    v.x = expf(dt * a.x) * v.x + dtx * b.x;
-    v.y = expf(dt * a.y) * v.y + dtx * b.y;
-    v.z = expf(dt * a.z) * v.z + dtx * b.z;
-    v.w = expf(dt * a.w) * v.w + dtx * b.w;
+    const float4 v = scanState4(h[j], ap[j], bp[j], dt, dtx);
     so[j] = v;
-    acc += cc.x * v.x + cc.y * v.y + cc.z * v.z + cc.w * v.w;
+    acc += dot4(cp[j], v);
   }
   return acc;
 }
@@ -773,24 +778,37 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
 }
 
 /**
- * mamba1DecodeStep fused (the op's definition: mamba1DecodeStepComposite in backend.ts): a thread per
- * (token, channel c) reads its z, x' and the B' / C rows of its group straight from in_proj's output
- * row [z | x' | B' | C | δ] — the repeat is an index map: repeated channel c = g·N + j reads x' channel
- * ⌊g / r⌋·N + j and B' group ⌊g / r⌋ — runs the conv step (state shift, SiLU), Δ = softplus(deltaLow +
- * 2·b_dt), and the float4 state update of k_selective_scan_step_vec. One kernel instead of split,
- * two repeats, bias add, conv step and scan step. The launcher checks 16-byte alignment of the rows.
+ * mamba1DecodeStep fused (the op's definition: mamba1DecodeStepComposite in backend.ts): N4 consecutive
+ * lanes per (token, channel c), lane j owning float4 j of the channel's state, A, B and C rows (a warp's
+ * state loads and stores are contiguous 512-byte runs) and C·h summed over the N4 lanes by shuffles.
+ * z, x' and the B' / C rows come straight from in_proj's output row [z | x' | B' | C | δ] — the repeat
+ * is an index map: repeated channel c = g·N + j reads x' channel ⌊g / r⌋·N + j and B' group ⌊g / r⌋.
+ * Every lane of a channel runs its conv step (same loads, same sum; then SiLU) and Δ = softplus(deltaLow
+ * + 2·b_dt); the conv state shift is shared: lane j moves positions j, j + N4, …, each round's reads
+ * fenced from its writes by __syncwarp. One kernel instead of split, two repeats, bias add, conv step
+ * and scan step. The launcher runs it in blocks of kDecodeThreads (a multiple of 32); _handles checks
+ * the shapes and the 16-byte alignment of the rows.
  */
+constexpr int kDecodeThreads = 256;
 template <int N4>
-__global__ void k_mamba1_decode_step(float* y, const float* proj, const float* deltaLow, const float* dtBias, float* convSt,
-                                     const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
-                                     const int* slots, int nTok, int Di, int dXb, int P, int K) {
+__global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step(float* y, const float* proj, const float* deltaLow,
+    const float* dtBias, float* convSt, const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
+    const int* slots, int nTok, int Di, int dXb, int P, int K) {
   constexpr int N = 4 * N4;
-  const int r = Di / dXb, W = K - 1;
+  const int r = Di / dXb, W = K - 1, nq = Di * N4;
+  const int j = threadIdx.x & (N4 - 1);  // this lane's float4 of the channel's rows
+  const unsigned gmask = ((1u << N4) - 1) << ((threadIdx.x & 31) & ~(N4 - 1));  // the channel's lanes
   for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
     const float* row = proj + (int64_t)s * P;
     const int slot = slots[s];
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < Di; c += gridDim.x * blockDim.x) {
-      const int g = c / N, src = (g / r) * N;  // this channel's group; the x' / B' group it repeats
+    // q steps by a multiple of N4: a group's lanes share c on every pass and leave the loop together
+    for (int q = blockIdx.x * blockDim.x + threadIdx.x; q < nq; q += gridDim.x * blockDim.x) {
+      const int c = q / N4, g = c / N, src = (g / r) * N;  // this channel's group; the x' / B' group it repeats
+      float4* sp = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c) * N) + j;
+      const float4 h = *sp;  // issued before the conv state's stores below
+      const float4 a = reinterpret_cast<const float4*>(A + (int64_t)c * N)[j];
+      const float4 b = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
+      const float4 cm = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
       const float zv = row[c], xin = row[Di + src + c % N];
       // conv step on the repeated x (state holds the previous K − 1 inputs), then SiLU
       float* cs = convSt + ((int64_t)slot * Di + c) * W;
@@ -798,17 +816,25 @@ __global__ void k_mamba1_decode_step(float* y, const float* proj, const float* d
       float acc = convBias ? convBias[c] : 0.f;
       for (int k = 0; k < W; k++) acc += w[k] * cs[k];
       acc += w[W] * xin;
-      for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
-      if (W > 0) cs[W - 1] = xin;
+      // shift: round k0 reads positions k0 + 1 … k0 + N4 and writes k0 … k0 + N4 − 1, after every read above
+      for (int k0 = 0; k0 < W; k0 += N4) {
+        const int k = k0 + j;
+        const float v = k + 1 < W ? cs[k + 1] : xin;
+        if (N4 > 1) __syncwarp(gmask);
+        if (k < W) cs[k] = v;
+      }
       const float xv = siluf(acc);
       const float bias = dtBias[c];
       const float dt = softplusf((deltaLow[(int64_t)s * Di + c] + bias) + bias), dtx = dt * xv;
-      const float4* ap = reinterpret_cast<const float4*>(A + (int64_t)c * N);
-      const float4* bp = reinterpret_cast<const float4*>(row + Di + dXb + src);
-      const float4* cp = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N);
-      float out = scanStateStep<N4>(reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c) * N), ap, bp, cp, dt, dtx);
-      out += D[c] * xv;
-      y[(int64_t)s * Di + c] = out * siluf(zv);
+      const float4 hn = scanState4(h, a, b, dt, dtx);
+      *sp = hn;
+      float out = dot4(cm, hn);
+#pragma unroll
+      for (int o = N4 / 2; o > 0; o >>= 1) out += __shfl_xor_sync(gmask, out, o);
+      if (j == 0) {
+        out += D[c] * xv;
+        y[(int64_t)s * Di + c] = out * siluf(zv);
+      }
     }
   }
 }
@@ -1520,10 +1546,11 @@ cudaError_t m1_attention(float* out, float* lse, const float* q, const float* k,
 }
 cudaError_t m1_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
                              const float* v, const float* out, const float* lse, const int* seg, int B, int T, int Hq, int Hkv,
-                             int Dh, float scale, cudaStream_t s) {
+                             int Dh, float scale, int bf16, cudaStream_t s) {
   if ((int64_t)B * T * Hq == 0) return cudaSuccess;
   const void* vec4[] = {dq, dk, dv, dout, q, k, v};
   if (m1_flash_attention_handles(B, Hq, Dh, vec4, 7)) {
+    if (bf16) return m1_flash_attention_bwd_bf16(dq, dk, dv, Dbuf, dout, q, k, v, out, lse, seg, B, T, Hq, Hkv, Dh, scale, s);
     return m1_flash_attention_bwd(dq, dk, dv, Dbuf, dout, q, k, v, out, lse, seg, B, T, Hq, Hkv, Dh, scale, s);
   }
   DISPATCH_DPL(Dh, return launchAttentionBwd<DPL>(dq, dk, dv, Dbuf, dout, q, k, v, out, lse, seg, B, T, Hq, Hkv, Dh, scale, s));
@@ -1655,8 +1682,10 @@ cudaError_t m1_mamba1_decode_step(float* y, const float* proj, const float* delt
                                   const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
                                   const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
   if ((int64_t)nTok * Di == 0) return cudaSuccess;
-  const dim3 grid((unsigned)std::min(65535, (Di + 127) / 128), (unsigned)std::min(65535, nTok));
-#define M1_DECODE(N4) k_mamba1_decode_step<N4><<<grid, 128, 0, s>>>(y, proj, deltaLow, dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)
+  if (K < 1 || dXb < 1 || (int64_t)Di * 8 > INT32_MAX) return cudaErrorInvalidValue;  // lane index q = c·N4 is an int
+  const int64_t lanes = (int64_t)Di * (N / 4);
+  const dim3 grid((unsigned)std::min<int64_t>(65535, (lanes + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
+#define M1_DECODE(N4) k_mamba1_decode_step<N4><<<grid, kDecodeThreads, 0, s>>>(y, proj, deltaLow, dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)
   if (N == 4) M1_DECODE(1);
   else if (N == 8) M1_DECODE(2);
   else if (N == 16) M1_DECODE(4);

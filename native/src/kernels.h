@@ -49,7 +49,7 @@ cudaError_t m1_attention(float* out, float* lse, const float* q, const float* k,
                          int B, int T, int Hq, int Hkv, int Dh, float scale, int bf16, cudaStream_t s);
 cudaError_t m1_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
                              const float* v, const float* out, const float* lse, const int* segments,
-                             int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
+                             int B, int T, int Hq, int Hkv, int Dh, float scale, int bf16, cudaStream_t s);
 cudaError_t m1_kv_cache_write(void* kCache, void* vCache, int cacheBf16, const float* k, const float* v, const int* slots,
                               int64_t n, int64_t row, cudaStream_t s);
 cudaError_t m1_paged_decode(float* out, const float* q, const void* kCache, const void* vCache, int cacheBf16,

@@ -231,8 +231,10 @@ export class Mamba1Mixer implements Mixer {
     if (info.slots.length !== n) throw new Error(`Mamba1Mixer.step: info.slots has ${info.slots.length} entries for n = ${n}`);
     // in_proj and dt_proj as matmuls, everything between them one op (a fused kernel on CUDA)
     const proj = linearForward(be, u, this.inProj.value);
-    const R = this.dims.dtRank;
-    const dtLow = be.splitLastDim(proj, [proj.shape[1]! - R, R])[1]!;
+    // δ = u · W_in[P − R : P]ᵀ again from a row view of in_proj's weight: a [n, R] product instead of a
+    // copy of all of proj's columns to split the last R off
+    const R = this.dims.dtRank, P = this.inProj.value.shape[0]!;
+    const dtLow = linearForward(be, u, be.rowSlice(this.inProj.value, P - R, P));
     const y = be.mamba1DecodeStep({
       proj, deltaLow: linearForward(be, dtLow, this.dtProjWeight.value), dims: this.dims,
       convState: state.convState, convWeight: this.convTaps(), convBias: this.convBias?.value ?? null,

@@ -94,4 +94,39 @@ describe.skipIf(!available)(`cuda tiled attention vs cpu${available ? '' : ` (sk
       }
     });
   }
+
+  // ... and the backward (flash_attention_tc.cu dQ and dK/dV kernels: q, k, v, dout, P and dS rounded
+  // to bf16, f32 softmax, D and sums) from the f32 forward's out / lse: 3e-2 of the f32 gradients
+  // (floor 0.1 as above), and not equal to them; Dh = 16 keeps the f32 kernels.
+  for (const c of cases) {
+    const { B, T, Hq, Hkv, Dh } = c;
+    const name = `B=${B} T=${T} Hq=${Hq} Hkv=${Hkv} Dh=${Dh}`;
+    it(`backward with bf16 products (precision medium), ${name}`, () => {
+      const seed = T * 13 + Dh;
+      const q = rand([B, T, Hq, Dh], seed), k = rand([B, T, Hkv, Dh], seed + 1), v = rand([B, T, Hkv, Dh], seed + 2);
+      const dout = rand([B, T, Hq, Dh], seed + 3);
+      for (const segments of [undefined, segmentsFor(B, T)]) {
+        const o = { scale: c.scale ?? 1 / Math.sqrt(Dh), segments };
+        const what = `${name} seg=${segments ? 'yes' : 'no'}`;
+        const fc = cpu.attention(q.c, k.c, v.c, o);
+        const bc = cpu.attentionBackward(dout.c, q.c, k.c, v.c, fc.out, fc.lse, o);
+        const fg = g.attention(q.g, k.g, v.g, o);
+        let bg;
+        try {
+          g.setFloat32MatmulPrecision('medium');
+          bg = g.attentionBackward(dout.g, q.g, k.g, v.g, fg.out, fg.lse, o);
+        } finally {
+          g.setFloat32MatmulPrecision('highest');
+        }
+        const tiled = Dh === 64 || Dh === 128;
+        const tol = tiled ? 3e-2 : 1e-4;
+        expectClose(g, bg.dq, bc.dq, tol, `bf16 dq ${what}`, 0.1);
+        expectClose(g, bg.dk, bc.dk, tol, `bf16 dk ${what}`, 0.1);
+        expectClose(g, bg.dv, bc.dv, tol, `bf16 dv ${what}`, 0.1);
+        const a = g.read(bg.dv), r = cpu.read(bc.dv);
+        const differs = a.some((x, i) => Math.abs(x - r[i]!) > 1e-5 * (1 + Math.abs(r[i]!)));
+        expect(differs, `bf16 dv differs from f32 somewhere ${what}`).toBe(tiled);
+      }
+    });
+  }
 });

@@ -530,7 +530,7 @@ export class CudaBackend implements Backend {
       const dk = this.alloc(K.shape), dv = this.alloc(V.shape);
       const seg = opts.segments ? s.ints(opts.segments) : 0;
       const dq = this.produce(Q.shape, (o) => this.call('attention_bwd', [o, dk.ptr, dv.ptr, s.temp(B * T * Hq * 4), s.f32(dO), s.f32(Q), s.f32(K),
-        s.f32(V), s.f32(O), s.f32(L), seg, B, T, Hq, Hkv, Dh, opts.scale]));
+        s.f32(V), s.f32(O), s.f32(L), seg, B, T, Hq, Hkv, Dh, opts.scale, this.f32Precision === 2 ? 1 : 0]));
       return { dq, dk, dv };
     });
   }
