@@ -145,6 +145,21 @@ ncu)
   fi
   el "ncu done"
   ;;
+dev)
+  # a development round: build, CUDA tests, training step (phases + profile), decode with graphs (m1 + llama)
+  quick_build
+  cuda_tests
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train-medium.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
+  if [ -n "${TRAIN_PROFILE:-}" ]; then
+    timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
+    echo "train profile rc=$?"; grep -A 16 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  fi
+  timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-graphs \
+    --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
+  echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
+  el "decode done"
+  ;;
 final)
   # one call for the session's record: build, all CUDA tests, train (medium), prefill both precisions, the decode sweep
   quick_build

@@ -4,11 +4,14 @@
 // Why: a warp per (sequence, q head) walking all keys in order is latency-bound (one dependent
 // key at a time, few warps at small batch) and reads each kv head's K/V once per q head of its
 // GQA group. Here the keys are cut into chunks and each block owns (sequence, kv head, chunk):
-//   pass 1 (k_decode_partial): the block reads its chunk's K rows once for ALL q heads of the group
-//     (16-byte vector loads, a team of lanes per row), keeps the scores in shared memory, takes
-//     per-head softmax stats over the chunk, then reads V once (threads over the head dim, so a
-//     team's loads are one contiguous row) and writes, per (sequence, q head, chunk), the
-//     unnormalised output o = Σ exp(s − m) v with its max m and sum l = Σ exp(s − m);
+//   pass 1 (k_decode_partial): the block first issues cp.async copies of ALL its chunk's K rows, then
+//     of all its V rows, into shared memory (every byte the block needs is in flight at once: a
+//     decode step is a pure stream of the KV cache, and loads issued a row at a time between dot
+//     products left the H200 at a quarter of its bandwidth); then, from shared memory, it dots each
+//     K row once with ALL q heads of the group (a team of lanes per row), keeps the scores, takes
+//     per-head softmax stats over the chunk, waits for V and computes (threads over the head dim)
+//     per (sequence, q head, chunk) the unnormalised output o = Σ exp(s − m) v with its max m and
+//     sum l = Σ exp(s − m);
 //   pass 2 (k_decode_combine): out = Σ_c o_c e^{m_c − M} / Σ_c l_c e^{m_c − M}, M = max_c m_c.
 // When every sequence fits one chunk, pass 1 normalises and writes `out` itself (no scratch).
 //
@@ -30,11 +33,11 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxChunk = 256;  // keys per block: 256 bf16 rows of Dh 128 are 64 KiB of K and of V
-constexpr int kMinChunk = 64;
+constexpr int kMaxChunk = 256;  // keys per block (bf16, Dh 128: 128 fit the shared-memory budget)
+constexpr int kMinChunk = 32;
 constexpr int kHeadsPerPass = 4;  // q heads whose P·V accumulators a thread holds at once (group > 4: V re-read, from L1/L2)
 constexpr int kRows = 2;          // K rows per team per iteration: two independent 16-byte loads in flight per lane
-constexpr size_t kSmemLimit = 48 * 1024;  // the default dynamic shared-memory limit (no opt-in attribute needed)
+constexpr size_t kSmemLimit = 100 * 1024;  // per block (opt-in above 48 KiB): two blocks per SM with 228 KiB
 
 /** a 16-byte vector of cache elements, widened to f32 */
 template <typename E>
@@ -43,7 +46,7 @@ template <>
 struct Pack<float> {
   static constexpr int kElems = 4;
   __device__ __forceinline__ static void load(const float* p, float (&f)[4]) {
-    float4 v = __ldg(reinterpret_cast<const float4*>(p));
+    float4 v = *reinterpret_cast<const float4*>(p);
     f[0] = v.x;
     f[1] = v.y;
     f[2] = v.z;
@@ -54,7 +57,7 @@ template <>
 struct Pack<__nv_bfloat16> {
   static constexpr int kElems = 8;
   __device__ __forceinline__ static void load(const __nv_bfloat16* p, float (&f)[8]) {
-    uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+    uint4 u = *reinterpret_cast<const uint4*>(p);
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int k = 0; k < 4; k++) {  // bf16 → f32 is exact: the bf16 bits are the f32's high half (little-endian: low half first)
@@ -68,10 +71,17 @@ struct Pack<__nv_bfloat16> {
 /** threads of a block that share one V row in pass 1's P·V: a row is Dh / elems 16-byte vectors */
 __host__ __device__ inline int pvTeams(int Dh, int elems) { return kThreads / (Dh / elems); }
 
+/** 16 bytes global → shared, asynchronously */
+__device__ __forceinline__ void cpAsync16(void* dst, const void* src) {
+  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+
 /** dynamic shared memory of k_decode_partial; the carve-up in the kernel follows this order */
 inline size_t partialSmemBytes(int chunk, int group, int Dh, int elems) {
   int hp = group < kHeadsPerPass ? group : kHeadsPerPass;
   return (size_t)chunk * sizeof(int64_t)                             // rowOff: cache element offset of each key row
+         + (size_t)2 * chunk * Dh * (elems == 8 ? 2 : 4)             // Ks, Vs: the chunk's K and V rows
          + (size_t)group * Dh * sizeof(float)                        // qs: the group's queries
          + (size_t)group * chunk * sizeof(float)                     // sc: scores, then exp(s − m)
          + (size_t)pvTeams(Dh, elems) * hp * Dh * sizeof(float)      // red: per-team P·V partials
@@ -107,7 +117,9 @@ __global__ void __launch_bounds__(kThreads, 4)
 
   extern __shared__ float4 smemRaw[];
   int64_t* rowOff = reinterpret_cast<int64_t*>(smemRaw);
-  float* qs = reinterpret_cast<float*>(rowOff + chunk);
+  E* Ks = reinterpret_cast<E*>(rowOff + chunk);  // [chunk][Dh]
+  E* Vs = Ks + (size_t)chunk * Dh;
+  float* qs = reinterpret_cast<float*>(Vs + (size_t)chunk * Dh);
   float* sc = qs + group * Dh;
   float* red = sc + (size_t)group * chunk;
   float* stat = red + (size_t)pvTeams(Dh, EPV) * hp * Dh;
@@ -118,9 +130,22 @@ __global__ void __launch_bounds__(kThreads, 4)
     int blk = bt[(int64_t)i * maxBlocks + s / bsz];
     rowOff[t] = (((int64_t)blk * bsz + s % bsz) * Hkv + g) * Dh;
   }
+  __syncthreads();
+  // ---- every K row of the chunk, then every V row, in flight at once (two copy groups)
+  for (int e = tid; e < nTok * V; e += kThreads) {
+    const int t = e / V, v = e % V;
+    cpAsync16(Ks + (size_t)t * Dh + v * EPV, kc + rowOff[t] + v * EPV);
+  }
+  asm volatile("cp.async.commit_group;\n" ::);
+  for (int e = tid; e < nTok * V; e += kThreads) {
+    const int t = e / V, v = e % V;
+    cpAsync16(Vs + (size_t)t * Dh + v * EPV, vc + rowOff[t] + v * EPV);
+  }
+  asm volatile("cp.async.commit_group;\n" ::);
   const float* qg = q + ((int64_t)i * Hq + h0) * Dh;
   for (int e = tid; e < group * Dh; e += kThreads) qs[e] = qg[e];
-  __syncthreads();
+  asm volatile("cp.async.wait_group 1;\n" ::);  // this thread's K copies have landed …
+  __syncthreads();                                // … and everyone's, with the queries
 
   // ---- scores: a team of T lanes per K row (T = V rounded up to a power of two, at most 32);
   // each row is read once and dotted with every q head of the group
@@ -138,7 +163,7 @@ __global__ void __launch_bounds__(kThreads, 4)
         for (int j = 0; j < KVJ; j++) {
           const int v = tl + 32 * j;
           if (tok < nTok && v < V) {
-            Pack<E>::load(kc + rowOff[tok] + v * EPV, kf[r][j]);
+            Pack<E>::load(Ks + (size_t)tok * Dh + v * EPV, kf[r][j]);
           } else {
 #pragma unroll
             for (int e = 0; e < EPV; e++) kf[r][j][e] = 0.f;
@@ -180,7 +205,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   __syncthreads();
 
   // ---- per-head softmax stats over the chunk (a warp per head); sc becomes exp(s − m).
-  // nTok ≥ 1, so m is finite and l ≥ 1.
+  // nTok ≥ 1, so m is finite and l ≥ 1. The V copies land meanwhile.
   for (int h = warp; h < group; h += kWarps) {
     float* row = sc + h * chunk;
     float m = -CUDART_INF_F;
@@ -198,7 +223,8 @@ __global__ void __launch_bounds__(kThreads, 4)
       stat[group + h] = l;
     }
   }
-  __syncthreads();
+  asm volatile("cp.async.wait_group 0;\n" ::);
+  __syncthreads();  // the stats, and every thread's V copies, are visible
 
   // ---- P·V: a team of V threads per V row (thread vv holds elements [vv·EPV, vv·EPV + EPV) of the
   // head dim), teams over the chunk's tokens, kHeadsPerPass heads per pass; team partials are summed
@@ -216,7 +242,7 @@ __global__ void __launch_bounds__(kThreads, 4)
 #pragma unroll 4
       for (int t = team; t < nTok; t += teams) {
         float vf[EPV];
-        Pack<E>::load(vc + rowOff[t] + vv * EPV, vf);
+        Pack<E>::load(Vs + (size_t)t * Dh + vv * EPV, vf);
 #pragma unroll
         for (int hh = 0; hh < kHeadsPerPass; hh++) {
           if (hh < nh) {
@@ -327,6 +353,13 @@ cudaError_t launchSplit(const Plan& p, float* out, float* scratch, const float* 
   const bool direct = p.nChunks == 1;
   float* opart = direct ? nullptr : scratch;
   float* ml = direct ? nullptr : scratch + (size_t)n * Hq * p.nChunks * Dh;
+  static size_t allowed = 48 * 1024;  // the default limit; opted into up to kSmemLimit once per element type
+  if (p.smem > allowed) {
+    cudaError_t e = cudaFuncSetAttribute(k_decode_partial<E>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmemLimit);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_decode_partial<E>, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return e;
+    allowed = kSmemLimit;
+  }
   dim3 grid((unsigned)(n * p.nChunks), (unsigned)Hkv);
   k_decode_partial<E><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq, Hkv,
                                                      Dh, bsz, scale, p.chunk, p.nChunks);

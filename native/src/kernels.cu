@@ -738,9 +738,10 @@ __device__ __forceinline__ float scanStateStep(float4* so, const float4* ap, con
   float acc = 0.f;
 #pragma unroll
   for (int j = 0; j < N4; j++) {
+    const float4 cc = cp[j];  // loaded before the store, which may alias it
     const float4 v = scanState4(h[j], ap[j], bp[j], dt, dtx);
     so[j] = v;
-    acc += dot4(cp[j], v);
+    acc += dot4(cc, v);
   }
   return acc;
 }
@@ -778,63 +779,81 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
 }
 
 /**
- * mamba1DecodeStep fused (the op's definition: mamba1DecodeStepComposite in backend.ts): N4 consecutive
- * lanes per (token, channel c), lane j owning float4 j of the channel's state, A, B and C rows (a warp's
- * state loads and stores are contiguous 512-byte runs) and C·h summed over the N4 lanes by shuffles.
- * z, x' and the B' / C rows come straight from in_proj's output row [z | x' | B' | C | δ] — the repeat
- * is an index map: repeated channel c = g·N + j reads x' channel ⌊g / r⌋·N + j and B' group ⌊g / r⌋.
- * Every lane of a channel runs its conv step (same loads, same sum; then SiLU) and Δ = softplus(deltaLow
- * + 2·b_dt); the conv state shift is shared: lane j moves positions j, j + N4, …, each round's reads
- * fenced from its writes by __syncwarp. One kernel instead of split, two repeats, bias add, conv step
- * and scan step. The launcher runs it in blocks of kDecodeThreads (a multiple of 32); _handles checks
- * the shapes and the 16-byte alignment of the rows.
+ * mamba1DecodeStep fused (the op's definition: mamba1DecodeStepComposite in backend.ts). A warp per 32
+ * channels c0 … c0 + 31 of one token, in two phases:
+ *  - per channel, lane l for channel c0 + l: z, x' straight from in_proj's output row [z | x' | B' | C | δ]
+ *    — the repeat is an index map: repeated channel c = g·N + j reads x' channel ⌊g / r⌋·N + j and B'
+ *    group ⌊g / r⌋ — the conv step (state shift, SiLU) and Δ = softplus(deltaLow + 2·b_dt);
+ *  - per state, in N4 passes of 32 / N4 channels: N4 consecutive lanes per channel, lane j owning float4 j
+ *    of its state, A, B and C rows (the tile's rows are contiguous: each pass is one 512-byte run per
+ *    warp), Δ and Δ·x fetched from the channel's lane by shuffles, C·h summed over the N4 lanes by
+ *    shuffles and handed back to the channel's lane, which writes y.
+ * The tile's state float4s are all loaded first so that N4 of them per lane are in flight together.
+ * One kernel instead of split, two repeats, bias add, conv step and scan step. Full warps take part in
+ * every shuffle (a tile's lanes past Di only skip their memory accesses), so blocks are whole warps.
+ * _handles checks the shapes and the 16-byte alignment of the rows.
  */
-constexpr int kDecodeThreads = 256;
+constexpr int kDecodeThreads = 128;
 template <int N4>
 __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step(float* y, const float* proj, const float* deltaLow,
     const float* dtBias, float* convSt, const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int K) {
-  constexpr int N = 4 * N4;
-  const int r = Di / dXb, W = K - 1, nq = Di * N4;
-  const int j = threadIdx.x & (N4 - 1);  // this lane's float4 of the channel's rows
-  const unsigned gmask = ((1u << N4) - 1) << ((threadIdx.x & 31) & ~(N4 - 1));  // the channel's lanes
+  constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
+  constexpr unsigned kAll = 0xffffffffu;
+  const int r = Di / dXb, W = K - 1;
+  const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;  // in a pass: float4 j of channel c0 + i·CPB + sub
+  const int warps = blockDim.x / 32, nTiles = (Di + 31) / 32;
   for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
     const float* row = proj + (int64_t)s * P;
     const int slot = slots[s];
-    // q steps by a multiple of N4: a group's lanes share c on every pass and leave the loop together
-    for (int q = blockIdx.x * blockDim.x + threadIdx.x; q < nq; q += gridDim.x * blockDim.x) {
-      const int c = q / N4, g = c / N, src = (g / r) * N;  // this channel's group; the x' / B' group it repeats
-      float4* sp = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c) * N) + j;
-      const float4 h = *sp;  // issued before the conv state's stores below
-      const float4 a = reinterpret_cast<const float4*>(A + (int64_t)c * N)[j];
-      const float4 b = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
-      const float4 cm = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
-      const float zv = row[c], xin = row[Di + src + c % N];
-      // conv step on the repeated x (state holds the previous K − 1 inputs), then SiLU
-      float* cs = convSt + ((int64_t)slot * Di + c) * W;
-      const float* w = convW + (int64_t)c * K;
-      float acc = convBias ? convBias[c] : 0.f;
-      for (int k = 0; k < W; k++) acc += w[k] * cs[k];
-      acc += w[W] * xin;
-      // shift: round k0 reads positions k0 + 1 … k0 + N4 and writes k0 … k0 + N4 − 1, after every read above
-      for (int k0 = 0; k0 < W; k0 += N4) {
-        const int k = k0 + j;
-        const float v = k + 1 < W ? cs[k + 1] : xin;
-        if (N4 > 1) __syncwarp(gmask);
-        if (k < W) cs[k] = v;
-      }
-      const float xv = siluf(acc);
-      const float bias = dtBias[c];
-      const float dt = softplusf((deltaLow[(int64_t)s * Di + c] + bias) + bias), dtx = dt * xv;
-      const float4 hn = scanState4(h, a, b, dt, dtx);
-      *sp = hn;
-      float out = dot4(cm, hn);
+    for (int tile = blockIdx.x * warps + threadIdx.x / 32; tile < nTiles; tile += gridDim.x * warps) {  // warp-uniform
+      const int c0 = tile * 32;
+      float4* st = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c0) * N);  // pass i's run: st[i·32 + lane]
+      float4 h[N4];
 #pragma unroll
-      for (int o = N4 / 2; o > 0; o >>= 1) out += __shfl_xor_sync(gmask, out, o);
-      if (j == 0) {
-        out += D[c] * xv;
-        y[(int64_t)s * Di + c] = out * siluf(zv);
+      for (int i = 0; i < N4; i++)
+        if (c0 + i * CPB + sub < Di) h[i] = st[i * 32 + lane];
+      // per channel: conv step on the repeated x (state holds the previous K − 1 inputs), SiLU, Δ
+      const int c = c0 + lane;
+      float dt = 0.f, dtx = 0.f, xv = 0.f, zv = 0.f;
+      if (c < Di) {
+        const int g = c / N, src = (g / r) * N;  // this channel's group; the x' / B' group it repeats
+        zv = row[c];
+        const float xin = row[Di + src + c % N];
+        float* cs = convSt + ((int64_t)slot * Di + c) * W;
+        const float* w = convW + (int64_t)c * K;
+        float acc = convBias ? convBias[c] : 0.f;
+        for (int k = 0; k < W; k++) acc += w[k] * cs[k];
+        acc += w[W] * xin;
+        for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
+        if (W > 0) cs[W - 1] = xin;
+        xv = siluf(acc);
+        const float bias = dtBias[c];
+        dt = softplusf((deltaLow[(int64_t)s * Di + c] + bias) + bias);
+        dtx = dt * xv;
       }
+      // per state: pass i takes channels c0 + i·CPB … c0 + i·CPB + CPB − 1
+      float out = 0.f;  // C·h of channel c, from the pass lane / CPB
+#pragma unroll
+      for (int i = 0; i < N4; i++) {
+        const int m = i * CPB + sub, cm = c0 + m;
+        const float dti = __shfl_sync(kAll, dt, m), dtxi = __shfl_sync(kAll, dtx, m);
+        float part = 0.f;
+        if (cm < Di) {
+          const int g = cm / N, src = (g / r) * N;
+          const float4 a = reinterpret_cast<const float4*>(A + (int64_t)cm * N)[j];
+          const float4 b = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
+          const float4 cv = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
+          const float4 hn = scanState4(h[i], a, b, dti, dtxi);
+          st[i * 32 + lane] = hn;
+          part = dot4(cv, hn);
+        }
+#pragma unroll
+        for (int o = N4 / 2; o > 0; o >>= 1) part += __shfl_xor_sync(kAll, part, o);
+        const float got = __shfl_sync(kAll, part, (lane % CPB) * N4);  // channel c's group in this pass
+        if (lane / CPB == i) out = got;
+      }
+      if (c < Di) y[(int64_t)s * Di + c] = (out + D[c] * xv) * siluf(zv);
     }
   }
 }
@@ -1682,9 +1701,9 @@ cudaError_t m1_mamba1_decode_step(float* y, const float* proj, const float* delt
                                   const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
                                   const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
   if ((int64_t)nTok * Di == 0) return cudaSuccess;
-  if (K < 1 || dXb < 1 || (int64_t)Di * 8 > INT32_MAX) return cudaErrorInvalidValue;  // lane index q = c·N4 is an int
-  const int64_t lanes = (int64_t)Di * (N / 4);
-  const dim3 grid((unsigned)std::min<int64_t>(65535, (lanes + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
+  if (K < 1 || dXb < 1 || Di > INT32_MAX - 31) return cudaErrorInvalidValue;
+  // a warp per 32 channels of a token
+  const dim3 grid((unsigned)std::min<int64_t>(65535, ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
 #define M1_DECODE(N4) k_mamba1_decode_step<N4><<<grid, kDecodeThreads, 0, s>>>(y, proj, deltaLow, dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)
   if (N == 4) M1_DECODE(1);
   else if (N == 8) M1_DECODE(2);

@@ -115,6 +115,8 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
       { Di: 128, dXb: 32, N: 32, R: 12, K: 4, S: 2, slots: [1], bias: true },
       { Di: 60, dXb: 20, N: 5, R: 6, K: 4, S: 3, slots: [0, 2], bias: true },  // N = 5: the unfused ops
       { Di: 64, dXb: 16, N: 16, R: 7, K: 4, S: 3, slots: [2, 1], bias: true },  // row width not a multiple of 4: unfused
+      { Di: 48, dXb: 16, N: 16, R: 4, K: 4, S: 3, slots: [2, 0], bias: true },  // Di not a multiple of the kernel's 32-channel warp tiles
+      { Di: 200, dXb: 40, N: 8, R: 4, K: 4, S: 4, slots: [3, 1, 2], bias: false },
     ];
     let seed = 900;
     for (const { Di, dXb, N, R, K, S, slots: sl, bias } of cases) {
