@@ -25,6 +25,8 @@
 
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels.h"
 #include "warp.cuh"
@@ -33,11 +35,12 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxChunk = 256;  // keys per block (bf16, Dh 128: 128 fit the shared-memory budget)
-constexpr int kMinChunk = 32;
+constexpr int kMaxChunk = 256;  // keys per block: 256 bf16 rows of Dh 128 are 64 KiB of K and of V
+constexpr int kMinChunk = 64;
 constexpr int kHeadsPerPass = 4;  // q heads whose P·V accumulators a thread holds at once (group > 4: V re-read, from L1/L2)
 constexpr int kRows = 2;          // K rows per team per iteration: two independent 16-byte loads in flight per lane
-constexpr size_t kSmemLimit = 100 * 1024;  // per block (opt-in above 48 KiB): two blocks per SM with 228 KiB
+constexpr size_t kSmemLimit = 48 * 1024;        // the default dynamic shared-memory limit (no opt-in attribute needed)
+constexpr size_t kStagedSmemLimit = 40 * 1024;  // staged K/V: small blocks, so that ~5 share an SM (its 228 KiB)
 
 /** a 16-byte vector of cache elements, widened to f32 */
 template <typename E>
@@ -77,22 +80,33 @@ __device__ __forceinline__ void cpAsync16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
 }
 
+/** the P·V team partials (red) in floats */
+__host__ __device__ inline size_t redFloats(int group, int Dh, int elems) {
+  const int hp = group < kHeadsPerPass ? group : kHeadsPerPass;
+  return (size_t)pvTeams(Dh, elems) * hp * Dh;
+}
+/** staged: the K rows' bytes, at least red's (red reuses K's space once the scores are taken) */
+__host__ __device__ inline size_t stagedKBytes(int chunk, int group, int Dh, int elems) {
+  const size_t k = (size_t)chunk * Dh * (elems == 8 ? 2 : 4), r = redFloats(group, Dh, elems) * sizeof(float);
+  return k > r ? k : r;
+}
+
 /** dynamic shared memory of k_decode_partial; the carve-up in the kernel follows this order */
-inline size_t partialSmemBytes(int chunk, int group, int Dh, int elems) {
-  int hp = group < kHeadsPerPass ? group : kHeadsPerPass;
-  return (size_t)chunk * sizeof(int64_t)                             // rowOff: cache element offset of each key row
-         + (size_t)2 * chunk * Dh * (elems == 8 ? 2 : 4)             // Ks, Vs: the chunk's K and V rows
-         + (size_t)group * Dh * sizeof(float)                        // qs: the group's queries
-         + (size_t)group * chunk * sizeof(float)                     // sc: scores, then exp(s − m)
-         + (size_t)pvTeams(Dh, elems) * hp * Dh * sizeof(float)      // red: per-team P·V partials
-         + (size_t)2 * group * sizeof(float);                        // stat: m and l per head
+inline size_t partialSmemBytes(bool staged, int chunk, int group, int Dh, int elems) {
+  const size_t kv = staged ? stagedKBytes(chunk, group, Dh, elems) + (size_t)chunk * Dh * (elems == 8 ? 2 : 4) : 0;
+  return (size_t)chunk * sizeof(int64_t)                                     // rowOff: cache element offset of each key row
+         + kv                                                                // staged: Ks (then red), Vs
+         + (size_t)group * Dh * sizeof(float)                                // qs: the group's queries
+         + (size_t)group * chunk * sizeof(float)                             // sc: scores, then exp(s − m)
+         + (staged ? 0 : redFloats(group, Dh, elems) * sizeof(float))        // red: per-team P·V partials
+         + (size_t)2 * group * sizeof(float);                                // stat: m and l per head
 }
 
 /**
  * Pass 1; grid (n · nChunks, Hkv), block kThreads. Dh is a multiple of 8 and ≤ 256, so a row is a
  * whole number of 16-byte vectors (bf16: Dh/8 ≤ 32, f32: Dh/4 ≤ 64) and every row starts 16-byte aligned.
  */
-template <typename E>
+template <typename E, bool STAGED>
 __global__ void __launch_bounds__(kThreads, 4)
     k_decode_partial(float* __restrict__ out, float* __restrict__ opart, float* __restrict__ ml, const float* __restrict__ q,
                      const E* __restrict__ kc, const E* __restrict__ vc, const int* __restrict__ bt, int maxBlocks,
@@ -117,12 +131,17 @@ __global__ void __launch_bounds__(kThreads, 4)
 
   extern __shared__ float4 smemRaw[];
   int64_t* rowOff = reinterpret_cast<int64_t*>(smemRaw);
-  E* Ks = reinterpret_cast<E*>(rowOff + chunk);  // [chunk][Dh]
-  E* Vs = Ks + (size_t)chunk * Dh;
-  float* qs = reinterpret_cast<float*>(Vs + (size_t)chunk * Dh);
+  // staged: Ks [chunk][Dh] (its space then holds red), Vs [chunk][Dh]
+  E* Ks = reinterpret_cast<E*>(rowOff + chunk);
+  E* Vs = reinterpret_cast<E*>(reinterpret_cast<char*>(Ks) + (STAGED ? stagedKBytes(chunk, group, Dh, EPV) : 0));
+  float* qs = reinterpret_cast<float*>(Vs + (STAGED ? (size_t)chunk * Dh : 0));
   float* sc = qs + group * Dh;
-  float* red = sc + (size_t)group * chunk;
-  float* stat = red + (size_t)pvTeams(Dh, EPV) * hp * Dh;
+  float* red = STAGED ? reinterpret_cast<float*>(Ks) : sc + (size_t)group * chunk;
+  float* stat = sc + (size_t)group * chunk + (STAGED ? 0 : redFloats(group, Dh, EPV));
+  // a K / V row of the chunk: staged in shared memory, or read from the cache
+  const E* kRow = STAGED ? Ks : kc;
+  const E* vRow = STAGED ? Vs : vc;
+  auto rowAt = [&](int t) -> int64_t { return STAGED ? (int64_t)t * Dh : rowOff[t]; };
 
   // ---- the chunk's row offsets through the block table, and the group's queries
   for (int t = tid; t < nTok; t += kThreads) {
@@ -130,22 +149,24 @@ __global__ void __launch_bounds__(kThreads, 4)
     int blk = bt[(int64_t)i * maxBlocks + s / bsz];
     rowOff[t] = (((int64_t)blk * bsz + s % bsz) * Hkv + g) * Dh;
   }
-  __syncthreads();
-  // ---- every K row of the chunk, then every V row, in flight at once (two copy groups)
-  for (int e = tid; e < nTok * V; e += kThreads) {
-    const int t = e / V, v = e % V;
-    cpAsync16(Ks + (size_t)t * Dh + v * EPV, kc + rowOff[t] + v * EPV);
+  if (STAGED) {
+    __syncthreads();
+    // ---- every K row of the chunk, then every V row, in flight at once (two copy groups)
+    for (int e = tid; e < nTok * V; e += kThreads) {
+      const int t = e / V, v = e % V;
+      cpAsync16(Ks + (size_t)t * Dh + v * EPV, kc + rowOff[t] + v * EPV);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+    for (int e = tid; e < nTok * V; e += kThreads) {
+      const int t = e / V, v = e % V;
+      cpAsync16(Vs + (size_t)t * Dh + v * EPV, vc + rowOff[t] + v * EPV);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
   }
-  asm volatile("cp.async.commit_group;\n" ::);
-  for (int e = tid; e < nTok * V; e += kThreads) {
-    const int t = e / V, v = e % V;
-    cpAsync16(Vs + (size_t)t * Dh + v * EPV, vc + rowOff[t] + v * EPV);
-  }
-  asm volatile("cp.async.commit_group;\n" ::);
   const float* qg = q + ((int64_t)i * Hq + h0) * Dh;
   for (int e = tid; e < group * Dh; e += kThreads) qs[e] = qg[e];
-  asm volatile("cp.async.wait_group 1;\n" ::);  // this thread's K copies have landed …
-  __syncthreads();                                // … and everyone's, with the queries
+  if (STAGED) asm volatile("cp.async.wait_group 1;\n" ::);  // this thread's K copies have landed …
+  __syncthreads();                                           // … and everyone's, with the queries
 
   // ---- scores: a team of T lanes per K row (T = V rounded up to a power of two, at most 32);
   // each row is read once and dotted with every q head of the group
@@ -163,7 +184,7 @@ __global__ void __launch_bounds__(kThreads, 4)
         for (int j = 0; j < KVJ; j++) {
           const int v = tl + 32 * j;
           if (tok < nTok && v < V) {
-            Pack<E>::load(Ks + (size_t)tok * Dh + v * EPV, kf[r][j]);
+            Pack<E>::load(kRow + rowAt(tok) + v * EPV, kf[r][j]);
           } else {
 #pragma unroll
             for (int e = 0; e < EPV; e++) kf[r][j][e] = 0.f;
@@ -223,8 +244,8 @@ __global__ void __launch_bounds__(kThreads, 4)
       stat[group + h] = l;
     }
   }
-  asm volatile("cp.async.wait_group 0;\n" ::);
-  __syncthreads();  // the stats, and every thread's V copies, are visible
+  if (STAGED) asm volatile("cp.async.wait_group 0;\n" ::);
+  __syncthreads();  // the stats (and every thread's V copies) are visible
 
   // ---- P·V: a team of V threads per V row (thread vv holds elements [vv·EPV, vv·EPV + EPV) of the
   // head dim), teams over the chunk's tokens, kHeadsPerPass heads per pass; team partials are summed
@@ -242,7 +263,7 @@ __global__ void __launch_bounds__(kThreads, 4)
 #pragma unroll 4
       for (int t = team; t < nTok; t += teams) {
         float vf[EPV];
-        Pack<E>::load(Vs + (size_t)t * Dh + vv * EPV, vf);
+        Pack<E>::load(vRow + rowAt(t) + vv * EPV, vf);
 #pragma unroll
         for (int hh = 0; hh < kHeadsPerPass; hh++) {
           if (hh < nh) {
@@ -322,6 +343,7 @@ int smCount() {
 /** how a launch is cut; the scratch query and the launcher must agree, so both come from here */
 struct Plan {
   bool split = false;  // false: the one-warp-per-head kernel (m1_paged_decode)
+  bool staged = false;  // K / V rows staged in shared memory by cp.async (else read where they lie)
   int chunk = 0, nChunks = 0;
   size_t smem = 0, scratch = 0;
 };
@@ -330,10 +352,18 @@ Plan plan(int n, int Hq, int Hkv, int Dh, int bf16, int maxSeqLen) {
   Plan p;
   if (n <= 0 || Hq <= 0 || Hkv <= 0 || Hkv > 65535 || Hq % Hkv != 0 || Dh <= 0 || Dh % 8 != 0 || Dh > 256) return p;
   const int group = Hq / Hkv, elems = bf16 ? 8 : 4;
+  // M1_DECODE_ATTENTION=staged|direct picks the pass-1 variant (a tuning switch for bench:decode)
+  static const bool stagedEnv = [] {
+    const char* v = getenv("M1_DECODE_ATTENTION");
+    return v != nullptr && strcmp(v, "staged") == 0;
+  }();
+  const bool staged = stagedEnv;
+  const size_t limit = staged ? kStagedSmemLimit : kSmemLimit;
   int chunk = kMaxChunk;
-  while (chunk > kMinChunk && partialSmemBytes(chunk, group, Dh, elems) > kSmemLimit) chunk /= 2;
-  if (partialSmemBytes(chunk, group, Dh, elems) > kSmemLimit) return p;  // huge GQA groups: the fallback
+  while (chunk > kMinChunk && partialSmemBytes(staged, chunk, group, Dh, elems) > limit) chunk /= 2;
+  if (partialSmemBytes(staged, chunk, group, Dh, elems) > limit) return p;  // huge GQA groups: the fallback
   p.split = true;
+  p.staged = staged;
   if (maxSeqLen <= 0) return p;  // nChunks 0: all outputs are zeros
   // a small batch gives few (sequence, kv head) pairs: cut the keys finer so the GPU fills up
   auto blocks = [&](int ch) { return (int64_t)n * Hkv * ((maxSeqLen + ch - 1) / ch); };
@@ -342,7 +372,7 @@ Plan plan(int n, int Hq, int Hkv, int Dh, int bf16, int maxSeqLen) {
   if ((int64_t)n * nChunks > INT_MAX) return Plan{};
   p.chunk = chunk;
   p.nChunks = (int)nChunks;
-  p.smem = partialSmemBytes(chunk, group, Dh, elems);
+  p.smem = partialSmemBytes(staged, chunk, group, Dh, elems);
   p.scratch = nChunks > 1 ? (size_t)n * Hq * nChunks * (Dh + 2) * sizeof(float) : 0;
   return p;
 }
@@ -353,16 +383,13 @@ cudaError_t launchSplit(const Plan& p, float* out, float* scratch, const float* 
   const bool direct = p.nChunks == 1;
   float* opart = direct ? nullptr : scratch;
   float* ml = direct ? nullptr : scratch + (size_t)n * Hq * p.nChunks * Dh;
-  static size_t allowed = 48 * 1024;  // the default limit; opted into up to kSmemLimit once per element type
-  if (p.smem > allowed) {
-    cudaError_t e = cudaFuncSetAttribute(k_decode_partial<E>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmemLimit);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_decode_partial<E>, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
-    if (e != cudaSuccess) return e;
-    allowed = kSmemLimit;
-  }
   dim3 grid((unsigned)(n * p.nChunks), (unsigned)Hkv);
-  k_decode_partial<E><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq, Hkv,
-                                                     Dh, bsz, scale, p.chunk, p.nChunks);
+  if (p.staged)
+    k_decode_partial<E, true><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq,
+                                                             Hkv, Dh, bsz, scale, p.chunk, p.nChunks);
+  else
+    k_decode_partial<E, false><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq,
+                                                              Hkv, Dh, bsz, scale, p.chunk, p.nChunks);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess || direct) return e;
   const int64_t threads = (int64_t)n * Hq * 32;

@@ -96,8 +96,10 @@ describe.skipIf(!available)(`cuda tiled attention vs cpu${available ? '' : ` (sk
   }
 
   // ... and the backward (flash_attention_tc.cu dQ and dK/dV kernels: q, k, v, dout, P and dS rounded
-  // to bf16, f32 softmax, D and sums) from the f32 forward's out / lse: 3e-2 of the f32 gradients
-  // (floor 0.1 as above), and not equal to them; Dh = 16 keeps the f32 kernels.
+  // to bf16, f32 softmax, D and sums) from the f32 forward's out / lse: 3e-2 of the f32 gradients,
+  // and not equal to them; Dh = 16 keeps the f32 kernels. The floor is 0.25, not 0.1: at T = 1 the exact
+  // dq, dk are 0 = P·(dP − D) with dP = dO·V from bf16-rounded dO and V against D = dO·O in f32, so they
+  // come out as bf16 rounding (2⁻⁸ relative) of |dO·V| ≈ 2.7 terms, ≈ 7e-3 after the scale.
   for (const c of cases) {
     const { B, T, Hq, Hkv, Dh } = c;
     const name = `B=${B} T=${T} Hq=${Hq} Hkv=${Hkv} Dh=${Dh}`;
@@ -120,9 +122,9 @@ describe.skipIf(!available)(`cuda tiled attention vs cpu${available ? '' : ` (sk
         }
         const tiled = Dh === 64 || Dh === 128;
         const tol = tiled ? 3e-2 : 1e-4;
-        expectClose(g, bg.dq, bc.dq, tol, `bf16 dq ${what}`, 0.1);
-        expectClose(g, bg.dk, bc.dk, tol, `bf16 dk ${what}`, 0.1);
-        expectClose(g, bg.dv, bc.dv, tol, `bf16 dv ${what}`, 0.1);
+        expectClose(g, bg.dq, bc.dq, tol, `bf16 dq ${what}`, 0.25);
+        expectClose(g, bg.dk, bc.dk, tol, `bf16 dk ${what}`, 0.25);
+        expectClose(g, bg.dv, bc.dv, tol, `bf16 dv ${what}`, 0.25);
         const a = g.read(bg.dv), r = cpu.read(bc.dv);
         const differs = a.some((x, i) => Math.abs(x - r[i]!) > 1e-5 * (1 + Math.abs(r[i]!)));
         expect(differs, `bf16 dv differs from f32 somewhere ${what}`).toBe(tiled);
