@@ -4,14 +4,11 @@
 // Why: a warp per (sequence, q head) walking all keys in order is latency-bound (one dependent
 // key at a time, few warps at small batch) and reads each kv head's K/V once per q head of its
 // GQA group. Here the keys are cut into chunks and each block owns (sequence, kv head, chunk):
-//   pass 1 (k_decode_partial): the block first issues cp.async copies of ALL its chunk's K rows, then
-//     of all its V rows, into shared memory (every byte the block needs is in flight at once: a
-//     decode step is a pure stream of the KV cache, and loads issued a row at a time between dot
-//     products left the H200 at a quarter of its bandwidth); then, from shared memory, it dots each
-//     K row once with ALL q heads of the group (a team of lanes per row), keeps the scores, takes
-//     per-head softmax stats over the chunk, waits for V and computes (threads over the head dim)
-//     per (sequence, q head, chunk) the unnormalised output o = Σ exp(s − m) v with its max m and
-//     sum l = Σ exp(s − m);
+//   pass 1 (k_decode_partial): the block reads its chunk's K rows once for ALL q heads of the group
+//     (16-byte vector loads, a team of lanes per row), keeps the scores in shared memory, takes
+//     per-head softmax stats over the chunk, then reads V once (threads over the head dim, so a
+//     team's loads are one contiguous row) and writes, per (sequence, q head, chunk), the
+//     unnormalised output o = Σ exp(s − m) v with its max m and sum l = Σ exp(s − m);
 //   pass 2 (k_decode_combine): out = Σ_c o_c e^{m_c − M} / Σ_c l_c e^{m_c − M}, M = max_c m_c.
 // When every sequence fits one chunk, pass 1 normalises and writes `out` itself (no scratch).
 //
@@ -38,9 +35,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kMaxChunk = 256;  // keys per block: 256 bf16 rows of Dh 128 are 64 KiB of K and of V
 constexpr int kMinChunk = 64;
 constexpr int kHeadsPerPass = 4;  // q heads whose P·V accumulators a thread holds at once (group > 4: V re-read, from L1/L2)
-constexpr int kRows = 2;          // K rows per team per iteration: two independent 16-byte loads in flight per lane
-constexpr size_t kSmemLimit = 48 * 1024;        // the default dynamic shared-memory limit (no opt-in attribute needed)
-constexpr size_t kStagedSmemLimit = 40 * 1024;  // staged K/V: small blocks, so that ~5 share an SM (its 228 KiB)
+constexpr size_t kSmemLimit = 48 * 1024;  // the default dynamic shared-memory limit (no opt-in attribute needed)
 
 /** a 16-byte vector of cache elements, widened to f32 */
 template <typename E>
@@ -49,7 +44,7 @@ template <>
 struct Pack<float> {
   static constexpr int kElems = 4;
   __device__ __forceinline__ static void load(const float* p, float (&f)[4]) {
-    float4 v = *reinterpret_cast<const float4*>(p);
+    float4 v = __ldg(reinterpret_cast<const float4*>(p));
     f[0] = v.x;
     f[1] = v.y;
     f[2] = v.z;
@@ -60,7 +55,7 @@ template <>
 struct Pack<__nv_bfloat16> {
   static constexpr int kElems = 8;
   __device__ __forceinline__ static void load(const __nv_bfloat16* p, float (&f)[8]) {
-    uint4 u = *reinterpret_cast<const uint4*>(p);
+    uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int k = 0; k < 4; k++) {  // bf16 → f32 is exact: the bf16 bits are the f32's high half (little-endian: low half first)
@@ -74,39 +69,21 @@ struct Pack<__nv_bfloat16> {
 /** threads of a block that share one V row in pass 1's P·V: a row is Dh / elems 16-byte vectors */
 __host__ __device__ inline int pvTeams(int Dh, int elems) { return kThreads / (Dh / elems); }
 
-/** 16 bytes global → shared, asynchronously */
-__device__ __forceinline__ void cpAsync16(void* dst, const void* src) {
-  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
-}
-
-/** the P·V team partials (red) in floats */
-__host__ __device__ inline size_t redFloats(int group, int Dh, int elems) {
-  const int hp = group < kHeadsPerPass ? group : kHeadsPerPass;
-  return (size_t)pvTeams(Dh, elems) * hp * Dh;
-}
-/** staged: the K rows' bytes, at least red's (red reuses K's space once the scores are taken) */
-__host__ __device__ inline size_t stagedKBytes(int chunk, int group, int Dh, int elems) {
-  const size_t k = (size_t)chunk * Dh * (elems == 8 ? 2 : 4), r = redFloats(group, Dh, elems) * sizeof(float);
-  return k > r ? k : r;
-}
-
 /** dynamic shared memory of k_decode_partial; the carve-up in the kernel follows this order */
-inline size_t partialSmemBytes(bool staged, int chunk, int group, int Dh, int elems) {
-  const size_t kv = staged ? stagedKBytes(chunk, group, Dh, elems) + (size_t)chunk * Dh * (elems == 8 ? 2 : 4) : 0;
-  return (size_t)chunk * sizeof(int64_t)                                     // rowOff: cache element offset of each key row
-         + kv                                                                // staged: Ks (then red), Vs
-         + (size_t)group * Dh * sizeof(float)                                // qs: the group's queries
-         + (size_t)group * chunk * sizeof(float)                             // sc: scores, then exp(s − m)
-         + (staged ? 0 : redFloats(group, Dh, elems) * sizeof(float))        // red: per-team P·V partials
-         + (size_t)2 * group * sizeof(float);                                // stat: m and l per head
+inline size_t partialSmemBytes(int chunk, int group, int Dh, int elems) {
+  int hp = group < kHeadsPerPass ? group : kHeadsPerPass;
+  return (size_t)chunk * sizeof(int64_t)                             // rowOff: cache element offset of each key row
+         + (size_t)group * Dh * sizeof(float)                        // qs: the group's queries
+         + (size_t)group * chunk * sizeof(float)                     // sc: scores, then exp(s − m)
+         + (size_t)pvTeams(Dh, elems) * hp * Dh * sizeof(float)      // red: per-team P·V partials
+         + (size_t)2 * group * sizeof(float);                        // stat: m and l per head
 }
 
 /**
  * Pass 1; grid (n · nChunks, Hkv), block kThreads. Dh is a multiple of 8 and ≤ 256, so a row is a
  * whole number of 16-byte vectors (bf16: Dh/8 ≤ 32, f32: Dh/4 ≤ 64) and every row starts 16-byte aligned.
  */
-template <typename E, bool STAGED>
+template <typename E, int ROWS>  // ROWS: K rows per team per iteration (independent 16-byte loads in flight per lane)
 __global__ void __launch_bounds__(kThreads, 4)
     k_decode_partial(float* __restrict__ out, float* __restrict__ opart, float* __restrict__ ml, const float* __restrict__ q,
                      const E* __restrict__ kc, const E* __restrict__ vc, const int* __restrict__ bt, int maxBlocks,
@@ -131,17 +108,10 @@ __global__ void __launch_bounds__(kThreads, 4)
 
   extern __shared__ float4 smemRaw[];
   int64_t* rowOff = reinterpret_cast<int64_t*>(smemRaw);
-  // staged: Ks [chunk][Dh] (its space then holds red), Vs [chunk][Dh]
-  E* Ks = reinterpret_cast<E*>(rowOff + chunk);
-  E* Vs = reinterpret_cast<E*>(reinterpret_cast<char*>(Ks) + (STAGED ? stagedKBytes(chunk, group, Dh, EPV) : 0));
-  float* qs = reinterpret_cast<float*>(Vs + (STAGED ? (size_t)chunk * Dh : 0));
+  float* qs = reinterpret_cast<float*>(rowOff + chunk);
   float* sc = qs + group * Dh;
-  float* red = STAGED ? reinterpret_cast<float*>(Ks) : sc + (size_t)group * chunk;
-  float* stat = sc + (size_t)group * chunk + (STAGED ? 0 : redFloats(group, Dh, EPV));
-  // a K / V row of the chunk: staged in shared memory, or read from the cache
-  const E* kRow = STAGED ? Ks : kc;
-  const E* vRow = STAGED ? Vs : vc;
-  auto rowAt = [&](int t) -> int64_t { return STAGED ? (int64_t)t * Dh : rowOff[t]; };
+  float* red = sc + (size_t)group * chunk;
+  float* stat = red + (size_t)pvTeams(Dh, EPV) * hp * Dh;
 
   // ---- the chunk's row offsets through the block table, and the group's queries
   for (int t = tid; t < nTok; t += kThreads) {
@@ -149,24 +119,9 @@ __global__ void __launch_bounds__(kThreads, 4)
     int blk = bt[(int64_t)i * maxBlocks + s / bsz];
     rowOff[t] = (((int64_t)blk * bsz + s % bsz) * Hkv + g) * Dh;
   }
-  if (STAGED) {
-    __syncthreads();
-    // ---- every K row of the chunk, then every V row, in flight at once (two copy groups)
-    for (int e = tid; e < nTok * V; e += kThreads) {
-      const int t = e / V, v = e % V;
-      cpAsync16(Ks + (size_t)t * Dh + v * EPV, kc + rowOff[t] + v * EPV);
-    }
-    asm volatile("cp.async.commit_group;\n" ::);
-    for (int e = tid; e < nTok * V; e += kThreads) {
-      const int t = e / V, v = e % V;
-      cpAsync16(Vs + (size_t)t * Dh + v * EPV, vc + rowOff[t] + v * EPV);
-    }
-    asm volatile("cp.async.commit_group;\n" ::);
-  }
   const float* qg = q + ((int64_t)i * Hq + h0) * Dh;
   for (int e = tid; e < group * Dh; e += kThreads) qs[e] = qg[e];
-  if (STAGED) asm volatile("cp.async.wait_group 1;\n" ::);  // this thread's K copies have landed …
-  __syncthreads();                                           // … and everyone's, with the queries
+  __syncthreads();
 
   // ---- scores: a team of T lanes per K row (T = V rounded up to a power of two, at most 32);
   // each row is read once and dotted with every q head of the group
@@ -175,16 +130,16 @@ __global__ void __launch_bounds__(kThreads, 4)
     while (T < V && T < 32) T <<= 1;
     const int rpw = 32 / T, sub = lane / T, tl = lane % T;
     // `base` is warp-uniform, so every lane runs the same shuffles
-    for (int base = warp * rpw * kRows; base < nTok; base += kWarps * rpw * kRows) {
-      float kf[kRows][KVJ][EPV];
+    for (int base = warp * rpw * ROWS; base < nTok; base += kWarps * rpw * ROWS) {
+      float kf[ROWS][KVJ][EPV];
 #pragma unroll
-      for (int r = 0; r < kRows; r++) {
+      for (int r = 0; r < ROWS; r++) {
         const int tok = base + r * rpw + sub;
 #pragma unroll
         for (int j = 0; j < KVJ; j++) {
           const int v = tl + 32 * j;
           if (tok < nTok && v < V) {
-            Pack<E>::load(kRow + rowAt(tok) + v * EPV, kf[r][j]);
+            Pack<E>::load(kc + rowOff[tok] + v * EPV, kf[r][j]);
           } else {
 #pragma unroll
             for (int e = 0; e < EPV; e++) kf[r][j][e] = 0.f;
@@ -192,9 +147,9 @@ __global__ void __launch_bounds__(kThreads, 4)
         }
       }
       for (int h = 0; h < group; h++) {
-        float part[kRows];
+        float part[ROWS];
 #pragma unroll
-        for (int r = 0; r < kRows; r++) part[r] = 0.f;
+        for (int r = 0; r < ROWS; r++) part[r] = 0.f;
 #pragma unroll
         for (int j = 0; j < KVJ; j++) {
           const int v = tl + 32 * j;
@@ -204,18 +159,18 @@ __global__ void __launch_bounds__(kThreads, 4)
             for (int u = 0; u < EPV / 4; u++) {
               float4 qq = q4[u];
 #pragma unroll
-              for (int r = 0; r < kRows; r++)
+              for (int r = 0; r < ROWS; r++)
                 part[r] += kf[r][j][4 * u] * qq.x + kf[r][j][4 * u + 1] * qq.y + kf[r][j][4 * u + 2] * qq.z + kf[r][j][4 * u + 3] * qq.w;
             }
           }
         }
         for (int o = T >> 1; o > 0; o >>= 1) {
 #pragma unroll
-          for (int r = 0; r < kRows; r++) part[r] += __shfl_xor_sync(0xffffffffu, part[r], o);
+          for (int r = 0; r < ROWS; r++) part[r] += __shfl_xor_sync(0xffffffffu, part[r], o);
         }
         if (tl == 0) {
 #pragma unroll
-          for (int r = 0; r < kRows; r++) {
+          for (int r = 0; r < ROWS; r++) {
             const int tok = base + r * rpw + sub;
             if (tok < nTok) sc[h * chunk + tok] = scale * part[r];
           }
@@ -226,7 +181,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   __syncthreads();
 
   // ---- per-head softmax stats over the chunk (a warp per head); sc becomes exp(s − m).
-  // nTok ≥ 1, so m is finite and l ≥ 1. The V copies land meanwhile.
+  // nTok ≥ 1, so m is finite and l ≥ 1.
   for (int h = warp; h < group; h += kWarps) {
     float* row = sc + h * chunk;
     float m = -CUDART_INF_F;
@@ -244,8 +199,7 @@ __global__ void __launch_bounds__(kThreads, 4)
       stat[group + h] = l;
     }
   }
-  if (STAGED) asm volatile("cp.async.wait_group 0;\n" ::);
-  __syncthreads();  // the stats (and every thread's V copies) are visible
+  __syncthreads();
 
   // ---- P·V: a team of V threads per V row (thread vv holds elements [vv·EPV, vv·EPV + EPV) of the
   // head dim), teams over the chunk's tokens, kHeadsPerPass heads per pass; team partials are summed
@@ -260,10 +214,10 @@ __global__ void __launch_bounds__(kThreads, 4)
 #pragma unroll
         for (int e = 0; e < EPV; e++) acc[hh][e] = 0.f;
       }
-#pragma unroll 4
+#pragma unroll(2 * ROWS)  // V rows in flight per thread
       for (int t = team; t < nTok; t += teams) {
         float vf[EPV];
-        Pack<E>::load(vRow + rowAt(t) + vv * EPV, vf);
+        Pack<E>::load(vc + rowOff[t] + vv * EPV, vf);
 #pragma unroll
         for (int hh = 0; hh < kHeadsPerPass; hh++) {
           if (hh < nh) {
@@ -343,7 +297,6 @@ int smCount() {
 /** how a launch is cut; the scratch query and the launcher must agree, so both come from here */
 struct Plan {
   bool split = false;  // false: the one-warp-per-head kernel (m1_paged_decode)
-  bool staged = false;  // K / V rows staged in shared memory by cp.async (else read where they lie)
   int chunk = 0, nChunks = 0;
   size_t smem = 0, scratch = 0;
 };
@@ -352,18 +305,10 @@ Plan plan(int n, int Hq, int Hkv, int Dh, int bf16, int maxSeqLen) {
   Plan p;
   if (n <= 0 || Hq <= 0 || Hkv <= 0 || Hkv > 65535 || Hq % Hkv != 0 || Dh <= 0 || Dh % 8 != 0 || Dh > 256) return p;
   const int group = Hq / Hkv, elems = bf16 ? 8 : 4;
-  // M1_DECODE_ATTENTION=staged|direct picks the pass-1 variant (a tuning switch for bench:decode)
-  static const bool stagedEnv = [] {
-    const char* v = getenv("M1_DECODE_ATTENTION");
-    return v != nullptr && strcmp(v, "staged") == 0;
-  }();
-  const bool staged = stagedEnv;
-  const size_t limit = staged ? kStagedSmemLimit : kSmemLimit;
   int chunk = kMaxChunk;
-  while (chunk > kMinChunk && partialSmemBytes(staged, chunk, group, Dh, elems) > limit) chunk /= 2;
-  if (partialSmemBytes(staged, chunk, group, Dh, elems) > limit) return p;  // huge GQA groups: the fallback
+  while (chunk > kMinChunk && partialSmemBytes(chunk, group, Dh, elems) > kSmemLimit) chunk /= 2;
+  if (partialSmemBytes(chunk, group, Dh, elems) > kSmemLimit) return p;  // huge GQA groups: the fallback
   p.split = true;
-  p.staged = staged;
   if (maxSeqLen <= 0) return p;  // nChunks 0: all outputs are zeros
   // a small batch gives few (sequence, kv head) pairs: cut the keys finer so the GPU fills up
   auto blocks = [&](int ch) { return (int64_t)n * Hkv * ((maxSeqLen + ch - 1) / ch); };
@@ -372,7 +317,7 @@ Plan plan(int n, int Hq, int Hkv, int Dh, int bf16, int maxSeqLen) {
   if ((int64_t)n * nChunks > INT_MAX) return Plan{};
   p.chunk = chunk;
   p.nChunks = (int)nChunks;
-  p.smem = partialSmemBytes(staged, chunk, group, Dh, elems);
+  p.smem = partialSmemBytes(chunk, group, Dh, elems);
   p.scratch = nChunks > 1 ? (size_t)n * Hq * nChunks * (Dh + 2) * sizeof(float) : 0;
   return p;
 }
@@ -384,12 +329,17 @@ cudaError_t launchSplit(const Plan& p, float* out, float* scratch, const float* 
   float* opart = direct ? nullptr : scratch;
   float* ml = direct ? nullptr : scratch + (size_t)n * Hq * p.nChunks * Dh;
   dim3 grid((unsigned)(n * p.nChunks), (unsigned)Hkv);
-  if (p.staged)
-    k_decode_partial<E, true><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq,
-                                                             Hkv, Dh, bsz, scale, p.chunk, p.nChunks);
+  // M1_DECODE_ROWS=4: four K rows per team per iteration (and 8 V rows in flight) instead of 2 (and 4)
+  static const int rows = [] {
+    const char* v = getenv("M1_DECODE_ROWS");
+    return v != nullptr && strcmp(v, "4") == 0 ? 4 : 2;
+  }();
+  if (rows == 4)
+    k_decode_partial<E, 4><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq, Hkv,
+                                                          Dh, bsz, scale, p.chunk, p.nChunks);
   else
-    k_decode_partial<E, false><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq,
-                                                              Hkv, Dh, bsz, scale, p.chunk, p.nChunks);
+    k_decode_partial<E, 2><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq, Hkv,
+                                                          Dh, bsz, scale, p.chunk, p.nChunks);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess || direct) return e;
   const int64_t threads = (int64_t)n * Hq * 32;
