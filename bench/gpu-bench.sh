@@ -161,12 +161,12 @@ dev)
   el "decode done"
   ;;
 variants)
-  # decode attention pass-1 variants (M1_DECODE_ROWS=2|4): CUDA tests of both, decode with graphs
+  # decode attention pass-1 variants (M1_DECODE_ROWS=2|4|8): CUDA tests of both, decode with graphs
   quick_build
   cuda_tests
-  M1_DECODE_ROWS=4 timeout 100 node node_modules/vitest/vitest.mjs run test/cuda/decode > "$OUT/cuda-tests-rows4.txt" 2>&1
-  echo "rows-4 decode tests rc=$?"; sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests-rows4.txt" | grep -E "Tests |FAIL|AssertionError" | head -8
-  for v in 2 4; do
+  M1_DECODE_ROWS=${TEST_ROWS:-8} timeout 100 node node_modules/vitest/vitest.mjs run test/cuda/decode > "$OUT/cuda-tests-rows.txt" 2>&1
+  echo "rows-${TEST_ROWS:-8} decode tests rc=$?"; sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests-rows.txt" | grep -E "Tests |FAIL|AssertionError" | head -8
+  for v in ${ROWS:-4 8}; do
     M1_DECODE_ROWS=$v timeout 120 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-$v \
       --batches ${BATCHES:-64,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-$v.txt" 2>&1
     echo "decode $v rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-$v.txt" | head -30

@@ -23,7 +23,6 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 
 #include "kernels.h"
 #include "warp.cuh"
@@ -329,17 +328,19 @@ cudaError_t launchSplit(const Plan& p, float* out, float* scratch, const float* 
   float* opart = direct ? nullptr : scratch;
   float* ml = direct ? nullptr : scratch + (size_t)n * Hq * p.nChunks * Dh;
   dim3 grid((unsigned)(n * p.nChunks), (unsigned)Hkv);
-  // M1_DECODE_ROWS=4: four K rows per team per iteration (and 8 V rows in flight) instead of 2 (and 4)
+  // M1_DECODE_ROWS=2|4|8: K rows per team per iteration (2·ROWS V rows in flight), 4 unless set
   static const int rows = [] {
     const char* v = getenv("M1_DECODE_ROWS");
-    return v != nullptr && strcmp(v, "4") == 0 ? 4 : 2;
+    const int r = v ? atoi(v) : 4;
+    return r == 2 || r == 8 ? r : 4;
   }();
-  if (rows == 4)
-    k_decode_partial<E, 4><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq, Hkv,
-                                                          Dh, bsz, scale, p.chunk, p.nChunks);
-  else
-    k_decode_partial<E, 2><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq, Hkv,
-                                                          Dh, bsz, scale, p.chunk, p.nChunks);
+#define M1_PARTIAL(R)                                                                                                                  \
+  k_decode_partial<E, R><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq, Hkv, \
+                                                        Dh, bsz, scale, p.chunk, p.nChunks)
+  if (rows == 2) M1_PARTIAL(2);
+  else if (rows == 8) M1_PARTIAL(8);
+  else M1_PARTIAL(4);
+#undef M1_PARTIAL
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess || direct) return e;
   const int64_t threads = (int64_t)n * Hq * 32;
