@@ -174,7 +174,9 @@ variants)
   done
   ;;
 final)
-  # one call for the session's record: build, all CUDA tests, train (medium), prefill both precisions, the decode sweep
+  # one call for the session's record: build, all CUDA tests, train (medium), prefill both precisions, the decode sweep,
+  # and the PyTorch peer (eager, then torch.compile reduce-overhead) in the same call; the device returns ≤ 8 files, so
+  # everything but the summary lands in results.tgz
   quick_build
   cuda_tests
   timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train-medium.txt" 2>&1
@@ -187,8 +189,15 @@ final)
   timeout ${DECODE_S:-230} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep \
     --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
   echo "decode rc=$?"; grep -A 80 "^decode step" "$OUT/decode.txt" | head -90
-  tar czf "$OUT/results.tgz" $(ls bench/results/train-medium-cuda-2*.json bench/results/prefill-{highest,medium}-cuda-2*.json bench/results/decode-graphs-sweep-cuda-2*.json 2>/dev/null)
   el "decode done"
+  if [ "${PEER:-1}" = 1 ]; then
+    PEER_BATCHES=${PEER_EAGER_BATCHES:-8,64,128,256} PEER_CONTEXTS=${PEER_EAGER_CONTEXTS:-256,4096} peer eager
+    peer compile
+  fi
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null | grep -v '^summary') \
+    -C "$PWD" $(ls bench/results/train-medium-cuda-2*.json bench/results/prefill-{highest,medium}-cuda-2*.json bench/results/decode-graphs-sweep-cuda-2*.json 2>/dev/null)
+  (cd "$OUT" && rm -f *.json $(ls *.txt | grep -v -E '^(decode|cuda-tests)\.txt$'))
+  el "all done"
   ;;
 *) echo "unknown phase $phase"; exit 2;;
 esac

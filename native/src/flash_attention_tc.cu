@@ -1,7 +1,8 @@
-// Tiled causal GQA attention forward on the tensor cores (bf16 operands, f32 accumulation and f32
-// softmax): the path of m1_attention when the caller asks for bf16 products (the backend's
-// "medium" f32 matmul precision, as autocast runs attention in bf16). Same semantics, shapes and
-// outputs (out, lse) as k_flash_fwd in flash_attention.cu, whose f32 SIMT kernel stays the default.
+// Tiled causal GQA attention, forward and backward, on the tensor cores (bf16 operands, f32
+// accumulation and f32 softmax): the path of m1_attention / m1_attention_bwd when the caller asks for
+// bf16 products (the backend's "medium" f32 matmul precision, as autocast runs attention in bf16).
+// Same semantics, shapes and outputs (out, lse; dq, dk, dv) as the kernels of flash_attention.cu,
+// whose f32 SIMT kernels stay the default. The backward is described at its section below.
 //
 // FlashAttention-2 structure on mma.sync.m16n8k16 (bf16 in, f32 accumulate). K and V are first
 // rounded to bf16 copies (one cast each per call: the blocks then stream half the bytes, since every
