@@ -1,11 +1,12 @@
 // Matmuls through cuBLASLt. Row-major C = op(A)·op(B) is computed as the column-major product
 // Cᵀ = op(B)ᵀ·op(A)ᵀ: a row-major [r, c] buffer read column-major is its transpose, so no data moves.
 // Descriptors and the algorithm are cached per problem shape: after the first call of a shape, a
-// matmul allocates nothing and makes no heuristic query. The algorithm is tuned once per shape: the
-// heuristic's best kCandidates are each timed on the first call's own operands (outside CUDA-graph
-// capture, and only for an overwriting call: C is rewritten by every candidate, then by the real call)
-// and the fastest kept. The heuristic's first pick alone ran the thin decode products (M = 64 rows of
-// activations against 50 MB of weights) at about a third of the memory bandwidth.
+// matmul allocates nothing and makes no heuristic query. Products of at least kTuneRows activation rows
+// are tuned once per shape: the heuristic's best kCandidates are each timed on the first call's own
+// operands (outside CUDA-graph capture, and only for an overwriting call: C is rewritten by every
+// candidate, then by the real call) and the fastest kept. Thinner products (decode at small batch) keep
+// the heuristic's pick: timed back to back, their weights sit in L2 and the timing misleads (H200,
+// M1-3B decode at batch 8: 3.76 → 3.93 ms per step when they were tuned too).
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
@@ -25,6 +26,7 @@ void checkLt(cublasStatus_t s, const char* what) {
 constexpr size_t kWorkspaceBytes = 32u << 20;
 constexpr int kCandidates = 8;   // heuristic results timed per shape
 constexpr int kTimedRuns = 3;    // timed launches per candidate (after one warm-up)
+constexpr long long kTuneRows = 128;  // tune products with at least this many activation rows
 
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
@@ -144,7 +146,7 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
   }
   // column-major view: Lt's A is our B (stored [bCols × bRows]), Lt's B is our A (stored [aCols × aRows])
   Plan& p = planFor(bf16, tf32, transB, transA, N, M, K, bCols, aCols);
-  if (!p.candidates.empty() && !accumulate) tune(p, A, B, C, s);
+  if (!p.candidates.empty() && !accumulate && M >= kTuneRows) tune(p, A, B, C, s);
   float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   Lt& L = lt();
   cublasStatus_t st = cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, L.workspace,
