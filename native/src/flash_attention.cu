@@ -461,23 +461,12 @@ k_flash_bwd_dkdv(float* __restrict__ dk, float* __restrict__ dv, const float* __
   }
 }
 
-/** opt a kernel into `bytes` of dynamic shared memory (above the 48 KiB default) once per process */
-template <typename Kernel>
-cudaError_t allowSmem(Kernel kernel, size_t bytes, bool& done) {
-  if (done) return cudaSuccess;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-  // two blocks per SM need the largest shared-memory carveout, not a default that favours L1
-  if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
-  if (e == cudaSuccess) done = true;
-  return e;
-}
-
 template <int DH>
 cudaError_t launchFwd(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg, int B, int T, int Hq,
                       int Hkv, float scale, cudaStream_t s) {
   static bool ready = false;
   const size_t smem = fwdSmemBytes<DH>();
-  cudaError_t e = allowSmem(k_flash_fwd<DH>, smem, ready);
+  cudaError_t e = m1AllowSmem(k_flash_fwd<DH>, smem, ready);
   if (e != cudaSuccess) return e;
   dim3 grid((unsigned)((T + 63) / 64), (unsigned)Hq, (unsigned)B);
   k_flash_fwd<DH><<<grid, kThreads, smem, s>>>(out, lse, q, k, v, seg, T, Hq, Hkv, scale);
@@ -489,8 +478,8 @@ cudaError_t launchBwd(float* dq, float* dk, float* dv, float* Dbuf, const float*
                       const float* out, const float* lse, const int* seg, int B, int T, int Hq, int Hkv, float scale, cudaStream_t s) {
   static bool readyDq = false, readyDkdv = false;
   const size_t smem = bwdSmemBytes<DH>();
-  cudaError_t e = allowSmem(k_flash_bwd_dq<DH>, smem, readyDq);
-  if (e == cudaSuccess) e = allowSmem(k_flash_bwd_dkdv<DH>, smem, readyDkdv);
+  cudaError_t e = m1AllowSmem(k_flash_bwd_dq<DH>, smem, readyDq);
+  if (e == cudaSuccess) e = m1AllowSmem(k_flash_bwd_dkdv<DH>, smem, readyDkdv);
   if (e != cudaSuccess) return e;
   e = m1_flash_attention_rowdot(Dbuf, dout, out, B, T, Hq, DH, s);
   if (e != cudaSuccess) return e;

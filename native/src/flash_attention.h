@@ -46,3 +46,16 @@ cudaError_t m1_flash_attention_bwd_bf16(float* dq, float* dk, float* dv, float* 
                                         int B, int T, int Hq, int Hkv, int Dh, float scale, cudaStream_t s);
 
 }  // extern "C"
+
+/**
+ * Opt a kernel into `bytes` of dynamic shared memory (above the 48 KiB default) and the largest
+ * shared-memory carveout (several blocks per SM need it, not a default that favours L1), once per process.
+ */
+template <typename Kernel>
+inline cudaError_t m1AllowSmem(Kernel kernel, size_t bytes, bool& done) {
+  if (done) return cudaSuccess;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+  if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
+  if (e == cudaSuccess) done = true;
+  return e;
+}

@@ -71,6 +71,19 @@ __device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/**
+ * Block-wide: can any query row qi < nq of the tile at q0 see any key kj < nk of the tile at k0 (causal,
+ * before T, same segment id)? Every thread of the block must call it: it ends in a barrier.
+ */
+__device__ __forceinline__ bool tileAnyVisible(int nq, int nk, int q0, int k0, int T, const int* qSeg, const int* kSeg) {
+  bool any = false;
+  for (int e = threadIdx.x; e < nq * nk; e += blockDim.x) {
+    const int qi = e / nk, kj = e % nk;
+    any |= k0 + kj <= q0 + qi && q0 + qi < T && kSeg[kj] == qSeg[qi];
+  }
+  return __syncthreads_or(any);
+}
+
 template <int DH>
 __global__ void __launch_bounds__(kWarps * 32, 1)
 k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
@@ -147,13 +160,8 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
     const int* ks = kSeg[st];
     bool work = k0 <= warpLast;  // warp-uniform: some key of the tile is causal-visible to the warp
     if (seg) {
-      bool any = false;
-      for (int e = threadIdx.x; e < kRows * kTile; e += kWarps * 32) {
-        const int qi = e / kTile, kj = e % kTile;
-        any |= k0 + kj <= q0 + qi && q0 + qi < T && ks[kj] == qSeg[qi];
-      }
       // every thread reaches the barrier (not short-circuited behind `work`: a divergent barrier is illegal)
-      const bool anyVisible = __syncthreads_or(any);
+      const bool anyVisible = tileAnyVisible(kRows, kTile, q0, k0, T, qSeg, ks);
       work = work && anyVisible;  // a tile no (query, key) pair of the block can see is skipped
     }
     if (work) {
@@ -253,12 +261,8 @@ cudaError_t launchFwdTc(float* out, float* lse, const float* q, const __nv_bfloa
                         int B, int T, int Hq, int Hkv, float scale, cudaStream_t s) {
   static bool ready = false;
   const size_t smem = TcLayout<DH>::bytes;
-  if (!ready) {
-    cudaError_t e = cudaFuncSetAttribute(k_flash_fwd_tc<DH>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(k_flash_fwd_tc<DH>, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
-    if (e != cudaSuccess) return e;
-    ready = true;
-  }
+  cudaError_t e = m1AllowSmem(k_flash_fwd_tc<DH>, smem, ready);
+  if (e != cudaSuccess) return e;
   dim3 grid((unsigned)((T + kRows - 1) / kRows), (unsigned)Hq, (unsigned)B);
   k_flash_fwd_tc<DH><<<grid, kWarps * 32, smem, s>>>(out, lse, q, kb, vb, seg, T, Hq, Hkv, scale);
   return cudaGetLastError();
@@ -392,12 +396,7 @@ k_flash_bwd_dq_tc(float* __restrict__ dq, const __nv_bfloat16* __restrict__ qb, 
     const int* ks = kSeg[st];
     bool work = k0 <= warpLast;  // warp-uniform
     if (seg) {
-      bool any = false;
-      for (int e = threadIdx.x; e < kBwdRows * kBwdTile; e += kBwdThreads) {
-        const int qi = e / kBwdTile, kj = e % kBwdTile;
-        any |= k0 + kj <= q0 + qi && q0 + qi < T && ks[kj] == qSeg[qi];
-      }
-      const bool anyVisible = __syncthreads_or(any);  // reached by every thread
+      const bool anyVisible = tileAnyVisible(kBwdRows, kBwdTile, q0, k0, T, qSeg, ks);  // reached by every thread
       work = work && anyVisible;
     }
     if (work) {
@@ -512,12 +511,7 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
     const int* qs = qSeg[st];
     bool work = q0 + kBwdTile - 1 >= warpFirst && warpFirst < T;  // warp-uniform: a query of the tile can see a key of the warp
     if (seg) {
-      bool any = false;
-      for (int e = threadIdx.x; e < kBwdRows * kBwdTile; e += kBwdThreads) {
-        const int kc = e / kBwdTile, qi = e % kBwdTile;
-        any |= k0 + kc <= q0 + qi && q0 + qi < T && kSeg[kc] == qs[qi];
-      }
-      const bool anyVisible = __syncthreads_or(any);  // reached by every thread
+      const bool anyVisible = tileAnyVisible(kBwdTile, kBwdRows, q0, k0, T, qs, kSeg);  // reached by every thread
       work = work && anyVisible;
     }
     if (work) {
@@ -575,24 +569,14 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
   }
 }
 
-/** opt a kernel into `bytes` of dynamic shared memory and the largest carveout, once per process */
-template <typename Kernel>
-cudaError_t allowSmemTc(Kernel kernel, size_t bytes, bool& done) {
-  if (done) return cudaSuccess;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-  if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
-  if (e == cudaSuccess) done = true;
-  return e;
-}
-
 template <int DH>
 cudaError_t launchBwdTc(float* dq, float* dk, float* dv, const __nv_bfloat16* qb, const __nv_bfloat16* kb, const __nv_bfloat16* vb,
                         const __nv_bfloat16* dob, const float* lse, const float* Dbuf, const int* seg, int B, int T, int Hq, int Hkv,
                         float scale, cudaStream_t s) {
   using L = BwdLayout<DH>;
   static bool readyDq = false, readyDkdv = false;
-  cudaError_t e = allowSmemTc(k_flash_bwd_dq_tc<DH>, L::dqBytes, readyDq);
-  if (e == cudaSuccess) e = allowSmemTc(k_flash_bwd_dkdv_tc<DH>, L::dkdvBytes, readyDkdv);
+  cudaError_t e = m1AllowSmem(k_flash_bwd_dq_tc<DH>, L::dqBytes, readyDq);
+  if (e == cudaSuccess) e = m1AllowSmem(k_flash_bwd_dkdv_tc<DH>, L::dkdvBytes, readyDkdv);
   if (e != cudaSuccess) return e;
   const unsigned tiles = (unsigned)((T + kBwdRows - 1) / kBwdRows);
   k_flash_bwd_dq_tc<DH><<<dim3(tiles, (unsigned)Hq, (unsigned)B), kBwdThreads, L::dqBytes, s>>>(dq, qb, kb, vb, dob, lse, Dbuf, seg, T, Hq,
