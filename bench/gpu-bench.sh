@@ -173,6 +173,11 @@ variants)
     el "decode $v done"
   done
   ;;
+tests)
+  # build + all CUDA tests only
+  quick_build
+  cuda_tests
+  ;;
 final)
   # one call for the session's record: build, all CUDA tests, train (medium), prefill both precisions, the decode sweep,
   # and the PyTorch peer (eager, then torch.compile reduce-overhead) in the same call; the device returns ≤ 8 files, so
