@@ -5,7 +5,10 @@
 #   bash bench/gpu-bench.sh graphs   # quick sm_90a-only build (parallel nvcc), all CUDA tests, decode eager vs graphs
 #   bash bench/gpu-bench.sh train-profile   # quick build, CUDA tests, bench:train per --matmul-precision (PRECISIONS), one
 #                                           # profiled step, a profiled prefill; PREFILL_FULL=1 / DECODE=1 add sweeps
-#   bash bench/gpu-bench.sh final   # quick build, CUDA tests, train (medium), prefill (highest, medium), the decode sweep
+#   bash bench/gpu-bench.sh final   # quick build, CUDA tests, train (medium), prefill (highest, medium), the decode sweep,
+#                                   # the torch peer eager and compiled (PEER=0 skips it); everything in results.tgz
+#   bash bench/gpu-bench.sh probe | dev | variants | ncu | tests   # development rounds (see each phase's comment)
+# quick_build uses the objects of `bash scripts/cuda-objects.sh` (compiled ahead, same nvcc) when they match the sources.
 # Carry: .gpu native/build/carry dist. Logs and JSON under $OUT; each step has its own time limit so a
 # slow one cannot eat the others' time.
 set -u
