@@ -7,7 +7,8 @@
 #                                           # profiled step, a profiled prefill; PREFILL_FULL=1 / DECODE=1 add sweeps
 #   bash bench/gpu-bench.sh final   # quick build, CUDA tests, train (medium), prefill (highest, medium), the decode sweep,
 #                                   # the torch peer eager and compiled (PEER=0 skips it); everything in results.tgz
-#   bash bench/gpu-bench.sh probe | dev | variants | ncu | tests   # development rounds (see each phase's comment)
+#   bash bench/gpu-bench.sh probe | dev | tests   # development rounds (see each phase's comment; the fifth session's
+#                                   # `variants` phase, which compared decode-attention switches since removed, is in git history)
 # quick_build uses the objects of `bash scripts/cuda-objects.sh` (compiled ahead, same nvcc) when they match the sources.
 # Carry: .gpu native/build/carry dist. Logs and JSON under $OUT; each step has its own time limit so a
 # slow one cannot eat the others' time.
@@ -132,22 +133,6 @@ probe)
   peer compile
   tar czf "$OUT/results.tgz" $(ls bench/results/decode-profile-cuda-2*.json bench/results/train-profile-cuda-2*.json 2>/dev/null)
   ;;
-ncu)
-  # Nsight Compute on the decode kernels (one launch each, eager steps), if the machine has ncu
-  [ "${SKIP_BUILD:-0}" = 1 ] || quick_build
-  N=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-  if [ -z "$N" ]; then echo "no ncu on this machine"; else
-    $N --version | tail -1
-    for kern in ${NCU_KERNELS:-k_decode_partial k_mamba1_decode_step}; do
-      timeout ${NCU_S:-120} $N --kernel-name regex:"$kern" --launch-skip ${NCU_SKIP:-30} --launch-count 1 \
-        --section SpeedOfLight --section Occupancy --section MemoryWorkloadAnalysis --section LaunchStats --section WarpStateStats \
-        node dist/bench/decode.js --zero-weights --backend cuda --models m1-3b --batches ${NCU_BATCH:-512} --length-batch 512 --lengths 0 \
-        --contexts ${NCU_CONTEXT:-4096} --steps 2 --name decode-ncu > "$OUT/ncu-$kern.txt" 2>&1
-      echo "ncu $kern rc=$?"; grep -E "Duration|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Warp Cycles Per Issued|Grid Size|Block Size|Dynamic Shared" "$OUT/ncu-$kern.txt" | head -30
-    done
-  fi
-  el "ncu done"
-  ;;
 dev)
   # a development round: build, CUDA tests, training step (phases + profile), decode with graphs (m1 + llama)
   quick_build
@@ -162,19 +147,6 @@ dev)
     --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
   echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
   el "decode done"
-  ;;
-variants)
-  # decode attention pass-1 variants (M1_DECODE_ROWS=2|4|8): CUDA tests of both, decode with graphs
-  quick_build
-  cuda_tests
-  M1_DECODE_ROWS=${TEST_ROWS:-8} timeout 100 node node_modules/vitest/vitest.mjs run test/cuda/decode > "$OUT/cuda-tests-rows.txt" 2>&1
-  echo "rows-${TEST_ROWS:-8} decode tests rc=$?"; sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests-rows.txt" | grep -E "Tests |FAIL|AssertionError" | head -8
-  for v in ${ROWS:-4 8}; do
-    M1_DECODE_ROWS=$v timeout 120 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-$v \
-      --batches ${BATCHES:-64,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-$v.txt" 2>&1
-    echo "decode $v rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-$v.txt" | head -30
-    el "decode $v done"
-  done
   ;;
 tests)
   # build + all CUDA tests only
