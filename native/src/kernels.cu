@@ -858,11 +858,7 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step(float* y,
   }
 }
 
-#ifndef M1_SCAN_SUB
-#define M1_SCAN_SUB 32
-#endif
-// steps per checkpointed sub-chunk of the scan backward (its recomputed states live in global scratch)
-constexpr int kScanChunk = M1_SCAN_SUB;
+constexpr int kScanChunk = 32;
 
 /**
  * Sum `v` over each aligned run of `width` lanes (a power of two ≤ 32) that share one destination, then
