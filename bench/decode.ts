@@ -119,7 +119,7 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
       setPos(pos);
       if (o.graphs) {
         // recorded at the second step of the point (full block-table width), replayed after; the first
-        // runs eagerly, as the engine's does (one-time work such as the matmuls' algorithm tuning is not captured)
+        // runs eagerly, as the engine's does (one-time work, such as a new shape's matmul plan, is not captured)
         if (!graph && !eagerDone) {
           eagerDone = true;
           return be.tidy(() => be.argmaxRows(model.step(ids, states, info)));

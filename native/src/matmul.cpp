@@ -1,18 +1,12 @@
 // Matmuls through cuBLASLt. Row-major C = op(A)·op(B) is computed as the column-major product
 // Cᵀ = op(B)ᵀ·op(A)ᵀ: a row-major [r, c] buffer read column-major is its transpose, so no data moves.
-// Descriptors and the algorithm are cached per problem shape: after the first call of a shape, a
-// matmul allocates nothing and makes no heuristic query. Products of at least kTuneRows activation rows
-// are tuned once per shape: the heuristic's best kCandidates are each timed on the first call's own
-// operands (outside CUDA-graph capture, and only for an overwriting call: C is rewritten by every
-// candidate, then by the real call) and the fastest kept. Thinner products (decode at small batch) keep
-// the heuristic's pick: timed back to back, their weights sit in L2 and the timing misleads (H200,
-// M1-3B decode at batch 8: 3.76 → 3.93 ms per step when they were tuned too).
+// Descriptors and the heuristic's algorithm are cached per problem shape: after the first call of a
+// shape, a matmul allocates nothing and makes no heuristic query.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
 #include <map>
 #include <tuple>
-#include <vector>
 
 #include "kernels.h"
 #include "runtime.h"
@@ -24,15 +18,11 @@ void checkLt(cublasStatus_t s, const char* what) {
 }
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
-constexpr int kCandidates = 8;   // heuristic results timed per shape
-constexpr int kTimedRuns = 3;    // timed launches per candidate (after one warm-up)
-constexpr long long kTuneRows = 128;  // tune products with at least this many activation rows
 
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  std::vector<cublasLtMatmulAlgo_t> candidates;  // emptied once tuned
 };
 
 struct Lt {
@@ -52,7 +42,7 @@ Lt& lt() {
   return *inst;
 }
 
-Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb) {
+const Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb) {
   Lt& L = lt();
   auto key = std::make_tuple(bf16, tf32, ta, tb, m, n, k, lda, ldb);
   auto it = L.plans.find(key);
@@ -71,51 +61,13 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
   checkLt(cublasLtMatmulPreferenceCreate(&pref), "preference");
   size_t ws = kWorkspaceBytes;
   checkLt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)), "workspace pref");
-  cublasLtMatmulHeuristicResult_t res[kCandidates] = {};
+  cublasLtMatmulHeuristicResult_t res{};
   int found = 0;
-  checkLt(cublasLtMatmulAlgoGetHeuristic(L.handle, p.op, p.a, p.b, p.c, p.c, pref, kCandidates, res, &found), "heuristic");
+  checkLt(cublasLtMatmulAlgoGetHeuristic(L.handle, p.op, p.a, p.b, p.c, p.c, pref, 1, &res, &found), "heuristic");
   cublasLtMatmulPreferenceDestroy(pref);
   if (found == 0) throw std::runtime_error("cuBLASLt found no algorithm for this matmul shape");
-  p.algo = res[0].algo;
-  if (found > 1)
-    for (int i = 0; i < found; i++) p.candidates.push_back(res[i].algo);
+  p.algo = res.algo;
   return L.plans.emplace(key, p).first->second;
-}
-
-/**
- * Time each candidate of `p` on these operands (C = op(A)·op(B), beta 0) and keep the fastest. Skipped
- * while the stream is being captured into a CUDA graph (no timing there; the next eager call tunes).
- */
-void tune(Plan& p, const void* A, const void* B, float* C, cudaStream_t s) {
-  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(s, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return;
-  Lt& L = lt();
-  cudaEvent_t e0, e1;
-  m1Check(cudaEventCreate(&e0), "tune: event");
-  m1Check(cudaEventCreate(&e1), "tune: event");
-  const float alpha = 1.f, beta = 0.f;
-  float best = 0.f;
-  bool have = false;
-  for (const cublasLtMatmulAlgo_t& algo : p.candidates) {
-    auto run = [&] {
-      return cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &algo, L.workspace, kWorkspaceBytes, s);
-    };
-    if (run() != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that cannot run this call is skipped
-    m1Check(cudaEventRecord(e0, s), "tune: record");
-    for (int r = 0; r < kTimedRuns; r++) run();
-    m1Check(cudaEventRecord(e1, s), "tune: record");
-    m1Check(cudaEventSynchronize(e1), "tune: sync");
-    float ms = 0.f;
-    m1Check(cudaEventElapsedTime(&ms, e0, e1), "tune: elapsed");
-    if (!have || ms < best) {
-      best = ms;
-      p.algo = algo;
-      have = true;
-    }
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  p.candidates.clear();
 }
 
 }  // namespace
@@ -145,8 +97,7 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
     B = scratch[1];
   }
   // column-major view: Lt's A is our B (stored [bCols × bRows]), Lt's B is our A (stored [aCols × aRows])
-  Plan& p = planFor(bf16, tf32, transB, transA, N, M, K, bCols, aCols);
-  if (!p.candidates.empty() && !accumulate && M >= kTuneRows) tune(p, A, B, C, s);
+  const Plan& p = planFor(bf16, tf32, transB, transA, N, M, K, bCols, aCols);
   float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   Lt& L = lt();
   cublasStatus_t st = cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, L.workspace,
