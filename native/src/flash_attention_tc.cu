@@ -71,6 +71,37 @@ __device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/** ROWS rows of one head (row r of the tile at src + r·stride) → shared [ROWS][LD] by cp.async; rows ≥ valid are zeros */
+template <int DH, int ROWS>
+__device__ __forceinline__ void copyRowsAsync(__nv_bfloat16* dst, const __nv_bfloat16* src, int64_t stride, int valid) {
+  constexpr int C8 = DH / 8, LD = DH + 8;
+  for (int e = threadIdx.x; e < ROWS * C8; e += blockDim.x) {
+    const int r = e / C8, c = (e % C8) * 8;
+    const bool ok = r < valid;
+    cpAsync16(dst + r * LD + c, ok ? src + r * stride + c : src, ok);
+  }
+}
+
+/** the C fragments of n-tiles 2kk, 2kk + 1 (f32) as the A fragment of k-step kk of the next product */
+__device__ __forceinline__ void cToA(uint32_t* a, const float* c0, const float* c1) {
+  a[0] = pack2(c0[0], c0[1]);
+  a[1] = pack2(c0[2], c0[3]);
+  a[2] = pack2(c1[0], c1[1]);
+  a[3] = pack2(c1[2], c1[3]);
+}
+
+/** acc[d] += A · X for n-tiles d of a row-major [16 k][DH] bf16 block starting at `rows` (ldmatrix.trans) */
+template <int DH>
+__device__ __forceinline__ void mmaRowsTrans(float (*acc)[4], const uint32_t* a, const __nv_bfloat16* rows, int lane) {
+  const __nv_bfloat16* r = rows + (lane & 15) * (DH + 8);
+#pragma unroll
+  for (int d = 0; d < DH / 8; d++) {
+    uint32_t b0, b1;
+    ldB_trans(b0, b1, r + 8 * d);
+    mma16816(acc[d], a, b0, b1);
+  }
+}
+
 /**
  * Block-wide: can any query row qi < nq of the tile at q0 see any key kj < nk of the tile at k0 (causal,
  * before T, same segment id)? Every thread of the block must call it: it ends in a barrier.
@@ -89,7 +120,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
                const __nv_bfloat16* __restrict__ vb, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
   using L = TcLayout<DH>;
-  constexpr int LDK = L::LDK, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16, C8 = DH / 8;
+  constexpr int LDK = L::LDK, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16;
   extern __shared__ float4 smem4[];
   __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);  // [2][kTile][LDK], then Vs the same
   __nv_bfloat16* Vs = Ks + 2 * L::tile;
@@ -107,15 +138,9 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
   // copies of key tile `it` into stage it & 1 (and its segment ids); keys past T are zero-filled
   auto issue = [&](int it) {
     const int st = it & 1, k0 = it * kTile, nk = min(kTile, T - k0);
-    __nv_bfloat16* kd = Ks + st * L::tile;
-    __nv_bfloat16* vd = Vs + st * L::tile;
-    for (int e = threadIdx.x; e < kTile * C8; e += kWarps * 32) {
-      const int r = e / C8, c = (e % C8) * 8;
-      const bool valid = r < nk;
-      const int64_t off = valid ? (row0 + k0 + r) * kStride + (int64_t)g * DH + c : 0;
-      cpAsync16(kd + r * LDK + c, kb + off, valid);
-      cpAsync16(vd + r * LDK + c, vb + off, valid);
-    }
+    const int64_t off = (row0 + k0) * kStride + (int64_t)g * DH;
+    copyRowsAsync<DH, kTile>(Ks + st * L::tile, kb + off, kStride, nk);
+    copyRowsAsync<DH, kTile>(Vs + st * L::tile, vb + off, kStride, nk);
     if (seg && threadIdx.x < kTile) kSeg[st][threadIdx.x] = threadIdx.x < nk ? seg[row0 + k0 + threadIdx.x] : 0;
   };
 
@@ -227,15 +252,9 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
       // B regs {keys 16kk + 2quad..+1, dim 8d + gid}, {keys + 8, ..} by ldmatrix.trans from V
 #pragma unroll
       for (int kk = 0; kk < kTile / 16; kk++) {
-        const uint32_t pa[4] = {pack2(sc[2 * kk][0], sc[2 * kk][1]), pack2(sc[2 * kk][2], sc[2 * kk][3]),
-                                pack2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
-        const __nv_bfloat16* vr = Vt + (16 * kk + (lane & 15)) * LDK;
-#pragma unroll
-        for (int d = 0; d < NDT; d++) {
-          uint32_t v0, v1;
-          ldB_trans(v0, v1, vr + 8 * d);
-          mma16816(o[d], pa, v0, v1);
-        }
+        uint32_t pa[4];
+        cToA(pa, sc[2 * kk], sc[2 * kk + 1]);
+        mmaRowsTrans<DH>(o, pa, Vt + 16 * kk * LDK, lane);
       }
     }
     __syncthreads();  // every warp is done with this stage before the next issue() overwrites it
@@ -293,43 +312,12 @@ struct BwdLayout {
   static constexpr size_t dkdvBytes = ((size_t)2 * fixed + 4 * tile) * sizeof(__nv_bfloat16);  // K, V + 2 stages × (Q, dO)
 };
 
-/** ROWS rows of one head (row r of the tile at src + r·stride) → shared [ROWS][LD] by cp.async; rows ≥ valid are zeros */
-template <int DH, int ROWS>
-__device__ __forceinline__ void copyRowsAsync(__nv_bfloat16* dst, const __nv_bfloat16* src, int64_t stride, int valid) {
-  constexpr int C8 = DH / 8, LD = DH + 8;
-  for (int e = threadIdx.x; e < ROWS * C8; e += blockDim.x) {
-    const int r = e / C8, c = (e % C8) * 8;
-    const bool ok = r < valid;
-    cpAsync16(dst + r * LD + c, ok ? src + r * stride + c : src, ok);
-  }
-}
-
 /** A fragment (rows p0, p1 = p0 + 8; k columns col..col+1 and col+8..col+9) from row-major bf16 rows */
 __device__ __forceinline__ void ldA(uint32_t* a, const __nv_bfloat16* p0, const __nv_bfloat16* p1, int col) {
   a[0] = ld32(p0 + col);
   a[1] = ld32(p1 + col);
   a[2] = ld32(p0 + col + 8);
   a[3] = ld32(p1 + col + 8);
-}
-
-/** the C fragments of n-tiles 2kk, 2kk + 1 (f32) as the A fragment of k-step kk of the next product */
-__device__ __forceinline__ void cToA(uint32_t* a, const float* c0, const float* c1) {
-  a[0] = pack2(c0[0], c0[1]);
-  a[1] = pack2(c0[2], c0[3]);
-  a[2] = pack2(c1[0], c1[1]);
-  a[3] = pack2(c1[2], c1[3]);
-}
-
-/** acc[d] += A · X for n-tiles d of a row-major [16 k][DH] bf16 block starting at `rows` (ldmatrix.trans) */
-template <int DH>
-__device__ __forceinline__ void mmaRowsTrans(float (*acc)[4], const uint32_t* a, const __nv_bfloat16* rows, int lane) {
-  const __nv_bfloat16* r = rows + (lane & 15) * (DH + 8);
-#pragma unroll
-  for (int d = 0; d < DH / 8; d++) {
-    uint32_t b0, b1;
-    ldB_trans(b0, b1, r + 8 * d);
-    mma16816(acc[d], a, b0, b1);
-  }
 }
 
 /** dQ for 64 queries of head h, row b */
