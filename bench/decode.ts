@@ -2,7 +2,8 @@
 // model.step for both, with the roofline of every point.
 //
 // Method. A decode step for B sequences at context L costs the same whatever the token values, so each
-// point times `model.step` (+ the device argmax that greedy sampling needs) on state pools whose
+// point times `model.step` (+ the device argmax that greedy sampling needs, or the device sampler,
+// be.sampleRows, with --temperature / --top-p) on state pools whose
 // sequences are all at context L: KV blocks allocated and mapped, Mamba state slots in place. The
 // step time is measured at several contexts; the latency of "prompt P + G generated tokens" is the
 // sum of the step times over L = P .. P+G−1, interpolated linearly between the measured contexts
@@ -16,6 +17,9 @@ import type { CausalLM } from '../src/model/model.js';
 import type { DecodeInfo } from '../src/model/module.js';
 import { emptyCache, presetConfig, sync, table, writeResult, zeroModel } from './common.js';
 import { OpProfiler } from './op-profile.js';
+import type { SampleRowsArgs } from '../src/backend/backend.js';
+import type { Tensor } from '../src/backend/tensor.js';
+import { Rng } from '../src/util/rng.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
 const program = new Command()
@@ -40,12 +44,42 @@ const program = new Command()
   .option('--warmup-s <n>', 'seconds of untimed steps before the first point of each model (GPU clocks ramp up from idle)', Number, 3)
   .option('--graphs', 'record each point\'s step once as a CUDA graph and replay it (the engine\'s `graphs` option)')
   .option('--profile', 'after each point, time every op of a few more steps (a sync around each op) and print where the step goes')
+  .option('--temperature <t>', 'sample every step with be.sampleRows at this temperature (seeded uniforms) instead of the greedy argmaxRows', Number)
+  .option('--top-p <p>', 'top-p of that sampling (implies sampling, at temperature 1 unless given; with --zero-weights the logits are flat, so top-p < 1 rows go to the host fallback)', Number)
   .parse(process.argv);
 const o = program.opts<{
   llama?: string; m1?: string; zeroWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
   lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
-  budgetS: number; models: string[]; profile?: boolean; warmupS: number; graphs?: boolean;
+  budgetS: number; models: string[]; profile?: boolean; warmupS: number; graphs?: boolean; temperature?: number; topP?: number;
 }>();
+
+// --temperature / --top-p: the step's tokens come from be.sampleRows (uniforms from a seeded Rng), and
+// the rows it had to compute on the host (its kernels' declines) are counted
+const sampling = o.temperature !== undefined || o.topP !== undefined;
+const sampleRng = new Rng(1234);
+let sampledRows = 0, sampledOnHost = 0, pointRows = 0, pointOnHost = 0;
+function pick(be: Backend, logits: Tensor): unknown {
+  if (!sampling) return be.argmaxRows(logits);
+  const V = logits.shape[logits.shape.length - 1]!, n = logits.size / V;
+  const args: SampleRowsArgs = {
+    logitsRow: Int32Array.from({ length: n }, (_, i) => i), temperature: new Float64Array(n).fill(o.temperature ?? 1),
+    topP: new Float64Array(n).fill(o.topP ?? 1), topK: new Int32Array(n).fill(-1), minP: new Float64Array(n),
+    uniform: Float64Array.from({ length: n }, () => sampleRng.uniform()),
+  };
+  const r = be.sampleRows!(be.reshape(logits, [n, V]), args);
+  sampledRows += n;
+  sampledOnHost += r.fallbackRows;
+  pointRows += n;
+  pointOnHost += r.fallbackRows;
+  return r;
+}
+/** the sampling counts of the point just measured (for its progress line) */
+function samplingNote(): string {
+  if (!sampling) return '';
+  const note = `, sampled (T ${o.temperature ?? 1}, top-p ${o.topP ?? 1}): ${pointOnHost} of ${pointRows} rows on the host`;
+  pointRows = pointOnHost = 0;
+  return note;
+}
 
 let profiler: OpProfiler | null = null;
 const profiles: Record<string, unknown>[] = [];
@@ -122,13 +156,13 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
         // runs eagerly, as the engine's does (one-time work, such as a new shape's matmul plan, is not captured)
         if (!graph && !eagerDone) {
           eagerDone = true;
-          return be.tidy(() => be.argmaxRows(model.step(ids, states, info)));
+          return be.tidy(() => pick(be, model.step(ids, states, info)));
         }
         const logits = graph ? graph.replay(inputs) : (graph = be.captureStepGraph!(inputs, () => be.tidy(() => model.step(ids, states, info)))).output;
-        return be.tidy(() => be.argmaxRows(logits));
+        return be.tidy(() => pick(be, logits));
       }
-      // greedy on the device; its copy back synchronises. tidy frees the step's activations at once.
-      return be.tidy(() => be.argmaxRows(model.step(ids, states, info)));
+      // greedy (or sampled) on the device; its copy back synchronises. tidy frees the step's activations at once.
+      return be.tidy(() => pick(be, model.step(ids, states, info)));
     };
     if (profiler) profiler.enabled = false;
     const tw = performance.now();
@@ -193,6 +227,7 @@ async function main() {
   if (o.graphs && o.profile) fail('--graphs and --profile cannot be combined (the profiler times ops one by one; a graph runs them as one launch)');
   const inner = await createBackend(o.backend);
   if (o.graphs && !inner.captureStepGraph) fail(`--graphs: the ${o.backend} backend cannot record graphs (use --backend cuda)`);
+  if (sampling && !inner.sampleRows) fail(`--temperature / --top-p: the ${o.backend} backend has no sampleRows`);
   if (o.profile) profiler = new OpProfiler(inner);
   const be = profiler ? profiler.be : inner;
   const result: Record<string, unknown> = { backend: o.backend, options: o, method: 'step time measured at contexts, latency integrated over the generated length; prefill excluded' };
@@ -237,7 +272,7 @@ async function main() {
         const frac = roof.seconds / secs;
         rows.push([name, B, L, secs * 1000, B / secs, roof.bytes / 1e9, roof.seconds * 1000, `${(100 * frac).toFixed(0)}%`]);
         pointsJson.push({ model: name, batch: B, context: L, fits: true, stepMs: secs * 1000, tokensPerS: B / secs, bytes: roof.bytes, flops: roof.flops, rooflineMs: roof.seconds * 1000, rooflineFraction: frac });
-        process.stderr.write(`${name} B=${B} L=${L}: ${(secs * 1000).toFixed(2)} ms/step, ${(B / secs).toFixed(0)} tok/s, ${(100 * frac).toFixed(0)}% of roofline\n`);
+        process.stderr.write(`${name} B=${B} L=${L}: ${(secs * 1000).toFixed(2)} ms/step, ${(B / secs).toFixed(0)} tok/s, ${(100 * frac).toFixed(0)}% of roofline${samplingNote()}\n`);
       }
     }
     perModel[name] = { shape: s, points };
@@ -273,6 +308,7 @@ async function main() {
   console.log(`\nlatency vs generated length at batch ${o.lengthBatch} (M1 paper Fig. 2: ×2.15 … ×2.64)`);
   console.log(table(['generated', 'llama-3.2-3b s', 'm1-3b s', 'M1 speedup'], lenRows));
   const path = writeResult(`${o.name}-${o.backend}`, { ...result, points: pointsJson, ...(profiles.length ? { profiles } : {}), batchSweep: batchJson, lengthSweep: lenJson, shapes: Object.fromEntries(Object.entries(perModel).map(([k, v]) => [k, v.shape])) });
+  if (sampling) console.log(`\nsampled with be.sampleRows (T ${o.temperature ?? 1}, top-p ${o.topP ?? 1}): ${sampledOnHost} of ${sampledRows} rows fell back to the host`);
   console.log(`\nwrote ${path}`);
 }
 

@@ -7,6 +7,8 @@
 #                                           # profiled step, a profiled prefill; PREFILL_FULL=1 / DECODE=1 add sweeps
 #   bash bench/gpu-bench.sh final   # quick build, CUDA tests, train (medium), prefill (highest, medium), the decode sweep,
 #                                   # the torch peer eager and compiled (PEER=0 skips it); everything in results.tgz
+#   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
+#                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
 #   bash bench/gpu-bench.sh probe | dev | tests   # development rounds (see each phase's comment; the fifth session's
 #                                   # `variants` phase, which compared decode-attention switches since removed, is in git history)
 # quick_build uses the objects of `bash scripts/cuda-objects.sh` (compiled ahead, same nvcc) when they match the sources.
@@ -147,6 +149,49 @@ dev)
     --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
   echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
   el "decode done"
+  ;;
+ncu)
+  # kernel by kernel: GPU time of every kernel of a few eager decode steps under Nsight Compute (one metric, clocks
+  # left alone), grouped by kernel (bench/ncu-summary.py); NCU_POINTS="model:batch:context ..."
+  quick_build
+  for pt in ${NCU_POINTS:-m1-3b:64:256 m1-3b:512:256}; do
+    IFS=: read -r m b c <<< "$pt"
+    timeout ${NCU_S:-150} ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+      node dist/bench/decode.js --zero-weights --backend cuda --models $m --batches $b --contexts $c --lengths 0 --steps 2 --warmup-s 0 \
+      > /tmp/ncu-$m-$b-$c.csv 2> /tmp/ncu-$m-$b-$c.err; echo "ncu $pt rc=$?"
+    gzip -c /tmp/ncu-$m-$b-$c.csv > "$OUT/ncu-$m-$b-$c.csv.gz"
+    python3 bench/ncu-summary.py /tmp/ncu-$m-$b-$c.csv --steps 3 --label "$m B=$b ctx=$c" --json "$OUT/ncu-$m-$b-$c.json" | head -${NCU_TOP:-40}
+    el "ncu $pt done"
+  done
+  ;;
+round)
+  # a development round for decode: build, CUDA tests, decode with graphs (m1 + llama). (The sixth session's
+  # decode-attention chunk knobs and Mamba-step tokens-per-warp variants, measured here and removed, are in git history.)
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-graphs \
+    --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
+  echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
+  el "decode done"
+  ;;
+train-recompute)
+  # the training step per --recompute (RECOMPUTES: on = every layer, auto = the fewest that fit, or a layer count)
+  quick_build
+  for rc in ${RECOMPUTES:-on auto 8}; do
+    timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --recompute $rc \
+      --name train-r$rc > "$OUT/train-r$rc.txt" 2>&1
+    echo "train --recompute $rc rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation|Error|error" "$OUT/train-r$rc.txt" | head -12
+    el "train $rc done"
+  done
+  ;;
+scan)
+  # the selective scan alone at the training shape (bench/scan.ts), then Nsight Compute on its backward kernels
+  quick_build
+  timeout 60 node dist/bench/scan.js --backend cuda > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; cat "$OUT/scan.txt" | head -8
+  timeout ${NCU_S:-200} ncu --clock-control none -k regex:selective_scan_bwd --launch-count ${NCU_LAUNCHES:-2} --set full \
+    node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan-bwd.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "^  k_|^  void|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Stall|Warp Cycles Per Issued|Block Limit|L2 Hit|L1/TEX Hit" "$OUT/ncu-scan-bwd.txt" | head -60
+  el "scan done"
   ;;
 tests)
   # build + all CUDA tests only

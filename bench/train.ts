@@ -37,7 +37,7 @@ const program = new Command()
   .option('--batch <n>', 'rows per step', Number, 1)
   .option('--steps <n>', 'timed steps (after 1 warm-up step)', Number, 2)
   .option('--phases', 'sync between phases and time each (teacher fwd, student fwd, head, student bwd, optimizer)')
-  .option('--recompute <mode>', 'activation recomputation: on | off | auto (on when the estimate without it exceeds --mem-limit-gib)', 'auto')
+  .option('--recompute <mode>', 'activation recomputation: on (every layer) | off | a layer count k (the first k layers) | auto (the fewest layers that keep the estimate within --mem-limit-gib)', 'auto')
   .option('--mem-limit-gib <n>', 'device memory budget of the estimate', Number, 135)
   .option('--head-rows <n>', 'rows per call of the distillation head (its row chunk)', Number, 1024)
   .option('--lr <x>', 'learning rate of the AdamW step', Number, 1e-5)
@@ -58,14 +58,18 @@ if (!MATMUL_PRECISIONS.includes(o.matmulPrecision)) throw new Error(`--matmul-pr
 for (const [k, v] of [['--seq-len', o.seqLen], ['--batch', o.batch], ['--steps', o.steps], ['--head-rows', o.headRows]] as const) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`${k} must be a positive integer, got ${v}`);
 }
-if (!['on', 'off', 'auto'].includes(o.recompute)) throw new Error(`--recompute must be on, off or auto, got "${o.recompute}"`);
+if (!['on', 'off', 'auto'].includes(o.recompute) && !/^\d+$/.test(o.recompute)) throw new Error(`--recompute must be on, off, auto or a layer count, got "${o.recompute}"`);
 
 const PHASES = ['teacher forward', 'student forward', 'head', 'student backward', 'optimizer'] as const;
 type Phase = (typeof PHASES)[number];
 
 // ---------------------------------------------------------------- memory estimate
 
-interface Estimate { lines: [string, number][]; withRecompute: number; withoutRecompute: number }
+interface Estimate {
+  lines: [string, number][]; withRecompute: number; withoutRecompute: number;
+  /** the estimate with the first k layers recomputed and the others keeping their activations */
+  recomputing(k: number): number;
+}
 
 /**
  * f32 values per token that one layer's forward allocates (activations are f32 on every backend):
@@ -112,17 +116,13 @@ function estimate(student: CausalLM, teacher: CausalLM, tokens: number, headRows
     ['student hidden + teacher hidden + head dHidden sum', 2 * stream + 4 * tokens * Dt],
     ['head working set (one --head-rows call)', head],
     ['without recompute: forward allocations of all layers', forwardAll],
-    ['without recompute: backward temporaries (≈ forward, not freed per layer)', forwardAll],
+    ['backward of one layer (temporaries freed per layer; a recomputed layer: rerun forward + backward ≈ 2 × forward)', 2 * maxLayer],
     ['with recompute: layer-input checkpoints', (student.layers.length + 1) * stream],
-    ['with recompute: one layer rerun forward + backward (≈ 2 × forward)', 2 * maxLayer],
   ];
   const base = weights + teacherWeights + master + moments + grads + lines[5]![1] + lines[6]![1];
   // the head's working set is freed before the backward starts: the peak is the larger of the two
-  return {
-    lines,
-    withoutRecompute: base + forwardAll + Math.max(head, forwardAll),
-    withRecompute: base + lines[10]![1] + Math.max(head, 2 * maxLayer),
-  };
+  const recomputing = (k: number) => base + (k + 1) * stream + perLayer.slice(k).reduce((a, b) => a + b, 0) + Math.max(head, 2 * maxLayer);
+  return { lines, withoutRecompute: recomputing(0), withRecompute: recomputing(perLayer.length), recomputing };
 }
 
 // ---------------------------------------------------------------- the step
@@ -146,7 +146,7 @@ function makeBatch(V: number, B: number, T: number, seed: number): { ids: Int32A
 }
 
 function step(
-  be: Backend, student: CausalLM, teacher: CausalLM, opt: AdamW, batch: ReturnType<typeof makeBatch>, recompute: boolean, phases: boolean,
+  be: Backend, student: CausalLM, teacher: CausalLM, opt: AdamW, batch: ReturnType<typeof makeBatch>, recompute: number, phases: boolean,
 ): StepResult {
   const times = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
   let mark = performance.now();
@@ -187,8 +187,9 @@ function step(
   });
   const gradNorm = o.gradClip > 0 ? opt.clipGradNorm(o.gradClip) : opt.gradNorm();
   opt.step(o.lr);
-  // the Trainer checks every weight after the update (one sumSquares per parameter)
-  for (const [key, p] of student.params()) if (!Number.isFinite(be.sumSquares(p.value))) throw new Error(`weight ${key} is not finite after the update`);
+  // the Trainer checks every weight after the update (sumSquaresEach: one wait for the device)
+  const params = student.params(), sums = be.sumSquaresEach(params.map(([, p]) => p.value));
+  sums.forEach((v, i) => { if (!Number.isFinite(v)) throw new Error(`weight ${params[i]![0]} is not finite after the update`); });
   sync(be);
   phase('optimizer');
   return { seconds: (performance.now() - t0) / 1000, phases: phases ? times : null, loss, gradNorm };
@@ -222,7 +223,10 @@ async function main() {
 
   const est = estimate(student, teacher, tokens, o.headRows);
   const limit = o.memLimitGib * GiB;
-  const recompute = o.recompute === 'on' || (o.recompute === 'auto' && est.withoutRecompute > limit);
+  const L = student.layers.length;
+  let recompute = o.recompute === 'on' ? L : o.recompute === 'off' ? 0 : o.recompute === 'auto' ? 0 : Number(o.recompute);
+  if (recompute > L) throw new Error(`--recompute ${recompute}: the student has ${L} layers`);
+  if (o.recompute === 'auto') while (recompute < L && est.recomputing(recompute) > limit) recompute++;
   const ms = matmulParams(student), mt = matmulParams(teacher);
   const nStudent = ms.stack + ms.head, nTeacher = mt.stack + mt.head;
   const flops = 6 * nStudent * tokens + 2 * nTeacher * tokens;
@@ -231,7 +235,7 @@ async function main() {
     `head: distillLoss per slice of ${o.headRows} rows (mask = the slice, normalizer = the step's ${tokens - B} label tokens), each call in its own tidy, dHidden summed`,
     `AdamW ${JSON.stringify(M1_ADAMW)}, lr ${o.lr}, f32 master + moments; grad clip ${o.gradClip}; weight finiteness check as the Trainer`,
     `weights: random on the device (randomModel: reference init for ≤2^20-value params, rows gathered from a 16 MB N(0, 0.02²) block for large ones), built in ${buildS.toFixed(1)} s`,
-    `activation recomputation: ${recompute ? 'on' : 'off'} (--recompute ${o.recompute})`,
+    `activation recomputation: ${recompute} of ${L} layers (the first ones; --recompute ${o.recompute}), estimate ${(est.recomputing(recompute) / GiB).toFixed(1)} GiB`,
     `f32 × f32 matmuls (weight gradients): --matmul-precision ${o.matmulPrecision}${inner.setFloat32MatmulPrecision ? '' : ' (ignored: this backend computes f32)'}`,
     `time: median over ${o.steps} timed step(s) after 1 warm-up step; ${o.phases ? 'device sync between phases (--phases)' : 'one sync at the end of each step'}`,
     `MFU = (6·N_student + 2·N_teacher)·tokens / (seconds · ${o.tflops} TFLOP/s); N = Σ *proj.weight + LM head (V·D): N_student = ${(nStudent / 1e9).toFixed(3)} B, N_teacher = ${(nTeacher / 1e9).toFixed(3)} B, tokens = ${tokens}`,
@@ -291,7 +295,7 @@ async function main() {
     const secs = [...results.map((r) => r.seconds)].sort((a, b) => a - b)[Math.floor(results.length / 2)]!;
     const mfu = flops / (secs * o.tflops * 1e12);
     console.log(table(['student', 'teacher', 'tokens', 'step s', 'tokens/s', 'MFU', o.backend === 'cpu' ? 'RSS GiB' : 'peak GiB', 'recompute'], [[
-      o.presetM1, o.presetLlama, tokens, secs.toFixed(3), tokens / secs, `${(100 * mfu).toFixed(1)}%`, peak === null ? 'not measured' : (peak / GiB).toFixed(2), recompute ? 'on' : 'off',
+      o.presetM1, o.presetLlama, tokens, secs.toFixed(3), tokens / secs, `${(100 * mfu).toFixed(1)}%`, peak === null ? 'not measured' : (peak / GiB).toFixed(2), `${recompute} / ${L}`,
     ]]));
     Object.assign(payload, { stepSeconds: secs, steps: results, tokensPerS: tokens / secs, mfu, peakBytes: peak });
     if (o.phases) {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/backend/cpu/index.js';
 import { Engine, type GenerationRequest, type RequestOutput } from '../src/infer/engine.js';
-import { argmax, logprobOf } from '../src/infer/sampling.js';
+import { argmax, HostSampler, logprobOf } from '../src/infer/sampling.js';
 import { initModel, validateConfigs } from '../src/model/checkpoint.js';
 import type { CausalLM, ModelConfig } from '../src/model/model.js';
 import { plainSeqInfo } from '../src/model/module.js';
@@ -422,6 +422,33 @@ describe('top-logprobs', () => {
     for (const k of [21, -1, 1.5]) {
       expect(() => engine.addRequest({ promptIds: [1], topLogprobs: k })).toThrow(UserError);
       expect(() => engine.addRequest({ promptIds: [1], topLogprobs: k })).toThrow(new RegExp(`top_logprobs: must be an integer in \\[0, 20\\], got ${k}`));
+    }
+  });
+});
+
+describe('engine sampler', () => {
+  it('the default samples on the backend when it has sampleRows (DeviceSampler), with the host sampler\'s tokens and logprobs', () => {
+    const model = tinyModel('m1');
+    const reqs: GenerationRequest[] = [
+      { promptIds: prompt(5, 40), n: 2, sampling: hot, maxTokens: 10, seed: 3, ignoreEos: true },
+      { promptIds: prompt(4, 41), sampling: { temperature: 0.9, topK: 8, minP: 0.02 }, maxTokens: 10, seed: 4, ignoreEos: true },
+      { promptIds: prompt(3, 42), sampling: { temperature: 0 }, maxTokens: 10, ignoreEos: true },
+    ];
+    let calls = 0;
+    const sampleRows = be.sampleRows.bind(be);
+    be.sampleRows = (t, a) => (calls++, sampleRows(t, a));
+    try {
+      const dev = run(model, reqs);
+      expect(calls).toBeGreaterThan(5);
+      calls = 0;
+      const host = run(model, reqs, { sampler: new HostSampler(be, model.vocabSize) });
+      expect(calls).toBe(0);
+      dev.forEach((o, r) => o.samples.forEach((s, i) => {
+        expect(s.tokenIds, `request ${r} sample ${i}`).toEqual(host[r]!.samples[i]!.tokenIds);
+        expect(s.logprobs).toEqual(host[r]!.samples[i]!.logprobs);
+      }));
+    } finally {
+      delete (be as { sampleRows?: unknown }).sampleRows; // back to the prototype's
     }
   });
 });

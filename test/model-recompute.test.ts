@@ -23,14 +23,14 @@ function tokenIds(n: number, V: number): Int32Array {
 }
 
 /** hidden and every parameter gradient after forward + backward from a fixed dHidden */
-function gradients(model: CausalLM, ids: Int32Array, seq: SeqInfo, recompute: boolean): { hidden: Float32Array; grads: Map<string, Float32Array>; savedLayers: number; inputs: number } {
+function gradients(model: CausalLM, ids: Int32Array, seq: SeqInfo, recompute: boolean | number): { hidden: Float32Array; grads: Map<string, Float32Array>; savedLayers: number; inputs: number } {
   model.zeroGrads();
   const { hidden, saved } = model.forward(ids, seq, { needBackward: true, recompute });
   const dHidden = be.fromArray(randomArray(hidden.size, 17), hidden.shape);
   model.backwardFromHidden(dHidden, saved!);
   const grads = new Map<string, Float32Array>();
   for (const [k, p] of model.params()) grads.set(k, be.read(p.grad!));
-  return { hidden: be.read(hidden), grads, savedLayers: saved!.layers.length, inputs: saved!.inputs?.length ?? 0 };
+  return { hidden: be.read(hidden), grads, savedLayers: saved!.layers.filter((l) => l).length, inputs: saved!.inputs.filter((t) => t).length };
 }
 
 describe('CausalLM recompute (activation checkpointing)', () => {
@@ -52,20 +52,22 @@ describe('CausalLM recompute (activation checkpointing)', () => {
       }
       const ids = tokenIds(B * T, model.vocabSize);
       const plain = gradients(model, ids, seq, false);
-      const ckpt = gradients(model, ids, seq, true);
-
-      // the recompute forward keeps only the layer inputs
       expect(plain.savedLayers).toBe(3);
-      expect(ckpt.savedLayers).toBe(0);
-      expect(ckpt.inputs).toBe(3);
-      expect(maxAbsDiff(ckpt.hidden, plain.hidden)).toBe(0);
-      expect([...ckpt.grads.keys()]).toEqual([...plain.grads.keys()]);
-      for (const [key, g] of plain.grads) {
-        const scale = Math.max(...Array.from(g, Math.abs));
-        // every parameter takes part (a zero gradient would make the comparison vacuous), except
-        // embedding rows of tokens that never occur, which the max over the tensor ignores
-        expect(scale, `${key} has a zero gradient`).toBeGreaterThan(0);
-        expect(maxAbsDiff(ckpt.grads.get(key)!, g), key).toBeLessThanOrEqual(1e-6 * Math.max(1, scale));
+      expect(plain.inputs).toBe(0);
+      // every layer recomputed (the forward keeps only the layer inputs), or the first k (selective)
+      for (const [recompute, kept] of [[true, 0], [3, 0], [1, 2], [2, 1], [0, 3]] as const) {
+        const ckpt = gradients(model, ids, seq, recompute);
+        expect(ckpt.savedLayers, `recompute ${recompute}`).toBe(kept);
+        expect(ckpt.inputs, `recompute ${recompute}`).toBe(3 - kept);
+        expect(maxAbsDiff(ckpt.hidden, plain.hidden)).toBe(0);
+        expect([...ckpt.grads.keys()]).toEqual([...plain.grads.keys()]);
+        for (const [key, g] of plain.grads) {
+          const scale = Math.max(...Array.from(g, Math.abs));
+          // every parameter takes part (a zero gradient would make the comparison vacuous), except
+          // embedding rows of tokens that never occur, which the max over the tensor ignores
+          expect(scale, `${key} has a zero gradient`).toBeGreaterThan(0);
+          expect(maxAbsDiff(ckpt.grads.get(key)!, g), `${key}, recompute ${recompute}`).toBeLessThanOrEqual(1e-6 * Math.max(1, scale));
+        }
       }
     });
   }
@@ -93,6 +95,7 @@ describe('CausalLM recompute (activation checkpointing)', () => {
     const ids = tokenIds(6, model.vocabSize);
     const r = model.forward(ids, seq, { recompute: true });
     expect(r.saved).toBeNull();
+    expect(() => model.forward(ids, seq, { needBackward: true, recompute: 4 })).toThrow(/recompute must be a boolean or a layer count in \[0, 3\], got 4/);
     expect(maxAbsDiff(be.read(r.hidden), be.read(model.forward(ids, seq, { needBackward: true }).hidden))).toBe(0);
   });
 });

@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/backend/cpu/index.js';
-import { argmax, HostSampler, logprobOf, MAX_TOP_LOGPROBS, RowSampler, samplingParams, topKIndices, type SampleRow, type SamplingParams } from '../src/infer/sampling.js';
+import type { SampleRowsArgs } from '../src/backend/backend.js';
+import {
+  argmax, defaultSampler, DeviceSampler, HostSampler, logprobOf, MAX_TOP_LOGPROBS, RowSampler, samplingParams, topKIndices, type SampleRow, type SamplingParams,
+} from '../src/infer/sampling.js';
 import { UserError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -263,5 +266,125 @@ describe('top-logprobs', () => {
     expect(bad(1.5)).toThrow(/topLogprobs = 1.5/);
     expect(() => sampler.sample(logits, [{ params: greedy, uniform: 0, logitsRow: 0, topLogprobs: 1 }], { tokens: new Int32Array(1), logprobs: new Float32Array(1) }))
       .toThrow(/out.topIds \/ out.topLogprobs do not hold \[1, 20\]/);
+  });
+});
+
+/** SampleRowsArgs from per-row params */
+function rowsArgs(list: { row: number; p: SamplingParams; u: number }[]): SampleRowsArgs {
+  return {
+    logitsRow: Int32Array.from(list, (r) => r.row), temperature: Float64Array.from(list, (r) => r.p.temperature),
+    topP: Float64Array.from(list, (r) => r.p.topP), topK: Int32Array.from(list, (r) => r.p.topK), minP: Float64Array.from(list, (r) => r.p.minP),
+    uniform: Float64Array.from(list, (r) => r.u),
+  };
+}
+
+describe('Backend.sampleRows (cpu: the definition)', () => {
+  const be = new CpuBackend();
+
+  it('equals RowSampler.sample row by row (greedy rows included), logprobs of the unmodified row', () => {
+    const rng = new Rng(21);
+    for (const V of [1, 7, 60, 500]) {
+      const R = 5;
+      // rows 0–2 random at growing scales, row 3 with ties everywhere, row 4 peaked
+      const host = new Float32Array(R * V);
+      for (let r = 0; r < R; r++) {
+        for (let j = 0; j < V; j++) host[r * V + j] = r === 3 ? Math.floor(rng.uniform() * 4) : rng.normal() * (r + 1);
+        if (r === 4) host[r * V + rng.int(V)]! += 12;
+      }
+      const logits = be.fromArray(host, [R, V]);
+      const list: { row: number; p: SamplingParams; u: number }[] = [];
+      for (const temperature of [0, 0.7, 1, 1.3]) {
+        for (const topP of [1, 0.95, 0.5]) {
+          for (const topK of [-1, 0, 1, 3, 50]) {
+            for (const minP of [0, 0.05, 0.5]) list.push({ row: rng.int(R), p: params({ temperature, topP, topK, minP }), u: rng.uniform() });
+          }
+        }
+      }
+      const got = be.sampleRows(logits, rowsArgs(list));
+      expect(got.fallbackRows).toBe(0);
+      expect(got.ids.length).toBe(list.length);
+      const s = new RowSampler(V);
+      let sampledOther = 0;
+      list.forEach((r, i) => {
+        const row = host.subarray(r.row * V, (r.row + 1) * V);
+        const want = s.sample(row, r.p, r.u);
+        expect(got.ids[i], `V ${V}, row ${i}: ${JSON.stringify(r)}`).toBe(want);
+        expect(got.logprobs[i]).toBe(Math.fround(logprobOf(row, want)));
+        if (r.p.temperature > 0 && want !== argmax(row)) sampledOther++;
+      });
+      // the uniforms matter: not every sampled row took the argmax
+      if (V >= 7) expect(sampledOther).toBeGreaterThan(10);
+    }
+  });
+
+  it('rejects bad arguments with the field and the row', () => {
+    const logits = be.fromArray([0, 1, 2, 3, 4, 5], [2, 3]);
+    const ok = () => rowsArgs([{ row: 1, p: params({}), u: 0.5 }, { row: 0, p: params({ temperature: 0 }), u: 0 }]);
+    expect(be.sampleRows(logits, ok()).ids.length).toBe(2);
+    const bad: [(a: SampleRowsArgs) => void, RegExp][] = [
+      [(a) => { a.topP = new Float64Array(1); }, /sampleRows: topP has 1 entries, logitsRow has 2/],
+      [(a) => { a.uniform = new Float64Array(3); }, /uniform has 3 entries/],
+      [(a) => { a.logitsRow[0] = 2; }, /logitsRow\[0\] = 2 is outside \[0, 2\)/],
+      [(a) => { a.logitsRow[1] = -1; }, /logitsRow\[1\] = -1/],
+      [(a) => { a.temperature[1] = -0.5; }, /temperature\[1\] = -0.5 is not a finite number ≥ 0/],
+      [(a) => { a.temperature[0] = Infinity; }, /temperature\[0\] = Infinity/],
+      [(a) => { a.topP[0] = 0; }, /topP\[0\] = 0 is outside \(0, 1\]/],
+      [(a) => { a.topP[1] = 1.5; }, /topP\[1\] = 1.5/],
+      [(a) => { a.topK[0] = -2; }, /topK\[0\] = -2 is below -1/],
+      [(a) => { a.minP[1] = 1.01; }, /minP\[1\] = 1.01 is outside \[0, 1\]/],
+      [(a) => { a.minP[0] = NaN; }, /minP\[0\] = NaN/],
+      [(a) => { a.uniform[0] = 1; }, /uniform\[0\] = 1 is outside \[0, 1\)/],
+      [(a) => { a.uniform[1] = NaN; }, /uniform\[1\] = NaN/],
+    ];
+    for (const [mutate, re] of bad) {
+      const a = ok();
+      mutate(a);
+      expect(() => be.sampleRows(logits, a)).toThrow(re);
+    }
+    expect(() => be.sampleRows(be.fromArray([1, 2, 3], [3]), rowsArgs([]))).toThrow(/logits must be \[R, V\], got \[3\]/);
+    // the definition's own check survives: a row without a finite maximum
+    expect(() => be.sampleRows(be.fromArray([-Infinity, -Infinity], [1, 2]), rowsArgs([{ row: 0, p: params({}), u: 0.5 }]))).toThrow(/no finite maximum/);
+  });
+});
+
+describe('DeviceSampler', () => {
+  it('gives HostSampler\'s tokens and logprobs; all-greedy and top-logprobs steps keep the host paths', () => {
+    const be = new CpuBackend();
+    const V = 80, n = 6;
+    const rng = new Rng(31);
+    const host = Float32Array.from({ length: 3 * V }, () => rng.normal() * 2.5);
+    const logits = be.wrap(host, [3, V]);
+    let calls = 0;
+    const sampleRows = be.sampleRows.bind(be);
+    be.sampleRows = (t, a) => (calls++, sampleRows(t, a));
+    const dev = new DeviceSampler(be, V), ref = new HostSampler(be, V);
+    expect(defaultSampler(be, V)).toBeInstanceOf(DeviceSampler);
+    // a backend without the op samples on the host
+    expect(defaultSampler(Object.assign(Object.create(be) as CpuBackend, { sampleRows: undefined }), V)).toBeInstanceOf(HostSampler);
+    const mk = () => ({
+      tokens: new Int32Array(n), logprobs: new Float32Array(n),
+      topIds: new Int32Array(n * MAX_TOP_LOGPROBS), topLogprobs: new Float32Array(n * MAX_TOP_LOGPROBS),
+    });
+    const greedy = params({ temperature: 0 });
+    for (let step = 0; step < 20; step++) {
+      const rows: SampleRow[] = Array.from({ length: n }, (_, i) => ({
+        params: i === 1 ? greedy : params({ temperature: 0.5 + rng.uniform(), topP: [1, 0.9, 0.6][i % 3]!, topK: [-1, 5][i % 2]!, minP: i === 4 ? 0.05 : 0 }),
+        uniform: rng.uniform(), logitsRow: i % 3,
+      }));
+      const a = mk(), b = mk();
+      calls = 0;
+      dev.sample(logits, rows, a);
+      expect(calls).toBe(1);
+      ref.sample(logits, rows, b);
+      expect(Array.from(a.tokens)).toEqual(Array.from(b.tokens));
+      expect(Array.from(a.logprobs)).toEqual(Array.from(b.logprobs));
+    }
+    calls = 0;
+    dev.sample(logits, Array.from({ length: n }, (_, i) => ({ params: greedy, uniform: 0, logitsRow: i % 3 })), mk());
+    dev.sample(logits, [{ params: params({}), uniform: 0.3, logitsRow: 0, topLogprobs: 2 }], mk());
+    expect(calls).toBe(0);
+    expect(dev.deviceSteps).toBe(20);
+    expect(dev.fallbackRows).toBe(0);
+    expect(() => dev.sample(logits, [{ params: params({}), uniform: 0.3, logitsRow: 3 }], mk())).toThrow(/rows\[0\]\.logitsRow = 3 is outside \[0, 3\)/);
   });
 });

@@ -21,6 +21,7 @@
 #include "decode_attention.h"
 #include "kernels.h"
 #include "runtime.h"
+#include "sampling.h"
 
 namespace {
 
@@ -177,16 +178,20 @@ std::unordered_map<std::string, OpFn>& ops() {
     return 0.0;
   });
   def("sum_rows", [S](const Args& a) { check(m1_sum_rows(a.p<float>(0), a.p<float>(1), a.i64(2), a.i64(3), S()), a.op); return 0.0; });
-  def("sum_squares", [S](const Args& a) {
-    // partials: a caller-provided device buffer of ≥ 1024 doubles
-    int count = 0;
-    check(m1_sum_squares(a.p<double>(0), &count, a.p<float>(1), a.i64(2), S()), a.op);
-    std::vector<double> h(count);
-    check(cudaMemcpyAsync(h.data(), a.p(0), sizeof(double) * count, cudaMemcpyDeviceToHost, S()), a.op);
-    check(cudaStreamSynchronize(S()), a.op);
-    double s = 0;
-    for (double v : h) s += v;
-    return s;
+  def("sum_squares_each_partials", [](const Args&) { return (double)m1_sum_squares_each_partials(); });
+  def("sum_squares_each", [S](const Args& a) {
+    // out (nT doubles), partials (nT · sum_squares_each_partials doubles), nT, then (pointer, size, bf16) per tensor
+    const int nT = a.i32(2);
+    std::vector<const void*> xs(nT);
+    std::vector<int64_t> sizes(nT);
+    std::vector<int> bf16(nT);
+    for (int t = 0; t < nT; t++) {
+      xs[t] = a.p(3 + 3 * t);
+      sizes[t] = a.i64(4 + 3 * t);
+      bf16[t] = a.i32(5 + 3 * t);
+    }
+    check(m1_sum_squares_each(a.p<double>(0), a.p<double>(1), xs.data(), sizes.data(), bf16.data(), nT, S()), a.op);
+    return 0.0;
   });
   def("copy_cols", [S](const Args& a) {
     check(m1_copy_cols(a.p(0), a.i64(1), a.i64(2), a.p(3), a.i64(4), a.i64(5), a.i64(6), a.i64(7), a.i32(8), S()), a.op);
@@ -224,7 +229,12 @@ std::unordered_map<std::string, OpFn>& ops() {
           a.op);
     return 0.0;
   });
-  def("swiglu", [S](const Args& a) { check(m1_swiglu(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.i64(3), S()), a.op); return 0.0; });
+  def("swiglu", [S](const Args& a) { check(m1_swiglu(a.p(0), a.i32(1), a.p<float>(2), a.p<float>(3), a.i64(4), S()), a.op); return 0.0; });
+  def("add_rmsnorm", [S](const Args& a) {
+    check(m1_add_rmsnorm(a.p<float>(0), a.p(1), a.i32(2), a.p<float>(3), a.p<float>(4), a.p(5), a.i32(6), a.i64(7), a.i64(8), a.f(9), S()),
+          a.op);
+    return 0.0;
+  });
   def("swiglu_bwd", [S](const Args& a) {
     check(m1_swiglu_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.i64(5), S()), a.op);
     return 0.0;
@@ -297,9 +307,9 @@ std::unordered_map<std::string, OpFn>& ops() {
     return (double)m1_mamba1_decode_step_handles(a.i32(0), a.i32(1), a.i32(2), a.i32(3), ptrs, 3);
   });
   def("mamba1_decode_step", [S](const Args& a) {
-    check(m1_mamba1_decode_step(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5),
-                                a.p<float>(6), a.p<float>(7), a.p<float>(8), a.p<float>(9), a.p<int>(10), a.i32(11), a.i32(12),
-                                a.i32(13), a.i32(14), a.i32(15), a.i32(16), S()),
+    check(m1_mamba1_decode_step(a.p(0), a.i32(1), a.p<float>(2), a.p<float>(3), a.p(4), a.p<float>(5), a.p(6), a.p(7), a.p<float>(8),
+                                a.p(9), a.i32(10), a.p<float>(11), a.p<int>(12), a.i32(13), a.i32(14), a.i32(15), a.i32(16), a.i32(17),
+                                a.i32(18), S()),
           a.op);
     return 0.0;
   });
@@ -361,13 +371,24 @@ std::unordered_map<std::string, OpFn>& ops() {
     check(m1_log_softmax(a.p<float>(0), a.p<float>(1), a.i64(2), a.i64(3), S()), a.op);
     return 0.0;
   });
+  def("argmax_scratch_bytes", [](const Args& a) { return (double)m1_argmax_scratch_bytes(a.i64(0), a.i64(1)); });
   def("argmax_rows", [S](const Args& a) {
-    check(m1_argmax_rows(a.p<int>(0), a.p<float>(1), a.p<float>(2), a.i64(3), a.i64(4), S()), a.op);
+    check(m1_argmax_rows(a.p<int>(0), a.p<float>(1), a.p<float>(2), a.i64(3), a.i64(4), a.p(5), S()), a.op);
     return 0.0;
   });
   def("gather_logprobs", [S](const Args& a) {
     check(m1_gather_logprobs(a.p<float>(0), a.p<float>(1), a.p<int>(2), a.i64(3), a.i64(4), S()), a.op);
     return 0.0;
+  });
+  // (ids, logprobs, x, params [n, 6] f64, n, V) → the sorted path's capacity; ids[i] = −1: sample row i on the host
+  def("sample_rows", [S](const Args& a) {
+    const int64_t n = a.i64(4);
+    // per-row plans: scratch from the caching allocator, handed back at once (stream-ordered reuse)
+    void* scratch = m1Alloc(m1_sample_rows_scratch_bytes(n));
+    cudaError_t e = m1_sample_rows(a.p<int>(0), a.p<float>(1), scratch, a.p<float>(2), a.p<double>(3), n, a.i64(5), S());
+    m1Free(scratch);
+    check(e, a.op);
+    return (double)m1_sample_rows_capacity();
   });
   def("cross_entropy", [S](const Args& a) {
     check(m1_cross_entropy(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<int>(3), a.p<int>(4), a.i64(5), a.i64(6), a.f(7), S()),

@@ -60,6 +60,15 @@ __device__ float blockMax(float v, float* sh) {
 
 inline cudaError_t lastError() { return cudaGetLastError(); }
 
+/** a weight read as f32 whatever its storage (bf16 weights are read directly, with no f32 copy) */
+struct WeightF {
+  const void* p;
+  int bf16;
+  __device__ __forceinline__ float operator[](int64_t i) const {
+    return bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]) : static_cast<const float*>(p)[i];
+  }
+};
+
 // ------------------------------------------------------------------------------------------------
 // memory / elementwise
 
@@ -110,10 +119,14 @@ struct SumRowsTerm {
   __device__ double operator()(int64_t r, int64_t c) const { return x[r * C + c]; }
   __device__ void store(int64_t c, double v) const { out[c] = (float)v; }
 };
-__global__ void k_sum_squares(double* partials, const float* x, int64_t n) {
+template <typename X>
+__global__ void k_sum_squares(double* partials, X x, int64_t n) {
   __shared__ double sh[32];
   double s = 0;
-  GRID_STRIDE(i, n) s += (double)x[i] * x[i];
+  GRID_STRIDE(i, n) {
+    const double v = x[i];
+    s += v * v;
+  }
   s = warpSum(s);
   int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
   if (lane == 0) sh[wid] = s;
@@ -123,6 +136,16 @@ __global__ void k_sum_squares(double* partials, const float* x, int64_t n) {
     r = warpSum(r);
     if (lane == 0) partials[blockIdx.x] = r;
   }
+}
+
+/** out[t] = Σ of tensor t's `per` partials (a warp per tensor, f64) */
+__global__ void k_sum_partials(double* out, const double* partials, int nT, int per) {
+  const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (t >= nT) return;
+  double s = 0;
+  for (int k = lane; k < per; k += 32) s += partials[(int64_t)t * per + k];
+  s = warpSum(s);
+  if (lane == 0) out[t] = s;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -212,7 +235,33 @@ struct RmsNormDwTerm {
   __device__ double operator()(int64_t r, int64_t j) const { return (double)dy[r * D + j] * x[r * D + j] * rstd[r]; }
   __device__ void store(int64_t j, double v) const { dw[j] = (float)v; }
 };
-__global__ void k_swiglu(float* h, const float* g, const float* u, int64_t n) { GRID_STRIDE(i, n) h[i] = siluf(g[i]) * u[i]; }
+__device__ __forceinline__ void storeOut(float* o, int64_t i, float v) { o[i] = v; }
+__device__ __forceinline__ void storeOut(__nv_bfloat16* o, int64_t i, float v) { o[i] = __float2bfloat16_rn(v); }
+/**
+ * Inference: h = x + r (when r is given), y = h / rms(h) · w rounded to OT — the residual add, the norm
+ * and the rounding of the next matmul's input in one pass. h goes to memory first and is read back by
+ * the same thread (same index), so no block-wide barrier is needed between the two loops.
+ */
+template <typename OT>
+__global__ void k_add_rmsnorm(float* h, OT* y, const float* x, const float* r, WeightF w, int64_t D, float eps) {
+  __shared__ float sh[32];
+  const int64_t o = blockIdx.x * D;
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+    float v = x[o + j];
+    if (r) {
+      v += r[o + j];
+      h[o + j] = v;
+    }
+    ss += v * v;
+  }
+  ss = blockSum(ss, sh);
+  const float rs = 1.f / sqrtf(ss / (float)D + eps);
+  const float* src = r ? h : x;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) storeOut(y, o + j, src[o + j] * rs * w[j]);
+}
+template <typename OT>
+__global__ void k_swiglu(OT* h, const float* g, const float* u, int64_t n) { GRID_STRIDE(i, n) storeOut(h, i, siluf(g[i]) * u[i]); }
 __global__ void k_swiglu_bwd(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
   GRID_STRIDE(i, n) {
     du[i] = dh[i] * siluf(g[i]);
@@ -794,9 +843,9 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
  * _handles checks the shapes and the 16-byte alignment of the rows.
  */
 constexpr int kDecodeThreads = 128;
-template <int N4>
-__global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step(float* y, const float* proj, const float* deltaLow,
-    const float* dtBias, float* convSt, const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
+template <int N4, typename OT>
+__global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step(OT* y, const float* proj, const float* deltaLow,
+    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* A, WeightF D, float* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int K) {
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
   constexpr unsigned kAll = 0xffffffffu;
@@ -821,10 +870,10 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step(float* y,
         zv = row[c];
         const float xin = row[Di + src + c % N];
         float* cs = convSt + ((int64_t)slot * Di + c) * W;
-        const float* w = convW + (int64_t)c * K;
-        float acc = convBias ? convBias[c] : 0.f;
-        for (int k = 0; k < W; k++) acc += w[k] * cs[k];
-        acc += w[W] * xin;
+        const int64_t w = (int64_t)c * K;
+        float acc = convBias.p ? convBias[c] : 0.f;
+        for (int k = 0; k < W; k++) acc += convW[w + k] * cs[k];
+        acc += convW[w + W] * xin;
         for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
         if (W > 0) cs[W - 1] = xin;
         xv = siluf(acc);
@@ -853,7 +902,7 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step(float* y,
         const float got = __shfl_sync(kAll, part, (lane % CPB) * N4);  // channel c's group in this pass
         if (lane / CPB == i) out = got;
       }
-      if (c < Di) y[(int64_t)s * Di + c] = (out + D[c] * xv) * siluf(zv);
+      if (c < Di) storeOut(y, (int64_t)s * Di + c, (out + D[c] * xv) * siluf(zv));
     }
   }
 }
@@ -1258,46 +1307,66 @@ __global__ void k_gather_logprobs(float* out, const float* x, const int* targets
   if (threadIdx.x == 0) out[blockIdx.x] = xr[targets[blockIdx.x]] - l;
 }
 // greedy decoding on the device: the first maximum of each row and its log-probability under the
-// unmodified distribution; only 2 numbers per row go back to the host instead of the whole row
-__global__ void k_argmax_rows(int* ids, float* logprobs, const float* x, int64_t V) {
-  __shared__ float shv[32];
-  __shared__ int shi[32];
-  __shared__ float sh[32];
+// unmodified distribution; only 2 numbers per row go back to the host instead of the whole row.
+// One pass over the logits: each row is split over `parts` blocks (enough blocks to fill the GPU at small
+// batch), each thread keeps an online (max, first index, Σ exp(x − max)), the block reduces them, and a
+// second kernel combines a row's parts. Ties go to the lower index at every level.
+struct ArgmaxPart { float mx; int idx; float sum; };
+__device__ __forceinline__ void argmaxMerge(float& mx, int& idx, float& sum, float omx, int oidx, float osum) {
+  if (omx > mx || (omx == mx && oidx < idx)) {
+    const float scale = mx == -CUDART_INF_F ? 0.f : expf(mx - omx);  // omx ≥ mx here
+    sum = osum + sum * scale;
+    mx = omx;
+    idx = oidx;
+  } else if (omx != -CUDART_INF_F) {
+    sum += osum * expf(omx - mx);
+  }
+}
+__global__ void k_argmax_part(ArgmaxPart* parts, const float* x, int64_t V, int64_t span) {
+  __shared__ ArgmaxPart sh[32];
+  const int64_t lo = blockIdx.y * span, hi = min(V, lo + span);
   const float* xr = x + blockIdx.x * V;
-  float best = -CUDART_INF_F;
-  int bi = 0x7fffffff;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-    float v = xr[j];
-    if (v > best) { best = v; bi = (int)j; }  // j grows per thread, so the first max of this thread is kept
+  float mx = -CUDART_INF_F, sum = 0.f;
+  int idx = 0x7fffffff;
+  for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+    const float v = xr[j];
+    if (v > mx) {  // j grows per thread, so the first maximum of this thread is kept
+      sum = (mx == -CUDART_INF_F ? 0.f : sum * expf(mx - v)) + 1.f;
+      mx = v;
+      idx = (int)j;
+    } else if (mx != -CUDART_INF_F) {
+      sum += expf(v - mx);
+    }
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    float ov = __shfl_xor_sync(0xffffffffu, best, o);
-    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
-  }
-  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  if (lane == 0) { shv[wid] = best; shi[wid] = bi; }
+  for (int o = 16; o > 0; o >>= 1)
+    argmaxMerge(mx, idx, sum, __shfl_xor_sync(0xffffffffu, mx, o), __shfl_xor_sync(0xffffffffu, idx, o), __shfl_xor_sync(0xffffffffu, sum, o));
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  if (lane == 0) sh[wid] = ArgmaxPart{mx, idx, sum};
   __syncthreads();
   if (wid == 0) {
-    best = lane < nw ? shv[lane] : -CUDART_INF_F;
-    bi = lane < nw ? shi[lane] : 0x7fffffff;
-    for (int o = 16; o > 0; o >>= 1) {
-      float ov = __shfl_xor_sync(0xffffffffu, best, o);
-      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
-    }
-    if (lane == 0) { shv[0] = best; shi[0] = bi; }
+    ArgmaxPart p = lane < nw ? sh[lane] : ArgmaxPart{-CUDART_INF_F, 0x7fffffff, 0.f};
+    for (int o = 16; o > 0; o >>= 1)
+      argmaxMerge(p.mx, p.idx, p.sum, __shfl_xor_sync(0xffffffffu, p.mx, o), __shfl_xor_sync(0xffffffffu, p.idx, o),
+                  __shfl_xor_sync(0xffffffffu, p.sum, o));
+    if (lane == 0) parts[blockIdx.x * gridDim.y + blockIdx.y] = p;
   }
-  __syncthreads();
-  float mx = shv[0];
-  int arg = shi[0];
-  __syncthreads();
-  float sum = 0.f;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) sum += expf(xr[j] - mx);
-  sum = blockSum(sum, sh);
-  if (threadIdx.x == 0) {
-    ids[blockIdx.x] = arg;
-    logprobs[blockIdx.x] = -logf(sum);  // x[arg] − (mx + log Σ) with x[arg] = mx
+}
+/** one warp per row: the row's parts merged */
+__global__ void k_argmax_combine(int* ids, float* logprobs, const ArgmaxPart* parts, int64_t rows, int nParts) {
+  const int64_t r = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  float mx = -CUDART_INF_F, sum = 0.f;
+  int idx = 0x7fffffff;
+  for (int k = lane; k < nParts; k += 32) {
+    const ArgmaxPart p = parts[r * nParts + k];
+    argmaxMerge(mx, idx, sum, p.mx, p.idx, p.sum);
+  }
+  for (int o = 16; o > 0; o >>= 1)
+    argmaxMerge(mx, idx, sum, __shfl_xor_sync(0xffffffffu, mx, o), __shfl_xor_sync(0xffffffffu, idx, o), __shfl_xor_sync(0xffffffffu, sum, o));
+  if (lane == 0) {
+    ids[r] = idx == 0x7fffffff ? 0 : idx;
+    logprobs[r] = -logf(sum);  // x[arg] − (mx + log Σ) with x[arg] = mx
   }
 }
 __global__ void k_cross_entropy(float* rowLoss, float* dl, const float* x, const int* targets, const int* mask, int64_t V, float inv) {
@@ -1488,15 +1557,15 @@ cudaError_t m1_sum_rows(float* o, const float* x, int64_t rows, int64_t C, cudaS
   launchColSum(rows, C, SumRowsTerm{o, x, C}, s);
   return lastError();
 }
-cudaError_t m1_sum_squares(double* partials, int* count, const float* x, int64_t n, cudaStream_t s) {
-  // a fixed small grid: the host adds ≤ 1024 partials in f64
-  unsigned g = gridFor(n);
-  if (g > 1024) g = 1024;
-  k_sum_squares<<<g, kThreads, 0, s>>>(partials, x, n);
-  *count = (int)g;
+int m1_sum_squares_each_partials() { return 256; }
+cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const* xs, const int64_t* sizes, const int* bf16, int nT,
+                                cudaStream_t s) {
+  // a fixed grid per tensor (blocks past the end write 0), so one small kernel can sum every tensor's partials
+  const int per = m1_sum_squares_each_partials();
+  for (int t = 0; t < nT; t++) k_sum_squares<<<per, kThreads, 0, s>>>(partials + (int64_t)t * per, WeightF{xs[t], bf16[t]}, sizes[t]);
+  if (nT > 0) k_sum_partials<<<(unsigned)((nT + 7) / 8), kThreads, 0, s>>>(out, partials, nT, per);
   return lastError();
 }
-
 cudaError_t m1_copy_cols(void* dst, int64_t ds, int64_t doff, const void* src, int64_t ss, int64_t soff, int64_t rows, int64_t w,
                          int elemBytes, cudaStream_t s) {
   if (rows * w == 0) return cudaSuccess;
@@ -1539,8 +1608,17 @@ cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x
   launchColSum(rows, D, RmsNormDwTerm{dw, dy, x, rstd, D}, s);
   return lastError();
 }
-cudaError_t m1_swiglu(float* h, const float* g, const float* u, int64_t n, cudaStream_t s) {
-  k_swiglu<<<gridFor(n), kThreads, 0, s>>>(h, g, u, n);
+cudaError_t m1_swiglu(void* h, int outBf16, const float* g, const float* u, int64_t n, cudaStream_t s) {
+  if (outBf16) k_swiglu<<<gridFor(n), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(h), g, u, n);
+  else k_swiglu<<<gridFor(n), kThreads, 0, s>>>(static_cast<float*>(h), g, u, n);
+  return lastError();
+}
+cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const float* r, const void* w, int wBf16, int64_t rows, int64_t D,
+                           float eps, cudaStream_t s) {
+  if (rows == 0) return cudaSuccess;
+  const WeightF wf{w, wBf16};
+  if (outBf16) k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<__nv_bfloat16*>(y), x, r, wf, D, eps);
+  else k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<float*>(y), x, r, wf, D, eps);
   return lastError();
 }
 cudaError_t m1_swiglu_bwd(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n, cudaStream_t s) {
@@ -1697,14 +1775,20 @@ int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* con
     if (reinterpret_cast<uintptr_t>(vec4Ptrs[i]) % 16 != 0) return 0;
   return 1;
 }
-cudaError_t m1_mamba1_decode_step(float* y, const float* proj, const float* deltaLow, const float* dtBias, float* convSt,
-                                  const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
+cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const float* deltaLow, const void* dtBias_, float* convSt,
+                                  const void* convW_, const void* convBias_, const float* A, const void* D_, int wBf16, float* ssmSt,
                                   const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
+  const WeightF dtBias{dtBias_, wBf16 & 1}, convW{convW_, (wBf16 >> 1) & 1}, convBias{convBias_, (wBf16 >> 2) & 1}, D{D_, (wBf16 >> 3) & 1};
   if ((int64_t)nTok * Di == 0) return cudaSuccess;
   if (K < 1 || dXb < 1 || Di > INT32_MAX - 31) return cudaErrorInvalidValue;
-  // a warp per 32 channels of a token
+  // a warp per 32 channels of a token. Tried: TPW tokens per warp with A and the per-channel weights kept in
+  // registers across them (TPW 1 / 2 / 4: 128 / 168 / 255 registers) — slower at every batch (fewer warps per SM)
   const dim3 grid((unsigned)std::min<int64_t>(65535, ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
-#define M1_DECODE(N4) k_mamba1_decode_step<N4><<<grid, kDecodeThreads, 0, s>>>(y, proj, deltaLow, dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)
+#define M1_DECODE(N4)                                                                                                   \
+  (outBf16 ? k_mamba1_decode_step<N4><<<grid, kDecodeThreads, 0, s>>>(static_cast<__nv_bfloat16*>(y), proj, deltaLow, dtBias, convSt, \
+                                                                       convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)    \
+           : k_mamba1_decode_step<N4><<<grid, kDecodeThreads, 0, s>>>(static_cast<float*>(y), proj, deltaLow, dtBias, convSt, convW, \
+                                                                       convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K))
   if (N == 4) M1_DECODE(1);
   else if (N == 8) M1_DECODE(2);
   else if (N == 16) M1_DECODE(4);
@@ -1820,9 +1904,18 @@ cudaError_t m1_gather_logprobs(float* out, const float* x, const int* targets, i
   k_gather_logprobs<<<(unsigned)rows, kThreads * 2, 0, s>>>(out, x, targets, V);
   return lastError();
 }
-cudaError_t m1_argmax_rows(int* ids, float* logprobs, const float* x, int64_t rows, int64_t V, cudaStream_t s) {
+int64_t m1_argmax_parts(int64_t rows, int64_t V) {
+  // about 4 blocks per multiprocessor in all (132 on the H200), each part at least 4096 logits
+  int64_t parts = std::max<int64_t>(1, std::min<int64_t>((528 + rows - 1) / std::max<int64_t>(rows, 1), 64));
+  return std::max<int64_t>(1, std::min<int64_t>(parts, (V + 4095) / 4096));
+}
+int64_t m1_argmax_scratch_bytes(int64_t rows, int64_t V) { return rows * m1_argmax_parts(rows, V) * (int64_t)sizeof(ArgmaxPart); }
+cudaError_t m1_argmax_rows(int* ids, float* logprobs, const float* x, int64_t rows, int64_t V, void* scratch, cudaStream_t s) {
   if (rows == 0) return cudaSuccess;
-  k_argmax_rows<<<(unsigned)rows, kThreads * 2, 0, s>>>(ids, logprobs, x, V);
+  const int64_t parts = m1_argmax_parts(rows, V), span = (V + parts - 1) / parts;
+  auto* p = static_cast<ArgmaxPart*>(scratch);
+  k_argmax_part<<<dim3((unsigned)rows, (unsigned)parts), kThreads * 2, 0, s>>>(p, x, V, span);
+  k_argmax_combine<<<(unsigned)((rows + 7) / 8), kThreads, 0, s>>>(ids, logprobs, p, rows, (int)parts);
   return lastError();
 }
 cudaError_t m1_cross_entropy(float* rowLoss, float* dl, const float* x, const int* targets, const int* mask, int64_t rows, int64_t V,

@@ -23,7 +23,13 @@ cudaError_t m1_neg_exp(float* out, const float* a, int64_t n, cudaStream_t s);
 cudaError_t m1_add_bias(float* out, const float* x, const float* bias, int64_t rows, int64_t C, cudaStream_t s);
 cudaError_t m1_sum_rows(float* out, const float* x, int64_t rows, int64_t C, cudaStream_t s);
 /** partial sums of squares into `partials` (double[nPartials]); returns nPartials via *count */
-cudaError_t m1_sum_squares(double* partials, int* count, const float* x, int64_t n, cudaStream_t s);
+/**
+ * Σx² of each of nT tensors (device pointers xs[t], sizes[t], f32 or bf16 by bf16[t]; host arrays) into out[t] (device, f64);
+ * partials: nT · m1_sum_squares_each_partials() doubles of scratch
+ */
+int m1_sum_squares_each_partials();
+cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const* xs, const int64_t* sizes, const int* bf16, int nT,
+                                cudaStream_t s);
 
 // ---------- layout ----------
 /** dst[r, dstOff + j] = src[r, srcOff + j] for j < width (any element size in {2, 4}) */
@@ -38,7 +44,14 @@ cudaError_t m1_embedding_bwd(float* dTable, const int* ids, const float* dy, int
 cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t D, float eps, cudaStream_t s);
 cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
                            int64_t rows, int64_t D, cudaStream_t s);
-cudaError_t m1_swiglu(float* h, const float* gate, const float* up, int64_t n, cudaStream_t s);
+/** h = silu(gate)·up, stored f32 or bf16 (outBf16) */
+cudaError_t m1_swiglu(void* h, int outBf16, const float* gate, const float* up, int64_t n, cudaStream_t s);
+/**
+ * Inference: h = x + r (r may be null: h is then not written), y = rmsnorm(h)·w in f32 or bf16 (outBf16), w f32 or
+ * bf16 (wBf16), read directly
+ */
+cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const float* r, const void* w, int wBf16, int64_t rows, int64_t D,
+                           float eps, cudaStream_t s);
 cudaError_t m1_swiglu_bwd(float* dGate, float* dUp, const float* dh, const float* gate, const float* up, int64_t n, cudaStream_t s);
 
 // ---------- attention ----------
@@ -83,8 +96,9 @@ cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta,
  * the groups divide evenly, P % 4 == 0 and every pointer in vec4Ptrs is 16-byte aligned.
  */
 int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* const* vec4Ptrs, int nPtrs);
-cudaError_t m1_mamba1_decode_step(float* y, const float* proj, const float* deltaLow, const float* dtBias, float* convSt,
-                                  const float* convW, const float* convBias, const float* A, const float* D, float* ssmSt,
+/** y [n, Di] f32 or bf16 (outBf16); dtBias, convW, convBias, D f32 or bf16 by the bits 1, 2, 4, 8 of wBf16 */
+cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const float* deltaLow, const void* dtBias, float* convSt,
+                                  const void* convW, const void* convBias, const float* A, const void* D, int wBf16, float* ssmSt,
                                   const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s);
 /** the SSD backward's ckpt / hs: scratch of m1_scan_bwd_scratch_floats(B*H*P, T, N) floats */
 int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N);
@@ -115,7 +129,9 @@ cudaError_t m1_gated_rmsnorm_bwd(float* dy, float* dz, float* dw, float* rstd, c
 
 // ---------- logits ----------
 cudaError_t m1_log_softmax(float* out, const float* x, int64_t rows, int64_t V, cudaStream_t s);
-cudaError_t m1_argmax_rows(int* ids, float* logprobs, const float* x, int64_t rows, int64_t V, cudaStream_t s);
+/** scratch: m1_argmax_scratch_bytes(rows, V) bytes */
+int64_t m1_argmax_scratch_bytes(int64_t rows, int64_t V);
+cudaError_t m1_argmax_rows(int* ids, float* logprobs, const float* x, int64_t rows, int64_t V, void* scratch, cudaStream_t s);
 cudaError_t m1_gather_logprobs(float* out, const float* x, const int* targets, int64_t rows, int64_t V, cudaStream_t s);
 /** rowLoss[r] = lse − x[target] on rows with mask (0 elsewhere); dlogits = (softmax − onehot)·invCount on those rows */
 cudaError_t m1_cross_entropy(float* rowLoss, float* dlogits, const float* x, const int* targets, const int* mask,

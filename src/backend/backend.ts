@@ -60,6 +60,13 @@ export interface Backend {
    * Products with a bf16 operand always run in bf16. Backends without it compute f32.
    */
   setFloat32MatmulPrecision?(p: MatmulPrecision): void;
+  /**
+   * True when a matmul of an f32 activation with a bf16 weight rounds the activation to bf16 first (the
+   * tensor cores' input). The ops that feed such a matmul may then emit bf16 themselves (`outDType`),
+   * which gives the same product without the matmul's own rounding pass. False or absent: products with
+   * a bf16 weight read the f32 activation as is (the CPU), so producers keep f32.
+   */
+  readonly roundsMatmulInputsToBf16?: boolean;
   /** a view with another shape of the same size, sharing storage */
   reshape(t: Tensor, shape: readonly number[]): Tensor;
   /**
@@ -86,6 +93,8 @@ export interface Backend {
   fill(t: Tensor, value: number): void;
   /** sum of squares of all elements (for gradient norms) */
   sumSquares(t: Tensor): number;
+  /** sumSquares of each tensor, with one wait for the device in all (a norm over many parameters) */
+  sumSquaresEach(ts: readonly Tensor[]): Float64Array;
   /** a ⊙ b (same shape) */
   mul(a: Tensor, b: Tensor): Tensor;
   /** −exp(t) elementwise (A = −exp(A_log) of the Mamba mixers, kept on the device) */
@@ -125,8 +134,13 @@ export interface Backend {
   /** y = x / sqrt(mean(x²) + eps) * w over the last dim; rstd [rows] is kept for backward */
   rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor };
   rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor };
-  /** silu(gate) * up */
-  swiglu(gate: Tensor, up: Tensor): Tensor;
+  /**
+   * Inference (no backward): h = x + r (x itself when r is null), y = h / sqrt(mean(h²) + eps) * w over the
+   * last dim, rounded to outDType — a residual add and the next layer's norm in one op.
+   */
+  addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType): { h: Tensor; y: Tensor };
+  /** silu(gate) * up, rounded to outDType (default f32) */
+  swiglu(gate: Tensor, up: Tensor, outDType?: DType): Tensor;
   swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor };
 
   // ---------- attention ----------
@@ -228,6 +242,14 @@ export interface Backend {
    * under the unmodified distribution; only these 2·n numbers come back to the host.
    */
   argmaxRows(logits: Tensor): { ids: Int32Array; logprobs: Float32Array };
+  /**
+   * Optional: token sampling on the backend. Output row i samples logits row rows.logitsRow[i] of
+   * logits [R, V] with its temperature / top-p / top-k / min-p and uniform, giving exactly the token of
+   * RowSampler.sample (src/backend/cpu/sampling.ts, the definition; greedy rows: the first maximum), and
+   * its logprob under log-softmax of the unmodified row. A device backend may compute some rows on the
+   * host (its kernels' limits); `fallbackRows` says how many, the result is the same either way.
+   */
+  sampleRows?(logits: Tensor, rows: SampleRowsArgs): SampleRowsResult;
   /** log p(targets[i]) under row i of logits [n, V] (f32 on the host) */
   gatherLogprobs(logits: Tensor, targets: Int32Array): Float32Array;
   /**
@@ -269,6 +291,30 @@ export interface Backend {
   adamwStep(args: AdamWStepArgs): void;
 }
 
+/** Backend.sampleRows' parameters: one entry per output row (f64 where the definition computes in f64) */
+export interface SampleRowsArgs {
+  /** the logits row each output row samples (the n samples of one prompt share the prefill's row) */
+  logitsRow: Int32Array;
+  /** 0 = greedy (argmax, lowest id on ties; the other fields are ignored); else finite > 0 */
+  temperature: Float64Array;
+  /** in (0, 1]; 1 = off */
+  topP: Float64Array;
+  /** ≥ -1; -1, 0 and ≥ V = off */
+  topK: Int32Array;
+  /** in [0, 1]; 0 = off */
+  minP: Float64Array;
+  /** in [0, 1), drawn from each sequence's own Rng */
+  uniform: Float64Array;
+}
+
+export interface SampleRowsResult {
+  ids: Int32Array;
+  /** log p(ids[i]) under the unmodified logits row */
+  logprobs: Float32Array;
+  /** rows the backend computed on the host (the row read back, RowSampler) instead of on the device */
+  fallbackRows: number;
+}
+
 export interface SoftmaxChunkOpts {
   /** multiplies the logits before the softmax: 1/temperature (1 for CE and distillation) */
   scale: number;
@@ -305,6 +351,8 @@ export interface Mamba1DecodeStepArgs {
   proj: Tensor; deltaLow: Tensor; dims: { dInner: number; dXb: number; dState: number; dtRank: number };
   convState: Tensor; convWeight: Tensor; convBias: Tensor | null;
   A: Tensor; D: Tensor; dtBias: Tensor; ssmState: Tensor; slots: Int32Array;
+  /** y's dtype (default f32): bf16 when it feeds a bf16 out_proj on a backend that rounds matmul inputs */
+  outDType?: DType;
 }
 
 /** mamba1DecodeStep from the unfused ops: the op's definition, and a backend's path for shapes its kernel does not take */
@@ -323,9 +371,10 @@ export function mamba1DecodeStepComposite(be: Backend, a: Mamba1DecodeStepArgs):
   const Bm = be.reshape(be.repeatGroups(bp, N, r), [n, G, N]);
   const Cm = be.reshape(c, [n, G, N]);
   const xc = be.causalConv1dStep(x, a.convState, a.slots, a.convWeight, a.convBias, true);
-  return be.selectiveScanStep({
+  const y = be.selectiveScanStep({
     x: xc, delta: be.addBias(a.deltaLow, a.dtBias), A: a.A, Bm, Cm, D: a.D, z, deltaBias: a.dtBias, ssmState: a.ssmState, slots: a.slots,
   });
+  return (a.outDType ?? 'f32') === 'f32' ? y : be.cast(y, a.outDType!);
 }
 
 export interface SsdScanArgs {

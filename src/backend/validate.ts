@@ -1,7 +1,7 @@
 // Shape and argument validation shared by the backends (cpu/, cuda/): every backend rejects a bad call
 // with the same message before touching any data, so a caller's error does not depend on where it runs.
 // Backend-specific limits (storage dtypes, kernel limits) stay in the backend.
-import type { SoftmaxChunkOpts, SsdScanArgs, SsdScanStepArgs } from './backend.js';
+import type { SampleRowsArgs, SoftmaxChunkOpts, SsdScanArgs, SsdScanStepArgs } from './backend.js';
 import { assertShape, shapeString, type Tensor } from './tensor.js';
 
 export interface ConvDims {
@@ -156,4 +156,29 @@ export function softmaxChunkDims(
   if (opts.targets && opts.targets.length !== R) throw new Error(`${op}: ${opts.targets.length} targets for ${R} rows`);
   if (rowBlock.size !== R * 4) throw new Error(`${op}: ${rowBlockName} has shape ${shapeString(rowBlock.shape)}, expected [${R}, 4]`);
   return { R, Vc };
+}
+
+/**
+ * sampleRows: logits [R, V] and one entry per output row in every field of `rows`, each checked (the
+ * message names the field and the row). Returns n (output rows), R and V.
+ */
+export function sampleRowsDims(op: string, logits: Tensor, rows: SampleRowsArgs): { n: number; R: number; V: number } {
+  if (logits.shape.length !== 2) throw new Error(`${op}: logits must be [R, V], got ${shapeString(logits.shape)}`);
+  const [R, V] = logits.shape as [number, number];
+  if (V < 1) throw new Error(`${op}: logits ${shapeString(logits.shape)} have an empty vocabulary`);
+  const n = rows.logitsRow.length;
+  const fields = ['temperature', 'topP', 'topK', 'minP', 'uniform'] as const;
+  for (const f of fields) {
+    if (rows[f].length !== n) throw new Error(`${op}: ${f} has ${rows[f].length} entries, logitsRow has ${n}`);
+  }
+  for (let i = 0; i < n; i++) {
+    const r = rows.logitsRow[i]!, t = rows.temperature[i]!, p = rows.topP[i]!, k = rows.topK[i]!, m = rows.minP[i]!, u = rows.uniform[i]!;
+    if (!(r >= 0 && r < R)) throw new Error(`${op}: logitsRow[${i}] = ${r} is outside [0, ${R}) of logits ${shapeString(logits.shape)}`);
+    if (!(Number.isFinite(t) && t >= 0)) throw new Error(`${op}: temperature[${i}] = ${t} is not a finite number ≥ 0`);
+    if (!(p > 0 && p <= 1)) throw new Error(`${op}: topP[${i}] = ${p} is outside (0, 1]`);
+    if (!(k >= -1)) throw new Error(`${op}: topK[${i}] = ${k} is below -1 (-1 or 0 = off)`);
+    if (!(m >= 0 && m <= 1)) throw new Error(`${op}: minP[${i}] = ${m} is outside [0, 1]`);
+    if (!(u >= 0 && u < 1)) throw new Error(`${op}: uniform[${i}] = ${u} is outside [0, 1)`);
+  }
+  return { n, R, V };
 }

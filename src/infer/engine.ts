@@ -20,7 +20,7 @@ import { StreamDecoder, type Tokenizer } from '../model/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { BlockTable, KvBlockPool, type BlockCopy } from './kv-blocks.js';
-import { HostSampler, isGreedy, MAX_TOP_LOGPROBS, samplingParams, type SampleRow, type SamplingParams, type TokenSampler } from './sampling.js';
+import { defaultSampler, isGreedy, MAX_TOP_LOGPROBS, samplingParams, type SampleRow, type SamplingParams, type TokenSampler } from './sampling.js';
 import { StateSlotPool } from './state-slots.js';
 
 /** recorded decode graphs an engine keeps (one per batch size; the least recently used goes first) */
@@ -41,7 +41,7 @@ export interface EngineOptions {
   tokenizer?: Tokenizer | null;
   /** stop token ids of every request (eos from config.json / generation_config.json); default the config's eos */
   stopTokenIds?: readonly number[];
-  /** replaces the host sampler (e.g. a GPU one) */
+  /** replaces the default sampler (defaultSampler: on the backend when it has sampleRows, else on the host) */
   sampler?: TokenSampler;
   /**
    * n samples of one prompt fork one prefill (default true). false prefills each sample separately,
@@ -282,7 +282,7 @@ export class Engine {
     this.states = model.allocateState({ slots: initialSlots, kvBlocks: initialKv, blockSize: this.blockSize });
     this.kvPool = new KvBlockPool(this.blockSize, initialKv, maxKvBlocks, (cap) => this.growPools('attention', cap));
     this.slotPool = new StateSlotPool(initialSlots, this.maxBatch, (cap) => this.growPools('mamba', cap));
-    this.sampler = opts.sampler ?? new HostSampler(this.be, model.vocabSize);
+    this.sampler = opts.sampler ?? defaultSampler(this.be, model.vocabSize);
     this.tokenizer = opts.tokenizer ?? null;
     this.defaultStopIds = [...(opts.stopTokenIds ?? model.cfg.llama.eosTokenIds)];
     for (const id of this.defaultStopIds) this.checkTokenId(id, 'stopTokenIds');

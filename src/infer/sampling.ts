@@ -18,20 +18,19 @@
 // partial selection over the row (a k-slot insertion list), never a sort of the vocabulary, and the
 // chosen token's logprob is computed with the same normaliser, so when it is among the alternatives the
 // two numbers are bit-identical.
-import type { Backend } from '../backend/backend.js';
+//
+// Where it runs: RowSampler (src/backend/cpu/sampling.ts, re-exported here) is the definition, one row
+// at a time in f64. The engine's default sampler is a DeviceSampler when the backend has `sampleRows`
+// (every row of a step sampled by the backend: on the GPU, n ids and n logprobs come back instead of
+// n × V logits, with the same tokens for the same uniforms), else a HostSampler (logits read back,
+// RowSampler per row). Both hand all-greedy steps to the backend's argmaxRows and steps where a row
+// asks for top-logprobs to the host path.
+import type { Backend, SampleRowsArgs, SampleRowsResult } from '../backend/backend.js';
+import { isGreedy, logNormaliser, logprobOf, RowSampler, type SamplingParams } from '../backend/cpu/sampling.js';
 import type { Tensor } from '../backend/tensor.js';
 import { UserError } from '../util/errors.js';
 
-export interface SamplingParams {
-  /** 0 = greedy (argmax, lowest id on ties); otherwise logits are divided by it */
-  temperature: number;
-  /** nucleus: keep the smallest set of most likely tokens whose mass reaches topP; 1 = off */
-  topP: number;
-  /** keep the topK most likely tokens; -1 or 0 = off */
-  topK: number;
-  /** drop tokens with p < minP · p_max; 0 = off */
-  minP: number;
-}
+export { argmax, isGreedy, logprobOf, RowSampler, type SamplingParams } from '../backend/cpu/sampling.js';
 
 export const DEFAULT_SAMPLING: Readonly<SamplingParams> = Object.freeze({ temperature: 1, topP: 1, topK: -1, minP: 0 });
 export const GREEDY: Readonly<SamplingParams> = Object.freeze({ temperature: 0, topP: 1, topK: -1, minP: 0 });
@@ -51,34 +50,8 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-export function isGreedy(p: SamplingParams): boolean {
-  return p.temperature === 0;
-}
-
-/** argmax, lowest index on ties */
-export function argmax(row: ArrayLike<number>): number {
-  let best = 0, bestV = row[0]!;
-  for (let i = 1; i < row.length; i++) if (row[i]! > bestV) { bestV = row[i]!; best = i; }
-  return best;
-}
-
 /** most alternatives per generated token a request may ask for (OpenAI's limit for chat) */
 export const MAX_TOP_LOGPROBS = 20;
-
-/** the normaliser of log-softmax, as (max, log Σ exp(x − max)) in f64; logprob(i) = row[i] − max − logSum */
-function logNormaliser(row: ArrayLike<number>): { max: number; logSum: number } {
-  let m = -Infinity;
-  for (let i = 0; i < row.length; i++) if (row[i]! > m) m = row[i]!;
-  let s = 0;
-  for (let i = 0; i < row.length; i++) s += Math.exp(row[i]! - m);
-  return { max: m, logSum: Math.log(s) };
-}
-
-/** log-softmax of one row at one index, in f64 */
-export function logprobOf(row: ArrayLike<number>, index: number): number {
-  const { max, logSum } = logNormaliser(row);
-  return row[index]! - max - logSum;
-}
 
 /**
  * The k largest entries of row, best first, ties to the lower index, written to ids[0..k) (k ≤ row
@@ -103,112 +76,6 @@ export function topKIndices(row: ArrayLike<number>, k: number, ids: Int32Array):
     }
     ids[j] = i;
   }
-}
-
-/**
- * Samples one row at a time with reusable scratch buffers (no per-token allocation of vocabulary-sized
- * arrays). `keep` holds the surviving token ids, `weight` their unnormalised probabilities.
- */
-export class RowSampler {
-  private weight: Float64Array;
-  private order: Int32Array;
-  constructor(readonly vocabSize: number) {
-    this.weight = new Float64Array(vocabSize);
-    this.order = new Int32Array(vocabSize);
-  }
-
-  /**
-   * The filtered distribution: after this, order[0..count) are the kept ids (descending probability when
-   * a filter is on, id order otherwise) and weight[id] their unnormalised probabilities; returns
-   * {count, total} with total = Σ weight over the kept ids.
-   */
-  private filter(row: ArrayLike<number>, p: SamplingParams): { count: number; total: number } {
-    const V = this.vocabSize, w = this.weight, order = this.order;
-    if (row.length !== V) throw new Error(`sampling: logits row has ${row.length} entries, vocabulary is ${V}`);
-    let m = -Infinity;
-    for (let i = 0; i < V; i++) if (row[i]! > m) m = row[i]!;
-    if (!Number.isFinite(m)) throw new Error(`sampling: logits row has no finite maximum (${m})`);
-    const invT = 1 / p.temperature;
-    let sum = 0;
-    for (let i = 0; i < V; i++) {
-      const e = Math.exp((row[i]! - m) * invT);
-      w[i] = e;
-      sum += e;
-    }
-    const topK = p.topK > 0 && p.topK < V ? p.topK : V;
-    const topP = p.topP;
-    // after temperature the most likely token has weight exp(0) = 1, so min-p's threshold is minP itself
-    const minW = p.minP;
-    if (topK === V && topP >= 1 && minW <= 0) {
-      for (let i = 0; i < V; i++) order[i] = i;
-      return { count: V, total: sum };
-    }
-    // Candidates: every filter keeps a prefix of the sorted order, so tokens below each cut can be
-    // dropped before sorting. For top-p without top-k, tokens with weight < (1 − topP)/V · sum together
-    // hold less than 1 − topP of the mass, so the nucleus never reaches them.
-    let cut = minW;
-    if (topK === V && topP < 1) cut = Math.max(cut, ((1 - topP) / V) * sum);
-    let count = 0;
-    for (let i = 0; i < V; i++) if (w[i]! >= cut) order[count++] = i;
-    const sorted = order.subarray(0, count).sort((a, b) => w[b]! - w[a]! || a - b);
-    count = Math.min(count, topK);
-    // top-p's mass is relative to what top-k left
-    let zTopK = sum;
-    if (topK < V) {
-      // the k largest are a prefix of `sorted` unless min-p cut into them; then sum the k largest directly
-      zTopK = 0;
-      if (sorted.length >= topK) for (let j = 0; j < topK; j++) zTopK += w[sorted[j]!]!;
-      else zTopK = kLargestSum(w, V, topK);
-    }
-    if (topP < 1) {
-      const target = topP * zTopK;
-      let cum = 0;
-      for (let j = 0; j < count; j++) {
-        cum += w[sorted[j]!]!;
-        if (cum >= target) { count = j + 1; break; }
-      }
-    }
-    let total = 0;
-    for (let j = 0; j < count; j++) total += w[sorted[j]!]!;
-    return { count, total };
-  }
-
-  /** the normalised filtered distribution over the whole vocabulary (zeros where masked); for tests and tools */
-  distribution(row: ArrayLike<number>, p: SamplingParams): Float64Array {
-    const out = new Float64Array(this.vocabSize);
-    if (isGreedy(p)) {
-      out[argmax(row)] = 1;
-      return out;
-    }
-    const { count, total } = this.filter(row, p);
-    for (let j = 0; j < count; j++) {
-      const id = this.order[j]!;
-      out[id] = this.weight[id]! / total;
-    }
-    return out;
-  }
-
-  /** one token from row with uniform u ∈ [0, 1) (ignored when greedy) */
-  sample(row: ArrayLike<number>, p: SamplingParams, u: number): number {
-    if (isGreedy(p)) return argmax(row);
-    const { count, total } = this.filter(row, p);
-    const target = u * total;
-    let cum = 0;
-    for (let j = 0; j < count; j++) {
-      const id = this.order[j]!;
-      cum += this.weight[id]!;
-      if (cum > target) return id;
-    }
-    // rounding can leave target a hair above the last partial sum
-    return this.order[count - 1]!;
-  }
-}
-
-function kLargestSum(w: Float64Array, V: number, k: number): number {
-  const copy = Float64Array.from(w.subarray(0, V)).sort();
-  let s = 0;
-  for (let j = V - k; j < V; j++) s += copy[j]!;
-  return s;
 }
 
 /** one row of a sampling batch: its parameters and the uniform drawn from the sequence's own Rng */
@@ -318,4 +185,86 @@ export class HostSampler implements TokenSampler {
       }
     }
   }
+}
+
+/**
+ * Samples on the backend: every row of a step through `Backend.sampleRows` (on the GPU: n ids and n
+ * logprobs copied back instead of n × V logits), with the tokens of RowSampler for the same uniforms.
+ * All-greedy steps and steps where a row asks for top-logprobs go to a HostSampler (its argmaxRows
+ * path, or the logits read back). `fallbackRows` counts the rows the backend declined to sample on the
+ * device and computed on the host (same tokens; only slower).
+ */
+export class DeviceSampler implements TokenSampler {
+  private readonly host: HostSampler;
+  /** rows of all steps so far that the backend could not sample on the device and computed on the host */
+  fallbackRows = 0;
+  /** steps sampled through sampleRows */
+  deviceSteps = 0;
+  private cap = 0;
+  private args: SampleRowsArgs = {
+    logitsRow: new Int32Array(0), temperature: new Float64Array(0), topP: new Float64Array(0), topK: new Int32Array(0),
+    minP: new Float64Array(0), uniform: new Float64Array(0),
+  };
+  constructor(private readonly be: Backend, readonly vocabSize: number) {
+    if (!be.sampleRows) throw new Error(`DeviceSampler: the ${be.name} backend has no sampleRows`);
+    this.host = new HostSampler(be, vocabSize);
+  }
+  sample(logits: Tensor, rows: readonly SampleRow[], out: SampleOut): void {
+    const V = this.vocabSize, n = rows.length;
+    let anyTop = false, allGreedy = true;
+    for (let i = 0; i < n; i++) {
+      if (topCount(rows, i) > 0) anyTop = true;
+      if (!isGreedy(rows[i]!.params)) allGreedy = false;
+    }
+    if (anyTop || allGreedy) {
+      this.host.sample(logits, rows, out);
+      return;
+    }
+    const numRows = logits.size / V;
+    if (!Number.isInteger(numRows)) throw new Error(`sampler: logits have ${logits.size} values, not a multiple of the vocabulary ${V}`);
+    if (n > this.cap) {
+      // grown by doubling and viewed with subarray: a step allocates no batch-sized parameter arrays
+      this.cap = Math.max(n, 2 * this.cap);
+      const c = this.cap;
+      this.args = {
+        logitsRow: new Int32Array(c), temperature: new Float64Array(c), topP: new Float64Array(c), topK: new Int32Array(c),
+        minP: new Float64Array(c), uniform: new Float64Array(c),
+      };
+    }
+    const b = this.args;
+    const a: SampleRowsArgs = {
+      logitsRow: b.logitsRow.subarray(0, n), temperature: b.temperature.subarray(0, n), topP: b.topP.subarray(0, n),
+      topK: b.topK.subarray(0, n), minP: b.minP.subarray(0, n), uniform: b.uniform.subarray(0, n),
+    };
+    for (let i = 0; i < n; i++) {
+      const row = rows[i]!, p = row.params;
+      const r = row.logitsRow;
+      if (!(Number.isInteger(r) && r >= 0 && r < numRows)) throw new Error(`sampler: rows[${i}].logitsRow = ${r} is outside [0, ${numRows})`);
+      a.logitsRow[i] = r;
+      a.temperature[i] = p.temperature;
+      a.topP[i] = p.topP;
+      a.topK[i] = p.topK;
+      a.minP[i] = p.minP;
+      // greedy rows draw nothing (the engine passes 0); the backend ignores their uniform
+      a.uniform[i] = isGreedy(p) ? 0 : row.uniform;
+    }
+    const view = this.be.reshape(logits, [numRows, V]);
+    let res: SampleRowsResult;
+    try {
+      res = this.be.sampleRows!(view, a);
+    } finally {
+      view.dispose(); // a device view holds a reference to the logits' block (the graph's output, say)
+    }
+    for (let i = 0; i < n; i++) {
+      out.tokens[i] = res.ids[i]!;
+      out.logprobs[i] = res.logprobs[i]!;
+    }
+    this.fallbackRows += res.fallbackRows;
+    this.deviceSteps++;
+  }
+}
+
+/** the engine's default: a DeviceSampler when the backend can sample (`sampleRows`), else a HostSampler */
+export function defaultSampler(be: Backend, vocabSize: number): TokenSampler {
+  return be.sampleRows ? new DeviceSampler(be, vocabSize) : new HostSampler(be, vocabSize);
 }

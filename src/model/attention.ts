@@ -94,6 +94,9 @@ export class AttentionMixer implements Mixer {
   params(): ParamList {
     return this.list;
   }
+  inputWeight(): Tensor {
+    return (this.inProj ?? this.qProj)!.value;
+  }
 
   /** x [..., D] → q [..., Hq·Dh], k, v [..., Hkv·Dh] (not yet rotated) */
   private project(x: Tensor): [Tensor, Tensor, Tensor] {

@@ -2,7 +2,7 @@
 import type { Backend } from '../backend/backend.js';
 import type { Tensor } from '../backend/tensor.js';
 import { Rng, uniformArray } from '../util/rng.js';
-import { linearBackward, linearForward, Param, type ParamList, type ParamSpec, type WeightSource } from './module.js';
+import { linearBackward, linearForward, matmulInputDType, Param, type ParamList, type ParamSpec, type WeightSource } from './module.js';
 
 export function onesInit(n: number): (rng: Rng) => Float32Array {
   return () => new Float32Array(n).fill(1);
@@ -64,6 +64,12 @@ export class SwiGluMlp {
     const h = be.swiglu(gate, up);
     const y = linearForward(be, h, this.down.value);
     return { y, saved: needBackward ? { x, gate, up, h } : null };
+  }
+  /** inference: x [n, D] already in the products' input dtype; silu(gate)·up emitted in down's */
+  step(x: Tensor): Tensor {
+    const be = this.be;
+    const h = be.swiglu(linearForward(be, x, this.gate.value), linearForward(be, x, this.up.value), matmulInputDType(be, this.down.value));
+    return linearForward(be, h, this.down.value);
   }
   backward(dy: Tensor, s: MlpSaved): Tensor {
     const be = this.be;

@@ -10,7 +10,7 @@ import { shapeString, type Tensor } from '../backend/tensor.js';
 import { uniformArray, type Rng } from '../util/rng.js';
 import type { Mamba1Dims } from './config.js';
 import {
-  linearBackward, linearForward, Param,
+  linearBackward, linearForward, matmulInputDType, Param,
   type DecodeInfo, type LayerState, type Mixer, type ParamList, type ParamSpec, type SeqInfo, type StatePoolSizes,
   type StateWrite, type WeightSource,
 } from './module.js';
@@ -221,6 +221,9 @@ export class Mamba1Mixer implements Mixer {
     };
   }
 
+  inputWeight(): Tensor {
+    return this.inProj.value;
+  }
   step(u: Tensor, state: LayerState, info: DecodeInfo): Tensor {
     const be = this.be, { dModel: Dm } = this.dims;
     if (state.kind !== 'mamba1') throw new Error(`Mamba1Mixer.step: expected a 'mamba1' state, got '${state.kind}'`);
@@ -239,6 +242,7 @@ export class Mamba1Mixer implements Mixer {
       proj, deltaLow: linearForward(be, dtLow, this.dtProjWeight.value), dims: this.dims,
       convState: state.convState, convWeight: this.convTaps(), convBias: this.convBias?.value ?? null,
       A: this.negExpALog(), D: this.dSkip.value, dtBias: this.dtProjBias.value, ssmState: state.ssmState, slots: info.slots,
+      outDType: matmulInputDType(be, this.outProj.value),
     });
     return linearForward(be, y, this.outProj.value);
   }

@@ -231,6 +231,9 @@ export class Mamba2Mixer implements Mixer {
     };
   }
 
+  inputWeight(): Tensor {
+    return this.inProj.value;
+  }
   step(u: Tensor, state: LayerState, info: DecodeInfo): Tensor {
     const { be, s } = this;
     const st = this.checkState(state, 'step');

@@ -8,7 +8,7 @@ import { normalInit, RMSNorm, SwiGluMlp } from './layers.js';
 import { Mamba1Mixer, mamba1ParamSpecs } from './mamba1.js';
 import { Mamba2Mixer, mamba2ParamSpecs } from './mamba2.js';
 import {
-  Param, prefixed, type DecodeInfo, type LayerState, type Mixer, type ParamList, type ParamSpec, type SeqInfo,
+  matmulInputDType, Param, prefixed, type DecodeInfo, type LayerState, type Mixer, type ParamList, type ParamSpec, type SeqInfo,
   type StatePoolSizes, type StateWrite, type WeightSource,
 } from './module.js';
 
@@ -128,24 +128,29 @@ class DecoderLayer {
     be.addInPlace(dx, dh);
     return dx;
   }
-  step(x: Tensor, state: LayerState, info: DecodeInfo): Tensor {
+  /**
+   * One decode step with the residual adds inside the norms: the layer's input is x + r (x alone when r
+   * is null) and its output is the returned x + r, which the next layer's norm (or the final one) adds.
+   * The same sums as forward's h = x + mixer(norm(x)), out = h + mlp(norm(h)).
+   */
+  step(x: Tensor, r: Tensor | null, state: LayerState, info: DecodeInfo): { x: Tensor; r: Tensor } {
     const be = this.be;
-    const { y: n1 } = this.inNorm.forward(x);
-    const h = be.add(x, this.mixer.step(n1, state, info));
-    const { y: n2 } = this.postNorm.forward(h);
-    return be.add(h, this.mlp.forward(n2, false).y);
+    const a = be.addRmsNorm(x, r, this.inNorm.weight.value, this.inNorm.eps, matmulInputDType(be, this.mixer.inputWeight()));
+    const mix = this.mixer.step(a.y, state, info);
+    const b = be.addRmsNorm(a.h, mix, this.postNorm.weight.value, this.postNorm.eps, matmulInputDType(be, this.mlp.gate.value));
+    return { x: b.h, r: this.mlp.step(b.y) };
   }
 }
 
 export interface ModelSaved {
   ids: Int32Array;
-  /** per layer, what its backward reads (empty with recompute) */
-  layers: LayerSaved[];
+  /** per layer, what its backward reads (null for a recomputed layer) */
+  layers: (LayerSaved | null)[];
   /**
-   * with recompute: each layer's input [B, T, D] (the checkpoints); backward reruns the layer's
-   * forward from it, saving, just before that layer's backward
+   * per layer, for a recomputed layer its input [B, T, D] (the checkpoint; null for a layer that saved
+   * its activations); backward reruns the layer's forward from it, saving, just before its backward
    */
-  inputs: Tensor[] | null;
+  inputs: (Tensor | null)[];
   seq: SeqInfo;
   last: Tensor;
   rstdFinal: Tensor;
@@ -205,38 +210,45 @@ export class CausalLM {
    * A layer that saves nothing runs inside `be.tidy`, so only the residual stream [B, T, D] outlives
    * it: its temporaries (projections, MLP hidden, ...) go back to the device allocator at once
    * instead of piling up for all layers until the caller's tidy ends. That is every layer without
-   * needBackward, and every layer with `recompute` (activation checkpointing): the forward keeps only
-   * each layer's input, and backward reruns that layer's forward, saving, right before its backward.
-   * Same ops on the same inputs, so the gradients are identical; the cost is one more forward.
+   * needBackward, and every recomputed layer (activation checkpointing): the forward keeps only that
+   * layer's input, and backward reruns the layer's forward, saving, right before its backward. Same ops
+   * on the same inputs, so the gradients are identical; the cost is one more forward of those layers.
+   * `recompute`: true = every layer, false = none, a number k = the first k layers (selective
+   * checkpointing: the other layers keep their activations, which is faster when memory allows).
+   * A layer that saves runs in a tidy too, which keeps what its backward reads and frees the rest.
    */
   forward(
     ids: Int32Array, seq: SeqInfo,
-    opts: { needBackward?: boolean; recompute?: boolean; states?: LayerState[]; stateWrite?: StateWrite } = {},
+    opts: { needBackward?: boolean; recompute?: boolean | number; states?: LayerState[]; stateWrite?: StateWrite } = {},
   ): { hidden: Tensor; saved: ModelSaved | null } {
     const be = this.be;
     const { B, T } = seq;
     if (ids.length !== B * T) throw new Error(`forward: ${ids.length} token ids for B=${B} × T=${T}`);
     if (seq.positions.length !== B * T) throw new Error(`forward: ${seq.positions.length} positions for B=${B} × T=${T}`);
     const needBackward = opts.needBackward ?? false;
-    const recompute = needBackward && (opts.recompute ?? false);
+    const L = this.layers.length, r = opts.recompute ?? false;
+    if (typeof r === 'number' && !(Number.isInteger(r) && r >= 0 && r <= L)) throw new Error(`forward: recompute must be a boolean or a layer count in [0, ${L}], got ${r}`);
+    const recomputed = !needBackward ? 0 : r === true ? L : r === false ? 0 : r;
     let x = be.reshape(be.embedding(this.embed.value, ids), [B, T, this.hiddenSize]);
-    const saved: LayerSaved[] = [];
-    const inputs: Tensor[] = [];
+    const saved: (LayerSaved | null)[] = [];
+    const inputs: (Tensor | null)[] = [];
     this.layers.forEach((layer, i) => {
-      if (needBackward && !recompute) {
-        const r = layer.forward(x, seq, true, opts.states?.[i], opts.stateWrite);
-        saved.push(r.saved!);
-        x = r.out;
+      const input = x;
+      if (needBackward && i >= recomputed) {
+        const f = be.tidy(() => layer.forward(input, seq, true, opts.states?.[i], opts.stateWrite));
+        saved.push(f.saved!);
+        inputs.push(null);
+        x = f.out;
         return;
       }
-      if (recompute) inputs.push(x);
-      const input = x;
+      saved.push(null);
+      inputs.push(needBackward ? input : null);
       x = be.tidy(() => layer.forward(input, seq, false, opts.states?.[i], opts.stateWrite).out);
-      if (!recompute) input.dispose(); // nothing reads it again: the stream holds one [B, T, D] at a time
+      if (!needBackward) input.dispose(); // nothing reads it again: the stream holds one [B, T, D] at a time
     });
     const { y: hidden, rstd } = this.finalNorm.forward(x);
     if (!needBackward) return { hidden, saved: null };
-    return { hidden, saved: { ids, layers: saved, inputs: recompute ? inputs : null, seq, last: x, rstdFinal: rstd, hidden } };
+    return { hidden, saved: { ids, layers: saved, inputs, seq, last: x, rstdFinal: rstd, hidden } };
   }
 
   /** logits [rows, V] for hidden rows [rows, D] (pass a slice of rows to bound memory) */
@@ -263,17 +275,13 @@ export class CausalLM {
   backwardFromHidden(dHidden: Tensor, saved: ModelSaved): void {
     const be = this.be;
     let dx = this.finalNorm.backward(dHidden, saved.last, saved.rstdFinal);
-    if (saved.inputs) {
-      for (let i = this.layers.length - 1; i >= 0; i--) {
-        const layer = this.layers[i]!, input = saved.inputs[i]!, dOut = dx;
-        // gradients live across steps: allocate them out here, or the tidy below would free them
-        for (const [, p] of layer.params()) p.ensureGrad(be);
-        // the rerun forward's activations and the backward's temporaries die with this layer
-        dx = be.tidy(() => layer.backward(dOut, layer.forward(input, saved.seq, true).saved!));
-        dOut.dispose();
-      }
-    } else {
-      for (let i = this.layers.length - 1; i >= 0; i--) dx = this.layers[i]!.backward(dx, saved.layers[i]!);
+    for (let i = this.layers.length - 1; i >= 0; i--) {
+      const layer = this.layers[i]!, input = saved.inputs[i], kept = saved.layers[i], dOut = dx;
+      // gradients live across steps: allocate them out here, or the tidy below would free them
+      for (const [, p] of layer.params()) p.ensureGrad(be);
+      // the backward's temporaries (and a rerun forward's activations) die with this layer
+      dx = be.tidy(() => layer.backward(dOut, kept ?? layer.forward(input!, saved.seq, true).saved!));
+      dOut.dispose();
     }
     be.embeddingBackward(this.embed.ensureGrad(be), saved.ids, be.reshape(dx, [saved.ids.length, this.hiddenSize]));
   }
@@ -288,9 +296,11 @@ export class CausalLM {
     const be = this.be;
     if (ids.length !== info.n) throw new Error(`step: ${ids.length} ids for ${info.n} sequences`);
     let x = be.embedding(this.embed.value, ids);
+    let r: Tensor | null = null;
     this.layers.forEach((layer, i) => {
-      x = layer.step(x, states[i]!, info);
+      ({ x, r } = layer.step(x, r, states[i]!, info));
     });
-    return this.logits(this.finalNorm.forward(x).y);
+    const f = this.finalNorm;
+    return this.logits(be.addRmsNorm(x, r, f.weight.value, f.eps, matmulInputDType(be, this.lmHead.value)).y);
   }
 }

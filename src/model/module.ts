@@ -1,5 +1,5 @@
 import type { Backend } from '../backend/backend.js';
-import type { Tensor } from '../backend/tensor.js';
+import type { DType, Tensor } from '../backend/tensor.js';
 
 /**
  * A trainable tensor. `grad` is allocated lazily by `ensureGrad` and accumulated into by backward.
@@ -98,6 +98,17 @@ export interface Mixer {
   backward(dy: Tensor, saved: unknown): Tensor;
   allocateState(sizes: StatePoolSizes): LayerState;
   step(u: Tensor, state: LayerState, info: DecodeInfo): Tensor;
+  /** the weight of the step's first projection: the step's input is rounded to what its product reads */
+  inputWeight(): Tensor;
+}
+
+/**
+ * The dtype an op feeding a product with weight w may emit: bf16 when the backend rounds the activation
+ * of a bf16-weight product to bf16 anyway (the same product, without the matmul's own rounding pass),
+ * else f32.
+ */
+export function matmulInputDType(be: Backend, w: Tensor): DType {
+  return be.roundsMatmulInputsToBf16 && w.dtype === 'bf16' ? 'bf16' : 'f32';
 }
 
 /** Linear y = x Wᵀ (no bias); W [out, in] as in PyTorch. */

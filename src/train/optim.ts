@@ -72,7 +72,7 @@ export class AdamW {
   /** sqrt(Σ‖g‖²) over every parameter that has a gradient */
   gradNorm(): number {
     let s = 0;
-    for (const { param } of this.slots) if (param.grad) s += this.be.sumSquares(param.grad);
+    for (const v of this.be.sumSquaresEach(this.slots.flatMap(({ param }) => (param.grad ? [param.grad] : [])))) s += v;
     return Math.sqrt(s);
   }
 

@@ -257,8 +257,7 @@ export class Trainer {
   }
 
   private checkWeightsFinite(): boolean {
-    for (const [, p] of this.o.stage.model.params()) if (!Number.isFinite(this.be.sumSquares(p.value))) return false;
-    return true;
+    return this.be.sumSquaresEach(this.o.stage.model.params().map(([, p]) => p.value)).every(Number.isFinite);
   }
 
   private diverged(what: string): never {

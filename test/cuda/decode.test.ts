@@ -136,6 +136,22 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
         expectClose(g, cs.g, cs.c, 0, `${what}: conv state`);
       }
     }
+    // bf16 weights read in place (no f32 copies) and a bf16 output for a bf16 out_proj
+    {
+      const Di = 3072, dXb = 1024, N = 16, R = 192, K = 4, slots = Int32Array.from([3, 1]), n = 2, P = 2 * Di + 2 * dXb + R;
+      const A = rand([Di, N], 990, 0.5), D = rand([Di], 991, 1, 'bf16'), db = rand([Di], 992, 0.3, 'bf16');
+      const w = rand([Di, K], 993, 1, 'bf16'), cb = rand([Di], 994, 1, 'bf16');
+      const ss = rand([4, Di, N], 995), cs = rand([4, Di, K - 1], 996);
+      const proj = rand([n, P], 997), dl = rand([n, Di], 998, 0.5);
+      const args = (q: 'g' | 'c') => ({
+        proj: proj[q], deltaLow: dl[q], dims: { dInner: Di, dXb, dState: N, dtRank: R }, convState: cs[q], convWeight: w[q],
+        convBias: cb[q], A: A[q], D: D[q], dtBias: db[q], ssmState: ss[q], slots, outDType: 'bf16' as const,
+      });
+      const yg = g.mamba1DecodeStep(args('g'));
+      expect(yg.dtype).toBe('bf16');
+      expectClose(g, yg, cpu.mamba1DecodeStep(args('c')), 8e-3, 'mamba1DecodeStep, bf16 weights and output');
+      expectClose(g, ss.g, ss.c, 1e-4, 'mamba1DecodeStep, bf16 weights: ssm state');
+    }
     const bad = rand([2, 10], 1);
     expect(() => g.mamba1DecodeStep({
       proj: bad.g, deltaLow: bad.g, dims: { dInner: 4, dXb: 4, dState: 4, dtRank: 4 }, convState: g.zeros([1, 4, 3]), convWeight: g.zeros([4, 4]),

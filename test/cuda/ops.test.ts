@@ -46,6 +46,16 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     expectClose(g, a.g, a.c, 1e-6, 'addInPlace + scaleInPlace');
     const big = rand([1000, 37], 13);
     expect(g.sumSquares(big.g)).toBeCloseTo(cpu.sumSquares(big.c), 3);
+    // many tensors with one wait: f32 and bf16 (read in place), tiny and larger than one grid's stride, empty, a NaN
+    const many = [big, rand([5], 14), rand([300, 1000], 15), rand([64, 129], 16, 2, 'bf16'), rand([0], 17)];
+    const nan = rand([9], 18);
+    nan.data[4] = NaN;
+    const nanG = g.fromArray(nan.data, [9]);
+    const got = g.sumSquaresEach([...many.map((m) => m.g), nanG]);
+    expect(got.length).toBe(many.length + 1);
+    many.forEach((m, i) => expect(got[i]! / Math.max(1, cpu.sumSquares(m.c)), `sumSquaresEach tensor ${i}`).toBeCloseTo(cpu.sumSquares(m.c) / Math.max(1, cpu.sumSquares(m.c)), 9));
+    expect(got[many.length]).toBeNaN();
+    expect(g.sumSquaresEach([]).length).toBe(0);
     expect(() => g.add(a.g, bias.g)).toThrow(/add: shapes/);
   });
 
@@ -125,6 +135,54 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     expectClose(g, gr.rstd, cr.rstd, 1e-5, 'rmsNorm rstd');
     const gate = rand([5, 70], 45, 3), up = rand([5, 70], 46);
     expectClose(g, g.swiglu(gate.g, up.g), cpu.swiglu(gate.c, up.c), 1e-5, 'swiglu');
+    // bf16 output: the same rounding (round to nearest even) on both sides, so equal up to one bf16 step where
+    // the f32 values before rounding differ in their last bits
+    const sb = g.swiglu(gate.g, up.g, 'bf16');
+    expect(sb.dtype).toBe('bf16');
+    expectClose(g, sb, cpu.swiglu(gate.c, up.c, 'bf16'), 8e-3, 'swiglu → bf16');
+  });
+
+  it('addRmsNorm: residual add + norm, with and without r, f32 / bf16 weight, f32 / bf16 output (D 3072 and odd widths)', () => {
+    let seed = 60;
+    for (const [rows, D] of [[4, 3072], [3, 301], [1, 5]] as const) {
+      for (const wType of ['f32', 'bf16'] as const) {
+        for (const out of ['f32', 'bf16'] as const) {
+          for (const withR of [true, false]) {
+            const x = rand([rows, D], (seed += 4), 2), r = rand([rows, D], seed + 1), w = rand([D], seed + 2, 1, wType);
+            const what = `addRmsNorm [${rows}, ${D}] w ${wType} → ${out}${withR ? '' : ', no r'}`;
+            const gg = g.addRmsNorm(x.g, withR ? r.g : null, w.g, 1e-5, out), cc = cpu.addRmsNorm(x.c, withR ? r.c : null, w.c, 1e-5, out);
+            expect(gg.y.dtype, what).toBe(out);
+            expectClose(g, gg.h, cc.h, 1e-6, `${what}: h`);
+            // against the unfused ops on the CPU
+            const ref = cpu.rmsNorm(withR ? cpu.add(x.c, r.c) : x.c, w.c, 1e-5).y;
+            expectClose(g, gg.y, out === 'f32' ? ref : cpu.cast(ref, 'bf16'), out === 'f32' ? 1e-5 : 8e-3, `${what}: y`);
+            if (!withR) expect(gg.h).toBe(x.g);
+          }
+        }
+      }
+    }
+    expect(() => g.addRmsNorm(g.zeros([2, 8]), g.zeros([2, 7]), g.zeros([8]), 1e-5, 'f32')).toThrow(/addRmsNorm: r \[2, 7\] does not match x \[2, 8\]/);
+    expect(() => g.addRmsNorm(g.zeros([2, 8]), null, g.zeros([7]), 1e-5, 'f32')).toThrow(/addRmsNorm: weight has 7 elements/);
+    expect(() => g.addRmsNorm(g.zeros([2, 8]), null, g.zeros([8]), 1e-5, 'f16')).toThrow(/addRmsNorm: output dtype must be f32 or bf16/);
+  });
+
+  it('argmaxRows: one pass split over blocks (1 to 600 rows, vocabularies 7 to 128256), first maximum on ties, logprob', () => {
+    let seed = 80;
+    for (const [rows, V] of [[1, 128256], [8, 128256], [64, 128256], [600, 5003], [3, 7]] as const) {
+      const x = rand([rows, V], (seed += 3), 3);
+      const data = x.data;
+      // plant ties: row r's maximum at two places, the earlier one must win
+      for (let r = 0; r < rows; r++) {
+        const a = (r * 7919) % V, b = Math.min(V - 1, a + 1 + ((r * 104729) % Math.max(1, V - a - 1)));
+        data[r * V + a] = 50 + r;
+        data[r * V + b] = 50 + r;
+        if (r % 3 === 0) data[r * V + V - 1] = -Infinity;  // −∞ logits are allowed
+      }
+      const xg = g.fromArray(data, [rows, V]), xc = cpu.fromArray(data, [rows, V]);
+      const gr = g.argmaxRows(xg), cr = cpu.argmaxRows(xc);
+      expect(Array.from(gr.ids), `argmaxRows ids [${rows}, ${V}]`).toEqual(Array.from(cr.ids));
+      closeArrays(gr.logprobs, cr.logprobs, 1e-5, `argmaxRows logprobs [${rows}, ${V}]`);
+    }
   });
 
   it('logSoftmax, gatherLogprobs, crossEntropy (with mask)', () => {

@@ -2,12 +2,14 @@ import {
   mamba1DecodeStepComposite, type Mamba1DecodeStepArgs,
   type AdamWStepArgs, type Backend, type SelectiveScanArgs, type SoftmaxChunkOpts, type SelectiveScanGrads, type SelectiveScanStepArgs, type SsdScanArgs, type SsdScanGrads, type SsdScanStepArgs,
 } from '../backend.js';
+import type { SampleRowsArgs, SampleRowsResult } from '../backend.js';
 import { roundToDType } from '../dtype.js';
 import { rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
-import { softmaxChunkDims } from '../validate.js';
+import { sampleRowsDims, softmaxChunkDims } from '../validate.js';
 import * as attn from './attention.js';
 import * as basic from './basic.js';
 import * as conv from './conv.js';
+import { RowSampler, sampleRowsByDefinition } from './sampling.js';
 import { matmulGeneral } from './matmul.js';
 import * as scan from './selective-scan.js';
 import * as ssd from './ssd.js';
@@ -17,6 +19,8 @@ import { CpuTensor, dataOf } from './tensor.js';
 /** The reference backend: pure TypeScript, f32 compute. */
 export class CpuBackend implements Backend {
   readonly name = 'cpu';
+  /** sampleRows' scratch (vocabulary-sized), kept for the next call with the same vocabulary */
+  private rowSampler: RowSampler | null = null;
 
   /** wrap an f32 array (taken, not copied) as a tensor */
   wrap(data: Float32Array, shape: readonly number[], dtype: DType = 'f32'): CpuTensor {
@@ -98,6 +102,9 @@ export class CpuBackend implements Backend {
     let s = 0;
     for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
     return s;
+  }
+  sumSquaresEach(ts: readonly Tensor[]): Float64Array {
+    return Float64Array.from(ts, (t) => this.sumSquares(t));
   }
 
   mul(a: Tensor, b: Tensor): Tensor {
@@ -192,9 +199,18 @@ export class CpuBackend implements Backend {
     const r = basic.rmsNormBackward(dataOf(dy), dataOf(x), dataOf(w), dataOf(rstd), D);
     return { dx: this.wrap(r.dx, x.shape), dw: this.wrap(r.dw, [D]) };
   }
-  swiglu(gate: Tensor, up: Tensor): Tensor {
+  addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType): { h: Tensor; y: Tensor } {
+    if (r && r.size !== x.size) throw new Error(`addRmsNorm: r ${shapeString(r.shape)} does not match x ${shapeString(x.shape)}`);
+    const h = r ? this.add(x, r) : x;
+    const { y } = this.rmsNorm(h, w, eps);
+    if (outDType !== 'f32') roundToDType(dataOf(y), outDType);
+    return { h, y: outDType === 'f32' ? y : this.wrap(dataOf(y), y.shape, outDType) };
+  }
+  swiglu(gate: Tensor, up: Tensor, outDType: DType = 'f32'): Tensor {
     if (gate.size !== up.size) throw new Error(`swiglu: gate ${shapeString(gate.shape)} and up ${shapeString(up.shape)} differ`);
-    return this.wrap(basic.swiglu(dataOf(gate), dataOf(up)), gate.shape);
+    const h = basic.swiglu(dataOf(gate), dataOf(up));
+    if (outDType !== 'f32') roundToDType(h, outDType);
+    return this.wrap(h, gate.shape, outDType);
   }
   swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor } {
     const r = basic.swigluBackward(dataOf(dh), dataOf(gate), dataOf(up));
@@ -278,6 +294,15 @@ export class CpuBackend implements Backend {
       ids[r] = bi;
     }
     return { ids, logprobs: basic.gatherLogprobs(x, V, ids) };
+  }
+  /** the definition itself: RowSampler per row, on the logits in place (nothing is copied) */
+  sampleRows(logits: Tensor, rows: SampleRowsArgs): SampleRowsResult {
+    const { n, V } = sampleRowsDims('sampleRows', logits, rows);
+    const sampler = this.rowSampler?.vocabSize === V ? this.rowSampler : (this.rowSampler = new RowSampler(V));
+    const x = dataOf(logits);
+    const ids = new Int32Array(n), logprobs = new Float32Array(n);
+    sampleRowsByDefinition(sampler, (r) => x.subarray(r * V, (r + 1) * V), rows, ids, logprobs);
+    return { ids, logprobs, fallbackRows: 0 };
   }
   gatherLogprobs(logits: Tensor, targets: Int32Array): Float32Array {
     return basic.gatherLogprobs(dataOf(logits), basic.lastDim(logits), targets);

@@ -19,6 +19,9 @@ import { assertShape, rowSliceShape, shapeSize, shapeString, type DType, type Te
 import { loadAddon, type AllocatorStats, type DeviceInfo, type M1Cuda } from './addon.js';
 import { convDims, gatedNormDim, scanDims, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
 import { CudaTensor, DeviceBuffer, storageOf, tidyScopes, type Storage } from './tensor.js';
+import type { SampleRowsArgs, SampleRowsResult } from '../backend.js';
+import { RowSampler, sampleRowsByDefinition } from '../cpu/sampling.js';
+import { sampleRowsDims } from '../validate.js';
 
 /** temporaries of one op: uploaded index arrays, f32 copies of bf16 inputs, scratch */
 class Scope {
@@ -95,6 +98,8 @@ interface ResidentInput {
 
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
+  /** products with a bf16 weight run on the tensor cores with the activation rounded to bf16 (matmul.cpp) */
+  readonly roundsMatmulInputsToBf16 = true;
   readonly addon: M1Cuda;
   readonly device: DeviceInfo;
   /** set while a graph is being recorded */
@@ -303,8 +308,22 @@ export class CudaBackend implements Backend {
     else this.call('fill_f32', [t.ptr, t.dtype === 'f16' ? roundF16(value) : value, t.size]);
   }
   sumSquares(x: Tensor): number {
-    const t = this.t(x, 'sumSquares');
-    return this.scoped((s) => this.call('sum_squares', [s.temp(1024 * 8), s.f32(t), t.size]));
+    this.t(x, 'sumSquares');
+    return this.sumSquaresEach([x])[0]!;
+  }
+  sumSquaresEach(ts: readonly Tensor[]): Float64Array {
+    const out = new Float64Array(ts.length);
+    if (ts.length === 0) return out;
+    return this.scoped((s) => {
+      const args = ts.flatMap((x, i) => {
+        const t = this.t(x, `sumSquaresEach: tensor ${i}`);
+        return [t.ptr, t.size, t.storage === 'bf16' ? 1 : 0];
+      });
+      const dOut = s.temp(8 * ts.length), partials = s.temp(8 * ts.length * this.call('sum_squares_each_partials', []));
+      this.call('sum_squares_each', [dOut, partials, ts.length, ...args]);
+      this.addon.download(dOut, out);
+      return out;
+    });
   }
   negExp(x: Tensor): Tensor {
     const t = this.t(x, 'negExp');
@@ -463,10 +482,45 @@ export class CudaBackend implements Backend {
       return { dx, dw };
     });
   }
-  swiglu(gate: Tensor, up: Tensor): Tensor {
+  addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType): { h: Tensor; y: Tensor } {
+    const X = this.t(x, 'addRmsNorm: x'), W = this.t(w, 'addRmsNorm: w'), R = r ? this.t(r, 'addRmsNorm: r') : null;
+    const D = lastDim(X);
+    if (W.size !== D) throw new Error(`addRmsNorm: weight has ${W.size} elements, input last dim is ${D}`);
+    if (R && R.size !== X.size) throw new Error(`addRmsNorm: r ${shapeString(R.shape)} does not match x ${shapeString(X.shape)}`);
+    const rows = D > 0 ? X.size / D : 0;
+    const outBf16 = this.outStorage('addRmsNorm', outDType) === 'bf16';
+    return this.scoped((s) => {
+      const h = R ? this.alloc(X.shape) : X;
+      const y = this.alloc(X.shape, outDType);
+      try {
+        this.call('add_rmsnorm', [R ? h.ptr : 0, y.ptr, outBf16 ? 1 : 0, s.f32(X), R ? s.f32(R) : 0, W.ptr, W.storage === 'bf16' ? 1 : 0, rows, D, eps]);
+      } catch (e) {
+        y.dispose();
+        if (h !== X) h.dispose();
+        throw e;
+      }
+      return { h, y };
+    });
+  }
+  swiglu(gate: Tensor, up: Tensor, outDType: DType = 'f32'): Tensor {
     const g = this.t(gate, 'swiglu: gate'), u = this.t(up, 'swiglu: up');
     if (g.size !== u.size) throw new Error(`swiglu: gate ${shapeString(gate.shape)} and up ${shapeString(up.shape)} differ`);
-    return this.scoped((s) => this.produce(g.shape, (o) => this.call('swiglu', [o, s.f32(g), s.f32(u), g.size])));
+    const bf16 = this.outStorage('swiglu', outDType) === 'bf16';
+    return this.scoped((s) => {
+      const h = this.alloc(g.shape, outDType);
+      try {
+        this.call('swiglu', [h.ptr, bf16 ? 1 : 0, s.f32(g), s.f32(u), g.size]);
+      } catch (e) {
+        h.dispose();
+        throw e;
+      }
+      return h;
+    });
+  }
+  /** the storage of an op's output dtype; f16 (held as f32 on this backend) is not an activation dtype */
+  private outStorage(op: string, dtype: DType): Storage {
+    if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`${op}: output dtype must be f32 or bf16, got ${dtype}`);
+    return storageOf(dtype);
   }
   swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor } {
     const d = this.t(dh, 'swigluBackward: dh'), g = this.t(gate, 'swigluBackward: gate'), u = this.t(up, 'swigluBackward: up');
@@ -674,8 +728,20 @@ export class CudaBackend implements Backend {
     return this.scoped((s) => {
       const A = s.f32(args.A);
       if (!this.call('mamba1_decode_step_handles', [Di, dXb, N, P, s.f32(proj), A, ss.ptr])) return mamba1DecodeStepComposite(this, args);
-      return this.produce([n, Di], (o) => this.call('mamba1_decode_step', [o, s.f32(proj), s.f32(dl), s.f32(args.dtBias), cs.ptr, s.f32(W),
-        s.optF32(args.convBias), A, s.f32(args.D), ss.ptr, s.ints(args.slots), n, Di, dXb, N, P, K]));
+      const outDType = args.outDType ?? 'f32';
+      const outBf16 = this.outStorage(op, outDType) === 'bf16';
+      // the small per-channel weights are read in their own storage (bit k of the mask: bf16)
+      const ws = [args.dtBias, W, args.convBias, args.D].map((t) => (t ? this.t(t, op) : null));
+      const mask = ws.reduce((m, t, k) => m | (t?.storage === 'bf16' ? 1 << k : 0), 0);
+      const y = this.alloc([n, Di], outDType);
+      try {
+        this.call('mamba1_decode_step', [y.ptr, outBf16 ? 1 : 0, s.f32(proj), s.f32(dl), ws[0]!.ptr, cs.ptr, ws[1]!.ptr, ws[2]?.ptr ?? 0, A,
+          ws[3]!.ptr, mask, ss.ptr, s.ints(args.slots), n, Di, dXb, N, P, K]);
+      } catch (e) {
+        y.dispose();
+        throw e;
+      }
+      return y;
     });
   }
 
@@ -895,12 +961,67 @@ export class CudaBackend implements Backend {
     if (rows === 0) return { ids: new Int32Array(0), logprobs: new Float32Array(0) };
     return this.scoped((s) => {
       const ids = s.temp(rows * 4), lp = s.temp(rows * 4);
-      this.call('argmax_rows', [ids, lp, s.f32(X), rows, V]);
+      this.call('argmax_rows', [ids, lp, s.f32(X), rows, V, s.temp(this.call('argmax_scratch_bytes', [rows, V]))]);
       const hostIds = new Int32Array(rows), hostLp = new Float32Array(rows);
       this.addon.download(ids, hostIds);
       this.addon.download(lp, hostLp);
       return { ids: hostIds, logprobs: hostLp };
     });
+  }
+  /** rows sampleRows has sampled on the host so far (rows its kernels declined; native/src/sampling.cu) */
+  sampleFallbackRows = 0;
+  /** candidates per row the device's sorted sampling path holds (known after the first sampleRows) */
+  sampleCapacity = 0;
+  private rowSampler: RowSampler | null = null;
+  /**
+   * On the device (native/src/sampling.cu): the f64 parameters go up as one [n, 6] array, two kernels
+   * run one block per output row, and n ids + n logprobs come back. Rows the kernels decline (id −1:
+   * more filtered candidates than they hold, ties at a threshold beyond it, a non-finite row) are then
+   * sampled here by the definition, reading back only their logits rows.
+   */
+  sampleRows(logits: Tensor, rows: SampleRowsArgs): SampleRowsResult {
+    const X = this.t(logits, 'sampleRows');
+    const { n, V } = sampleRowsDims('sampleRows', X, rows);
+    if (n === 0) return { ids: new Int32Array(0), logprobs: new Float32Array(0), fallbackRows: 0 };
+    const params = new Float64Array(n * 6);
+    for (let i = 0; i < n; i++) {
+      params[i * 6] = rows.logitsRow[i]!;
+      params[i * 6 + 1] = rows.temperature[i]!;
+      params[i * 6 + 2] = rows.topP[i]!;
+      params[i * 6 + 3] = rows.topK[i]!;
+      params[i * 6 + 4] = rows.minP[i]!;
+      params[i * 6 + 5] = rows.uniform[i]!;
+    }
+    const out = new Int32Array(2 * n); // ids, then the logprobs' f32 bits: one copy back
+    this.scoped((s) => {
+      const p = s.temp(params.byteLength), res = s.temp(n * 8);
+      this.addon.upload(p, params);
+      this.sampleCapacity = this.call('sample_rows', [res, res + n * 4, s.f32(X), p, n, V]);
+      this.addon.download(res, out);
+    });
+    const ids = out.subarray(0, n), logprobs = new Float32Array(out.buffer, n * 4, n);
+    const declined: number[] = [];
+    for (let i = 0; i < n; i++) if (ids[i]! < 0) declined.push(i);
+    if (declined.length > 0) {
+      const sampler = this.rowSampler?.vocabSize === V ? this.rowSampler : (this.rowSampler = new RowSampler(V));
+      const host = new Map<number, Float32Array>(); // a row shared by several samples is read once
+      const rowOf = (r: number): Float32Array => {
+        let h = host.get(r);
+        if (!h) {
+          const view = this.rowSlice(X, r, r + 1);
+          try {
+            h = this.read(view);
+          } finally {
+            view.dispose();
+          }
+          host.set(r, h);
+        }
+        return h;
+      };
+      sampleRowsByDefinition(sampler, rowOf, rows, ids, logprobs, declined);
+      this.sampleFallbackRows += declined.length;
+    }
+    return { ids, logprobs, fallbackRows: declined.length };
   }
   gatherLogprobs(logits: Tensor, targets: Int32Array): Float32Array {
     const X = this.t(logits, 'gatherLogprobs');
