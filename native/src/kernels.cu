@@ -920,27 +920,31 @@ __device__ __forceinline__ void groupAtomicAdd(float* dst, float v, int width) {
 }
 
 /**
- * Backward of the selective scan, per (b, chunk k, c) over the time chunks of the forward (K = 1: the
- * whole sequence). The state entering the chunk (`hin`, from the forward's passes 1–2) and the adjoint
- * entering it from the right (`adjIn`, from k_selective_scan_bwd_adj + k_scan_chunk_carry reversed) make
- * chunks independent. Inside a chunk, states are checkpointed every kScanChunk steps in scratch
- * ckpt[sub-chunk][N][threads]; a sub-chunk's states are recomputed into hs[step][N][threads]
- * (thread-fastest layouts: coalesced). Reductions over the channels of a group (dB, dC) and over
- * rows (dA, dD, dDb) use atomics into zeroed outputs.
+ * Backward of the selective scan, per (b, chunk k, c) over time chunks of at most kScanChunk steps (the
+ * backward's own chunking, bwdChunks: finer than the forward's, so a chunk is one sub-chunk and its states
+ * need no checkpoints of their own). The state entering the chunk (`hin`, from the forward's passes 1–2)
+ * and the adjoint entering it from the right (`adjIn`, from k_selective_scan_bwd_adj + k_scan_chunk_carry
+ * reversed) make chunks independent. A chunk's states are recomputed into hs[step][N][threads]
+ * (thread-fastest: coalesced), then walked backwards. dB and dC sum over the channels of a group: when a
+ * group's lanes are exactly N (`width` == N, M1-3B: 16 channels of d_state 16), each lane puts its N terms
+ * in shared memory and lane j of the group adds column j — one atomic per lane, on N consecutive addresses
+ * — instead of N shuffle reductions (`colSum`: the launcher also makes sure every lane of every block is
+ * valid); otherwise groupAtomicAdd. dA, dD, dDb: atomics into zeroed outputs.
  */
 template <int NMAX>
-__global__ void k_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz, float* dDb,
-                                     float* scratch, const float* hin, const float* adjIn, const float* dy, const float* x,
-                                     const float* delta, const float* A, const float* Bm, const float* Cm, const float* D,
+__global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD,
+                                     float* dz, float* dDb, float* hs, const float* hin, const float* adjIn, const float* dy,
+                                     const float* x, const float* delta, const float* A, const float* Bm, const float* Cm, const float* D,
                                      const float* z, const float* db, const int* segStart, int B, int T, int Di, int N, int G,
-                                     int K, int L, int width) {
+                                     int K, int L, int width, int colSum) {
+  extern __shared__ float gsum[];  // colSum: [2][blockDim.x][N + 1] (dC, dB terms; +1 against bank conflicts)
   const ScanLane ln = scanLane(B, T, Di, G, K, L);
   if (!ln.ok) return;
   const int64_t tid = ln.tid, nth = (int64_t)B * K * Di;
-  const int c = ln.c, b = ln.b, g = ln.g, t0 = ln.t0, t1 = ln.t1;
-  int nSub = (L + kScanChunk - 1) / kScanChunk;
-  float* ckpt = scratch;                                   // [nSub][N][nth]
-  float* hs = scratch + (int64_t)nSub * N * nth;           // [kScanChunk][N][nth]
+  const int c = ln.c, b = ln.b, g = ln.g, t0 = ln.t0, t1 = ln.t1, q = t1 - t0;
+  float* myC = gsum + (size_t)threadIdx.x * (N + 1);
+  float* myB = myC + (size_t)blockDim.x * (N + 1);
+  const int lane = threadIdx.x & 31, col = lane & (N - 1), first = threadIdx.x - (lane & (N - 1));  // colSum: the group's first lane
   float a[NMAX], h[NMAX], adj[NMAX], dAa[NMAX];
 #pragma unroll
   for (int n = 0; n < NMAX; n++) {
@@ -949,87 +953,82 @@ __global__ void k_selective_scan_bwd(float* dx, float* ddelta, float* dA, float*
     adj[n] = adjIn && n < N ? adjIn[tid * N + n] : 0.f;
     dAa[n] = 0.f;
   }
-  float bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
-  // forward over the chunk: checkpoint the state before each sub-chunk
-  for (int t = t0; t < t1; t++) {
-    int64_t r = (int64_t)b * T + t;
-    if ((t - t0) % kScanChunk == 0) {
-#pragma unroll
-      for (int n = 0; n < NMAX; n++)
-        if (n < N) ckpt[((int64_t)((t - t0) / kScanChunk) * N + n) * nth + tid] = h[n];
-    }
-    bool reset = resetAt(segStart, r, t);
-    int64_t i = r * Di + c;
-    float dt = softplusf(delta[i] + bias), dtx = dt * x[i];
+  const float bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
+  // the chunk's states, from the state entering it (hin is also the state before step 0: prev of j = 0)
+  for (int j = 0; j < q; j++) {
+    const int t = t0 + j;
+    const int64_t r = (int64_t)b * T + t;
+    const bool reset = resetAt(segStart, r, t);
+    const int64_t i = r * Di + c;
+    const float dt = softplusf(delta[i] + bias), dtx = dt * x[i];
     const float* bp = Bm + (r * G + g) * N;
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
-      if (n < N) h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
+      if (n < N) {
+        h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
+        hs[((int64_t)j * N + n) * nth + tid] = h[n];
+      }
   }
   float dDacc = 0.f, dDbacc = 0.f;
-  for (int k = (t1 - t0 + kScanChunk - 1) / kScanChunk - 1; k >= 0; k--) {
-    int c0 = t0 + k * kScanChunk, q = min(kScanChunk, t1 - c0);
-#pragma unroll
-    for (int n = 0; n < NMAX; n++)
-      if (n < N) h[n] = ckpt[((int64_t)k * N + n) * nth + tid];
-    for (int j = 0; j < q; j++) {
-      int t = c0 + j;
-      int64_t r = (int64_t)b * T + t;
-      bool reset = resetAt(segStart, r, t);
-      int64_t i = r * Di + c;
-      float dt = softplusf(delta[i] + bias), dtx = dt * x[i];
-      const float* bp = Bm + (r * G + g) * N;
+  for (int j = q - 1; j >= 0; j--) {
+    const int t = t0 + j;
+    const int64_t r = (int64_t)b * T + t;
+    const bool reset = resetAt(segStart, r, t);
+    const int64_t i = r * Di + c;
+    const float xv = x[i], v = delta[i] + bias, dt = softplusf(v);
+    const float* bp = Bm + (r * G + g) * N;
+    const float* cp = Cm + (r * G + g) * N;
+    float dr = dy[i];
+    if (z) {
+      float rr = Dc * xv;
 #pragma unroll
       for (int n = 0; n < NMAX; n++)
-        if (n < N) {
-          h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
-          hs[((int64_t)j * N + n) * nth + tid] = h[n];
-        }
+        if (n < N) rr += cp[n] * hs[((int64_t)j * N + n) * nth + tid];
+      const float zv = z[i];
+      dz[i] = dr * rr * siluGradf(zv);
+      dr *= siluf(zv);
     }
-    for (int j = q - 1; j >= 0; j--) {
-      int t = c0 + j;
-      int64_t r = (int64_t)b * T + t;
-      bool reset = resetAt(segStart, r, t);
-      int64_t i = r * Di + c;
-      float xv = x[i], v = delta[i] + bias, dt = softplusf(v);
-      const float* bp = Bm + (r * G + g) * N;
-      const float* cp = Cm + (r * G + g) * N;
-      float dr = dy[i];
-      if (z) {
-        float rr = Dc * xv;
+    float dxv = 0.f;
+    if (D) {
+      dDacc += dr * xv;
+      dxv = dr * Dc;
+    }
+    float ddt = 0.f;
 #pragma unroll
-        for (int n = 0; n < NMAX; n++)
-          if (n < N) rr += cp[n] * hs[((int64_t)j * N + n) * nth + tid];
-        float zv = z[i];
-        dz[i] = dr * rr * siluGradf(zv);
-        dr *= siluf(zv);
-      }
-      float dxv = 0.f;
-      if (D) {
-        dDacc += dr * xv;
-        dxv = dr * Dc;
-      }
-      float ddt = 0.f;
-#pragma unroll
-      for (int n = 0; n < NMAX; n++) {
-        if (n < N) {
-          float hn = hs[((int64_t)j * N + n) * nth + tid];
-          float prev = reset ? 0.f : (j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : ckpt[((int64_t)k * N + n) * nth + tid]);
+    for (int n = 0; n < NMAX; n++) {
+      if (n < N) {
+        const float hn = hs[((int64_t)j * N + n) * nth + tid];
+        const float prev = reset ? 0.f : (j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : (hin ? hin[tid * N + n] : 0.f));
+        const float gh = adj[n] + dr * cp[n];
+        const float decay = expf(dt * a[n]);
+        ddt += gh * (a[n] * decay * prev + bp[n] * xv);
+        dAa[n] += gh * dt * decay * prev;
+        dxv += gh * dt * bp[n];
+        adj[n] = reset ? 0.f : gh * decay;
+        if (colSum) {
+          myC[n] = dr * hn;
+          myB[n] = gh * dt * xv;
+        } else {
           groupAtomicAdd(&dCm[(r * G + g) * N + n], dr * hn, width);
-          float gh = adj[n] + dr * cp[n];
-          float decay = expf(dt * a[n]);
-          ddt += gh * (a[n] * decay * prev + bp[n] * xv);
-          dAa[n] += gh * dt * decay * prev;
           groupAtomicAdd(&dBm[(r * G + g) * N + n], gh * dt * xv, width);
-          dxv += gh * dt * bp[n];
-          adj[n] = reset ? 0.f : gh * decay;
         }
       }
-      dx[i] = dxv;
-      float dv = ddt * (v > 20.f ? 1.f : sigmoidf_(v));
-      ddelta[i] = dv;
-      dDbacc += dv;
     }
+    if (colSum) {
+      __syncwarp();
+      float sc = 0.f, sb = 0.f;
+      for (int l = 0; l < N; l++) {
+        sc += gsum[(size_t)(first + l) * (N + 1) + col];
+        sb += gsum[(size_t)(blockDim.x + first + l) * (N + 1) + col];
+      }
+      atomicAdd(&dCm[(r * G + g) * N + col], sc);
+      atomicAdd(&dBm[(r * G + g) * N + col], sb);
+      __syncwarp();
+    }
+    dx[i] = dxv;
+    const float dv = ddt * (v > 20.f ? 1.f : sigmoidf_(v));
+    ddelta[i] = dv;
+    dDbacc += dv;
   }
 #pragma unroll
   for (int n = 0; n < NMAX; n++)
@@ -1714,6 +1713,15 @@ ScanChunks scanChunks(int B, int T, int Di) {
   int L = (int)((T + K - 1) / K);
   return {(T + L - 1) / L, L};
 }
+/**
+ * The backward's chunks: kScanChunk steps each, so a chunk's recomputed states fit its hs scratch with no
+ * checkpoint pass (measured at B 1, T 8192, Di 3072, N 16 on the H200: see BENCHMARKS.md, sixth session)
+ */
+ScanChunks bwdChunks(int T) {
+  if (T <= 0) return {1, 1};
+  const int L = std::min(T, kScanChunk);
+  return {(T + L - 1) / L, L};
+}
 }  // namespace
 
 int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N) {
@@ -1802,10 +1810,10 @@ int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N) {
   return threads * N * (nChunks + kScanChunk);
 }
 int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N) {
-  ScanChunks ch = scanChunks(B, T, Di);
+  const ScanChunks ch = bwdChunks(T);
   int64_t nth = (int64_t)B * ch.K * Di;
   int64_t chunked = ch.K > 1 ? nth * (2 * N + 1) : 0;  // hin, adjIn, chunkDt
-  return chunked + nth * N * ((ch.L + kScanChunk - 1) / kScanChunk + kScanChunk);
+  return chunked + nth * N * ch.L;                      // hs
 }
 cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz, float* dDb,
                                   float* scratch, const float* dy, const float* x, const float* delta, const float* A, const float* Bm,
@@ -1817,7 +1825,7 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
   cudaMemsetAsync(dCm, 0, sizeof(float) * (size_t)B * T * G * N, s);
   if (dD) cudaMemsetAsync(dD, 0, sizeof(float) * Di, s);
   if (dDb) cudaMemsetAsync(dDb, 0, sizeof(float) * Di, s);
-  ScanChunks ch = scanChunks(B, T, Di);
+  const ScanChunks ch = bwdChunks(T);
   int64_t n = (int64_t)B * ch.K * Di;
   if (n == 0 || T == 0) return lastError();
   // dB / dC sums over the channels of a group: runs of `width` lanes share one (row, group) when every warp
@@ -1838,9 +1846,12 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
                                                                                 N, G, ch.K, ch.L)));
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(adjIn, chunkDt, A, B, ch.K, Di, N, 1);
   }
-  DISPATCH_N(N, (k_selective_scan_bwd<NM><<<gridFor(n, 128), 128, 0, s>>>(dx, ddelta, dA, dBm, dCm, dD, dz, dDb, rest, hin, adjIn, dy,
-                                                                          x, delta, A, Bm, Cm, D, z, db, segStart, B, T, Di, N, G,
-                                                                          ch.K, ch.L, width)));
+  // the column sums need whole warps of valid lanes: Di % 32 == 0 (width > 1 only then) and n a multiple of the block
+  const bool colSum = width == N && N <= 32 && n % 128 == 0;
+  const size_t smem = colSum ? 2 * 128 * (size_t)(N + 1) * sizeof(float) : 0;
+  DISPATCH_N(N, (k_selective_scan_bwd<NM><<<gridFor(n, 128), 128, smem, s>>>(dx, ddelta, dA, dBm, dCm, dD, dz, dDb, rest, hin, adjIn,
+                                                                             dy, x, delta, A, Bm, Cm, D, z, db, segStart, B, T, Di, N, G,
+                                                                             ch.K, ch.L, width, colSum ? 1 : 0)));
   return lastError();
 }
 

@@ -75,14 +75,17 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
   });
 
   it('selectiveScan and its backward over many time chunks: resets at and inside chunk edges, stateOut, group sums of 16 lanes and of 1', () => {
-    // B·Di is small, so the launcher cuts T = 300 into ⌈300 / 32⌉ = 10 chunks of 30 steps (m1_selective_scan_chunks)
+    // B·Di is small, so the forward cuts T = 300 into ⌈300 / 32⌉ = 10 chunks of 30 steps (scanChunks); the backward
+    // into chunks of 32 (bwdChunks). Di 64 with 16 channels per group and N 16 takes the backward's shared-memory
+    // column sums for dB / dC; Di 48 (not a multiple of 32) the per-lane atomics
     for (const [Di, G, N] of [[64, 4, 16], [48, 3, 5]] as const) {
       const B = 2, T = 300;
       const x = rand([B, T, Di], 130), delta = rand([B, T, Di], 131, 0.5), z = rand([B, T, Di], 132);
       const A = uniform([Di, N], 133, -2, -0.1), Bm = rand([B, T, G, N], 134), Cm = rand([B, T, G, N], 135);
       const D = rand([Di], 136), db = rand([Di], 137, 0.3), dy = rand([B, T, Di], 138);
-      // row 0: segments start at t = 60 (a chunk edge) and t = 137 (inside a chunk); row 1: one segment
-      const segments = Int32Array.from({ length: B * T }, (_, i) => (i >= T ? 0 : i < 60 ? 0 : i < 137 ? 1 : 2));
+      // row 0: segments start at t = 60 (a forward chunk edge), t = 128 (a backward chunk edge) and t = 137 (inside
+      // both); row 1: one segment
+      const segments = Int32Array.from({ length: B * T }, (_, i) => (i >= T ? 0 : i < 60 ? 0 : i < 128 ? 1 : i < 137 ? 2 : 3));
       for (const seg of [undefined, segments]) {
         const sg = g.zeros([3, Di, N]), sc = cpu.zeros([3, Di, N]);
         const mk = (s: 'g' | 'c') => ({
