@@ -83,6 +83,8 @@ describe('m1 CLI', () => {
       [['convert', '--teacher', hybrid, '--attn-layers', '1', '--out', join(work, 'y')], /already a hybrid/],
       [['demo', '--out', join(work, 'd'), '--set', 'grpo.lrr=1'], /--set "grpo.lrr=1": no field "lrr"/],
       [['demo', '--out', join(work, 'd'), '--set', 'grpo.batch=30'], /grpo.batch 30 is not a multiple of grpo.miniBatch 32/],
+      [['sft', '--model', hybrid, '--synthetic', '1', '--out', join(work, 't'), '--recompute', 'some'], /--recompute must be off, on or a layer count, got "some"/],
+      [['sft', '--model', hybrid, '--synthetic', '1', '--out', join(work, 't'), '--recompute', '9'], /--recompute 9: the model has 4 layers/],
     ];
     for (const [args, re] of cases) {
       const r = m1(...args);

@@ -69,6 +69,20 @@ describe('training loop', () => {
     expect(readFileSync(join(dir, 'report.html'), 'utf8')).toContain('<svg');
   });
 
+  it('--recompute (every layer, or the first k) trains to bit-identical weights', async () => {
+    const cfg = config({ totalSteps: 3, batch: 2 });
+    const run = async (recompute: boolean | number) => {
+      const model = tinyModel(3, 'm1');
+      await new Trainer({ be, stage: crossEntropyStage('sft', model, modelFilesWriter(model, { files }), {}, recompute), data: syntheticData(20, 96), config: cfg, runDir: tmp(), progress: false, log: () => {} }).run();
+      return weights(model);
+    };
+    const plain = await run(false);
+    for (const r of [true, 1]) {
+      const w = await run(r);
+      for (let i = 0; i < plain.length; i++) expect(Buffer.from(w[i]!.buffer).equals(Buffer.from(plain[i]!.buffer)), `recompute ${r}, tensor ${i}`).toBe(true);
+    }
+  });
+
   /** a stage that calls `hook(step)` before each micro-batch */
   function hooked(stage: Stage, hook: (step: number) => void): Stage {
     return { ...stage, microStep: (b, n, ctx) => { hook(ctx.step); return stage.microStep(b, n, ctx); } };

@@ -11,6 +11,15 @@ export function intFlag(name: string, opts: { min?: number; max?: number } = {})
   };
 }
 
+/** --recompute: off | on | a layer count k (CausalLM.forward `recompute`: the first k layers) */
+export function recomputeFlag(v: string): boolean | number {
+  const s = v.trim();
+  if (s === 'off') return false;
+  if (s === 'on') return true;
+  if (/^\d+$/.test(s)) return Number(s);
+  throw new InvalidArgumentError(`--recompute must be off, on or a layer count, got "${v}"`);
+}
+
 export function floatFlag(name: string, opts: { min?: number; max?: number; minExclusive?: boolean } = {}): (v: string) => number {
   return (v: string) => {
     const n = Number(v);

@@ -256,6 +256,8 @@ export function grpoGradients(
   model: CausalLM, x: RolloutBatch, old: Float32Array | null,
   o: {
     clip: number; entropyCoef: number; temperature: number; microRows: number; chunks?: ChunkOptions;
+    /** activation recomputation of the forward (CausalLM.forward `recompute`; default none) */
+    recompute?: boolean | number;
     /** token count of the token-mean (default: the response tokens of x; more when rows were left out of x) */
     normalizer?: number;
   },
@@ -276,7 +278,7 @@ export function grpoGradients(
     }
     // activations freed on the device once the gradients are accumulated (grads: allocateGrads, before the loop)
     const r = model.be.tidy(() => {
-      const { hidden, saved } = model.forward(m.ids, plainSeqInfo(m.B, m.T), { needBackward: true });
+      const { hidden, saved } = model.forward(m.ids, plainSeqInfo(m.B, m.T), { needBackward: true, recompute: o.recompute ?? false });
       const h = grpoLoss(model.be, { hidden, weight: model.lmHead, targets: m.targets, mask: m.mask }, {
         ...o.chunks, normalizer, advantages: m.advantages, oldLogprobs: oldM,
         clip: o.clip, entropyCoef: o.entropyCoef, temperature: o.temperature,
@@ -308,6 +310,8 @@ export interface GrpoRunOptions {
   /** grading options of the default reward (e.g. tighter CAS budgets) */
   gradeOptions?: GradeOptions;
   chunks?: ChunkOptions;
+  /** activation recomputation of the training forward (CausalLM.forward `recompute`; default none) */
+  recompute?: boolean | number;
   resume?: boolean | string;
   progress?: boolean;
   log?: (line: string) => void;
@@ -531,7 +535,7 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
         activeTokens += mb.tokens;
         model.zeroGrads();
         const r = grpoGradients(model, mb, olds[u]!, {
-          clip: c.clip, entropyCoef: c.entropyCoef, temperature: c.temperature, microRows: c.microRows, chunks: o.chunks,
+          clip: c.clip, entropyCoef: c.entropyCoef, temperature: c.temperature, microRows: c.microRows, chunks: o.chunks, recompute: o.recompute,
           normalizer: minis[u]!.normalizer,
         });
         if (!Number.isFinite(r.loss)) diverged(`the GRPO loss is ${r.loss}`);

@@ -25,12 +25,20 @@ export function modelFilesWriter(model: CausalLM, tokenizer: TokenizerSource): (
   };
 }
 
+/**
+ * Activation recomputation of the trained model's forward (CausalLM.forward `recompute`): false = keep every
+ * layer's activations, true = recompute every layer in backward, k = the first k layers
+ */
+export type Recompute = boolean | number;
+
 /** pretraining and SFT: mean cross-entropy over the masked tokens of the step */
-export function crossEntropyStage(name: string, model: CausalLM, writeModelFiles: (dir: string) => void, chunks: ChunkOptions = {}): Stage {
+export function crossEntropyStage(
+  name: string, model: CausalLM, writeModelFiles: (dir: string) => void, chunks: ChunkOptions = {}, recompute: Recompute = false,
+): Stage {
   return {
     name, model, writeModelFiles,
     microStep(b: Batch, normalizer: number): MicroResult {
-      const { hidden, saved } = model.forward(b.ids, b.seq, { needBackward: true });
+      const { hidden, saved } = model.forward(b.ids, b.seq, { needBackward: true, recompute });
       const r = sftLoss(model.be, { hidden, weight: model.lmHead, targets: b.targets, mask: b.mask }, { ...chunks, normalizer });
       model.backwardFromHidden(r.dHidden!, saved!);
       return { loss: r.loss, sums: r.sums, tokens: r.tokens };
@@ -43,7 +51,9 @@ export function crossEntropyStage(name: string, model: CausalLM, writeModelFiles
  * its logits are made chunk by chunk next to the student's); the student trains on
  * (1 − klWeight)·CE + klWeight·KL(p_student ‖ p_teacher).
  */
-export function distillStage(student: CausalLM, teacher: CausalLM, klWeight: number, writeModelFiles: (dir: string) => void, chunks: ChunkOptions = {}): Stage {
+export function distillStage(
+  student: CausalLM, teacher: CausalLM, klWeight: number, writeModelFiles: (dir: string) => void, chunks: ChunkOptions = {}, recompute: Recompute = false,
+): Stage {
   if (teacher.vocabSize !== student.vocabSize) {
     throw new Error(`distill: teacher vocabulary ${teacher.vocabSize} differs from the student's ${student.vocabSize}`);
   }
@@ -51,7 +61,7 @@ export function distillStage(student: CausalLM, teacher: CausalLM, klWeight: num
     name: 'distill', model: student, writeModelFiles,
     microStep(b: Batch, normalizer: number): MicroResult {
       const t = teacher.forward(b.ids, b.seq, { needBackward: false });
-      const { hidden, saved } = student.forward(b.ids, b.seq, { needBackward: true });
+      const { hidden, saved } = student.forward(b.ids, b.seq, { needBackward: true, recompute });
       const r = distillLoss(student.be, { hidden, weight: student.lmHead, targets: b.targets, mask: b.mask }, {
         ...chunks, normalizer, teacherHidden: t.hidden, teacherWeight: teacher.lmHead.value, klWeight,
       });

@@ -20,7 +20,7 @@ import { crossEntropyStage, distillStage, modelFilesWriter, type TokenizerSource
 import { syntheticProblems } from '../../train/synthetic.js';
 import { Trainer, type Stage, type TrainConfig } from '../../train/trainer.js';
 import { UserError } from '../../util/errors.js';
-import { floatFlag, intFlag } from '../options.js';
+import { floatFlag, intFlag, recomputeFlag } from '../options.js';
 
 /** flags every stage shares */
 interface CommonFlags {
@@ -51,6 +51,7 @@ interface CommonFlags {
   backend: string;
   matmulPrecision: string;
   rowChunk: number;
+  recompute: boolean | number;
   vocabChunk: number;
 }
 
@@ -85,6 +86,7 @@ function addCommonFlags(cmd: Command, defaults: { lr: number; lossOn: LossOn }):
     .option('--resume [checkpoint]', 'continue bit-exactly from the newest checkpoint in --out (or this checkpoint folder)')
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
     .option('--matmul-precision <p>', `products of two f32 operands on the cuda backend (weight gradients, attention): ${MATMUL_PRECISIONS.join(' | ')}; medium = bf16 operands with f32 sums, as autocast (the cpu backend always computes f32)`, 'medium')
+    .option('--recompute <mode>', 'activation recomputation: off | on (every layer reruns its forward in backward) | k (the first k layers): less memory for one more forward of those layers', recomputeFlag, false)
     .option('--row-chunk <n>', 'tokens per chunk of the fused LM-head loss', intFlag('--row-chunk', { min: 1 }), 256)
     .option('--vocab-chunk <n>', 'vocabulary columns per chunk of the fused LM-head loss', intFlag('--vocab-chunk', { min: 1 }), 8192);
 }
@@ -146,6 +148,13 @@ async function runStage(be: Backend, stage: Stage, data: PackedDataset, o: Commo
   console.log(`${stage.name} done: ${r.steps} steps, final loss ${r.finalLoss.toFixed(4)}; model in ${r.finalDir}; metrics ${join(o.out, 'metrics.jsonl')}; report ${join(o.out, 'report.html')}`);
 }
 
+/** a --recompute layer count must fit the trained model */
+function recomputeOf(o: { recompute: boolean | number }, model: CausalLM): boolean | number {
+  const L = model.layers.length;
+  if (typeof o.recompute === 'number' && o.recompute > L) throw new UserError(`--recompute ${o.recompute}: the model has ${L} layers`);
+  return o.recompute;
+}
+
 function chunksOf(o: CommonFlags): ChunkOptions {
   return { rowChunk: o.rowChunk, vocabChunk: o.vocabChunk };
 }
@@ -204,7 +213,7 @@ export function registerTrain(program: Command): void {
     const cfg = validateConfigs(config, mambaConfig);
     const model = initModel(be, cfg, o.seed, parseDType(o.dtype));
     const data = buildDataset(tok, model, o, parseLossOn(o.lossOn, 'all'), log);
-    const stage = crossEntropyStage('pretrain', model, modelFilesWriter(model, tokSrc), chunksOf(o));
+    const stage = crossEntropyStage('pretrain', model, modelFilesWriter(model, tokSrc), chunksOf(o), recomputeOf(o, model));
     await runStage(be, stage, data, o, trainConfig(o, data, 1e-3));
   });
 
@@ -224,7 +233,7 @@ export function registerTrain(program: Command): void {
     if (teacher.vocabSize !== student.vocabSize) throw new UserError(`--teacher has a vocabulary of ${teacher.vocabSize}, --student ${student.vocabSize}: they must share the tokenizer`);
     const tok = tokenizerOfDir(o.student, '--student');
     const data = buildDataset(tok, student, o, parseLossOn(o.lossOn, 'assistant'), log);
-    const stage = distillStage(student, teacher, o.klWeight, modelFilesWriter(student, { dir: o.student }), chunksOf(o));
+    const stage = distillStage(student, teacher, o.klWeight, modelFilesWriter(student, { dir: o.student }), chunksOf(o), recomputeOf(o, student));
     await runStage(be, stage, data, o, trainConfig(o, data, 1e-5));
   });
 
@@ -240,7 +249,7 @@ export function registerTrain(program: Command): void {
     const { model } = loadModel(o.model, be);
     const tok = tokenizerOfDir(o.model, '--model');
     const data = buildDataset(tok, model, o, parseLossOn(o.lossOn, 'assistant'), log);
-    const stage = crossEntropyStage('sft', model, modelFilesWriter(model, { dir: o.model }), chunksOf(o));
+    const stage = crossEntropyStage('sft', model, modelFilesWriter(model, { dir: o.model }), chunksOf(o), recomputeOf(o, model));
     await runStage(be, stage, data, o, trainConfig(o, data, 1e-5));
   });
 
@@ -279,6 +288,7 @@ interface GrpoFlags {
   backend: string;
   matmulPrecision: string;
   rowChunk: number;
+  recompute: boolean | number;
   vocabChunk: number;
 }
 
@@ -319,6 +329,7 @@ function registerGrpo(program: Command): void {
     .option('--resume [checkpoint]', 'continue from the newest checkpoint in --out (or this checkpoint folder)')
     .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
     .option('--matmul-precision <p>', `products of two f32 operands on the cuda backend (weight gradients, attention): ${MATMUL_PRECISIONS.join(' | ')}; medium = bf16 operands with f32 sums, as autocast (the cpu backend always computes f32)`, 'medium')
+    .option('--recompute <mode>', 'activation recomputation: off | on (every layer reruns its forward in backward) | k (the first k layers): less memory for one more forward of those layers', recomputeFlag, false)
     .option('--row-chunk <n>', 'tokens per chunk of the fused LM-head loss', intFlag('--row-chunk', { min: 1 }), 256)
     .option('--vocab-chunk <n>', 'vocabulary columns per chunk of the fused LM-head loss', intFlag('--vocab-chunk', { min: 1 }), 8192)
     .action(async (o: GrpoFlags) => {
@@ -341,7 +352,7 @@ function registerGrpo(program: Command): void {
       log(`grpo: ${(model.parameterCount() / 1e6).toFixed(2)} M parameters, ${prompts.length} prompts, ${o.steps} steps × ${o.batch} prompts × ${o.group} samples, mini-batch ${o.miniBatch}, lr ${o.lr}, backend ${be.name}`);
       const r = await runGrpo({
         be, model, tokenizer: tok, prompts, runDir: o.out, stopTokenIds: [...stopTokenIds], padId, resume: o.resume,
-        writeModelFiles: modelFilesWriter(model, { dir: o.model }), chunks: { rowChunk: o.rowChunk, vocabChunk: o.vocabChunk },
+        writeModelFiles: modelFilesWriter(model, { dir: o.model }), chunks: { rowChunk: o.rowChunk, vocabChunk: o.vocabChunk }, recompute: recomputeOf(o, model),
         config: {
           group: o.group, batch: o.batch, miniBatch: o.miniBatch, lr: o.lr, minLr: o.minLr, warmup: o.warmup, schedule: o.schedule as 'constant' | 'cosine',
           clip: o.clip, entropyCoef: o.entropy, temperature: o.temperature, maxTokens: o.maxTokens, steps: o.steps, seed: o.seed,
