@@ -5,8 +5,9 @@
 #   bash bench/gpu-bench.sh graphs   # quick sm_90a-only build (parallel nvcc), all CUDA tests, decode eager vs graphs
 #   bash bench/gpu-bench.sh train-profile   # quick build, CUDA tests, bench:train per --matmul-precision (PRECISIONS), one
 #                                           # profiled step, a profiled prefill; PREFILL_FULL=1 / DECODE=1 add sweeps
-#   bash bench/gpu-bench.sh final   # quick build, CUDA tests, train (medium), prefill (highest, medium), the decode sweep,
-#                                   # the torch peer eager and compiled (PEER=0 skips it); everything in results.tgz
+#   bash bench/gpu-bench.sh final1; bash bench/gpu-bench.sh final2   # the record in two calls: build, CUDA tests, scan,
+#                                   # train (phases + profile), prefill, sampled decode; then the decode sweep and the torch
+#                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
 #   bash bench/gpu-bench.sh probe | dev | tests   # development rounds (see each phase's comment; the fifth session's
@@ -198,20 +199,33 @@ tests)
   quick_build
   cuda_tests
   ;;
-final)
-  # one call for the session's record: build, all CUDA tests, train (medium), prefill both precisions, the decode sweep,
-  # and the PyTorch peer (eager, then torch.compile reduce-overhead) in the same call; the device returns ≤ 8 files, so
-  # everything but the summary lands in results.tgz
+final1)
+  # the session's record, part 1 (the device answers ≤ 10 minutes per call): build, all CUDA tests, the scan alone,
+  # the training step (phases, then a profiled step), prefill at both precisions, decode with sampling on the device
   quick_build
   cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; sed -n 1,6p "$OUT/scan.txt"
   timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train-medium.txt" 2>&1
-  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec" "$OUT/train-medium.txt"; el "train done"
+  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 24 "^profile" "$OUT/train-profile.txt"; el "train profile done"
   for p in highest medium; do
     timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision $p --name prefill-$p > "$OUT/prefill-$p.txt" 2>&1
-    echo "prefill $p rc=$?"; tail -9 "$OUT/prefill-$p.txt" | head -7
+    echo "prefill $p rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-$p.txt" | head -9
   done
   el "prefill done"
-  timeout ${DECODE_S:-230} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep \
+  timeout 120 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --temperature 0.7 --name decode-sampled \
+    --batches 8,64,256,512 --length-batch 64 --lengths 0 --contexts 256 > "$OUT/decode-sampled.txt" 2>&1
+  echo "decode sampled rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-sampled.txt" | head -12; grep -E "fell back" "$OUT/decode-sampled.txt"
+  el "decode sampled done"
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt | grep -v '^cuda-tests') \
+    -C "$PWD" $(ls bench/results/{scan,train-medium,train-profile,prefill-highest,prefill-medium,decode-sampled}-cuda-2*.json 2>/dev/null)
+  (cd "$OUT" && rm -f $(ls *.txt | grep -v -E '^(cuda-tests|train-medium)\.txt$'))
+  ;;
+final2)
+  # part 2: the decode sweep (m1 + llama, graphs) and the PyTorch peer, eager then torch.compile, in the same call
+  quick_build
+  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep \
     --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
   echo "decode rc=$?"; grep -A 80 "^decode step" "$OUT/decode.txt" | head -90
   el "decode done"
@@ -219,9 +233,9 @@ final)
     PEER_BATCHES=${PEER_EAGER_BATCHES:-8,64,128,256} PEER_CONTEXTS=${PEER_EAGER_CONTEXTS:-256,4096} peer eager
     peer compile
   fi
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null | grep -v '^summary') \
-    -C "$PWD" $(ls bench/results/train-medium-cuda-2*.json bench/results/prefill-{highest,medium}-cuda-2*.json bench/results/decode-graphs-sweep-cuda-2*.json 2>/dev/null)
-  (cd "$OUT" && rm -f *.json $(ls *.txt | grep -v -E '^(decode|cuda-tests)\.txt$'))
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) \
+    -C "$PWD" $(ls bench/results/decode-graphs-sweep-cuda-2*.json 2>/dev/null)
+  (cd "$OUT" && rm -f *.json $(ls *.txt | grep -v -E '^decode\.txt$'))
   el "all done"
   ;;
 *) echo "unknown phase $phase"; exit 2;;

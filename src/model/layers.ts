@@ -65,7 +65,7 @@ export class SwiGluMlp {
     const y = linearForward(be, h, this.down.value);
     return { y, saved: needBackward ? { x, gate, up, h } : null };
   }
-  /** inference: x [n, D] already in the products' input dtype; silu(gate)·up emitted in down's */
+  /** inference: x [..., D] already in the products' input dtype; silu(gate)·up emitted in down's */
   step(x: Tensor): Tensor {
     const be = this.be;
     const h = be.swiglu(linearForward(be, x, this.gate.value), linearForward(be, x, this.up.value), matmulInputDType(be, this.down.value));

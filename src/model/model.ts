@@ -109,6 +109,14 @@ class DecoderLayer {
   }
   forward(x: Tensor, seq: SeqInfo, needBackward: boolean, state?: LayerState, stateWrite?: StateWrite): { out: Tensor; saved: LayerSaved | null } {
     const be = this.be;
+    if (!needBackward) {
+      // inference (prefill, a frozen teacher): the second residual add inside the post-norm, and the norms and
+      // SwiGLU emitting what their products read (the same sums as below)
+      const a = be.addRmsNorm(x, null, this.inNorm.weight.value, this.inNorm.eps, matmulInputDType(be, this.mixer.inputWeight()));
+      const mix = this.mixer.forward(a.y, seq, { needBackward: false, state, stateWrite });
+      const b = be.addRmsNorm(x, mix.y, this.postNorm.weight.value, this.postNorm.eps, matmulInputDType(be, this.mlp.gate.value));
+      return { out: be.add(b.h, this.mlp.step(b.y)), saved: null };
+    }
     const { y: n1, rstd: rstd1 } = this.inNorm.forward(x);
     const mix = this.mixer.forward(n1, seq, { needBackward, state, stateWrite });
     const h = be.add(x, mix.y);
