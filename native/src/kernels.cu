@@ -1556,12 +1556,18 @@ cudaError_t m1_sum_rows(float* o, const float* x, int64_t rows, int64_t C, cudaS
   launchColSum(rows, C, SumRowsTerm{o, x, C}, s);
   return lastError();
 }
-int m1_sum_squares_each_partials() { return 256; }
+int m1_sum_squares_each_partials() { return 2048; }
 cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const* xs, const int64_t* sizes, const int* bf16, int nT,
                                 cudaStream_t s) {
-  // a fixed grid per tensor (blocks past the end write 0), so one small kernel can sum every tensor's partials
+  // each tensor's grid grows with its size (about 8 elements per thread, at most `per` blocks: a 394M-value
+  // embedding gets enough blocks in flight to stream at full bandwidth, a bias one block); partials start at
+  // zero, so one small kernel sums a fixed `per` of them for every tensor
   const int per = m1_sum_squares_each_partials();
-  for (int t = 0; t < nT; t++) k_sum_squares<<<per, kThreads, 0, s>>>(partials + (int64_t)t * per, WeightF{xs[t], bf16[t]}, sizes[t]);
+  if (nT > 0) cudaMemsetAsync(partials, 0, sizeof(double) * (size_t)nT * per, s);
+  for (int t = 0; t < nT; t++) {
+    const int64_t g = std::max<int64_t>(1, std::min<int64_t>(per, (sizes[t] + 8 * kThreads - 1) / (8 * kThreads)));
+    k_sum_squares<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, WeightF{xs[t], bf16[t]}, sizes[t]);
+  }
   if (nT > 0) k_sum_partials<<<(unsigned)((nT + 7) / 8), kThreads, 0, s>>>(out, partials, nT, per);
   return lastError();
 }
