@@ -844,7 +844,7 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
  */
 constexpr int kDecodeThreads = 128;
 template <int N4, typename OT>
-__global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step(OT* y, const float* proj, const float* deltaLow,
+__global__ void __launch_bounds__(kDecodeThreads, 8) k_mamba1_decode_step(OT* y, const float* proj, const float* deltaLow,
     WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* A, WeightF D, float* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int K) {
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
@@ -966,9 +966,11 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
     for (int n = 0; n < NMAX; n++)
       if (n < N) {
         h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
-        hs[((int64_t)j * N + n) * nth + tid] = h[n];
+        if (j + 1 < q) hs[((int64_t)j * N + n) * nth + tid] = h[n];  // the last state stays in h
       }
   }
+  // walking back, h holds the state after step j (after the loop above: the chunk's last state), and the state
+  // before it is the only one read from hs (then it becomes h): one load per state and step
   float dDacc = 0.f, dDbacc = 0.f;
   for (int j = q - 1; j >= 0; j--) {
     const int t = t0 + j;
@@ -983,7 +985,7 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
       float rr = Dc * xv;
 #pragma unroll
       for (int n = 0; n < NMAX; n++)
-        if (n < N) rr += cp[n] * hs[((int64_t)j * N + n) * nth + tid];
+        if (n < N) rr += cp[n] * h[n];
       const float zv = z[i];
       dz[i] = dr * rr * siluGradf(zv);
       dr *= siluf(zv);
@@ -997,8 +999,9 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
 #pragma unroll
     for (int n = 0; n < NMAX; n++) {
       if (n < N) {
-        const float hn = hs[((int64_t)j * N + n) * nth + tid];
-        const float prev = reset ? 0.f : (j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : (hin ? hin[tid * N + n] : 0.f));
+        const float hn = h[n];
+        h[n] = j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : (hin ? hin[tid * N + n] : 0.f);
+        const float prev = reset ? 0.f : h[n];
         const float gh = adj[n] + dr * cp[n];
         const float decay = expf(dt * a[n]);
         ddt += gh * (a[n] * decay * prev + bp[n] * xv);
