@@ -1,6 +1,7 @@
 // npm run bench:generate — decode speed of the hybrid against the transformer of the same size, as in
 // the M1 paper (Fig. 1: batch sweep at prompt 256 + fixed generation length; Fig. 2: generation-length
-// sweep at a fixed batch). Every request generates exactly N tokens (eos ignored), greedy.
+// sweep at a fixed batch). Every request generates exactly N tokens (eos ignored), greedy unless --temperature /
+// --top-p (then sampled by the engine's default sampler: on the device with the cuda backend).
 //
 // Latency = total generation time of the batch (prefill + decode), as the paper reports it; decode tokens/s
 // counts the tokens after the first (which the prefill produces) over the decode time.
@@ -16,7 +17,7 @@ import { initModel, validateConfigs } from '../src/model/checkpoint.js';
 import type { CausalLM } from '../src/model/model.js';
 import { findPreset } from '../src/model/presets.js';
 import { Rng } from '../src/util/rng.js';
-import { table, writeResult } from './common.js';
+import { randomModel, table, writeResult } from './common.js';
 
 const list = (v: string): number[] => v.split(',').map((s) => {
   const n = Number(s.trim());
@@ -28,6 +29,11 @@ const program = new Command()
   .description('decode tokens/s and latency of a hybrid (m1) vs a transformer (llama) preset of the same size')
   .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
   .option('--preset <name>', 'preset name of both architectures (llama/<name> vs m1/<name>)', 'small')
+  .option('--presets <llama,m1>', 'two preset names instead of --preset, transformer first (e.g. llama-3.2-3b,m1-3b)')
+  .option('--random-weights', 'bf16 weights drawn on the device (bench/common randomModel) instead of initModel\'s host init: for the 3B presets')
+  .option('--temperature <t>', 'sample at this temperature (0 = greedy)', Number, 0)
+  .option('--top-p <p>', 'nucleus of the sampling', Number, 1)
+  .option('--graphs', 'replay decode steps as CUDA graphs (the engine\'s graphs option)')
   .option('--prompt-len <n>', 'prompt tokens per request', (v) => list(v)[0]!, 256)
   .option('--batches <list>', 'batch sweep (default CPU: 1,4,16; --full: 8..512)', list)
   .option('--batch-gen <n>', 'tokens generated per request in the batch sweep (default CPU: 32; --full: 4096)', (v) => list(v)[0]!)
@@ -41,6 +47,7 @@ const program = new Command()
 interface Flags {
   backend: string; preset: string; promptLen: number; batches?: number[]; batchGen?: number; lengths?: number[];
   lengthBatch?: number; blockSize: number; repeats: number; full?: boolean;
+  presets?: string; randomWeights?: boolean; temperature: number; topP: number; graphs?: boolean;
 }
 const o = program.opts<Flags>();
 const full = !!o.full;
@@ -60,19 +67,19 @@ function buildModel(be: Backend, arch: 'llama' | 'm1', preset: string, context: 
   // the context must hold prompt + generation; RoPE needs nothing else to go longer
   const maxPos = Math.max(Number(p.config['max_position_embeddings']), context);
   const cfg = validateConfigs({ ...p.config, max_position_embeddings: maxPos }, p.mambaConfig);
-  return initModel(be, cfg, 0);
+  return o.randomWeights ? randomModel(be, cfg, 0) : initModel(be, cfg, 0);
 }
 
-/** one batch: `batch` random prompts, `genLen` greedy tokens each; times the prefill step and the rest */
+/** one batch: `batch` random prompts, `genLen` tokens each (greedy or sampled); times the prefill step and the rest */
 function measure(model: CausalLM, name: string, batch: number, genLen: number): Point {
   const rng = new Rng(batch * 7919 + genLen);
   const V = model.vocabSize;
   const times: Point[] = [];
   for (let r = 0; r < o.repeats; r++) {
-    const engine = new Engine(model, { maxBatch: batch, blockSize: o.blockSize, maxContext: o.promptLen + genLen });
+    const engine = new Engine(model, { maxBatch: batch, blockSize: o.blockSize, maxContext: o.promptLen + genLen, graphs: !!o.graphs });
     for (let b = 0; b < batch; b++) {
       const promptIds = Array.from({ length: o.promptLen }, () => rng.int(V));
-      engine.addRequest({ promptIds, sampling: { temperature: 0 }, maxTokens: genLen, ignoreEos: true });
+      engine.addRequest({ promptIds, sampling: { temperature: o.temperature, topP: o.topP }, maxTokens: genLen, ignoreEos: true, seed: b });
     }
     let peak = 0;
     const t0 = performance.now();
@@ -96,12 +103,15 @@ function measure(model: CausalLM, name: string, batch: number, genLen: number): 
 async function main(): Promise<void> {
   const be = await createBackend(o.backend);
   const context = o.promptLen + Math.max(batchGen, ...lengths);
-  const models = (['llama', 'm1'] as const).map((arch) => ({ name: `${arch}/${o.preset}`, model: buildModel(be, arch, o.preset, context) }));
+  const names = o.presets ? o.presets.split(',').map((x) => x.trim()) : [o.preset, o.preset];
+  if (names.length !== 2) throw new Error(`--presets must be two names, transformer first, got "${o.presets}"`);
+  const models = (['llama', 'm1'] as const).map((arch, i) => ({ name: `${arch}/${names[i]}`, model: buildModel(be, arch, names[i]!, context) }));
   for (const m of models) {
     console.log(`${m.name}: ${(m.model.parameterCount() / 1e6).toFixed(2)} M parameters, layers ${m.model.kinds.map((k) => (k === 'attention' ? 'A' : 'M')).join('')}`);
     measure(m.model, m.name, 1, 4); // warm-up (JIT, allocation)
   }
-  console.log(`backend ${be.name}, prompt ${o.promptLen} tokens, greedy, eos ignored\n`);
+  const how = o.temperature > 0 || o.topP < 1 ? `sampled (temperature ${o.temperature}, top-p ${o.topP})` : 'greedy';
+  console.log(`backend ${be.name}${o.graphs ? ' (decode graphs)' : ''}, prompt ${o.promptLen} tokens, ${how}, eos ignored\n`);
 
   const sweep = (kind: string, points: [number, number][]) => {
     const rows: (string | number)[][] = [];
@@ -125,7 +135,8 @@ async function main(): Promise<void> {
   console.log(table(headers('batch'), ls.rows));
 
   const path = writeResult(`generate-${be.name}`, {
-    backend: be.name, preset: o.preset, promptLen: o.promptLen, blockSize: o.blockSize, repeats: o.repeats, full,
+    backend: be.name, presets: names, promptLen: o.promptLen, blockSize: o.blockSize, repeats: o.repeats, full,
+    temperature: o.temperature, topP: o.topP, graphs: !!o.graphs, randomWeights: !!o.randomWeights,
     models: models.map((m) => ({ name: m.name, params: m.model.parameterCount(), layers: m.model.kinds })),
     batchSweep: bs.json, lengthSweep: ls.json,
   });

@@ -200,18 +200,32 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
         for (int kk = 0; kk < KQ; kk++) mma16816(sc[j], qa[kk], ld32(kr + 16 * kk), ld32(kr + 16 * kk + 8));
       }
 
-      // mask + online softmax: this lane holds columns 8j + 2quad + {0, 1} of rows r0 (regs 0, 1) and r1 (2, 3)
+      // mask + online softmax: this lane holds columns 8j + 2quad + {0, 1} of rows r0 (regs 0, 1) and r1 (2, 3).
+      // Only tiles on the diagonal (or with segments, or past T) need the mask: a tile whose last key precedes
+      // the warp's first query is visible to all 16 rows (warp-uniform), so it is only scaled
       float mx0 = -CUDART_INF_F, mx1 = -CUDART_INF_F;
+      if (!seg && k0 + kTile - 1 <= q0 + warp * 16 && warpLast < T) {
 #pragma unroll
-      for (int j = 0; j < NKT; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
-          const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
-          sc[j][e] = vis ? sc[j][e] * scale : -CUDART_INF_F;
-          if (e < 2) mx0 = fmaxf(mx0, sc[j][e]);
-          else mx1 = fmaxf(mx1, sc[j][e]);
+        for (int j = 0; j < NKT; j++) {
+          sc[j][0] *= scale;
+          sc[j][1] *= scale;
+          sc[j][2] *= scale;
+          sc[j][3] *= scale;
+          mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
+          mx1 = fmaxf(mx1, fmaxf(sc[j][2], sc[j][3]));
         }
+      } else {
+#pragma unroll
+        for (int j = 0; j < NKT; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
+            const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
+            sc[j][e] = vis ? sc[j][e] * scale : -CUDART_INF_F;
+            if (e < 2) mx0 = fmaxf(mx0, sc[j][e]);
+            else mx1 = fmaxf(mx1, sc[j][e]);
+          }
+      }
 #pragma unroll
       for (int o2 = 1; o2 < 4; o2 <<= 1) {
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
