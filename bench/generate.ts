@@ -100,8 +100,11 @@ function measure(model: CausalLM, name: string, batch: number, genLen: number): 
   return times[Math.floor(times.length / 2)]!;
 }
 
+let lastBackend: Backend | null = null;
+
 async function main(): Promise<void> {
   const be = await createBackend(o.backend);
+  lastBackend = be;
   const context = o.promptLen + Math.max(batchGen, ...lengths);
   const names = o.presets ? o.presets.split(',').map((x) => x.trim()) : [o.preset, o.preset];
   if (names.length !== 2) throw new Error(`--presets must be two names, transformer first, got "${o.presets}"`);
@@ -110,6 +113,8 @@ async function main(): Promise<void> {
     console.log(`${m.name}: ${(m.model.parameterCount() / 1e6).toFixed(2)} M parameters, layers ${m.model.kinds.map((k) => (k === 'attention' ? 'A' : 'M')).join('')}`);
     measure(m.model, m.name, 1, 4); // warm-up (JIT, allocation)
   }
+  const stats = (be as { memoryStats?: () => { liveBytes: number; cachedBytes: number } }).memoryStats?.();
+  if (stats) console.log(`device memory after the warm-up: ${(stats.liveBytes / 2 ** 30).toFixed(1)} GiB live, ${(stats.cachedBytes / 2 ** 30).toFixed(1)} GiB cached`);
   const how = o.temperature > 0 || o.topP < 1 ? `sampled (temperature ${o.temperature}, top-p ${o.topP})` : 'greedy';
   console.log(`backend ${be.name}${o.graphs ? ' (decode graphs)' : ''}, prompt ${o.promptLen} tokens, ${how}, eos ignored\n`);
 
@@ -145,5 +150,8 @@ async function main(): Promise<void> {
 
 main().catch((e: unknown) => {
   process.stderr.write(`bench:generate: ${(e as Error).message}\n`);
+  // where device memory stood when it failed (cuda): live tensors vs the allocator's cache
+  const be = lastBackend as { memoryStats?: () => Record<string, number> } | null;
+  if (be?.memoryStats) process.stderr.write(`device memory: ${JSON.stringify(be.memoryStats())}\n`);
   process.exit(1);
 });

@@ -47,6 +47,27 @@ function run(model: CausalLM, reqs: GenerationRequest[], opts: ConstructorParame
 
 const hot = { temperature: 1.2, topP: 0.95 };
 
+describe('engine KV cache dtype', () => {
+  it('bf16 weights get a bf16 cache by default (f32 weights f32), kvDType overrides, a bad one is refused', () => {
+    const cfg = tinyConfig('m1');
+    const b16 = initModel(be, cfg, 23, 'bf16');
+    expect(new Engine(b16).kvDType).toBe('bf16');
+    expect(new Engine(tinyModel('m1')).kvDType).toBe('f32');
+    expect(new Engine(b16, { kvDType: 'f32' }).kvDType).toBe('f32');
+    expect(() => new Engine(b16, { kvDType: 'i8' as never })).toThrow(/engine: kvDType must be f32, bf16 or f16, got i8/);
+    // decoding through the bf16 cache: the f32 cache's tokens here (fixed prompt and weights), logprobs within
+    // the rounding of K and V to bf16
+    const req = { promptIds: prompt(6, 5), sampling: { temperature: 0 }, maxTokens: 8, ignoreEos: true };
+    const a = run(b16, [req])[0]!.samples[0]!, f = run(b16, [req], { kvDType: 'f32' })[0]!.samples[0]!;
+    expect(a.tokenIds.length).toBe(8);
+    expect(a.tokenIds).toEqual(f.tokenIds);
+    let worst = 0;
+    a.logprobs!.forEach((lp, i) => { worst = Math.max(worst, Math.abs(lp - f.logprobs![i]!)); });
+    expect(worst).toBeGreaterThan(0); // the caches differ …
+    expect(worst).toBeLessThan(2e-2); // … by rounding only
+  });
+});
+
 describe.each(['llama', 'm1', 'mamba2'] as const)('engine (%s)', (kind) => {
   it('greedy decoding equals the argmax of the full parallel forward at every step', () => {
     const model = tinyModel(kind);

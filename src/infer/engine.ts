@@ -12,7 +12,7 @@
 // and views them with subarray, so a step allocates no vocabulary- or batch-sized host arrays besides
 // what the sampler reads back.
 import type { Backend, StepGraph } from '../backend/backend.js';
-import type { Tensor } from '../backend/tensor.js';
+import type { DType, Tensor } from '../backend/tensor.js';
 import type { CausalLM } from '../model/model.js';
 import type { DecodeInfo, LayerState, StateWrite } from '../model/module.js';
 import { plainSeqInfo } from '../model/module.js';
@@ -35,6 +35,11 @@ export interface EngineOptions {
   maxKvBlocks?: number;
   /** KV blocks allocated up front (the pool doubles when it runs out); default 64 */
   initialKvBlocks?: number;
+  /**
+   * storage of the KV cache; default: bf16 for a model with bf16 weights (half the memory and the decode
+   * attention's bytes, as serving engines keep a model-dtype cache), else f32
+   */
+  kvDType?: DType;
   /** longest sequence (prompt + generated); default max_position_embeddings of the model */
   maxContext?: number;
   /** decodes text for outputs and stop strings; without it outputs have text null */
@@ -262,6 +267,9 @@ export class Engine {
   private sampledTopIds = new Int32Array(0);
   private sampledTopLogprobs = new Float32Array(0);
 
+  /** storage of the KV cache (EngineOptions.kvDType) */
+  readonly kvDType: DType;
+
   constructor(readonly model: CausalLM, opts: EngineOptions = {}) {
     this.be = model.be;
     const posInt = (v: number | undefined, def: number, what: string): number => {
@@ -279,7 +287,9 @@ export class Engine {
     this.kvLimited = maxKvBlocks < worstCase;
     const initialKv = Math.min(posInt(opts.initialKvBlocks, 64, 'initialKvBlocks'), maxKvBlocks);
     const initialSlots = Math.min(this.maxBatch, 16);
-    this.states = model.allocateState({ slots: initialSlots, kvBlocks: initialKv, blockSize: this.blockSize });
+    this.kvDType = opts.kvDType ?? (model.embed.value.dtype === 'bf16' ? 'bf16' : 'f32');
+    if (!['f32', 'bf16', 'f16'].includes(this.kvDType)) throw new UserError(`engine: kvDType must be f32, bf16 or f16, got ${String(this.kvDType)}`);
+    this.states = model.allocateState({ slots: initialSlots, kvBlocks: initialKv, blockSize: this.blockSize, kvDType: this.kvDType });
     this.kvPool = new KvBlockPool(this.blockSize, initialKv, maxKvBlocks, (cap) => this.growPools('attention', cap));
     this.slotPool = new StateSlotPool(initialSlots, this.maxBatch, (cap) => this.growPools('mamba', cap));
     this.sampler = opts.sampler ?? defaultSampler(this.be, model.vocabSize);
