@@ -90,6 +90,8 @@ function measure(model: CausalLM, name: string, batch: number, genLen: number): 
       peak = Math.max(peak, engine.memory().kvBlocksUsed);
     }
     const t2 = performance.now();
+    const mem = (model.be as { memoryStats?: () => { liveBytes: number } }).memoryStats?.();
+    if (mem) process.stderr.write(`  ${name} batch ${batch} × ${genLen}: ${(mem.liveBytes / 2 ** 30).toFixed(1)} GiB live on the device after the run\n`);
     const prefillS = (t1 - t0) / 1000, decodeS = (t2 - t1) / 1000, latencyS = (t2 - t0) / 1000;
     times.push({
       model: name, batch, promptLen: o.promptLen, genLen, latencyS, prefillS, decodeS,

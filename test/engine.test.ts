@@ -47,6 +47,47 @@ function run(model: CausalLM, reqs: GenerationRequest[], opts: ConstructorParame
 
 const hot = { temperature: 1.2, topP: 0.95 };
 
+describe('engine pool growth', () => {
+  it('frees every temporary it makes: only the grown pools stay alive (a forgotten view would pin the old pool on a device)', () => {
+    // a backend that records the tensors its layout ops return while the engine grows its pools
+    const inner = new CpuBackend();
+    let recording = false;
+    const made: { dispose(): void; size: number }[] = [];
+    const be = new Proxy(inner, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof v !== 'function' || !['zeros', 'reshape', 'concatLastDim'].includes(String(prop))) return v;
+        return (...args: unknown[]) => {
+          const t = (v as (...a: unknown[]) => { dispose(): void; size: number }).apply(receiver, args);
+          if (recording) made.push(t);
+          return t;
+        };
+      },
+    });
+    const model = initModel(be, tinyConfig('m1'), 23);
+    const engine = new Engine(model, { blockSize: 4, initialKvBlocks: 1, maxBatch: 20 });
+    const grow = (engine as unknown as { growPools(kind: string, rows: number): void }).growPools.bind(engine);
+    let grows = 0;
+    (engine as unknown as { growPools(kind: string, rows: number): void }).growPools = (kind, rows) => {
+      recording = true;
+      try {
+        grow(kind, rows);
+      } finally {
+        recording = false;
+      }
+      grows++;
+    };
+    // 20 samples of 9-token prompts × 12 tokens: the KV pool (1 block) and the state slots (16) both grow
+    const out = engine.generate([{ promptIds: prompt(9, 4), n: 20, sampling: { temperature: 0 }, maxTokens: 12, ignoreEos: true }]);
+    expect(out[0]!.samples.length).toBe(20);
+    expect(grows).toBeGreaterThan(2);
+    const live = new Set<unknown>();
+    for (const st of (engine as unknown as { states: Record<string, unknown>[] }).states) for (const t of Object.values(st)) live.add(t);
+    const alive = made.filter((t) => !live.has(t) && (() => { try { return (t as unknown as { data: unknown }).data !== null; } catch { return false; } })());
+    expect(alive.length, `${alive.length} of the ${made.length} tensors made while growing are still alive`).toBe(0);
+  });
+});
+
 describe('engine KV cache dtype', () => {
   it('bf16 weights get a bf16 cache by default (f32 weights f32), kvDType overrides, a bad one is refused', () => {
     const cfg = tinyConfig('m1');

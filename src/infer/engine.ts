@@ -542,11 +542,15 @@ export class Engine {
       const old = t.shape[0]!;
       if (rows <= old) return t;
       const rowSize = t.size / old;
+      // every temporary view is disposed: a view holds its block, so a forgotten one would keep the old pool
+      // on the device until the garbage collector (which does not see device memory) gets to it
       const extra = this.be.zeros([1, (rows - old) * rowSize], t.dtype);
-      const joined = this.be.concatLastDim([this.be.reshape(t, [1, t.size]), extra]);
-      extra.dispose();
-      t.dispose();
-      return this.be.reshape(joined, [rows, ...t.shape.slice(1)]);
+      const flat = this.be.reshape(t, [1, t.size]);
+      const joined = this.be.concatLastDim([flat, extra]);
+      for (const x of [extra, flat, t]) x.dispose();
+      const grown = this.be.reshape(joined, [rows, ...t.shape.slice(1)]);
+      joined.dispose();
+      return grown;
     };
     this.states.forEach((st, i) => {
       if (kind === 'attention' && st.kind === 'attention') this.states[i] = { kind: 'attention', kCache: grow(st.kCache), vCache: grow(st.vCache) };
