@@ -767,11 +767,14 @@ function outputOf(req: RequestState): RequestOutput {
   return { requestId: req.id, promptTokenIds: Array.from(req.prompt), samples: req.outputs.map((o) => o!) };
 }
 
-/** hidden [B, L, D] → its last position of each row [B, D]; `hidden` is consumed (disposed unless L = 1, where the result is a view of it) */
+/** hidden [B, L, D] → its last position of each row [B, D]; `hidden` is consumed (disposed; for L = 1 the result is a view of its block) */
 export function lastPositions(be: Backend, hidden: Tensor, B: number, L: number, D: number): Tensor {
-  if (L === 1) return be.reshape(hidden, [B, D]);
-  const [head, tail] = be.splitLastDim(be.reshape(hidden, [B, L * D]), [(L - 1) * D, D]);
-  head!.dispose();
+  // the views are disposed too: each holds hidden's block on the device until the garbage collector runs
+  const flat = be.reshape(hidden, [B, L * D]);
   hidden.dispose();
+  if (L === 1) return flat;
+  const [head, tail] = be.splitLastDim(flat, [(L - 1) * D, D]);
+  head!.dispose();
+  flat.dispose();
   return tail!;
 }

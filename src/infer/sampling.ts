@@ -155,7 +155,14 @@ export class HostSampler implements TokenSampler {
       }
     }
     if (!anyTop && rows.every((r) => isGreedy(r.params))) {
-      const { ids, logprobs } = this.be.argmaxRows(this.be.reshape(logits, [numRows, V]));
+      const view = this.be.reshape(logits, [numRows, V]);
+      let r: { ids: Int32Array; logprobs: Float32Array };
+      try {
+        r = this.be.argmaxRows(view);
+      } finally {
+        view.dispose(); // a device view holds the logits' block until the garbage collector runs
+      }
+      const { ids, logprobs } = r;
       for (let i = 0; i < n; i++) {
         const r = checkRow(i);
         out.tokens[i] = ids[r]!;

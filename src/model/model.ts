@@ -262,7 +262,12 @@ export class CausalLM {
   /** logits [rows, V] for hidden rows [rows, D] (pass a slice of rows to bound memory) */
   logits(hidden: Tensor): Tensor {
     const rows = hidden.size / this.hiddenSize;
-    return this.be.matmul(this.be.reshape(hidden, [rows, this.hiddenSize]), this.lmHead.value, { transB: true });
+    const h = this.be.reshape(hidden, [rows, this.hiddenSize]);
+    try {
+      return this.be.matmul(h, this.lmHead.value, { transB: true });
+    } finally {
+      h.dispose(); // the view only: on a device it would hold hidden's block until the garbage collector runs
+    }
   }
 
   /**
