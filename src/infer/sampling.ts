@@ -25,7 +25,7 @@
 // n × V logits, with the same tokens for the same uniforms), else a HostSampler (logits read back,
 // RowSampler per row). Both hand all-greedy steps to the backend's argmaxRows and steps where a row
 // asks for top-logprobs to the host path.
-import type { Backend, SampleRowsArgs, SampleRowsResult } from '../backend/backend.js';
+import type { Backend, SampleRowsArgs } from '../backend/backend.js';
 import { isGreedy, logNormaliser, logprobOf, RowSampler, type SamplingParams } from '../backend/cpu/sampling.js';
 import type { Tensor } from '../backend/tensor.js';
 import { UserError } from '../util/errors.js';
@@ -155,14 +155,7 @@ export class HostSampler implements TokenSampler {
       }
     }
     if (!anyTop && rows.every((r) => isGreedy(r.params))) {
-      const view = this.be.reshape(logits, [numRows, V]);
-      let r: { ids: Int32Array; logprobs: Float32Array };
-      try {
-        r = this.be.argmaxRows(view);
-      } finally {
-        view.dispose(); // a device view holds the logits' block until the garbage collector runs
-      }
-      const { ids, logprobs } = r;
+      const { ids, logprobs } = onRows(this.be, logits, numRows, V, (view) => this.be.argmaxRows(view));
       for (let i = 0; i < n; i++) {
         const r = checkRow(i);
         out.tokens[i] = ids[r]!;
@@ -255,19 +248,26 @@ export class DeviceSampler implements TokenSampler {
       // greedy rows draw nothing (the engine passes 0); the backend ignores their uniform
       a.uniform[i] = isGreedy(p) ? 0 : row.uniform;
     }
-    const view = this.be.reshape(logits, [numRows, V]);
-    let res: SampleRowsResult;
-    try {
-      res = this.be.sampleRows!(view, a);
-    } finally {
-      view.dispose(); // a device view holds a reference to the logits' block (the graph's output, say)
-    }
+    const res = onRows(this.be, logits, numRows, V, (view) => this.be.sampleRows!(view, a));
     for (let i = 0; i < n; i++) {
       out.tokens[i] = res.ids[i]!;
       out.logprobs[i] = res.logprobs[i]!;
     }
     this.fallbackRows += res.fallbackRows;
     this.deviceSteps++;
+  }
+}
+
+/**
+ * fn on logits viewed [numRows, V]; the view is disposed after (a device view holds the logits' block, a
+ * graph's output say, until the garbage collector runs)
+ */
+function onRows<R>(be: Backend, logits: Tensor, numRows: number, V: number, fn: (view: Tensor) => R): R {
+  const view = be.reshape(logits, [numRows, V]);
+  try {
+    return fn(view);
+  } finally {
+    view.dispose();
   }
 }
 

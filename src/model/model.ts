@@ -110,12 +110,9 @@ class DecoderLayer {
   forward(x: Tensor, seq: SeqInfo, needBackward: boolean, state?: LayerState, stateWrite?: StateWrite): { out: Tensor; saved: LayerSaved | null } {
     const be = this.be;
     if (!needBackward) {
-      // inference (prefill, a frozen teacher): the second residual add inside the post-norm, and the norms and
-      // SwiGLU emitting what their products read (the same sums as below)
-      const a = be.addRmsNorm(x, null, this.inNorm.weight.value, this.inNorm.eps, matmulInputDType(be, this.mixer.inputWeight()));
-      const mix = this.mixer.forward(a.y, seq, { needBackward: false, state, stateWrite });
-      const b = be.addRmsNorm(x, mix.y, this.postNorm.weight.value, this.postNorm.eps, matmulInputDType(be, this.mlp.gate.value));
-      return { out: be.add(b.h, this.mlp.step(b.y)), saved: null };
+      // inference (prefill, a frozen teacher): the fused form of step, then its pending residual added
+      const o = this.infer(x, null, (u) => this.mixer.forward(u, seq, { needBackward: false, state, stateWrite }).y);
+      return { out: be.add(o.x, o.r), saved: null };
     }
     const { y: n1, rstd: rstd1 } = this.inNorm.forward(x);
     const mix = this.mixer.forward(n1, seq, { needBackward, state, stateWrite });
@@ -142,10 +139,16 @@ class DecoderLayer {
    * The same sums as forward's h = x + mixer(norm(x)), out = h + mlp(norm(h)).
    */
   step(x: Tensor, r: Tensor | null, state: LayerState, info: DecodeInfo): { x: Tensor; r: Tensor } {
+    return this.infer(x, r, (u) => this.mixer.step(u, state, info));
+  }
+  /**
+   * The inference layer shared by step and the no-backward forward: the residual adds inside the norms, and
+   * the norms and SwiGLU emitting the dtype their products read (matmulInputDType); `mix` runs the mixer
+   */
+  private infer(x: Tensor, r: Tensor | null, mix: (u: Tensor) => Tensor): { x: Tensor; r: Tensor } {
     const be = this.be;
     const a = be.addRmsNorm(x, r, this.inNorm.weight.value, this.inNorm.eps, matmulInputDType(be, this.mixer.inputWeight()));
-    const mix = this.mixer.step(a.y, state, info);
-    const b = be.addRmsNorm(a.h, mix, this.postNorm.weight.value, this.postNorm.eps, matmulInputDType(be, this.mlp.gate.value));
+    const b = be.addRmsNorm(a.h, mix(a.y), this.postNorm.weight.value, this.postNorm.eps, matmulInputDType(be, this.mlp.gate.value));
     return { x: b.h, r: this.mlp.step(b.y) };
   }
 }
