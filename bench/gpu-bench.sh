@@ -194,6 +194,29 @@ scan)
   grep -E "^  k_|^  void|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Stall|Warp Cycles Per Issued|Block Limit|L2 Hit|L1/TEX Hit" "$OUT/ncu-scan-bwd.txt" | head -60
   el "scan done"
   ;;
+dev7)
+  # seventh session's development call: build, CUDA tests, the scan alone + Nsight Compute times of its kernels, the
+  # training step, and the engine at 3B scale (bf16 KV cache, pool growth) with sampling on the device
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; sed -n 1,8p "$OUT/scan.txt"
+  timeout ${NCU_S:-120} ncu --clock-control none --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active \
+    -k regex:scan node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "k_[a-z_]+|gpu__time_duration|registers_per|warps_active" "$OUT/ncu-scan.txt" | sed -E 's/\(int, .*//' | head -60
+  el "scan done"
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train-medium.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec|MFU" "$OUT/train-medium.txt"; el "train done"
+  if [ "${PROFILE:-1}" = 1 ]; then
+    timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
+    echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  fi
+  if [ "${ENGINE:-1}" = 1 ]; then
+    timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
+      --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
+      --name generate-3b > "$OUT/generate-3b.txt" 2>&1
+    echo "generate rc=$?"; tail -40 "$OUT/generate-3b.txt"; el "generate done"
+  fi
+  ;;
 tests)
   # build + all CUDA tests only
   quick_build

@@ -16,12 +16,17 @@
 // syncs). MFU counts useful matmul FLOPs only:
 //   FLOPs = 6 · N_student · tokens + 2 · N_teacher · tokens, N = Σ *proj.weight params + LM head V·D,
 // against --tflops; the head's logit recomputation and the recompute forward are not counted.
+// A second figure adds llm.c's attention term (train_gpt2.cu, gpt2_estimate_mfu: 6·L·C·T per token for
+// the causal QKᵀ and PV products, forward + backward):
+//   FLOPs_llmc = FLOPs + (6 · L_attn · C · T + 2 · L_teacher · C_teacher · T) · tokens,
+// L_attn = the student's attention layers (not Mamba), C = heads · head_dim, T = sequence length; the
+// teacher's term is forward only.
 import { Command } from 'commander';
 import { createBackend } from '../src/backend/registry.js';
 import { MATMUL_PRECISIONS, type Backend, type MatmulPrecision } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/index.js';
 import type { Tensor } from '../src/backend/tensor.js';
-import { CausalLM, modelParamSpecs, type ModelConfig } from '../src/model/model.js';
+import { CausalLM, layerKinds, modelParamSpecs, type ModelConfig } from '../src/model/model.js';
 import { plainSeqInfo, type SeqInfo } from '../src/model/module.js';
 import { distillLoss } from '../src/train/heads.js';
 import { AdamW, M1_ADAMW } from '../src/train/optim.js';
@@ -230,6 +235,12 @@ async function main() {
   const ms = matmulParams(student), mt = matmulParams(teacher);
   const nStudent = ms.stack + ms.head, nTeacher = mt.stack + mt.head;
   const flops = 6 * nStudent * tokens + 2 * nTeacher * tokens;
+  // llm.c's attention term (gpt2_estimate_mfu): 6·L·C·T per token for forward + backward, 2·L·C·T forward only
+  const attnLayers = (cfg: ModelConfig) => layerKinds(cfg).filter((k) => k === 'attention').length;
+  const lAttn = attnLayers(studentCfg), cStudent = studentCfg.llama.numHeads * studentCfg.llama.headDim;
+  const lTeacher = attnLayers(teacherCfg), cTeacher = teacherCfg.llama.numHeads * teacherCfg.llama.headDim;
+  const attentionFlops = (6 * lAttn * cStudent * T + 2 * lTeacher * cTeacher * T) * tokens;
+  const flopsLlmc = flops + attentionFlops;
   const method = [
     `distill step (Trainer.run + distillStage.microStep calls): student ${o.presetM1}, frozen teacher ${o.presetLlama}, batch ${B} × seq ${T}, reverse KL (klWeight 1)`,
     `head: distillLoss per slice of ${o.headRows} rows (mask = the slice, normalizer = the step's ${tokens - B} label tokens), each call in its own tidy, dHidden summed`,
@@ -239,6 +250,8 @@ async function main() {
     `f32 × f32 matmuls (weight gradients): --matmul-precision ${o.matmulPrecision}${inner.setFloat32MatmulPrecision ? '' : ' (ignored: this backend computes f32)'}`,
     `time: median over ${o.steps} timed step(s) after 1 warm-up step; ${o.phases ? 'device sync between phases (--phases)' : 'one sync at the end of each step'}`,
     `MFU = (6·N_student + 2·N_teacher)·tokens / (seconds · ${o.tflops} TFLOP/s); N = Σ *proj.weight + LM head (V·D): N_student = ${(nStudent / 1e9).toFixed(3)} B, N_teacher = ${(nTeacher / 1e9).toFixed(3)} B, tokens = ${tokens}`,
+    `MFU (llm.c: + attention) = (6·N_student + 6·L_attn·C·T + 2·N_teacher + 2·L_teacher·C_teacher·T)·tokens / (seconds · ${o.tflops} TFLOP/s) (llm.c gpt2_estimate_mfu's causal QKᵀ + PV term): L_attn = ${lAttn} of ${L} student layers, C = ${cStudent}, L_teacher = ${lTeacher}, C_teacher = ${cTeacher}, T = ${T}`,
+    `FLOPs per step: ${(flops / 1e12).toFixed(2)} TFLOP (6·N_student + 2·N_teacher) + ${(attentionFlops / 1e12).toFixed(2)} TFLOP (attention) = ${(flopsLlmc / 1e12).toFixed(2)} TFLOP`,
     `peak memory: ${o.estimateOnly ? 'not measured (--estimate-only)' : mem.source}`,
   ];
   process.stdout.write(method.map((m) => `# ${m}\n`).join(''));
@@ -286,7 +299,7 @@ async function main() {
   }
   const payload: Record<string, unknown> = {
     backend: o.backend, options: o, method, recompute, memoryEstimate: { lines: Object.fromEntries(est.lines), withoutRecompute: est.withoutRecompute, withRecompute: est.withRecompute },
-    nStudent, nTeacher, flopsPerStep: flops,
+    nStudent, nTeacher, flopsPerStep: flops, attentionFlops,
   };
   if (error) {
     console.log('the step ran out of device memory: nothing was timed');
@@ -294,10 +307,12 @@ async function main() {
   } else {
     const secs = [...results.map((r) => r.seconds)].sort((a, b) => a - b)[Math.floor(results.length / 2)]!;
     const mfu = flops / (secs * o.tflops * 1e12);
-    console.log(table(['student', 'teacher', 'tokens', 'step s', 'tokens/s', 'MFU', o.backend === 'cpu' ? 'RSS GiB' : 'peak GiB', 'recompute'], [[
-      o.presetM1, o.presetLlama, tokens, secs.toFixed(3), tokens / secs, `${(100 * mfu).toFixed(1)}%`, peak === null ? 'not measured' : (peak / GiB).toFixed(2), `${recompute} / ${L}`,
+    const mfuLlmc = flopsLlmc / (secs * o.tflops * 1e12);
+    console.log(table(['student', 'teacher', 'tokens', 'step s', 'tokens/s', 'MFU', 'MFU (llm.c: + attention)', o.backend === 'cpu' ? 'RSS GiB' : 'peak GiB', 'recompute'], [[
+      o.presetM1, o.presetLlama, tokens, secs.toFixed(3), tokens / secs, `${(100 * mfu).toFixed(1)}%`, `${(100 * mfuLlmc).toFixed(1)}%`,
+      peak === null ? 'not measured' : (peak / GiB).toFixed(2), `${recompute} / ${L}`,
     ]]));
-    Object.assign(payload, { stepSeconds: secs, steps: results, tokensPerS: tokens / secs, mfu, peakBytes: peak });
+    Object.assign(payload, { stepSeconds: secs, steps: results, tokensPerS: tokens / secs, mfu, mfuLlmc, peakBytes: peak });
     if (o.phases) {
       const mean = Object.fromEntries(PHASES.map((p) => [p, results.reduce((a, r) => a + r.phases![p], 0) / results.length])) as Record<Phase, number>;
       const total = PHASES.reduce((a, p) => a + mean[p], 0);

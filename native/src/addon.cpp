@@ -324,7 +324,7 @@ std::unordered_map<std::string, OpFn>& ops() {
     return (double)m1_selective_scan_scratch_floats(a.i32(0), a.i32(1), a.i32(2), a.i32(3));
   });
   def("selective_scan_bwd_scratch_floats", [](const Args& a) {
-    return (double)m1_selective_scan_bwd_scratch_floats(a.i32(0), a.i32(1), a.i32(2), a.i32(3));
+    return (double)m1_selective_scan_bwd_scratch_floats(a.i32(0), a.i32(1), a.i32(2), a.i32(3), a.i32(4));
   });
   def("scan_bwd_scratch_floats", [](const Args& a) { return (double)m1_scan_bwd_scratch_floats(a.i64(0), a.i32(1), a.i32(2)); });
   def("selective_scan_bwd", [S](const Args& a) {

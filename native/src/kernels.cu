@@ -13,6 +13,7 @@
 #include "flash_attention.h"
 #include "warp.cuh"
 #include <algorithm>
+#include <cstring>
 #include <cuda_bf16.h>
 #include <math_constants.h>
 
@@ -1040,6 +1041,132 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
   if (dDb) atomicAdd(&dDb[c], dDbacc);
 }
 
+/** Sum over each aligned run of W lanes (a power of two ≤ 32); every lane of the run gets the sum. */
+template <int W>
+__device__ __forceinline__ float runSum(float v) {
+#pragma unroll
+  for (int o = W / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/**
+ * Backward of the selective scan with a lane per state (N = 4, 8, 16 or 32), the launcher's choice when a
+ * block can hold whole channels of one B/C group: block = CPB = blockDim.x / N consecutive channels of one
+ * (row b, backward chunk k), all in one group; lane n of a channel's N consecutive lanes owns state n. The
+ * chunk (at most kScanChunk steps, the same chunks and the same hin / adjIn as k_selective_scan_bwd) is
+ * unrolled, so each lane keeps its state after every step in registers (hs), recomputed forward from hin,
+ * then walks back. Per (step, channel) work is done once, not per state: Δ = softplus(δ + bias) by lane
+ * j mod N for step j (shuffled to the channel's lanes), dx, dδ, dz by the channel's lane 0 after sums over
+ * its N lanes. dB / dC (sums over the group's channels) go through registers (the warp's channels) and
+ * shared memory (the block's warps) to one store per (step, group, state) when the block is the whole group
+ * (`whole`), else one atomic. dA, dD, dDb: one atomic per lane / channel per chunk, into zeroed outputs.
+ * Against the channel-per-thread kernel: N× the threads, no state scratch in global memory, no per-state
+ * reductions over the group in the walk.
+ */
+template <int N>
+__global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, float* ddelta, float* dA, float* dBm, float* dCm,
+    float* dD, float* dz, float* dDb, const float* hin, const float* adjIn, const float* dy, const float* x, const float* delta,
+    const float* A, const float* Bm, const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int T,
+    int Di, int G, int K, int Lc, int whole) {
+  constexpr int kL = kScanChunk, JP = kL / N;  // steps per chunk (at most); Δ values per lane
+  constexpr unsigned kAll = 0xffffffffu;
+  extern __shared__ float red[];  // [2][kL][warps][N]: a warp's dC, dB terms per step, summed over its channels
+  const int CPB = blockDim.x / N, warps = blockDim.x / 32, nCB = Di / CPB;
+  const int cb = blockIdx.x % nCB;
+  const int64_t bk = blockIdx.x / nCB;  // b · K + k
+  const int k = (int)(bk % K), b = (int)(bk / K);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = threadIdx.x % N, first = lane & ~(N - 1);
+  const int c = cb * CPB + threadIdx.x / N, per = Di / G, g = c / per;
+  const int t0 = k * Lc, q = min(T, t0 + Lc) - t0;  // q: uniform over the block
+  const int64_t o = (bk * Di + c) * N + n, rowT = (int64_t)b * T;
+  const float a = A[(int64_t)c * N + n], bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
+  float dtv[JP];  // Δ of step n + m·N of the chunk
+#pragma unroll
+  for (int m = 0; m < JP; m++) {
+    const int j = n + m * N;
+    dtv[m] = j < q ? softplusf(delta[(rowT + t0 + j) * Di + c] + bias) : 0.f;
+  }
+  const float h0 = hin ? hin[o] : 0.f;
+  float hs[kL];
+  float h = h0;
+#pragma unroll
+  for (int j = 0; j < kL; j++) {
+    if (j < q) {
+      const int t = t0 + j;
+      const int64_t r = rowT + t;
+      const float dt = __shfl_sync(kAll, dtv[j / N], first + j % N), dtx = dt * x[r * Di + c];
+      h = expf(dt * a) * (resetAt(segStart, r, t) ? 0.f : h) + dtx * Bm[(r * G + g) * N + n];
+      hs[j] = h;
+    }
+  }
+  float* sC = red;
+  float* sB = red + kL * warps * N;
+  float adj = adjIn ? adjIn[o] : 0.f, dAacc = 0.f, dDacc = 0.f, dDbacc = 0.f;
+#pragma unroll
+  for (int j = kL - 1; j >= 0; j--) {
+    if (j < q) {
+      const int t = t0 + j;
+      const int64_t r = rowT + t, i = r * Di + c;
+      const bool reset = resetAt(segStart, r, t);
+      const float dt = __shfl_sync(kAll, dtv[j / N], first + j % N);
+      const float xv = x[i], bn = Bm[(r * G + g) * N + n], cn = Cm[(r * G + g) * N + n];
+      const float hn = hs[j], prev = reset ? 0.f : (j > 0 ? hs[j - 1] : h0);
+      float dr = dy[i], dzv = 0.f;
+      if (z) {
+        const float rr = Dc * xv + runSum<N>(cn * hn), zv = z[i];
+        dzv = dr * rr * siluGradf(zv);
+        dr *= siluf(zv);
+      }
+      const float gh = adj + dr * cn, decay = expf(dt * a);
+      const float ddt = runSum<N>(gh * (a * decay * prev + bn * xv));
+      const float dxs = runSum<N>(gh * dt * bn);
+      dAacc += gh * dt * decay * prev;
+      adj = reset ? 0.f : gh * decay;
+      float tc = dr * hn, tb = gh * dt * xv;
+#pragma unroll
+      for (int s = 16; s >= N; s >>= 1) {  // over the warp's channels (same state n)
+        tc += __shfl_xor_sync(kAll, tc, s);
+        tb += __shfl_xor_sync(kAll, tb, s);
+      }
+      if (lane < N) {
+        sC[(j * warps + warp) * N + n] = tc;
+        sB[(j * warps + warp) * N + n] = tb;
+      }
+      if (n == 0) {
+        dx[i] = (D ? dr * Dc : 0.f) + dxs;
+        const float v = delta[i] + bias, dv = ddt * (v > 20.f ? 1.f : sigmoidf_(v));
+        ddelta[i] = dv;
+        dDbacc += dv;
+        if (z) dz[i] = dzv;
+        if (D) dDacc += dr * xv;
+      }
+    }
+  }
+  atomicAdd(&dA[(int64_t)c * N + n], dAacc);
+  if (n == 0) {
+    if (dD) atomicAdd(&dD[c], dDacc);
+    if (dDb) atomicAdd(&dDb[c], dDbacc);
+  }
+  __syncthreads();
+  const int gb = cb * CPB / per;  // the block's group
+  for (int e = threadIdx.x; e < q * N; e += blockDim.x) {
+    const int j = e / N, s = e % N;
+    float sc = 0.f, sb = 0.f;
+    for (int w = 0; w < warps; w++) {
+      sc += sC[(j * warps + w) * N + s];
+      sb += sB[(j * warps + w) * N + s];
+    }
+    const int64_t d = ((rowT + t0 + j) * G + gb) * N + s;
+    if (whole) {
+      dCm[d] = sc;
+      dBm[d] = sb;
+    } else {
+      atomicAdd(&dCm[d], sc);
+      atomicAdd(&dBm[d], sb);
+    }
+  }
+}
+
 /**
  * Per (b, chunk, c): the adjoint of the state that leaves the chunk to the left, from a zero adjoint
  * at its right end — the chunk's own term of the reverse recurrence adj ← exp(dt·A)·(adj + dr·C), with
@@ -1451,21 +1578,63 @@ __global__ void k_softmax_chunk_grad(float* dl, const float* x, const float* coe
   }
 }
 
+/** one AdamW element (the CPU's expression order): updates m and v in place, returns the new weight */
+__device__ __forceinline__ float adamwElem(float w, float g, float& m, float& v, float b1, float b2, float eps, float decay,
+                                           float stepSize, float sqrtBc2) {
+  float mi = b1 * m + (1.f - b1) * g;
+  float vi = b2 * v + (1.f - b2) * g * g;
+  m = mi;
+  v = vi;
+  return w * decay - stepSize * mi / (sqrtf(vi) / sqrtBc2 + eps);
+}
+__device__ __forceinline__ void adamwScalar(int64_t i, float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v,
+                                            float b1, float b2, float eps, float decay, float stepSize, float sqrtBc2) {
+  float mi = m[i], vi = v[i];
+  float wi = adamwElem(w[i], grad[i], mi, vi, b1, b2, eps, decay, stepSize, sqrtBc2);
+  m[i] = mi;
+  v[i] = vi;
+  w[i] = wi;
+  if (paramOut) {
+    if (paramBf16) ((__nv_bfloat16*)paramOut)[i] = __float2bfloat16_rn(wi);
+    else ((float*)paramOut)[i] = wi;
+  }
+}
 __global__ void k_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
                         float eps, float decay, float stepSize, float sqrtBc2) {
-  GRID_STRIDE(i, n) {
-    float g = grad[i];
-    float mi = b1 * m[i] + (1.f - b1) * g;
-    float vi = b2 * v[i] + (1.f - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    float wi = w[i] * decay - stepSize * mi / (sqrtf(vi) / sqrtBc2 + eps);
-    w[i] = wi;
+  GRID_STRIDE(i, n) adamwScalar(i, w, paramOut, paramBf16, grad, m, v, b1, b2, eps, decay, stepSize, sqrtBc2);
+}
+/**
+ * k_adamw with 4 elements per thread: 16-byte loads/stores of w, grad, m, v (and an f32 paramOut), one
+ * 8-byte store of 4 bf16 for a bf16 paramOut. Needs those alignments (m1_adamw checks); the n % 4 tail
+ * goes to the first threads, one element each.
+ */
+__global__ void k_adamw_vec4(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1,
+                             float b2, float eps, float decay, float stepSize, float sqrtBc2) {
+  const int64_t n4 = n >> 2;
+  GRID_STRIDE(i, n4) {
+    const float4 g4 = reinterpret_cast<const float4*>(grad)[i];
+    float4 w4 = reinterpret_cast<const float4*>(w)[i];
+    float4 m4 = reinterpret_cast<const float4*>(m)[i];
+    float4 v4 = reinterpret_cast<const float4*>(v)[i];
+    w4.x = adamwElem(w4.x, g4.x, m4.x, v4.x, b1, b2, eps, decay, stepSize, sqrtBc2);
+    w4.y = adamwElem(w4.y, g4.y, m4.y, v4.y, b1, b2, eps, decay, stepSize, sqrtBc2);
+    w4.z = adamwElem(w4.z, g4.z, m4.z, v4.z, b1, b2, eps, decay, stepSize, sqrtBc2);
+    w4.w = adamwElem(w4.w, g4.w, m4.w, v4.w, b1, b2, eps, decay, stepSize, sqrtBc2);
+    reinterpret_cast<float4*>(m)[i] = m4;
+    reinterpret_cast<float4*>(v)[i] = v4;
+    reinterpret_cast<float4*>(w)[i] = w4;
     if (paramOut) {
-      if (paramBf16) ((__nv_bfloat16*)paramOut)[i] = __float2bfloat16_rn(wi);
-      else ((float*)paramOut)[i] = wi;
+      if (paramBf16) {
+        reinterpret_cast<ushort4*>(paramOut)[i] =
+            make_ushort4(__bfloat16_as_ushort(__float2bfloat16_rn(w4.x)), __bfloat16_as_ushort(__float2bfloat16_rn(w4.y)),
+                         __bfloat16_as_ushort(__float2bfloat16_rn(w4.z)), __bfloat16_as_ushort(__float2bfloat16_rn(w4.w)));
+      } else {
+        reinterpret_cast<float4*>(paramOut)[i] = w4;
+      }
     }
   }
+  const int64_t t = (n4 << 2) + blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (t < n) adamwScalar(t, w, paramOut, paramBf16, grad, m, v, b1, b2, eps, decay, stepSize, sqrtBc2);
 }
 
 template <int DPL>
@@ -1523,11 +1692,18 @@ cudaError_t m1_cast_bf16_f32(float* d, const void* s_, int64_t n, cudaStream_t s
   k_cast_bf16_f32<<<gridFor(n), kThreads, 0, s>>>(d, (const __nv_bfloat16*)s_, n);
   return lastError();
 }
+// +0 (all bits zero; -0 keeps the kernel) is a memset: the trainer zeroes every f32 gradient each step
 cudaError_t m1_fill_f32(float* d, float v, int64_t n, cudaStream_t s) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  if (bits == 0) return n > 0 ? cudaMemsetAsync(d, 0, (size_t)n * sizeof(float), s) : cudaSuccess;
   k_fill_f32<<<gridFor(n), kThreads, 0, s>>>(d, v, n);
   return lastError();
 }
 cudaError_t m1_fill_bf16(void* d, float v, int64_t n, cudaStream_t s) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  if (bits == 0) return n > 0 ? cudaMemsetAsync(d, 0, (size_t)n * sizeof(__nv_bfloat16), s) : cudaSuccess;
   k_fill_bf16<<<gridFor(n), kThreads, 0, s>>>((__nv_bfloat16*)d, __float2bfloat16_rn(v), n);
   return lastError();
 }
@@ -1731,6 +1907,19 @@ ScanChunks bwdChunks(int T) {
   const int L = std::min(T, kScanChunk);
   return {(T + L - 1) / L, L};
 }
+/**
+ * Channels per block of k_selective_scan_bwd_lanes, 0 where it does not apply: N is 4 … 32 and a block of
+ * whole warps (at most 256 threads; 128 for N 32, for its shared memory) holds whole channels of one group —
+ * CPB channels, a power of two dividing the group's channel count.
+ */
+int scanBwdLanesChannels(int T, int Di, int N, int G) {
+  if (!(N == 4 || N == 8 || N == 16 || N == 32) || T <= 0 || Di <= 0 || G <= 0 || Di % G != 0) return 0;
+  if (bwdChunks(T).L > kScanChunk) return 0;
+  const int per = Di / G;
+  int cpb = (N == 32 ? 128 : 256) / N;
+  while (cpb > 1 && per % cpb != 0) cpb >>= 1;
+  return cpb * N >= 32 && per % cpb == 0 ? cpb : 0;
+}
 }  // namespace
 
 int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N) {
@@ -1818,28 +2007,32 @@ int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N) {
   int64_t nChunks = (T + kScanChunk - 1) / kScanChunk;
   return threads * N * (nChunks + kScanChunk);
 }
-int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N) {
+int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N, int G) {
   const ScanChunks ch = bwdChunks(T);
   int64_t nth = (int64_t)B * ch.K * Di;
-  int64_t chunked = ch.K > 1 ? nth * (2 * N + 1) : 0;  // hin, adjIn, chunkDt
-  return chunked + nth * N * ch.L;                      // hs
+  int64_t chunked = ch.K > 1 ? nth * (2 * N + 1) : 0;                          // hin, adjIn, chunkDt
+  return chunked + (scanBwdLanesChannels(T, Di, N, G) > 0 ? 0 : nth * N * ch.L);  // hs (the lanes kernel: registers)
 }
 cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz, float* dDb,
                                   float* scratch, const float* dy, const float* x, const float* delta, const float* A, const float* Bm,
                                   const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int B, int T,
                                   int Di, int N, int G, cudaStream_t s) {
-  // outputs reduced with atomics start from zero
-  cudaMemsetAsync(dA, 0, sizeof(float) * (size_t)Di * N, s);
-  cudaMemsetAsync(dBm, 0, sizeof(float) * (size_t)B * T * G * N, s);
-  cudaMemsetAsync(dCm, 0, sizeof(float) * (size_t)B * T * G * N, s);
-  if (dD) cudaMemsetAsync(dD, 0, sizeof(float) * Di, s);
-  if (dDb) cudaMemsetAsync(dDb, 0, sizeof(float) * Di, s);
   const ScanChunks ch = bwdChunks(T);
   int64_t n = (int64_t)B * ch.K * Di;
+  const int per = Di / G, cpb = scanBwdLanesChannels(T, Di, N, G);
+  const bool whole = cpb > 0 && cpb == per;  // each block is one whole group: dB / dC stored, not summed
+  // outputs reduced with atomics start from zero
+  cudaMemsetAsync(dA, 0, sizeof(float) * (size_t)Di * N, s);
+  if (!whole) {
+    cudaMemsetAsync(dBm, 0, sizeof(float) * (size_t)B * T * G * N, s);
+    cudaMemsetAsync(dCm, 0, sizeof(float) * (size_t)B * T * G * N, s);
+  }
+  if (dD) cudaMemsetAsync(dD, 0, sizeof(float) * Di, s);
+  if (dDb) cudaMemsetAsync(dDb, 0, sizeof(float) * Di, s);
   if (n == 0 || T == 0) return lastError();
   // dB / dC sums over the channels of a group: runs of `width` lanes share one (row, group) when every warp
   // lies in one (b, chunk) row (Di % 32 == 0) and width divides the group's channel count
-  int per = Di / G, width = 1;
+  int width = 1;
   if (Di % 32 == 0)
     while (width < 32 && per % (width * 2) == 0) width *= 2;
   float *hin = nullptr, *adjIn = nullptr, *rest = scratch;
@@ -1854,6 +2047,22 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
     DISPATCH_N(N, (k_selective_scan_bwd_adj<NM><<<gridFor(n, 128), 128, 0, s>>>(adjIn, dy, delta, A, Cm, z, db, segStart, B, T, Di,
                                                                                 N, G, ch.K, ch.L)));
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(adjIn, chunkDt, A, B, ch.K, Di, N, 1);
+  }
+  if (cpb > 0) {
+    const int threads = cpb * N;
+    const size_t smem = 2 * (size_t)kScanChunk * (threads / 32) * N * sizeof(float);
+    const int64_t blocks = (int64_t)B * ch.K * (Di / cpb);
+    if (blocks > INT32_MAX) return cudaErrorInvalidValue;
+#define SCAN_BWD_LANES(NN)                                                                                                   \
+  k_selective_scan_bwd_lanes<NN><<<(unsigned)blocks, threads, smem, s>>>(dx, ddelta, dA, dBm, dCm, dD, dz, dDb, hin, adjIn, dy, x, \
+                                                                       delta, A, Bm, Cm, D, z, db, segStart, T, Di, G, ch.K, ch.L, \
+                                                                       whole ? 1 : 0)
+    if (N == 4) SCAN_BWD_LANES(4);
+    else if (N == 8) SCAN_BWD_LANES(8);
+    else if (N == 16) SCAN_BWD_LANES(16);
+    else SCAN_BWD_LANES(32);
+#undef SCAN_BWD_LANES
+    return lastError();
   }
   // the column sums need whole warps of valid lanes: Di % 32 == 0 (width > 1 only then) and n a multiple of the block
   const bool colSum = width == N && N <= 32 && n % 128 == 0;
@@ -1961,7 +2170,11 @@ cudaError_t m1_softmax_chunk_grad(float* dl, const float* x, const float* coefs,
 cudaError_t m1_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
                      float eps, float decay, float stepSize, float sqrtBc2, cudaStream_t s) {
   if (n == 0) return cudaSuccess;
-  k_adamw<<<gridFor(n), kThreads, 0, s>>>(w, paramOut, paramBf16, grad, m, v, n, b1, b2, eps, decay, stepSize, sqrtBc2);
+  auto aligned = [](const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; };
+  const bool vec = n >= 4 && aligned(w, 16) && aligned(grad, 16) && aligned(m, 16) && aligned(v, 16) &&
+                   (!paramOut || aligned(paramOut, paramBf16 ? 8 : 16));
+  if (vec) k_adamw_vec4<<<gridFor(n >> 2), kThreads, 0, s>>>(w, paramOut, paramBf16, grad, m, v, n, b1, b2, eps, decay, stepSize, sqrtBc2);
+  else k_adamw<<<gridFor(n), kThreads, 0, s>>>(w, paramOut, paramBf16, grad, m, v, n, b1, b2, eps, decay, stepSize, sqrtBc2);
   return lastError();
 }
 

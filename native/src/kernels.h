@@ -103,7 +103,7 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
 /** the SSD backward's ckpt / hs: scratch of m1_scan_bwd_scratch_floats(B*H*P, T, N) floats */
 int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N);
 /** scratch of m1_selective_scan_bwd_scratch_floats floats; dA, dBm, dCm, dD, dDb zeroed by the launcher */
-int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N);
+int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N, int G);
 cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz,
                                   float* dDb, float* scratch, const float* dy, const float* x, const float* delta,
                                   const float* A, const float* Bm, const float* Cm, const float* D, const float* z,

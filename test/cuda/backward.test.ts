@@ -2,6 +2,7 @@
 // relative to the largest reference magnitude: 1e-5 for row ops, 1e-4 for gradients that are long
 // f32 sums on the GPU (attention, conv weights, scans with atomics) against f64 sums on the CPU.
 import { describe, expect, it } from 'vitest';
+import type { Tensor } from '../../src/backend/tensor.js';
 import { available, cpu, expectClose, gpu, ints, rand, skipReason, uniform } from './helpers.js';
 
 describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
@@ -103,6 +104,30 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     }
   });
 
+  it('selectiveScanBackward, a lane per state: N 4 / 8 / 32, without z and D, a short last chunk, dB / dC stored or summed over blocks', () => {
+    // [Di, G, N]: 32 channels per group of N 8 (blocks of 32 channels: stored), 64 per group of N 4 (blocks of
+    // 64: stored), 8 per group of N 32 (blocks of 4 channels: two blocks per group, atomics), and 1 channel per
+    // group (N 16: a block would be 16 lanes, so the channel-per-thread kernel). T 70: chunks of 32, 32, 6
+    for (const [Di, G, N] of [[64, 2, 8], [128, 2, 4], [16, 2, 32], [8, 8, 16]] as const) {
+      const B = 2, T = 70;
+      const x = rand([B, T, Di], 230), delta = rand([B, T, Di], 231, 0.5), z = rand([B, T, Di], 232);
+      const A = uniform([Di, N], 233, -2, -0.1), Bm = rand([B, T, G, N], 234), Cm = rand([B, T, G, N], 235);
+      const D = rand([Di], 236), db = rand([Di], 237, 0.3), dy = rand([B, T, Di], 238);
+      const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 33 ? 0 : i % T < 65 ? 1 : 2));
+      for (const gated of [false, true]) {
+        const mk = (s: 'g' | 'c') => ({
+          x: x[s], delta: delta[s], A: A[s], Bm: Bm[s], Cm: Cm[s], D: gated ? D[s] : null, z: gated ? z[s] : null,
+          deltaBias: gated ? db[s] : null, segments: gated ? segments : undefined,
+        });
+        const rg = g.selectiveScanBackward(dy.g, mk('g')), rc = cpu.selectiveScanBackward(dy.c, mk('c'));
+        for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
+          expect(rg[key] === null, `${key} present`).toBe(rc[key] === null);
+          if (rc[key]) expectClose(g, rg[key]!, rc[key]!, 1e-4, `selectiveScanBackward ${key} Di=${Di} G=${G} N=${N} gated=${gated}`);
+        }
+      }
+    }
+  });
+
   it('ssdScanBackward: P = 32 (warp sums) and P = 8, segments', () => {
     for (const P of [32, 8]) {
       const B = 2, T = 37, H = 4, G = 2, N = 16;
@@ -127,20 +152,30 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
   });
 
   it('adamwStep with an f32 param and with a bf16 param + f32 master', () => {
-    for (const dtype of ['f32', 'bf16'] as const) {
-      const p = rand([300], 60, 1, dtype), grad = rand([300], 61), m = rand([300], 62, 0.1);
-      const v = uniform([300], 63, 0, 0.1), master = dtype === 'bf16' ? rand([300], 60) : null;
-      for (let step = 1; step <= 3; step++) {
-        const h = { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step };
-        g.adamwStep({ param: p.g, grad: grad.g, m: m.g, v: v.g, master: master?.g ?? null, ...h });
-        cpu.adamwStep({ param: p.c, grad: grad.c, m: m.c, v: v.c, master: master?.c ?? null, ...h });
+    // sizes: a multiple of 4, and n % 4 = 3 (the 4-wide kernel's scalar tail); views at element offset 1
+    // (4 bytes, 2 for bf16: the unaligned fallback) and 4 (16 / 8 bytes: the 4-wide kernel on views).
+    // The whole base tensors are compared, so a write outside the view would show too.
+    const cases = [{ n: 300, off: 0 }, { n: 1027, off: 0 }, { n: 4096, off: 0 }, { n: 1027, off: 1 }, { n: 1027, off: 4 }];
+    for (const { n, off } of cases) {
+      for (const dtype of ['f32', 'bf16'] as const) {
+        const what = `${dtype} n=${n} offset ${off}`;
+        const p = rand([n + off], 60, 1, dtype), grad = rand([n + off], 61), m = rand([n + off], 62, 0.1);
+        const v = uniform([n + off], 63, 0, 0.1), master = dtype === 'bf16' ? rand([n + off], 60) : null;
+        const view = (x: { c: Tensor; g: Tensor }) => ({ c: cpu.rowSlice(x.c, off, off + n), g: g.rowSlice(x.g, off, off + n) });
+        const pv = view(p), gv = view(grad), mv = view(m), vv = view(v);
+        const masterV = master ? view(master) : null;
+        for (let step = 1; step <= 3; step++) {
+          const h = { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step };
+          g.adamwStep({ param: pv.g, grad: gv.g, m: mv.g, v: vv.g, master: masterV?.g ?? null, ...h });
+          cpu.adamwStep({ param: pv.c, grad: gv.c, m: mv.c, v: vv.c, master: masterV?.c ?? null, ...h });
+        }
+        expectClose(g, m.g, m.c, 1e-6, `adamw m ${what}`);
+        expectClose(g, v.g, v.c, 1e-6, `adamw v ${what}`);
+        if (master) expectClose(g, master.g, master.c, 1e-5, `adamw master ${what}`);
+        // bf16: a value within one ulp of the CPU's may round to the neighbouring bf16 number
+        expectClose(g, p.g, p.c, dtype === 'f32' ? 1e-5 : 1e-2, `adamw param ${what}`);
+        expect(p.g.dtype).toBe(dtype);
       }
-      expectClose(g, m.g, m.c, 1e-6, `adamw m ${dtype}`);
-      expectClose(g, v.g, v.c, 1e-6, `adamw v ${dtype}`);
-      if (master) expectClose(g, master.g, master.c, 1e-5, 'adamw master');
-      // bf16: a value within one ulp of the CPU's may round to the neighbouring bf16 number
-      expectClose(g, p.g, p.c, dtype === 'f32' ? 1e-5 : 1e-2, `adamw param ${dtype}`);
-      expect(p.g.dtype).toBe(dtype);
     }
   });
 });

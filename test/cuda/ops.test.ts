@@ -21,6 +21,17 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     const yc = g.copy(y.g);
     g.fill(y.g, 0.5);
     expect(Array.from(g.read(yc))).toEqual(Array.from(y.data));
+    // fill with +0 is a memset, -0 keeps its sign (the kernel); on a view the rest of the base is kept
+    for (const dtype of ['f32', 'bf16'] as const) {
+      const z = rand([10], 6, 1, dtype), zv = g.rowSlice(z.g, 1, 9);
+      const before = g.read(z.g);
+      g.fill(zv, 0);
+      const after = g.read(z.g);
+      expect([after[0], after[9]], `fill 0 ${dtype}: outside the view`).toEqual([before[0], before[9]]);
+      expect(Array.from(after.subarray(1, 9)).every((e) => Object.is(e, 0)), `fill 0 ${dtype}`).toBe(true);
+      g.fill(zv, -0);
+      expect(Array.from(g.read(zv)).every((e) => Object.is(e, -0)), `fill -0 ${dtype}`).toBe(true);
+    }
     expectClose(g, g.cast(yc, 'bf16'), cpu.cast(y.c, 'bf16'), 0, 'cast f32→bf16');
     expectClose(g, g.cast(g.cast(yc, 'bf16'), 'f32'), cpu.cast(y.c, 'bf16'), 0, 'cast bf16→f32');
     expectClose(g, g.cast(yc, 'f16'), cpu.cast(y.c, 'f16'), 0, 'cast f32→f16');

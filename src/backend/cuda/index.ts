@@ -786,7 +786,7 @@ export class CudaBackend implements Backend {
       const dBm = this.alloc(args.Bm.shape), dCm = this.alloc(args.Cm.shape);
       const dD = args.D ? this.alloc(args.D.shape) : null, dz = args.z ? this.alloc(args.x.shape) : null;
       const dDeltaBias = args.deltaBias ? this.alloc(args.deltaBias.shape) : null;
-      const scratch = s.temp(this.call('selective_scan_bwd_scratch_floats', [B, T, Di, N]) * 4);
+      const scratch = s.temp(this.call('selective_scan_bwd_scratch_floats', [B, T, Di, N, G]) * 4);
       this.call('selective_scan_bwd', [dx.ptr, ddelta.ptr, dA.ptr, dBm.ptr, dCm.ptr, dD ? dD.ptr : 0, dz ? dz.ptr : 0, dDeltaBias ? dDeltaBias.ptr : 0,
         scratch, s.f32(dY), s.f32(args.x), s.f32(args.delta), s.f32(args.A), s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z),
         s.optF32(args.deltaBias), args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, B, T, Di, N, G]);
