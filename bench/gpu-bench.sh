@@ -213,7 +213,7 @@ dev7)
   if [ "${ENGINE:-1}" = 1 ]; then
     timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
       --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
-      --name generate-3b > "$OUT/generate-3b.txt" 2>&1
+      > "$OUT/generate-3b.txt" 2>&1
     echo "generate rc=$?"; tail -40 "$OUT/generate-3b.txt"; el "generate done"
   fi
   ;;

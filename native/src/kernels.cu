@@ -702,15 +702,27 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
  * (reverse: from the last chunk back), cut to 0 where chunkDt < 0 (a segment starts in the chunk).
  */
 __global__ void k_scan_chunk_carry(float* S, const float* chunkDt, const float* A, int B, int K, int Di, int N, int reverse) {
+  constexpr int kAhead = 8;  // chunks loaded before any is written: the loads of a batch are in flight together
   GRID_STRIDE(tid, (int64_t)B * Di * N) {
     int n = tid % N, c = (tid / N) % Di, b = tid / ((int64_t)N * Di);
     float a = A[(int64_t)c * N + n], carry = 0.f;
-    for (int j = 0; j < K; j++) {
-      int k = reverse ? K - 1 - j : j;
-      int64_t o = ((int64_t)b * K + k) * Di + c;
-      float own = S[o * N + n], d = chunkDt[o];
-      S[o * N + n] = carry;
-      carry = (d < 0.f ? 0.f : expf(a * d)) * carry + own;
+    for (int j0 = 0; j0 < K; j0 += kAhead) {
+      float own[kAhead], d[kAhead];
+#pragma unroll
+      for (int u = 0; u < kAhead; u++) {
+        const int j = j0 + u, k = reverse ? K - 1 - j : j;
+        const int64_t o = ((int64_t)b * K + k) * Di + c;
+        own[u] = j < K ? S[o * N + n] : 0.f;
+        d[u] = j < K ? chunkDt[o] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kAhead; u++) {
+        const int j = j0 + u, k = reverse ? K - 1 - j : j;
+        if (j < K) {
+          S[(((int64_t)b * K + k) * Di + c) * N + n] = carry;
+          carry = (d[u] < 0.f ? 0.f : expf(a * d[u])) * carry + own[u];
+        }
+      }
     }
   }
 }
@@ -1055,20 +1067,20 @@ __device__ __forceinline__ float runSum(float v) {
  * (row b, backward chunk k), all in one group; lane n of a channel's N consecutive lanes owns state n. The
  * chunk (at most kScanChunk steps, the same chunks and the same hin / adjIn as k_selective_scan_bwd) is
  * unrolled, so each lane keeps its state after every step in registers (hs), recomputed forward from hin,
- * then walks back. Per (step, channel) work is done once, not per state: Δ = softplus(δ + bias) by lane
- * j mod N for step j (shuffled to the channel's lanes), dx, dδ, dz by the channel's lane 0 after sums over
- * its N lanes. dB / dC (sums over the group's channels) go through registers (the warp's channels) and
+ * then walks back. Work per (step, channel) is done once, by the step's owner lane j mod N: it loads and
+ * computes Δ, x, dr = dy·SiLU(z), dy·SiLU'(z) and softplus' for its steps up front, hands Δ, x and dr to the
+ * channel's lanes by shuffles, and keeps that step's dx, dδ, dz after the sums over the N lanes, written
+ * at the end. dB / dC (sums over the group's channels) go through registers (the warp's channels) and
  * shared memory (the block's warps) to one store per (step, group, state) when the block is the whole group
  * (`whole`), else one atomic. dA, dD, dDb: one atomic per lane / channel per chunk, into zeroed outputs.
- * Against the channel-per-thread kernel: N× the threads, no state scratch in global memory, no per-state
- * reductions over the group in the walk.
+ * Against the channel-per-thread kernel: N× the threads and no state scratch in global memory.
  */
 template <int N>
-__global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, float* ddelta, float* dA, float* dBm, float* dCm,
+__global__ void __launch_bounds__(256, N >= 8 ? 3 : 2) k_selective_scan_bwd_lanes(float* dx, float* ddelta, float* dA, float* dBm, float* dCm,
     float* dD, float* dz, float* dDb, const float* hin, const float* adjIn, const float* dy, const float* x, const float* delta,
     const float* A, const float* Bm, const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int T,
     int Di, int G, int K, int Lc, int whole) {
-  constexpr int kL = kScanChunk, JP = kL / N;  // steps per chunk (at most); Δ values per lane
+  constexpr int kL = kScanChunk, JP = kL / N;  // steps per chunk (at most); steps owned per lane
   constexpr unsigned kAll = 0xffffffffu;
   extern __shared__ float red[];  // [2][kL][warps][N]: a warp's dC, dB terms per step, summed over its channels
   const int CPB = blockDim.x / N, warps = blockDim.x / 32, nCB = Di / CPB;
@@ -1080,11 +1092,26 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
   const int t0 = k * Lc, q = min(T, t0 + Lc) - t0;  // q: uniform over the block
   const int64_t o = (bk * Di + c) * N + n, rowT = (int64_t)b * T;
   const float a = A[(int64_t)c * N + n], bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
-  float dtv[JP];  // Δ of step n + m·N of the chunk
+  // the owner's per-(step, channel) values of steps n + m·N: Δ, x, dr, dy·SiLU'(z), softplus'(δ + bias)
+  float dtv[JP], xv[JP], drv[JP], gzv[JP], sgv[JP];
 #pragma unroll
   for (int m = 0; m < JP; m++) {
     const int j = n + m * N;
-    dtv[m] = j < q ? softplusf(delta[(rowT + t0 + j) * Di + c] + bias) : 0.f;
+    dtv[m] = xv[m] = drv[m] = gzv[m] = sgv[m] = 0.f;
+    if (j < q) {
+      const int64_t i = (rowT + t0 + j) * Di + c;
+      const float v = delta[i] + bias, d = dy[i];
+      dtv[m] = softplusf(v);
+      sgv[m] = v > 20.f ? 1.f : sigmoidf_(v);
+      xv[m] = x[i];
+      if (z) {
+        const float zv = z[i];
+        drv[m] = d * siluf(zv);
+        gzv[m] = d * siluGradf(zv);
+      } else {
+        drv[m] = d;
+      }
+    }
   }
   const float h0 = hin ? hin[o] : 0.f;
   float hs[kL];
@@ -1094,35 +1121,40 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
     if (j < q) {
       const int t = t0 + j;
       const int64_t r = rowT + t;
-      const float dt = __shfl_sync(kAll, dtv[j / N], first + j % N), dtx = dt * x[r * Di + c];
+      const float dt = __shfl_sync(kAll, dtv[j / N], first + j % N), dtx = dt * __shfl_sync(kAll, xv[j / N], first + j % N);
       h = expf(dt * a) * (resetAt(segStart, r, t) ? 0.f : h) + dtx * Bm[(r * G + g) * N + n];
       hs[j] = h;
     }
   }
   float* sC = red;
   float* sB = red + kL * warps * N;
+  float dxo[JP], ddo[JP], dzo[JP];  // the owner's outputs of steps n + m·N
   float adj = adjIn ? adjIn[o] : 0.f, dAacc = 0.f, dDacc = 0.f, dDbacc = 0.f;
 #pragma unroll
   for (int j = kL - 1; j >= 0; j--) {
     if (j < q) {
-      const int t = t0 + j;
-      const int64_t r = rowT + t, i = r * Di + c;
-      const bool reset = resetAt(segStart, r, t);
-      const float dt = __shfl_sync(kAll, dtv[j / N], first + j % N);
-      const float xv = x[i], bn = Bm[(r * G + g) * N + n], cn = Cm[(r * G + g) * N + n];
+      const int t = t0 + j, src = first + j % N, m = j / N;
+      const int64_t r = rowT + t;
+      const bool reset = resetAt(segStart, r, t), own = n == j % N;
+      const float dt = __shfl_sync(kAll, dtv[m], src), xs = __shfl_sync(kAll, xv[m], src), dr = __shfl_sync(kAll, drv[m], src);
+      const float bn = Bm[(r * G + g) * N + n], cn = Cm[(r * G + g) * N + n];
       const float hn = hs[j], prev = reset ? 0.f : (j > 0 ? hs[j - 1] : h0);
-      float dr = dy[i], dzv = 0.f;
-      if (z) {
-        const float rr = Dc * xv + runSum<N>(cn * hn), zv = z[i];
-        dzv = dr * rr * siluGradf(zv);
-        dr *= siluf(zv);
-      }
       const float gh = adj + dr * cn, decay = expf(dt * a);
-      const float ddt = runSum<N>(gh * (a * decay * prev + bn * xv));
+      const float ddt = runSum<N>(gh * (a * decay * prev + bn * xs));
       const float dxs = runSum<N>(gh * dt * bn);
+      if (z) {
+        const float rr = Dc * xs + runSum<N>(cn * hn);
+        if (own) dzo[m] = gzv[m] * rr;
+      }
       dAacc += gh * dt * decay * prev;
       adj = reset ? 0.f : gh * decay;
-      float tc = dr * hn, tb = gh * dt * xv;
+      if (own) {
+        dxo[m] = (D ? dr * Dc : 0.f) + dxs;
+        ddo[m] = ddt * sgv[m];
+        dDbacc += ddo[m];
+        dDacc += dr * xs;
+      }
+      float tc = dr * hn, tb = gh * dt * xs;
 #pragma unroll
       for (int s = 16; s >= N; s >>= 1) {  // over the warp's channels (same state n)
         tc += __shfl_xor_sync(kAll, tc, s);
@@ -1132,17 +1164,21 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
         sC[(j * warps + warp) * N + n] = tc;
         sB[(j * warps + warp) * N + n] = tb;
       }
-      if (n == 0) {
-        dx[i] = (D ? dr * Dc : 0.f) + dxs;
-        const float v = delta[i] + bias, dv = ddt * (v > 20.f ? 1.f : sigmoidf_(v));
-        ddelta[i] = dv;
-        dDbacc += dv;
-        if (z) dz[i] = dzv;
-        if (D) dDacc += dr * xv;
-      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < JP; m++) {
+    const int j = n + m * N;
+    if (j < q) {
+      const int64_t i = (rowT + t0 + j) * Di + c;
+      dx[i] = dxo[m];
+      ddelta[i] = ddo[m];
+      if (z) dz[i] = dzo[m];
     }
   }
   atomicAdd(&dA[(int64_t)c * N + n], dAacc);
+  dDacc = runSum<N>(dDacc);
+  dDbacc = runSum<N>(dDbacc);
   if (n == 0) {
     if (dD) atomicAdd(&dD[c], dDacc);
     if (dDb) atomicAdd(&dDb[c], dDbacc);
