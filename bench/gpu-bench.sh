@@ -217,6 +217,21 @@ dev7)
     echo "generate rc=$?"; tail -40 "$OUT/generate-3b.txt"; el "generate done"
   fi
   ;;
+ncu-kernel)
+  # Nsight Compute, full set, on one launch of the kernels matching NCU_K during bench/scan.ts (default: the scan
+  # backward's lane-per-state kernel); then the engine at 3B scale unless ENGINE=0
+  quick_build
+  timeout ${NCU_S:-200} ncu --clock-control none -k regex:${NCU_K:-bwd_lanes} --launch-count 1 --set full \
+    node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-kernel.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "^  [a-z_ ]*k_|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued|Block Limit|L1/TEX Hit|L2 Hit|Stall|pipe|Pipe" "$OUT/ncu-kernel.txt" | head -60
+  el "ncu done"
+  if [ "${ENGINE:-1}" = 1 ]; then
+    timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
+      --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
+      > "$OUT/generate-3b.txt" 2>&1
+    echo "generate rc=$?"; tail -40 "$OUT/generate-3b.txt"; el "generate done"
+  fi
+  ;;
 tests)
   # build + all CUDA tests only
   quick_build

@@ -68,9 +68,16 @@ struct Allocator {
     size_t b = bucket(n);
     auto& fl = pools[active].freeLists[b];
     void* p = nullptr;
-    if (!fl.empty()) {
-      p = fl.back();
-      fl.pop_back();
+    // a capture without a free block of its own takes one of pool 0's: nothing live uses it, and the graph's
+    // replays run after the work that freed it (one stream); from now on the block belongs to the graph's pool
+    auto* from = !fl.empty() ? &fl : nullptr;
+    if (!from && active != 0) {
+      auto& f0 = pools[0].freeLists[b];
+      if (!f0.empty()) from = &f0;
+    }
+    if (from) {
+      p = from->back();
+      from->pop_back();
       cachedBytes -= b;
     } else {
       cudaError_t e = cudaMalloc(&p, b);
@@ -696,6 +703,11 @@ Napi::Value GraphBegin(const Napi::CallbackInfo& info) {
     Graphs& g = graphs();
     if (g.capturing) throw std::runtime_error("graphBegin: a capture is already in progress");
     Allocator& al = allocator();
+    // a capture cannot give cached blocks back to the driver when a cudaMalloc fails (that synchronises), so
+    // it does so before it starts when less than an eighth of the device is free
+    size_t freeB = 0, totalB = 0;
+    if (al.cachedBytes > 0 && cudaMemGetInfo(&freeB, &totalB) == cudaSuccess && freeB < totalB / 8) al.emptyCache();
+    (void)cudaGetLastError();
     int id = al.newPool();
     cudaError_t e = cudaStreamBeginCapture(m1Stream(), cudaStreamCaptureModeRelaxed);
     if (e != cudaSuccess) {
