@@ -77,26 +77,30 @@ function measure(model: CausalLM, name: string, batch: number, genLen: number): 
   const times: Point[] = [];
   for (let r = 0; r < o.repeats; r++) {
     const engine = new Engine(model, { maxBatch: batch, blockSize: o.blockSize, maxContext: o.promptLen + genLen, graphs: !!o.graphs });
-    for (let b = 0; b < batch; b++) {
-      const promptIds = Array.from({ length: o.promptLen }, () => rng.int(V));
-      engine.addRequest({ promptIds, sampling: { temperature: o.temperature, topP: o.topP }, maxTokens: genLen, ignoreEos: true, seed: b });
+    try {
+      for (let b = 0; b < batch; b++) {
+        const promptIds = Array.from({ length: o.promptLen }, () => rng.int(V));
+        engine.addRequest({ promptIds, sampling: { temperature: o.temperature, topP: o.topP }, maxTokens: genLen, ignoreEos: true, seed: b });
+      }
+      let peak = 0;
+      const t0 = performance.now();
+      engine.step(); // admits and prefills every prompt (one forward: equal lengths) → first tokens
+      const t1 = performance.now();
+      while (engine.hasWork()) {
+        engine.step();
+        peak = Math.max(peak, engine.memory().kvBlocksUsed);
+      }
+      const t2 = performance.now();
+      const mem = (model.be as { memoryStats?: () => { liveBytes: number } }).memoryStats?.();
+      if (mem) process.stderr.write(`  ${name} batch ${batch} × ${genLen}: ${(mem.liveBytes / 2 ** 30).toFixed(1)} GiB live on the device after the run\n`);
+      const prefillS = (t1 - t0) / 1000, decodeS = (t2 - t1) / 1000, latencyS = (t2 - t0) / 1000;
+      times.push({
+        model: name, batch, promptLen: o.promptLen, genLen, latencyS, prefillS, decodeS,
+        decodeTokensPerS: decodeS > 0 ? (batch * (genLen - 1)) / decodeS : 0, totalTokensPerS: (batch * genLen) / latencyS, peakKvBlocks: peak,
+      });
+    } finally {
+      engine.dispose(); // its pools and graphs: the next point starts from the weights alone
     }
-    let peak = 0;
-    const t0 = performance.now();
-    engine.step(); // admits and prefills every prompt (one forward: equal lengths) → first tokens
-    const t1 = performance.now();
-    while (engine.hasWork()) {
-      engine.step();
-      peak = Math.max(peak, engine.memory().kvBlocksUsed);
-    }
-    const t2 = performance.now();
-    const mem = (model.be as { memoryStats?: () => { liveBytes: number } }).memoryStats?.();
-    if (mem) process.stderr.write(`  ${name} batch ${batch} × ${genLen}: ${(mem.liveBytes / 2 ** 30).toFixed(1)} GiB live on the device after the run\n`);
-    const prefillS = (t1 - t0) / 1000, decodeS = (t2 - t1) / 1000, latencyS = (t2 - t0) / 1000;
-    times.push({
-      model: name, batch, promptLen: o.promptLen, genLen, latencyS, prefillS, decodeS,
-      decodeTokensPerS: decodeS > 0 ? (batch * (genLen - 1)) / decodeS : 0, totalTokensPerS: (batch * genLen) / latencyS, peakKvBlocks: peak,
-    });
   }
   times.sort((a, b) => a.latencyS - b.latencyS);
   return times[Math.floor(times.length / 2)]!;

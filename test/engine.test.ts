@@ -88,6 +88,21 @@ describe('engine pool growth', () => {
   });
 });
 
+describe('engine dispose', () => {
+  it('frees the KV and state pools, refuses further work, and is idempotent', () => {
+    const engine = new Engine(tinyModel('m1'), { blockSize: 4, maxBatch: 4 });
+    const out = engine.generate([{ promptIds: prompt(5, 6), n: 2, sampling: { temperature: 0 }, maxTokens: 4, ignoreEos: true }]);
+    expect(out[0]!.samples.length).toBe(2);
+    const pools = (engine as unknown as { states: Record<string, unknown>[] }).states.flatMap((st) => Object.values(st).filter((t) => typeof t === 'object'));
+    expect(pools.length).toBeGreaterThan(0);
+    engine.dispose();
+    for (const t of pools) expect(() => (t as { data: unknown }).data).toThrow();
+    engine.dispose();
+    expect(() => engine.step()).toThrow(/engine: step after dispose\(\)/);
+    expect(() => engine.addRequest({ promptIds: prompt(3, 1), maxTokens: 2 })).toThrow(/engine: addRequest after dispose\(\)/);
+  });
+});
+
 describe('engine KV cache dtype', () => {
   it('bf16 weights get a bf16 cache by default (f32 weights f32), kvDType overrides, a bad one is refused', () => {
     const cfg = tinyConfig('m1');

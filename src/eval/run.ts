@@ -599,6 +599,7 @@ export async function runModelEval(o: ModelEvalOptions): Promise<EvalSummary> {
     });
     writeOutputs(o.out, summary);
   }
+  engine.dispose();
   return summary;
 }
 

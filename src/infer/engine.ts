@@ -304,6 +304,23 @@ export class Engine {
   get numGraphs(): number {
     return this.graphs.size;
   }
+  /**
+   * Free what the engine holds on the backend: the decode graphs and the KV / state pools (on a GPU the
+   * garbage collector does not see device memory, so an engine dropped without this keeps its pools until
+   * a collection happens to run). The engine cannot be used afterwards.
+   */
+  dispose(): void {
+    if (this.disposed) return;
+    this.dropGraphs();
+    for (const st of this.states) for (const t of Object.values(st)) if (typeof t === 'object' && t !== null) (t as Tensor).dispose();
+    this.states.length = 0;
+    this.disposed = true;
+  }
+  private disposed = false;
+  private checkAlive(what: string): void {
+    if (this.disposed) throw new UserError(`engine: ${what} after dispose()`);
+  }
+
   /** free the recorded decode graphs; the next steps record new ones */
   dropGraphs(): void {
     for (const g of this.graphs.values()) g.dispose();
@@ -333,6 +350,7 @@ export class Engine {
 
   /** queue a request; it is admitted at the start of a later step() */
   addRequest(r: GenerationRequest): RequestHandle {
+    this.checkAlive('addRequest');
     if (!Array.isArray(r.promptIds) && !ArrayBuffer.isView(r.promptIds)) throw new UserError('promptIds: must be an array of token ids');
     const L = r.promptIds.length;
     if (L === 0) throw new UserError('promptIds: the prompt is empty (give at least one token, e.g. BOS)');
@@ -401,6 +419,7 @@ export class Engine {
 
   /** admit waiting requests (prefill), then decode one token for every sequence that was already running */
   step(): StepStats {
+    this.checkAlive('step');
     const stats: StepStats = { prefilled: 0, decoded: 0, finished: 0 };
     const decoding = this.running;
     this.running = [...decoding];

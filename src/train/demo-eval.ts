@@ -10,7 +10,7 @@
 // per-problem difference.
 import { gradeAnswer, type GradeOptions } from '../eval/grader/grade.js';
 import { benchmarkMetrics, type ProblemSamples } from '../eval/metrics.js';
-import { Engine } from '../infer/engine.js';
+import { Engine, type RequestOutput } from '../infer/engine.js';
 import type { CausalLM } from '../model/model.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { rolloutSeed } from './grpo.js';
@@ -80,9 +80,14 @@ export function evaluateModel(model: CausalLM, tokenizer: Tokenizer, problems: r
     maxContext: Math.min(model.cfg.llama.maxPositionEmbeddings, maxPrompt + o.maxTokens),
   });
   // seeds per problem index, from a stream separate from GRPO's (step −1 never occurs in training)
-  const outs = engine.generate(problems.map((p, j) => ({
-    promptIds: p.promptIds, n: o.n, sampling: { temperature: o.temperature }, maxTokens: o.maxTokens, seed: rolloutSeed(o.seed, -2, j),
-  })));
+  let outs: RequestOutput[];
+  try {
+    outs = engine.generate(problems.map((p, j) => ({
+      promptIds: p.promptIds, n: o.n, sampling: { temperature: o.temperature }, maxTokens: o.maxTokens, seed: rolloutSeed(o.seed, -2, j),
+    })));
+  } finally {
+    engine.dispose();
+  }
   const samples: ProblemSamples[] = [];
   let tokens = 0;
   outs.forEach((out, j) => {

@@ -173,9 +173,13 @@ function metricsOf(runDir: string): MetricsLine[] {
 /** generation speed of one model: `batch` sequences of exactly `length` tokens each (eos ignored), greedy */
 function timeGeneration(model: CausalLM, promptIds: number[], length: number, batch: number): number {
   const engine = new Engine(model, { maxBatch: batch, maxContext: Math.min(model.cfg.llama.maxPositionEmbeddings, promptIds.length + length) });
-  const t0 = performance.now();
-  engine.generate([{ promptIds, n: batch, maxTokens: length, ignoreEos: true, sampling: { temperature: 0 } }]);
-  return (performance.now() - t0) / 1000;
+  try {
+    const t0 = performance.now();
+    engine.generate([{ promptIds, n: batch, maxTokens: length, ignoreEos: true, sampling: { temperature: 0 } }]);
+    return (performance.now() - t0) / 1000;
+  } finally {
+    engine.dispose();
+  }
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoSummary> {

@@ -590,6 +590,7 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
   } finally {
     bar?.stop();
     if (handleSigint) process.off('SIGINT', onSigint);
+    engine.dispose();
   }
 }
 
