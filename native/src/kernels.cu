@@ -13,6 +13,7 @@
 #include "flash_attention.h"
 #include "warp.cuh"
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <cuda_bf16.h>
 #include <math_constants.h>
@@ -1061,45 +1062,77 @@ __device__ __forceinline__ float runSum(float v) {
   return v;
 }
 
+/** SPT consecutive floats (SPT 1, 2 or 4; p aligned to SPT floats) */
+template <int SPT>
+__device__ __forceinline__ void loadRun(const float* p, float (&v)[SPT]) {
+  if constexpr (SPT == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+  } else if constexpr (SPT == 2) {
+    const float2 t = *reinterpret_cast<const float2*>(p);
+    v[0] = t.x, v[1] = t.y;
+  } else {
+    v[0] = *p;
+  }
+}
+
+/** chunk length and states per lane of k_selective_scan_bwd_lanes */
+constexpr int kLanesChunk = 16, kLanesSpt = 2;
+
 /**
- * Backward of the selective scan with a lane per state (N = 4, 8, 16 or 32), the launcher's choice when a
- * block can hold whole channels of one B/C group: block = CPB = blockDim.x / N consecutive channels of one
- * (row b, backward chunk k), all in one group; lane n of a channel's N consecutive lanes owns state n. The
- * chunk (at most kScanChunk steps, the same chunks and the same hin / adjIn as k_selective_scan_bwd) is
- * unrolled, so each lane keeps its state after every step in registers (hs), recomputed forward from hin,
- * then walks back. Work per (step, channel) is done once, by the step's owner lane j mod N: it loads and
- * computes Δ, x, dr = dy·SiLU(z), dy·SiLU'(z) and softplus' for its steps up front, hands Δ, x and dr to the
- * channel's lanes by shuffles, and keeps that step's dx, dδ, dz after the sums over the N lanes, written
- * at the end. dB / dC (sums over the group's channels) go through registers (the warp's channels) and
- * shared memory (the block's warps) to one store per (step, group, state) when the block is the whole group
- * (`whole`), else one atomic. dA, dD, dDb: one atomic per lane / channel per chunk, into zeroed outputs.
- * Against the channel-per-thread kernel: N× the threads and no state scratch in global memory.
+ * Backward of the selective scan with the states of a channel spread over its lanes: LPC = N / SPT
+ * consecutive lanes per channel, lane l owning states l·SPT … l·SPT + SPT − 1 (B / C read as SPT-float runs).
+ * The launcher's choice when a block can hold whole channels of one B/C group: block = CPB = blockDim.x / LPC
+ * consecutive channels of one (row b, chunk k), all in one group, over the backward's chunks of KL steps
+ * (its own chunking; hin / adjIn from the same passes as k_selective_scan_bwd's). The chunk is unrolled, so
+ * each lane keeps its states after every step in registers (hs), recomputed forward from hin, then walks
+ * back. Work per (step, channel) is done once, by the step's owner lane j mod LPC: it loads and computes Δ,
+ * x, dr = dy·SiLU(z), dy·SiLU'(z) and softplus' for its steps up front, hands Δ, x and dr to the channel's
+ * lanes by shuffles, and keeps that step's dx, dδ, dz after the sums over the LPC lanes, written at the end.
+ * dB / dC (sums over the group's channels) go through registers (the warp's channels) and shared memory (the
+ * block's warps) to one store per (step, group, state) when the block is the whole group (`whole`), else
+ * one atomic. dA, dD, dDb: one atomic per lane / channel per chunk, into zeroed outputs.
  */
-template <int N>
-__global__ void __launch_bounds__(256, N >= 8 ? 3 : 2) k_selective_scan_bwd_lanes(float* dx, float* ddelta, float* dA, float* dBm, float* dCm,
+template <int N, int SPT, int KL>
+__global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, float* ddelta, float* dA, float* dBm, float* dCm,
     float* dD, float* dz, float* dDb, const float* hin, const float* adjIn, const float* dy, const float* x, const float* delta,
     const float* A, const float* Bm, const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int T,
-    int Di, int G, int K, int Lc, int whole) {
-  constexpr int kL = kScanChunk, JP = kL / N;  // steps per chunk (at most); steps owned per lane
+    int Di, int G, int K, int whole) {
+  constexpr int LPC = N / SPT, JP = (KL + LPC - 1) / LPC;  // lanes per channel; steps owned per lane (at most)
+  static_assert(LPC >= 1 && LPC <= 32 && N % SPT == 0, "layout");
   constexpr unsigned kAll = 0xffffffffu;
-  extern __shared__ float red[];  // [2][kL][warps][N]: a warp's dC, dB terms per step, summed over its channels
-  const int CPB = blockDim.x / N, warps = blockDim.x / 32, nCB = Di / CPB;
+  extern __shared__ float red[];  // [2][KL][warps][N]: a warp's dC, dB terms per step, summed over its channels
+  const int CPB = blockDim.x / LPC, warps = blockDim.x / 32, nCB = Di / CPB;
   const int cb = blockIdx.x % nCB;
   const int64_t bk = blockIdx.x / nCB;  // b · K + k
   const int k = (int)(bk % K), b = (int)(bk / K);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = threadIdx.x % N, first = lane & ~(N - 1);
-  const int c = cb * CPB + threadIdx.x / N, per = Di / G, g = c / per;
-  const int t0 = k * Lc, q = min(T, t0 + Lc) - t0;  // q: uniform over the block
-  const int64_t o = (bk * Di + c) * N + n, rowT = (int64_t)b * T;
-  const float a = A[(int64_t)c * N + n], bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
-  // the owner's per-(step, channel) values of steps n + m·N: Δ, x, dr, dy·SiLU'(z), softplus'(δ + bias)
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, li = threadIdx.x % LPC, n0 = li * SPT, first = lane & ~(LPC - 1);
+  const int c = cb * CPB + threadIdx.x / LPC, per = Di / G, g = c / per;
+  const int t0 = k * KL, q = min(T, t0 + KL) - t0;  // q: uniform over the block
+  const int64_t o = (bk * Di + c) * N + n0, r0 = (int64_t)b * T + t0;  // r0: the chunk's first row
+  const int GN = G * N;  // row stride of B / C; step j of the chunk is at + j·GN (32-bit: the launcher checks)
+  const float* bp = Bm + (r0 * G + g) * N + n0;
+  const float* cp = Cm + (r0 * G + g) * N + n0;
+  const int* sp = segStart ? segStart + r0 : nullptr;
+  const int64_t i0 = r0 * Di + c;  // (step j, channel c) at i0 + j·Di
+  float a[SPT], adj[SPT], dAacc[SPT], h[SPT], h0[SPT];
+  loadRun<SPT>(A + (int64_t)c * N + n0, a);
+#pragma unroll
+  for (int e = 0; e < SPT; e++) {
+    h0[e] = hin ? hin[o + e] : 0.f;
+    adj[e] = adjIn ? adjIn[o + e] : 0.f;
+    dAacc[e] = 0.f;
+    h[e] = h0[e];
+  }
+  const float bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
+  // the owner's per-(step, channel) values of steps li + m·LPC: Δ, x, dr, dy·SiLU'(z), softplus'(δ + bias)
   float dtv[JP], xv[JP], drv[JP], gzv[JP], sgv[JP];
 #pragma unroll
   for (int m = 0; m < JP; m++) {
-    const int j = n + m * N;
+    const int j = li + m * LPC;
     dtv[m] = xv[m] = drv[m] = gzv[m] = sgv[m] = 0.f;
     if (j < q) {
-      const int64_t i = (rowT + t0 + j) * Di + c;
+      const int64_t i = i0 + j * Di;
       const float v = delta[i] + bias, d = dy[i];
       dtv[m] = softplusf(v);
       sgv[m] = v > 20.f ? 1.f : sigmoidf_(v);
@@ -1113,73 +1146,90 @@ __global__ void __launch_bounds__(256, N >= 8 ? 3 : 2) k_selective_scan_bwd_lane
       }
     }
   }
-  const float h0 = hin ? hin[o] : 0.f;
-  float hs[kL];
-  float h = h0;
+  // a segment starts at step j (the state before it is zero): at t = 0, or where segStart says so
+  auto resetAtStep = [&](int j) { return t0 + j == 0 || (sp && sp[j] == t0 + j); };
+  float hs[KL][SPT];
 #pragma unroll
-  for (int j = 0; j < kL; j++) {
+  for (int j = 0; j < KL; j++) {
     if (j < q) {
-      const int t = t0 + j;
-      const int64_t r = rowT + t;
-      const float dt = __shfl_sync(kAll, dtv[j / N], first + j % N), dtx = dt * __shfl_sync(kAll, xv[j / N], first + j % N);
-      h = expf(dt * a) * (resetAt(segStart, r, t) ? 0.f : h) + dtx * Bm[(r * G + g) * N + n];
-      hs[j] = h;
+      const float dt = __shfl_sync(kAll, dtv[j / LPC], first + j % LPC), dtx = dt * __shfl_sync(kAll, xv[j / LPC], first + j % LPC);
+      const bool reset = resetAtStep(j);
+      float bn[SPT];
+      loadRun<SPT>(bp + j * GN, bn);
+#pragma unroll
+      for (int e = 0; e < SPT; e++) {
+        h[e] = expf(dt * a[e]) * (reset ? 0.f : h[e]) + dtx * bn[e];
+        hs[j][e] = h[e];
+      }
     }
   }
   float* sC = red;
-  float* sB = red + kL * warps * N;
-  float dxo[JP], ddo[JP], dzo[JP];  // the owner's outputs of steps n + m·N
-  float adj = adjIn ? adjIn[o] : 0.f, dAacc = 0.f, dDacc = 0.f, dDbacc = 0.f;
+  float* sB = red + KL * warps * N;
+  float dxo[JP], ddo[JP], dzo[JP];  // the owner's outputs of steps li + m·LPC
+  float dDacc = 0.f, dDbacc = 0.f;
 #pragma unroll
-  for (int j = kL - 1; j >= 0; j--) {
+  for (int j = KL - 1; j >= 0; j--) {
     if (j < q) {
-      const int t = t0 + j, src = first + j % N, m = j / N;
-      const int64_t r = rowT + t;
-      const bool reset = resetAt(segStart, r, t), own = n == j % N;
+      const int src = first + j % LPC, m = j / LPC;
+      const bool reset = resetAtStep(j), own = li == j % LPC;
       const float dt = __shfl_sync(kAll, dtv[m], src), xs = __shfl_sync(kAll, xv[m], src), dr = __shfl_sync(kAll, drv[m], src);
-      const float bn = Bm[(r * G + g) * N + n], cn = Cm[(r * G + g) * N + n];
-      const float hn = hs[j], prev = reset ? 0.f : (j > 0 ? hs[j - 1] : h0);
-      const float gh = adj + dr * cn, decay = expf(dt * a);
-      const float ddt = runSum<N>(gh * (a * decay * prev + bn * xs));
-      const float dxs = runSum<N>(gh * dt * bn);
+      float bn[SPT], cn[SPT], tc[SPT], tb[SPT];
+      loadRun<SPT>(bp + j * GN, bn);
+      loadRun<SPT>(cp + j * GN, cn);
+      float pdt = 0.f, pdx = 0.f, prr = 0.f;
+#pragma unroll
+      for (int e = 0; e < SPT; e++) {
+        const float hn = hs[j][e], prev = reset ? 0.f : (j > 0 ? hs[j - 1][e] : h0[e]);
+        const float gh = adj[e] + dr * cn[e], decay = expf(dt * a[e]);
+        pdt += gh * (a[e] * decay * prev + bn[e] * xs);
+        pdx += gh * dt * bn[e];
+        prr += cn[e] * hn;
+        dAacc[e] += gh * dt * decay * prev;
+        adj[e] = reset ? 0.f : gh * decay;
+        tc[e] = dr * hn;
+        tb[e] = gh * dt * xs;
+      }
+      const float ddt = runSum<LPC>(pdt), dxs = runSum<LPC>(pdx);
       if (z) {
-        const float rr = Dc * xs + runSum<N>(cn * hn);
+        const float rr = Dc * xs + runSum<LPC>(prr);
         if (own) dzo[m] = gzv[m] * rr;
       }
-      dAacc += gh * dt * decay * prev;
-      adj = reset ? 0.f : gh * decay;
       if (own) {
         dxo[m] = (D ? dr * Dc : 0.f) + dxs;
         ddo[m] = ddt * sgv[m];
         dDbacc += ddo[m];
         dDacc += dr * xs;
       }
-      float tc = dr * hn, tb = gh * dt * xs;
 #pragma unroll
-      for (int s = 16; s >= N; s >>= 1) {  // over the warp's channels (same state n)
-        tc += __shfl_xor_sync(kAll, tc, s);
-        tb += __shfl_xor_sync(kAll, tb, s);
-      }
-      if (lane < N) {
-        sC[(j * warps + warp) * N + n] = tc;
-        sB[(j * warps + warp) * N + n] = tb;
-      }
+      for (int sh = 16; sh >= LPC; sh >>= 1)  // over the warp's channels (same states)
+#pragma unroll
+        for (int e = 0; e < SPT; e++) {
+          tc[e] += __shfl_xor_sync(kAll, tc[e], sh);
+          tb[e] += __shfl_xor_sync(kAll, tb[e], sh);
+        }
+      if (lane < LPC)
+#pragma unroll
+        for (int e = 0; e < SPT; e++) {
+          sC[(j * warps + warp) * N + n0 + e] = tc[e];
+          sB[(j * warps + warp) * N + n0 + e] = tb[e];
+        }
     }
   }
 #pragma unroll
   for (int m = 0; m < JP; m++) {
-    const int j = n + m * N;
+    const int j = li + m * LPC;
     if (j < q) {
-      const int64_t i = (rowT + t0 + j) * Di + c;
+      const int64_t i = i0 + j * Di;
       dx[i] = dxo[m];
       ddelta[i] = ddo[m];
       if (z) dz[i] = dzo[m];
     }
   }
-  atomicAdd(&dA[(int64_t)c * N + n], dAacc);
-  dDacc = runSum<N>(dDacc);
-  dDbacc = runSum<N>(dDbacc);
-  if (n == 0) {
+#pragma unroll
+  for (int e = 0; e < SPT; e++) atomicAdd(&dA[(int64_t)c * N + n0 + e], dAacc[e]);
+  dDacc = runSum<LPC>(dDacc);
+  dDbacc = runSum<LPC>(dDbacc);
+  if (li == 0) {
     if (dD) atomicAdd(&dD[c], dDacc);
     if (dDb) atomicAdd(&dDb[c], dDbacc);
   }
@@ -1192,7 +1242,7 @@ __global__ void __launch_bounds__(256, N >= 8 ? 3 : 2) k_selective_scan_bwd_lane
       sc += sC[(j * warps + w) * N + s];
       sb += sB[(j * warps + w) * N + s];
     }
-    const int64_t d = ((rowT + t0 + j) * G + gb) * N + s;
+    const int64_t d = ((r0 + j) * G + gb) * N + s;
     if (whole) {
       dCm[d] = sc;
       dBm[d] = sb;
@@ -1935,26 +1985,28 @@ ScanChunks scanChunks(int B, int T, int Di) {
   return {(T + L - 1) / L, L};
 }
 /**
- * The backward's chunks: kScanChunk steps each, so a chunk's recomputed states fit its hs scratch with no
- * checkpoint pass (measured at B 1, T 8192, Di 3072, N 16 on the H200: see BENCHMARKS.md, sixth session)
+ * The backward's chunks of L steps (kScanChunk for the channel-per-thread kernel, kLanesChunk for the lanes
+ * kernel): a chunk's states fit its hs scratch / registers with no checkpoint pass (measured at B 1, T 8192,
+ * Di 3072, N 16 on the H200: see BENCHMARKS.md, sixth and seventh sessions)
  */
-ScanChunks bwdChunks(int T) {
+ScanChunks bwdChunks(int T, int L) {
   if (T <= 0) return {1, 1};
-  const int L = std::min(T, kScanChunk);
+  L = std::min(T, L);
   return {(T + L - 1) / L, L};
 }
 /**
- * Channels per block of k_selective_scan_bwd_lanes, 0 where it does not apply: N is 4 … 32 and a block of
- * whole warps (at most 256 threads; 128 for N 32, for its shared memory) holds whole channels of one group —
- * CPB channels, a power of two dividing the group's channel count.
+ * Channels per block of k_selective_scan_bwd_lanes (the same for both of its lane layouts), 0 where it does
+ * not apply: N is 4 … 32 and a block of whole warps (at most N·CPB ≤ 256 threads) holds whole channels of
+ * one group — CPB channels, a power of two dividing the group's channel count; the step offsets are 32-bit.
  */
 int scanBwdLanesChannels(int T, int Di, int N, int G) {
+  if (getenv("M1_SCAN_BWD_THREAD")) return 0;  // TEMPORARY A/B
   if (!(N == 4 || N == 8 || N == 16 || N == 32) || T <= 0 || Di <= 0 || G <= 0 || Di % G != 0) return 0;
-  if (bwdChunks(T).L > kScanChunk) return 0;
+  if ((int64_t)G * N * kLanesChunk > INT32_MAX || (int64_t)Di * kLanesChunk > INT32_MAX) return 0;
   const int per = Di / G;
-  int cpb = (N == 32 ? 128 : 256) / N;
+  int cpb = 256 / N;
   while (cpb > 1 && per % cpb != 0) cpb >>= 1;
-  return cpb * N >= 32 && per % cpb == 0 ? cpb : 0;
+  return cpb * N / kLanesSpt >= 32 && per % cpb == 0 ? cpb : 0;
 }
 }  // namespace
 
@@ -2044,18 +2096,19 @@ int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N) {
   return threads * N * (nChunks + kScanChunk);
 }
 int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N, int G) {
-  const ScanChunks ch = bwdChunks(T);
+  const bool lanes = scanBwdLanesChannels(T, Di, N, G) > 0;
+  const ScanChunks ch = bwdChunks(T, lanes ? kLanesChunk : kScanChunk);
   int64_t nth = (int64_t)B * ch.K * Di;
-  int64_t chunked = ch.K > 1 ? nth * (2 * N + 1) : 0;                          // hin, adjIn, chunkDt
-  return chunked + (scanBwdLanesChannels(T, Di, N, G) > 0 ? 0 : nth * N * ch.L);  // hs (the lanes kernel: registers)
+  int64_t chunked = ch.K > 1 ? nth * (2 * N + 1) : 0;  // hin, adjIn, chunkDt
+  return chunked + (lanes ? 0 : nth * N * ch.L);        // hs (the lanes kernel keeps its states in registers)
 }
 cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz, float* dDb,
                                   float* scratch, const float* dy, const float* x, const float* delta, const float* A, const float* Bm,
                                   const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int B, int T,
                                   int Di, int N, int G, cudaStream_t s) {
-  const ScanChunks ch = bwdChunks(T);
-  int64_t n = (int64_t)B * ch.K * Di;
   const int per = Di / G, cpb = scanBwdLanesChannels(T, Di, N, G);
+  const ScanChunks ch = bwdChunks(T, cpb > 0 ? kLanesChunk : kScanChunk);
+  int64_t n = (int64_t)B * ch.K * Di;
   const bool whole = cpb > 0 && cpb == per;  // each block is one whole group: dB / dC stored, not summed
   // outputs reduced with atomics start from zero
   cudaMemsetAsync(dA, 0, sizeof(float) * (size_t)Di * N, s);
@@ -2085,18 +2138,21 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(adjIn, chunkDt, A, B, ch.K, Di, N, 1);
   }
   if (cpb > 0) {
-    const int threads = cpb * N;
-    const size_t smem = 2 * (size_t)kScanChunk * (threads / 32) * N * sizeof(float);
+    // SPT-float runs of B / C when both are 8-byte aligned, else one state per lane (same chunks, same blocks)
+    const bool runs = (((uintptr_t)Bm | (uintptr_t)Cm) & (sizeof(float) * kLanesSpt - 1)) == 0 && !getenv("M1_SCAN_BWD_SPT1");  // TEMPORARY A/B
+    const int threads = runs ? cpb * N / kLanesSpt : cpb * N;
+    const size_t smem = 2 * (size_t)kLanesChunk * (threads / 32) * N * sizeof(float);
     const int64_t blocks = (int64_t)B * ch.K * (Di / cpb);
     if (blocks > INT32_MAX) return cudaErrorInvalidValue;
-#define SCAN_BWD_LANES(NN)                                                                                                   \
-  k_selective_scan_bwd_lanes<NN><<<(unsigned)blocks, threads, smem, s>>>(dx, ddelta, dA, dBm, dCm, dD, dz, dDb, hin, adjIn, dy, x, \
-                                                                       delta, A, Bm, Cm, D, z, db, segStart, T, Di, G, ch.K, ch.L, \
-                                                                       whole ? 1 : 0)
-    if (N == 4) SCAN_BWD_LANES(4);
-    else if (N == 8) SCAN_BWD_LANES(8);
-    else if (N == 16) SCAN_BWD_LANES(16);
-    else SCAN_BWD_LANES(32);
+#define SCAN_BWD_LANES(NN, SPT)                                                                                             \
+  k_selective_scan_bwd_lanes<NN, SPT, kLanesChunk><<<(unsigned)blocks, threads, smem, s>>>(                                  \
+      dx, ddelta, dA, dBm, dCm, dD, dz, dDb, hin, adjIn, dy, x, delta, A, Bm, Cm, D, z, db, segStart, T, Di, G, ch.K, whole ? 1 : 0)
+#define SCAN_BWD_LANES_N(NN) do { if (runs) SCAN_BWD_LANES(NN, kLanesSpt); else SCAN_BWD_LANES(NN, 1); } while (0)
+    if (N == 4) SCAN_BWD_LANES_N(4);
+    else if (N == 8) SCAN_BWD_LANES_N(8);
+    else if (N == 16) SCAN_BWD_LANES_N(16);
+    else SCAN_BWD_LANES_N(32);
+#undef SCAN_BWD_LANES_N
 #undef SCAN_BWD_LANES
     return lastError();
   }
