@@ -210,25 +210,16 @@ dev7)
     timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
     echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
   fi
+  if [ "${PREFILL:-1}" = 1 ]; then
+    timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium > "$OUT/prefill-medium.txt" 2>&1
+    echo "prefill medium rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
+  fi
   if [ "${ENGINE:-1}" = 1 ]; then
     timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
       --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
       > "$OUT/generate-3b.txt" 2>&1
     echo "generate rc=$?"; tail -40 "$OUT/generate-3b.txt"; el "generate done"
   fi
-  ;;
-ab)
-  # TEMPORARY: scan backward variants (env switches in kernels.cu), CUDA tests, the training step
-  quick_build
-  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
-  for v in default M1_SCAN_BWD_SPT1 M1_SCAN_BWD_THREAD; do
-    env $([ $v = default ] || echo "$v=1") timeout 60 node dist/bench/scan.js --backend cuda --name scan-$v > "$OUT/scan-$v.txt" 2>&1; echo "scan $v rc=$?"; sed -n 4,5p "$OUT/scan-$v.txt"
-  done
-  timeout ${NCU_S:-120} ncu --clock-control none --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum \
-    -k regex:scan node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan.txt" 2>&1; echo "ncu rc=$?"
-  grep -E "k_[a-z_]+|gpu__time_duration|registers_per|warps_active|inst_executed" "$OUT/ncu-scan.txt" | sed -E 's/\(int, .*//; s/\(float \*.*//' | tail -24
-  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train-medium.txt" 2>&1
-  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
   ;;
 ncu-kernel)
   # Nsight Compute, full set, on one launch of the kernels matching NCU_K during bench/scan.ts (default: the scan

@@ -63,6 +63,19 @@ __device__ __forceinline__ void ldB_trans(uint32_t& b0, uint32_t& b1, const __nv
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(b0), "=r"(b1) : "r"(addr));
 }
 
+/**
+ * The B operands of two consecutive k-steps from a row-major [n][k] bf16 tile (rows = the product's n, e.g.
+ * keys of K for Q·Kᵀ): one ldmatrix.x4 of the 8 × 8 blocks at columns k0, k0 + 8, k0 + 16, k0 + 24 of rows
+ * n0..n0+7. `tile` points at (row n0, column k0); lane l gives the address of row n0 + (l & 7), block l / 8.
+ * b0, b1: k-step k0 (columns 2·quad..+1 and +8 of row n0 + gid); b2, b3: k-step k0 + 16 — what two pairs of
+ * 32-bit loads gave, in one instruction.
+ */
+template <int LD>
+__device__ __forceinline__ void ldB2steps(uint32_t& b0, uint32_t& b1, uint32_t& b2, uint32_t& b3, const __nv_bfloat16* tile, int lane) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(tile + (lane & 7) * LD + 8 * (lane >> 3));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3) : "r"(addr));
+}
+
 /** d += a · b for one m16n8k16 tile (a: 4 regs of bf16 pairs, b: 2, d: 4 floats) */
 __device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -172,7 +185,10 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
   float o[NDT][4];
 #pragma unroll
   for (int d = 0; d < NDT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-  float m0 = -CUDART_INF_F, m1 = -CUDART_INF_F, l0 = 0.f, l1 = 0.f;
+  float m0 = -CUDART_INF_F, m1 = -CUDART_INF_F, l0 = 0.f, l1 = 0.f;  // running max in log2 units (scale2 below)
+  // the softmax in base 2: scale·log2(e) folded into the scores' one multiply, so each exponential is one
+  // ex2 (exp2f) where expf costs a range reduction around it; lse is written in natural units
+  const float scale2 = scale * 1.4426950408889634f;
 
   for (int it = 0; it < nTiles; it++) {
     if (it + 1 < nTiles) issue(it + 1);
@@ -195,9 +211,13 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
 #pragma unroll
       for (int j = 0; j < NKT; j++) {
         sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
-        const __nv_bfloat16* kr = Kt + (8 * j + gid) * LDK + 2 * quad;
 #pragma unroll
-        for (int kk = 0; kk < KQ; kk++) mma16816(sc[j], qa[kk], ld32(kr + 16 * kk), ld32(kr + 16 * kk + 8));
+        for (int kk = 0; kk < KQ; kk += 2) {
+          uint32_t b0, b1, b2, b3;
+          ldB2steps<LDK>(b0, b1, b2, b3, Kt + 8 * j * LDK + 16 * kk, lane);
+          mma16816(sc[j], qa[kk], b0, b1);
+          mma16816(sc[j], qa[kk + 1], b2, b3);
+        }
       }
 
       // mask + online softmax: this lane holds columns 8j + 2quad + {0, 1} of rows r0 (regs 0, 1) and r1 (2, 3).
@@ -207,10 +227,10 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
       if (!seg && k0 + kTile - 1 <= q0 + warp * 16 && warpLast < T) {
 #pragma unroll
         for (int j = 0; j < NKT; j++) {
-          sc[j][0] *= scale;
-          sc[j][1] *= scale;
-          sc[j][2] *= scale;
-          sc[j][3] *= scale;
+          sc[j][0] *= scale2;
+          sc[j][1] *= scale2;
+          sc[j][2] *= scale2;
+          sc[j][3] *= scale2;
           mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
           mx1 = fmaxf(mx1, fmaxf(sc[j][2], sc[j][3]));
         }
@@ -221,7 +241,7 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
           for (int e = 0; e < 4; e++) {
             const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
             const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
-            sc[j][e] = vis ? sc[j][e] * scale : -CUDART_INF_F;
+            sc[j][e] = vis ? sc[j][e] * scale2 : -CUDART_INF_F;
             if (e < 2) mx0 = fmaxf(mx0, sc[j][e]);
             else mx1 = fmaxf(mx1, sc[j][e]);
           }
@@ -234,14 +254,14 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
       const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
       // a row with nothing visible so far keeps m = −inf: subtract 0 so exp gives 0, not NaN
       const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
-      const float c0 = expf(m0 - b0), c1 = expf(m1 - b1);
+      const float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
       float s0 = 0.f, s1 = 0.f;
 #pragma unroll
       for (int j = 0; j < NKT; j++) {
-        sc[j][0] = expf(sc[j][0] - b0);
-        sc[j][1] = expf(sc[j][1] - b0);
-        sc[j][2] = expf(sc[j][2] - b1);
-        sc[j][3] = expf(sc[j][3] - b1);
+        sc[j][0] = exp2f(sc[j][0] - b0);
+        sc[j][1] = exp2f(sc[j][1] - b0);
+        sc[j][2] = exp2f(sc[j][2] - b1);
+        sc[j][3] = exp2f(sc[j][3] - b1);
         s0 += sc[j][0] + sc[j][1];
         s1 += sc[j][2] + sc[j][3];
       }
@@ -285,7 +305,7 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
     float* orow = out + (row0 + ts[i]) * qStride + hOff;
 #pragma unroll
     for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(orow + 8 * d) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
-    if (quad == 0) lse[((int64_t)b * Hq + h) * T + ts[i]] = ms[i] + logf(ls[i]);
+    if (quad == 0) lse[((int64_t)b * Hq + h) * T + ts[i]] = ms[i] * 0.6931471805599453f + logf(ls[i]);
   }
 }
 
@@ -380,7 +400,9 @@ k_flash_bwd_dq_tc(float* __restrict__ dq, const __nv_bfloat16* __restrict__ qb, 
     }
   }
   if (seg && threadIdx.x < kBwdRows) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
-  const float lse0 = t0 < T ? lse[statRow + t0] : 0.f, lse1 = t1 < T ? lse[statRow + t1] : 0.f;
+  // P = exp(scale·S − lse) as exp2(scale2·S − lse·log2(e)): one fma and one ex2
+  const float scale2 = scale * 1.4426950408889634f;
+  const float lse0 = t0 < T ? lse[statRow + t0] * 1.4426950408889634f : 0.f, lse1 = t1 < T ? lse[statRow + t1] * 1.4426950408889634f : 0.f;
   const float D0 = t0 < T ? Dbuf[statRow + t0] : 0.f, D1 = t1 < T ? Dbuf[statRow + t1] : 0.f;
 
   float acc[NDT][4];
@@ -407,12 +429,15 @@ k_flash_bwd_dq_tc(float* __restrict__ dq, const __nv_bfloat16* __restrict__ qb, 
       for (int j = 0; j < NKT; j++) {
         s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
         dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
-        const __nv_bfloat16* kr = Kt + (8 * j + gid) * LD + 2 * quad;
-        const __nv_bfloat16* vr = Vt + (8 * j + gid) * LD + 2 * quad;
 #pragma unroll
-        for (int kk = 0; kk < KQ; kk++) {
-          mma16816(s[j], qa[kk], ld32(kr + 16 * kk), ld32(kr + 16 * kk + 8));
-          mma16816(dp[j], da[kk], ld32(vr + 16 * kk), ld32(vr + 16 * kk + 8));
+        for (int kk = 0; kk < KQ; kk += 2) {
+          uint32_t b0, b1, b2, b3;
+          ldB2steps<LD>(b0, b1, b2, b3, Kt + 8 * j * LD + 16 * kk, lane);
+          mma16816(s[j], qa[kk], b0, b1);
+          mma16816(s[j], qa[kk + 1], b2, b3);
+          ldB2steps<LD>(b0, b1, b2, b3, Vt + 8 * j * LD + 16 * kk, lane);
+          mma16816(dp[j], da[kk], b0, b1);
+          mma16816(dp[j], da[kk + 1], b2, b3);
         }
       }
       // dS = P∘(dP − D) (the scale is applied to dQ once at the end); this lane: keys 8j + 2quad + {0, 1}
@@ -422,7 +447,7 @@ k_flash_bwd_dq_tc(float* __restrict__ dq, const __nv_bfloat16* __restrict__ qb, 
         for (int e = 0; e < 4; e++) {
           const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
           const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
-          const float p = vis ? expf(s[j][e] * scale - (e < 2 ? lse0 : lse1)) : 0.f;
+          const float p = vis ? exp2f(fmaf(s[j][e], scale2, -(e < 2 ? lse0 : lse1))) : 0.f;
           s[j][e] = p * (dp[j][e] - (e < 2 ? D0 : D1));
         }
 #pragma unroll
@@ -461,6 +486,7 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
   __nv_bfloat16* Os = Qs + 2 * L::tile;                          // dO, [2][kBwdTile][LD]
   __shared__ float qL[2][kBwdTile], qD[2][kBwdTile];
   __shared__ int kSeg[kBwdRows], qSeg[2][kBwdTile];
+  const float scale2 = scale * 1.4426950408889634f;  // P = exp2(scale2·S − lse·log2(e))
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
   const int k0 = blockIdx.x * kBwdRows;  // tile 0 sees every query: the longest blocks start first
@@ -479,7 +505,7 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
     if (threadIdx.x < kBwdTile) {
       const bool ok = (int)threadIdx.x < nq;
       const int64_t sr = ((int64_t)b * Hq + h) * T + q0 + threadIdx.x;
-      qL[st][threadIdx.x] = ok ? lse[sr] : 0.f;
+      qL[st][threadIdx.x] = ok ? lse[sr] * 1.4426950408889634f : 0.f;  // log2 units (P by exp2 below)
       qD[st][threadIdx.x] = ok ? Dbuf[sr] : 0.f;
       if (seg) qSeg[st][threadIdx.x] = ok ? seg[row0 + q0 + threadIdx.x] : 0;
     }
@@ -522,16 +548,21 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
 #pragma unroll
       for (int j = 0; j < NQT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < KQ; kk++) {
-        uint32_t ka[4], va[4];
+      for (int kk = 0; kk < KQ; kk += 2) {  // two k-steps at a time: Q's and dO's B operands by ldmatrix.x4
+        uint32_t ka[4], va[4], ka2[4], va2[4];
         ldA(ka, kr0, kr1, 16 * kk);
         ldA(va, vr0, vr1, 16 * kk);
+        ldA(ka2, kr0, kr1, 16 * kk + 16);
+        ldA(va2, vr0, vr1, 16 * kk + 16);
 #pragma unroll
         for (int j = 0; j < NQT; j++) {
-          const __nv_bfloat16* qr = Qt + (8 * j + gid) * LD + 16 * kk + 2 * quad;
-          const __nv_bfloat16* orr = Ot + (8 * j + gid) * LD + 16 * kk + 2 * quad;
-          mma16816(s[j], ka, ld32(qr), ld32(qr + 8));
-          mma16816(dp[j], va, ld32(orr), ld32(orr + 8));
+          uint32_t b0, b1, b2, b3;
+          ldB2steps<LD>(b0, b1, b2, b3, Qt + 8 * j * LD + 16 * kk, lane);
+          mma16816(s[j], ka, b0, b1);
+          mma16816(s[j], ka2, b2, b3);
+          ldB2steps<LD>(b0, b1, b2, b3, Ot + 8 * j * LD + 16 * kk, lane);
+          mma16816(dp[j], va, b0, b1);
+          mma16816(dp[j], va2, b2, b3);
         }
       }
       // Pᵀ and dSᵀ = Pᵀ∘(dPᵀ − D) (unscaled); this lane: keys c0 (regs 0, 1) and c1 (2, 3), queries 8j + 2quad + {0, 1}
@@ -541,7 +572,7 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
         for (int e = 0; e < 4; e++) {
           const int qi = 8 * j + 2 * quad + (e & 1), kc = e < 2 ? c0 : c1, t = q0 + qi;
           const bool vis = k0 + kc <= t && t < T && (!seg || kSeg[kc] == qs[qi]);
-          const float p = vis ? expf(s[j][e] * scale - ql[qi]) : 0.f;
+          const float p = vis ? exp2f(fmaf(s[j][e], scale2, -ql[qi])) : 0.f;
           s[j][e] = p;
           dp[j][e] = p * (dp[j][e] - qd[qi]);
         }

@@ -13,7 +13,6 @@
 #include "flash_attention.h"
 #include "warp.cuh"
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <cuda_bf16.h>
 #include <math_constants.h>
@@ -2000,7 +1999,6 @@ ScanChunks bwdChunks(int T, int L) {
  * one group — CPB channels, a power of two dividing the group's channel count; the step offsets are 32-bit.
  */
 int scanBwdLanesChannels(int T, int Di, int N, int G) {
-  if (getenv("M1_SCAN_BWD_THREAD")) return 0;  // TEMPORARY A/B
   if (!(N == 4 || N == 8 || N == 16 || N == 32) || T <= 0 || Di <= 0 || G <= 0 || Di % G != 0) return 0;
   if ((int64_t)G * N * kLanesChunk > INT32_MAX || (int64_t)Di * kLanesChunk > INT32_MAX) return 0;
   const int per = Di / G;
@@ -2139,7 +2137,7 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
   }
   if (cpb > 0) {
     // SPT-float runs of B / C when both are 8-byte aligned, else one state per lane (same chunks, same blocks)
-    const bool runs = (((uintptr_t)Bm | (uintptr_t)Cm) & (sizeof(float) * kLanesSpt - 1)) == 0 && !getenv("M1_SCAN_BWD_SPT1");  // TEMPORARY A/B
+    const bool runs = (((uintptr_t)Bm | (uintptr_t)Cm) & (sizeof(float) * kLanesSpt - 1)) == 0;
     const int threads = runs ? cpb * N / kLanesSpt : cpb * N;
     const size_t smem = 2 * (size_t)kLanesChunk * (threads / 32) * N * sizeof(float);
     const int64_t blocks = (int64_t)B * ch.K * (Di / cpb);

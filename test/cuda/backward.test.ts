@@ -128,6 +128,22 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     }
   });
 
+  it('selectiveScanBackward, a lane per state, with B and C at an odd float offset (one state per lane instead of float2 runs)', () => {
+    const B = 2, T = 40, Di = 64, G = 4, N = 16, size = B * T * G * N;
+    const x = rand([B, T, Di], 240), delta = rand([B, T, Di], 241, 0.5), z = rand([B, T, Di], 242), dy = rand([B, T, Di], 248);
+    const A = uniform([Di, N], 243, -2, -0.1), D = rand([Di], 246), db = rand([Di], 247, 0.3);
+    const bFlat = rand([size + 1], 244), cFlat = rand([size + 1], 245);
+    // views that start one float into their buffers: 4-byte aligned only
+    const view = (t: { c: Tensor; g: Tensor }, be: typeof g | typeof cpu, s: 'c' | 'g') => be.reshape(be.rowSlice(t[s], 1, size + 1), [B, T, G, N]);
+    const mk = (be: typeof g | typeof cpu, s: 'g' | 'c') => ({
+      x: x[s], delta: delta[s], A: A[s], Bm: view(bFlat, be, s), Cm: view(cFlat, be, s), D: D[s], z: z[s], deltaBias: db[s],
+    });
+    const rg = g.selectiveScanBackward(dy.g, mk(g, 'g')), rc = cpu.selectiveScanBackward(dy.c, mk(cpu, 'c'));
+    for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
+      expectClose(g, rg[key]!, rc[key]!, 1e-4, `selectiveScanBackward ${key}, B / C at an odd offset`);
+    }
+  });
+
   it('ssdScanBackward: P = 32 (warp sums) and P = 8, segments', () => {
     for (const P of [32, 8]) {
       const B = 2, T = 37, H = 4, G = 2, N = 16;
