@@ -221,6 +221,27 @@ dev7)
     echo "generate rc=$?"; tail -40 "$OUT/generate-3b.txt"; el "generate done"
   fi
   ;;
+decode7)
+  # seventh session: decode with graphs (m1 + llama) after the allocator change, the engine at 3B scale, then
+  # every kernel of a few eager M1-3B decode steps under Nsight Compute (NCU_POINTS, as the ncu phase)
+  quick_build
+  timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-graphs \
+    --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
+  echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
+  el "decode done"
+  timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
+    --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
+    > "$OUT/generate-3b.txt" 2>&1
+  echo "generate rc=$?"; tail -22 "$OUT/generate-3b.txt"; el "generate done"
+  for pt in ${NCU_POINTS:-m1-3b:64:256}; do
+    IFS=: read -r m b c <<< "$pt"
+    timeout ${NCU_S:-150} ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+      node dist/bench/decode.js --zero-weights --backend cuda --models $m --batches $b --contexts $c --lengths 0 --steps 2 --warmup-s 0 \
+      > /tmp/ncu-$m-$b-$c.csv 2> /tmp/ncu-$m-$b-$c.err; echo "ncu $pt rc=$?"
+    python3 bench/ncu-summary.py /tmp/ncu-$m-$b-$c.csv --steps 3 --label "$m B=$b ctx=$c" --json "$OUT/ncu-$m-$b-$c.json" | head -${NCU_TOP:-45}
+    el "ncu $pt done"
+  done
+  ;;
 ncu-kernel)
   # Nsight Compute, full set, on one launch of the kernels matching NCU_K during bench/scan.ts (default: the scan
   # backward's lane-per-state kernel); then the engine at 3B scale unless ENGINE=0
