@@ -104,7 +104,7 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     }
   });
 
-  it('selectiveScanBackward, a lane per state: N 4 / 8 / 32, without z and D, a short last chunk, dB / dC stored or summed over blocks', () => {
+  it('selectiveScan and its backward, a lane per state: N 4 / 8 / 32, without z and D, a short last chunk, dB / dC stored or summed over blocks', () => {
     // [Di, G, N]: 32 channels per group of N 8 (blocks of 32 channels: stored), 64 per group of N 4 (blocks of
     // 64: stored), 8 per group of N 32 (blocks of 4 channels: two blocks per group, atomics), and 1 channel per
     // group (N 16: a block would be 16 lanes, so the channel-per-thread kernel). T 70: chunks of 32, 32, 6
@@ -119,6 +119,11 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
           x: x[s], delta: delta[s], A: A[s], Bm: Bm[s], Cm: Cm[s], D: gated ? D[s] : null, z: gated ? z[s] : null,
           deltaBias: gated ? db[s] : null, segments: gated ? segments : undefined,
         });
+        // the forward in the same layout (chunk states, carry, output) with the state left in slots 1, 0
+        const sg = g.zeros([2, Di, N]), sc = cpu.zeros([2, Di, N]);
+        const out = (s: 'g' | 'c') => ({ ...mk(s), stateOut: { ssmState: s === 'g' ? sg : sc, slots: Int32Array.from([1, 0]) } });
+        expectClose(g, g.selectiveScan(out('g')), cpu.selectiveScan(out('c')), 1e-4, `selectiveScan Di=${Di} G=${G} N=${N} gated=${gated}`);
+        expectClose(g, sg, sc, 1e-4, `selectiveScan stateOut Di=${Di} G=${G} N=${N} gated=${gated}`);
         const rg = g.selectiveScanBackward(dy.g, mk('g')), rc = cpu.selectiveScanBackward(dy.c, mk('c'));
         for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
           expect(rg[key] === null, `${key} present`).toBe(rc[key] === null);
@@ -128,7 +133,7 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     }
   });
 
-  it('selectiveScanBackward, a lane per state, with B and C at an odd float offset (one state per lane instead of float2 runs)', () => {
+  it('selectiveScan and its backward, a lane per state, with B and C at an odd float offset (one state per lane instead of float2 runs)', () => {
     const B = 2, T = 40, Di = 64, G = 4, N = 16, size = B * T * G * N;
     const x = rand([B, T, Di], 240), delta = rand([B, T, Di], 241, 0.5), z = rand([B, T, Di], 242), dy = rand([B, T, Di], 248);
     const A = uniform([Di, N], 243, -2, -0.1), D = rand([Di], 246), db = rand([Di], 247, 0.3);
@@ -138,6 +143,7 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     const mk = (be: typeof g | typeof cpu, s: 'g' | 'c') => ({
       x: x[s], delta: delta[s], A: A[s], Bm: view(bFlat, be, s), Cm: view(cFlat, be, s), D: D[s], z: z[s], deltaBias: db[s],
     });
+    expectClose(g, g.selectiveScan(mk(g, 'g')), cpu.selectiveScan(mk(cpu, 'c')), 1e-4, 'selectiveScan, B / C at an odd offset');
     const rg = g.selectiveScanBackward(dy.g, mk(g, 'g')), rc = cpu.selectiveScanBackward(dy.c, mk(cpu, 'c'));
     for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
       expectClose(g, rg[key]!, rc[key]!, 1e-4, `selectiveScanBackward ${key}, B / C at an odd offset`);
