@@ -1253,148 +1253,6 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
 }
 
 /**
- * The lane layout of k_selective_scan_bwd_lanes for the passes that walk a chunk once: LPC = N / SPT lanes per
- * channel, lane li owning states li·SPT … li·SPT + SPT − 1; a block is CPB = blockDim.x / LPC consecutive
- * channels of one (row b, chunk k) of L steps. Steps go in groups of LPC: lane li computes the group's step
- * li per-channel values (Δ = softplus(δ + bias), x, and the gate), the channel's lanes take them by shuffles.
- * Where a sum over the states is needed (C·h) it is one shuffle reduction over the LPC lanes, and the
- * group's step j result is kept by lane j, which writes it after the group (LPC consecutive rows of one
- * channel per lane group).
- *  - k_selective_scan_lanes: the forward, in either of k_selective_scan's two modes — `chunkS` set: each
- *    chunk from a zero state, its end state to chunkS and Σ Δ to chunkDt (−1 when a segment starts inside
- *    it); else: from `hin` (null: zero), y written, and the last chunk's state to st[slots[b]] when st is set.
- *  - k_selective_scan_bwd_adj_lanes: k_selective_scan_bwd_adj's reverse pass (the adjoint leaving each chunk
- *    to the left from a zero adjoint at its right end), to adjS.
- */
-struct LanesSlot {
-  int c, g, li, first, lane, t0, t1;
-  int64_t o, rowT;  // o: [B, K, Di, N] index of this lane's first state
-};
-template <int LPC, int SPT, int N>
-__device__ __forceinline__ LanesSlot lanesSlot(int T, int Di, int G, int K, int L) {
-  LanesSlot s;
-  const int CPB = blockDim.x / LPC, nCB = Di / CPB, cb = blockIdx.x % nCB;
-  const int64_t bk = blockIdx.x / nCB;
-  const int k = (int)(bk % K), b = (int)(bk / K);
-  s.lane = threadIdx.x & 31;
-  s.li = threadIdx.x % LPC;
-  s.first = s.lane & ~(LPC - 1);
-  s.c = cb * CPB + threadIdx.x / LPC;
-  s.g = s.c / (Di / G);
-  s.t0 = k * L;
-  s.t1 = min(T, s.t0 + L);
-  s.rowT = (int64_t)b * T;
-  s.o = (bk * Di + s.c) * N + s.li * SPT;
-  return s;
-}
-
-template <int N, int SPT>
-__global__ void __launch_bounds__(256) k_selective_scan_lanes(float* y, const float* x, const float* delta, const float* A,
-    const float* Bm, const float* Cm, const float* D, const float* z, const float* db, const int* segStart, float* st,
-    const int* slots, const float* hin, float* chunkS, float* chunkDt, int T, int Di, int G, int K, int L) {
-  constexpr int LPC = N / SPT;
-  constexpr unsigned kAll = 0xffffffffu;
-  const LanesSlot ls = lanesSlot<LPC, SPT, N>(T, Di, G, K, L);
-  const int c = ls.c, li = ls.li, n0 = li * SPT;
-  float a[SPT], h[SPT];
-  loadRun<SPT>(A + (int64_t)c * N + n0, a);
-#pragma unroll
-  for (int e = 0; e < SPT; e++) h[e] = hin ? hin[ls.o + e] : 0.f;
-  const float bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
-  const int GN = G * N;
-  float dtSum = 0.f;
-  bool cut = false;
-  for (int g0 = ls.t0; g0 < ls.t1; g0 += LPC) {  // uniform over the block
-    // this lane's step of the group: Δ, x, the gate SiLU(z)
-    const int tm = g0 + li;
-    float dtm = 0.f, xm = 0.f, gm = 1.f;
-    if (tm < ls.t1) {
-      const int64_t i = (ls.rowT + tm) * Di + c;
-      dtm = softplusf(delta[i] + bias);
-      xm = x[i];
-      if (z && !chunkS) gm = siluf(z[i]);
-    }
-    float yOwn = 0.f;
-    const float* bp = Bm + ((ls.rowT + g0) * G + ls.g) * N + n0;
-    const float* cp = Cm + ((ls.rowT + g0) * G + ls.g) * N + n0;
-#pragma unroll
-    for (int j = 0; j < LPC; j++) {
-      if (g0 + j < ls.t1) {
-        const int t = g0 + j;
-        const float dt = __shfl_sync(kAll, dtm, ls.first + j), xs = __shfl_sync(kAll, xm, ls.first + j);
-        const bool reset = t == 0 || (segStart && segStart[ls.rowT + t] == t);
-        if (reset) cut = true;
-        dtSum += dt;
-        const float dtx = dt * xs;
-        float bn[SPT];
-        loadRun<SPT>(bp + j * GN, bn);
-#pragma unroll
-        for (int e = 0; e < SPT; e++) h[e] = expf(dt * a[e]) * (reset ? 0.f : h[e]) + dtx * bn[e];
-        if (!chunkS) {
-          float cn[SPT];
-          loadRun<SPT>(cp + j * GN, cn);
-          float part = 0.f;
-#pragma unroll
-          for (int e = 0; e < SPT; e++) part += cn[e] * h[e];
-          const float acc = runSum<LPC>(part);
-          if (li == j) yOwn = acc + Dc * xs;
-        }
-      }
-    }
-    if (!chunkS && tm < ls.t1) y[(ls.rowT + tm) * Di + c] = z ? yOwn * gm : yOwn;
-  }
-  if (chunkS) {
-#pragma unroll
-    for (int e = 0; e < SPT; e++) chunkS[ls.o + e] = h[e];
-    if (li == 0) chunkDt[ls.o / N] = cut ? -1.f : dtSum;
-  } else if (st && ls.t1 == T) {
-    float* so = st + ((int64_t)slots[ls.rowT / T] * Di + c) * N + n0;
-#pragma unroll
-    for (int e = 0; e < SPT; e++) so[e] = h[e];
-  }
-}
-
-template <int N, int SPT>
-__global__ void __launch_bounds__(256) k_selective_scan_bwd_adj_lanes(float* adjS, const float* dy, const float* delta, const float* A,
-    const float* Cm, const float* z, const float* db, const int* segStart, int T, int Di, int G, int K, int L) {
-  constexpr int LPC = N / SPT;
-  constexpr unsigned kAll = 0xffffffffu;
-  const LanesSlot ls = lanesSlot<LPC, SPT, N>(T, Di, G, K, L);
-  const int c = ls.c, li = ls.li, n0 = li * SPT;
-  float a[SPT], adj[SPT];
-  loadRun<SPT>(A + (int64_t)c * N + n0, a);
-#pragma unroll
-  for (int e = 0; e < SPT; e++) adj[e] = 0.f;
-  const float bias = db ? db[c] : 0.f;
-  const int GN = G * N;
-  const int nGroups = (ls.t1 - ls.t0 + LPC - 1) / LPC;
-  for (int gi = nGroups - 1; gi >= 0; gi--) {  // uniform over the block
-    const int g0 = ls.t0 + gi * LPC, tm = g0 + li;
-    float dtm = 0.f, drm = 0.f;
-    if (tm < ls.t1) {
-      const int64_t i = (ls.rowT + tm) * Di + c;
-      dtm = softplusf(delta[i] + bias);
-      drm = z ? dy[i] * siluf(z[i]) : dy[i];
-    }
-    const float* cp = Cm + ((ls.rowT + g0) * G + ls.g) * N + n0;
-#pragma unroll
-    for (int j = LPC - 1; j >= 0; j--) {
-      if (g0 + j < ls.t1) {
-        const int t = g0 + j;
-        const float dt = __shfl_sync(kAll, dtm, ls.first + j), dr = __shfl_sync(kAll, drm, ls.first + j);
-        const bool reset = t == 0 || (segStart && segStart[ls.rowT + t] == t);
-        float cn[SPT];
-        loadRun<SPT>(cp + j * GN, cn);
-#pragma unroll
-        for (int e = 0; e < SPT; e++) adj[e] = reset ? 0.f : (adj[e] + dr * cn[e]) * expf(dt * a[e]);
-      }
-    }
-  }
-#pragma unroll
-  for (int e = 0; e < SPT; e++) adjS[ls.o + e] = adj[e];
-}
-
-/**
  * Per (b, chunk, c): the adjoint of the state that leaves the chunk to the left, from a zero adjoint
  * at its right end — the chunk's own term of the reverse recurrence adj ← exp(dt·A)·(adj + dr·C), with
  * dr = dy·SiLU(z) (the gate does not depend on the state). Written to adjS [B, K, Di, N].
@@ -2148,22 +2006,6 @@ int scanBwdLanesChannels(int T, int Di, int N, int G) {
   while (cpb > 1 && per % cpb != 0) cpb >>= 1;
   return cpb * N / kLanesSpt >= 32 && per % cpb == 0 ? cpb : 0;
 }
-/**
- * Channels per block of the lane-layout forward and adjoint passes (k_selective_scan_lanes,
- * k_selective_scan_bwd_adj_lanes), 0 where they do not apply: N is 4 … 32 and CPB, a power of two dividing
- * Di, gives blocks of whole warps of at most 256 threads with one state per lane (half that with two).
- */
-int scanLanesChannels(int Di, int N, int G) {
-  if (!(N == 4 || N == 8 || N == 16 || N == 32) || Di <= 0 || G <= 0 || Di % G != 0) return 0;
-  if ((int64_t)G * N * 32 > INT32_MAX) return 0;  // the group's 32-bit step offsets
-  int cpb = 256 / N;
-  while (cpb > 1 && Di % cpb != 0) cpb >>= 1;
-  return cpb * N / kLanesSpt >= 32 && Di % cpb == 0 ? cpb : 0;
-}
-/** the lanes kernels read A, B and C as kLanesSpt-float runs when all three are aligned to them */
-bool lanesRuns(const float* A, const float* Bm, const float* Cm) {
-  return (((uintptr_t)A | (uintptr_t)Bm | (uintptr_t)Cm) & (sizeof(float) * kLanesSpt - 1)) == 0;
-}
 }  // namespace
 
 int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N) {
@@ -2177,32 +2019,6 @@ cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, cons
   int64_t n = (int64_t)B * ch.K * Di;
   if (n == 0 || T == 0) return cudaSuccess;
   float* hin = nullptr;
-  if (const int cpb = scanLanesChannels(Di, N, G); cpb > 0) {
-    const bool runs = lanesRuns(A, Bm, Cm);
-    const int threads = runs ? cpb * N / kLanesSpt : cpb * N;
-    const int64_t blocks = (int64_t)B * ch.K * (Di / cpb);
-    if (blocks > INT32_MAX) return cudaErrorInvalidValue;
-#define SCAN_LANES(NN, SPT, Y, ST, SL, HIN, CS, CD)                                                                   \
-  k_selective_scan_lanes<NN, SPT><<<(unsigned)blocks, threads, 0, s>>>(Y, x, delta, A, Bm, Cm, D, z, db, segStart, ST, SL, HIN, CS, CD, \
-                                                                     T, Di, G, ch.K, ch.L)
-#define SCAN_LANES_N(...)                                                    \
-  do {                                                                       \
-    if (N == 4) { if (runs) SCAN_LANES(4, kLanesSpt, __VA_ARGS__); else SCAN_LANES(4, 1, __VA_ARGS__); }       \
-    else if (N == 8) { if (runs) SCAN_LANES(8, kLanesSpt, __VA_ARGS__); else SCAN_LANES(8, 1, __VA_ARGS__); }  \
-    else if (N == 16) { if (runs) SCAN_LANES(16, kLanesSpt, __VA_ARGS__); else SCAN_LANES(16, 1, __VA_ARGS__); } \
-    else { if (runs) SCAN_LANES(32, kLanesSpt, __VA_ARGS__); else SCAN_LANES(32, 1, __VA_ARGS__); }             \
-  } while (0)
-    if (ch.K > 1) {
-      hin = scratch;
-      float* chunkDt = scratch + n * N;
-      SCAN_LANES_N(nullptr, nullptr, nullptr, nullptr, hin, chunkDt);
-      k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);
-    }
-    SCAN_LANES_N(y, st, slots, hin, nullptr, nullptr);
-#undef SCAN_LANES_N
-#undef SCAN_LANES
-    return lastError();
-  }
   if (ch.K > 1) {
     hin = scratch;
     float* chunkDt = scratch + n * N;
@@ -2312,35 +2128,16 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
     adjIn = scratch + n * N;
     float* chunkDt = scratch + 2 * n * N;
     rest = chunkDt + n;
-    if (const int cpbF = scanLanesChannels(Di, N, G); cpbF > 0) {  // the two passes in the lane layout
-      const bool runs = lanesRuns(A, Bm, Cm);
-      const int threads = runs ? cpbF * N / kLanesSpt : cpbF * N;
-      const int64_t blocks = (int64_t)B * ch.K * (Di / cpbF);
-      if (blocks > INT32_MAX) return cudaErrorInvalidValue;
-#define BWD_PASSES(NN, SPT)                                                                                                  \
-  do {                                                                                                                       \
-    k_selective_scan_lanes<NN, SPT><<<(unsigned)blocks, threads, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr, \
-                                                                       nullptr, nullptr, hin, chunkDt, T, Di, G, ch.K, ch.L);   \
-    k_selective_scan_bwd_adj_lanes<NN, SPT><<<(unsigned)blocks, threads, 0, s>>>(adjIn, dy, delta, A, Cm, z, db, segStart, T, Di, G, \
-                                                                               ch.K, ch.L);                                    \
-  } while (0)
-      if (N == 4) { if (runs) BWD_PASSES(4, kLanesSpt); else BWD_PASSES(4, 1); }
-      else if (N == 8) { if (runs) BWD_PASSES(8, kLanesSpt); else BWD_PASSES(8, 1); }
-      else if (N == 16) { if (runs) BWD_PASSES(16, kLanesSpt); else BWD_PASSES(16, 1); }
-      else { if (runs) BWD_PASSES(32, kLanesSpt); else BWD_PASSES(32, 1); }
-#undef BWD_PASSES
-    } else {
-      DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
-                                                                          nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L)));
-      DISPATCH_N(N, (k_selective_scan_bwd_adj<NM><<<gridFor(n, 128), 128, 0, s>>>(adjIn, dy, delta, A, Cm, z, db, segStart, B, T, Di,
-                                                                                  N, G, ch.K, ch.L)));
-    }
+    DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
+                                                                        nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L)));
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);
+    DISPATCH_N(N, (k_selective_scan_bwd_adj<NM><<<gridFor(n, 128), 128, 0, s>>>(adjIn, dy, delta, A, Cm, z, db, segStart, B, T, Di,
+                                                                                N, G, ch.K, ch.L)));
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(adjIn, chunkDt, A, B, ch.K, Di, N, 1);
   }
   if (cpb > 0) {
-    // SPT-float runs of B / C when both are 8-byte aligned, else one state per lane (same chunks, same blocks)
-    const bool runs = lanesRuns(A, Bm, Cm);
+    // SPT-float runs of A / B / C when all three are 8-byte aligned, else one state per lane (same chunks, same blocks)
+    const bool runs = (((uintptr_t)A | (uintptr_t)Bm | (uintptr_t)Cm) & (sizeof(float) * kLanesSpt - 1)) == 0;
     const int threads = runs ? cpb * N / kLanesSpt : cpb * N;
     const size_t smem = 2 * (size_t)kLanesChunk * (threads / 32) * N * sizeof(float);
     const int64_t blocks = (int64_t)B * ch.K * (Di / cpb);
