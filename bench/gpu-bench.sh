@@ -46,6 +46,29 @@ peer() {  # peer eager|compile: PyTorch + transformers on the Llama-3.2-3B shape
     --steps 6 $flag --out "$OUT/torch-decode-$1.json" > "$OUT/torch-$1.txt" 2>&1
   echo "torch $1 rc=$?"; grep -E '^\{|Error' "$OUT/torch-$1.txt" | tail -12; el "torch peer $1 done"
 }
+engine3b() {  # the continuous-batching engine at 3B scale, both models, sampling on the device, decode graphs
+  timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
+    --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
+    > "$OUT/generate-3b.txt" 2>&1
+  echo "generate rc=$?"; tail -22 "$OUT/generate-3b.txt"; el "generate done"
+}
+decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS
+  timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-graphs \
+    --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
+  echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
+  el "decode done"
+}
+ncu_decode() {  # ncu_decode "model:batch:context ...": every kernel of a few eager decode steps under Nsight Compute
+  for pt in $1; do
+    IFS=: read -r m b c <<< "$pt"
+    timeout ${NCU_S:-150} ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+      node dist/bench/decode.js --zero-weights --backend cuda --models $m --batches $b --contexts $c --lengths 0 --steps 2 --warmup-s 0 \
+      > /tmp/ncu-$m-$b-$c.csv 2> /tmp/ncu-$m-$b-$c.err; echo "ncu $pt rc=$?"
+    gzip -c /tmp/ncu-$m-$b-$c.csv > "$OUT/ncu-$m-$b-$c.csv.gz"
+    python3 bench/ncu-summary.py /tmp/ncu-$m-$b-$c.csv --steps 3 --label "$m B=$b ctx=$c" --json "$OUT/ncu-$m-$b-$c.json" | head -${NCU_TOP:-40}
+    el "ncu $pt done"
+  done
+}
 case "$phase" in
 build-decode)
   if [ "${SKIP_TESTS:-0}" = 1 ] && [ -f native/build/Release/m1cuda.node ]; then echo "using the carried addon, tests skipped"
@@ -146,34 +169,20 @@ dev)
     timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
     echo "train profile rc=$?"; grep -A 16 "^profile" "$OUT/train-profile.txt"; el "train profile done"
   fi
-  timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-graphs \
-    --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
-  echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
-  el "decode done"
+  decode_round
   ;;
 ncu)
   # kernel by kernel: GPU time of every kernel of a few eager decode steps under Nsight Compute (one metric, clocks
   # left alone), grouped by kernel (bench/ncu-summary.py); NCU_POINTS="model:batch:context ..."
   quick_build
-  for pt in ${NCU_POINTS:-m1-3b:64:256 m1-3b:512:256}; do
-    IFS=: read -r m b c <<< "$pt"
-    timeout ${NCU_S:-150} ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
-      node dist/bench/decode.js --zero-weights --backend cuda --models $m --batches $b --contexts $c --lengths 0 --steps 2 --warmup-s 0 \
-      > /tmp/ncu-$m-$b-$c.csv 2> /tmp/ncu-$m-$b-$c.err; echo "ncu $pt rc=$?"
-    gzip -c /tmp/ncu-$m-$b-$c.csv > "$OUT/ncu-$m-$b-$c.csv.gz"
-    python3 bench/ncu-summary.py /tmp/ncu-$m-$b-$c.csv --steps 3 --label "$m B=$b ctx=$c" --json "$OUT/ncu-$m-$b-$c.json" | head -${NCU_TOP:-40}
-    el "ncu $pt done"
-  done
+  ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:256}"
   ;;
 round)
   # a development round for decode: build, CUDA tests, decode with graphs (m1 + llama). (The sixth session's
   # decode-attention chunk knobs and Mamba-step tokens-per-warp variants, measured here and removed, are in git history.)
   quick_build
   [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
-  timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-graphs \
-    --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
-  echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
-  el "decode done"
+  decode_round
   ;;
 train-recompute)
   # the training step per --recompute (RECOMPUTES: on = every layer, auto = the fewest that fit, or a layer count)
@@ -215,32 +224,16 @@ dev7)
     echo "prefill medium rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
   fi
   if [ "${ENGINE:-1}" = 1 ]; then
-    timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
-      --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
-      > "$OUT/generate-3b.txt" 2>&1
-    echo "generate rc=$?"; tail -40 "$OUT/generate-3b.txt"; el "generate done"
+    engine3b
   fi
   ;;
 decode7)
   # seventh session: decode with graphs (m1 + llama) after the allocator change, the engine at 3B scale, then
   # every kernel of a few eager M1-3B decode steps under Nsight Compute (NCU_POINTS, as the ncu phase)
   quick_build
-  timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-graphs \
-    --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
-  echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
-  el "decode done"
-  timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
-    --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
-    > "$OUT/generate-3b.txt" 2>&1
-  echo "generate rc=$?"; tail -22 "$OUT/generate-3b.txt"; el "generate done"
-  for pt in ${NCU_POINTS:-m1-3b:64:256}; do
-    IFS=: read -r m b c <<< "$pt"
-    timeout ${NCU_S:-150} ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
-      node dist/bench/decode.js --zero-weights --backend cuda --models $m --batches $b --contexts $c --lengths 0 --steps 2 --warmup-s 0 \
-      > /tmp/ncu-$m-$b-$c.csv 2> /tmp/ncu-$m-$b-$c.err; echo "ncu $pt rc=$?"
-    python3 bench/ncu-summary.py /tmp/ncu-$m-$b-$c.csv --steps 3 --label "$m B=$b ctx=$c" --json "$OUT/ncu-$m-$b-$c.json" | head -${NCU_TOP:-45}
-    el "ncu $pt done"
-  done
+  decode_round
+  engine3b
+  ncu_decode "${NCU_POINTS:-m1-3b:64:256}"
   ;;
 ncu-kernel)
   # Nsight Compute, full set, on one launch of the kernels matching NCU_K during bench/scan.ts (default: the scan
@@ -251,10 +244,7 @@ ncu-kernel)
   grep -E "^  [a-z_ ]*k_|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc|Issue Slots Busy|Executed Instructions  |Warp Cycles Per Issued|Block Limit|L1/TEX Hit|L2 Hit|Stall|pipe|Pipe" "$OUT/ncu-kernel.txt" | head -60
   el "ncu done"
   if [ "${ENGINE:-1}" = 1 ]; then
-    timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
-      --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
-      > "$OUT/generate-3b.txt" 2>&1
-    echo "generate rc=$?"; tail -40 "$OUT/generate-3b.txt"; el "generate done"
+    engine3b
   fi
   ;;
 tests)
@@ -284,6 +274,14 @@ final1)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt | grep -v '^cuda-tests') \
     -C "$PWD" $(ls bench/results/{scan,train-medium,train-profile,prefill-highest,prefill-medium,decode-sampled}-cuda-2*.json 2>/dev/null)
   (cd "$OUT" && rm -f $(ls *.txt | grep -v -E '^(cuda-tests|train-medium)\.txt$'))
+  ;;
+final7)
+  # the seventh session's record: final1 (build, CUDA tests, scan, training + profile, prefill, sampled decode), then the
+  # torch.compile peer at context 4096 (batches 8, 64; our Llama-shape steps at that context are in decode7's table)
+  bash "$0" final1
+  PEER_BATCHES=${PEER7_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
+  mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096.json" 2>/dev/null; rm -f "$OUT/torch-compile.txt"
+  el "all done"
   ;;
 final2)
   # part 2: the decode sweep (m1 + llama, graphs) and the PyTorch peer, eager then torch.compile, in the same call
