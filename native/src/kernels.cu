@@ -14,6 +14,7 @@
 #include "warp.cuh"
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <cuda_bf16.h>
 #include <math_constants.h>
 
@@ -79,6 +80,24 @@ __global__ void k_fill_f32(float* d, float v, int64_t n) { GRID_STRIDE(i, n) d[i
 __global__ void k_fill_bf16(__nv_bfloat16* d, __nv_bfloat16 v, int64_t n) { GRID_STRIDE(i, n) d[i] = v; }
 __global__ void k_add(float* o, const float* a, const float* b, int64_t n) { GRID_STRIDE(i, n) o[i] = a[i] + b[i]; }
 __global__ void k_axpy(float* d, const float* s, float a, int64_t n) { GRID_STRIDE(i, n) d[i] += a * s[i]; }
+/** k_add / k_axpy four elements per thread (16-byte loads and stores; n4 = n / 4, the launcher checks) */
+__global__ void k_add4(float4* o, const float4* a, const float4* b, int64_t n4) {
+  GRID_STRIDE(i, n4) {
+    const float4 x = a[i], y = b[i];
+    o[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+  }
+}
+__global__ void k_axpy4(float4* d, const float4* s, float a, int64_t n4) {
+  GRID_STRIDE(i, n4) {
+    float4 x = d[i];
+    const float4 y = s[i];
+    x.x += a * y.x;
+    x.y += a * y.y;
+    x.z += a * y.z;
+    x.w += a * y.w;
+    d[i] = x;
+  }
+}
 __global__ void k_scale(float* x, float a, int64_t n) { GRID_STRIDE(i, n) x[i] *= a; }
 __global__ void k_mul(float* o, const float* a, const float* b, int64_t n) { GRID_STRIDE(i, n) o[i] = a[i] * b[i]; }
 __global__ void k_neg_exp(float* o, const float* a, int64_t n) { GRID_STRIDE(i, n) o[i] = -expf(a[i]); }
@@ -268,6 +287,37 @@ __global__ void k_swiglu_bwd(float* dg, float* du, const float* dh, const float*
     du[i] = dh[i] * siluf(g[i]);
     dg[i] = dh[i] * u[i] * siluGradf(g[i]);
   }
+}
+/** four consecutive outputs (i4: their float4 index): one 16-byte store, or 8 bytes of bf16 */
+__device__ __forceinline__ void storeOut4(float* o, int64_t i4, float4 v) { reinterpret_cast<float4*>(o)[i4] = v; }
+__device__ __forceinline__ void storeOut4(__nv_bfloat16* o, int64_t i4, float4 v) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  uint2 w;
+  w.x = *reinterpret_cast<uint32_t*>(&lo);
+  w.y = *reinterpret_cast<uint32_t*>(&hi);
+  reinterpret_cast<uint2*>(o)[i4] = w;
+}
+/** k_swiglu / k_swiglu_bwd four elements per thread (16-byte loads and stores; n4 = n / 4, the launcher checks) */
+template <typename OT>
+__global__ void k_swiglu4(OT* h, const float4* g, const float4* u, int64_t n4) {
+  GRID_STRIDE(i, n4) {
+    const float4 a = g[i], b = u[i];
+    storeOut4(h, i, make_float4(siluf(a.x) * b.x, siluf(a.y) * b.y, siluf(a.z) * b.z, siluf(a.w) * b.w));
+  }
+}
+__global__ void k_swiglu_bwd4(float4* dg, float4* du, const float4* dh, const float4* g, const float4* u, int64_t n4) {
+  GRID_STRIDE(i, n4) {
+    const float4 d = dh[i], a = g[i], b = u[i];
+    du[i] = make_float4(d.x * siluf(a.x), d.y * siluf(a.y), d.z * siluf(a.z), d.w * siluf(a.w));
+    dg[i] = make_float4(d.x * b.x * siluGradf(a.x), d.y * b.y * siluGradf(a.y), d.z * b.z * siluGradf(a.z), d.w * b.w * siluGradf(a.w));
+  }
+}
+/** every pointer 16-byte aligned and n a multiple of 4: the four-wide elementwise kernels apply */
+__host__ __forceinline__ bool fourWide(int64_t n, std::initializer_list<const void*> ptrs) {
+  if (n % 4 != 0) return false;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1793,10 +1843,19 @@ cudaError_t m1_fill_bf16(void* d, float v, int64_t n, cudaStream_t s) {
   return lastError();
 }
 cudaError_t m1_add(float* o, const float* a, const float* b, int64_t n, cudaStream_t s) {
+  if (n > 0 && fourWide(n, {o, a, b})) {
+    k_add4<<<gridFor(n / 4), kThreads, 0, s>>>(reinterpret_cast<float4*>(o), reinterpret_cast<const float4*>(a),
+                                               reinterpret_cast<const float4*>(b), n / 4);
+    return lastError();
+  }
   k_add<<<gridFor(n), kThreads, 0, s>>>(o, a, b, n);
   return lastError();
 }
 cudaError_t m1_axpy(float* d, const float* src, float alpha, int64_t n, cudaStream_t s) {
+  if (n > 0 && fourWide(n, {d, src})) {
+    k_axpy4<<<gridFor(n / 4), kThreads, 0, s>>>(reinterpret_cast<float4*>(d), reinterpret_cast<const float4*>(src), alpha, n / 4);
+    return lastError();
+  }
   k_axpy<<<gridFor(n), kThreads, 0, s>>>(d, src, alpha, n);
   return lastError();
 }
@@ -1878,6 +1937,12 @@ cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x
   return lastError();
 }
 cudaError_t m1_swiglu(void* h, int outBf16, const float* g, const float* u, int64_t n, cudaStream_t s) {
+  if (n > 0 && fourWide(n, {h, g, u})) {
+    const float4 *g4 = reinterpret_cast<const float4*>(g), *u4 = reinterpret_cast<const float4*>(u);
+    if (outBf16) k_swiglu4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(h), g4, u4, n / 4);
+    else k_swiglu4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<float*>(h), g4, u4, n / 4);
+    return lastError();
+  }
   if (outBf16) k_swiglu<<<gridFor(n), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(h), g, u, n);
   else k_swiglu<<<gridFor(n), kThreads, 0, s>>>(static_cast<float*>(h), g, u, n);
   return lastError();
@@ -1891,6 +1956,12 @@ cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const
   return lastError();
 }
 cudaError_t m1_swiglu_bwd(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n, cudaStream_t s) {
+  if (n > 0 && fourWide(n, {dg, du, dh, g, u})) {
+    k_swiglu_bwd4<<<gridFor(n / 4), kThreads, 0, s>>>(reinterpret_cast<float4*>(dg), reinterpret_cast<float4*>(du),
+                                                      reinterpret_cast<const float4*>(dh), reinterpret_cast<const float4*>(g),
+                                                      reinterpret_cast<const float4*>(u), n / 4);
+    return lastError();
+  }
   k_swiglu_bwd<<<gridFor(n), kThreads, 0, s>>>(dg, du, dh, g, u, n);
   return lastError();
 }

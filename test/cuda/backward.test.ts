@@ -24,10 +24,13 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     const x2 = rand([301, 70], 9), w2 = rand([70], 10), d2 = rand([301, 70], 11);
     const r2 = g.rmsNorm(x2.g, w2.g, 1e-5), c2 = cpu.rmsNorm(x2.c, w2.c, 1e-5);
     expectClose(g, g.rmsNormBackward(d2.g, x2.g, w2.g, r2.rstd).dw, cpu.rmsNormBackward(d2.c, x2.c, w2.c, c2.rstd).dw, 1e-5, 'rmsNorm dw, 301 rows');
-    const gate = rand([4, 50], 6, 3), up = rand([4, 50], 7), dh = rand([4, 50], 8);
-    const sg = g.swigluBackward(dh.g, gate.g, up.g), sc = cpu.swigluBackward(dh.c, gate.c, up.c);
-    expectClose(g, sg.dGate, sc.dGate, 1e-5, 'swiglu dGate');
-    expectClose(g, sg.dUp, sc.dUp, 1e-5, 'swiglu dUp');
+    // 4 × 50 (a multiple of 4: the four-wide kernel) and 3 × 7 (one element per thread)
+    for (const shape of [[4, 50], [3, 7]]) {
+      const gate = rand(shape, 6, 3), up = rand(shape, 7), dh = rand(shape, 8);
+      const sg = g.swigluBackward(dh.g, gate.g, up.g), sc = cpu.swigluBackward(dh.c, gate.c, up.c);
+      expectClose(g, sg.dGate, sc.dGate, 1e-5, `swiglu dGate ${shape}`);
+      expectClose(g, sg.dUp, sc.dUp, 1e-5, `swiglu dUp ${shape}`);
+    }
   });
 
   it('attentionBackward (GQA, segments)', () => {

@@ -55,6 +55,11 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     g.addInPlace(a.g, b.g, 0.3); cpu.addInPlace(a.c, b.c, 0.3);
     g.scaleInPlace(a.g, -1.7); cpu.scaleInPlace(a.c, -1.7);
     expectClose(g, a.g, a.c, 1e-6, 'addInPlace + scaleInPlace');
+    // 8 × 36 (a multiple of 4: the four-wide add / addInPlace kernels; 7 × 33 above: one element per thread)
+    const a4 = rand([8, 36], 14), b4 = rand([8, 36], 15);
+    expectClose(g, g.add(a4.g, b4.g), cpu.add(a4.c, b4.c), 1e-6, 'add, four-wide');
+    g.addInPlace(a4.g, b4.g, -0.6); cpu.addInPlace(a4.c, b4.c, -0.6);
+    expectClose(g, a4.g, a4.c, 1e-6, 'addInPlace, four-wide');
     const big = rand([1000, 37], 13);
     expect(g.sumSquares(big.g)).toBeCloseTo(cpu.sumSquares(big.c), 3);
     // many tensors with one wait: f32 and bf16 (read in place), tiny and larger than one grid's stride, empty, a NaN
@@ -144,13 +149,16 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     const gr = g.rmsNorm(x.g, w.g, 1e-5), cr = cpu.rmsNorm(x.c, w.c, 1e-5);
     expectClose(g, gr.y, cr.y, 1e-5, 'rmsNorm y');
     expectClose(g, gr.rstd, cr.rstd, 1e-5, 'rmsNorm rstd');
-    const gate = rand([5, 70], 45, 3), up = rand([5, 70], 46);
-    expectClose(g, g.swiglu(gate.g, up.g), cpu.swiglu(gate.c, up.c), 1e-5, 'swiglu');
-    // bf16 output: the same rounding (round to nearest even) on both sides, so equal up to one bf16 step where
-    // the f32 values before rounding differ in their last bits
-    const sb = g.swiglu(gate.g, up.g, 'bf16');
-    expect(sb.dtype).toBe('bf16');
-    expectClose(g, sb, cpu.swiglu(gate.c, up.c, 'bf16'), 8e-3, 'swiglu → bf16');
+    // 5 × 70 (a multiple of 4: the four-wide kernel) and 3 × 7 (21 elements: one per thread)
+    for (const shape of [[5, 70], [3, 7]]) {
+      const gate = rand(shape, 45, 3), up = rand(shape, 46);
+      expectClose(g, g.swiglu(gate.g, up.g), cpu.swiglu(gate.c, up.c), 1e-5, `swiglu ${shape}`);
+      // bf16 output: the same rounding (round to nearest even) on both sides, so equal up to one bf16 step where
+      // the f32 values before rounding differ in their last bits
+      const sb = g.swiglu(gate.g, up.g, 'bf16');
+      expect(sb.dtype).toBe('bf16');
+      expectClose(g, sb, cpu.swiglu(gate.c, up.c, 'bf16'), 8e-3, `swiglu → bf16 ${shape}`);
+    }
   });
 
   it('addRmsNorm: residual add + norm, with and without r, f32 / bf16 weight, f32 / bf16 output (D 3072 and odd widths)', () => {
