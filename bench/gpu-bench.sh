@@ -227,6 +227,19 @@ dev7)
     engine3b
   fi
   ;;
+train7)
+  # build, CUDA tests, the training step at --head-rows HEAD_ROWS (the first is the default), a profiled step
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  for hr in ${HEAD_ROWS:-1024 2048 4096}; do
+    timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --head-rows $hr \
+      --name train-medium-hr$hr > "$OUT/train-hr$hr.txt" 2>&1
+    echo "train --head-rows $hr rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec|Error|error" "$OUT/train-hr$hr.txt" | head -9
+  done
+  el "train done"
+  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 24 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  ;;
 decode7)
   # seventh session: decode with graphs (m1 + llama) after the allocator change, the engine at 3B scale, then
   # every kernel of a few eager M1-3B decode steps under Nsight Compute (NCU_POINTS, as the ncu phase)
