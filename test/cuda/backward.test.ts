@@ -24,6 +24,11 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     const x2 = rand([301, 70], 9), w2 = rand([70], 10), d2 = rand([301, 70], 11);
     const r2 = g.rmsNorm(x2.g, w2.g, 1e-5), c2 = cpu.rmsNorm(x2.c, w2.c, 1e-5);
     expectClose(g, g.rmsNormBackward(d2.g, x2.g, w2.g, r2.rstd).dw, cpu.rmsNormBackward(d2.c, x2.c, w2.c, c2.rstd).dw, 1e-5, 'rmsNorm dw, 301 rows');
+    // 3000 rows of 70 columns: the column sums split over row ranges (partial sums added in range order)
+    const x3 = rand([3000, 70], 16), w3 = rand([70], 17), d3 = rand([3000, 70], 18);
+    const r3 = g.rmsNorm(x3.g, w3.g, 1e-5), c3 = cpu.rmsNorm(x3.c, w3.c, 1e-5);
+    expectClose(g, g.rmsNormBackward(d3.g, x3.g, w3.g, r3.rstd).dw, cpu.rmsNormBackward(d3.c, x3.c, w3.c, c3.rstd).dw, 1e-5, 'rmsNorm dw, 3000 rows');
+    expectClose(g, g.sumRows(d3.g), cpu.sumRows(d3.c), 1e-5, 'sumRows, 3000 rows');
     // 4 × 50 (a multiple of 4: the four-wide kernel) and 3 × 7 (one element per thread)
     for (const shape of [[4, 50], [3, 7]]) {
       const gate = rand(shape, 6, 3), up = rand(shape, 7), dh = rand(shape, 8);
@@ -48,17 +53,20 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     }
   });
 
-  it('causalConv1dBackward (silu, segments, bias)', () => {
-    const B = 2, T = 8, C = 24, K = 4;
-    const x = rand([B, T, C], 20), w = rand([C, K], 21, 0.5), bias = rand([C], 22), dy = rand([B, T, C], 23);
-    const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 3 ? 0 : 1));
-    for (const silu of [false, true]) {
-      for (const seg of [undefined, segments]) {
-        const og = g.causalConv1dBackward(dy.g, x.g, w.g, bias.g, { silu, segments: seg });
-        const oc = cpu.causalConv1dBackward(dy.c, x.c, w.c, bias.c, { silu, segments: seg });
-        expectClose(g, og.dx, oc.dx, 1e-5, `conv dx silu=${silu} seg=${!!seg}`);
-        expectClose(g, og.dw, oc.dw, 1e-5, `conv dw silu=${silu} seg=${!!seg}`);
-        expectClose(g, og.dbias!, oc.dbias!, 1e-5, `conv dbias silu=${silu} seg=${!!seg}`);
+  it('causalConv1dBackward (silu, segments, bias; T 8 and T 700, whose weight sums split over row ranges)', () => {
+    for (const T of [8, 700]) {
+      const B = 2, C = 24, K = 4;
+      const x = rand([B, T, C], 20), w = rand([C, K], 21, 0.5), bias = rand([C], 22), dy = rand([B, T, C], 23);
+      const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 3 ? 0 : 1));
+      for (const silu of [false, true]) {
+        for (const seg of [undefined, segments]) {
+          const og = g.causalConv1dBackward(dy.g, x.g, w.g, bias.g, { silu, segments: seg });
+          const oc = cpu.causalConv1dBackward(dy.c, x.c, w.c, bias.c, { silu, segments: seg });
+          const what = `T=${T} silu=${silu} seg=${!!seg}`;
+          expectClose(g, og.dx, oc.dx, 1e-5, `conv dx ${what}`);
+          expectClose(g, og.dw, oc.dw, 1e-5, `conv dw ${what}`);
+          expectClose(g, og.dbias!, oc.dbias!, 1e-5, `conv dbias ${what}`);
+        }
       }
     }
   });
