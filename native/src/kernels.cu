@@ -11,7 +11,6 @@
 //    backward recomputes states from per-chunk checkpoints kept in a global scratch buffer.
 #include "kernels.h"
 #include "flash_attention.h"
-#include "runtime.h"
 #include "warp.cuh"
 #include <algorithm>
 #include <cstring>
@@ -105,55 +104,31 @@ __global__ void k_neg_exp(float* o, const float* a, int64_t n) { GRID_STRIDE(i, 
 __global__ void k_add_bias(float* o, const float* x, const float* b, int64_t rows, int64_t C) {
   GRID_STRIDE(i, rows * C) o[i] = x[i] + b[i % C];
 }
+/** one thread per column, f64 accumulator (the sum runs over every row) */
 /**
  * Column sums out_j = Σ_r term(r, j) over `rows` rows, for gradients of per-column parameters (biases,
- * norm and conv weights): a block per 32 columns and (blockIdx.y) one of `splits` row ranges, its
- * 32 × kColRows threads each summing every kColRows-th row of the range for one column in f64 (adjacent
- * threads read adjacent columns of a row), the partial sums then added in shared memory. One range:
- * `term.store(j, sum)` directly; several (few columns: the grid is split over rows too, so that it fills
- * the GPU): each range's f64 sum to `part` [splits][cols], added in range order by k_col_sum_ranges.
- * Deterministic either way.
+ * norm and conv weights): a block per 32 columns, its 32 × kColRows threads each summing every
+ * kColRows-th row of one column in f64 (adjacent threads read adjacent columns of a row), the partial
+ * sums then added in shared memory; `term.store(j, sum)` writes the result. Deterministic.
  */
 constexpr int kColRows = 32;
 template <class Term>
-__global__ void k_col_sum(int64_t rows, int64_t cols, int64_t rowsPer, double* part, Term term) {
-  __shared__ double sh[kColRows][33];
+__global__ void k_col_sum(int64_t rows, int64_t cols, Term term) {
+  __shared__ double part[kColRows][33];
   const int64_t j = blockIdx.x * 32 + threadIdx.x;
-  const int64_t r0 = blockIdx.y * rowsPer, r1 = min(rows, r0 + rowsPer);
   double s = 0;
   if (j < cols)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kColRows) s += term(r, j);
-  sh[threadIdx.y][threadIdx.x] = s;
+    for (int64_t r = threadIdx.y; r < rows; r += kColRows) s += term(r, j);
+  part[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y == 0 && j < cols) {
-    for (int k = 1; k < kColRows; k++) s += sh[k][threadIdx.x];
-    if (part) part[blockIdx.y * cols + j] = s;
-    else term.store(j, s);
-  }
-}
-template <class Term>
-__global__ void k_col_sum_ranges(const double* part, int splits, int64_t cols, Term term) {
-  GRID_STRIDE(j, cols) {
-    double s = 0;
-    for (int k = 0; k < splits; k++) s += part[k * cols + j];
+    for (int k = 1; k < kColRows; k++) s += part[k][threadIdx.x];
     term.store(j, s);
   }
 }
 template <class Term>
 void launchColSum(int64_t rows, int64_t cols, Term term, cudaStream_t s) {
-  if (cols <= 0) return;
-  const int64_t colBlocks = (cols + 31) / 32;
-  // row ranges: about 4 blocks of 1024 threads per SM of an H200 (132) in all, each thread summing ≥ 8 rows
-  const int64_t splits = std::max<int64_t>(1, std::min<int64_t>((528 + colBlocks - 1) / colBlocks, rows / (kColRows * 8)));
-  const int64_t rowsPer = (rows + splits - 1) / splits;
-  if (splits == 1) {
-    k_col_sum<<<(unsigned)colBlocks, dim3(32, kColRows), 0, s>>>(rows, cols, rows, nullptr, term);
-    return;
-  }
-  double* part = static_cast<double*>(m1Alloc(sizeof(double) * splits * cols));
-  k_col_sum<<<dim3((unsigned)colBlocks, (unsigned)splits), dim3(32, kColRows), 0, s>>>(rows, cols, rowsPer, part, term);
-  k_col_sum_ranges<<<gridFor(cols), kThreads, 0, s>>>(part, (int)splits, cols, term);
-  m1Free(part);  // stream-ordered: the next user of the block runs after these kernels
+  if (cols > 0) k_col_sum<<<(unsigned)((cols + 31) / 32), dim3(32, kColRows), 0, s>>>(rows, cols, term);
 }
 
 /** out[c] = Σ_r x[r, c] */
