@@ -11,6 +11,7 @@
 //    backward recomputes states from per-chunk checkpoints kept in a global scratch buffer.
 #include "kernels.h"
 #include "flash_attention.h"
+#include "runtime.h"
 #include "warp.cuh"
 #include <algorithm>
 #include <cstring>
@@ -628,27 +629,62 @@ __global__ void k_conv1d_bwd_dx(float* dx, const float* dpre, const float* w, co
     dx[i] = acc;
   }
 }
-/** one thread per (c, k) over all B·T positions (k = K: the bias) */
-/** conv's dw[c, k] (column e = k·C + c, k < K) and dbias[c] (e = K·C + c) summed over the rows of dpre */
-struct ConvDwTerm {
-  float *dw, *dbias;
-  const float *dpre, *x;
-  const int* segStart;
-  int T, C, K;
-  __device__ double operator()(int64_t r, int64_t e) const {
-    const int c = (int)(e % C), k = (int)(e / C);
-    const float g = dpre[r * C + c];
-    if (k == K) return g;
-    const int t = (int)(r % T), ss = segStart ? segStart[r] : 0;
-    if (k < K - 1 - (t - ss)) return 0.0;  // the tap reads before the segment start: zero padding
-    return (double)g * x[(r - (K - 1) + k) * C + c];
+/**
+ * conv's dw[c, k] and dbias[c] summed over the rows of g (= dpre): a thread per (channel c, range of rows),
+ * walking its rows in order with the last K inputs of its channel in registers (each g and x value is read
+ * once, where a thread per (c, k) re-read them K + 1 times), f64 sums. A tap k of row r reads input row
+ * r − (K − 1) + k, zero before the row's segment start (the causal padding). One range: the sums are stored;
+ * several: each range's K + 1 sums go to part [ranges][K + 1][C], added in range order by k_conv1d_dw_ranges.
+ */
+template <int KMAX>
+__global__ void k_conv1d_dw(float* dw, float* dbias, double* part, const float* g, const float* x, const int* segStart, int64_t rows,
+                            int T, int C, int K, int64_t rowsPer) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int64_t r0 = blockIdx.y * rowsPer, r1 = min(rows, r0 + rowsPer);
+  double acc[KMAX + 1];
+  float win[KMAX];  // at row r, after the shift: win[k] = input row r − (K − 1) + k of this channel (0 before row 0)
+#pragma unroll
+  for (int k = 0; k <= KMAX; k++) acc[k] = 0.0;
+#pragma unroll
+  for (int k = 0; k < KMAX; k++) {  // the window of row r0 − 1: rows r0 − K … r0 − 1
+    const int64_t rr = r0 - K + k;
+    win[k] = k < K && rr >= 0 ? x[rr * C + c] : 0.f;
   }
-  __device__ void store(int64_t e, double v) const {
-    const int c = (int)(e % C), k = (int)(e / C);
+  for (int64_t r = r0; r < r1; r++) {
+    // shift the window: row r enters at K − 1
+    const float xr = x[r * C + c];
+#pragma unroll
+    for (int k = 0; k < KMAX; k++) win[k] = k + 1 < K ? win[k + 1 < KMAX ? k + 1 : k] : (k + 1 == K ? xr : win[k]);
+    const float gv = g[r * C + c];
+    const int t = (int)(r % T), ss = segStart ? segStart[r] : 0, k0 = K - 1 - (t - ss);  // taps below k0 read before the segment
+    acc[KMAX] += gv;
+#pragma unroll
+    for (int k = 0; k < KMAX; k++)
+      if (k < K && k >= k0) acc[k] += (double)gv * win[k];
+  }
+  if (part) {
+    double* p = part + (int64_t)blockIdx.y * (K + 1) * C;
+#pragma unroll
+    for (int k = 0; k < KMAX; k++)
+      if (k < K) p[(int64_t)k * C + c] = acc[k];
+    p[(int64_t)K * C + c] = acc[KMAX];
+  } else {
+#pragma unroll
+    for (int k = 0; k < KMAX; k++)
+      if (k < K) dw[(int64_t)c * K + k] = (float)acc[k];
+    if (dbias) dbias[c] = (float)acc[KMAX];
+  }
+}
+__global__ void k_conv1d_dw_ranges(float* dw, float* dbias, const double* part, int ranges, int C, int K) {
+  GRID_STRIDE(e, (int64_t)(K + 1) * C) {
+    const int k = (int)(e / C), c = (int)(e % C);
+    double v = 0;
+    for (int q = 0; q < ranges; q++) v += part[(int64_t)q * (K + 1) * C + e];
     if (k < K) dw[(int64_t)c * K + k] = (float)v;
     else if (dbias) dbias[c] = (float)v;
   }
-};
+}
 
 // ------------------------------------------------------------------------------------------------
 // M1 selective scan (Mamba-1, grouped B/C): one thread per (b, channel), state h[N] in registers
@@ -2039,7 +2075,23 @@ cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, float* dpre, const
     g = dpre;
   }
   if (n > 0) k_conv1d_bwd_dx<<<gridFor(n), kThreads, 0, s>>>(dx, g, w, segStart, B, T, C, K);
-  launchColSum((int64_t)B * T, (int64_t)C * (K + 1), ConvDwTerm{dw, dbias, g, x, segStart, T, C, K}, s);
+  const int64_t rows = (int64_t)B * T;
+  if (C <= 0) return lastError();
+  if (K > 16) return cudaErrorInvalidValue;  // the kernel's register window (Mamba convs: K = 4)
+  // rows split into ranges so that the grid has about 8 blocks of 128 threads per SM of an H200 (132), each
+  // range at least 64 rows; the ranges' sums are then added in order (deterministic)
+  const int cBlocks = (C + 127) / 128;
+  const int64_t ranges = std::max<int64_t>(1, std::min<int64_t>((132 * 8 + cBlocks - 1) / cBlocks, rows / 64));
+  const int64_t rowsPer = rows > 0 ? (rows + ranges - 1) / ranges : 1;
+  double* part = ranges > 1 ? static_cast<double*>(m1Alloc(sizeof(double) * ranges * (K + 1) * C)) : nullptr;
+  const dim3 grid((unsigned)cBlocks, (unsigned)ranges);
+  if (K <= 4) k_conv1d_dw<4><<<grid, 128, 0, s>>>(dw, dbias, part, g, x, segStart, rows, T, C, K, rowsPer);
+  else if (K <= 8) k_conv1d_dw<8><<<grid, 128, 0, s>>>(dw, dbias, part, g, x, segStart, rows, T, C, K, rowsPer);
+  else k_conv1d_dw<16><<<grid, 128, 0, s>>>(dw, dbias, part, g, x, segStart, rows, T, C, K, rowsPer);
+  if (part) {
+    k_conv1d_dw_ranges<<<gridFor((int64_t)(K + 1) * C), kThreads, 0, s>>>(dw, dbias, part, (int)ranges, C, K);
+    m1Free(part);  // stream-ordered: the block's next user runs after these kernels
+  }
   return lastError();
 }
 

@@ -682,6 +682,7 @@ export class CudaBackend implements Backend {
     const Bi = bias ? this.t(bias, 'causalConv1dBackward: bias') : null;
     const { B, T, C, K } = convDims('causalConv1dBackward', X, W, Bi, opts.segments);
     if (G.size !== X.size) throw new Error(`causalConv1dBackward: dy ${shapeString(dy.shape)} does not match x ${shapeString(x.shape)}`);
+    if (K > 16) throw new Error(`causalConv1dBackward: kernel width ${K} is above the CUDA kernel's 16 (its weight gradient keeps the window in registers)`);
     return this.scoped((s) => {
       const seg = opts.segments ? s.ints(segmentStarts(opts.segments, B, T)) : 0;
       const dw = this.alloc([C, K]);
