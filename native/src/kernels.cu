@@ -159,6 +159,25 @@ __global__ void k_sum_squares(double* partials, X x, int64_t n) {
   }
 }
 
+/** k_sum_squares over an f32 tensor in float4s (n4 = n / 4; the launcher checks alignment) */
+__global__ void k_sum_squares4(double* partials, const float4* x, int64_t n4) {
+  __shared__ double sh[32];
+  double s = 0;
+  GRID_STRIDE(i, n4) {
+    const float4 v = x[i];
+    s += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w;
+  }
+  s = warpSum(s);
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  if (lane == 0) sh[wid] = s;
+  __syncthreads();
+  if (wid == 0) {
+    double r = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.0;
+    r = warpSum(r);
+    if (lane == 0) partials[blockIdx.x] = r;
+  }
+}
+
 /** out[t] = Σ of tensor t's `per` partials (a warp per tensor, f64) */
 __global__ void k_sum_partials(double* out, const double* partials, int nT, int per) {
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -174,6 +193,13 @@ __global__ void k_sum_partials(double* out, const double* partials, int nT, int 
 
 template <typename E>
 __global__ void k_copy_cols(E* dst, int64_t ds, int64_t doff, const E* src, int64_t ss, int64_t soff, int64_t rows, int64_t w) {
+  GRID_STRIDE(i, rows * w) {
+    int64_t r = i / w, j = i % w;
+    dst[r * ds + doff + j] = src[r * ss + soff + j];
+  }
+}
+/** k_copy_cols<float> in float4s (strides, offsets and width in float4s; the launcher checks alignment) */
+__global__ void k_copy_cols4(float4* dst, int64_t ds, int64_t doff, const float4* src, int64_t ss, int64_t soff, int64_t rows, int64_t w) {
   GRID_STRIDE(i, rows * w) {
     int64_t r = i / w, j = i % w;
     dst[r * ds + doff + j] = src[r * ss + soff + j];
@@ -1925,7 +1951,10 @@ cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const
   if (nT > 0) cudaMemsetAsync(partials, 0, sizeof(double) * (size_t)nT * per, s);
   for (int t = 0; t < nT; t++) {
     const int64_t g = std::max<int64_t>(1, std::min<int64_t>(per, (sizes[t] + 8 * kThreads - 1) / (8 * kThreads)));
-    k_sum_squares<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, WeightF{xs[t], bf16[t]}, sizes[t]);
+    if (!bf16[t] && sizes[t] % 4 == 0 && reinterpret_cast<uintptr_t>(xs[t]) % 16 == 0)  // f32 in float4s
+      k_sum_squares4<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, static_cast<const float4*>(xs[t]), sizes[t] / 4);
+    else
+      k_sum_squares<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, WeightF{xs[t], bf16[t]}, sizes[t]);
   }
   if (nT > 0) k_sum_partials<<<(unsigned)((nT + 7) / 8), kThreads, 0, s>>>(out, partials, nT, per);
   return lastError();
@@ -1933,6 +1962,11 @@ cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const
 cudaError_t m1_copy_cols(void* dst, int64_t ds, int64_t doff, const void* src, int64_t ss, int64_t soff, int64_t rows, int64_t w,
                          int elemBytes, cudaStream_t s) {
   if (rows * w == 0) return cudaSuccess;
+  if (elemBytes == 4 && ds % 4 == 0 && doff % 4 == 0 && ss % 4 == 0 && soff % 4 == 0 && w % 4 == 0 &&
+      (reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) % 16 == 0) {
+    k_copy_cols4<<<gridFor(rows * w / 4), kThreads, 0, s>>>((float4*)dst, ds / 4, doff / 4, (const float4*)src, ss / 4, soff / 4, rows, w / 4);
+    return lastError();
+  }
   if (elemBytes == 4)
     k_copy_cols<float><<<gridFor(rows * w), kThreads, 0, s>>>((float*)dst, ds, doff, (const float*)src, ss, soff, rows, w);
   else if (elemBytes == 2)

@@ -80,6 +80,11 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     const gs = g.splitLastDim(x.g, [3, 5, 2]), cs = cpu.splitLastDim(x.c, [3, 5, 2]);
     gs.forEach((t, i) => expectClose(g, t, cs[i]!, 0, `split ${i}`));
     expectClose(g, g.concatLastDim(gs), x.c, 0, 'concat');
+    // widths and offsets in multiples of 4 floats: the float4 copy
+    const x4 = rand([3, 5, 24], 23);
+    const gs4 = g.splitLastDim(x4.g, [8, 4, 12]), cs4 = cpu.splitLastDim(x4.c, [8, 4, 12]);
+    gs4.forEach((t, i) => expectClose(g, t, cs4[i]!, 0, `split, float4 copy ${i}`));
+    expectClose(g, g.concatLastDim(gs4), x4.c, 0, 'concat, float4 copy');
     const r = rand([4, 12], 21);
     expectClose(g, g.repeatGroups(r.g, 4, 3), cpu.repeatGroups(r.c, 4, 3), 0, 'repeatGroups');
     const dy = rand([4, 36], 22);
