@@ -159,25 +159,6 @@ __global__ void k_sum_squares(double* partials, X x, int64_t n) {
   }
 }
 
-/** k_sum_squares over an f32 tensor in float4s (n4 = n / 4; the launcher checks alignment) */
-__global__ void k_sum_squares4(double* partials, const float4* x, int64_t n4) {
-  __shared__ double sh[32];
-  double s = 0;
-  GRID_STRIDE(i, n4) {
-    const float4 v = x[i];
-    s += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w;
-  }
-  s = warpSum(s);
-  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  if (lane == 0) sh[wid] = s;
-  __syncthreads();
-  if (wid == 0) {
-    double r = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0.0;
-    r = warpSum(r);
-    if (lane == 0) partials[blockIdx.x] = r;
-  }
-}
-
 /** out[t] = Σ of tensor t's `per` partials (a warp per tensor, f64) */
 __global__ void k_sum_partials(double* out, const double* partials, int nT, int per) {
   const int t = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -1951,10 +1932,7 @@ cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const
   if (nT > 0) cudaMemsetAsync(partials, 0, sizeof(double) * (size_t)nT * per, s);
   for (int t = 0; t < nT; t++) {
     const int64_t g = std::max<int64_t>(1, std::min<int64_t>(per, (sizes[t] + 8 * kThreads - 1) / (8 * kThreads)));
-    if (!bf16[t] && sizes[t] % 4 == 0 && reinterpret_cast<uintptr_t>(xs[t]) % 16 == 0)  // f32 in float4s
-      k_sum_squares4<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, static_cast<const float4*>(xs[t]), sizes[t] / 4);
-    else
-      k_sum_squares<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, WeightF{xs[t], bf16[t]}, sizes[t]);
+    k_sum_squares<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, WeightF{xs[t], bf16[t]}, sizes[t]);
   }
   if (nT > 0) k_sum_partials<<<(unsigned)((nT + 7) / 8), kThreads, 0, s>>>(out, partials, nT, per);
   return lastError();
