@@ -10,6 +10,11 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
+#   bash bench/gpu-bench.sh dev7 | ncu-kernel | decode7 | train7 | final7   # seventh session: tests + scan + ncu of the
+#                                   # scan kernels + training + prefill (+ the engine at 3B); ncu --set full of one kernel
+#                                   # (NCU_K); decode round + engine + decode ncu; training per --head-rows (HEAD_ROWS);
+#                                   # final1 + the compiled peer at context 4096 (the `ab` phase of the scan backward's
+#                                   # layout switches is in git history)
 #   bash bench/gpu-bench.sh probe | dev | tests   # development rounds (see each phase's comment; the fifth session's
 #                                   # `variants` phase, which compared decode-attention switches since removed, is in git history)
 # quick_build uses the objects of `bash scripts/cuda-objects.sh` (compiled ahead, same nvcc) when they match the sources.
