@@ -179,13 +179,6 @@ __global__ void k_copy_cols(E* dst, int64_t ds, int64_t doff, const E* src, int6
     dst[r * ds + doff + j] = src[r * ss + soff + j];
   }
 }
-/** k_copy_cols<float> in float4s (strides, offsets and width in float4s; the launcher checks alignment) */
-__global__ void k_copy_cols4(float4* dst, int64_t ds, int64_t doff, const float4* src, int64_t ss, int64_t soff, int64_t rows, int64_t w) {
-  GRID_STRIDE(i, rows * w) {
-    int64_t r = i / w, j = i % w;
-    dst[r * ds + doff + j] = src[r * ss + soff + j];
-  }
-}
 __global__ void k_repeat_groups(float* out, const float* x, int64_t rows, int64_t inW, int64_t w, int64_t rep) {
   int64_t outW = inW * rep;
   GRID_STRIDE(i, rows * outW) {
@@ -660,9 +653,13 @@ __global__ void k_conv1d_dw(float* dw, float* dbias, double* part, const float* 
   }
   for (int64_t r = r0; r < r1; r++) {
     // shift the window: row r enters at K − 1
+#pragma unroll
+    for (int k = 0; k + 1 < KMAX; k++)
+      if (k + 1 < K) win[k] = win[k + 1];
     const float xr = x[r * C + c];
 #pragma unroll
-    for (int k = 0; k < KMAX; k++) win[k] = k + 1 < K ? win[k + 1 < KMAX ? k + 1 : k] : (k + 1 == K ? xr : win[k]);
+    for (int k = 0; k < KMAX; k++)
+      if (k == K - 1) win[k] = xr;
     const float gv = g[r * C + c];
     const int t = (int)(r % T), ss = segStart ? segStart[r] : 0, k0 = K - 1 - (t - ss);  // taps below k0 read before the segment
     acc[KMAX] += gv;
@@ -1154,13 +1151,11 @@ __device__ __forceinline__ float runSum(float v) {
   return v;
 }
 
-/** SPT consecutive floats (SPT 1, 2 or 4; p aligned to SPT floats) */
+/** SPT consecutive floats (SPT 1 or 2; p aligned to SPT floats) */
 template <int SPT>
 __device__ __forceinline__ void loadRun(const float* p, float (&v)[SPT]) {
-  if constexpr (SPT == 4) {
-    const float4 t = *reinterpret_cast<const float4*>(p);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-  } else if constexpr (SPT == 2) {
+  static_assert(SPT == 1 || SPT == 2, "runs of 1 or 2 floats");
+  if constexpr (SPT == 2) {
     const float2 t = *reinterpret_cast<const float2*>(p);
     v[0] = t.x, v[1] = t.y;
   } else {
@@ -1802,13 +1797,8 @@ __global__ void k_adamw_vec4(float* w, void* paramOut, int paramBf16, const floa
     reinterpret_cast<float4*>(v)[i] = v4;
     reinterpret_cast<float4*>(w)[i] = w4;
     if (paramOut) {
-      if (paramBf16) {
-        reinterpret_cast<ushort4*>(paramOut)[i] =
-            make_ushort4(__bfloat16_as_ushort(__float2bfloat16_rn(w4.x)), __bfloat16_as_ushort(__float2bfloat16_rn(w4.y)),
-                         __bfloat16_as_ushort(__float2bfloat16_rn(w4.z)), __bfloat16_as_ushort(__float2bfloat16_rn(w4.w)));
-      } else {
-        reinterpret_cast<float4*>(paramOut)[i] = w4;
-      }
+      if (paramBf16) storeOut4(static_cast<__nv_bfloat16*>(paramOut), i, w4);
+      else storeOut4(static_cast<float*>(paramOut), i, w4);
     }
   }
   const int64_t t = (n4 << 2) + blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -1940,9 +1930,9 @@ cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const
 cudaError_t m1_copy_cols(void* dst, int64_t ds, int64_t doff, const void* src, int64_t ss, int64_t soff, int64_t rows, int64_t w,
                          int elemBytes, cudaStream_t s) {
   if (rows * w == 0) return cudaSuccess;
-  if (elemBytes == 4 && ds % 4 == 0 && doff % 4 == 0 && ss % 4 == 0 && soff % 4 == 0 && w % 4 == 0 &&
-      (reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) % 16 == 0) {
-    k_copy_cols4<<<gridFor(rows * w / 4), kThreads, 0, s>>>((float4*)dst, ds / 4, doff / 4, (const float4*)src, ss / 4, soff / 4, rows, w / 4);
+  if (elemBytes == 4 && ds % 4 == 0 && doff % 4 == 0 && ss % 4 == 0 && soff % 4 == 0 && fourWide(w, {dst, src})) {  // in float4s
+    k_copy_cols<float4><<<gridFor(rows * w / 4), kThreads, 0, s>>>((float4*)dst, ds / 4, doff / 4, (const float4*)src, ss / 4, soff / 4,
+                                                                  rows, w / 4);
     return lastError();
   }
   if (elemBytes == 4)
@@ -2252,11 +2242,6 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
   if (dD) cudaMemsetAsync(dD, 0, sizeof(float) * Di, s);
   if (dDb) cudaMemsetAsync(dDb, 0, sizeof(float) * Di, s);
   if (n == 0 || T == 0) return lastError();
-  // dB / dC sums over the channels of a group: runs of `width` lanes share one (row, group) when every warp
-  // lies in one (b, chunk) row (Di % 32 == 0) and width divides the group's channel count
-  int width = 1;
-  if (Di % 32 == 0)
-    while (width < 32 && per % (width * 2) == 0) width *= 2;
   float *hin = nullptr, *adjIn = nullptr, *rest = scratch;
   if (ch.K > 1) {
     hin = scratch;
@@ -2289,6 +2274,11 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
 #undef SCAN_BWD_LANES
     return lastError();
   }
+  // dB / dC sums over the channels of a group: runs of `width` lanes share one (row, group) when every warp
+  // lies in one (b, chunk) row (Di % 32 == 0) and width divides the group's channel count
+  int width = 1;
+  if (Di % 32 == 0)
+    while (width < 32 && per % (width * 2) == 0) width *= 2;
   // the column sums need whole warps of valid lanes: Di % 32 == 0 (width > 1 only then) and n a multiple of the block
   const bool colSum = width == N && N <= 32 && n % 128 == 0;
   const size_t smem = colSum ? 2 * 128 * (size_t)(N + 1) * sizeof(float) : 0;
