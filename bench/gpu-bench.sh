@@ -64,13 +64,14 @@ decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS
   el "decode done"
 }
 ncu_decode() {  # ncu_decode "model:batch:context ...": every kernel of a few eager decode steps under Nsight Compute
+  # (NCU_CACHE=none keeps L2 warm between kernels as in a real step; ncu's default, all, flushes it before each one)
   for pt in $1; do
     IFS=: read -r m b c <<< "$pt"
-    timeout ${NCU_S:-150} ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+    timeout ${NCU_S:-150} ncu --clock-control none --cache-control ${NCU_CACHE:-all} --metrics gpu__time_duration.sum --csv --print-units base \
       node dist/bench/decode.js --zero-weights --backend cuda --models $m --batches $b --contexts $c --lengths 0 --steps 2 --warmup-s 0 \
       > /tmp/ncu-$m-$b-$c.csv 2> /tmp/ncu-$m-$b-$c.err; echo "ncu $pt rc=$?"
     gzip -c /tmp/ncu-$m-$b-$c.csv > "$OUT/ncu-$m-$b-$c.csv.gz"
-    python3 bench/ncu-summary.py /tmp/ncu-$m-$b-$c.csv --steps 3 --label "$m B=$b ctx=$c" --json "$OUT/ncu-$m-$b-$c.json" | head -${NCU_TOP:-40}
+    python3 bench/ncu-summary.py /tmp/ncu-$m-$b-$c.csv --steps 2 --label "$m B=$b ctx=$c" --json "$OUT/ncu-$m-$b-$c.json" | head -${NCU_TOP:-40}
     el "ncu $pt done"
   done
 }
@@ -252,6 +253,62 @@ decode7)
   decode_round
   engine3b
   ncu_decode "${NCU_POINTS:-m1-3b:64:256}"
+  ;;
+dev8)
+  # eighth session: build (tests unless SKIP_TESTS=1), decode with graphs at BATCHES, then every kernel of a few
+  # eager decode steps under Nsight Compute (NCU_POINTS), to set the kernels' sum against the graph's step time
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  decode_round
+  ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:256}"
+  ;;
+dev8b)
+  # eighth session: build, CUDA tests, decode with graphs (m1 + llama at BATCHES × CONTEXTS), M1-3B decode again
+  # with 32-row tiles in the decode attention (M1_DECODE_TILE, temporary A/B), then the training step and a profiled one
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  decode_round
+  M1_DECODE_TILE=32 timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-tile32 --models m1-3b \
+    --batches 64,512 --length-batch 64 --lengths 0 --contexts 256,4096 > "$OUT/decode-tile32.txt" 2>&1
+  echo "decode tile 32 rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-tile32.txt" | head -8; el "decode tile 32 done"
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec|Error|error" "$OUT/train.txt" | head -9; el "train done"
+  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  ;;
+ncu-decode-kernel)
+  # Nsight Compute, full set, on one launch of the kernels matching NCU_K during eager decode steps at NCU_POINT
+  # (model:batch:context; L2 kept warm between kernels as in a real step)
+  quick_build
+  IFS=: read -r m b c <<< "${NCU_POINT:-m1-3b:512:4096}"
+  timeout ${NCU_S:-200} ncu --clock-control none --cache-control none -k regex:${NCU_K:-decode_partial} --launch-skip ${NCU_SKIP:-12} \
+    --launch-count 1 --set full node dist/bench/decode.js --zero-weights --backend cuda --models $m --batches $b --contexts $c \
+    --lengths 0 --steps 2 --warmup-s 0 > "$OUT/ncu-decode-kernel.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "^  [a-z_ ]*k_|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc|Issue Slots Busy|Warp Cycles Per Issued|Block Limit|L1/TEX Hit|L2 Hit|Stall|Dynamic Shared|Grid Size|Waves|No Eligible|Active Warps|Error" "$OUT/ncu-decode-kernel.txt" | head -70
+  el "ncu done"
+  ;;
+dev8c)
+  # eighth session: build, CUDA tests, decode with graphs (m1 + llama at BATCHES × CONTEXTS), M1-3B decode again
+  # with the CUDA-core decode attention (M1_DECODE_TC=0, temporary A/B), then warm-L2 kernel times of eager steps
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  decode_round
+  M1_DECODE_TC=0 timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-simt --models m1-3b \
+    --batches 64,512 --length-batch 64 --lengths 0 --contexts 256,4096 > "$OUT/decode-simt.txt" 2>&1
+  echo "decode simt rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-simt.txt" | head -8; el "decode simt done"
+  NCU_CACHE=none ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:4096}"
+  ;;
+dev8d)
+  # eighth session: build, CUDA tests, decode with graphs (m1 + llama at BATCHES × CONTEXTS), decode again with the
+  # cuBLASLt heuristic's first algorithm (M1_MATMUL_TUNE=0) for the timed-algorithm A/B, then the training step
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  decode_round
+  M1_MATMUL_TUNE=0 timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-notune \
+    --batches 8,64,256,512 --length-batch 64 --lengths 0 --contexts 256 > "$OUT/decode-notune.txt" 2>&1
+  echo "decode no tuning rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-notune.txt" | head -12; el "decode no tuning done"
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/train.txt" | head -9; el "train done"
   ;;
 ncu-kernel)
   # Nsight Compute, full set, on one launch of the kernels matching NCU_K during bench/scan.ts (default: the scan

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Per-kernel GPU time from an `ncu --csv --metrics gpu__time_duration.sum` log: the kernels of the last
-`--steps` decode steps (found as the last repeats of the step's kernel sequence), grouped by name, as ms per step.
+`--steps` decode steps (a step starts at a launch of --step-start, by default the embedding kernel), grouped by name, as ms per step.
 Usage: python3 bench/ncu-summary.py LOG.csv --steps K [--json OUT]"""
 import argparse, csv, json, re, sys
 from collections import OrderedDict
@@ -8,6 +8,7 @@ from collections import OrderedDict
 ap = argparse.ArgumentParser()
 ap.add_argument('log'); ap.add_argument('--steps', type=int, required=True); ap.add_argument('--json')
 ap.add_argument('--label', default='')
+ap.add_argument('--step-start', default=r'k_embedding', help='regex of the kernel that starts a step')
 a = ap.parse_args()
 rows = []
 with open(a.log, newline='') as f:
@@ -18,24 +19,23 @@ for r in csv.DictReader(lines):
     rows.append((r['Kernel Name'], float(r['Metric Value'].replace(',', ''))))
 if not rows:
     sys.exit(f'{a.log}: no gpu__time_duration.sum rows')
-# a step ends with the last kernel of the sequence; assume the final `steps` steps have equal kernel counts:
-# find the period p (kernels per step) as the smallest p whose last steps·p names repeat with period p
-names = [n for n, _ in rows]
-period = None
-for p in range(10, len(names) // a.steps + 1):
-    tail = names[-a.steps * p:]
-    if all(tail[i] == tail[i % p] for i in range(len(tail))):
-        period = p; break
-if period is None:
-    sys.exit(f'{a.log}: the last {a.steps} steps do not repeat one kernel sequence')
-tail = rows[-a.steps * period:]
+# a decode step starts with the token-embedding kernel: take the last `steps` complete steps (from one embedding
+# launch to the kernel before the next), so that what follows the last step is left out
+starts = [i for i, (n, _) in enumerate(rows) if re.search(a.step_start, n)]
+if len(starts) < a.steps + 1:
+    sys.exit(f'{a.log}: {len(starts)} launches of /{a.step_start}/ found, {a.steps + 1} needed for {a.steps} complete steps')
+first, last = starts[-a.steps - 1], starts[-1]
+counts = [starts[j + 1] - starts[j] for j in range(len(starts) - a.steps - 1, len(starts) - 1)]
+period = sum(counts) / a.steps; trail = len(rows) - last  # kernels per step (steps may differ: a split-K combine or not)
+rows = rows[first:last]
+tail = rows
 agg = OrderedDict()
 for n, ns in tail:
     short = re.sub(r'\(.*', '', n)
     short = re.sub(r'^void ', '', short)
     e = agg.setdefault(short, [0, 0.0]); e[0] += 1; e[1] += ns
 tot = sum(v[1] for v in agg.values()) / a.steps / 1e6
-print(f'{a.label} kernels per step {period}, sum of kernel times {tot:.3f} ms per step')
+print(f'{a.label} kernels per step {period:g} ({"/".join(map(str, counts))}), sum of kernel times {tot:.3f} ms per step ({trail} kernels from the last step start on left out)')
 out = []
 for k, (c, ns) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
     ms = ns / a.steps / 1e6

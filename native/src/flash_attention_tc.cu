@@ -23,7 +23,11 @@
 #include <math_constants.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
+#include "async_copy.cuh"
+#include "mma.cuh"
 #include "flash_attention.h"
 #include "kernels.h"
 #include "runtime.h"
@@ -39,51 +43,6 @@ struct TcLayout {
   static constexpr size_t bytes = (size_t)4 * tile * sizeof(__nv_bfloat16);  // 2 stages × (K, V)
 };
 
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-__device__ __forceinline__ uint32_t ld32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
-
-/** 16 bytes global → shared, asynchronously; `valid` false writes 16 zero bytes (src is not read) */
-__device__ __forceinline__ void cpAsync16(void* dst, const void* src, bool valid) {
-  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cpAsyncWaitOne() { asm volatile("cp.async.wait_group 1;\n" ::); }
-
-/**
- * The B operand of an m16n8k16 product from a row-major [k][n] bf16 tile: ldmatrix.trans of the two
- * 8 × 8 blocks at rows k0..k0+7 and k0+8..k0+15, columns n0..n0+7 — lanes 0–15 give the row addresses
- * (row k0 + lane), every lane receives {rows k0 + 2·quad, +1; column n0 + gid} and the same 8 rows on.
- */
-__device__ __forceinline__ void ldB_trans(uint32_t& b0, uint32_t& b1, const __nv_bfloat16* rowPtr) {
-  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(rowPtr);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(b0), "=r"(b1) : "r"(addr));
-}
-
-/**
- * The B operands of two consecutive k-steps from a row-major [n][k] bf16 tile (rows = the product's n, e.g.
- * keys of K for Q·Kᵀ): one ldmatrix.x4 of the 8 × 8 blocks at columns k0, k0 + 8, k0 + 16, k0 + 24 of rows
- * n0..n0+7. `tile` points at (row n0, column k0); lane l gives the address of row n0 + (l & 7), block l / 8.
- * b0, b1: k-step k0 (columns 2·quad..+1 and +8 of row n0 + gid); b2, b3: k-step k0 + 16 — what two pairs of
- * 32-bit loads gave, in one instruction.
- */
-template <int LD>
-__device__ __forceinline__ void ldB2steps(uint32_t& b0, uint32_t& b1, uint32_t& b2, uint32_t& b3, const __nv_bfloat16* tile, int lane) {
-  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(tile + (lane & 7) * LD + 8 * (lane >> 3));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3) : "r"(addr));
-}
-
-/** d += a · b for one m16n8k16 tile (a: 4 regs of bf16 pairs, b: 2, d: 4 floats) */
-__device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /** ROWS rows of one head (row r of the tile at src + r·stride) → shared [ROWS][LD] by cp.async; rows ≥ valid are zeros */
 template <int DH, int ROWS>
 __device__ __forceinline__ void copyRowsAsync(__nv_bfloat16* dst, const __nv_bfloat16* src, int64_t stride, int valid) {
@@ -92,26 +51,6 @@ __device__ __forceinline__ void copyRowsAsync(__nv_bfloat16* dst, const __nv_bfl
     const int r = e / C8, c = (e % C8) * 8;
     const bool ok = r < valid;
     cpAsync16(dst + r * LD + c, ok ? src + r * stride + c : src, ok);
-  }
-}
-
-/** the C fragments of n-tiles 2kk, 2kk + 1 (f32) as the A fragment of k-step kk of the next product */
-__device__ __forceinline__ void cToA(uint32_t* a, const float* c0, const float* c1) {
-  a[0] = pack2(c0[0], c0[1]);
-  a[1] = pack2(c0[2], c0[3]);
-  a[2] = pack2(c1[0], c1[1]);
-  a[3] = pack2(c1[2], c1[3]);
-}
-
-/** acc[d] += A · X for n-tiles d of a row-major [16 k][DH] bf16 block starting at `rows` (ldmatrix.trans) */
-template <int DH>
-__device__ __forceinline__ void mmaRowsTrans(float (*acc)[4], const uint32_t* a, const __nv_bfloat16* rows, int lane) {
-  const __nv_bfloat16* r = rows + (lane & 15) * (DH + 8);
-#pragma unroll
-  for (int d = 0; d < DH / 8; d++) {
-    uint32_t b0, b1;
-    ldB_trans(b0, b1, r + 8 * d);
-    mma16816(acc[d], a, b0, b1);
   }
 }
 
@@ -324,15 +263,33 @@ cudaError_t launchFwdTc(float* out, float* lse, const float* q, const __nv_bfloa
 // ------------------------------------------------------------------------------------------------
 // backward on the tensor cores
 //
-// Two kernels, as the f32 path: dQ per 64-query tile (streams 32-key tiles of K and V) and dK / dV
-// per 64-key tile (streams 32-query tiles of Q and dO for every q head of the GQA group), each
-// recomputing P = exp(scale·S − lse) from the forward's lse; no atomics, deterministic. Blocks of 4
-// warps, warp w owning 16 rows of the block's tile (queries for dQ, keys for dK / dV), lanes holding
-// rows gid and gid + 8 as in the forward:
+// Both schemes recompute P = exp(scale·S − lse) from the forward's lse and take D = rowsum(dO∘O) from
+// Dbuf (m1_flash_attention_rowdot). Blocks of 4 warps, warp w owning 16 rows of the block's tile
+// (queries for dQ, keys for dK / dV), lanes holding rows gid and gid + 8 as in the forward.
+//
+// Fused (FlashAttention-2, the default): one kernel per 64-key tile (k_flash_bwd_dkdv_tc<DH, true>)
+// streams 32-query tiles of Q and dO for every q head of the GQA group and does 5 products per tile:
+//   Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (K, V fragments from shared memory); Pᵀ, dSᵀ = Pᵀ∘(dPᵀ − D) in f32;
+//   dV += Pᵀ·dO, dK += dSᵀ·Q (dO and Q by ldmatrix.trans), kept in registers for the whole loop;
+//   dQ_tile (32 queries × Dh) = dS·K: each warp stores its dSᵀ rows (its 16 keys × 32 queries, the same
+//   bf16 pairs that feed dK) to a shared [64 keys][40] tile, a barrier, then warp w computes the 32
+//   queries × dims [w·Dh/4, (w+1)·Dh/4) over the 64 keys: dS as the A operand by ldmatrix.x4.trans of
+//   the dSᵀ tile, K as the B operand by ldmatrix.x4.trans of the block's [key][dim] K tile. The partial
+//   (× scale) goes to the f32 dq with red.global.add.v4.f32: lane pairs swap halves by one shuffle so
+//   each lane holds 4 adjacent dims of one row (16-byte reductions, half the instructions of float2 ones).
+// dq is zeroed first (cudaMemsetAsync on the stream) and receives one partial per (q head, query, key
+// tile) from the blocks of different key tiles: atomics, because those blocks run concurrently and no
+// block owns a query row. The f32 sums therefore land in a nondeterministic order: dq differs from run to
+// run in its last bits (dk and dv stay deterministic). This drops the dQ pass's recomputation of S and dP
+// (7 products → 5) at the price of Dh f32 reductions per (q head, query, 64-key tile) that the query can see
+// (skipped with the block's tile when no pair of it is visible; a query tile's rows past T are not written).
+//
+// Two kernels (M1_ATTN_BWD_FUSED=0, read by the launcher on every call; kept to measure against):
+// dQ per 64-query tile (streams 32-key tiles of K and V) and dK / dV per 64-key tile as above without the
+// dQ step; no atomics, deterministic:
 //   dQ:    S = Q·Kᵀ, dP = dO·Vᵀ (Q, dO as A fragments in registers); dS = P∘(dP − D) in f32;
 //          dQ += dS·K (dS from the C fragments as the A operand, K by ldmatrix.trans);
-//   dK/dV: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (K, V fragments from shared memory); Pᵀ, dSᵀ in f32;
-//          dV += Pᵀ·dO, dK += dSᵀ·Q (dO and Q by ldmatrix.trans).
+//   dK/dV: as the fused kernel's first four products.
 // The streamed tiles go global → shared by cp.async into two stages, as the forward's K and V.
 
 constexpr int kBwdWarps = 4, kBwdRows = 16 * kBwdWarps, kBwdTile = 32, kBwdThreads = kBwdWarps * 32;
@@ -344,7 +301,52 @@ struct BwdLayout {
   static constexpr int fixed = kBwdRows * LD;       // the dK/dV block's own [64][LD] K or V
   static constexpr size_t dqBytes = (size_t)4 * tile * sizeof(__nv_bfloat16);                    // 2 stages × (K, V)
   static constexpr size_t dkdvBytes = ((size_t)2 * fixed + 4 * tile) * sizeof(__nv_bfloat16);  // K, V + 2 stages × (Q, dO)
+  static constexpr int LDS = kBwdTile + 8;          // the fused kernel's dSᵀ [64 keys][LDS] (80-byte rows: conflict-free)
+  static constexpr size_t fusedBytes = dkdvBytes + (size_t)kBwdRows * LDS * sizeof(__nv_bfloat16);
 };
+
+/**
+ * The A operand (16 m × 16 k) of an m16n8k16 product from a row-major [k][m] bf16 tile (A stored
+ * transposed), by one ldmatrix.x4.trans. `tile` points at (row k0, column m0). Matrices 0–3 are
+ * (m 0–7, k 0–7), (m 8–15, k 0–7), (m 0–7, k 8–15), (m 8–15, k 8–15): lane l gives the address of stored
+ * row k0 + (l & 7) + 8·(l / 16), column m0 + 8·((l / 8) & 1), and receives {m gid; k 2quad, +1} of each.
+ */
+template <int LD>
+__device__ __forceinline__ void ldA_trans(uint32_t* a, const __nv_bfloat16* tile, int lane) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(tile + ((lane & 7) + 8 * (lane >> 4)) * LD + 8 * ((lane >> 3) & 1));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(addr));
+}
+
+/**
+ * The B operands of two adjacent n-tiles (n0..n0+7: b0, b1; n0+8..n0+15: b2, b3) from a row-major [k][n]
+ * bf16 tile by one ldmatrix.x4.trans; `tile` points at (row k0, column n0); lane l gives the address of
+ * row k0 + (l & 15), column n0 + 8·(l / 16). ldB_trans for two n-tiles at once.
+ */
+template <int LD>
+__device__ __forceinline__ void ldB_trans2tiles(uint32_t& b0, uint32_t& b1, uint32_t& b2, uint32_t& b3, const __nv_bfloat16* tile,
+                                                int lane) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(tile + (lane & 15) * LD + 8 * (lane >> 4));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+               : "r"(addr));
+}
+
+/**
+ * *p += v (4 floats, p 16-byte aligned) as one fire-and-forget global reduction (sm_90; the compute_80 PTX that
+ * binding.gyp also embeds gets four scalar ones, which compile to RED as their results are unused)
+ */
+__device__ __forceinline__ void redAdd4(float* p, float4 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v4.f32 [%0], {%1,%2,%3,%4};\n" ::"l"(p), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w) : "memory");
+#else
+  atomicAdd(p, v.x);
+  atomicAdd(p + 1, v.y);
+  atomicAdd(p + 2, v.z);
+  atomicAdd(p + 3, v.w);
+#endif
+}
 
 /** A fragment (rows p0, p1 = p0 + 8; k columns col..col+1 and col+8..col+9) from row-major bf16 rows */
 __device__ __forceinline__ void ldA(uint32_t* a, const __nv_bfloat16* p0, const __nv_bfloat16* p1, int col) {
@@ -470,10 +472,13 @@ k_flash_bwd_dq_tc(float* __restrict__ dq, const __nv_bfloat16* __restrict__ qb, 
   }
 }
 
-/** dK, dV for 64 keys of kv head g, row b: streams the query tiles at or after the key tile for every q head of the group */
-template <int DH>
+/**
+ * dK, dV for 64 keys of kv head g, row b: streams the query tiles at or after the key tile for every q head of the group.
+ * FUSED: also dQ += dS·K for every streamed query tile, reduced into dq (zeroed beforehand) by atomics; dq unused otherwise.
+ */
+template <int DH, bool FUSED>
 __global__ void __launch_bounds__(kBwdThreads, 2)
-k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_bfloat16* __restrict__ qb,
+k_flash_bwd_dkdv_tc(float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, const __nv_bfloat16* __restrict__ qb,
                     const __nv_bfloat16* __restrict__ kb, const __nv_bfloat16* __restrict__ vb, const __nv_bfloat16* __restrict__ dob,
                     const float* __restrict__ lse, const float* __restrict__ Dbuf, const int* __restrict__ seg, int T, int Hq, int Hkv,
                     float scale) {
@@ -484,13 +489,18 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
   __nv_bfloat16* Vs = Ks + L::fixed;                             // [kBwdRows][LD]
   __nv_bfloat16* Qs = Vs + L::fixed;                             // [2][kBwdTile][LD]
   __nv_bfloat16* Os = Qs + 2 * L::tile;                          // dO, [2][kBwdTile][LD]
+  __nv_bfloat16* dsT = Os + 2 * L::tile;                         // FUSED: dSᵀ [kBwdRows][LDS] (not allocated otherwise)
+  constexpr int LDS = L::LDS;
   __shared__ float qL[2][kBwdTile], qD[2][kBwdTile];
   __shared__ int kSeg[kBwdRows], qSeg[2][kBwdTile];
   const float scale2 = scale * 1.4426950408889634f;  // P = exp2(scale2·S − lse·log2(e))
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
-  const int k0 = blockIdx.x * kBwdRows;  // tile 0 sees every query: the longest blocks start first
-  const int g = blockIdx.y, b = blockIdx.z, group = Hq / Hkv;
+  // tile 0 sees every query: the longest blocks start first. FUSED (the whole backward in this kernel): blockIdx.x =
+  // tile·Hkv + g, the kv heads fastest, so the longest tiles of every head start in the first wave (with the heads in
+  // blockIdx.y the last heads' long tiles would start late and run alone at the end)
+  const int k0 = (FUSED ? (int)blockIdx.x / Hkv : (int)blockIdx.x) * kBwdRows;
+  const int g = FUSED ? (int)blockIdx.x % Hkv : (int)blockIdx.y, b = blockIdx.z, group = Hq / Hkv;
   const int nk = min(kBwdRows, T - k0);
   const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH;
   const int c0 = warp * 16 + gid, c1 = c0 + 8;  // this lane's key rows in the tile
@@ -537,11 +547,10 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
     const float* ql = qL[st];
     const float* qd = qD[st];
     const int* qs = qSeg[st];
-    bool work = q0 + kBwdTile - 1 >= warpFirst && warpFirst < T;  // warp-uniform: a query of the tile can see a key of the warp
-    if (seg) {
-      const bool anyVisible = tileAnyVisible(kBwdTile, kBwdRows, q0, k0, T, qs, kSeg);  // reached by every thread
-      work = work && anyVisible;
-    }
+    // block-uniform: some (query, key) pair of the tiles is visible (tileAnyVisible is reached by every thread)
+    const bool blockWork = !seg || tileAnyVisible(kBwdTile, kBwdRows, q0, k0, T, qs, kSeg);
+    // warp-uniform: a query of the tile can see a key of the warp
+    const bool work = blockWork && q0 + kBwdTile - 1 >= warpFirst && warpFirst < T;
     if (work) {
       // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ: rows = the warp's 16 keys, n-tile j = queries 8j..8j+7
       float s[NQT][4], dp[NQT][4];
@@ -582,11 +591,69 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
         uint32_t pa[4], sa[4];
         cToA(pa, s[2 * kk], s[2 * kk + 1]);
         cToA(sa, dp[2 * kk], dp[2 * kk + 1]);
+        if constexpr (FUSED) {
+          // dSᵀ rows c0 (sa[0], sa[2]) and c1 = c0 + 8 (sa[1], sa[3]), queries 16kk + 2quad..+1 and +8: 32-bit stores
+          __nv_bfloat16* d0 = dsT + c0 * LDS + 16 * kk + 2 * quad;
+          *reinterpret_cast<uint32_t*>(d0) = sa[0];
+          *reinterpret_cast<uint32_t*>(d0 + 8 * LDS) = sa[1];
+          *reinterpret_cast<uint32_t*>(d0 + 8) = sa[2];
+          *reinterpret_cast<uint32_t*>(d0 + 8 * LDS + 8) = sa[3];
+        }
         mmaRowsTrans<DH>(dva, pa, Ot + 16 * kk * LD, lane);
         mmaRowsTrans<DH>(dka, sa, Qt + 16 * kk * LD, lane);
       }
     }
-    __syncthreads();  // every warp is done with this stage before the next issue() overwrites it
+    if constexpr (FUSED) {
+      if (blockWork) {  // block-uniform
+        __syncthreads();  // every working warp's dSᵀ rows are in dsT
+        // dQ (32 queries × Dh) = dS·K over the 64 keys: warp w takes all 32 queries (m-blocks 0, 1) × dims
+        // [w·Dh/4, (w+1)·Dh/4) (NDQ n-tiles); k-step ks = keys 16ks..16ks+15, the rows warp ks wrote.
+        constexpr int NDQ = DH / 32;
+        float dqa[2][NDQ][4];
+#pragma unroll
+        for (int mb = 0; mb < 2; mb++)
+#pragma unroll
+          for (int j = 0; j < NDQ; j++) dqa[mb][j][0] = dqa[mb][j][1] = dqa[mb][j][2] = dqa[mb][j][3] = 0.f;
+        const __nv_bfloat16* kCols = Ks + warp * (DH / 4);
+#pragma unroll
+        for (int ks = 0; ks < kBwdRows / 16; ks++) {
+          const int kf = k0 + 16 * ks;
+          if (q0 + kBwdTile - 1 < kf || kf >= T) continue;  // warp ks had no work (its dSᵀ rows are stale): block-uniform
+          uint32_t a0[4], a1[4];
+          ldA_trans<LDS>(a0, dsT + 16 * ks * LDS, lane);       // queries 0..15
+          ldA_trans<LDS>(a1, dsT + 16 * ks * LDS + 16, lane);  // queries 16..31
+#pragma unroll
+          for (int p = 0; p < NDQ / 2; p++) {
+            uint32_t b0, b1, b2, b3;
+            ldB_trans2tiles<LD>(b0, b1, b2, b3, kCols + 16 * ks * LD + 16 * p, lane);
+            mma16816(dqa[0][2 * p], a0, b0, b1);
+            mma16816(dqa[0][2 * p + 1], a0, b2, b3);
+            mma16816(dqa[1][2 * p], a1, b0, b1);
+            mma16816(dqa[1][2 * p + 1], a1, b2, b3);
+          }
+        }
+        // × scale into dq: lanes quad, quad ^ 1 swap halves so that the even one holds row gid, dims 2quad..2quad+3
+        // and the odd one row gid + 8, dims 2(quad − 1)..2quad + 1; one 16-byte reduction each per n-tile
+        const int h = g * group + it / nQt;
+        const bool odd = quad & 1;
+        const int64_t colOff = (int64_t)h * DH + warp * (DH / 4) + 2 * (quad & 2);
+#pragma unroll
+        for (int mb = 0; mb < 2; mb++) {
+          const int t = q0 + 16 * mb + gid + (odd ? 8 : 0);
+          float* row = dq + (row0 + min(t, T - 1)) * qStride + colOff;
+#pragma unroll
+          for (int j = 0; j < NDQ; j++) {
+            const float* c = dqa[mb][j];
+            const float x = __shfl_xor_sync(0xffffffffu, odd ? c[0] : c[2], 1);
+            const float y = __shfl_xor_sync(0xffffffffu, odd ? c[1] : c[3], 1);
+            const float4 v = odd ? make_float4(x * scale, y * scale, c[2] * scale, c[3] * scale)
+                                 : make_float4(c[0] * scale, c[1] * scale, x * scale, y * scale);
+            if (t < T) redAdd4(row + 8 * j, v);
+          }
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with this stage (and dsT) before the next issue() overwrites it
   }
 
   const int cs[2] = {c0, c1};
@@ -602,20 +669,38 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dk, float* __restrict__ dv, const __nv_b
   }
 }
 
+/** M1_ATTN_BWD_FUSED = "0" selects the two-kernel backward; unset or anything else the fused one. Read on every call (cheap) */
+bool bwdFused() {
+  const char* v = std::getenv("M1_ATTN_BWD_FUSED");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
 template <int DH>
 cudaError_t launchBwdTc(float* dq, float* dk, float* dv, const __nv_bfloat16* qb, const __nv_bfloat16* kb, const __nv_bfloat16* vb,
                         const __nv_bfloat16* dob, const float* lse, const float* Dbuf, const int* seg, int B, int T, int Hq, int Hkv,
                         float scale, cudaStream_t s) {
   using L = BwdLayout<DH>;
+  const unsigned tiles = (unsigned)((T + kBwdRows - 1) / kBwdRows);
+  if (bwdFused()) {
+    static bool readyFused = false;
+    cudaError_t e = m1AllowSmem(k_flash_bwd_dkdv_tc<DH, true>, L::fusedBytes, readyFused);
+    // dq receives the blocks' partial sums by atomics: zeroed first, on the same stream
+    if (e == cudaSuccess) e = cudaMemsetAsync(dq, 0, sizeof(float) * (size_t)B * T * Hq * DH, s);
+    if (e != cudaSuccess) return e;
+    const dim3 grid(tiles * (unsigned)Hkv, 1u, (unsigned)B);  // blockIdx.x = key tile · Hkv + kv head
+    k_flash_bwd_dkdv_tc<DH, true><<<grid, kBwdThreads, L::fusedBytes, s>>>(dq, dk, dv, qb, kb, vb, dob, lse, Dbuf, seg, T, Hq, Hkv,
+                                                                           scale);
+    return cudaGetLastError();
+  }
   static bool readyDq = false, readyDkdv = false;
   cudaError_t e = m1AllowSmem(k_flash_bwd_dq_tc<DH>, L::dqBytes, readyDq);
-  if (e == cudaSuccess) e = m1AllowSmem(k_flash_bwd_dkdv_tc<DH>, L::dkdvBytes, readyDkdv);
+  if (e == cudaSuccess) e = m1AllowSmem(k_flash_bwd_dkdv_tc<DH, false>, L::dkdvBytes, readyDkdv);
   if (e != cudaSuccess) return e;
-  const unsigned tiles = (unsigned)((T + kBwdRows - 1) / kBwdRows);
   k_flash_bwd_dq_tc<DH><<<dim3(tiles, (unsigned)Hq, (unsigned)B), kBwdThreads, L::dqBytes, s>>>(dq, qb, kb, vb, dob, lse, Dbuf, seg, T, Hq,
                                                                                                   Hkv, scale);
-  k_flash_bwd_dkdv_tc<DH><<<dim3(tiles, (unsigned)Hkv, (unsigned)B), kBwdThreads, L::dkdvBytes, s>>>(dk, dv, qb, kb, vb, dob, lse, Dbuf,
-                                                                                                     seg, T, Hq, Hkv, scale);
+  const dim3 kvGrid(tiles, (unsigned)Hkv, (unsigned)B);
+  k_flash_bwd_dkdv_tc<DH, false><<<kvGrid, kBwdThreads, L::dkdvBytes, s>>>(nullptr, dk, dv, qb, kb, vb, dob, lse, Dbuf, seg, T, Hq, Hkv,
+                                                                            scale);
   return cudaGetLastError();
 }
 

@@ -2,8 +2,10 @@
 //
 // Each kernel is the CPU reference (src/backend/cpu/*.ts) restated for the GPU with f32 compute;
 // the CPU keeps some sums in f64, so results agree to f32 rounding, not bit for bit. Designs:
-//  - elementwise / layout: grid-stride loops, one element per thread;
-//  - row reductions (norms, softmax): one block per row, block-wide reduction in shared memory;
+//  - elementwise: grid-stride loops, one element (or float4) per thread; layout (column copies, group
+//    repeats) and other row-wise elementwise ops: row tiles (rowTiles), a thread per column looping over rows;
+//  - row reductions (norms, softmax): one block per row, block-wide reduction in shared memory (rows of
+//    up to a few thousand float4s held in registers, read from memory once);
 //  - column reductions (weight grads): one thread per column looping over rows, deterministic;
 //  - attention: one warp per query (lanes split the head dim), online softmax over keys; head dims
 //    64 and 128 go to the tiled kernels of flash_attention.cu instead;
@@ -140,14 +142,9 @@ struct SumRowsTerm {
   __device__ double operator()(int64_t r, int64_t c) const { return x[r * C + c]; }
   __device__ void store(int64_t c, double v) const { out[c] = (float)v; }
 };
-template <typename X>
-__global__ void k_sum_squares(double* partials, X x, int64_t n) {
+/** partials[blockIdx.x] = Σ over the block of each thread's s */
+__device__ __forceinline__ void storeBlockSumD(double* partials, double s) {
   __shared__ double sh[32];
-  double s = 0;
-  GRID_STRIDE(i, n) {
-    const double v = x[i];
-    s += v * v;
-  }
   s = warpSum(s);
   int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
   if (lane == 0) sh[wid] = s;
@@ -157,6 +154,40 @@ __global__ void k_sum_squares(double* partials, X x, int64_t n) {
     r = warpSum(r);
     if (lane == 0) partials[blockIdx.x] = r;
   }
+}
+template <typename X>
+__global__ void k_sum_squares(double* partials, X x, int64_t n) {
+  double s = 0;
+  GRID_STRIDE(i, n) {
+    const double v = x[i];
+    s += v * v;
+  }
+  storeBlockSumD(partials, s);
+}
+/**
+ * k_sum_squares over a bf16 tensor in 16-byte loads of 8 values, four of them in flight per thread (the generic
+ * kernel's loop has a branch on the storage type: it is not unrolled, one 2-byte load per thread at a time);
+ * x8 16-byte aligned, the last nTail (< 8) values `tail` one per thread of block 0.
+ */
+__device__ __forceinline__ double sqSumBf16x2(double s, uint32_t u) {
+  const double lo = __uint_as_float(u << 16), hi = __uint_as_float(u & 0xffff0000u);  // bf16 → f32 is exact
+  s += lo * lo;
+  return s + hi * hi;
+}
+__global__ void k_sum_squares_bf16x8(double* partials, const uint4* __restrict__ x8, int64_t n8, const __nv_bfloat16* __restrict__ tail,
+                                     int nTail) {
+  double s = 0;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+#pragma unroll 4
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += step) {
+    const uint4 u = x8[i];
+    s = sqSumBf16x2(sqSumBf16x2(sqSumBf16x2(sqSumBf16x2(s, u.x), u.y), u.z), u.w);
+  }
+  if (blockIdx.x == 0 && (int)threadIdx.x < nTail) {
+    const double v = __bfloat162float(tail[threadIdx.x]);
+    s += v * v;
+  }
+  storeBlockSumD(partials, s);
 }
 
 /** out[t] = Σ of tensor t's `per` partials (a warp per tensor, f64) */
@@ -172,29 +203,76 @@ __global__ void k_sum_partials(double* out, const double* partials, int nT, int 
 // ------------------------------------------------------------------------------------------------
 // layout
 
+/**
+ * Launch shape of the row-wise kernels (column copies, group repeats, the softmax-chunk gradient): kThreads
+ * threads as tx × ty (tx a power of two from 32 up, the smallest ≥ cols below kThreads; ty = kThreads / tx
+ * rows side by side), gridDim.x column tiles, gridDim.y row tiles. The row tiles stop at about kRowTileBlocks
+ * blocks in all (two waves of 8 blocks of 256 threads on an H200's 132 SMs) and at 65535; a thread keeps its
+ * column (and whatever it derived from it: no division per element) and loops over the rows
+ * r = blockIdx.y·ty + threadIdx.y, r += gridDim.y·ty.
+ */
+constexpr int64_t kRowTileBlocks = 2048;
+struct RowTiles {
+  dim3 grid, block;
+};
+inline RowTiles rowTiles(int64_t rows, int64_t cols) {
+  unsigned tx = 32;
+  while (tx < (unsigned)kThreads && (int64_t)tx < cols) tx *= 2;
+  const unsigned ty = kThreads / tx;
+  const int64_t gx = std::max<int64_t>(1, (cols + tx - 1) / tx);
+  const int64_t gy = std::min<int64_t>({std::max<int64_t>(1, (rows + ty - 1) / ty), std::max<int64_t>(1, kRowTileBlocks / gx), 65535});
+  return {dim3((unsigned)gx, (unsigned)gy), dim3(tx, ty)};
+}
+__device__ __forceinline__ int64_t tileCol() { return (int64_t)blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ int64_t tileRow0() { return (int64_t)blockIdx.y * blockDim.y + threadIdx.y; }
+__device__ __forceinline__ int64_t tileRowStep() { return (int64_t)gridDim.y * blockDim.y; }
+
+/** dst[r, doff + j] = src[r, soff + j], j < w, in units E of 2 to 16 bytes (strides, offsets and w in units); rowTiles(rows, w) */
 template <typename E>
-__global__ void k_copy_cols(E* dst, int64_t ds, int64_t doff, const E* src, int64_t ss, int64_t soff, int64_t rows, int64_t w) {
-  GRID_STRIDE(i, rows * w) {
-    int64_t r = i / w, j = i % w;
-    dst[r * ds + doff + j] = src[r * ss + soff + j];
-  }
+__global__ void k_copy_cols(E* __restrict__ dst, int64_t ds, int64_t doff, const E* __restrict__ src, int64_t ss, int64_t soff, int64_t rows,
+                            int64_t w) {
+  const int64_t j = tileCol();
+  if (j >= w) return;
+  const int64_t step = tileRowStep();
+#pragma unroll 4
+  for (int64_t r = tileRow0(); r < rows; r += step) dst[r * ds + doff + j] = src[r * ss + soff + j];
 }
-__global__ void k_repeat_groups(float* out, const float* x, int64_t rows, int64_t inW, int64_t w, int64_t rep) {
-  int64_t outW = inW * rep;
-  GRID_STRIDE(i, rows * outW) {
-    int64_t r = i / outW, o = i % outW;
-    int64_t g = o / w, j = o % w;
-    out[i] = x[r * inW + (g / rep) * w + j];
-  }
+__device__ __forceinline__ void addTo(float& a, float b) { a += b; }
+__device__ __forceinline__ void addTo(float4& a, float4 b) {
+  a.x += b.x;
+  a.y += b.y;
+  a.z += b.z;
+  a.w += b.w;
 }
-__global__ void k_repeat_groups_bwd(float* dx, const float* dy, int64_t rows, int64_t outW, int64_t w, int64_t rep) {
-  int64_t inW = outW / rep;
-  GRID_STRIDE(i, rows * inW) {
-    int64_t r = i / inW, o = i % inW;
-    int64_t src = o / w, j = o % w;
-    float s = 0.f;
-    for (int64_t k = 0; k < rep; k++) s += dy[r * outW + (src * rep + k) * w + j];
-    dx[i] = s;
+template <typename E>
+__device__ __forceinline__ E zeroOf();
+template <>
+__device__ __forceinline__ float zeroOf<float>() { return 0.f; }
+template <>
+__device__ __forceinline__ float4 zeroOf<float4>() { return make_float4(0.f, 0.f, 0.f, 0.f); }
+/**
+ * out [rows, inW·rep]: each group of w columns of x [rows, inW] repeated rep times, in units E (float, or float4
+ * when w is a multiple of 4: widths in units); rowTiles(rows, inW·rep). The source column is worked out once per
+ * thread: out[r, o] = x[r, (g / rep)·w + o % w] with g = o / w.
+ */
+template <typename E>
+__global__ void k_repeat_groups(E* __restrict__ out, const E* __restrict__ x, int64_t rows, int64_t inW, int64_t w, int64_t rep) {
+  const int64_t outW = inW * rep, o = tileCol();
+  if (o >= outW) return;
+  const int64_t g = o / w, src = (g / rep) * w + (o - g * w), step = tileRowStep();
+#pragma unroll 4
+  for (int64_t r = tileRow0(); r < rows; r += step) out[r * outW + o] = x[r * inW + src];
+}
+/** dx [rows, inW]: the sum over its rep copies, in order (units as k_repeat_groups); rowTiles(rows, inW) */
+template <typename E>
+__global__ void k_repeat_groups_bwd(E* __restrict__ dx, const E* __restrict__ dy, int64_t rows, int64_t inW, int64_t w, int64_t rep) {
+  const int64_t outW = inW * rep, o = tileCol();
+  if (o >= inW) return;
+  const int64_t g = o / w, first = g * rep * w + (o - g * w), step = tileRowStep();  // copy k at first + k·w
+  for (int64_t r = tileRow0(); r < rows; r += step) {
+    E s = zeroOf<E>();
+    for (int64_t k = 0; k < rep; k++) addTo(s, dy[r * outW + first + k * w]);
+    dx[r * inW + o] = s;
   }
 }
 
@@ -256,6 +334,132 @@ struct RmsNormDwTerm {
   __device__ double operator()(int64_t r, int64_t j) const { return (double)dy[r * D + j] * x[r * D + j] * rstd[r]; }
   __device__ void store(int64_t j, double v) const { dw[j] = (float)v; }
 };
+/**
+ * rmsNorm backward, dx and dw in one pass with the row in registers: a block of kThreads threads per range of
+ * rowsPer rows (the launcher sizes the grid to one wave), the row's D / 4 float4s over the threads, NV each
+ * (D ≤ 4·NV·kThreads). Per row: dy and x loaded once (all of the thread's float4s in flight together), the
+ * block's one reduction, dx stored, and dw's terms dy·x·rstd (k_rmsnorm_bwd_dx / RmsNormDwTerm's expressions)
+ * added to the thread's f64 column sums, which go to part [gridDim.x, D] at the end; k_rmsnorm_dw_parts adds
+ * those in block order (deterministic). dy and x are read from memory once instead of three times (the dx
+ * kernel's two loops and the column sum), in 16-byte loads.
+ */
+template <int NV>
+__global__ void __launch_bounds__(kThreads) k_rmsnorm_bwd_rows(float4* __restrict__ dx, double* __restrict__ part, const float4* __restrict__ dy,
+                                                               const float4* __restrict__ x, const float4* __restrict__ w,
+                                                               const float* __restrict__ rstd, int64_t rows, int D4, int64_t rowsPer) {
+  __shared__ float sh[32];
+  // the thread's f64 column sums (in shared memory: registers would cost a block per SM), acc[4k + c][threadIdx.x]
+  // for column 4·(threadIdx.x + k·kThreads) + c; only the owning thread touches them
+  __shared__ double acc[4 * NV][kThreads];
+  const int64_t r0 = blockIdx.x * rowsPer, r1 = min(rows, r0 + rowsPer);
+  const float D = (float)(4 * D4);
+  const int t = threadIdx.x;
+  float4 wv[NV];
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    const int q = t + k * kThreads;
+    wv[k] = q < D4 ? w[q] : make_float4(0.f, 0.f, 0.f, 0.f);
+    acc[4 * k][t] = acc[4 * k + 1][t] = acc[4 * k + 2][t] = acc[4 * k + 3][t] = 0.0;
+  }
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t o = r * D4;
+    const float rs = rstd[r];
+    float4 g[NV], v[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      const int q = t + k * kThreads;
+      if (q < D4) {
+        g[k] = dy[o + q];
+        v[k] = x[o + q];
+      }
+    }
+    float dot = 0.f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      if (t + k * kThreads < D4) {
+        dot += g[k].x * wv[k].x * v[k].x;
+        dot += g[k].y * wv[k].y * v[k].y;
+        dot += g[k].z * wv[k].z * v[k].z;
+        dot += g[k].w * wv[k].w * v[k].w;
+      }
+    }
+    dot = blockSum(dot, sh);
+    const float kk = dot * rs * rs * rs / D;
+    const double rsd = rs;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      const int q = t + k * kThreads;
+      if (q < D4) {
+        dx[o + q] = make_float4(g[k].x * wv[k].x * rs - v[k].x * kk, g[k].y * wv[k].y * rs - v[k].y * kk, g[k].z * wv[k].z * rs - v[k].z * kk,
+                                g[k].w * wv[k].w * rs - v[k].w * kk);
+        acc[4 * k][t] += (double)g[k].x * v[k].x * rsd;
+        acc[4 * k + 1][t] += (double)g[k].y * v[k].y * rsd;
+        acc[4 * k + 2][t] += (double)g[k].z * v[k].z * rsd;
+        acc[4 * k + 3][t] += (double)g[k].w * v[k].w * rsd;
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    const int q = t + k * kThreads;
+    if (q < D4) {
+      double2* p = reinterpret_cast<double2*>(part + blockIdx.x * (int64_t)(4 * D4) + 4 * q);
+      p[0] = make_double2(acc[4 * k][t], acc[4 * k + 1][t]);
+      p[1] = make_double2(acc[4 * k + 2][t], acc[4 * k + 3][t]);
+    }
+  }
+}
+/** dw[j] = Σ_b part[b, j] over nParts blocks' sums, in order per row lane then lanes in order (32 columns × 32 row lanes per block) */
+__global__ void k_rmsnorm_dw_parts(float* dw, const double* __restrict__ part, int64_t nParts, int64_t D) {
+  __shared__ double sh[32][33];
+  const int64_t j = blockIdx.x * 32 + threadIdx.x;
+  double s = 0;
+  if (j < D) {
+#pragma unroll 4
+    for (int64_t b = threadIdx.y; b < nParts; b += 32) s += part[b * D + j];
+  }
+  sh[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < D) {
+    for (int k = 1; k < 32; k++) s += sh[k][threadIdx.x];
+    dw[j] = (float)s;
+  }
+}
+/** the device's SM count (132 when it cannot be read) */
+inline int kernelsSmCount() {
+  static const int count = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) {
+      (void)cudaGetLastError();
+      v = 132;
+    }
+    return v;
+  }();
+  return count;
+}
+/** k_rmsnorm_bwd_rows over one wave of blocks (as many as fit on the device at once), then k_rmsnorm_dw_parts */
+template <int NV>
+cudaError_t launchRmsNormBwdRows(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, int64_t rows,
+                                 int64_t D, cudaStream_t s) {
+  static const int perSm = [] {
+    int b = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, k_rmsnorm_bwd_rows<NV>, kThreads, 0) != cudaSuccess || b <= 0) {
+      (void)cudaGetLastError();
+      b = 2;
+    }
+    return b;
+  }();
+  int64_t blocks = std::min<int64_t>(rows, (int64_t)kernelsSmCount() * perSm);
+  const int64_t rowsPer = (rows + blocks - 1) / blocks;
+  blocks = (rows + rowsPer - 1) / rowsPer;
+  double* part = static_cast<double*>(m1Alloc(sizeof(double) * blocks * D));
+  k_rmsnorm_bwd_rows<NV><<<(unsigned)blocks, kThreads, 0, s>>>(reinterpret_cast<float4*>(dx), part, reinterpret_cast<const float4*>(dy),
+                                                              reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(w), rstd,
+                                                              rows, (int)(D / 4), rowsPer);
+  k_rmsnorm_dw_parts<<<(unsigned)((D + 31) / 32), dim3(32, 32), 0, s>>>(dw, part, blocks, D);
+  m1Free(part);  // stream-ordered: the block's next user runs after these kernels
+  return lastError();
+}
 __device__ __forceinline__ void storeOut(float* o, int64_t i, float v) { o[i] = v; }
 __device__ __forceinline__ void storeOut(__nv_bfloat16* o, int64_t i, float v) { o[i] = __float2bfloat16_rn(v); }
 /**
@@ -313,6 +517,42 @@ __global__ void k_swiglu_bwd4(float4* dg, float4* du, const float4* dh, const fl
     dg[i] = make_float4(d.x * b.x * siluGradf(a.x), d.y * b.y * siluGradf(a.y), d.z * b.z * siluGradf(a.z), d.w * b.w * siluGradf(a.w));
   }
 }
+/**
+ * k_add_rmsnorm with the row in registers: D / 4 float4s over the block's kAddNormThreads threads, VPT each
+ * (D ≤ 4·VPT·kAddNormThreads), all loaded before the block's one reduction — at decode sizes the kernel is a
+ * single round trip to memory per row instead of a loop of 4-byte loads, a store of h and a reread of it.
+ * The launcher checks that D is a multiple of 4 and x, r, h and y are 16-byte aligned.
+ */
+constexpr int kAddNormThreads = 256;
+template <typename OT, int VPT>
+__global__ void __launch_bounds__(kAddNormThreads) k_add_rmsnorm4(float4* h, OT* y, const float4* x, const float4* r, WeightF w,
+                                                                  int D4, float eps) {
+  __shared__ float sh[32];
+  const int64_t o = (int64_t)blockIdx.x * D4;
+  float4 v[VPT];
+  float ss = 0.f;
+#pragma unroll
+  for (int k = 0; k < VPT; k++) {
+    const int j = threadIdx.x + k * kAddNormThreads;
+    if (j < D4) {
+      v[k] = x[o + j];
+      if (r) {
+        const float4 b = r[o + j];
+        v[k] = make_float4(v[k].x + b.x, v[k].y + b.y, v[k].z + b.z, v[k].w + b.w);
+        h[o + j] = v[k];
+      }
+      ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+    }
+  }
+  ss = blockSum(ss, sh);
+  const float rs = 1.f / sqrtf(ss / (float)(4 * D4) + eps);
+#pragma unroll
+  for (int k = 0; k < VPT; k++) {
+    const int j = threadIdx.x + k * kAddNormThreads;
+    if (j < D4)
+      storeOut4(y, o + j, make_float4(v[k].x * rs * w[4 * j], v[k].y * rs * w[4 * j + 1], v[k].z * rs * w[4 * j + 2], v[k].w * rs * w[4 * j + 3]));
+  }
+}
 /** every pointer 16-byte aligned and n a multiple of 4: the four-wide elementwise kernels apply */
 __host__ __forceinline__ bool fourWide(int64_t n, std::initializer_list<const void*> ptrs) {
   if (n % 4 != 0) return false;
@@ -324,19 +564,31 @@ __host__ __forceinline__ bool fourWide(int64_t n, std::initializer_list<const vo
 // ------------------------------------------------------------------------------------------------
 // attention
 
-/** the angle is the f32 product pos·invFreq (as PyTorch/HF compute it), cos/sin in f64 like the CPU */
-__global__ void k_rope(float* out, const float* x, const int* pos, const float* invFreq, int64_t n, int64_t H, int64_t Dh, int inverse) {
-  int64_t half = Dh / 2;
-  GRID_STRIDE(e, n * H * half) {
-    int64_t i = e % half, th = e / half, t = th / H;
-    float angle = __fmul_rn((float)pos[t], invFreq[i]);
-    double sn, cs;
-    sincos((double)angle, &sn, &cs);
-    if (inverse) sn = -sn;
-    int64_t o = th * Dh;
-    double a = x[o + i], b = x[o + i + half];
-    out[o + i] = (float)(a * cs - b * sn);
-    out[o + i + half] = (float)(b * cs + a * sn);
+/**
+ * The angle is the f32 product pos·invFreq (as PyTorch/HF compute it), cos/sin in f64 like the CPU. A block per
+ * token (looping over tokens t = blockIdx.x, += gridDim.x): thread (i, y) takes rotation pair i (< Dh / 2, looping
+ * by blockDim.x) of heads y, y + blockDim.y, …, so the f64 sincos is computed once per (token, pair) instead of
+ * once per head, and no index is divided.
+ */
+constexpr int64_t kRopeBlocks = 4096;  // at most; each block then takes several tokens
+__global__ void k_rope(float* __restrict__ out, const float* __restrict__ x, const int* __restrict__ pos, const float* __restrict__ invFreq,
+                       int64_t n, int H, int Dh, int inverse) {
+  const int half = Dh / 2;
+  for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
+    const float p = (float)pos[t];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      const float angle = __fmul_rn(p, invFreq[i]);
+      double sn, cs;
+      sincos((double)angle, &sn, &cs);
+      if (inverse) sn = -sn;
+#pragma unroll 4
+      for (int h = threadIdx.y; h < H; h += blockDim.y) {
+        const int64_t o = (t * H + h) * Dh;
+        const double a = x[o + i], b = x[o + i + half];
+        out[o + i] = (float)(a * cs - b * sn);
+        out[o + i + half] = (float)(b * cs + a * sn);
+      }
+    }
   }
 }
 
@@ -1733,21 +1985,108 @@ __global__ void k_softmax_chunk_stats(float* stats, const float* x, const float*
     }
   }
 }
-/** dl [R, Vc] = scale·(p·(c0 + c2·(z − other)) + ct·onehot(target)) with coefs [R, 4] = (lse, c0, c2, ct) */
-__global__ void k_softmax_chunk_grad(float* dl, const float* x, const float* coefs, const float* other, const int* targets, int64_t Vc,
-                                     float scale, int64_t vocabOffset) {
+/**
+ * k_softmax_chunk_stats with the row in registers: a block of kChunkThreads threads per row, the row's Vc / 4
+ * float4s (and other's) over the threads, NV each (Vc ≤ 4·NV·kChunkThreads), all loaded before the block's max, so
+ * the row is read from memory once, in 16-byte loads, and the second loop runs on registers. Every element's
+ * z, exp and term are k_softmax_chunk_stats's expressions (only the order of the f64 sums differs). The
+ * launcher checks that Vc is a multiple of 4 and x, other 16-byte aligned.
+ */
+constexpr int kChunkThreads = 512;
+template <int NV>
+__global__ void __launch_bounds__(kChunkThreads) k_softmax_chunk_stats4(float* stats, const float4* __restrict__ x, const float4* __restrict__ other,
+                                                                        const int* targets, int64_t Vc, float scale, int64_t vocabOffset) {
+  __shared__ float shm[32];
+  __shared__ double shd[32];
   const int64_t r = blockIdx.x;
-  const float lse = coefs[4 * r], c0 = coefs[4 * r + 1], c2 = coefs[4 * r + 2], ct = coefs[4 * r + 3];
-  const int64_t c = targets && ct != 0.f ? (int64_t)targets[r] - vocabOffset : -1;
-  const float* xr = x + r * Vc;
-  const float* orow = other ? other + r * Vc : nullptr;
-  for (int64_t j = threadIdx.x; j < Vc; j += blockDim.x) {
-    float z = scale * xr[j];
-    float p = expf(z - lse);
-    float d = orow ? z - orow[j] : z;
-    float g = scale * p * (c0 + c2 * d);
-    if (j == c) g += scale * ct;
-    dl[r * Vc + j] = g;
+  const int V4 = (int)(Vc >> 2);
+  const float4* xr = x + r * V4;
+  const float4* orow = other ? other + r * V4 : nullptr;
+  float4 z[NV], o[NV];
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    const int q = threadIdx.x + k * kChunkThreads;
+    if (q < V4) {
+      z[k] = xr[q];
+      if (orow) o[k] = orow[q];
+    }
+  }
+  float cmax = -CUDART_INF_F;
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    if (threadIdx.x + k * kChunkThreads < V4) {
+      z[k] = make_float4(scale * z[k].x, scale * z[k].y, scale * z[k].z, scale * z[k].w);
+      cmax = fmaxf(fmaxf(fmaxf(cmax, z[k].x), fmaxf(z[k].y, z[k].z)), z[k].w);
+    }
+  }
+  cmax = blockMax(cmax, shm);
+  float* st = stats + 4 * r;
+  const float m0 = st[0];
+  const float m = fmaxf(m0, cmax);
+  double s = 0.0, w = 0.0;
+  auto term = [&](float zz, float oo) {
+    double e = (double)expf(zz - m);
+    s += e;
+    w += e * (double)(orow ? zz - oo : zz);
+  };
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    if (threadIdx.x + k * kChunkThreads < V4) {
+      const float4 ov = orow ? o[k] : make_float4(0.f, 0.f, 0.f, 0.f);
+      term(z[k].x, ov.x);
+      term(z[k].y, ov.y);
+      term(z[k].z, ov.z);
+      term(z[k].w, ov.w);
+    }
+  }
+  s = blockSumD(s, shd);
+  w = blockSumD(w, shd);
+  if (threadIdx.x == 0) {
+    // rescale what earlier chunks accumulated to the new max (nothing on the first chunk: m0 = −inf)
+    double rescale = m0 == -CUDART_INF_F ? 0.0 : exp((double)m0 - (double)m);
+    st[0] = m;
+    st[1] = (float)((double)st[1] * rescale + s);
+    st[2] = (float)((double)st[2] * rescale + w);
+    if (targets) {
+      int64_t c = (int64_t)targets[r] - vocabOffset;
+      if (c >= 0 && c < Vc) st[3] = scale * reinterpret_cast<const float*>(xr)[c];
+    }
+  }
+}
+/** dl [R, Vc] = scale·(p·(c0 + c2·(z − other)) + ct·onehot(target)) with coefs [R, 4] = (lse, c0, c2, ct): one element */
+__device__ __forceinline__ float chunkGradElem(float xv, float ov, bool hasOther, float scale, float lse, float c0, float c2, float ct,
+                                               int64_t j, int64_t c) {
+  float z = scale * xv;
+  float p = expf(z - lse);
+  float d = hasOther ? z - ov : z;
+  float g = scale * p * (c0 + c2 * d);
+  if (j == c) g += scale * ct;
+  return g;
+}
+/**
+ * softmaxChunkGrad, a row-tiled elementwise kernel (rowTiles(rows, Vc / 4) or (rows, Vc)): each thread takes one
+ * float4 (V4: Vc a multiple of 4, dl, x, other 16-byte aligned) or one float of every row it visits — not a block
+ * per row looping over the row a float at a time, one load after the other.
+ */
+template <bool V4>
+__global__ void k_softmax_chunk_grad_tiles(float* __restrict__ dl, const float* __restrict__ x, const float* __restrict__ coefs,
+                                           const float* __restrict__ other, const int* __restrict__ targets, int64_t rows, int64_t Vc,
+                                           float scale, int64_t vocabOffset) {
+  const int64_t q = tileCol(), nq = V4 ? Vc / 4 : Vc;
+  if (q >= nq) return;
+  const int64_t step = tileRowStep();
+  for (int64_t r = tileRow0(); r < rows; r += step) {
+    const float4 cf = make_float4(coefs[4 * r], coefs[4 * r + 1], coefs[4 * r + 2], coefs[4 * r + 3]);  // (lse, c0, c2, ct)
+    const int64_t c = targets && cf.w != 0.f ? (int64_t)targets[r] - vocabOffset : -1;
+    if constexpr (V4) {
+      const float4 v = reinterpret_cast<const float4*>(x)[r * nq + q];
+      const float4 ov = other ? reinterpret_cast<const float4*>(other)[r * nq + q] : make_float4(0.f, 0.f, 0.f, 0.f);
+      const int64_t j = 4 * q;
+      auto elem = [&](float xv, float oo, int64_t jj) { return chunkGradElem(xv, oo, other, scale, cf.x, cf.y, cf.z, cf.w, jj, c); };
+      reinterpret_cast<float4*>(dl)[r * nq + q] = make_float4(elem(v.x, ov.x, j), elem(v.y, ov.y, j + 1), elem(v.z, ov.z, j + 2), elem(v.w, ov.w, j + 3));
+    } else {
+      dl[r * Vc + q] = chunkGradElem(x[r * Vc + q], other ? other[r * Vc + q] : 0.f, other, scale, cf.x, cf.y, cf.z, cf.w, q, c);
+    }
   }
 }
 
@@ -1922,7 +2261,11 @@ cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const
   if (nT > 0) cudaMemsetAsync(partials, 0, sizeof(double) * (size_t)nT * per, s);
   for (int t = 0; t < nT; t++) {
     const int64_t g = std::max<int64_t>(1, std::min<int64_t>(per, (sizes[t] + 8 * kThreads - 1) / (8 * kThreads)));
-    k_sum_squares<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, WeightF{xs[t], bf16[t]}, sizes[t]);
+    if (bf16[t] && reinterpret_cast<uintptr_t>(xs[t]) % 16 == 0)  // bf16 in 16-byte loads
+      k_sum_squares_bf16x8<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, static_cast<const uint4*>(xs[t]), sizes[t] / 8,
+                                                            static_cast<const __nv_bfloat16*>(xs[t]) + sizes[t] / 8 * 8, (int)(sizes[t] % 8));
+    else
+      k_sum_squares<<<(unsigned)g, kThreads, 0, s>>>(partials + (int64_t)t * per, WeightF{xs[t], bf16[t]}, sizes[t]);
   }
   if (nT > 0) k_sum_partials<<<(unsigned)((nT + 7) / 8), kThreads, 0, s>>>(out, partials, nT, per);
   return lastError();
@@ -1930,25 +2273,47 @@ cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const
 cudaError_t m1_copy_cols(void* dst, int64_t ds, int64_t doff, const void* src, int64_t ss, int64_t soff, int64_t rows, int64_t w,
                          int elemBytes, cudaStream_t s) {
   if (rows * w == 0) return cudaSuccess;
-  if (elemBytes == 4 && ds % 4 == 0 && doff % 4 == 0 && ss % 4 == 0 && soff % 4 == 0 && fourWide(w, {dst, src})) {  // in float4s
-    k_copy_cols<float4><<<gridFor(rows * w / 4), kThreads, 0, s>>>((float4*)dst, ds / 4, doff / 4, (const float4*)src, ss / 4, soff / 4,
-                                                                  rows, w / 4);
-    return lastError();
-  }
-  if (elemBytes == 4)
-    k_copy_cols<float><<<gridFor(rows * w), kThreads, 0, s>>>((float*)dst, ds, doff, (const float*)src, ss, soff, rows, w);
-  else if (elemBytes == 2)
-    k_copy_cols<uint16_t><<<gridFor(rows * w), kThreads, 0, s>>>((uint16_t*)dst, ds, doff, (const uint16_t*)src, ss, soff, rows, w);
-  else
-    return cudaErrorInvalidValue;
+  if (elemBytes != 4 && elemBytes != 2) return cudaErrorInvalidValue;
+  // copied in the widest unit (16, 8, 4 or 2 bytes) that divides both addresses and every stride, offset and
+  // the width in bytes (a value's low bits are zero in all of them iff they are zero in their OR)
+  const uint64_t bits = (uint64_t)reinterpret_cast<uintptr_t>(dst) | (uint64_t)reinterpret_cast<uintptr_t>(src) |
+                        (uint64_t)((ds | doff | ss | soff | w) * elemBytes);
+  int unit = 16;
+  while (unit > elemBytes && bits % unit != 0) unit /= 2;
+  const int64_t k = unit / elemBytes;  // elements per unit
+  const RowTiles t = rowTiles(rows, w / k);
+#define M1_COPY_COLS(E) \
+  k_copy_cols<E><<<t.grid, t.block, 0, s>>>(static_cast<E*>(dst), ds / k, doff / k, static_cast<const E*>(src), ss / k, soff / k, rows, w / k)
+  if (unit == 16) M1_COPY_COLS(uint4);
+  else if (unit == 8) M1_COPY_COLS(uint2);
+  else if (unit == 4) M1_COPY_COLS(uint32_t);
+  else M1_COPY_COLS(uint16_t);
+#undef M1_COPY_COLS
   return lastError();
 }
 cudaError_t m1_repeat_groups(float* out, const float* x, int64_t rows, int64_t inW, int64_t w, int64_t rep, cudaStream_t s) {
-  k_repeat_groups<<<gridFor(rows * inW * rep), kThreads, 0, s>>>(out, x, rows, inW, w, rep);
+  if (rows <= 0 || inW <= 0 || rep <= 0 || w <= 0) return cudaSuccess;
+  if (w % 4 == 0 && fourWide(inW, {out, x})) {  // in float4s
+    const RowTiles t = rowTiles(rows, inW * rep / 4);
+    k_repeat_groups<float4><<<t.grid, t.block, 0, s>>>(reinterpret_cast<float4*>(out), reinterpret_cast<const float4*>(x), rows, inW / 4, w / 4,
+                                                       rep);
+  } else {
+    const RowTiles t = rowTiles(rows, inW * rep);
+    k_repeat_groups<float><<<t.grid, t.block, 0, s>>>(out, x, rows, inW, w, rep);
+  }
   return lastError();
 }
 cudaError_t m1_repeat_groups_bwd(float* dx, const float* dy, int64_t rows, int64_t outW, int64_t w, int64_t rep, cudaStream_t s) {
-  k_repeat_groups_bwd<<<gridFor(rows * (outW / rep)), kThreads, 0, s>>>(dx, dy, rows, outW, w, rep);
+  if (rows <= 0 || outW <= 0 || rep <= 0 || w <= 0) return cudaSuccess;
+  const int64_t inW = outW / rep;
+  if (w % 4 == 0 && fourWide(inW, {dx, dy})) {  // in float4s
+    const RowTiles t = rowTiles(rows, inW / 4);
+    k_repeat_groups_bwd<float4><<<t.grid, t.block, 0, s>>>(reinterpret_cast<float4*>(dx), reinterpret_cast<const float4*>(dy), rows, inW / 4,
+                                                           w / 4, rep);
+  } else {
+    const RowTiles t = rowTiles(rows, inW);
+    k_repeat_groups_bwd<float><<<t.grid, t.block, 0, s>>>(dx, dy, rows, inW, w, rep);
+  }
   return lastError();
 }
 
@@ -1970,6 +2335,17 @@ cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, in
 }
 cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, int64_t rows,
                            int64_t D, cudaStream_t s) {
+  const int64_t D4 = D / 4, nv = (D4 + kThreads - 1) / kThreads;
+  if (rows > 0 && nv >= 1 && nv <= 4 && fourWide(D, {dx, dy, x, w})) {  // the row in registers, dx and dw in one pass
+    cudaError_t e = cudaSuccess;
+    switch (nv) {
+      case 1: e = launchRmsNormBwdRows<1>(dx, dw, dy, x, w, rstd, rows, D, s); break;
+      case 2: e = launchRmsNormBwdRows<2>(dx, dw, dy, x, w, rstd, rows, D, s); break;
+      case 3: e = launchRmsNormBwdRows<3>(dx, dw, dy, x, w, rstd, rows, D, s); break;
+      default: e = launchRmsNormBwdRows<4>(dx, dw, dy, x, w, rstd, rows, D, s); break;
+    }
+    return e != cudaSuccess ? e : lastError();
+  }
   if (rows > 0) k_rmsnorm_bwd_dx<<<(unsigned)rows, kThreads, 0, s>>>(dx, dy, x, w, rstd, D);
   launchColSum(rows, D, RmsNormDwTerm{dw, dy, x, rstd, D}, s);
   return lastError();
@@ -1989,6 +2365,21 @@ cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const
                            float eps, cudaStream_t s) {
   if (rows == 0) return cudaSuccess;
   const WeightF wf{w, wBf16};
+  const int64_t D4 = D / 4, vpt = (D4 + kAddNormThreads - 1) / kAddNormThreads;
+  if (vpt <= 4 && fourWide(D, {h, y, x, r})) {
+    float4* h4 = reinterpret_cast<float4*>(h);
+    const float4 *x4 = reinterpret_cast<const float4*>(x), *r4 = reinterpret_cast<const float4*>(r);
+#define M1_ADD_NORM4(V)                                                                                                           \
+  (outBf16 ? k_add_rmsnorm4<__nv_bfloat16, V><<<(unsigned)rows, kAddNormThreads, 0, s>>>(h4, static_cast<__nv_bfloat16*>(y), x4, r4, wf, \
+                                                                                         (int)D4, eps)                                  \
+           : k_add_rmsnorm4<float, V><<<(unsigned)rows, kAddNormThreads, 0, s>>>(h4, static_cast<float*>(y), x4, r4, wf, (int)D4, eps))
+    if (vpt == 1) M1_ADD_NORM4(1);
+    else if (vpt == 2) M1_ADD_NORM4(2);
+    else if (vpt == 3) M1_ADD_NORM4(3);
+    else M1_ADD_NORM4(4);
+#undef M1_ADD_NORM4
+    return lastError();
+  }
   if (outBf16) k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<__nv_bfloat16*>(y), x, r, wf, D, eps);
   else k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<float*>(y), x, r, wf, D, eps);
   return lastError();
@@ -2006,7 +2397,12 @@ cudaError_t m1_swiglu_bwd(float* dg, float* du, const float* dh, const float* g,
 
 cudaError_t m1_rope(float* out, const float* x, const int* pos, const float* invFreq, int64_t n, int64_t H, int64_t Dh, int inverse,
                     cudaStream_t s) {
-  k_rope<<<gridFor(n * H * (Dh / 2)), kThreads, 0, s>>>(out, x, pos, invFreq, n, H, Dh, inverse);
+  if (n <= 0 || H <= 0 || Dh < 2) return cudaSuccess;
+  if (H > INT32_MAX || Dh > INT32_MAX) return cudaErrorInvalidValue;
+  // threads: x over the Dh / 2 pairs (a power of two from 32 up), y over the heads; blocks over the tokens
+  unsigned tx = 32;
+  while (tx < (unsigned)kThreads && (int64_t)tx < Dh / 2) tx *= 2;
+  k_rope<<<(unsigned)std::min<int64_t>(n, kRopeBlocks), dim3(tx, kThreads / tx), 0, s>>>(out, x, pos, invFreq, n, (int)H, (int)Dh, inverse);
   return lastError();
 }
 cudaError_t m1_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg, int B, int T, int Hq,
@@ -2372,13 +2768,28 @@ cudaError_t m1_cross_entropy(float* rowLoss, float* dl, const float* x, const in
 cudaError_t m1_softmax_chunk_stats(float* stats, const float* x, const float* other, const int* targets, int64_t rows, int64_t Vc,
                                   float scale, int64_t vocabOffset, cudaStream_t s) {
   if (rows == 0 || Vc == 0) return cudaSuccess;
+  const int64_t nv = (Vc / 4 + kChunkThreads - 1) / kChunkThreads;  // float4s per thread
+  if (nv <= 8 && fourWide(Vc, {x, other})) {  // the row in registers (Vc ≤ 16384)
+    const float4 *x4 = reinterpret_cast<const float4*>(x), *o4 = reinterpret_cast<const float4*>(other);
+    if (nv <= 1) k_softmax_chunk_stats4<1><<<(unsigned)rows, kChunkThreads, 0, s>>>(stats, x4, o4, targets, Vc, scale, vocabOffset);
+    else if (nv <= 2) k_softmax_chunk_stats4<2><<<(unsigned)rows, kChunkThreads, 0, s>>>(stats, x4, o4, targets, Vc, scale, vocabOffset);
+    else if (nv <= 4) k_softmax_chunk_stats4<4><<<(unsigned)rows, kChunkThreads, 0, s>>>(stats, x4, o4, targets, Vc, scale, vocabOffset);
+    else k_softmax_chunk_stats4<8><<<(unsigned)rows, kChunkThreads, 0, s>>>(stats, x4, o4, targets, Vc, scale, vocabOffset);
+    return lastError();
+  }
   k_softmax_chunk_stats<<<(unsigned)rows, kThreads * 2, 0, s>>>(stats, x, other, targets, Vc, scale, vocabOffset);
   return lastError();
 }
 cudaError_t m1_softmax_chunk_grad(float* dl, const float* x, const float* coefs, const float* other, const int* targets, int64_t rows,
                                  int64_t Vc, float scale, int64_t vocabOffset, cudaStream_t s) {
   if (rows == 0 || Vc == 0) return cudaSuccess;
-  k_softmax_chunk_grad<<<(unsigned)rows, kThreads * 2, 0, s>>>(dl, x, coefs, other, targets, Vc, scale, vocabOffset);
+  if (fourWide(Vc, {dl, x, other})) {  // in float4s
+    const RowTiles t = rowTiles(rows, Vc / 4);
+    k_softmax_chunk_grad_tiles<true><<<t.grid, t.block, 0, s>>>(dl, x, coefs, other, targets, rows, Vc, scale, vocabOffset);
+  } else {
+    const RowTiles t = rowTiles(rows, Vc);
+    k_softmax_chunk_grad_tiles<false><<<t.grid, t.block, 0, s>>>(dl, x, coefs, other, targets, rows, Vc, scale, vocabOffset);
+  }
   return lastError();
 }
 

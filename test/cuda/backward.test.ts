@@ -3,7 +3,7 @@
 // f32 sums on the GPU (attention, conv weights, scans with atomics) against f64 sums on the CPU.
 import { describe, expect, it } from 'vitest';
 import type { Tensor } from '../../src/backend/tensor.js';
-import { available, cpu, expectClose, gpu, ints, rand, skipReason, uniform } from './helpers.js';
+import { available, cpu, expectClose, gpu, ints, misaligned, rand, skipReason, uniform } from './helpers.js';
 
 describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
   const g = gpu!;
@@ -29,6 +29,19 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     const r3 = g.rmsNorm(x3.g, w3.g, 1e-5), c3 = cpu.rmsNorm(x3.c, w3.c, 1e-5);
     expectClose(g, g.rmsNormBackward(d3.g, x3.g, w3.g, r3.rstd).dw, cpu.rmsNormBackward(d3.c, x3.c, w3.c, c3.rstd).dw, 1e-5, 'rmsNorm dw, 3000 rows');
     expectClose(g, g.sumRows(d3.g), cpu.sumRows(d3.c), 1e-5, 'sumRows, 3000 rows');
+    // D a multiple of 4 up to 4096 on aligned tensors: the row-in-registers kernel (dx and dw in one pass, 1 … 4
+    // float4s per thread; 1028: a partly idle last round; 3000 and 9000 rows: several rows per block), dw from the
+    // blocks' f64 sums; D 4100, a misaligned view: the dx kernel and the column sum
+    let seed = 30;
+    for (const [rows, D, mis] of [[9, 200, false], [5, 3072, false], [3, 4096, false], [2, 1028, false], [1, 8, false], [3000, 72, false],
+      [9000, 16, false], [4, 4100, false], [6, 64, true]] as const) {
+      const xs = mis ? misaligned([rows, D], seed++) : rand([rows, D], seed++), ws = rand([D], seed++), ds = rand([rows, D], seed++);
+      const rg4 = g.rmsNorm(xs.g, ws.g, 1e-5), rc4 = cpu.rmsNorm(xs.c, ws.c, 1e-5);
+      const b4 = g.rmsNormBackward(ds.g, xs.g, ws.g, rg4.rstd), c4 = cpu.rmsNormBackward(ds.c, xs.c, ws.c, rc4.rstd);
+      const what = `rmsNormBackward [${rows}, ${D}]${mis ? ' misaligned x' : ''}`;
+      expectClose(g, b4.dx, c4.dx, 1e-5, `${what}: dx`);
+      expectClose(g, b4.dw, c4.dw, 1e-5, `${what}: dw`);
+    }
     // 4 × 50 (a multiple of 4: the four-wide kernel) and 3 × 7 (one element per thread)
     for (const shape of [[4, 50], [3, 7]]) {
       const gate = rand(shape, 6, 3), up = rand(shape, 7), dh = rand(shape, 8);

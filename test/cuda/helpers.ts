@@ -31,6 +31,16 @@ export function uniform(shape: number[], seed: number, lo: number, hi: number): 
   for (let i = 0; i < n; i++) data[i] = lo + (hi - lo) * rng.uniform();
   return { c: cpu.fromArray(data, shape), g: gpu!.fromArray(data, shape), data };
 }
+/**
+ * rand(shape) viewed one element into a larger buffer (rowSlice + reshape on both backends): the data's device
+ * address is 4 (f32) or 2 (bf16) bytes past a 16-byte boundary, so the kernels' 16-byte-load paths do not apply
+ */
+export function misaligned(shape: number[], seed: number, scale = 1, dtype: DType = 'f32'): Pair {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const base = rand([n + 1], seed, scale, dtype);
+  const view = (be: Backend, t: Tensor) => be.reshape(be.rowSlice(t, 1, n + 1), shape);
+  return { c: view(cpu, base.c), g: view(gpu!, base.g), data: base.data.subarray(1) };
+}
 export function ints(n: number, seed: number, hi: number): Int32Array {
   const rng = new Rng(seed);
   const a = new Int32Array(n);

@@ -3,7 +3,7 @@
 // and row ops (f32 either side), 1e-4 for ops with long f32 sums on the GPU against f64 sums on the
 // CPU (matmul K ≤ 96, attention, scans), 1e-2 for bf16 matmuls (activations rounded to bf16).
 import { describe, expect, it } from 'vitest';
-import { available, closeArrays, cpu, expectClose, gpu, ints, rand, skipReason, uniform } from './helpers.js';
+import { available, closeArrays, cpu, expectClose, gpu, ints, misaligned, rand, skipReason, uniform, type Pair } from './helpers.js';
 
 describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
   const g = gpu!;
@@ -75,6 +75,24 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     expect(() => g.add(a.g, bias.g)).toThrow(/add: shapes/);
   });
 
+  it('sumSquaresEach over bf16: 16-byte loads of 8 values with a tail, a misaligned view (generic kernel), a grid-stride loop, NaN', () => {
+    const ts = [
+      rand([64, 128], 90, 1, 'bf16'), // 8192 values: 16-byte loads only
+      rand([37, 3], 91, 1, 'bf16'), // 111 = 13 · 8 + 7: a tail of 7
+      rand([5], 92, 1, 'bf16'), // the tail only
+      misaligned([33, 9], 93, 1, 'bf16'), // 2 bytes past a 16-byte boundary
+      rand([4201, 1001], 94, 0.5, 'bf16'), // 4,205,201 values: 2048 blocks, more than one load per thread, a tail of 1
+      rand([300, 1000], 95), // f32 among them
+    ];
+    const got = g.sumSquaresEach(ts.map((t) => t.g));
+    ts.forEach((t, i) => expect(got[i]! / cpu.sumSquares(t.c), `sumSquaresEach bf16 tensor ${i}`).toBeCloseTo(1, 9));
+    for (const at of [3, 12]) { // NaN in a 16-byte load and in the tail
+      const data = rand([13], 96, 1, 'bf16').data.slice();
+      data[at] = NaN;
+      expect(g.sumSquaresEach([g.fromArray(data, [13], 'bf16')])[0], `bf16 NaN at ${at}`).toBeNaN();
+    }
+  });
+
   it('layout: splitLastDim, concatLastDim, repeatGroups (+ backward)', () => {
     const x = rand([2, 3, 10], 20);
     const gs = g.splitLastDim(x.g, [3, 5, 2]), cs = cpu.splitLastDim(x.c, [3, 5, 2]);
@@ -90,6 +108,51 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     const dy = rand([4, 36], 22);
     expectClose(g, g.repeatGroupsBackward(dy.g, 4, 3), cpu.repeatGroupsBackward(dy.c, 4, 3), 1e-6, 'repeatGroupsBackward');
     expect(() => g.splitLastDim(x.g, [3, 3])).toThrow(/sizes sum/);
+  });
+
+  it('layout kernels by row tiles: column copies in 16 / 8 / 4 / 2-byte units, repeatGroups in float4s or floats, misaligned views, many rows', () => {
+    // splits: the widest unit dividing the addresses, strides, offsets and widths in bytes; concat (f32) back
+    const splits: [number[], number[], 'f32' | 'bf16', string][] = [
+      [[3, 5, 24], [8, 4, 12], 'f32', '16-byte'],
+      [[4, 12], [2, 4, 6], 'f32', '8-byte'],
+      [[5, 48], [16, 8, 24], 'bf16', '16-byte'],
+      [[4, 12], [6, 1, 5], 'bf16', '4-byte and 2-byte'],
+      [[3, 7], [3, 4], 'bf16', '2-byte'],
+      [[20000, 12], [4, 8], 'f32', '16-byte, more rows than one grid of row tiles'],
+      [[20000, 7], [3, 4], 'f32', '4-byte, more rows than one grid of row tiles'],
+    ];
+    let seed = 700;
+    for (const [shape, sizes, dtype, what] of splits) {
+      const x = rand(shape, seed++, 1, dtype);
+      const gs = g.splitLastDim(x.g, sizes), cs = cpu.splitLastDim(x.c, sizes);
+      gs.forEach((t, i) => expectClose(g, t, cs[i]!, 0, `split ${dtype} [${shape}] → ${sizes} (${what}) ${i}`));
+      expectClose(g, g.concatLastDim(gs), dtype === 'f32' ? x.c : cpu.concatLastDim(cs), 0, `concat ${dtype} [${shape}] (${what})`);
+    }
+    // a misaligned source (widths in multiples of 4 floats, but the address 4 bytes past a 16-byte boundary): 4-byte units
+    const mx = misaligned([6, 16], seed++);
+    const mg = g.splitLastDim(mx.g, [8, 8]), mc = cpu.splitLastDim(mx.c, [8, 8]);
+    mg.forEach((t, i) => expectClose(g, t, mc[i]!, 0, `split, misaligned source ${i}`));
+    expectClose(g, g.concatLastDim([mx.g, mx.g]), cpu.concatLastDim([mx.c, mx.c]), 0, 'concat, misaligned sources');
+    // repeatGroups (+ backward): group width a multiple of 4 on aligned tensors → float4s; otherwise floats
+    const repeats: [Pair, number, number, string][] = [
+      [rand([4, 12], seed++), 4, 3, 'float4s'],
+      [rand([3, 32], seed++), 16, 3, 'float4s, N = 16'],
+      [rand([5, 6], seed++), 3, 2, 'floats'],
+      [rand([2, 10], seed++), 2, 4, 'floats, even width'],
+      [misaligned([4, 12], seed++), 4, 3, 'floats (misaligned)'],
+      [rand([20000, 16], seed++), 8, 2, 'float4s, more rows than one grid of row tiles'],
+      [rand([20000, 6], seed++), 3, 2, 'floats, more rows than one grid of row tiles'],
+      [rand([7, 300], seed++), 4, 5, 'float4s, several column tiles'],
+    ];
+    for (const [x, w, rep, what] of repeats) {
+      const shape = x.g.shape;
+      expectClose(g, g.repeatGroups(x.g, w, rep), cpu.repeatGroups(x.c, w, rep), 0, `repeatGroups [${shape}] ${w} × ${rep} (${what})`);
+      const dy = rand([shape[0]!, shape[1]! * rep], seed++);
+      expectClose(g, g.repeatGroupsBackward(dy.g, w, rep), cpu.repeatGroupsBackward(dy.c, w, rep), 1e-6,
+        `repeatGroupsBackward [${shape}] ${w} × ${rep} (${what})`);
+    }
+    const dm = misaligned([3, 24], seed++);
+    expectClose(g, g.repeatGroupsBackward(dm.g, 4, 3), cpu.repeatGroupsBackward(dm.c, 4, 3), 1e-6, 'repeatGroupsBackward, misaligned dy');
   });
 
   it('matmul f32 (all transposes, accumulateInto) and bf16 weights', () => {
@@ -166,9 +229,11 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     }
   });
 
-  it('addRmsNorm: residual add + norm, with and without r, f32 / bf16 weight, f32 / bf16 output (D 3072 and odd widths)', () => {
+  it('addRmsNorm: residual add + norm, with and without r, f32 / bf16 weight, f32 / bf16 output (row-in-registers widths and odd widths)', () => {
     let seed = 60;
-    for (const [rows, D] of [[4, 3072], [3, 301], [1, 5]] as const) {
+    // D a multiple of 4 up to 4096: the float4 kernel, 1 … 4 float4s per thread (1028: a partly idle last
+    // round); 4100, 301, 5: the scalar kernel
+    for (const [rows, D] of [[4, 3072], [3, 8], [2, 1028], [2, 4096], [2, 4100], [3, 301], [1, 5]] as const) {
       for (const wType of ['f32', 'bf16'] as const) {
         for (const out of ['f32', 'bf16'] as const) {
           for (const withR of [true, false]) {
@@ -226,6 +291,16 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     const inv = new Float32Array(8).map((_, i) => Math.fround(1 / 10000 ** (i / 8)));
     expectClose(g, g.rope(x.g, pos, inv), cpu.rope(x.c, pos, inv), 1e-6, 'rope');
     expectClose(g, g.rope(x.g, pos, inv, true), cpu.rope(x.c, pos, inv, true), 1e-6, 'rope inverse');
+    // a block per token, threads over (pair, head): more heads than thread rows (24 and 8 heads of 128), more pairs
+    // than threads (Dh 520), more tokens than blocks (5000), positions up to 8191
+    let seed = 61;
+    for (const [n, H, Dh] of [[5, 24, 128], [6, 8, 128], [3, 6, 64], [2, 2, 520], [5000, 2, 8]] as const) {
+      const xr = rand([n, H, Dh], seed++);
+      const p = ints(n, seed++, 8192);
+      const f = new Float32Array(Dh / 2).map((_, i) => Math.fround(1 / 500000 ** (i / (Dh / 2))));
+      expectClose(g, g.rope(xr.g, p, f), cpu.rope(xr.c, p, f), 1e-6, `rope [${n}, ${H}, ${Dh}]`);
+      expectClose(g, g.rope(xr.g, p, f, true), cpu.rope(xr.c, p, f, true), 1e-6, `rope inverse [${n}, ${H}, ${Dh}]`);
+    }
   });
 
   it('attention: causal GQA with packed segments, and lse', () => {

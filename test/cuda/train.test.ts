@@ -19,7 +19,7 @@ import { findPreset } from '../../src/model/presets.js';
 import { distillLoss, grpoLoss, sftLoss, tokenLogprobs, type HeadResult } from '../../src/train/heads.js';
 import { AdamW } from '../../src/train/optim.js';
 import { allocateGrads } from '../../src/train/trainer.js';
-import { available, closeArrays, cpu, expectClose, gpu, ints, rand, skipReason } from './helpers.js';
+import { available, closeArrays, cpu, expectClose, gpu, ints, misaligned, rand, skipReason } from './helpers.js';
 
 /** compare the (m, s, w, zt) / coefficient columns of two [R, 4] blocks one by one */
 function closeColumns(got: Float32Array, want: Float32Array, rtol: number, what: string): void {
@@ -96,6 +96,39 @@ describe.skipIf(!available)(`cuda fused LM-head passes vs cpu${available ? '' : 
       const x = be.zeros([3, 8]);
       expect(() => be.softmaxChunkStats(x, be.zeros([2, 4]), { scale: 1, vocabOffset: 0 })).toThrow('softmaxChunkStats: stats has shape [2, 4], expected [3, 4]');
       expect(() => be.softmaxChunkGrad(x, be.zeros([3, 4]), { scale: 1, vocabOffset: 0, targets: ints(2, 1, 8) })).toThrow('softmaxChunkGrad: 2 targets for 3 rows');
+    }
+  });
+
+  it('kernel paths: stats with the row in registers (1, 2, 4, 8 float4s per thread) or looping, gradient in float4 or float row tiles', () => {
+    // Vc a multiple of 4 up to 16384 on aligned tensors: the stats kernel with the row in registers and the float4 gradient
+    // (2052, 5376: partly idle last rounds); 16388: the looping stats kernel, float4 gradient; 5001 or a misaligned logits /
+    // teacher view: both on floats; 20000 rows: more than one grid of row tiles for the gradient
+    const cases: [number, number, '' | 'logits' | 'teacher'][] = [
+      [4, 8192, ''], [3, 16384, ''], [2, 2052, ''], [3, 5376, ''], [2, 16388, ''], [3, 5001, ''], [3, 4096, 'logits'], [3, 4096, 'teacher'],
+      [20000, 8, ''],
+    ];
+    let seed = 520;
+    for (const [R, Vc, mis] of cases) {
+      for (const teacher of mis === 'teacher' ? [true] : [false, true]) {
+        const what = `[${R}, ${Vc}]${teacher ? ' + teacher' : ''}${mis ? `, misaligned ${mis}` : ''}`;
+        const scale = 1 / 0.7, vocabOffset = 1000;
+        const z = mis === 'logits' ? misaligned([R, Vc], seed++, 4) : rand([R, Vc], seed++, 4);
+        const o = teacher ? (mis === 'teacher' ? misaligned([R, Vc], seed++, 4) : rand([R, Vc], seed++, 4)) : null;
+        const tg = Int32Array.from(ints(R, seed++, Vc + 100), (t) => t + vocabOffset - 50); // some targets outside the chunk
+        // running stats of an earlier chunk on odd rows (rescaled by the merge), none (m = −∞) on even rows
+        const init = new Float32Array(R * 4);
+        for (let i = 0; i < R; i++) init.set(i % 2 ? [4 + (i % 7), 2.5, 0.3, 1.5] : [-Infinity, 0, 0, 0], 4 * i);
+        const sc = cpu.fromArray(init, [R, 4]), sg = g.fromArray(init, [R, 4]);
+        cpu.softmaxChunkStats(z.c, sc, { scale, vocabOffset, targets: tg, other: o?.c ?? null });
+        g.softmaxChunkStats(z.g, sg, { scale, vocabOffset, targets: tg, other: o?.g ?? null });
+        const st = cpu.read(sc);
+        closeColumns(g.read(sg), st, 1e-5, `stats ${what}`);
+        const coefs = new Float32Array(R * 4);
+        for (let i = 0; i < R; i++) coefs.set([st[4 * i]! + Math.log(st[4 * i + 1]!), 0.3 - 0.01 * (i % 50), i % 2 ? -0.2 : 0.15, i % 3 ? -0.4 : 0], 4 * i);
+        const opts = { scale, vocabOffset, targets: tg };
+        expectClose(g, g.softmaxChunkGrad(z.g, g.fromArray(coefs, [R, 4]), { ...opts, other: o?.g ?? null }),
+          cpu.softmaxChunkGrad(z.c, cpu.fromArray(coefs, [R, 4]), { ...opts, other: o?.c ?? null }), 1e-5, `grad ${what}`);
+      }
     }
   });
 });
