@@ -310,6 +310,15 @@ dev8d)
   timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train.txt" 2>&1
   echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/train.txt" | head -9; el "train done"
   ;;
+train8)
+  # eighth session: build, CUDA tests, the training step and a profiled step
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/train.txt" | head -9; el "train done"
+  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  ;;
 ncu-kernel)
   # Nsight Compute, full set, on one launch of the kernels matching NCU_K during bench/scan.ts (default: the scan
   # backward's lane-per-state kernel); then the engine at 3B scale unless ENGINE=0

@@ -40,6 +40,8 @@ cudaError_t m1_flash_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf,
  * The backward with bf16 tensor-core products (flash_attention_tc.cu): D = rowsum(dout ∘ out) in f32,
  * then q, k, v, dout rounded to bf16 copies (m1Alloc scratch); S, dP, dQ, dK, dV products in bf16 with
  * f32 accumulation, P and dS in f32 before their own rounding. Same shapes and outputs as m1_flash_attention_bwd.
+ * One kernel per 64-key tile (FlashAttention-2): dk and dv are deterministic; dq is summed over the key tiles
+ * with atomic adds, so its last bits can differ from run to run.
  */
 cudaError_t m1_flash_attention_bwd_bf16(float* dq, float* dk, float* dv, float* Dbuf, const float* dout, const float* q, const float* k,
                                         const float* v, const float* out, const float* lse, const int* segments,

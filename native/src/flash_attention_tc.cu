@@ -23,8 +23,6 @@
 #include <math_constants.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 
 #include "async_copy.cuh"
 #include "mma.cuh"
@@ -79,8 +77,12 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
   __shared__ int qSeg[kRows], kSeg[2][kTile];
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kRows;  // the longest query tiles first
-  const int h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
+  // blockIdx.x = (longest-first tile rank)·Hq + head: the query tiles with the most keys, of every head, start in
+  // the first wave and the short ones fill the tail (with the heads in blockIdx.y, each head's long tiles would
+  // follow the previous head's short ones)
+  const int nTilesQ = (T + kRows - 1) / kRows;
+  const int q0 = (nTilesQ - 1 - (int)blockIdx.x / Hq) * kRows;
+  const int h = (int)blockIdx.x % Hq, b = blockIdx.z, g = h / (Hq / Hkv);
   const int nq = min(kRows, T - q0);
   const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH;
   const int r0 = warp * 16 + gid, r1 = r0 + 8;  // this lane's two rows in the query tile
@@ -255,7 +257,7 @@ cudaError_t launchFwdTc(float* out, float* lse, const float* q, const __nv_bfloa
   const size_t smem = TcLayout<DH>::bytes;
   cudaError_t e = m1AllowSmem(k_flash_fwd_tc<DH>, smem, ready);
   if (e != cudaSuccess) return e;
-  dim3 grid((unsigned)((T + kRows - 1) / kRows), (unsigned)Hq, (unsigned)B);
+  dim3 grid((unsigned)((T + kRows - 1) / kRows * Hq), 1u, (unsigned)B);  // blockIdx.x = tile rank · Hq + head
   k_flash_fwd_tc<DH><<<grid, kWarps * 32, smem, s>>>(out, lse, q, kb, vb, seg, T, Hq, Hkv, scale);
   return cudaGetLastError();
 }
@@ -263,12 +265,10 @@ cudaError_t launchFwdTc(float* out, float* lse, const float* q, const __nv_bfloa
 // ------------------------------------------------------------------------------------------------
 // backward on the tensor cores
 //
-// Both schemes recompute P = exp(scale·S − lse) from the forward's lse and take D = rowsum(dO∘O) from
-// Dbuf (m1_flash_attention_rowdot). Blocks of 4 warps, warp w owning 16 rows of the block's tile
-// (queries for dQ, keys for dK / dV), lanes holding rows gid and gid + 8 as in the forward.
-//
-// Fused (FlashAttention-2, the default): one kernel per 64-key tile (k_flash_bwd_dkdv_tc<DH, true>)
-// streams 32-query tiles of Q and dO for every q head of the GQA group and does 5 products per tile:
+// FlashAttention-2: P = exp(scale·S − lse) is recomputed from the forward's lse and D = rowsum(dO∘O) taken
+// from Dbuf (m1_flash_attention_rowdot). One kernel (k_flash_bwd_dkdv_tc) with blocks of 4 warps per
+// 64-key tile, warp w owning 16 keys, lanes holding rows gid and gid + 8 as in the forward. A block streams
+// 32-query tiles of Q and dO for every q head of the GQA group and does 5 products per tile:
 //   Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (K, V fragments from shared memory); Pᵀ, dSᵀ = Pᵀ∘(dPᵀ − D) in f32;
 //   dV += Pᵀ·dO, dK += dSᵀ·Q (dO and Q by ldmatrix.trans), kept in registers for the whole loop;
 //   dQ_tile (32 queries × Dh) = dS·K: each warp stores its dSᵀ rows (its 16 keys × 32 queries, the same
@@ -280,17 +280,12 @@ cudaError_t launchFwdTc(float* out, float* lse, const float* q, const __nv_bfloa
 // dq is zeroed first (cudaMemsetAsync on the stream) and receives one partial per (q head, query, key
 // tile) from the blocks of different key tiles: atomics, because those blocks run concurrently and no
 // block owns a query row. The f32 sums therefore land in a nondeterministic order: dq differs from run to
-// run in its last bits (dk and dv stay deterministic). This drops the dQ pass's recomputation of S and dP
-// (7 products → 5) at the price of Dh f32 reductions per (q head, query, 64-key tile) that the query can see
-// (skipped with the block's tile when no pair of it is visible; a query tile's rows past T are not written).
-//
-// Two kernels (M1_ATTN_BWD_FUSED=0, read by the launcher on every call; kept to measure against):
-// dQ per 64-query tile (streams 32-key tiles of K and V) and dK / dV per 64-key tile as above without the
-// dQ step; no atomics, deterministic:
-//   dQ:    S = Q·Kᵀ, dP = dO·Vᵀ (Q, dO as A fragments in registers); dS = P∘(dP − D) in f32;
-//          dQ += dS·K (dS from the C fragments as the A operand, K by ldmatrix.trans);
-//   dK/dV: as the fused kernel's first four products.
-// The streamed tiles go global → shared by cp.async into two stages, as the forward's K and V.
+// run in its last bits (dk and dv stay deterministic). The price is Dh f32 reductions per (q head, query,
+// 64-key tile) that the query can see (skipped with the block's tile when no pair of it is visible; a query
+// tile's rows past T are not written). The streamed tiles go global → shared by cp.async into two stages,
+// as the forward's K and V.
+// The former two-kernel scheme (dQ per query tile, dK / dV per key tile: 7 products, no atomics) is in git
+// history; measured slower: 49.0 vs 39.5 ms of attention backward per M1-3B training step at seq 8192 on an H200.
 
 constexpr int kBwdWarps = 4, kBwdRows = 16 * kBwdWarps, kBwdTile = 32, kBwdThreads = kBwdWarps * 32;
 
@@ -298,10 +293,9 @@ template <int DH>
 struct BwdLayout {
   static constexpr int LD = DH + 8;                 // padded bf16 row stride (16-byte aligned rows)
   static constexpr int tile = kBwdTile * LD;        // a streamed [32][LD] tile
-  static constexpr int fixed = kBwdRows * LD;       // the dK/dV block's own [64][LD] K or V
-  static constexpr size_t dqBytes = (size_t)4 * tile * sizeof(__nv_bfloat16);                    // 2 stages × (K, V)
+  static constexpr int fixed = kBwdRows * LD;       // the block's own [64][LD] K or V
   static constexpr size_t dkdvBytes = ((size_t)2 * fixed + 4 * tile) * sizeof(__nv_bfloat16);  // K, V + 2 stages × (Q, dO)
-  static constexpr int LDS = kBwdTile + 8;          // the fused kernel's dSᵀ [64 keys][LDS] (80-byte rows: conflict-free)
+  static constexpr int LDS = kBwdTile + 8;          // dSᵀ [64 keys][LDS] (80-byte rows: conflict-free)
   static constexpr size_t fusedBytes = dkdvBytes + (size_t)kBwdRows * LDS * sizeof(__nv_bfloat16);
 };
 
@@ -356,127 +350,11 @@ __device__ __forceinline__ void ldA(uint32_t* a, const __nv_bfloat16* p0, const 
   a[3] = ld32(p1 + col + 8);
 }
 
-/** dQ for 64 queries of head h, row b */
-template <int DH>
-__global__ void __launch_bounds__(kBwdThreads, 2)
-k_flash_bwd_dq_tc(float* __restrict__ dq, const __nv_bfloat16* __restrict__ qb, const __nv_bfloat16* __restrict__ kb,
-                  const __nv_bfloat16* __restrict__ vb, const __nv_bfloat16* __restrict__ dob, const float* __restrict__ lse,
-                  const float* __restrict__ Dbuf, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
-  using L = BwdLayout<DH>;
-  constexpr int LD = L::LD, KQ = DH / 16, NDT = DH / 8, NKT = kBwdTile / 8;
-  extern __shared__ float4 smem4[];
-  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);  // [2][kBwdTile][LD], then Vs the same
-  __nv_bfloat16* Vs = Ks + 2 * L::tile;
-  __shared__ int qSeg[kBwdRows], kSeg[2][kBwdTile];
-
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBwdRows;  // the longest query tiles first
-  const int h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
-  const int nq = min(kBwdRows, T - q0);
-  const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH, statRow = ((int64_t)b * Hq + h) * T;
-  const int r0 = warp * 16 + gid, r1 = r0 + 8, t0 = q0 + r0, t1 = q0 + r1;
-  const int warpLast = q0 + warp * 16 + 15;
-
-  auto issue = [&](int it) {
-    const int st = it & 1, k0 = it * kBwdTile, nk = min(kBwdTile, T - k0);
-    const int64_t off = (row0 + k0) * kStride + (int64_t)g * DH;
-    copyRowsAsync<DH, kBwdTile>(Ks + st * L::tile, kb + off, kStride, nk);
-    copyRowsAsync<DH, kBwdTile>(Vs + st * L::tile, vb + off, kStride, nk);
-    if (seg && threadIdx.x < kBwdTile) kSeg[st][threadIdx.x] = threadIdx.x < nk ? seg[row0 + k0 + threadIdx.x] : 0;
-  };
-  const int nTiles = (q0 + nq - 1) / kBwdTile + 1;
-  issue(0);
-  cpAsyncCommit();
-
-  // Q and dO as A fragments for the whole key loop; rows past T are zeros
-  uint32_t qa[KQ][4], da[KQ][4];
-  {
-    const __nv_bfloat16* z = qb;  // any valid address; the row is replaced by zeros below
-    const int64_t o0 = (row0 + t0) * qStride + (int64_t)h * DH + 2 * quad, o1 = (row0 + t1) * qStride + (int64_t)h * DH + 2 * quad;
-#pragma unroll
-    for (int kk = 0; kk < KQ; kk++) {
-      ldA(qa[kk], t0 < T ? qb + o0 : z, t1 < T ? qb + o1 : z, 16 * kk);
-      ldA(da[kk], t0 < T ? dob + o0 : z, t1 < T ? dob + o1 : z, 16 * kk);
-      if (t0 >= T) qa[kk][0] = qa[kk][2] = da[kk][0] = da[kk][2] = 0u;
-      if (t1 >= T) qa[kk][1] = qa[kk][3] = da[kk][1] = da[kk][3] = 0u;
-    }
-  }
-  if (seg && threadIdx.x < kBwdRows) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
-  // P = exp(scale·S − lse) as exp2(scale2·S − lse·log2(e)): one fma and one ex2
-  const float scale2 = scale * 1.4426950408889634f;
-  const float lse0 = t0 < T ? lse[statRow + t0] * 1.4426950408889634f : 0.f, lse1 = t1 < T ? lse[statRow + t1] * 1.4426950408889634f : 0.f;
-  const float D0 = t0 < T ? Dbuf[statRow + t0] : 0.f, D1 = t1 < T ? Dbuf[statRow + t1] : 0.f;
-
-  float acc[NDT][4];
-#pragma unroll
-  for (int d = 0; d < NDT; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
-
-  for (int it = 0; it < nTiles; it++) {
-    if (it + 1 < nTiles) issue(it + 1);
-    cpAsyncCommit();
-    cpAsyncWaitOne();
-    __syncthreads();
-    const int st = it & 1, k0 = it * kBwdTile;
-    const __nv_bfloat16* Kt = Ks + st * L::tile;
-    const __nv_bfloat16* Vt = Vs + st * L::tile;
-    const int* ks = kSeg[st];
-    bool work = k0 <= warpLast;  // warp-uniform
-    if (seg) {
-      const bool anyVisible = tileAnyVisible(kBwdRows, kBwdTile, q0, k0, T, qSeg, ks);  // reached by every thread
-      work = work && anyVisible;
-    }
-    if (work) {
-      float s[NKT][4], dp[NKT][4];
-#pragma unroll
-      for (int j = 0; j < NKT; j++) {
-        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-        dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < KQ; kk += 2) {
-          uint32_t b0, b1, b2, b3;
-          ldB2steps<LD>(b0, b1, b2, b3, Kt + 8 * j * LD + 16 * kk, lane);
-          mma16816(s[j], qa[kk], b0, b1);
-          mma16816(s[j], qa[kk + 1], b2, b3);
-          ldB2steps<LD>(b0, b1, b2, b3, Vt + 8 * j * LD + 16 * kk, lane);
-          mma16816(dp[j], da[kk], b0, b1);
-          mma16816(dp[j], da[kk + 1], b2, b3);
-        }
-      }
-      // dS = P∘(dP − D) (the scale is applied to dQ once at the end); this lane: keys 8j + 2quad + {0, 1}
-#pragma unroll
-      for (int j = 0; j < NKT; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
-          const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
-          const float p = vis ? exp2f(fmaf(s[j][e], scale2, -(e < 2 ? lse0 : lse1))) : 0.f;
-          s[j][e] = p * (dp[j][e] - (e < 2 ? D0 : D1));
-        }
-#pragma unroll
-      for (int kk = 0; kk < kBwdTile / 16; kk++) {
-        uint32_t pa[4];
-        cToA(pa, s[2 * kk], s[2 * kk + 1]);
-        mmaRowsTrans<DH>(acc, pa, Kt + 16 * kk * LD, lane);  // dQ += dS·K
-      }
-    }
-    __syncthreads();  // every warp is done with this stage before the next issue() overwrites it
-  }
-
-  const int ts[2] = {t0, t1};
-#pragma unroll
-  for (int i = 0; i < 2; i++) {
-    if (ts[i] >= T) continue;
-    float* row = dq + (row0 + ts[i]) * qStride + (int64_t)h * DH + 2 * quad;
-#pragma unroll
-    for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(row + 8 * d) = make_float2(acc[d][2 * i] * scale, acc[d][2 * i + 1] * scale);
-  }
-}
-
 /**
- * dK, dV for 64 keys of kv head g, row b: streams the query tiles at or after the key tile for every q head of the group.
- * FUSED: also dQ += dS·K for every streamed query tile, reduced into dq (zeroed beforehand) by atomics; dq unused otherwise.
+ * dK, dV for 64 keys of kv head g, row b: streams the query tiles at or after the key tile for every q head of the group,
+ * and dQ += dS·K for every streamed query tile, reduced into dq (zeroed beforehand) by atomics.
  */
-template <int DH, bool FUSED>
+template <int DH>
 __global__ void __launch_bounds__(kBwdThreads, 2)
 k_flash_bwd_dkdv_tc(float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, const __nv_bfloat16* __restrict__ qb,
                     const __nv_bfloat16* __restrict__ kb, const __nv_bfloat16* __restrict__ vb, const __nv_bfloat16* __restrict__ dob,
@@ -489,18 +367,18 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dq, float* __restrict__ dk, float* __res
   __nv_bfloat16* Vs = Ks + L::fixed;                             // [kBwdRows][LD]
   __nv_bfloat16* Qs = Vs + L::fixed;                             // [2][kBwdTile][LD]
   __nv_bfloat16* Os = Qs + 2 * L::tile;                          // dO, [2][kBwdTile][LD]
-  __nv_bfloat16* dsT = Os + 2 * L::tile;                         // FUSED: dSᵀ [kBwdRows][LDS] (not allocated otherwise)
+  __nv_bfloat16* dsT = Os + 2 * L::tile;                         // dSᵀ [kBwdRows][LDS]
   constexpr int LDS = L::LDS;
   __shared__ float qL[2][kBwdTile], qD[2][kBwdTile];
   __shared__ int kSeg[kBwdRows], qSeg[2][kBwdTile];
   const float scale2 = scale * 1.4426950408889634f;  // P = exp2(scale2·S − lse·log2(e))
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
-  // tile 0 sees every query: the longest blocks start first. FUSED (the whole backward in this kernel): blockIdx.x =
-  // tile·Hkv + g, the kv heads fastest, so the longest tiles of every head start in the first wave (with the heads in
-  // blockIdx.y the last heads' long tiles would start late and run alone at the end)
-  const int k0 = (FUSED ? (int)blockIdx.x / Hkv : (int)blockIdx.x) * kBwdRows;
-  const int g = FUSED ? (int)blockIdx.x % Hkv : (int)blockIdx.y, b = blockIdx.z, group = Hq / Hkv;
+  // tile 0 sees every query: the longest blocks start first. blockIdx.x = tile·Hkv + g, the kv heads fastest, so the
+  // longest tiles of every head start in the first wave (with the heads in blockIdx.y the last heads' long tiles would
+  // start late and run alone at the end)
+  const int k0 = (int)blockIdx.x / Hkv * kBwdRows;
+  const int g = (int)blockIdx.x % Hkv, b = blockIdx.z, group = Hq / Hkv;
   const int nk = min(kBwdRows, T - k0);
   const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH;
   const int c0 = warp * 16 + gid, c1 = c0 + 8;  // this lane's key rows in the tile
@@ -591,65 +469,61 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dq, float* __restrict__ dk, float* __res
         uint32_t pa[4], sa[4];
         cToA(pa, s[2 * kk], s[2 * kk + 1]);
         cToA(sa, dp[2 * kk], dp[2 * kk + 1]);
-        if constexpr (FUSED) {
-          // dSᵀ rows c0 (sa[0], sa[2]) and c1 = c0 + 8 (sa[1], sa[3]), queries 16kk + 2quad..+1 and +8: 32-bit stores
-          __nv_bfloat16* d0 = dsT + c0 * LDS + 16 * kk + 2 * quad;
-          *reinterpret_cast<uint32_t*>(d0) = sa[0];
-          *reinterpret_cast<uint32_t*>(d0 + 8 * LDS) = sa[1];
-          *reinterpret_cast<uint32_t*>(d0 + 8) = sa[2];
-          *reinterpret_cast<uint32_t*>(d0 + 8 * LDS + 8) = sa[3];
-        }
+        // dSᵀ rows c0 (sa[0], sa[2]) and c1 = c0 + 8 (sa[1], sa[3]), queries 16kk + 2quad..+1 and +8: 32-bit stores
+        __nv_bfloat16* d0 = dsT + c0 * LDS + 16 * kk + 2 * quad;
+        *reinterpret_cast<uint32_t*>(d0) = sa[0];
+        *reinterpret_cast<uint32_t*>(d0 + 8 * LDS) = sa[1];
+        *reinterpret_cast<uint32_t*>(d0 + 8) = sa[2];
+        *reinterpret_cast<uint32_t*>(d0 + 8 * LDS + 8) = sa[3];
         mmaRowsTrans<DH>(dva, pa, Ot + 16 * kk * LD, lane);
         mmaRowsTrans<DH>(dka, sa, Qt + 16 * kk * LD, lane);
       }
     }
-    if constexpr (FUSED) {
-      if (blockWork) {  // block-uniform
-        __syncthreads();  // every working warp's dSᵀ rows are in dsT
-        // dQ (32 queries × Dh) = dS·K over the 64 keys: warp w takes all 32 queries (m-blocks 0, 1) × dims
-        // [w·Dh/4, (w+1)·Dh/4) (NDQ n-tiles); k-step ks = keys 16ks..16ks+15, the rows warp ks wrote.
-        constexpr int NDQ = DH / 32;
-        float dqa[2][NDQ][4];
+    if (blockWork) {  // block-uniform
+      __syncthreads();  // every working warp's dSᵀ rows are in dsT
+      // dQ (32 queries × Dh) = dS·K over the 64 keys: warp w takes all 32 queries (m-blocks 0, 1) × dims
+      // [w·Dh/4, (w+1)·Dh/4) (NDQ n-tiles); k-step ks = keys 16ks..16ks+15, the rows warp ks wrote.
+      constexpr int NDQ = DH / 32;
+      float dqa[2][NDQ][4];
 #pragma unroll
-        for (int mb = 0; mb < 2; mb++)
+      for (int mb = 0; mb < 2; mb++)
 #pragma unroll
-          for (int j = 0; j < NDQ; j++) dqa[mb][j][0] = dqa[mb][j][1] = dqa[mb][j][2] = dqa[mb][j][3] = 0.f;
-        const __nv_bfloat16* kCols = Ks + warp * (DH / 4);
+        for (int j = 0; j < NDQ; j++) dqa[mb][j][0] = dqa[mb][j][1] = dqa[mb][j][2] = dqa[mb][j][3] = 0.f;
+      const __nv_bfloat16* kCols = Ks + warp * (DH / 4);
 #pragma unroll
-        for (int ks = 0; ks < kBwdRows / 16; ks++) {
-          const int kf = k0 + 16 * ks;
-          if (q0 + kBwdTile - 1 < kf || kf >= T) continue;  // warp ks had no work (its dSᵀ rows are stale): block-uniform
-          uint32_t a0[4], a1[4];
-          ldA_trans<LDS>(a0, dsT + 16 * ks * LDS, lane);       // queries 0..15
-          ldA_trans<LDS>(a1, dsT + 16 * ks * LDS + 16, lane);  // queries 16..31
+      for (int ks = 0; ks < kBwdRows / 16; ks++) {
+        const int kf = k0 + 16 * ks;
+        if (q0 + kBwdTile - 1 < kf || kf >= T) continue;  // warp ks had no work (its dSᵀ rows are stale): block-uniform
+        uint32_t a0[4], a1[4];
+        ldA_trans<LDS>(a0, dsT + 16 * ks * LDS, lane);       // queries 0..15
+        ldA_trans<LDS>(a1, dsT + 16 * ks * LDS + 16, lane);  // queries 16..31
 #pragma unroll
-          for (int p = 0; p < NDQ / 2; p++) {
-            uint32_t b0, b1, b2, b3;
-            ldB_trans2tiles<LD>(b0, b1, b2, b3, kCols + 16 * ks * LD + 16 * p, lane);
-            mma16816(dqa[0][2 * p], a0, b0, b1);
-            mma16816(dqa[0][2 * p + 1], a0, b2, b3);
-            mma16816(dqa[1][2 * p], a1, b0, b1);
-            mma16816(dqa[1][2 * p + 1], a1, b2, b3);
-          }
+        for (int p = 0; p < NDQ / 2; p++) {
+          uint32_t b0, b1, b2, b3;
+          ldB_trans2tiles<LD>(b0, b1, b2, b3, kCols + 16 * ks * LD + 16 * p, lane);
+          mma16816(dqa[0][2 * p], a0, b0, b1);
+          mma16816(dqa[0][2 * p + 1], a0, b2, b3);
+          mma16816(dqa[1][2 * p], a1, b0, b1);
+          mma16816(dqa[1][2 * p + 1], a1, b2, b3);
         }
-        // × scale into dq: lanes quad, quad ^ 1 swap halves so that the even one holds row gid, dims 2quad..2quad+3
-        // and the odd one row gid + 8, dims 2(quad − 1)..2quad + 1; one 16-byte reduction each per n-tile
-        const int h = g * group + it / nQt;
-        const bool odd = quad & 1;
-        const int64_t colOff = (int64_t)h * DH + warp * (DH / 4) + 2 * (quad & 2);
+      }
+      // × scale into dq: lanes quad, quad ^ 1 swap halves so that the even one holds row gid, dims 2quad..2quad+3
+      // and the odd one row gid + 8, dims 2(quad − 1)..2quad + 1; one 16-byte reduction each per n-tile
+      const int h = g * group + it / nQt;
+      const bool odd = quad & 1;
+      const int64_t colOff = (int64_t)h * DH + warp * (DH / 4) + 2 * (quad & 2);
 #pragma unroll
-        for (int mb = 0; mb < 2; mb++) {
-          const int t = q0 + 16 * mb + gid + (odd ? 8 : 0);
-          float* row = dq + (row0 + min(t, T - 1)) * qStride + colOff;
+      for (int mb = 0; mb < 2; mb++) {
+        const int t = q0 + 16 * mb + gid + (odd ? 8 : 0);
+        float* row = dq + (row0 + min(t, T - 1)) * qStride + colOff;
 #pragma unroll
-          for (int j = 0; j < NDQ; j++) {
-            const float* c = dqa[mb][j];
-            const float x = __shfl_xor_sync(0xffffffffu, odd ? c[0] : c[2], 1);
-            const float y = __shfl_xor_sync(0xffffffffu, odd ? c[1] : c[3], 1);
-            const float4 v = odd ? make_float4(x * scale, y * scale, c[2] * scale, c[3] * scale)
-                                 : make_float4(c[0] * scale, c[1] * scale, x * scale, y * scale);
-            if (t < T) redAdd4(row + 8 * j, v);
-          }
+        for (int j = 0; j < NDQ; j++) {
+          const float* c = dqa[mb][j];
+          const float x = __shfl_xor_sync(0xffffffffu, odd ? c[0] : c[2], 1);
+          const float y = __shfl_xor_sync(0xffffffffu, odd ? c[1] : c[3], 1);
+          const float4 v = odd ? make_float4(x * scale, y * scale, c[2] * scale, c[3] * scale)
+                               : make_float4(c[0] * scale, c[1] * scale, x * scale, y * scale);
+          if (t < T) redAdd4(row + 8 * j, v);
         }
       }
     }
@@ -669,38 +543,19 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dq, float* __restrict__ dk, float* __res
   }
 }
 
-/** M1_ATTN_BWD_FUSED = "0" selects the two-kernel backward; unset or anything else the fused one. Read on every call (cheap) */
-bool bwdFused() {
-  const char* v = std::getenv("M1_ATTN_BWD_FUSED");
-  return !(v && std::strcmp(v, "0") == 0);
-}
-
 template <int DH>
 cudaError_t launchBwdTc(float* dq, float* dk, float* dv, const __nv_bfloat16* qb, const __nv_bfloat16* kb, const __nv_bfloat16* vb,
                         const __nv_bfloat16* dob, const float* lse, const float* Dbuf, const int* seg, int B, int T, int Hq, int Hkv,
                         float scale, cudaStream_t s) {
   using L = BwdLayout<DH>;
   const unsigned tiles = (unsigned)((T + kBwdRows - 1) / kBwdRows);
-  if (bwdFused()) {
-    static bool readyFused = false;
-    cudaError_t e = m1AllowSmem(k_flash_bwd_dkdv_tc<DH, true>, L::fusedBytes, readyFused);
-    // dq receives the blocks' partial sums by atomics: zeroed first, on the same stream
-    if (e == cudaSuccess) e = cudaMemsetAsync(dq, 0, sizeof(float) * (size_t)B * T * Hq * DH, s);
-    if (e != cudaSuccess) return e;
-    const dim3 grid(tiles * (unsigned)Hkv, 1u, (unsigned)B);  // blockIdx.x = key tile · Hkv + kv head
-    k_flash_bwd_dkdv_tc<DH, true><<<grid, kBwdThreads, L::fusedBytes, s>>>(dq, dk, dv, qb, kb, vb, dob, lse, Dbuf, seg, T, Hq, Hkv,
-                                                                           scale);
-    return cudaGetLastError();
-  }
-  static bool readyDq = false, readyDkdv = false;
-  cudaError_t e = m1AllowSmem(k_flash_bwd_dq_tc<DH>, L::dqBytes, readyDq);
-  if (e == cudaSuccess) e = m1AllowSmem(k_flash_bwd_dkdv_tc<DH, false>, L::dkdvBytes, readyDkdv);
+  static bool ready = false;
+  cudaError_t e = m1AllowSmem(k_flash_bwd_dkdv_tc<DH>, L::fusedBytes, ready);
+  // dq receives the blocks' partial sums by atomics: zeroed first, on the same stream
+  if (e == cudaSuccess) e = cudaMemsetAsync(dq, 0, sizeof(float) * (size_t)B * T * Hq * DH, s);
   if (e != cudaSuccess) return e;
-  k_flash_bwd_dq_tc<DH><<<dim3(tiles, (unsigned)Hq, (unsigned)B), kBwdThreads, L::dqBytes, s>>>(dq, qb, kb, vb, dob, lse, Dbuf, seg, T, Hq,
-                                                                                                  Hkv, scale);
-  const dim3 kvGrid(tiles, (unsigned)Hkv, (unsigned)B);
-  k_flash_bwd_dkdv_tc<DH, false><<<kvGrid, kBwdThreads, L::dkdvBytes, s>>>(nullptr, dk, dv, qb, kb, vb, dob, lse, Dbuf, seg, T, Hq, Hkv,
-                                                                            scale);
+  const dim3 grid(tiles * (unsigned)Hkv, 1u, (unsigned)B);  // blockIdx.x = key tile · Hkv + kv head
+  k_flash_bwd_dkdv_tc<DH><<<grid, kBwdThreads, L::fusedBytes, s>>>(dq, dk, dv, qb, kb, vb, dob, lse, Dbuf, seg, T, Hq, Hkv, scale);
   return cudaGetLastError();
 }
 
