@@ -367,6 +367,13 @@ final7)
   mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096.json" 2>/dev/null; rm -f "$OUT/torch-compile.txt"
   el "all done"
   ;;
+final8)
+  # the eighth session's record, part 1: final1 (build, CUDA tests, scan, training + profile, prefill, sampled decode),
+  # then the engine at 3B scale (both models, sampling on the device, graphs)
+  bash "$0" final1
+  engine3b
+  el "all done"
+  ;;
 final2)
   # part 2: the decode sweep (m1 + llama, graphs) and the PyTorch peer, eager then torch.compile, in the same call
   quick_build
