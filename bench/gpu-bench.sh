@@ -374,6 +374,19 @@ final8)
   engine3b
   el "all done"
   ;;
+peer8)
+  # the Llama-3.2-3B shape side by side: our decode step (graphs) and PyTorch + transformers torch.compile in one call,
+  # at context 256 (PEER_BATCHES) and 4096 (PEER4096_BATCHES; larger batches run out of memory in the static cache)
+  quick_build
+  timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-llama-peer --models llama-3.2-3b \
+    --batches 8,64,128,256 --length-batch 64 --lengths 0 --contexts 256,4096 > "$OUT/decode-llama.txt" 2>&1
+  echo "decode llama rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-llama.txt" | head -12; el "decode llama done"
+  PEER_BATCHES=${PEER_BATCHES:-8,64,128,256} PEER_CONTEXTS=256 peer compile
+  mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-256.json" 2>/dev/null
+  PEER_BATCHES=${PEER4096_BATCHES:-8} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
+  mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096.json" 2>/dev/null
+  el "all done"
+  ;;
 final2)
   # part 2: the decode sweep (m1 + llama, graphs) and the PyTorch peer, eager then torch.compile, in the same call
   quick_build
