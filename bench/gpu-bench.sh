@@ -10,6 +10,11 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
+#   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8   # eighth session: decode kernel
+#                                   # tables (ncu), a round with the matmul-timing A/B, Nsight Compute on one decode kernel
+#                                   # (NCU_K, NCU_POINT), training, the record (final8, then final2 with PEER=0), our Llama
+#                                   # shape beside torch.compile. The `dev8b`, `dev8c` and `step8` phases ran A/Bs under
+#                                   # switches since removed (decode-attention tile rows and kernel, Mamba step kernel): git history
 #   bash bench/gpu-bench.sh dev7 | ncu-kernel | decode7 | train7 | final7   # seventh session: tests + scan + ncu of the
 #                                   # scan kernels + training + prefill (+ the engine at 3B); ncu --set full of one kernel
 #                                   # (NCU_K); decode round + engine + decode ncu; training per --head-rows (HEAD_ROWS);
@@ -262,20 +267,6 @@ dev8)
   decode_round
   ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:256}"
   ;;
-dev8b)
-  # eighth session: build, CUDA tests, decode with graphs (m1 + llama at BATCHES × CONTEXTS), M1-3B decode again
-  # with 32-row tiles in the decode attention (M1_DECODE_TILE, temporary A/B), then the training step and a profiled one
-  quick_build
-  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
-  decode_round
-  M1_DECODE_TILE=32 timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-tile32 --models m1-3b \
-    --batches 64,512 --length-batch 64 --lengths 0 --contexts 256,4096 > "$OUT/decode-tile32.txt" 2>&1
-  echo "decode tile 32 rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-tile32.txt" | head -8; el "decode tile 32 done"
-  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train.txt" 2>&1
-  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec|Error|error" "$OUT/train.txt" | head -9; el "train done"
-  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
-  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
-  ;;
 ncu-decode-kernel)
   # Nsight Compute, full set, on one launch of the kernels matching NCU_K during eager decode steps at NCU_POINT
   # (model:batch:context; L2 kept warm between kernels as in a real step)
@@ -286,17 +277,6 @@ ncu-decode-kernel)
     --lengths 0 --steps 2 --warmup-s 0 > "$OUT/ncu-decode-kernel.txt" 2>&1; echo "ncu rc=$?"
   grep -E "^  [a-z_ ]*k_|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc|Issue Slots Busy|Warp Cycles Per Issued|Block Limit|L1/TEX Hit|L2 Hit|Stall|Dynamic Shared|Grid Size|Waves|No Eligible|Active Warps|Error" "$OUT/ncu-decode-kernel.txt" | head -70
   el "ncu done"
-  ;;
-dev8c)
-  # eighth session: build, CUDA tests, decode with graphs (m1 + llama at BATCHES × CONTEXTS), M1-3B decode again
-  # with the CUDA-core decode attention (M1_DECODE_TC=0, temporary A/B), then warm-L2 kernel times of eager steps
-  quick_build
-  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
-  decode_round
-  M1_DECODE_TC=0 timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-simt --models m1-3b \
-    --batches 64,512 --length-batch 64 --lengths 0 --contexts 256,4096 > "$OUT/decode-simt.txt" 2>&1
-  echo "decode simt rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-simt.txt" | head -8; el "decode simt done"
-  NCU_CACHE=none ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:4096}"
   ;;
 dev8d)
   # eighth session: build, CUDA tests, decode with graphs (m1 + llama at BATCHES × CONTEXTS), decode again with the

@@ -134,6 +134,8 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
       { Di: 64, dXb: 16, N: 16, R: 7, K: 4, S: 3, slots: [2, 1], bias: true },  // row width not a multiple of 4: unfused
       { Di: 48, dXb: 16, N: 16, R: 4, K: 4, S: 3, slots: [2, 0], bias: true },  // Di not a multiple of the kernel's 32-channel warp tiles
       { Di: 200, dXb: 40, N: 8, R: 4, K: 4, S: 4, slots: [3, 1, 2], bias: false },
+      // 300 tokens over 320 slots
+      { Di: 96, dXb: 32, N: 16, R: 8, K: 4, S: 320, slots: Array.from({ length: 300 }, (_, i) => (i * 7) % 320), bias: true },
     ];
     let seed = 900;
     for (const { Di, dXb, N, R, K, S, slots: sl, bias } of cases) {
@@ -147,7 +149,7 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
           proj: proj[q], deltaLow: dl[q], dims: { dInner: Di, dXb, dState: N, dtRank: R }, convState: cs[q], convWeight: w[q],
           convBias: bias ? cb[q] : null, A: A[q], D: D[q], dtBias: db[q], ssmState: ss[q], slots,
         });
-        const what = `mamba1DecodeStep Di=${Di} dXb=${dXb} N=${N} R=${R} step ${step}`;
+        const what = `mamba1DecodeStep Di=${Di} dXb=${dXb} N=${N} R=${R} n=${n} step ${step}`;
         expectClose(g, g.mamba1DecodeStep(args('g')), cpu.mamba1DecodeStep(args('c')), 1e-4, what);
         expectClose(g, ss.g, ss.c, 1e-4, `${what}: ssm state`);
         expectClose(g, cs.g, cs.c, 0, `${what}: conv state`);
