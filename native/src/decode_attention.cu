@@ -41,6 +41,7 @@
 #include "flash_attention.h"
 #include "kernels.h"
 #include "mma.cuh"
+#include "runtime.h"
 #include "warp.cuh"
 
 namespace {
@@ -575,17 +576,6 @@ __global__ void k_decode_combine(float* __restrict__ out, const float* __restric
   }
 }
 
-int smCount() {
-  static int count = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      (void)cudaGetLastError();
-      v = 132;
-    }
-    return v;
-  }();
-  return count;
-}
 
 /** how a launch is cut; the scratch query and the launcher must agree, so both come from here */
 struct Plan {
@@ -617,7 +607,7 @@ Plan plan(int n, int Hq, int Hkv, int Dh, int bf16, int maxSeqLen) {
   // chunks per sequence: enough blocks for two full waves (blocks per SM from the shared memory), and no
   // more than the longest sequence has tiles
   const int64_t perSm = std::max<int64_t>(1, std::min<int64_t>(2048 / kThreads, (int64_t)(227 * 1024) / (int64_t)(p.smem + 1024)));
-  const int64_t want = 2 * smCount() * perSm, pairs = (int64_t)n * Hkv * p.headBlocks;
+  const int64_t want = 2 * m1SmCount() * perSm, pairs = (int64_t)n * Hkv * p.headBlocks;
   int64_t nChunks = std::min<int64_t>((want + pairs - 1) / pairs, (maxSeqLen + p.tile - 1) / p.tile);
   nChunks = std::max<int64_t>(1, nChunks);
   if ((int64_t)n * nChunks > INT_MAX) return Plan{};

@@ -425,18 +425,6 @@ __global__ void k_rmsnorm_dw_parts(float* dw, const double* __restrict__ part, i
     dw[j] = (float)s;
   }
 }
-/** the device's SM count (132 when it cannot be read) */
-inline int kernelsSmCount() {
-  static const int count = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) {
-      (void)cudaGetLastError();
-      v = 132;
-    }
-    return v;
-  }();
-  return count;
-}
 /** k_rmsnorm_bwd_rows over one wave of blocks (as many as fit on the device at once), then k_rmsnorm_dw_parts */
 template <int NV>
 cudaError_t launchRmsNormBwdRows(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, int64_t rows,
@@ -449,7 +437,7 @@ cudaError_t launchRmsNormBwdRows(float* dx, float* dw, const float* dy, const fl
     }
     return b;
   }();
-  int64_t blocks = std::min<int64_t>(rows, (int64_t)kernelsSmCount() * perSm);
+  int64_t blocks = std::min<int64_t>(rows, (int64_t)m1SmCount() * perSm);
   const int64_t rowsPer = (rows + blocks - 1) / blocks;
   blocks = (rows + rowsPer - 1) / rowsPer;
   double* part = static_cast<double*>(m1Alloc(sizeof(double) * blocks * D));
@@ -1950,6 +1938,23 @@ __device__ double blockSumD(double v, double* sh) {
   double r = lane < nw ? sh[lane] : 0.0;
   return warpSum(r);
 }
+/**
+ * The end of a chunk's statistics pass (thread 0, after the block sums s and w): rescale what earlier chunks
+ * accumulated in st to the new max m (nothing on the first chunk: m0 = −inf), add this chunk's, and note the target's
+ * scaled logit when it falls in the chunk.
+ */
+__device__ __forceinline__ void chunkStatsFinish(float* st, float m0, float m, double s, double w, const int* targets, int64_t r,
+                                                 int64_t vocabOffset, int64_t Vc, const float* xr, float scale) {
+  if (threadIdx.x != 0) return;
+  const double rescale = m0 == -CUDART_INF_F ? 0.0 : exp((double)m0 - (double)m);
+  st[0] = m;
+  st[1] = (float)((double)st[1] * rescale + s);
+  st[2] = (float)((double)st[2] * rescale + w);
+  if (targets) {
+    const int64_t c = (int64_t)targets[r] - vocabOffset;
+    if (c >= 0 && c < Vc) st[3] = scale * xr[c];
+  }
+}
 /** stats [R, 4] = (m, s, w, zt) merged with this chunk; other: [R, Vc] or null; targets: [R] or null */
 __global__ void k_softmax_chunk_stats(float* stats, const float* x, const float* other, const int* targets, int64_t Vc, float scale,
                                       int64_t vocabOffset) {
@@ -1973,17 +1978,7 @@ __global__ void k_softmax_chunk_stats(float* stats, const float* x, const float*
   }
   s = blockSumD(s, shd);
   w = blockSumD(w, shd);
-  if (threadIdx.x == 0) {
-    // rescale what earlier chunks accumulated to the new max (nothing on the first chunk: m0 = −inf)
-    double rescale = m0 == -CUDART_INF_F ? 0.0 : exp((double)m0 - (double)m);
-    st[0] = m;
-    st[1] = (float)((double)st[1] * rescale + s);
-    st[2] = (float)((double)st[2] * rescale + w);
-    if (targets) {
-      int64_t c = (int64_t)targets[r] - vocabOffset;
-      if (c >= 0 && c < Vc) st[3] = scale * xr[c];
-    }
-  }
+  chunkStatsFinish(st, m0, m, s, w, targets, r, vocabOffset, Vc, xr, scale);
 }
 /**
  * k_softmax_chunk_stats with the row in registers: a block of kChunkThreads threads per row, the row's Vc / 4
@@ -2041,17 +2036,7 @@ __global__ void __launch_bounds__(kChunkThreads) k_softmax_chunk_stats4(float* s
   }
   s = blockSumD(s, shd);
   w = blockSumD(w, shd);
-  if (threadIdx.x == 0) {
-    // rescale what earlier chunks accumulated to the new max (nothing on the first chunk: m0 = −inf)
-    double rescale = m0 == -CUDART_INF_F ? 0.0 : exp((double)m0 - (double)m);
-    st[0] = m;
-    st[1] = (float)((double)st[1] * rescale + s);
-    st[2] = (float)((double)st[2] * rescale + w);
-    if (targets) {
-      int64_t c = (int64_t)targets[r] - vocabOffset;
-      if (c >= 0 && c < Vc) st[3] = scale * reinterpret_cast<const float*>(xr)[c];
-    }
-  }
+  chunkStatsFinish(st, m0, m, s, w, targets, r, vocabOffset, Vc, reinterpret_cast<const float*>(xr), scale);
 }
 /** dl [R, Vc] = scale·(p·(c0 + c2·(z − other)) + ct·onehot(target)) with coefs [R, 4] = (lse, c0, c2, ct): one element */
 __device__ __forceinline__ float chunkGradElem(float xv, float ov, bool hasOther, float scale, float lse, float c0, float c2, float ct,

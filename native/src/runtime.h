@@ -1,4 +1,4 @@
-// Shared between addon.cpp and matmul.cpp: the one stream and the caching allocator.
+// Shared between addon.cpp, matmul.cpp and the kernel files: the one stream, the caching allocator, the SM count.
 #pragma once
 #include <cstddef>
 #include <stdexcept>
@@ -10,6 +10,19 @@ cudaStream_t m1Stream();
 void* m1Alloc(size_t bytes);
 /** back to the allocator's free list; stream-ordered reuse is safe because all work is on one stream */
 void m1Free(void* p);
+
+/** the current device's SM count, read once (132, an H200's, when it cannot be read) */
+inline int m1SmCount() {
+  static const int count = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) {
+      (void)cudaGetLastError();
+      v = 132;
+    }
+    return v;
+  }();
+  return count;
+}
 
 inline void m1Check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
