@@ -10,10 +10,10 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8   # eighth session: decode kernel
+#   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8 | tune8   # eighth session: decode kernel
 #                                   # tables (ncu), a round with the matmul-timing A/B, Nsight Compute on one decode kernel
 #                                   # (NCU_K, NCU_POINT), training, the record (final8, then final2 with PEER=0), our Llama
-#                                   # shape beside torch.compile. The `dev8b`, `dev8c` and `step8` phases ran A/Bs under
+#                                   # shape beside torch.compile, the matmul timing's choices. The `dev8b`, `dev8c` and `step8` phases ran A/Bs under
 #                                   # switches since removed (decode-attention tile rows and kernel, Mamba step kernel): git history
 #   bash bench/gpu-bench.sh dev7 | ncu-kernel | decode7 | train7 | final7   # seventh session: tests + scan + ncu of the
 #                                   # scan kernels + training + prefill (+ the engine at 3B); ncu --set full of one kernel
@@ -298,6 +298,20 @@ train8)
   echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/train.txt" | head -9; el "train done"
   timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile > "$OUT/train-profile.txt" 2>&1
   echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  ;;
+tune8)
+  # eighth session: build, the CUDA matmul tests, then decode with graphs with the timed cuBLASLt algorithms
+  # (verbose: each shape's choice) and with the heuristic's first (M1_MATMUL_TUNE=0), same call
+  quick_build
+  timeout 120 node node_modules/vitest/vitest.mjs run test/cuda/ops.test.ts test/cuda/decode.test.ts > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
+  sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL" | head -5
+  for t in verbose 0; do
+    M1_MATMUL_TUNE=$t timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-tune-$t \
+      --batches 8,64,128,256 --length-batch 64 --lengths 0 --contexts 256 > "$OUT/decode-tune-$t.txt" 2>&1
+    echo "decode M1_MATMUL_TUNE=$t rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-tune-$t.txt" | head -12
+  done
+  grep "m1 matmul timing" "$OUT/decode-tune-verbose.txt" | sort | uniq | head -40
+  el "tune done"
   ;;
 ncu-kernel)
   # Nsight Compute, full set, on one launch of the kernels matching NCU_K during bench/scan.ts (default: the scan

@@ -4,12 +4,13 @@
 // matmul allocates nothing and makes no heuristic query. The algorithm: the heuristic's first choice,
 // or — for skinny products (at most kTuneMaxRows activation rows and kTuneMaxOutBytes of output: the decode
 // step's up to batch 256), on their first call outside a graph capture — the fastest of the heuristic's first
-// kTuneCandidates, timed on the device from a cold L2 (M1_MATMUL_TUNE=0 turns this off). H200, decode steps with
+// kTuneCandidates, timed on the device from a cold L2 (M1_MATMUL_TUNE=0 turns this off; =verbose prints each choice). H200, decode steps with
 // graphs: M1-3B batch 8 / 64 / 256 3.20 / 3.84 / 5.91 → 3.12 / 3.71 / 5.78 ms. At batch 512 the timed choice was no
 // faster (9.19 → 9.21 ms); the row limit leaves those products, and the training step's, to the heuristic.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -109,8 +110,10 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
   m1Check(cudaEventCreate(&e0), "tune event");
   m1Check(cudaEventCreate(&e1), "tune event");
   const float alpha = 1.f, beta = 0.f;
-  float best = 1e30f;
+  float best = 1e30f, first = -1.f;
+  int bestIdx = -1, idx = -1;
   for (const cublasLtMatmulAlgo_t& algo : p.candidates) {
+    idx++;
     auto run = [&] { return cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, out, p.c, out, p.c, &algo, L.workspace, kWorkspaceBytes, s); };
     if (run() != CUBLAS_STATUS_SUCCESS) continue;
     float t = 1e30f;
@@ -124,11 +127,17 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
       m1Check(cudaEventElapsedTime(&ms, e0, e1), "tune event");
       if (st == CUBLAS_STATUS_SUCCESS && ms < t) t = ms;
     }
+    if (idx == 0) first = t;
     if (t < best) {
       best = t;
+      bestIdx = idx;
       p.algo = algo;
     }
   }
+  const char* env = std::getenv("M1_MATMUL_TUNE");
+  if (env && std::strcmp(env, "verbose") == 0)
+    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs\n", M, N,
+                 p.candidates.size(), first * 1e3f, bestIdx, best * 1e3f);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   m1Free(out);
