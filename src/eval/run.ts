@@ -531,75 +531,78 @@ export async function runModelEval(o: ModelEvalOptions): Promise<EvalSummary> {
     tokenizer: o.tokenizer, stopTokenIds: o.stopTokenIds, maxBatch: Math.max(o.batch, o.n),
     ...(o.graphs ? { graphs: true, maxContext: Math.max(2, Math.min(maxContext, longest + o.maxTokens)) } : {}),
   });
-  for (const plan of plans) {
-    const { bench } = plan;
-    const prevTiming = previous?.benchmarks?.[bench.name];
-    const timing = { seconds: prevTiming?.seconds ?? 0, tokens: prevTiming?.timed_tokens ?? 0 };
-    if (plan.todo.length > 0) {
-      const writer = new SampleWriter(samplesPath(o.out, bench.name), plan.file.validBytes);
-      const records = plan.file.records;
-      let stepStart = 0;
-      const tb = performance.now();
-      let benchTokens = 0;
-      try {
-        for (const item of plan.todo) {
-          const base = problemSeed(o.seed, item.problem.id);
-          const opts = bench.gradeOptions(item.problem);
-          // all samples missing: one request, shared prefill; otherwise one request per missing sample,
-          // seeded so that its sample 0 draws the stream of sample i (sampleSeed(s, 0) = s for s < 2^32)
-          const requests = item.samples.length === o.n
-            ? [{ n: o.n, seed: base, index: (i: number) => i }]
-            : item.samples.map((i) => ({ n: 1, seed: sampleSeed(base, i), index: () => i }));
-          for (const rq of requests) {
-            const started = new Map<number, number>();
-            // the handle is not kept: its event queue and final output (every response text) would
-            // otherwise live until the end of the benchmark; onEvent sees everything needed
-            engine.addRequest({
-              promptIds: item.prompt, n: rq.n, sampling: o.sampling, maxTokens: o.maxTokens, seed: rq.seed,
-              onEvent: (e) => {
-                if (e.type === 'token') {
-                  if (!started.has(e.sample)) started.set(e.sample, stepStart);
-                  benchTokens++;
-                  tokensAll++;
-                } else if (e.type === 'finished') {
-                  const sample = rq.index(e.sample);
-                  const response = e.output.text ?? '';
-                  const g = gradeAnswer(response, item.problem.answer, opts);
-                  const rec: SampleRecord = {
-                    bench: bench.name, problem_id: item.problem.id, sample, seed: sampleSeed(rq.seed, e.sample), response,
-                    extracted: g.extracted, correct: g.correct, reason: g.reason, tokens: e.output.tokenIds.length,
-                    seconds: round((performance.now() - (started.get(e.sample) ?? stepStart)) / 1000, 4),
-                    finish_reason: e.output.finishReason,
-                  };
-                  writer.append(rec);
-                  records.push({ ...rec, response: '' });
-                  done++;
-                  o.onProgress?.(done, total, tokensAll, (performance.now() - t0) / 1000);
-                }
-              },
-            });
+  try {
+    for (const plan of plans) {
+      const { bench } = plan;
+      const prevTiming = previous?.benchmarks?.[bench.name];
+      const timing = { seconds: prevTiming?.seconds ?? 0, tokens: prevTiming?.timed_tokens ?? 0 };
+      if (plan.todo.length > 0) {
+        const writer = new SampleWriter(samplesPath(o.out, bench.name), plan.file.validBytes);
+        const records = plan.file.records;
+        let stepStart = 0;
+        const tb = performance.now();
+        let benchTokens = 0;
+        try {
+          for (const item of plan.todo) {
+            const base = problemSeed(o.seed, item.problem.id);
+            const opts = bench.gradeOptions(item.problem);
+            // all samples missing: one request, shared prefill; otherwise one request per missing sample,
+            // seeded so that its sample 0 draws the stream of sample i (sampleSeed(s, 0) = s for s < 2^32)
+            const requests = item.samples.length === o.n
+              ? [{ n: o.n, seed: base, index: (i: number) => i }]
+              : item.samples.map((i) => ({ n: 1, seed: sampleSeed(base, i), index: () => i }));
+            for (const rq of requests) {
+              const started = new Map<number, number>();
+              // the handle is not kept: its event queue and final output (every response text) would
+              // otherwise live until the end of the benchmark; onEvent sees everything needed
+              engine.addRequest({
+                promptIds: item.prompt, n: rq.n, sampling: o.sampling, maxTokens: o.maxTokens, seed: rq.seed,
+                onEvent: (e) => {
+                  if (e.type === 'token') {
+                    if (!started.has(e.sample)) started.set(e.sample, stepStart);
+                    benchTokens++;
+                    tokensAll++;
+                  } else if (e.type === 'finished') {
+                    const sample = rq.index(e.sample);
+                    const response = e.output.text ?? '';
+                    const g = gradeAnswer(response, item.problem.answer, opts);
+                    const rec: SampleRecord = {
+                      bench: bench.name, problem_id: item.problem.id, sample, seed: sampleSeed(rq.seed, e.sample), response,
+                      extracted: g.extracted, correct: g.correct, reason: g.reason, tokens: e.output.tokenIds.length,
+                      seconds: round((performance.now() - (started.get(e.sample) ?? stepStart)) / 1000, 4),
+                      finish_reason: e.output.finishReason,
+                    };
+                    writer.append(rec);
+                    records.push({ ...rec, response: '' });
+                    done++;
+                    o.onProgress?.(done, total, tokensAll, (performance.now() - t0) / 1000);
+                  }
+                },
+              });
+            }
           }
+          while (engine.hasWork()) {
+            stepStart = performance.now();
+            engine.step();
+            o.onProgress?.(done, total, tokensAll, (performance.now() - t0) / 1000);
+            // let signals and timers run between steps (Ctrl-C during a long run)
+            if (o.onProgress) await new Promise<void>((resolve) => setImmediate(resolve));
+          }
+        } finally {
+          writer.close();
         }
-        while (engine.hasWork()) {
-          stepStart = performance.now();
-          engine.step();
-          o.onProgress?.(done, total, tokensAll, (performance.now() - t0) / 1000);
-          // let signals and timers run between steps (Ctrl-C during a long run)
-          if (o.onProgress) await new Promise<void>((resolve) => setImmediate(resolve));
-        }
-      } finally {
-        writer.close();
+        timing.seconds += (performance.now() - tb) / 1000;
+        timing.tokens += benchTokens;
       }
-      timing.seconds += (performance.now() - tb) / 1000;
-      timing.tokens += benchTokens;
+      const own = plan.file.records.filter((r) => r.bench === bench.name);
+      summary.benchmarks[bench.name] = summarizeBenchmark(bench, own, o.ks, {
+        nCap: o.n, timing: timing.seconds > 0 ? { seconds: round(timing.seconds, 3), tokens: timing.tokens } : null,
+      });
+      writeOutputs(o.out, summary);
     }
-    const own = plan.file.records.filter((r) => r.bench === bench.name);
-    summary.benchmarks[bench.name] = summarizeBenchmark(bench, own, o.ks, {
-      nCap: o.n, timing: timing.seconds > 0 ? { seconds: round(timing.seconds, 3), tokens: timing.tokens } : null,
-    });
-    writeOutputs(o.out, summary);
+  } finally {
+    engine.dispose(); // its pools and graphs, also when a benchmark fails part-way
   }
-  engine.dispose();
   return summary;
 }
 
