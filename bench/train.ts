@@ -45,6 +45,8 @@ const program = new Command()
   .option('--recompute <mode>', 'activation recomputation: on (every layer) | off | a layer count k (the first k layers) | auto (the fewest layers that keep the estimate within --mem-limit-gib)', 'auto')
   .option('--mem-limit-gib <n>', 'device memory budget of the estimate', Number, 135)
   .option('--head-rows <n>', 'rows per call of the distillation head (its row chunk)', Number, 1024)
+  .option('--head-vocab-chunk <n>', 'vocabulary columns per logits product of the head (the trainer\'s --vocab-chunk)', Number, 8192)
+  .option('--head-keep-logits', 'keep each call\'s logits from the statistics pass for the gradient pass (the trainer\'s --keep-logits)')
   .option('--lr <x>', 'learning rate of the AdamW step', Number, 1e-5)
   .option('--grad-clip <x>', 'global-norm clip, as the Trainer (0 = off)', Number, 1)
   .option('--tflops <n>', 'bf16 matmul peak, TFLOP/s (measured on the H200)', Number, 790)
@@ -56,11 +58,11 @@ const program = new Command()
   .parse(process.argv);
 const o = program.opts<{
   backend: string; presetM1: string; presetLlama: string; seqLen: number; batch: number; steps: number; phases?: boolean;
-  recompute: string; memLimitGib: number; headRows: number; lr: number; gradClip: number; tflops: number; seed: number; name: string;
+  recompute: string; memLimitGib: number; headRows: number; headVocabChunk: number; headKeepLogits?: boolean; lr: number; gradClip: number; tflops: number; seed: number; name: string;
   estimateOnly?: boolean; matmulPrecision: MatmulPrecision; profile?: boolean;
 }>();
 if (!MATMUL_PRECISIONS.includes(o.matmulPrecision)) throw new Error(`--matmul-precision must be one of ${MATMUL_PRECISIONS.join(', ')}, got "${o.matmulPrecision}"`);
-for (const [k, v] of [['--seq-len', o.seqLen], ['--batch', o.batch], ['--steps', o.steps], ['--head-rows', o.headRows]] as const) {
+for (const [k, v] of [['--seq-len', o.seqLen], ['--batch', o.batch], ['--steps', o.steps], ['--head-rows', o.headRows], ['--head-vocab-chunk', o.headVocabChunk]] as const) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`${k} must be a positive integer, got ${v}`);
 }
 if (!['on', 'off', 'auto'].includes(o.recompute) && !/^\d+$/.test(o.recompute)) throw new Error(`--recompute must be on, off, auto or a layer count, got "${o.recompute}"`);
@@ -109,8 +111,9 @@ function estimate(student: CausalLM, teacher: CausalLM, tokens: number, headRows
   const stream = 4 * tokens * D;
   // head, one call: its dHidden, the gathered rows, and per vocabulary chunk (8192) of both passes the
   // gathered weight rows [Vc, D] (student, teacher), logits [R, Vc] (student, teacher, dz) and dW rows
-  const Vc = Math.min(8192, V), chunks = Math.ceil(V / Vc), R = Math.min(headRows, tokens);
-  const head = stream + 4 * R * (D + Dt) + chunks * 4 * (2 * Vc * D + 2 * Vc * Dt + Vc * D + 5 * R * Vc);
+  // (--head-keep-logits: plus the call's logits of both models, [R, V] each, held from pass 1 to pass 2)
+  const Vc = Math.min(o.headVocabChunk, V), chunks = Math.ceil(V / Vc), R = Math.min(headRows, tokens);
+  const head = stream + 4 * R * (D + Dt) + chunks * 4 * (2 * Vc * D + 2 * Vc * Dt + Vc * D + 5 * R * Vc) + (o.headKeepLogits ? 2 * 4 * R * V : 0);
   const lines: [string, number][] = [
     ['student weights (bf16; f32 where kept)', weights],
     ['teacher weights (bf16)', teacherWeights],
@@ -179,6 +182,7 @@ function step(
       lossSum += be.tidy(() => {
         const r = distillLoss(be, { hidden, weight: student.lmHead, targets: batch.targets, mask }, {
           normalizer, teacherHidden: t.hidden, teacherWeight: teacher.lmHead.value, klWeight: 1, rowChunk: o.headRows,
+          vocabChunk: o.headVocabChunk, keepLogits: o.headKeepLogits ?? false,
         });
         be.addInPlace(dHidden, r.dHidden!);
         return r.loss;
@@ -243,7 +247,7 @@ async function main() {
   const flopsLlmc = flops + attentionFlops;
   const method = [
     `distill step (Trainer.run + distillStage.microStep calls): student ${o.presetM1}, frozen teacher ${o.presetLlama}, batch ${B} × seq ${T}, reverse KL (klWeight 1)`,
-    `head: distillLoss per slice of ${o.headRows} rows (mask = the slice, normalizer = the step's ${tokens - B} label tokens), each call in its own tidy, dHidden summed`,
+    `head: distillLoss per slice of ${o.headRows} rows (mask = the slice, normalizer = the step's ${tokens - B} label tokens), each call in its own tidy, dHidden summed; vocabulary chunks of ${o.headVocabChunk}; logits ${o.headKeepLogits ? 'kept from the statistics pass for the gradient pass' : 'recomputed in the gradient pass'}`,
     `AdamW ${JSON.stringify(M1_ADAMW)}, lr ${o.lr}, f32 master + moments; grad clip ${o.gradClip}; weight finiteness check as the Trainer`,
     `weights: random on the device (randomModel: reference init for ≤2^20-value params, rows gathered from a 16 MB N(0, 0.02²) block for large ones), built in ${buildS.toFixed(1)} s`,
     `activation recomputation: ${recompute} of ${L} layers (the first ones; --recompute ${o.recompute}), estimate ${(est.recomputing(recompute) / GiB).toFixed(1)} GiB`,

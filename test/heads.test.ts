@@ -98,6 +98,25 @@ describe('distillation head', () => {
     });
   }
 
+  for (const vocabChunk of [5, 100]) {
+    it(`keepLogits (vocabulary chunk ${vocabChunk}) gives the loss, dHidden and dW of recomputing the logits`, () => {
+      const th = be.wrap(randomArray(ROWS * DT, 30), [ROWS, DT]);
+      const tw = be.wrap(randomArray(V * DT, 31), [V, DT]);
+      const run = (keepLogits: boolean) => {
+        const { hidden, weight } = setup(12);
+        const r = distillLoss(be, { hidden, weight, targets: TARGETS, mask: MASK }, {
+          rowChunk: 3, vocabChunk, keepLogits, teacherHidden: th, teacherWeight: tw, klWeight: 0.5,
+        });
+        return { loss: r.loss, dh: Array.from(dataOf(r.dHidden!)), dw: Array.from(dataOf(weight.grad!)) };
+      };
+      const a = run(false), b = run(true);
+      expect(b.loss).toBe(a.loss);
+      expect(b.dh).toEqual(a.dh);
+      expect(b.dw).toEqual(a.dw);
+      expect(Math.max(...a.dw.map(Math.abs))).toBeGreaterThan(1e-3);
+    });
+  }
+
   it('KL is zero and its gradient vanishes when student = teacher', () => {
     const { h, w, weight, hidden } = setup(11);
     const r = distillLoss(be, { hidden, weight, targets: TARGETS, mask: MASK }, { ...CHUNKS, teacherHidden: be.wrap(h.slice(), [ROWS, D]), teacherWeight: be.wrap(w.slice(), [V, D]) });

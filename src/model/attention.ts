@@ -147,9 +147,8 @@ export class AttentionMixer implements Mixer {
       return linearBackward(be, be.concatLastDim([flat(dq), flat(dk), flat(g.dv)]), s.u, this.inProj);
     }
     const du = linearBackward(be, flat(dq), s.u, this.qProj!);
-    be.addInPlace(du, linearBackward(be, flat(dk), s.u, this.kProj!));
-    be.addInPlace(du, linearBackward(be, flat(g.dv), s.u, this.vProj!));
-    return du;
+    linearBackward(be, flat(dk), s.u, this.kProj!, du);
+    return linearBackward(be, flat(g.dv), s.u, this.vProj!, du);
   }
 
   allocateState(sizes: StatePoolSizes): LayerState {

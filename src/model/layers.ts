@@ -76,8 +76,7 @@ export class SwiGluMlp {
     const dh = linearBackward(be, dy, s.h, this.down);
     const { dGate, dUp } = be.swigluBackward(dh, s.gate, s.up);
     const dx = linearBackward(be, dGate, s.x, this.gate);
-    be.addInPlace(dx, linearBackward(be, dUp, s.x, this.up));
-    return dx;
+    return linearBackward(be, dUp, s.x, this.up, dx);
   }
 }
 

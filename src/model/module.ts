@@ -116,14 +116,23 @@ export function linearForward(be: Backend, x: Tensor, w: Tensor): Tensor {
   return be.matmul(x, w, { transB: true });
 }
 
-/** backward of y = x Wᵀ: returns dx, accumulates dW into the param's grad */
-export function linearBackward(be: Backend, dy: Tensor, x: Tensor, w: Param): Tensor {
+/**
+ * backward of y = x Wᵀ: accumulates dW into the param's grad and returns dx — or adds dx into `dxInto`
+ * (an f32 tensor of x's size) and returns that. On a backend that rounds a bf16-weight product's
+ * activation to bf16 (matmulInputDType), an f32 dy is rounded once here for both products: the same
+ * numbers as each product rounding it itself, one rounding pass less. (The dW product reads the rounded
+ * dy only when x is bf16 too, i.e. when that product is a bf16 one anyway.)
+ */
+export function linearBackward(be: Backend, dy: Tensor, x: Tensor, w: Param, dxInto?: Tensor): Tensor {
   const dOut = dy.shape[dy.shape.length - 1]!;
   const dIn = x.shape[x.shape.length - 1]!;
-  const dy2 = be.reshape(dy, [dy.size / dOut, dOut]);
+  const dyB = dy.dtype === 'f32' && matmulInputDType(be, w.value) === 'bf16' ? be.cast(dy, 'bf16') : null;
   const x2 = be.reshape(x, [x.size / dIn, dIn]);
-  be.matmul(dy2, x2, { transA: true, accumulateInto: w.ensureGrad(be) });
-  return be.matmul(dy, w.value);
+  const dyW = dyB && x.dtype === 'bf16' ? dyB : dy;
+  be.matmul(be.reshape(dyW, [dyW.size / dOut, dOut]), x2, { transA: true, accumulateInto: w.ensureGrad(be) });
+  const dx = dxInto ? be.matmul(be.reshape(dyB ?? dy, [dy.size / dOut, dOut]), w.value, { accumulateInto: dxInto }) : be.matmul(dyB ?? dy, w.value);
+  dyB?.dispose();
+  return dxInto ?? dx;
 }
 
 /**

@@ -26,6 +26,13 @@ export interface ChunkOptions {
   normalizer?: number;
   /** compute dHidden and accumulate dW (default true) */
   needGrad?: boolean;
+  /**
+   * keep each row chunk's logits from the statistics pass for the gradient pass instead of recomputing
+   * them (default false). Same result; costs rowChunk × V × 4 bytes per model (twice with a teacher)
+   * while a row chunk is in flight, and saves the second logits product. With vocabChunk ≥ V the
+   * head becomes a few large products per row chunk.
+   */
+  keepLogits?: boolean;
 }
 
 export interface HeadResult {
@@ -102,7 +109,7 @@ function checkInputs(t: HeadInput, what: string): { rows: number; D: number; V: 
 
 function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, what: string): HeadResult {
   const { rows, D, V, selected } = checkInputs(t, what);
-  const rowChunk = opts.rowChunk ?? 256, vocabChunk = opts.vocabChunk ?? 8192;
+  const rowChunk = opts.rowChunk ?? 256, vocabChunk = opts.vocabChunk ?? 8192, keepLogits = opts.keepLogits ?? false;
   if (!(rowChunk >= 1) || !(vocabChunk >= 1)) throw new Error(`${what}: rowChunk and vocabChunk must be ≥ 1`);
   const needGrad = (opts.needGrad ?? true) && t.weightParam !== null;
   const N = selected.length;
@@ -143,13 +150,17 @@ function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, 
     };
 
     // each chunk's [R, Vc] blocks are freed as soon as they are folded in (tidy: device memory stays at
-    // one chunk's worth however large the vocabulary and the number of rows)
+    // one chunk's worth however large the vocabulary and the number of rows), unless kept for pass 2
+    const keep = needGrad && keepLogits;
+    const kept: { z: Tensor; tz: Tensor | null }[] = [];
     for (const c of vocabChunks) {
-      be.tidy(() => {
+      const zs = be.tidy(() => {
         const { z, tz } = chunkLogits(c);
         if (tz && tStats) be.softmaxChunkStats(tz, tStats, { scale: 1, vocabOffset: c.v0 });
         be.softmaxChunkStats(z, stats, { scale: spec.scale, vocabOffset: c.v0, targets, other: tz });
+        return keep ? { z, tz } : null;
       });
+      if (zs) kept.push(zs);
     }
     // The per-row loss and gradient coefficients are a handful of scalars per row: they are worked
     // out on the host (R×4 floats each way), the [R, Vc] blocks never leave the backend.
@@ -175,14 +186,18 @@ function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, 
 
     const coefT = be.fromArray(coefs, [R, 4]);
     const dh = be.zeros([R, D]);
-    for (const c of vocabChunks) {
+    vocabChunks.forEach((c, ci) => {
       be.tidy(() => {
-        const { w, z, tz } = chunkLogits(c);
+        const { w, z, tz } = keep ? { w: be.rowSlice(t.weight, c.v0, c.v1), ...kept[ci]! } : chunkLogits(c);
         const dz = be.softmaxChunkGrad(z, coefT, { scale: spec.scale, vocabOffset: c.v0, targets, other: tz }); // [R, Vc]
+        if (keep) {
+          z.dispose();
+          tz?.dispose();
+        }
         be.matmul(dz, w, { accumulateInto: dh });
         be.matmul(dz, h, { transA: true, accumulateInto: be.rowSlice(dW, c.v0, c.v1) }); // dW[chunk] += dzᵀ h
       });
-    }
+    });
     be.embeddingBackward(dHidden, rowIds, dh);
     for (const x of [h, th, stats, tStats, coefT, dh]) x?.dispose();
   }
