@@ -290,6 +290,26 @@ dev8d)
   timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium > "$OUT/train.txt" 2>&1
   echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/train.txt" | head -9; el "train done"
   ;;
+dev9)
+  # ninth session: build, CUDA tests, the training step as before and with the head's logits kept over the whole
+  # vocabulary, profiled steps with the 32-row attention forward and (M1_ATTN_FWD=16) the 16-row one, prefill
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  tr() {  # tr NAME [flags]: one training step bench, phases
+    local n=$1; shift
+    timeout ${TRAIN_S:-90} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name $n "$@" > "$OUT/$n.txt" 2>&1
+    echo "$n rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/$n.txt" | head -9; el "$n done"
+  }
+  tr train-medium-ninth
+  tr train-keep-ninth --head-keep-logits --head-vocab-chunk 131072
+  for a in 32 16; do
+    M1_ATTN_FWD=$a timeout 90 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --head-keep-logits --head-vocab-chunk 131072 \
+      --name train-profile-fwd$a-ninth > "$OUT/train-profile-fwd$a.txt" 2>&1
+    echo "train profile fwd$a rc=$?"; grep -A 24 "^profile" "$OUT/train-profile-fwd$a.txt"; el "train profile fwd$a done"
+  done
+  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-ninth > "$OUT/prefill-medium.txt" 2>&1
+  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -12; el "prefill done"
+  ;;
 train8)
   # eighth session: build, CUDA tests, the training step and a profiled step
   quick_build

@@ -23,6 +23,7 @@
 #include <math_constants.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "async_copy.cuh"
 #include "mma.cuh"
@@ -250,15 +251,246 @@ k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __
   }
 }
 
+// ---- 32 query rows per warp ----------------------------------------------------------------------------
+// The same tiles (128 queries × 64 keys, two cp.async stages of K and V) with 4 warps of 32 rows (two m16
+// tiles) instead of 8 warps of 16: every K and V fragment read from shared memory feeds two mma, which halves
+// the shared-memory traffic per product (the 16-row kernel spends more cycles on ldmatrix than on mma). Q
+// is kept in shared memory as bf16 and read by ldmatrix per k-step (in registers it would not fit beside
+// the 32 × Dh accumulator); at ≤ 255 registers two blocks run per SM, so one block's barrier and copy wait
+// are covered by the other's math. FlashAttention-2's forward has this shape.
+constexpr int kWarps2 = 4, kRowsW2 = 32, kRows2 = kWarps2 * kRowsW2;
+static_assert(kRows2 == kRows, "both forward kernels take 128-query tiles");
+
+template <int DH>
+struct TcLayout2 {
+  static constexpr int LDK = DH + 8;
+  static constexpr int tile = kTile * LDK;
+  static constexpr int qtile = kRows2 * LDK;
+  static constexpr size_t bytes = ((size_t)4 * tile + qtile) * sizeof(__nv_bfloat16);  // 2 stages × (K, V) + Q
+};
+
+template <int DH>
+__global__ void __launch_bounds__(kWarps2 * 32, 2)
+k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
+                const __nv_bfloat16* __restrict__ vb, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
+  using L = TcLayout2<DH>;
+  constexpr int LDK = L::LDK, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16, C8 = DH / 8;
+  extern __shared__ float4 smem4[];
+  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);  // [2][kTile][LDK], then Vs the same, then Qs [kRows2][LDK]
+  __nv_bfloat16* Vs = Ks + 2 * L::tile;
+  __nv_bfloat16* Qs = Vs + 2 * L::tile;
+  __shared__ int qSeg[kRows2], kSeg[2][kTile];
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
+  const int nTilesQ = (T + kRows2 - 1) / kRows2;
+  const int q0 = (nTilesQ - 1 - (int)blockIdx.x / Hq) * kRows2;  // longest query tiles of every head first
+  const int h = (int)blockIdx.x % Hq, b = blockIdx.z, g = h / (Hq / Hkv);
+  const int nq = min(kRows2, T - q0);
+  const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH;
+  const int wr0 = warp * kRowsW2;              // the warp's first row in the tile
+  const int warpFirst = q0 + wr0, warpLast = warpFirst + kRowsW2 - 1;
+
+  auto issue = [&](int it) {
+    const int st = it & 1, k0 = it * kTile, nk = min(kTile, T - k0);
+    const int64_t off = (row0 + k0) * kStride + (int64_t)g * DH;
+    copyRowsAsync<DH, kTile>(Ks + st * L::tile, kb + off, kStride, nk);
+    copyRowsAsync<DH, kTile>(Vs + st * L::tile, vb + off, kStride, nk);
+    if (seg && threadIdx.x < kTile) kSeg[st][threadIdx.x] = threadIdx.x < nk ? seg[row0 + k0 + threadIdx.x] : 0;
+  };
+
+  const int lastQuery = q0 + nq - 1, nTiles = lastQuery / kTile + 1;
+  issue(0);
+  cpAsyncCommit();
+
+  // Q rounded to bf16 into shared memory (rows past T are zeros); the loop's first barrier publishes it
+  for (int e = threadIdx.x; e < kRows2 * C8; e += blockDim.x) {
+    const int r = e / C8, c = (e % C8) * 8;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (r < nq) {
+      const float4* src = reinterpret_cast<const float4*>(q + (row0 + q0 + r) * qStride + (int64_t)h * DH + c);
+      const float4 a = src[0], c4 = src[1];
+      v = make_uint4(pack2(a.x, a.y), pack2(a.z, a.w), pack2(c4.x, c4.y), pack2(c4.z, c4.w));
+    }
+    *reinterpret_cast<uint4*>(Qs + r * LDK + c) = v;
+  }
+  if (seg && threadIdx.x < kRows2) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
+
+  float o[2][NDT][4];
+#pragma unroll
+  for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+    for (int d = 0; d < NDT; d++) o[mi][d][0] = o[mi][d][1] = o[mi][d][2] = o[mi][d][3] = 0.f;
+  // running max (log2 units) and sum of rows {wr0 + 16mi + gid, + 8} as [mi][0 | 1]
+  float m[2][2] = {{-CUDART_INF_F, -CUDART_INF_F}, {-CUDART_INF_F, -CUDART_INF_F}}, l[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+  const float scale2 = scale * 1.4426950408889634f;
+
+  for (int it = 0; it < nTiles; it++) {
+    if (it + 1 < nTiles) issue(it + 1);
+    cpAsyncCommit();
+    cpAsyncWaitOne();
+    __syncthreads();
+    const int st = it & 1, k0 = it * kTile;
+    const __nv_bfloat16* Kt = Ks + st * L::tile;
+    const __nv_bfloat16* Vt = Vs + st * L::tile;
+    const int* ks = kSeg[st];
+    bool work = k0 <= warpLast;
+    if (seg) {
+      const bool anyVisible = tileAnyVisible(kRows2, kTile, q0, k0, T, qSeg, ks);
+      work = work && anyVisible;
+    }
+    if (work) {
+      // S = Q·Kᵀ for both m-tiles: each K fragment (ldmatrix.x4: two k-steps of 8 keys) feeds both
+      float sc[2][NKT][4];
+#pragma unroll
+      for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int j = 0; j < NKT; j++) sc[mi][j][0] = sc[mi][j][1] = sc[mi][j][2] = sc[mi][j][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KQ; kk += 2) {
+        uint32_t qa[2][2][4];
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++) {
+          ldA4<LDK>(qa[mi][0], Qs + (wr0 + 16 * mi) * LDK + 16 * kk, lane);
+          ldA4<LDK>(qa[mi][1], Qs + (wr0 + 16 * mi) * LDK + 16 * (kk + 1), lane);
+        }
+#pragma unroll
+        for (int j = 0; j < NKT; j++) {
+          uint32_t b0, b1, b2, b3;
+          ldB2steps<LDK>(b0, b1, b2, b3, Kt + 8 * j * LDK + 16 * kk, lane);
+#pragma unroll
+          for (int mi = 0; mi < 2; mi++) {
+            mma16816(sc[mi][j], qa[mi][0], b0, b1);
+            mma16816(sc[mi][j], qa[mi][1], b2, b3);
+          }
+        }
+      }
+
+      // mask (only tiles that reach past the warp's first query, or with segments / rows past T) + online softmax
+      const bool full = !seg && k0 + kTile - 1 <= warpFirst && warpLast < T;
+#pragma unroll
+      for (int mi = 0; mi < 2; mi++) {
+        const int ra = wr0 + 16 * mi + gid, rb = ra + 8;
+        float mx0 = -CUDART_INF_F, mx1 = -CUDART_INF_F;
+        if (full) {
+#pragma unroll
+          for (int j = 0; j < NKT; j++) {
+            sc[mi][j][0] *= scale2;
+            sc[mi][j][1] *= scale2;
+            sc[mi][j][2] *= scale2;
+            sc[mi][j][3] *= scale2;
+            mx0 = fmaxf(mx0, fmaxf(sc[mi][j][0], sc[mi][j][1]));
+            mx1 = fmaxf(mx1, fmaxf(sc[mi][j][2], sc[mi][j][3]));
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < NKT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+              const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? ra : rb, t = q0 + rr;
+              const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
+              sc[mi][j][e] = vis ? sc[mi][j][e] * scale2 : -CUDART_INF_F;
+              if (e < 2) mx0 = fmaxf(mx0, sc[mi][j][e]);
+              else mx1 = fmaxf(mx1, sc[mi][j][e]);
+            }
+        }
+#pragma unroll
+        for (int o2 = 1; o2 < 4; o2 <<= 1) {
+          mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+          mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+        }
+        const float n0 = fmaxf(m[mi][0], mx0), n1 = fmaxf(m[mi][1], mx1);
+        const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
+        const float c0 = exp2f(m[mi][0] - b0), c1 = exp2f(m[mi][1] - b1);
+        float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+        for (int j = 0; j < NKT; j++) {
+          sc[mi][j][0] = exp2f(sc[mi][j][0] - b0);
+          sc[mi][j][1] = exp2f(sc[mi][j][1] - b0);
+          sc[mi][j][2] = exp2f(sc[mi][j][2] - b1);
+          sc[mi][j][3] = exp2f(sc[mi][j][3] - b1);
+          s0 += sc[mi][j][0] + sc[mi][j][1];
+          s1 += sc[mi][j][2] + sc[mi][j][3];
+        }
+#pragma unroll
+        for (int o2 = 1; o2 < 4; o2 <<= 1) {
+          s0 += __shfl_xor_sync(0xffffffffu, s0, o2);
+          s1 += __shfl_xor_sync(0xffffffffu, s1, o2);
+        }
+        l[mi][0] = l[mi][0] * c0 + s0;
+        l[mi][1] = l[mi][1] * c1 + s1;
+        m[mi][0] = n0;
+        m[mi][1] = n1;
+#pragma unroll
+        for (int d = 0; d < NDT; d++) {
+          o[mi][d][0] *= c0;
+          o[mi][d][1] *= c0;
+          o[mi][d][2] *= c1;
+          o[mi][d][3] *= c1;
+        }
+      }
+
+      // O += P·V: each V fragment (ldmatrix.x4.trans: two dim tiles of 16 keys) feeds both m-tiles
+#pragma unroll
+      for (int kk = 0; kk < kTile / 16; kk++) {
+        uint32_t pa[2][4];
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++) cToA(pa[mi], sc[mi][2 * kk], sc[mi][2 * kk + 1]);
+#pragma unroll
+        for (int d = 0; d < NDT; d += 2) {
+          uint32_t b0, b1, b2, b3;
+          ldB_trans2tiles<LDK>(b0, b1, b2, b3, Vt + 16 * kk * LDK + 8 * d, lane);
+#pragma unroll
+          for (int mi = 0; mi < 2; mi++) {
+            mma16816(o[mi][d], pa[mi], b0, b1);
+            mma16816(o[mi][d + 1], pa[mi], b2, b3);
+          }
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  const int64_t hOff = (int64_t)h * DH + 2 * quad;
+#pragma unroll
+  for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const int t = q0 + wr0 + 16 * mi + gid + 8 * i;
+      if (t >= T) continue;
+      const float inv = 1.f / l[mi][i];
+      float* orow = out + (row0 + t) * qStride + hOff;
+#pragma unroll
+      for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(orow + 8 * d) = make_float2(o[mi][d][2 * i] * inv, o[mi][d][2 * i + 1] * inv);
+      if (quad == 0) lse[((int64_t)b * Hq + h) * T + t] = m[mi][i] * 0.6931471805599453f + logf(l[mi][i]);
+    }
+}
+
+/** M1_ATTN_FWD=16 selects the 16-rows-per-warp forward (A/B); default the 32-rows one */
+inline bool fwdRows16() {
+  static const int v = [] {
+    const char* e = getenv("M1_ATTN_FWD");
+    return e && atoi(e) == 16 ? 1 : 0;
+  }();
+  return v != 0;
+}
+
 template <int DH>
 cudaError_t launchFwdTc(float* out, float* lse, const float* q, const __nv_bfloat16* kb, const __nv_bfloat16* vb, const int* seg,
                         int B, int T, int Hq, int Hkv, float scale, cudaStream_t s) {
-  static bool ready = false;
-  const size_t smem = TcLayout<DH>::bytes;
-  cudaError_t e = m1AllowSmem(k_flash_fwd_tc<DH>, smem, ready);
-  if (e != cudaSuccess) return e;
   dim3 grid((unsigned)((T + kRows - 1) / kRows * Hq), 1u, (unsigned)B);  // blockIdx.x = tile rank · Hq + head
-  k_flash_fwd_tc<DH><<<grid, kWarps * 32, smem, s>>>(out, lse, q, kb, vb, seg, T, Hq, Hkv, scale);
+  if (fwdRows16()) {
+    static bool ready = false;
+    const size_t smem = TcLayout<DH>::bytes;
+    cudaError_t e = m1AllowSmem(k_flash_fwd_tc<DH>, smem, ready);
+    if (e != cudaSuccess) return e;
+    k_flash_fwd_tc<DH><<<grid, kWarps * 32, smem, s>>>(out, lse, q, kb, vb, seg, T, Hq, Hkv, scale);
+    return cudaGetLastError();
+  }
+  static bool ready2 = false;
+  const size_t smem = TcLayout2<DH>::bytes;
+  cudaError_t e = m1AllowSmem(k_flash_fwd_tc2<DH>, smem, ready2);
+  if (e != cudaSuccess) return e;
+  k_flash_fwd_tc2<DH><<<grid, kWarps2 * 32, smem, s>>>(out, lse, q, kb, vb, seg, T, Hq, Hkv, scale);
   return cudaGetLastError();
 }
 
@@ -310,20 +542,6 @@ __device__ __forceinline__ void ldA_trans(uint32_t* a, const __nv_bfloat16* tile
   const uint32_t addr = (uint32_t)__cvta_generic_to_shared(tile + ((lane & 7) + 8 * (lane >> 4)) * LD + 8 * ((lane >> 3) & 1));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-               : "r"(addr));
-}
-
-/**
- * The B operands of two adjacent n-tiles (n0..n0+7: b0, b1; n0+8..n0+15: b2, b3) from a row-major [k][n]
- * bf16 tile by one ldmatrix.x4.trans; `tile` points at (row k0, column n0); lane l gives the address of
- * row k0 + (l & 15), column n0 + 8·(l / 16). ldB_trans for two n-tiles at once.
- */
-template <int LD>
-__device__ __forceinline__ void ldB_trans2tiles(uint32_t& b0, uint32_t& b1, uint32_t& b2, uint32_t& b3, const __nv_bfloat16* tile,
-                                                int lane) {
-  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(tile + (lane & 15) * LD + 8 * (lane >> 4));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
                : "r"(addr));
 }
 

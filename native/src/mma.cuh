@@ -36,6 +36,17 @@ __device__ __forceinline__ void ldB2steps(uint32_t& b0, uint32_t& b1, uint32_t& 
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3) : "r"(addr));
 }
 
+/**
+ * The B operands of two adjacent n-tiles from a row-major [k][n] bf16 tile, by one ldmatrix.x4.trans: `tile`
+ * points at (row k0, column n0); lanes 0–15 give rows k0..k0+15 at column n0, lanes 16–31 the same rows at
+ * column n0 + 8. b0, b1: n-tile n0 (as ldB_trans); b2, b3: n-tile n0 + 8.
+ */
+template <int LD>
+__device__ __forceinline__ void ldB_trans2tiles(uint32_t& b0, uint32_t& b1, uint32_t& b2, uint32_t& b3, const __nv_bfloat16* tile, int lane) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(tile + (lane & 15) * LD + 8 * (lane >> 4));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3) : "r"(addr));
+}
+
 /** d += a · b for one m16n8k16 tile (a: 4 regs of bf16 pairs, b: 2, d: 4 floats) */
 __device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
   asm volatile(
