@@ -243,7 +243,7 @@ std::unordered_map<std::string, OpFn>& ops() {
     return 0.0;
   });
   def("swiglu_bwd", [S](const Args& a) {
-    check(m1_swiglu_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.i64(5), S()), a.op);
+    check(m1_swiglu_bwd(a.p(0), a.p(1), a.i32(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.i64(6), S()), a.op);
     return 0.0;
   });
   def("rope", [S](const Args& a) {

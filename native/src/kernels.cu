@@ -39,6 +39,17 @@ __device__ __forceinline__ float siluGradf(float x) {
   float s = 1.f / (1.f + expf(-x));
   return s * (1.f + x * (1.f - s));
 }
+/**
+ * e^x for the Mamba-1 scans' decays exp(Δ·A) (x ≤ 0): ex2.approx of x·log2 e, two instructions where expf takes
+ * about seven (the scans are instruction-bound). Relative error ~1e-6 at |x| ≤ 20 (the product's rounding);
+ * results below 2^-126 flush to 0. Every Mamba-1 scan kernel (forward, backward, decode steps, chunk carries)
+ * uses it, so decode and the parallel forward keep computing the same decays.
+ */
+__device__ __forceinline__ float decayExp(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.4426950408889634f));
+  return y;
+}
 /** softplus with mamba's threshold: x above 20 */
 __device__ __forceinline__ float softplusf(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
@@ -475,10 +486,11 @@ __global__ void k_add_rmsnorm(float* h, OT* y, const float* x, const float* r, W
 }
 template <typename OT>
 __global__ void k_swiglu(OT* h, const float* g, const float* u, int64_t n) { GRID_STRIDE(i, n) storeOut(h, i, siluf(g[i]) * u[i]); }
-__global__ void k_swiglu_bwd(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
+template <typename OT>
+__global__ void k_swiglu_bwd(OT* dg, OT* du, const float* dh, const float* g, const float* u, int64_t n) {
   GRID_STRIDE(i, n) {
-    du[i] = dh[i] * siluf(g[i]);
-    dg[i] = dh[i] * u[i] * siluGradf(g[i]);
+    storeOut(du, i, dh[i] * siluf(g[i]));
+    storeOut(dg, i, dh[i] * u[i] * siluGradf(g[i]));
   }
 }
 /** four consecutive outputs (i4: their float4 index): one 16-byte store, or 8 bytes of bf16 */
@@ -498,11 +510,12 @@ __global__ void k_swiglu4(OT* h, const float4* g, const float4* u, int64_t n4) {
     storeOut4(h, i, make_float4(siluf(a.x) * b.x, siluf(a.y) * b.y, siluf(a.z) * b.z, siluf(a.w) * b.w));
   }
 }
-__global__ void k_swiglu_bwd4(float4* dg, float4* du, const float4* dh, const float4* g, const float4* u, int64_t n4) {
+template <typename OT>
+__global__ void k_swiglu_bwd4(OT* dg, OT* du, const float4* dh, const float4* g, const float4* u, int64_t n4) {
   GRID_STRIDE(i, n4) {
     const float4 d = dh[i], a = g[i], b = u[i];
-    du[i] = make_float4(d.x * siluf(a.x), d.y * siluf(a.y), d.z * siluf(a.z), d.w * siluf(a.w));
-    dg[i] = make_float4(d.x * b.x * siluGradf(a.x), d.y * b.y * siluGradf(a.y), d.z * b.z * siluGradf(a.z), d.w * b.w * siluGradf(a.w));
+    storeOut4(du, i, make_float4(d.x * siluf(a.x), d.y * siluf(a.y), d.z * siluf(a.z), d.w * siluf(a.w)));
+    storeOut4(dg, i, make_float4(d.x * b.x * siluGradf(a.x), d.y * b.y * siluGradf(a.y), d.z * b.z * siluGradf(a.z), d.w * b.w * siluGradf(a.w)));
   }
 }
 /**
@@ -998,7 +1011,7 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
     if (chunkS) {
 #pragma unroll
       for (int n = 0; n < NMAX; n++)
-        if (n < N) h[n] = expf(dt * a[n]) * h[n] + dtx * bp[n];
+        if (n < N) h[n] = decayExp(dt * a[n]) * h[n] + dtx * bp[n];
       continue;
     }
     const float* cp = Cm + (r * G + g) * N;
@@ -1006,7 +1019,7 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
 #pragma unroll
     for (int n = 0; n < NMAX; n++) {
       if (n < N) {
-        h[n] = expf(dt * a[n]) * h[n] + dtx * bp[n];
+        h[n] = decayExp(dt * a[n]) * h[n] + dtx * bp[n];
         acc += cp[n] * h[n];
       }
     }
@@ -1050,7 +1063,7 @@ __global__ void k_scan_chunk_carry(float* S, const float* chunkDt, const float* 
         const int j = j0 + u, k = reverse ? K - 1 - j : j;
         if (j < K) {
           S[(((int64_t)b * K + k) * Di + c) * N + n] = carry;
-          carry = (d[u] < 0.f ? 0.f : expf(a * d[u])) * carry + own[u];
+          carry = (d[u] < 0.f ? 0.f : decayExp(a * d[u])) * carry + own[u];
         }
       }
     }
@@ -1092,7 +1105,7 @@ __global__ void k_selective_scan_step(float* y, const float* x, const float* del
         const float* cp = Cm + ((int64_t)s * G + g) * N;
         float* so = stRow + (int64_t)c * N;
         for (int n = k; n < N; n += LANES) {
-          const float hn = expf(dt * ap[n]) * so[n] + dtx * bp[n];
+          const float hn = decayExp(dt * ap[n]) * so[n] + dtx * bp[n];
           so[n] = hn;
           acc += cp[n] * hn;
         }
@@ -1110,10 +1123,10 @@ __global__ void k_selective_scan_step(float* y, const float* x, const float* del
 
 /** One float4 of a state row advanced by one token: h ← exp(dt·A) ⊙ h + dt·x·B (dtx = dt·x). */
 __device__ __forceinline__ float4 scanState4(float4 v, const float4 a, const float4 b, float dt, float dtx) {
-  v.x = expf(dt * a.x) * v.x + dtx * b.x;
-  v.y = expf(dt * a.y) * v.y + dtx * b.y;
-  v.z = expf(dt * a.z) * v.z + dtx * b.z;
-  v.w = expf(dt * a.w) * v.w + dtx * b.w;
+  v.x = decayExp(dt * a.x) * v.x + dtx * b.x;
+  v.y = decayExp(dt * a.y) * v.y + dtx * b.y;
+  v.z = decayExp(dt * a.z) * v.z + dtx * b.z;
+  v.w = decayExp(dt * a.w) * v.w + dtx * b.w;
   return v;
 }
 __device__ __forceinline__ float dot4(const float4 c, const float4 v) { return c.x * v.x + c.y * v.y + c.z * v.z + c.w * v.w; }
@@ -1308,7 +1321,7 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
       if (n < N) {
-        h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
+        h[n] = decayExp(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
         if (j + 1 < q) hs[((int64_t)j * N + n) * nth + tid] = h[n];  // the last state stays in h
       }
   }
@@ -1346,7 +1359,7 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
         h[n] = j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : (hin ? hin[tid * N + n] : 0.f);
         const float prev = reset ? 0.f : h[n];
         const float gh = adj[n] + dr * cp[n];
-        const float decay = expf(dt * a[n]);
+        const float decay = decayExp(dt * a[n]);
         ddt += gh * (a[n] * decay * prev + bp[n] * xv);
         dAa[n] += gh * dt * decay * prev;
         dxv += gh * dt * bp[n];
@@ -1475,7 +1488,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
   }
   // a segment starts at step j (the state before it is zero): at t = 0, or where segStart says so
   auto resetAtStep = [&](int j) { return t0 + j == 0 || (sp && sp[j] == t0 + j); };
-  float hs[KL][SPT];
+  float hs[KL][SPT], dk[KL][SPT];  // the states after each step, and each step's decays (reused walking back)
 #pragma unroll
   for (int j = 0; j < KL; j++) {
     if (j < q) {
@@ -1485,7 +1498,8 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
       loadRun<SPT>(bp + j * GN, bn);
 #pragma unroll
       for (int e = 0; e < SPT; e++) {
-        h[e] = expf(dt * a[e]) * (reset ? 0.f : h[e]) + dtx * bn[e];
+        dk[j][e] = decayExp(dt * a[e]);
+        h[e] = dk[j][e] * (reset ? 0.f : h[e]) + dtx * bn[e];
         hs[j][e] = h[e];
       }
     }
@@ -1507,7 +1521,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
 #pragma unroll
       for (int e = 0; e < SPT; e++) {
         const float hn = hs[j][e], prev = reset ? 0.f : (j > 0 ? hs[j - 1][e] : h0[e]);
-        const float gh = adj[e] + dr * cn[e], decay = expf(dt * a[e]);
+        const float gh = adj[e] + dr * cn[e], decay = dk[j][e];
         pdt += gh * (a[e] * decay * prev + bn[e] * xs);
         pdx += gh * dt * bn[e];
         prr += cn[e] * hn;
@@ -1608,7 +1622,7 @@ __global__ void k_selective_scan_bwd_adj(float* adjS, const float* dy, const flo
     const float* cp = Cm + (r * G + g) * N;
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
-      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * expf(dt * a[n]);
+      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * decayExp(dt * a[n]);
   }
 #pragma unroll
   for (int n = 0; n < NMAX; n++)
@@ -2369,14 +2383,16 @@ cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const
   else k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<float*>(y), x, r, wf, D, eps);
   return lastError();
 }
-cudaError_t m1_swiglu_bwd(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n, cudaStream_t s) {
+cudaError_t m1_swiglu_bwd(void* dg, void* du, int outBf16, const float* dh, const float* g, const float* u, int64_t n, cudaStream_t s) {
   if (n > 0 && fourWide(n, {dg, du, dh, g, u})) {
-    k_swiglu_bwd4<<<gridFor(n / 4), kThreads, 0, s>>>(reinterpret_cast<float4*>(dg), reinterpret_cast<float4*>(du),
-                                                      reinterpret_cast<const float4*>(dh), reinterpret_cast<const float4*>(g),
-                                                      reinterpret_cast<const float4*>(u), n / 4);
+    const float4 *d4 = reinterpret_cast<const float4*>(dh), *g4 = reinterpret_cast<const float4*>(g), *u4 = reinterpret_cast<const float4*>(u);
+    if (outBf16)
+      k_swiglu_bwd4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(dg), static_cast<__nv_bfloat16*>(du), d4, g4, u4, n / 4);
+    else k_swiglu_bwd4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<float*>(dg), static_cast<float*>(du), d4, g4, u4, n / 4);
     return lastError();
   }
-  k_swiglu_bwd<<<gridFor(n), kThreads, 0, s>>>(dg, du, dh, g, u, n);
+  if (outBf16) k_swiglu_bwd<<<gridFor(n), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(dg), static_cast<__nv_bfloat16*>(du), dh, g, u, n);
+  else k_swiglu_bwd<<<gridFor(n), kThreads, 0, s>>>(static_cast<float*>(dg), static_cast<float*>(du), dh, g, u, n);
   return lastError();
 }
 

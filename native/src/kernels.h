@@ -52,7 +52,7 @@ cudaError_t m1_swiglu(void* h, int outBf16, const float* gate, const float* up, 
  */
 cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const float* r, const void* w, int wBf16, int64_t rows, int64_t D,
                            float eps, cudaStream_t s);
-cudaError_t m1_swiglu_bwd(float* dGate, float* dUp, const float* dh, const float* gate, const float* up, int64_t n, cudaStream_t s);
+cudaError_t m1_swiglu_bwd(void* dGate, void* dUp, int outBf16, const float* dh, const float* gate, const float* up, int64_t n, cudaStream_t s);
 
 // ---------- attention ----------
 cudaError_t m1_rope(float* out, const float* x, const int* pos, const float* invFreq, int64_t n, int64_t H, int64_t Dh,

@@ -4,7 +4,8 @@
 // matmul allocates nothing and makes no heuristic query. The algorithm: the heuristic's first choice,
 // or — for skinny products (at most kTuneMaxRows activation rows and kTuneMaxOutBytes of output: the decode
 // step's up to batch 256), on their first call outside a graph capture — the fastest of the heuristic's first
-// kTuneCandidates, timed on the device from a cold L2 (M1_MATMUL_TUNE=0 turns this off; =verbose prints each choice). H200, decode steps with
+// kTuneCandidates, timed on the device from a cold L2 (M1_MATMUL_TUNE=0 turns this off; =verbose prints each choice;
+// =all times every shape, the training step's too; =all,verbose both). H200, decode steps with
 // graphs: M1-3B batch 8 / 64 / 256 3.20 / 3.84 / 5.91 → 3.12 / 3.71 / 5.78 ms. At batch 512 the timed choice was no
 // faster (9.19 → 9.21 ms); the row limit leaves those products, and the training step's, to the heuristic.
 #include <cublasLt.h>
@@ -80,11 +81,10 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
   cublasLtMatmulPreferenceDestroy(pref);
   if (found == 0) throw std::runtime_error("cuBLASLt found no algorithm for this matmul shape");
   p.algo = res[0].algo;
-  if (found > 1 && n <= kTuneMaxRows && (size_t)m * n * sizeof(float) <= kTuneMaxOutBytes) {
-    const char* env = std::getenv("M1_MATMUL_TUNE");
-    if (!(env && std::strcmp(env, "0") == 0))
-      for (int i = 0; i < found; i++) p.candidates.push_back(res[i].algo);
-  }
+  const char* env = std::getenv("M1_MATMUL_TUNE");
+  const bool off = env && std::strcmp(env, "0") == 0, all = env && std::strstr(env, "all") != nullptr;
+  if (found > 1 && !off && (all || (n <= kTuneMaxRows && (size_t)m * n * sizeof(float) <= kTuneMaxOutBytes)))
+    for (int i = 0; i < found; i++) p.candidates.push_back(res[i].algo);
   return L.plans.emplace(key, p).first->second;
 }
 
@@ -135,7 +135,7 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
     }
   }
   const char* env = std::getenv("M1_MATMUL_TUNE");
-  if (env && std::strcmp(env, "verbose") == 0)
+  if (env && std::strstr(env, "verbose") != nullptr)
     std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs\n", M, N,
                  p.candidates.size(), first * 1e3f, bestIdx, best * 1e3f);
   cudaEventDestroy(e0);

@@ -141,7 +141,8 @@ export interface Backend {
   addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType): { h: Tensor; y: Tensor };
   /** silu(gate) * up, rounded to outDType (default f32) */
   swiglu(gate: Tensor, up: Tensor, outDType?: DType): Tensor;
-  swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor };
+  /** dGate, dUp rounded to outDType (default f32): bf16 when they only feed bf16 products (matmulInputDType) */
+  swigluBackward(dh: Tensor, gate: Tensor, up: Tensor, outDType?: DType): { dGate: Tensor; dUp: Tensor };
 
   // ---------- attention ----------
   /**

@@ -74,7 +74,9 @@ export class SwiGluMlp {
   backward(dy: Tensor, s: MlpSaved): Tensor {
     const be = this.be;
     const dh = linearBackward(be, dy, s.h, this.down);
-    const { dGate, dUp } = be.swigluBackward(dh, s.gate, s.up);
+    // dGate / dUp feed only the gate / up products: emitted in the dtype those read (no rounding pass of their own)
+    const dt = matmulInputDType(be, this.gate.value) === 'bf16' && matmulInputDType(be, this.up.value) === 'bf16' ? 'bf16' : 'f32';
+    const { dGate, dUp } = be.swigluBackward(dh, s.gate, s.up, dt);
     const dx = linearBackward(be, dGate, s.x, this.gate);
     return linearBackward(be, dUp, s.x, this.up, dx);
   }

@@ -48,6 +48,12 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
       const sg = g.swigluBackward(dh.g, gate.g, up.g), sc = cpu.swigluBackward(dh.c, gate.c, up.c);
       expectClose(g, sg.dGate, sc.dGate, 1e-5, `swiglu dGate ${shape}`);
       expectClose(g, sg.dUp, sc.dUp, 1e-5, `swiglu dUp ${shape}`);
+      // bf16 outputs (what the MLP's backward asks for when its products read bf16): the CPU's, rounded
+      const bg = g.swigluBackward(dh.g, gate.g, up.g, 'bf16'), bc = cpu.swigluBackward(dh.c, gate.c, up.c, 'bf16');
+      expect(bg.dGate.dtype).toBe('bf16');
+      expect(bg.dUp.dtype).toBe('bf16');
+      expectClose(g, bg.dGate, bc.dGate, 4e-3, `swiglu dGate bf16 ${shape}`);
+      expectClose(g, bg.dUp, bc.dUp, 4e-3, `swiglu dUp bf16 ${shape}`);
     }
   });
 

@@ -212,9 +212,13 @@ export class CpuBackend implements Backend {
     if (outDType !== 'f32') roundToDType(h, outDType);
     return this.wrap(h, gate.shape, outDType);
   }
-  swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor } {
+  swigluBackward(dh: Tensor, gate: Tensor, up: Tensor, outDType: DType = 'f32'): { dGate: Tensor; dUp: Tensor } {
     const r = basic.swigluBackward(dataOf(dh), dataOf(gate), dataOf(up));
-    return { dGate: this.wrap(r.dGate, gate.shape), dUp: this.wrap(r.dUp, up.shape) };
+    if (outDType !== 'f32') {
+      roundToDType(r.dGate, outDType);
+      roundToDType(r.dUp, outDType);
+    }
+    return { dGate: this.wrap(r.dGate, gate.shape, outDType), dUp: this.wrap(r.dUp, up.shape, outDType) };
   }
 
   rope(x: Tensor, positions: Int32Array, invFreq: Float32Array, inverse = false): Tensor {

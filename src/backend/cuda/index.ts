@@ -522,12 +522,26 @@ export class CudaBackend implements Backend {
     if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(`${op}: output dtype must be f32 or bf16, got ${dtype}`);
     return storageOf(dtype);
   }
-  swigluBackward(dh: Tensor, gate: Tensor, up: Tensor): { dGate: Tensor; dUp: Tensor } {
+  swigluBackward(dh: Tensor, gate: Tensor, up: Tensor, outDType: DType = 'f32'): { dGate: Tensor; dUp: Tensor } {
     const d = this.t(dh, 'swigluBackward: dh'), g = this.t(gate, 'swigluBackward: gate'), u = this.t(up, 'swigluBackward: up');
     if (g.size !== u.size || d.size !== g.size) throw new Error(`swigluBackward: dh ${shapeString(dh.shape)}, gate ${shapeString(gate.shape)} and up ${shapeString(up.shape)} differ`);
+    const bf16 = this.outStorage('swigluBackward', outDType) === 'bf16';
     return this.scoped((s) => {
-      const dUp = this.alloc(u.shape);
-      const dGate = this.produce(g.shape, (o) => this.call('swiglu_bwd', [o, dUp.ptr, s.f32(d), s.f32(g), s.f32(u), g.size]));
+      const dUp = this.alloc(u.shape, outDType);
+      let dGate: CudaTensor;
+      try {
+        dGate = this.alloc(g.shape, outDType);
+      } catch (e) {
+        dUp.dispose();
+        throw e;
+      }
+      try {
+        this.call('swiglu_bwd', [dGate.ptr, dUp.ptr, bf16 ? 1 : 0, s.f32(d), s.f32(g), s.f32(u), g.size]);
+      } catch (e) {
+        dUp.dispose();
+        dGate.dispose();
+        throw e;
+      }
       return { dGate, dUp };
     });
   }
