@@ -310,6 +310,21 @@ dev9)
   timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-ninth > "$OUT/prefill-medium.txt" 2>&1
   echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -12; el "prefill done"
   ;;
+dev9b)
+  # ninth session: build, CUDA tests, the scan alone, the training step (head logits kept) with the heuristic's
+  # matmul algorithms and with every shape timed (M1_MATMUL_TUNE=all), a profiled step
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; tail -8 "$OUT/scan.txt"; el "scan done"
+  for tune in heur all; do
+    M1_MATMUL_TUNE=$([ $tune = all ] && echo all || echo 1) timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases \
+      --matmul-precision medium --head-keep-logits --head-vocab-chunk 131072 --name train-$tune-ninth > "$OUT/train-$tune.txt" 2>&1
+    echo "train $tune rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/train-$tune.txt" | head -9; el "train $tune done"
+  done
+  M1_MATMUL_TUNE=${PROFILE_TUNE:-1} timeout 90 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --head-keep-logits --head-vocab-chunk 131072 \
+    --name train-profile-ninth > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 40 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  ;;
 train8)
   # eighth session: build, CUDA tests, the training step and a profiled step
   quick_build
