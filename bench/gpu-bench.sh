@@ -325,6 +325,21 @@ dev9b)
     --name train-profile-ninth > "$OUT/train-profile.txt" 2>&1
   echo "train profile rc=$?"; grep -A 40 "^profile" "$OUT/train-profile.txt"; el "train profile done"
   ;;
+dev9c)
+  # ninth session: build, CUDA tests, decode at context 256 with K-split candidates offered to the matmul timing
+  # (verbose: each choice) and without (M1_MATMUL_TUNE=nosplit), the training step with every shape timed
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  for t in verbose nosplit; do
+    M1_MATMUL_TUNE=$t timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-split-$t-ninth \
+      --batches ${BATCHES:-8,64,128,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256} > "$OUT/decode-split-$t.txt" 2>&1
+    echo "decode M1_MATMUL_TUNE=$t rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-split-$t.txt" | head -14; el "decode $t done"
+  done
+  grep "m1 matmul timing" "$OUT/decode-split-verbose.txt" | sort | uniq -c | sort -rn | head -30
+  M1_MATMUL_TUNE=all timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases \
+    --matmul-precision medium --head-keep-logits --head-vocab-chunk 131072 --name train-all-ninth > "$OUT/train-all.txt" 2>&1
+  echo "train all rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/train-all.txt" | head -9; el "train all done"
+  ;;
 train8)
   # eighth session: build, CUDA tests, the training step and a profiled step
   quick_build

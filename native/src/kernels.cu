@@ -39,17 +39,6 @@ __device__ __forceinline__ float siluGradf(float x) {
   float s = 1.f / (1.f + expf(-x));
   return s * (1.f + x * (1.f - s));
 }
-/**
- * e^x for the Mamba-1 scans' decays exp(Δ·A) (x ≤ 0): ex2.approx of x·log2 e, two instructions where expf takes
- * about seven (the scans are instruction-bound). Relative error ~1e-6 at |x| ≤ 20 (the product's rounding);
- * results below 2^-126 flush to 0. Every Mamba-1 scan kernel (forward, backward, decode steps, chunk carries)
- * uses it, so decode and the parallel forward keep computing the same decays.
- */
-__device__ __forceinline__ float decayExp(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.4426950408889634f));
-  return y;
-}
 /** softplus with mamba's threshold: x above 20 */
 __device__ __forceinline__ float softplusf(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
@@ -1011,7 +1000,7 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
     if (chunkS) {
 #pragma unroll
       for (int n = 0; n < NMAX; n++)
-        if (n < N) h[n] = decayExp(dt * a[n]) * h[n] + dtx * bp[n];
+        if (n < N) h[n] = expf(dt * a[n]) * h[n] + dtx * bp[n];
       continue;
     }
     const float* cp = Cm + (r * G + g) * N;
@@ -1019,7 +1008,7 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
 #pragma unroll
     for (int n = 0; n < NMAX; n++) {
       if (n < N) {
-        h[n] = decayExp(dt * a[n]) * h[n] + dtx * bp[n];
+        h[n] = expf(dt * a[n]) * h[n] + dtx * bp[n];
         acc += cp[n] * h[n];
       }
     }
@@ -1063,7 +1052,7 @@ __global__ void k_scan_chunk_carry(float* S, const float* chunkDt, const float* 
         const int j = j0 + u, k = reverse ? K - 1 - j : j;
         if (j < K) {
           S[(((int64_t)b * K + k) * Di + c) * N + n] = carry;
-          carry = (d[u] < 0.f ? 0.f : decayExp(a * d[u])) * carry + own[u];
+          carry = (d[u] < 0.f ? 0.f : expf(a * d[u])) * carry + own[u];
         }
       }
     }
@@ -1105,7 +1094,7 @@ __global__ void k_selective_scan_step(float* y, const float* x, const float* del
         const float* cp = Cm + ((int64_t)s * G + g) * N;
         float* so = stRow + (int64_t)c * N;
         for (int n = k; n < N; n += LANES) {
-          const float hn = decayExp(dt * ap[n]) * so[n] + dtx * bp[n];
+          const float hn = expf(dt * ap[n]) * so[n] + dtx * bp[n];
           so[n] = hn;
           acc += cp[n] * hn;
         }
@@ -1123,10 +1112,10 @@ __global__ void k_selective_scan_step(float* y, const float* x, const float* del
 
 /** One float4 of a state row advanced by one token: h ← exp(dt·A) ⊙ h + dt·x·B (dtx = dt·x). */
 __device__ __forceinline__ float4 scanState4(float4 v, const float4 a, const float4 b, float dt, float dtx) {
-  v.x = decayExp(dt * a.x) * v.x + dtx * b.x;
-  v.y = decayExp(dt * a.y) * v.y + dtx * b.y;
-  v.z = decayExp(dt * a.z) * v.z + dtx * b.z;
-  v.w = decayExp(dt * a.w) * v.w + dtx * b.w;
+  v.x = expf(dt * a.x) * v.x + dtx * b.x;
+  v.y = expf(dt * a.y) * v.y + dtx * b.y;
+  v.z = expf(dt * a.z) * v.z + dtx * b.z;
+  v.w = expf(dt * a.w) * v.w + dtx * b.w;
   return v;
 }
 __device__ __forceinline__ float dot4(const float4 c, const float4 v) { return c.x * v.x + c.y * v.y + c.z * v.z + c.w * v.w; }
@@ -1321,7 +1310,7 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
       if (n < N) {
-        h[n] = decayExp(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
+        h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
         if (j + 1 < q) hs[((int64_t)j * N + n) * nth + tid] = h[n];  // the last state stays in h
       }
   }
@@ -1359,7 +1348,7 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
         h[n] = j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : (hin ? hin[tid * N + n] : 0.f);
         const float prev = reset ? 0.f : h[n];
         const float gh = adj[n] + dr * cp[n];
-        const float decay = decayExp(dt * a[n]);
+        const float decay = expf(dt * a[n]);
         ddt += gh * (a[n] * decay * prev + bp[n] * xv);
         dAa[n] += gh * dt * decay * prev;
         dxv += gh * dt * bp[n];
@@ -1488,7 +1477,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
   }
   // a segment starts at step j (the state before it is zero): at t = 0, or where segStart says so
   auto resetAtStep = [&](int j) { return t0 + j == 0 || (sp && sp[j] == t0 + j); };
-  float hs[KL][SPT], dk[KL][SPT];  // the states after each step, and each step's decays (reused walking back)
+  float hs[KL][SPT];
 #pragma unroll
   for (int j = 0; j < KL; j++) {
     if (j < q) {
@@ -1498,8 +1487,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
       loadRun<SPT>(bp + j * GN, bn);
 #pragma unroll
       for (int e = 0; e < SPT; e++) {
-        dk[j][e] = decayExp(dt * a[e]);
-        h[e] = dk[j][e] * (reset ? 0.f : h[e]) + dtx * bn[e];
+        h[e] = expf(dt * a[e]) * (reset ? 0.f : h[e]) + dtx * bn[e];
         hs[j][e] = h[e];
       }
     }
@@ -1521,7 +1509,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
 #pragma unroll
       for (int e = 0; e < SPT; e++) {
         const float hn = hs[j][e], prev = reset ? 0.f : (j > 0 ? hs[j - 1][e] : h0[e]);
-        const float gh = adj[e] + dr * cn[e], decay = dk[j][e];
+        const float gh = adj[e] + dr * cn[e], decay = expf(dt * a[e]);
         pdt += gh * (a[e] * decay * prev + bn[e] * xs);
         pdx += gh * dt * bn[e];
         prr += cn[e] * hn;
@@ -1622,7 +1610,7 @@ __global__ void k_selective_scan_bwd_adj(float* adjS, const float* dy, const flo
     const float* cp = Cm + (r * G + g) * N;
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
-      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * decayExp(dt * a[n]);
+      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * expf(dt * a[n]);
   }
 #pragma unroll
   for (int n = 0; n < NMAX; n++)

@@ -37,6 +37,8 @@ struct Plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
   std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's choices, best first, until timed
+  std::vector<int> splits;                        // each candidate's K split (1: as the heuristic gave it)
+  int chosenSplit = 1;
 };
 
 struct Lt {
@@ -83,8 +85,44 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
   p.algo = res[0].algo;
   const char* env = std::getenv("M1_MATMUL_TUNE");
   const bool off = env && std::strcmp(env, "0") == 0, all = env && std::strstr(env, "all") != nullptr;
-  if (found > 1 && !off && (all || (n <= kTuneMaxRows && (size_t)m * n * sizeof(float) <= kTuneMaxOutBytes)))
-    for (int i = 0; i < found; i++) p.candidates.push_back(res[i].algo);
+  const bool skinny = n <= kTuneMaxRows && (size_t)m * n * sizeof(float) <= kTuneMaxOutBytes;
+  if (!off && (all || skinny)) {
+    for (int i = 0; i < found; i++) {
+      p.candidates.push_back(res[i].algo);
+      p.splits.push_back(1);
+    }
+    // Skinny products (few activation rows) leave most SMs idle with the heuristic's tiles: the output is a
+    // handful of tiles, each walking all of K. The heuristic offers no K split for them, so each candidate
+    // that supports one is also offered split 2–8 ways over K (sums reduced in the workspace), if
+    // cublasLtMatmulAlgoCheck accepts it within the workspace; the timing below picks among all of them.
+    if (skinny && !(env && std::strstr(env, "nosplit") != nullptr)) {
+      for (int i = 0; i < found; i++) {
+        int32_t sk = 0;
+        uint32_t mask = 0;
+        size_t w = 0;
+        if (cublasLtMatmulAlgoCapGetAttribute(&res[i].algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &sk, sizeof(sk), &w) != CUBLAS_STATUS_SUCCESS || !sk) continue;
+        if (cublasLtMatmulAlgoCapGetAttribute(&res[i].algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &mask, sizeof(mask), &w) != CUBLAS_STATUS_SUCCESS) continue;
+        uint32_t scheme = (mask & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) ? CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE
+                          : (mask & CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE) ? CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE
+                          : (mask & CUBLASLT_REDUCTION_SCHEME_INPLACE) ? CUBLASLT_REDUCTION_SCHEME_INPLACE : 0u;
+        if (!scheme) continue;
+        for (uint32_t parts : {2u, 3u, 4u, 6u, 8u}) {
+          if ((long long)parts * 256 > k) break;  // at least 256 of K per part
+          cublasLtMatmulAlgo_t a = res[i].algo;
+          if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &parts, sizeof(parts)) != CUBLAS_STATUS_SUCCESS) continue;
+          if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof(scheme)) != CUBLAS_STATUS_SUCCESS) continue;
+          cublasLtMatmulHeuristicResult_t chk{};
+          if (cublasLtMatmulAlgoCheck(L.handle, p.op, p.a, p.b, p.c, p.c, &a, &chk) != CUBLAS_STATUS_SUCCESS || chk.workspaceSize > kWorkspaceBytes) continue;
+          p.candidates.push_back(a);
+          p.splits.push_back((int)parts);
+        }
+      }
+    }
+    if (p.candidates.size() < 2) {
+      p.candidates.clear();
+      p.splits.clear();
+    }
+  }
   return L.plans.emplace(key, p).first->second;
 }
 
@@ -132,17 +170,19 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
       best = t;
       bestIdx = idx;
       p.algo = algo;
+      p.chosenSplit = p.splits[idx];
     }
   }
   const char* env = std::getenv("M1_MATMUL_TUNE");
   if (env && std::strstr(env, "verbose") != nullptr)
-    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs\n", M, N,
-                 p.candidates.size(), first * 1e3f, bestIdx, best * 1e3f);
+    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs (K split %d)\n", M, N,
+                 p.candidates.size(), first * 1e3f, bestIdx, best * 1e3f, p.chosenSplit);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   m1Free(out);
   m1Free(flush);
   p.candidates.clear();
+  p.splits.clear();
 }
 
 }  // namespace

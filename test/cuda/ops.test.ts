@@ -172,6 +172,20 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     expect(() => g.matmul(x.g, w.g)).toThrow(/inner dimensions/);
   });
 
+  // decode-shaped products (a few activation rows, a long K): their algorithm is timed on first use among the
+  // heuristic's candidates and their K-split variants (matmul.cpp), whichever wins must give the product
+  it('skinny products with a long K (timed algorithms, K splits offered) equal the CPU, plain and accumulating', () => {
+    for (const [rows, K, N] of [[8, 4096, 1024], [64, 8192, 768], [3, 3072, 2048]] as const) {
+      const x = rand([rows, K], 41, 1, 'bf16'), w = rand([N, K], 42, 1, 'bf16'), acc = rand([rows, N], 43);
+      for (let rep = 0; rep < 2; rep++) {  // the first call times the candidates, the second runs the chosen one
+        expectClose(g, g.matmul(x.g, w.g, { transB: true }), cpu.matmul(x.c, w.c, { transB: true }), 1e-4, `skinny [${rows}×${K}]·[${N}×${K}]ᵀ call ${rep}`);
+      }
+      const ga = g.matmul(x.g, w.g, { transB: true, accumulateInto: g.copy(acc.g) });
+      const ca = cpu.matmul(x.c, w.c, { transB: true, accumulateInto: cpu.copy(acc.c) });
+      expectClose(g, ga, ca, 1e-4, `skinny [${rows}×${K}]·[${N}×${K}]ᵀ accumulateInto`);
+    }
+  });
+
   it('matmul f32 × f32 by setFloat32MatmulPrecision: highest = f32, high = TF32, medium = bf16 operands', () => {
     const M = 64, K = 512, N = 48;
     const a = rand([K, M], 36), b = rand([K, N], 37); // a weight gradient's shape: aᵀ · b
