@@ -15,7 +15,10 @@
 // median reported; --phases adds a device sync between phases to time each (the sum then includes the
 // syncs). MFU counts useful matmul FLOPs only:
 //   FLOPs = 6 · N_student · tokens + 2 · N_teacher · tokens, N = Σ *proj.weight params + LM head V·D,
-// against --tflops; the head's logit recomputation and the recompute forward are not counted.
+// against --tflops; the recompute forward (and, with --no-head-keep-logits, the head's logit
+// recomputation) is not counted. cuBLASLt algorithms: timed once per shape for every product
+// (--matmul-tune all, the default here: M1_MATMUL_TUNE=all; the library's default times decode-sized
+// products only).
 // A second figure adds llm.c's attention term (train_gpt2.cu, gpt2_estimate_mfu: 6·L·C·T per token for
 // the causal QKᵀ and PV products, forward + backward):
 //   FLOPs_llmc = FLOPs + (6 · L_attn · C · T + 2 · L_teacher · C_teacher · T) · tokens,
@@ -45,22 +48,25 @@ const program = new Command()
   .option('--recompute <mode>', 'activation recomputation: on (every layer) | off | a layer count k (the first k layers) | auto (the fewest layers that keep the estimate within --mem-limit-gib)', 'auto')
   .option('--mem-limit-gib <n>', 'device memory budget of the estimate', Number, 135)
   .option('--head-rows <n>', 'rows per call of the distillation head (its row chunk)', Number, 1024)
-  .option('--head-vocab-chunk <n>', 'vocabulary columns per logits product of the head (the trainer\'s --vocab-chunk)', Number, 8192)
-  .option('--head-keep-logits', 'keep each call\'s logits from the statistics pass for the gradient pass (the trainer\'s --keep-logits)')
+  .option('--head-vocab-chunk <n>', 'vocabulary columns per logits product of the head (the trainer\'s --vocab-chunk); the default covers a 128k vocabulary in one product', Number, 131072)
+  .option('--no-head-keep-logits', 'recompute the logits in the head\'s gradient pass (the trainer\'s --no-keep-logits)')
   .option('--lr <x>', 'learning rate of the AdamW step', Number, 1e-5)
   .option('--grad-clip <x>', 'global-norm clip, as the Trainer (0 = off)', Number, 1)
   .option('--tflops <n>', 'bf16 matmul peak, TFLOP/s (measured on the H200)', Number, 790)
   .option('--seed <n>', 'weight and token seed', Number, 1)
   .option('--estimate-only', 'print the memory estimate and FLOP counts of the shapes and exit (no weights are made, no backend is used)')
+  .option('--matmul-tune <mode>', 'cuBLASLt algorithm choice on the cuda backend: all (time every shape once: M1_MATMUL_TUNE=all) | small (the library default: decode-sized products only) | off (the heuristic\'s first)', 'all')
   .option('--matmul-precision <p>', `f32 × f32 matmuls (the weight gradients): ${MATMUL_PRECISIONS.join(' | ')} (torch.set_float32_matmul_precision's names; medium = bf16 operands, as autocast)`, 'medium')
   .option('--profile', 'after the timed steps, time every op of one more step (a sync around each op) and print where it goes')
   .option('--name <s>', 'results file name', 'train')
   .parse(process.argv);
 const o = program.opts<{
   backend: string; presetM1: string; presetLlama: string; seqLen: number; batch: number; steps: number; phases?: boolean;
-  recompute: string; memLimitGib: number; headRows: number; headVocabChunk: number; headKeepLogits?: boolean; lr: number; gradClip: number; tflops: number; seed: number; name: string;
-  estimateOnly?: boolean; matmulPrecision: MatmulPrecision; profile?: boolean;
+  recompute: string; memLimitGib: number; headRows: number; headVocabChunk: number; headKeepLogits: boolean; lr: number; gradClip: number; tflops: number; seed: number; name: string;
+  estimateOnly?: boolean; matmulPrecision: MatmulPrecision; profile?: boolean; matmulTune: string;
 }>();
+if (!['all', 'small', 'off'].includes(o.matmulTune)) throw new Error(`--matmul-tune must be all, small or off, got "${o.matmulTune}"`);
+if (process.env['M1_MATMUL_TUNE'] === undefined && o.matmulTune !== 'small') process.env['M1_MATMUL_TUNE'] = o.matmulTune === 'all' ? 'all' : '0';
 if (!MATMUL_PRECISIONS.includes(o.matmulPrecision)) throw new Error(`--matmul-precision must be one of ${MATMUL_PRECISIONS.join(', ')}, got "${o.matmulPrecision}"`);
 for (const [k, v] of [['--seq-len', o.seqLen], ['--batch', o.batch], ['--steps', o.steps], ['--head-rows', o.headRows], ['--head-vocab-chunk', o.headVocabChunk]] as const) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`${k} must be a positive integer, got ${v}`);
@@ -111,7 +117,7 @@ function estimate(student: CausalLM, teacher: CausalLM, tokens: number, headRows
   const stream = 4 * tokens * D;
   // head, one call: its dHidden, the gathered rows, and per vocabulary chunk (8192) of both passes the
   // gathered weight rows [Vc, D] (student, teacher), logits [R, Vc] (student, teacher, dz) and dW rows
-  // (--head-keep-logits: plus the call's logits of both models, [R, V] each, held from pass 1 to pass 2)
+  // (logits kept, the default: plus the call's logits of both models, [R, V] each, held from pass 1 to pass 2)
   const Vc = Math.min(o.headVocabChunk, V), chunks = Math.ceil(V / Vc), R = Math.min(headRows, tokens);
   const head = stream + 4 * R * (D + Dt) + chunks * 4 * (2 * Vc * D + 2 * Vc * Dt + Vc * D + 5 * R * Vc) + (o.headKeepLogits ? 2 * 4 * R * V : 0);
   const lines: [string, number][] = [
@@ -182,7 +188,7 @@ function step(
       lossSum += be.tidy(() => {
         const r = distillLoss(be, { hidden, weight: student.lmHead, targets: batch.targets, mask }, {
           normalizer, teacherHidden: t.hidden, teacherWeight: teacher.lmHead.value, klWeight: 1, rowChunk: o.headRows,
-          vocabChunk: o.headVocabChunk, keepLogits: o.headKeepLogits ?? false,
+          vocabChunk: o.headVocabChunk, keepLogits: o.headKeepLogits,
         });
         be.addInPlace(dHidden, r.dHidden!);
         return r.loss;
@@ -251,7 +257,7 @@ async function main() {
     `AdamW ${JSON.stringify(M1_ADAMW)}, lr ${o.lr}, f32 master + moments; grad clip ${o.gradClip}; weight finiteness check as the Trainer`,
     `weights: random on the device (randomModel: reference init for ≤2^20-value params, rows gathered from a 16 MB N(0, 0.02²) block for large ones), built in ${buildS.toFixed(1)} s`,
     `activation recomputation: ${recompute} of ${L} layers (the first ones; --recompute ${o.recompute}), estimate ${(est.recomputing(recompute) / GiB).toFixed(1)} GiB`,
-    `f32 × f32 matmuls (weight gradients): --matmul-precision ${o.matmulPrecision}${inner.setFloat32MatmulPrecision ? '' : ' (ignored: this backend computes f32)'}`,
+    `f32 × f32 matmuls (weight gradients): --matmul-precision ${o.matmulPrecision}${inner.setFloat32MatmulPrecision ? '' : ' (ignored: this backend computes f32)'}; cuBLASLt algorithms: M1_MATMUL_TUNE=${process.env['M1_MATMUL_TUNE'] ?? '(unset: decode-sized products timed)'}`,
     `time: median over ${o.steps} timed step(s) after 1 warm-up step; ${o.phases ? 'device sync between phases (--phases)' : 'one sync at the end of each step'}`,
     `MFU = (6·N_student + 2·N_teacher)·tokens / (seconds · ${o.tflops} TFLOP/s); N = Σ *proj.weight + LM head (V·D): N_student = ${(nStudent / 1e9).toFixed(3)} B, N_teacher = ${(nTeacher / 1e9).toFixed(3)} B, tokens = ${tokens}`,
     `MFU (llm.c: + attention) = (6·N_student + 6·L_attn·C·T + 2·N_teacher + 2·L_teacher·C_teacher·T)·tokens / (seconds · ${o.tflops} TFLOP/s) (llm.c gpt2_estimate_mfu's causal QKᵀ + PV term): L_attn = ${lAttn} of ${L} student layers, C = ${cStudent}, L_teacher = ${lTeacher}, C_teacher = ${cTeacher}, T = ${T}`,

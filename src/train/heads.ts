@@ -4,7 +4,8 @@
 // made, folded into per-row online-softmax statistics (pass 1: lse, target logit, Σp·z or Σp·(z − z_teacher)),
 // and dropped. The loss of each row then follows from its statistics alone; its gradient w.r.t. the logits
 // is p·(c0 + c2·(z − other)) + ct·onehot with per-row coefficients (Backend.softmaxChunkGrad), so pass 2
-// recomputes each logits chunk once more and turns it straight into dHidden and dW contributions.
+// turns each logits chunk straight into dHidden and dW contributions — the chunk kept from pass 1
+// (keepLogits, the default: one row chunk's logits in memory) or recomputed (less memory, one product more).
 //
 // Row gathers and scatters use the embedding ops: `embedding(t, rows)` is a row gather of t [N, D],
 // `embeddingBackward(dT, rows, dy)` a scatter-add. Vocabulary chunks of W (and of its gradient) are
@@ -28,9 +29,9 @@ export interface ChunkOptions {
   needGrad?: boolean;
   /**
    * keep each row chunk's logits from the statistics pass for the gradient pass instead of recomputing
-   * them (default false). Same result; costs rowChunk × V × 4 bytes per model (twice with a teacher)
-   * while a row chunk is in flight, and saves the second logits product. With vocabChunk ≥ V the
-   * head becomes a few large products per row chunk.
+   * them (default true). Same result; costs rowChunk × V × 4 bytes per model (twice with a teacher)
+   * while a row chunk is in flight — 0.26 GB at 256 rows of a 128k vocabulary — and saves the second
+   * logits product. With vocabChunk ≥ V the head becomes a few large products per row chunk.
    */
   keepLogits?: boolean;
 }
@@ -109,7 +110,7 @@ function checkInputs(t: HeadInput, what: string): { rows: number; D: number; V: 
 
 function runHead(be: Backend, t: HeadInput, spec: HeadSpec, opts: ChunkOptions, what: string): HeadResult {
   const { rows, D, V, selected } = checkInputs(t, what);
-  const rowChunk = opts.rowChunk ?? 256, vocabChunk = opts.vocabChunk ?? 8192, keepLogits = opts.keepLogits ?? false;
+  const rowChunk = opts.rowChunk ?? 256, vocabChunk = opts.vocabChunk ?? 8192, keepLogits = opts.keepLogits ?? true;
   if (!(rowChunk >= 1) || !(vocabChunk >= 1)) throw new Error(`${what}: rowChunk and vocabChunk must be ≥ 1`);
   const needGrad = (opts.needGrad ?? true) && t.weightParam !== null;
   const N = selected.length;

@@ -90,7 +90,7 @@ function addCommonFlags(cmd: Command, defaults: { lr: number; lossOn: LossOn }):
     .option('--recompute <mode>', 'activation recomputation: off | on (every layer reruns its forward in backward) | k (the first k layers): less memory for one more forward of those layers', recomputeFlag, false)
     .option('--row-chunk <n>', 'tokens per chunk of the fused LM-head loss', intFlag('--row-chunk', { min: 1 }), 256)
     .option('--vocab-chunk <n>', 'vocabulary columns per chunk of the fused LM-head loss', intFlag('--vocab-chunk', { min: 1 }), 8192)
-    .option('--keep-logits', 'keep each row chunk\'s logits between the loss\'s two passes instead of recomputing them: row-chunk × vocab × 4 bytes more (twice with a teacher), one logits product less');
+    .option('--no-keep-logits', 'recompute each row chunk\'s logits in the loss\'s gradient pass instead of keeping them from its statistics pass (kept: row-chunk × vocab × 4 bytes more, twice with a teacher; one logits product less)');
 }
 
 /** flag combinations that are wrong whatever the data: checked before anything is loaded */
@@ -158,7 +158,7 @@ function recomputeOf(o: { recompute: boolean | number }, model: CausalLM): boole
 }
 
 function chunksOf(o: CommonFlags): ChunkOptions {
-  return { rowChunk: o.rowChunk, vocabChunk: o.vocabChunk, keepLogits: o.keepLogits ?? false };
+  return { rowChunk: o.rowChunk, vocabChunk: o.vocabChunk, keepLogits: o.keepLogits ?? true };
 }
 
 function tokenizerOfDir(dir: string, what: string): Tokenizer {
@@ -335,7 +335,7 @@ function registerGrpo(program: Command): void {
     .option('--recompute <mode>', 'activation recomputation: off | on (every layer reruns its forward in backward) | k (the first k layers): less memory for one more forward of those layers', recomputeFlag, false)
     .option('--row-chunk <n>', 'tokens per chunk of the fused LM-head loss', intFlag('--row-chunk', { min: 1 }), 256)
     .option('--vocab-chunk <n>', 'vocabulary columns per chunk of the fused LM-head loss', intFlag('--vocab-chunk', { min: 1 }), 8192)
-    .option('--keep-logits', 'keep each row chunk\'s logits between the loss\'s two passes instead of recomputing them: row-chunk × vocab × 4 bytes more (twice with a teacher), one logits product less')
+    .option('--no-keep-logits', 'recompute each row chunk\'s logits in the loss\'s gradient pass instead of keeping them from its statistics pass (kept: row-chunk × vocab × 4 bytes more, twice with a teacher; one logits product less)')
     .action(async (o: GrpoFlags) => {
       if ((o.prompts === undefined) === (o.synthetic === undefined)) throw new UserError('give exactly one of --prompts FILE or --synthetic DIFFICULTY');
       if (o.schedule !== 'cosine' && o.schedule !== 'constant') throw new UserError(`--schedule must be "cosine" or "constant", got "${o.schedule}"`);
@@ -356,7 +356,7 @@ function registerGrpo(program: Command): void {
       log(`grpo: ${(model.parameterCount() / 1e6).toFixed(2)} M parameters, ${prompts.length} prompts, ${o.steps} steps × ${o.batch} prompts × ${o.group} samples, mini-batch ${o.miniBatch}, lr ${o.lr}, backend ${be.name}`);
       const r = await runGrpo({
         be, model, tokenizer: tok, prompts, runDir: o.out, stopTokenIds: [...stopTokenIds], padId, resume: o.resume,
-        writeModelFiles: modelFilesWriter(model, { dir: o.model }), chunks: { rowChunk: o.rowChunk, vocabChunk: o.vocabChunk, keepLogits: o.keepLogits ?? false }, recompute: recomputeOf(o, model),
+        writeModelFiles: modelFilesWriter(model, { dir: o.model }), chunks: { rowChunk: o.rowChunk, vocabChunk: o.vocabChunk, keepLogits: o.keepLogits ?? true }, recompute: recomputeOf(o, model),
         config: {
           group: o.group, batch: o.batch, miniBatch: o.miniBatch, lr: o.lr, minLr: o.minLr, warmup: o.warmup, schedule: o.schedule as 'constant' | 'cosine',
           clip: o.clip, entropyCoef: o.entropy, temperature: o.temperature, maxTokens: o.maxTokens, steps: o.steps, seed: o.seed,
