@@ -6,19 +6,23 @@
 //
 // FlashAttention-2 structure on mma.sync.m16n8k16 (bf16 in, f32 accumulate). K and V are first
 // rounded to bf16 copies (one cast each per call: the blocks then stream half the bytes, since every
-// query tile re-reads the key prefix). A block of 8 warps takes 128 queries of one (b, head); warp w
-// owns query rows 16w..16w+15, and in every fragment lane (gid = lane / 4, quad = lane % 4) holds
-// rows gid and gid + 8:
-//   - Q stays in registers as A fragments for the whole key loop (read once from global, rounded);
+// query tile re-reads the key prefix). A block of 4 warps takes 128 queries of one (b, head); warp w
+// owns query rows 32w..32w+31 as two m16 tiles, and in every fragment lane (gid = lane / 4, quad =
+// lane % 4) holds rows gid and gid + 8 of each:
+//   - Q is rounded to bf16 into shared memory once and read by ldmatrix per k-step;
 //   - 64-key tiles of K and V [key][dim] are copied global → shared by cp.async into two stages, the
-//     next tile's copy in flight while the current one is used; K's B operand is pairs of adjacent
-//     bf16 (32-bit loads), V's is read transposed by ldmatrix.trans;
+//     next tile's copy in flight while the current one is used; K's B operand comes by ldmatrix.x4 (two
+//     k-steps), V's by ldmatrix.x4.trans (two dim tiles); every K and V fragment feeds both m16 tiles,
+//     which halves the shared-memory reads per product against 16 rows per warp (the eighth session's
+//     kernel, 8 warps × 16 rows, spent more cycles on ldmatrix than on mma: 64.8 → 56.5 ms of attention
+//     forward per M1-3B training step on an H200);
 //   - S = Q·Kᵀ lands in C fragments whose layout is the A layout of the next product: the softmax
-//     (running max / sum per row, reduced over the 4 lanes of a quad) runs in registers and P goes
-//     straight into P·V as bf16 without touching shared memory; O is 16 × Dh per warp in registers;
-//   - a warp whose 16 rows all precede a key tile (causal) skips its math for that tile.
-// Shared memory at Dh = 128: 2 stages × (K + V) [64][136] bf16 = 68 KiB. Row strides are padded (+8
-// bf16) so a warp's fragment loads and ldmatrix rows hit different banks.
+//     (running max / sum per row, reduced over the 4 lanes of a quad) runs in registers on the raw
+//     scores, each p one FFMA (s·scale·log2 e − max) and one ex2, and P goes straight into P·V as bf16
+//     without touching shared memory; O is 32 × Dh per warp in registers;
+//   - a warp whose 32 rows all precede a key tile (causal) skips its math for that tile.
+// Shared memory at Dh = 128: 2 stages × (K + V) [64][136] bf16 + Q [128][136] = 102 KiB, two blocks per
+// SM (≤ 255 registers a thread). Row strides are padded (+8 bf16) so ldmatrix rows hit different banks.
 #include <cuda_bf16.h>
 #include <math_constants.h>
 
@@ -33,14 +37,7 @@
 
 namespace {
 
-constexpr int kWarps = 8, kRows = 16 * kWarps, kTile = 64;
-
-template <int DH>
-struct TcLayout {
-  static constexpr int LDK = DH + 8;  // bf16 row stride of K and V [key][dim] (rows 16-byte aligned)
-  static constexpr int tile = kTile * LDK;  // elements of one K or V stage
-  static constexpr size_t bytes = (size_t)4 * tile * sizeof(__nv_bfloat16);  // 2 stages × (K, V)
-};
+constexpr int kTile = 64;
 
 /** ROWS rows of one head (row r of the tile at src + r·stride) → shared [ROWS][LD] by cp.async; rows ≥ valid are zeros */
 template <int DH, int ROWS>
@@ -66,229 +63,43 @@ __device__ __forceinline__ bool tileAnyVisible(int nq, int nk, int q0, int k0, i
   return __syncthreads_or(any);
 }
 
-template <int DH>
-__global__ void __launch_bounds__(kWarps * 32, 1)
-k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
-               const __nv_bfloat16* __restrict__ vb, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
-  using L = TcLayout<DH>;
-  constexpr int LDK = L::LDK, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16;
-  extern __shared__ float4 smem4[];
-  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);  // [2][kTile][LDK], then Vs the same
-  __nv_bfloat16* Vs = Ks + 2 * L::tile;
-  __shared__ int qSeg[kRows], kSeg[2][kTile];
+constexpr int kWarps = 4, kRowsW = 32, kRows = kWarps * kRowsW;  // 128-query tiles, 32 rows per warp
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
-  // blockIdx.x = (longest-first tile rank)·Hq + head: the query tiles with the most keys, of every head, start in
-  // the first wave and the short ones fill the tail (with the heads in blockIdx.y, each head's long tiles would
-  // follow the previous head's short ones)
-  const int nTilesQ = (T + kRows - 1) / kRows;
-  const int q0 = (nTilesQ - 1 - (int)blockIdx.x / Hq) * kRows;
-  const int h = (int)blockIdx.x % Hq, b = blockIdx.z, g = h / (Hq / Hkv);
-  const int nq = min(kRows, T - q0);
-  const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH;
-  const int r0 = warp * 16 + gid, r1 = r0 + 8;  // this lane's two rows in the query tile
-  const int t0 = q0 + r0, t1 = q0 + r1;
-  const int warpLast = q0 + warp * 16 + 15;   // the warp's last query
-
-  // copies of key tile `it` into stage it & 1 (and its segment ids); keys past T are zero-filled
-  auto issue = [&](int it) {
-    const int st = it & 1, k0 = it * kTile, nk = min(kTile, T - k0);
-    const int64_t off = (row0 + k0) * kStride + (int64_t)g * DH;
-    copyRowsAsync<DH, kTile>(Ks + st * L::tile, kb + off, kStride, nk);
-    copyRowsAsync<DH, kTile>(Vs + st * L::tile, vb + off, kStride, nk);
-    if (seg && threadIdx.x < kTile) kSeg[st][threadIdx.x] = threadIdx.x < nk ? seg[row0 + k0 + threadIdx.x] : 0;
-  };
-
-  const int lastQuery = q0 + nq - 1, nTiles = lastQuery / kTile + 1;
-  issue(0);
-  cpAsyncCommit();
-
-  // Q as A fragments: for k-step kk, regs {row r0, dims 16kk + 2quad..+1}, {r1, same}, {r0, +8}, {r1, +8}
-  uint32_t qa[KQ][4];
-  {
-    const float* qr0 = q + (row0 + t0) * qStride + (int64_t)h * DH;
-    const float* qr1 = q + (row0 + t1) * qStride + (int64_t)h * DH;
-#pragma unroll
-    for (int kk = 0; kk < KQ; kk++) {
-      const int d = 16 * kk + 2 * quad;
-      const float2 z2 = make_float2(0.f, 0.f);
-      const float2 a = t0 < T ? *reinterpret_cast<const float2*>(qr0 + d) : z2;
-      const float2 bq = t1 < T ? *reinterpret_cast<const float2*>(qr1 + d) : z2;
-      const float2 c = t0 < T ? *reinterpret_cast<const float2*>(qr0 + d + 8) : z2;
-      const float2 e = t1 < T ? *reinterpret_cast<const float2*>(qr1 + d + 8) : z2;
-      qa[kk][0] = pack2(a.x, a.y);
-      qa[kk][1] = pack2(bq.x, bq.y);
-      qa[kk][2] = pack2(c.x, c.y);
-      qa[kk][3] = pack2(e.x, e.y);
-    }
-  }
-  if (seg && threadIdx.x < kRows) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
-
-  float o[NDT][4];
-#pragma unroll
-  for (int d = 0; d < NDT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-  float m0 = -CUDART_INF_F, m1 = -CUDART_INF_F, l0 = 0.f, l1 = 0.f;  // running max in log2 units (scale2 below)
-  // the softmax in base 2: scale·log2(e) folded into the scores' one multiply, so each exponential is one
-  // ex2 (exp2f) where expf costs a range reduction around it; lse is written in natural units
-  const float scale2 = scale * 1.4426950408889634f;
-
-  for (int it = 0; it < nTiles; it++) {
-    if (it + 1 < nTiles) issue(it + 1);
-    cpAsyncCommit();   // (an empty group on the last tile keeps the wait count uniform)
-    cpAsyncWaitOne();  // tile `it` has landed (this thread's copies) …
-    __syncthreads();   // … and everyone's, with its kSeg and qSeg
-    const int st = it & 1, k0 = it * kTile;
-    const __nv_bfloat16* Kt = Ks + st * L::tile;
-    const __nv_bfloat16* Vt = Vs + st * L::tile;
-    const int* ks = kSeg[st];
-    bool work = k0 <= warpLast;  // warp-uniform: some key of the tile is causal-visible to the warp
-    if (seg) {
-      // every thread reaches the barrier (not short-circuited behind `work`: a divergent barrier is illegal)
-      const bool anyVisible = tileAnyVisible(kRows, kTile, q0, k0, T, qSeg, ks);
-      work = work && anyVisible;  // a tile no (query, key) pair of the block can see is skipped
-    }
-    if (work) {
-      // S = Q·Kᵀ: n-tile j covers keys 8j..8j+7; B regs {key 8j + gid, dims 16kk + 2quad..+1}, {.., +8}
-      float sc[NKT][4];
-#pragma unroll
-      for (int j = 0; j < NKT; j++) {
-        sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < KQ; kk += 2) {
-          uint32_t b0, b1, b2, b3;
-          ldB2steps<LDK>(b0, b1, b2, b3, Kt + 8 * j * LDK + 16 * kk, lane);
-          mma16816(sc[j], qa[kk], b0, b1);
-          mma16816(sc[j], qa[kk + 1], b2, b3);
-        }
-      }
-
-      // mask + online softmax: this lane holds columns 8j + 2quad + {0, 1} of rows r0 (regs 0, 1) and r1 (2, 3).
-      // Only tiles on the diagonal (or with segments, or past T) need the mask: a tile whose last key precedes
-      // the warp's first query is visible to all 16 rows (warp-uniform), so it is only scaled
-      float mx0 = -CUDART_INF_F, mx1 = -CUDART_INF_F;
-      if (!seg && k0 + kTile - 1 <= q0 + warp * 16 && warpLast < T) {
-#pragma unroll
-        for (int j = 0; j < NKT; j++) {
-          sc[j][0] *= scale2;
-          sc[j][1] *= scale2;
-          sc[j][2] *= scale2;
-          sc[j][3] *= scale2;
-          mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
-          mx1 = fmaxf(mx1, fmaxf(sc[j][2], sc[j][3]));
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < NKT; j++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? r0 : r1, t = q0 + rr;
-            const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
-            sc[j][e] = vis ? sc[j][e] * scale2 : -CUDART_INF_F;
-            if (e < 2) mx0 = fmaxf(mx0, sc[j][e]);
-            else mx1 = fmaxf(mx1, sc[j][e]);
-          }
-      }
-#pragma unroll
-      for (int o2 = 1; o2 < 4; o2 <<= 1) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
-      }
-      const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-      // a row with nothing visible so far keeps m = −inf: subtract 0 so exp gives 0, not NaN
-      const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
-      const float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
-      float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-      for (int j = 0; j < NKT; j++) {
-        sc[j][0] = exp2f(sc[j][0] - b0);
-        sc[j][1] = exp2f(sc[j][1] - b0);
-        sc[j][2] = exp2f(sc[j][2] - b1);
-        sc[j][3] = exp2f(sc[j][3] - b1);
-        s0 += sc[j][0] + sc[j][1];
-        s1 += sc[j][2] + sc[j][3];
-      }
-#pragma unroll
-      for (int o2 = 1; o2 < 4; o2 <<= 1) {
-        s0 += __shfl_xor_sync(0xffffffffu, s0, o2);
-        s1 += __shfl_xor_sync(0xffffffffu, s1, o2);
-      }
-      l0 = l0 * c0 + s0;
-      l1 = l1 * c1 + s1;
-      m0 = n0;
-      m1 = n1;
-#pragma unroll
-      for (int d = 0; d < NDT; d++) {
-        o[d][0] *= c0;
-        o[d][1] *= c0;
-        o[d][2] *= c1;
-        o[d][3] *= c1;
-      }
-
-      // O += P·V: k-step kk (keys 16kk..16kk+15) takes S tiles 2kk, 2kk+1 as its A fragment;
-      // B regs {keys 16kk + 2quad..+1, dim 8d + gid}, {keys + 8, ..} by ldmatrix.trans from V
-#pragma unroll
-      for (int kk = 0; kk < kTile / 16; kk++) {
-        uint32_t pa[4];
-        cToA(pa, sc[2 * kk], sc[2 * kk + 1]);
-        mmaRowsTrans<DH>(o, pa, Vt + 16 * kk * LDK, lane);
-      }
-    }
-    __syncthreads();  // every warp is done with this stage before the next issue() overwrites it
-  }
-
-  // l > 0 for rows < T: the diagonal key is always visible and its tile never skipped
-  const int64_t hOff = (int64_t)h * DH + 2 * quad;
-  const int ts[2] = {t0, t1};
-  const float ms[2] = {m0, m1}, ls[2] = {l0, l1};
-#pragma unroll
-  for (int i = 0; i < 2; i++) {  // row r0 (fragment regs 0, 1), row r1 (regs 2, 3)
-    if (ts[i] >= T) continue;
-    const float inv = 1.f / ls[i];
-    float* orow = out + (row0 + ts[i]) * qStride + hOff;
-#pragma unroll
-    for (int d = 0; d < NDT; d++) *reinterpret_cast<float2*>(orow + 8 * d) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
-    if (quad == 0) lse[((int64_t)b * Hq + h) * T + ts[i]] = ms[i] * 0.6931471805599453f + logf(ls[i]);
-  }
+/** 2^x by one MUFU.EX2 (ex2.approx.ftz: ~2 ulp, results below 2^-126 flushed to 0; 2^-inf = 0) */
+__device__ __forceinline__ float ex2Fast(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 
-// ---- 32 query rows per warp ----------------------------------------------------------------------------
-// The same tiles (128 queries × 64 keys, two cp.async stages of K and V) with 4 warps of 32 rows (two m16
-// tiles) instead of 8 warps of 16: every K and V fragment read from shared memory feeds two mma, which halves
-// the shared-memory traffic per product (the 16-row kernel spends more cycles on ldmatrix than on mma). Q
-// is kept in shared memory as bf16 and read by ldmatrix per k-step (in registers it would not fit beside
-// the 32 × Dh accumulator); at ≤ 255 registers two blocks run per SM, so one block's barrier and copy wait
-// are covered by the other's math. FlashAttention-2's forward has this shape.
-constexpr int kWarps2 = 4, kRowsW2 = 32, kRows2 = kWarps2 * kRowsW2;
-static_assert(kRows2 == kRows, "both forward kernels take 128-query tiles");
-
 template <int DH>
-struct TcLayout2 {
+struct TcLayout {
   static constexpr int LDK = DH + 8;
   static constexpr int tile = kTile * LDK;
-  static constexpr int qtile = kRows2 * LDK;
+  static constexpr int qtile = kRows * LDK;
   static constexpr size_t bytes = ((size_t)4 * tile + qtile) * sizeof(__nv_bfloat16);  // 2 stages × (K, V) + Q
 };
 
 template <int DH>
-__global__ void __launch_bounds__(kWarps2 * 32, 2)
-k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
+__global__ void __launch_bounds__(kWarps * 32, 2)
+k_flash_fwd_tc(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
                 const __nv_bfloat16* __restrict__ vb, const int* __restrict__ seg, int T, int Hq, int Hkv, float scale) {
-  using L = TcLayout2<DH>;
+  using L = TcLayout<DH>;
   constexpr int LDK = L::LDK, NKT = kTile / 8, NDT = DH / 8, KQ = DH / 16, C8 = DH / 8;
   extern __shared__ float4 smem4[];
-  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);  // [2][kTile][LDK], then Vs the same, then Qs [kRows2][LDK]
+  __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem4);  // [2][kTile][LDK], then Vs the same, then Qs [kRows][LDK]
   __nv_bfloat16* Vs = Ks + 2 * L::tile;
   __nv_bfloat16* Qs = Vs + 2 * L::tile;
-  __shared__ int qSeg[kRows2], kSeg[2][kTile];
+  __shared__ int qSeg[kRows], kSeg[2][kTile];
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, quad = lane & 3;
-  const int nTilesQ = (T + kRows2 - 1) / kRows2;
-  const int q0 = (nTilesQ - 1 - (int)blockIdx.x / Hq) * kRows2;  // longest query tiles of every head first
+  const int nTilesQ = (T + kRows - 1) / kRows;
+  const int q0 = (nTilesQ - 1 - (int)blockIdx.x / Hq) * kRows;  // longest query tiles of every head first
   const int h = (int)blockIdx.x % Hq, b = blockIdx.z, g = h / (Hq / Hkv);
-  const int nq = min(kRows2, T - q0);
+  const int nq = min(kRows, T - q0);
   const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * DH, kStride = (int64_t)Hkv * DH;
-  const int wr0 = warp * kRowsW2;              // the warp's first row in the tile
-  const int warpFirst = q0 + wr0, warpLast = warpFirst + kRowsW2 - 1;
+  const int wr0 = warp * kRowsW;              // the warp's first row in the tile
+  const int warpFirst = q0 + wr0, warpLast = warpFirst + kRowsW - 1;
 
   auto issue = [&](int it) {
     const int st = it & 1, k0 = it * kTile, nk = min(kTile, T - k0);
@@ -303,7 +114,7 @@ k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* _
   cpAsyncCommit();
 
   // Q rounded to bf16 into shared memory (rows past T are zeros); the loop's first barrier publishes it
-  for (int e = threadIdx.x; e < kRows2 * C8; e += blockDim.x) {
+  for (int e = threadIdx.x; e < kRows * C8; e += blockDim.x) {
     const int r = e / C8, c = (e % C8) * 8;
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
     if (r < nq) {
@@ -313,7 +124,7 @@ k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* _
     }
     *reinterpret_cast<uint4*>(Qs + r * LDK + c) = v;
   }
-  if (seg && threadIdx.x < kRows2) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
+  if (seg && threadIdx.x < kRows) qSeg[threadIdx.x] = threadIdx.x < nq ? seg[row0 + q0 + threadIdx.x] : 0;
 
   float o[2][NDT][4];
 #pragma unroll
@@ -335,7 +146,7 @@ k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* _
     const int* ks = kSeg[st];
     bool work = k0 <= warpLast;
     if (seg) {
-      const bool anyVisible = tileAnyVisible(kRows2, kTile, q0, k0, T, qSeg, ks);
+      const bool anyVisible = tileAnyVisible(kRows, kTile, q0, k0, T, qSeg, ks);
       work = work && anyVisible;
     }
     if (work) {
@@ -365,7 +176,9 @@ k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* _
         }
       }
 
-      // mask (only tiles that reach past the warp's first query, or with segments / rows past T) + online softmax
+      // mask (only tiles that reach past the warp's first query, or with segments / rows past T) + online softmax.
+      // The scores stay unscaled: max over the raw scores (scale > 0 keeps the order), then each p is one FFMA
+      // (s·scale2 − max) and one ex2 — the scale folded into the exponent's argument, as FlashAttention does
       const bool full = !seg && k0 + kTile - 1 <= warpFirst && warpLast < T;
 #pragma unroll
       for (int mi = 0; mi < 2; mi++) {
@@ -374,10 +187,6 @@ k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* _
         if (full) {
 #pragma unroll
           for (int j = 0; j < NKT; j++) {
-            sc[mi][j][0] *= scale2;
-            sc[mi][j][1] *= scale2;
-            sc[mi][j][2] *= scale2;
-            sc[mi][j][3] *= scale2;
             mx0 = fmaxf(mx0, fmaxf(sc[mi][j][0], sc[mi][j][1]));
             mx1 = fmaxf(mx1, fmaxf(sc[mi][j][2], sc[mi][j][3]));
           }
@@ -388,7 +197,7 @@ k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* _
             for (int e = 0; e < 4; e++) {
               const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? ra : rb, t = q0 + rr;
               const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
-              sc[mi][j][e] = vis ? sc[mi][j][e] * scale2 : -CUDART_INF_F;
+              sc[mi][j][e] = vis ? sc[mi][j][e] : -CUDART_INF_F;
               if (e < 2) mx0 = fmaxf(mx0, sc[mi][j][e]);
               else mx1 = fmaxf(mx1, sc[mi][j][e]);
             }
@@ -398,16 +207,16 @@ k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* _
           mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
           mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
         }
-        const float n0 = fmaxf(m[mi][0], mx0), n1 = fmaxf(m[mi][1], mx1);
+        const float n0 = fmaxf(m[mi][0], mx0 * scale2), n1 = fmaxf(m[mi][1], mx1 * scale2);
         const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
-        const float c0 = exp2f(m[mi][0] - b0), c1 = exp2f(m[mi][1] - b1);
+        const float c0 = ex2Fast(m[mi][0] - b0), c1 = ex2Fast(m[mi][1] - b1);
         float s0 = 0.f, s1 = 0.f;
 #pragma unroll
         for (int j = 0; j < NKT; j++) {
-          sc[mi][j][0] = exp2f(sc[mi][j][0] - b0);
-          sc[mi][j][1] = exp2f(sc[mi][j][1] - b0);
-          sc[mi][j][2] = exp2f(sc[mi][j][2] - b1);
-          sc[mi][j][3] = exp2f(sc[mi][j][3] - b1);
+          sc[mi][j][0] = ex2Fast(fmaf(sc[mi][j][0], scale2, -b0));
+          sc[mi][j][1] = ex2Fast(fmaf(sc[mi][j][1], scale2, -b0));
+          sc[mi][j][2] = ex2Fast(fmaf(sc[mi][j][2], scale2, -b1));
+          sc[mi][j][3] = ex2Fast(fmaf(sc[mi][j][3], scale2, -b1));
           s0 += sc[mi][j][0] + sc[mi][j][1];
           s1 += sc[mi][j][2] + sc[mi][j][3];
         }
@@ -465,32 +274,15 @@ k_flash_fwd_tc2(float* __restrict__ out, float* __restrict__ lse, const float* _
     }
 }
 
-/** M1_ATTN_FWD=16 selects the 16-rows-per-warp forward (A/B); default the 32-rows one */
-inline bool fwdRows16() {
-  static const int v = [] {
-    const char* e = getenv("M1_ATTN_FWD");
-    return e && atoi(e) == 16 ? 1 : 0;
-  }();
-  return v != 0;
-}
-
 template <int DH>
 cudaError_t launchFwdTc(float* out, float* lse, const float* q, const __nv_bfloat16* kb, const __nv_bfloat16* vb, const int* seg,
                         int B, int T, int Hq, int Hkv, float scale, cudaStream_t s) {
-  dim3 grid((unsigned)((T + kRows - 1) / kRows * Hq), 1u, (unsigned)B);  // blockIdx.x = tile rank · Hq + head
-  if (fwdRows16()) {
-    static bool ready = false;
-    const size_t smem = TcLayout<DH>::bytes;
-    cudaError_t e = m1AllowSmem(k_flash_fwd_tc<DH>, smem, ready);
-    if (e != cudaSuccess) return e;
-    k_flash_fwd_tc<DH><<<grid, kWarps * 32, smem, s>>>(out, lse, q, kb, vb, seg, T, Hq, Hkv, scale);
-    return cudaGetLastError();
-  }
-  static bool ready2 = false;
-  const size_t smem = TcLayout2<DH>::bytes;
-  cudaError_t e = m1AllowSmem(k_flash_fwd_tc2<DH>, smem, ready2);
+  static bool ready = false;
+  const size_t smem = TcLayout<DH>::bytes;
+  cudaError_t e = m1AllowSmem(k_flash_fwd_tc<DH>, smem, ready);
   if (e != cudaSuccess) return e;
-  k_flash_fwd_tc2<DH><<<grid, kWarps2 * 32, smem, s>>>(out, lse, q, kb, vb, seg, T, Hq, Hkv, scale);
+  dim3 grid((unsigned)((T + kRows - 1) / kRows * Hq), 1u, (unsigned)B);  // blockIdx.x = tile rank · Hq + head
+  k_flash_fwd_tc<DH><<<grid, kWarps * 32, smem, s>>>(out, lse, q, kb, vb, seg, T, Hq, Hkv, scale);
   return cudaGetLastError();
 }
 
@@ -677,7 +469,7 @@ k_flash_bwd_dkdv_tc(float* __restrict__ dq, float* __restrict__ dk, float* __res
         for (int e = 0; e < 4; e++) {
           const int qi = 8 * j + 2 * quad + (e & 1), kc = e < 2 ? c0 : c1, t = q0 + qi;
           const bool vis = k0 + kc <= t && t < T && (!seg || kSeg[kc] == qs[qi]);
-          const float p = vis ? exp2f(fmaf(s[j][e], scale2, -ql[qi])) : 0.f;
+          const float p = vis ? ex2Fast(fmaf(s[j][e], scale2, -ql[qi])) : 0.f;
           s[j][e] = p;
           dp[j][e] = p * (dp[j][e] - qd[qi]);
         }
