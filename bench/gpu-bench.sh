@@ -340,6 +340,21 @@ dev9c)
     --matmul-precision medium --head-keep-logits --head-vocab-chunk 131072 --name train-all-ninth > "$OUT/train-all.txt" 2>&1
   echo "train all rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/train-all.txt" | head -9; el "train all done"
   ;;
+dev9d)
+  # ninth session: build, CUDA tests, the training step (bench defaults: head logits kept, whole vocabulary, every
+  # matmul shape timed) with auto recompute and with none, a profiled step, prefill
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  for rc in auto off; do
+    timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --recompute $rc \
+      --name train-rc$rc-ninth > "$OUT/train-rc$rc.txt" 2>&1
+    echo "train recompute $rc rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error|memory" "$OUT/train-rc$rc.txt" | head -12; el "train $rc done"
+  done
+  timeout 90 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-ninth > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 40 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-ninth > "$OUT/prefill-medium.txt" 2>&1
+  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -12; el "prefill done"
+  ;;
 train8)
   # eighth session: build, CUDA tests, the training step and a profiled step
   quick_build

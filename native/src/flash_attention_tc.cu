@@ -27,7 +27,6 @@
 #include <math_constants.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "async_copy.cuh"
 #include "mma.cuh"
