@@ -85,12 +85,15 @@ interface Estimate {
 }
 
 /**
- * f32 values per token that one layer's forward allocates (activations are f32 on every backend):
- * without a per-layer tidy all of them stay live until the step's tidy ends.
+ * f32 values per token that one layer's forward allocates: without a per-layer tidy all of them stay live
+ * until the step's tidy ends. Activations are f32, except — on the cuda backend, whose products round their
+ * activation to bf16 (matmulInputDType) — the two norms' outputs and SwiGLU's, which it emits as bf16
+ * (counted as half an f32 each).
  */
 function layerForwardPerToken(model: CausalLM, i: number): number {
   const l = model.cfg.llama, D = l.hiddenSize, I = l.intermediateSize;
-  const common = 5 * D + 3 * I; // n1, h, n2, out, mlp y + gate, up, swiglu
+  const half = o.backend === 'cuda' ? 0.5 : 1; // bf16 matmul inputs
+  const common = 3 * D + half * (2 * D + I) + 2 * I; // h, out, mlp y; n1, n2, swiglu; gate, up
   if (model.kinds[i] === 'attention') {
     const q = l.numHeads * l.headDim, kv = l.numKvHeads * l.headDim;
     const split = model.cfg.arch === 'm1' ? q + 2 * kv : 0; // the hybrid's fused in_proj is split (copies)
@@ -115,11 +118,11 @@ function estimate(student: CausalLM, teacher: CausalLM, tokens: number, headRows
   const forwardAll = perLayer.reduce((a, b) => a + b, 0);
   const maxLayer = Math.max(...perLayer);
   const stream = 4 * tokens * D;
-  // head, one call: its dHidden, the gathered rows, and per vocabulary chunk (8192) of both passes the
-  // gathered weight rows [Vc, D] (student, teacher), logits [R, Vc] (student, teacher, dz) and dW rows
-  // (logits kept, the default: plus the call's logits of both models, [R, V] each, held from pass 1 to pass 2)
-  const Vc = Math.min(o.headVocabChunk, V), chunks = Math.ceil(V / Vc), R = Math.min(headRows, tokens);
-  const head = stream + 4 * R * (D + Dt) + chunks * 4 * (2 * Vc * D + 2 * Vc * Dt + Vc * D + 5 * R * Vc) + (o.headKeepLogits ? 2 * 4 * R * V : 0);
+  // head, one call: its dHidden [tokens, D], the gathered rows [R, D + Dt], one vocabulary chunk's logits of both
+  // models and dz [R, Vc] (f32) with the bf16 rounding of dz that its products read, and — logits kept, the
+  // default — the call's logits of both models [R, V] from pass 1 to pass 2 (the weight chunks are views)
+  const Vc = Math.min(o.headVocabChunk, V), R = Math.min(headRows, tokens);
+  const head = stream + 4 * R * (D + Dt) + 4 * 3 * R * Vc + 2 * R * Vc + (o.headKeepLogits ? 2 * 4 * R * V : 0);
   const lines: [string, number][] = [
     ['student weights (bf16; f32 where kept)', weights],
     ['teacher weights (bf16)', teacherWeights],
