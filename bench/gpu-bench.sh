@@ -355,6 +355,25 @@ dev9d)
   timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-ninth > "$OUT/prefill-medium.txt" 2>&1
   echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -12; el "prefill done"
   ;;
+dev9e)
+  # ninth session: build, the scan CUDA tests under both decay exponentials, the scan alone with expf and with
+  # ex2.approx (M1_SCAN_EXP=2) in the backward, alternating twice, then the training step with each
+  quick_build
+  for x in 1 2; do
+    M1_SCAN_EXP=$x timeout 120 node node_modules/vitest/vitest.mjs run test/cuda/ops.test.ts test/cuda/backward.test.ts test/cuda/model.test.ts test/cuda/train.test.ts > "$OUT/cuda-tests-exp$x.txt" 2>&1
+    echo "cuda tests M1_SCAN_EXP=$x rc=$?"; sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests-exp$x.txt" | grep -E "Tests |FAIL|AssertionError" | head -5
+  done
+  for r in 1 2; do for x in 1 2; do
+    M1_SCAN_EXP=$x timeout 60 node dist/bench/scan.js --backend cuda --name scan-exp$x-ninth > "$OUT/scan-exp$x-$r.txt" 2>&1
+    echo "scan M1_SCAN_EXP=$x run $r rc=$?"; grep -E "^ *selective" "$OUT/scan-exp$x-$r.txt"
+  done; done
+  el "scan done"
+  for x in 1 2; do
+    M1_SCAN_EXP=$x timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium \
+      --name train-exp$x-ninth > "$OUT/train-exp$x.txt" 2>&1
+    echo "train M1_SCAN_EXP=$x rc=$?"; grep -E "^ *m1-3b|^ *student backward|Error|error" "$OUT/train-exp$x.txt" | head -4; el "train $x done"
+  done
+  ;;
 train8)
   # eighth session: build, CUDA tests, the training step and a profiled step
   quick_build
