@@ -16,7 +16,6 @@
 #include "runtime.h"
 #include "warp.cuh"
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <cuda_bf16.h>
@@ -39,21 +38,6 @@ __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-
 __device__ __forceinline__ float siluGradf(float x) {
   float s = 1.f / (1.f + expf(-x));
   return s * (1.f + x * (1.f - s));
-}
-/**
- * exp(x) for a scan backward's decays exp(Δ·A): expf, or with FX one ex2.approx of x·log2 e (two instructions
- * where expf takes about seven; relative error ~1e-6 at |x| ≤ 20, results below 2^-126 flushed to 0).
- * M1_SCAN_EXP=2 selects FX (A/B).
- */
-template <bool FX>
-__device__ __forceinline__ float scanDecay(float x) {
-  if constexpr (FX) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.4426950408889634f));
-    return y;
-  } else {
-    return expf(x);
-  }
 }
 /** softplus with mamba's threshold: x above 20 */
 __device__ __forceinline__ float softplusf(float x) { return x > 20.f ? x : log1pf(expf(x)); }
@@ -1438,7 +1422,7 @@ constexpr int kLanesChunk = 16, kLanesSpt = 2;
  * block's warps) to one store per (step, group, state) when the block is the whole group (`whole`), else
  * one atomic. dA, dD, dDb: one atomic per lane / channel per chunk, into zeroed outputs.
  */
-template <int N, int SPT, int KL, bool FX>
+template <int N, int SPT, int KL>
 __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, float* ddelta, float* dA, float* dBm, float* dCm,
     float* dD, float* dz, float* dDb, const float* hin, const float* adjIn, const float* dy, const float* x, const float* delta,
     const float* A, const float* Bm, const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int T,
@@ -1503,7 +1487,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
       loadRun<SPT>(bp + j * GN, bn);
 #pragma unroll
       for (int e = 0; e < SPT; e++) {
-        h[e] = scanDecay<FX>(dt * a[e]) * (reset ? 0.f : h[e]) + dtx * bn[e];
+        h[e] = expf(dt * a[e]) * (reset ? 0.f : h[e]) + dtx * bn[e];
         hs[j][e] = h[e];
       }
     }
@@ -1525,7 +1509,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
 #pragma unroll
       for (int e = 0; e < SPT; e++) {
         const float hn = hs[j][e], prev = reset ? 0.f : (j > 0 ? hs[j - 1][e] : h0[e]);
-        const float gh = adj[e] + dr * cn[e], decay = scanDecay<FX>(dt * a[e]);
+        const float gh = adj[e] + dr * cn[e], decay = expf(dt * a[e]);
         pdt += gh * (a[e] * decay * prev + bn[e] * xs);
         pdx += gh * dt * bn[e];
         prr += cn[e] * hn;
@@ -1603,7 +1587,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
  * at its right end — the chunk's own term of the reverse recurrence adj ← exp(dt·A)·(adj + dr·C), with
  * dr = dy·SiLU(z) (the gate does not depend on the state). Written to adjS [B, K, Di, N].
  */
-template <int NMAX, bool FX>
+template <int NMAX>
 __global__ void k_selective_scan_bwd_adj(float* adjS, const float* dy, const float* delta, const float* A, const float* Cm,
                                          const float* z, const float* db, const int* segStart, int B, int T, int Di, int N, int G,
                                          int K, int L) {
@@ -1626,7 +1610,7 @@ __global__ void k_selective_scan_bwd_adj(float* adjS, const float* dy, const flo
     const float* cp = Cm + (r * G + g) * N;
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
-      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * scanDecay<FX>(dt * a[n]);
+      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * expf(dt * a[n]);
   }
 #pragma unroll
   for (int n = 0; n < NMAX; n++)
@@ -2632,10 +2616,6 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
                                   int Di, int N, int G, cudaStream_t s) {
   const int per = Di / G, cpb = scanBwdLanesChannels(T, Di, N, G);
   const ScanChunks ch = bwdChunks(T, cpb > 0 ? kLanesChunk : kScanChunk);
-  static const bool fx = [] {
-    const char* e = std::getenv("M1_SCAN_EXP");
-    return e && std::atoi(e) == 2;
-  }();
   int64_t n = (int64_t)B * ch.K * Di;
   const bool whole = cpb > 0 && cpb == per;  // each block is one whole group: dB / dC stored, not summed
   // outputs reduced with atomics start from zero
@@ -2656,10 +2636,8 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
     DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
                                                                         nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L)));
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);
-    if (fx) DISPATCH_N(N, (k_selective_scan_bwd_adj<NM, true><<<gridFor(n, 128), 128, 0, s>>>(adjIn, dy, delta, A, Cm, z, db, segStart,
-                                                                                              B, T, Di, N, G, ch.K, ch.L)));
-    else DISPATCH_N(N, (k_selective_scan_bwd_adj<NM, false><<<gridFor(n, 128), 128, 0, s>>>(adjIn, dy, delta, A, Cm, z, db, segStart,
-                                                                                             B, T, Di, N, G, ch.K, ch.L)));
+    DISPATCH_N(N, (k_selective_scan_bwd_adj<NM><<<gridFor(n, 128), 128, 0, s>>>(adjIn, dy, delta, A, Cm, z, db, segStart, B, T, Di,
+                                                                                N, G, ch.K, ch.L)));
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(adjIn, chunkDt, A, B, ch.K, Di, N, 1);
   }
   if (cpb > 0) {
@@ -2669,10 +2647,9 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
     const size_t smem = 2 * (size_t)kLanesChunk * (threads / 32) * N * sizeof(float);
     const int64_t blocks = (int64_t)B * ch.K * (Di / cpb);
     if (blocks > INT32_MAX) return cudaErrorInvalidValue;
-#define SCAN_BWD_LANES_FX(NN, SPT, FX)                                                                                      \
-  k_selective_scan_bwd_lanes<NN, SPT, kLanesChunk, FX><<<(unsigned)blocks, threads, smem, s>>>(                              \
+#define SCAN_BWD_LANES(NN, SPT)                                                                                             \
+  k_selective_scan_bwd_lanes<NN, SPT, kLanesChunk><<<(unsigned)blocks, threads, smem, s>>>(                                  \
       dx, ddelta, dA, dBm, dCm, dD, dz, dDb, hin, adjIn, dy, x, delta, A, Bm, Cm, D, z, db, segStart, T, Di, G, ch.K, whole ? 1 : 0)
-#define SCAN_BWD_LANES(NN, SPT) do { if (fx) SCAN_BWD_LANES_FX(NN, SPT, true); else SCAN_BWD_LANES_FX(NN, SPT, false); } while (0)
 #define SCAN_BWD_LANES_N(NN) do { if (runs) SCAN_BWD_LANES(NN, kLanesSpt); else SCAN_BWD_LANES(NN, 1); } while (0)
     if (N == 4) SCAN_BWD_LANES_N(4);
     else if (N == 8) SCAN_BWD_LANES_N(8);
@@ -2680,7 +2657,6 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
     else SCAN_BWD_LANES_N(32);
 #undef SCAN_BWD_LANES_N
 #undef SCAN_BWD_LANES
-#undef SCAN_BWD_LANES_FX
     return lastError();
   }
   // dB / dC sums over the channels of a group: runs of `width` lanes share one (row, group) when every warp
