@@ -374,6 +374,28 @@ dev9e)
     echo "train M1_SCAN_EXP=$x rc=$?"; grep -E "^ *m1-3b|^ *student backward|Error|error" "$OUT/train-exp$x.txt" | head -4; el "train $x done"
   done
   ;;
+dev9f)
+  # ninth session: build, CUDA tests, the scan alone twice, its kernels' times under Nsight Compute (warm L2),
+  # the training step
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  for r in 1 2; do timeout 60 node dist/bench/scan.js --backend cuda --name scan-ninth > "$OUT/scan-$r.txt" 2>&1; echo "scan run $r rc=$?"; grep -E "^ *selective" "$OUT/scan-$r.txt"; done
+  timeout 120 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --print-units base \
+    node dist/bench/scan.js --backend cuda --repeats 1 > /tmp/ncu-scan.csv 2> /tmp/ncu-scan.err; echo "ncu scan rc=$?"
+  gzip -c /tmp/ncu-scan.csv > "$OUT/ncu-scan-ninth.csv.gz"
+  python3 - <<'PY'
+import csv, collections
+rows = [r for r in csv.reader(open('/tmp/ncu-scan.csv')) if len(r) > 10]
+h = rows[0]; ki = h.index('Kernel Name'); vi = h.index('Metric Value')
+acc = collections.OrderedDict()
+for r in rows[1:]:
+    k = r[ki].split('(')[0][:70]; acc.setdefault(k, []).append(float(r[vi]) / 1e3)
+for k, v in acc.items(): print(f"{k:72s} n={len(v):3d} median {sorted(v)[len(v)//2]:9.1f} us")
+PY
+  el "scan done"
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-ninth > "$OUT/train.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error" "$OUT/train.txt" | head -8; el "train done"
+  ;;
 train8)
   # eighth session: build, CUDA tests, the training step and a profiled step
   quick_build
