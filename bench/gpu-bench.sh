@@ -10,6 +10,8 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
+#   bash bench/gpu-bench.sh dev9 | dev9b … dev9f | final9   # ninth session: the 32-row attention forward, the head's kept
+#                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (final9)
 #   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8 | tune8   # eighth session: decode kernel
 #                                   # tables (ncu), a round with the matmul-timing A/B, Nsight Compute on one decode kernel
 #                                   # (NCU_K, NCU_POINT), training, the record (final8, then final2 with PEER=0), our Llama
@@ -389,7 +391,7 @@ rows = [r for r in csv.reader(open('/tmp/ncu-scan.csv')) if len(r) > 10]
 h = rows[0]; ki = h.index('Kernel Name'); vi = h.index('Metric Value')
 acc = collections.OrderedDict()
 for r in rows[1:]:
-    k = r[ki].split('(')[0][:70]; acc.setdefault(k, []).append(float(r[vi]) / 1e3)
+    k = r[ki].split('(')[0][:70]; acc.setdefault(k, []).append(float(r[vi].replace(',', '')) / 1e3)
 for k, v in acc.items(): print(f"{k:72s} n={len(v):3d} median {sorted(v)[len(v)//2]:9.1f} us")
 PY
   el "scan done"
@@ -458,6 +460,26 @@ final1)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt | grep -v '^cuda-tests') \
     -C "$PWD" $(ls bench/results/{scan,train-medium,train-profile,prefill-highest,prefill-medium,decode-sampled}-cuda-2*.json 2>/dev/null)
   (cd "$OUT" && rm -f $(ls *.txt | grep -v -E '^(cuda-tests|train-medium)\.txt$'))
+  ;;
+final9)
+  # the ninth session's record, one call: build, all CUDA tests, the scan alone, the training step (phases, then a
+  # profiled step), prefill (medium), the decode sweep (m1 + llama, graphs, with Llama's waves where its cache does
+  # not fit), the engine at 3B; results JSON copied to $OUT
+  quick_build
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-ninth > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *selective" "$OUT/scan.txt"
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-ninth > "$OUT/train-medium.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec" "$OUT/train-medium.txt"; el "train done"
+  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-ninth > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-ninth > "$OUT/prefill-medium.txt" 2>&1
+  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
+  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep-ninth \
+    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
+  echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
+  [ "${ENGINE:-1}" = 1 ] && engine3b
+  cp bench/results/*ninth*.json "$OUT/" 2>/dev/null; cp bench/results/generate-*.json "$OUT/" 2>/dev/null
+  el "all done"
   ;;
 final7)
   # the seventh session's record: final1 (build, CUDA tests, scan, training + profile, prefill, sampled decode), then the
