@@ -35,6 +35,11 @@ async function main() {
   const dy = t([B, T, Di], 1);
   const fwd = timeIt(() => { be.tidy(() => be.selectiveScan(args)); sync(be); }, { warmup: 1, repeats: o.repeats });
   const bwd = timeIt(() => { be.tidy(() => be.selectiveScanBackward(dy, args)); sync(be); }, { warmup: 1, repeats: o.repeats });
+  // as training runs them (Mamba1Mixer): the forward saves the backend's checkpoints, the backward reads them
+  const ckShape = be.selectiveScanCheckpointShape?.(B, T, Di, N, G) ?? null;
+  const ck = ckShape ? { ...args, checkpoints: be.zeros(ckShape) } : null;
+  const fwdCk = ck ? timeIt(() => { be.tidy(() => be.selectiveScan(ck)); sync(be); }, { warmup: 1, repeats: o.repeats }) : null;
+  const bwdCk = ck ? timeIt(() => { be.tidy(() => be.selectiveScanBackward(dy, ck)); sync(be); }, { warmup: 1, repeats: o.repeats }) : null;
   // minimum traffic (f32): forward reads x, Δ, z, B, C and writes y; backward also reads dy and writes dx, dΔ, dz, dB, dC
   const act = 4 * B * T * Di, bc = 4 * B * T * G * N;
   const fwdBytes = 4 * act + 2 * bc, bwdBytes = 4 * act + 2 * bc + 3 * act + 2 * bc;
@@ -42,9 +47,14 @@ async function main() {
     ['selectiveScan', (fwd * 1000).toFixed(3), (fwdBytes / 1e9).toFixed(2), (fwdBytes / fwd / 1e9).toFixed(0)],
     ['selectiveScanBackward', (bwd * 1000).toFixed(3), (bwdBytes / 1e9).toFixed(2), (bwdBytes / bwd / 1e9).toFixed(0)],
   ];
+  if (fwdCk !== null && bwdCk !== null) {
+    rows.push(['selectiveScan, writing checkpoints', (fwdCk * 1000).toFixed(3), (fwdBytes / 1e9).toFixed(2), (fwdBytes / fwdCk / 1e9).toFixed(0)]);
+    rows.push(['selectiveScanBackward, from checkpoints', (bwdCk * 1000).toFixed(3), (bwdBytes / 1e9).toFixed(2), (bwdBytes / bwdCk / 1e9).toFixed(0)]);
+  }
   console.log(`selective scan (${o.backend}), B ${B}, T ${T}, Di ${Di}, N ${N}, G ${G}; median of ${o.repeats}`);
   console.log(table(['op', 'ms', 'min GB', 'GB/s on min bytes'], rows));
-  const path = writeResult(`${o.name}-${o.backend}`, { options: o, forwardMs: fwd * 1000, backwardMs: bwd * 1000, forwardMinBytes: fwdBytes, backwardMinBytes: bwdBytes });
+  const path = writeResult(`${o.name}-${o.backend}`, { options: o, forwardMs: fwd * 1000, backwardMs: bwd * 1000, forwardMinBytes: fwdBytes, backwardMinBytes: bwdBytes,
+    ...(fwdCk !== null && bwdCk !== null ? { checkpointShape: ckShape, forwardWithCheckpointsMs: fwdCk * 1000, backwardFromCheckpointsMs: bwdCk * 1000 } : {}) });
   console.log(`\nwrote ${path}`);
 }
 

@@ -102,7 +102,9 @@ function layerForwardPerToken(model: CausalLM, i: number): number {
   if (model.kinds[i] === 'mamba1') {
     const m = model.cfg.mamba!.mamba1;
     const proj = 2 * m.dInner + 2 * m.dXb + m.dtRank;
-    return common + 2 * proj + 6 * m.dInner + D; // proj + split; x, B repeated, dt, delta, xConv, y; out_proj
+    // cuda: plus the scan's checkpoints for its backward, the state every 16 steps (selectiveScanCheckpointShape)
+    const ckpt = o.backend === 'cuda' ? (m.dInner * m.dState) / 16 : 0;
+    return common + 2 * proj + 6 * m.dInner + D + ckpt; // proj + split; x, B repeated, dt, delta, xConv, y; out_proj
   }
   throw new Error(`memory estimate: layer kind ${model.kinds[i]} is not modelled (the issue's student is Mamba-1)`);
 }

@@ -304,8 +304,8 @@ std::unordered_map<std::string, OpFn>& ops() {
   });
   def("selective_scan", [S](const Args& a) {
     check(m1_selective_scan(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
-                            a.p<float>(7), a.p<float>(8), a.p<int>(9), a.p<float>(10), a.p<int>(11), a.p<float>(12), a.i32(13),
-                            a.i32(14), a.i32(15), a.i32(16), a.i32(17), S()),
+                            a.p<float>(7), a.p<float>(8), a.p<int>(9), a.p<float>(10), a.p<int>(11), a.p<float>(12), a.p<float>(13),
+                            a.i32(14), a.i32(15), a.i32(16), a.i32(17), a.i32(18), S()),
           a.op);
     return 0.0;
   });
@@ -330,6 +330,9 @@ std::unordered_map<std::string, OpFn>& ops() {
   def("selective_scan_scratch_floats", [](const Args& a) {
     return (double)m1_selective_scan_scratch_floats(a.i32(0), a.i32(1), a.i32(2), a.i32(3));
   });
+  def("selective_scan_checkpoint_floats", [](const Args& a) {
+    return (double)m1_selective_scan_checkpoint_floats(a.i32(0), a.i32(1), a.i32(2), a.i32(3), a.i32(4));
+  });
   def("selective_scan_bwd_scratch_floats", [](const Args& a) {
     return (double)m1_selective_scan_bwd_scratch_floats(a.i32(0), a.i32(1), a.i32(2), a.i32(3), a.i32(4));
   });
@@ -338,7 +341,7 @@ std::unordered_map<std::string, OpFn>& ops() {
     check(m1_selective_scan_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5),
                                 a.p<float>(6), a.p<float>(7), a.p<float>(8), a.p<float>(9), a.p<float>(10), a.p<float>(11),
                                 a.p<float>(12), a.p<float>(13), a.p<float>(14), a.p<float>(15), a.p<float>(16), a.p<float>(17),
-                                a.p<int>(18), a.i32(19), a.i32(20), a.i32(21), a.i32(22), a.i32(23), S()),
+                                a.p<int>(18), a.p<float>(19), a.i32(20), a.i32(21), a.i32(22), a.i32(23), a.i32(24), S()),
           a.op);
     return 0.0;
   });

@@ -972,7 +972,7 @@ template <int NMAX>
 __global__ void k_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
                                  const float* D, const float* z, const float* db, const int* segStart, float* st,
                                  const int* slots, const float* hin, float* chunkS, float* chunkDt, int B, int T, int Di, int N,
-                                 int G, int K, int L) {
+                                 int G, int K, int L, float* ckpt, int ckL, int ckK) {
   const ScanLane ln = scanLane(B, T, Di, G, K, L);
   if (!ln.ok) return;
   const int64_t tid = ln.tid;
@@ -986,6 +986,13 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
   float bias = db ? db[c] : 0.f, Dc = D ? D[c] : 0.f;
   float dtSum = 0.f;
   bool cut = false;
+  // checkpoints for the backward (final pass only): the state entering each of its chunks of ckL steps, i.e.
+  // after step k·ckL − 1, at [b, k, c, :] (chunk 0: zeros, written by the thread that starts the row)
+  if (ckpt && t0 == 0) {
+#pragma unroll
+    for (int n = 0; n < NMAX; n++)
+      if (n < N) ckpt[(((int64_t)b * ckK) * Di + c) * N + n] = 0.f;
+  }
   for (int t = t0; t < t1; t++) {
     int64_t r = (int64_t)b * T + t;
     if (resetAt(segStart, r, t)) {
@@ -1014,6 +1021,12 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
     }
     acc += Dc * xv;
     y[i] = z ? acc * siluf(z[i]) : acc;
+    if (ckpt && (t + 1) % ckL == 0 && t + 1 < T) {
+      float* cko = ckpt + (((int64_t)b * ckK + (t + 1) / ckL) * Di + c) * N;
+#pragma unroll
+      for (int n = 0; n < NMAX; n++)
+        if (n < N) cko[n] = h[n];
+    }
   }
   if (chunkS) {
 #pragma unroll
@@ -1588,9 +1601,9 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
  * dr = dy·SiLU(z) (the gate does not depend on the state). Written to adjS [B, K, Di, N].
  */
 template <int NMAX>
-__global__ void k_selective_scan_bwd_adj(float* adjS, const float* dy, const float* delta, const float* A, const float* Cm,
-                                         const float* z, const float* db, const int* segStart, int B, int T, int Di, int N, int G,
-                                         int K, int L) {
+__global__ void k_selective_scan_bwd_adj(float* adjS, float* chunkDt, const float* dy, const float* delta, const float* A,
+                                         const float* Cm, const float* z, const float* db, const int* segStart, int B, int T, int Di,
+                                         int N, int G, int K, int L) {
   const ScanLane ln = scanLane(B, T, Di, G, K, L);
   if (!ln.ok) return;
   const int64_t tid = ln.tid;
@@ -1601,12 +1614,15 @@ __global__ void k_selective_scan_bwd_adj(float* adjS, const float* dy, const flo
     a[n] = n < N ? A[(int64_t)c * N + n] : 0.f;
     adj[n] = 0.f;
   }
-  float bias = db ? db[c] : 0.f;
+  float bias = db ? db[c] : 0.f, dtSum = 0.f;
+  bool cut = false;
   for (int t = t1 - 1; t >= t0; t--) {
     int64_t r = (int64_t)b * T + t;
     bool reset = resetAt(segStart, r, t);
+    cut |= reset;
     int64_t i = r * Di + c;
     float dt = softplusf(delta[i] + bias), dr = z ? dy[i] * siluf(z[i]) : dy[i];
+    dtSum += dt;
     const float* cp = Cm + (r * G + g) * N;
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
@@ -1615,6 +1631,8 @@ __global__ void k_selective_scan_bwd_adj(float* adjS, const float* dy, const flo
 #pragma unroll
   for (int n = 0; n < NMAX; n++)
     if (n < N) adjS[tid * N + n] = adj[n];
+  // with forward checkpoints the chunk pass does not run: its chunk sums (−1: a segment starts inside) come from here
+  if (chunkDt) chunkDt[tid] = cut ? -1.f : dtSum;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -2522,22 +2540,35 @@ int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N) {
   ScanChunks ch = scanChunks(B, T, Di);
   return ch.K > 1 ? (int64_t)B * ch.K * Di * (N + 1) : 0;
 }
+namespace {
+/** the backward's chunks (bwdChunks with the kernel m1_selective_scan_bwd will pick) */
+ScanChunks scanBwdChunks(int T, int Di, int N, int G) {
+  return bwdChunks(T, scanBwdLanesChannels(T, Di, N, G) > 0 ? kLanesChunk : kScanChunk);
+}
+}  // namespace
+int64_t m1_selective_scan_checkpoint_floats(int B, int T, int Di, int N, int G) {
+  const ScanChunks ch = scanBwdChunks(T, Di, N, G);
+  return ch.K > 1 ? (int64_t)B * ch.K * Di * N : 0;
+}
 cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
                               const float* D, const float* z, const float* db, const int* segStart, float* st, const int* slots,
-                              float* scratch, int B, int T, int Di, int N, int G, cudaStream_t s) {
+                              float* scratch, float* ckpt, int B, int T, int Di, int N, int G, cudaStream_t s) {
   ScanChunks ch = scanChunks(B, T, Di);
   int64_t n = (int64_t)B * ch.K * Di;
   if (n == 0 || T == 0) return cudaSuccess;
+  const ScanChunks ck = scanBwdChunks(T, Di, N, G);
+  if (ck.K <= 1) ckpt = nullptr;  // a backward of one chunk reads no checkpoints
   float* hin = nullptr;
   if (ch.K > 1) {
     hin = scratch;
     float* chunkDt = scratch + n * N;
     DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
-                                                                        nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L)));
+                                                                        nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L,
+                                                                        nullptr, 1, 1)));
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);
   }
   DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(y, x, delta, A, Bm, Cm, D, z, db, segStart, st, slots, hin,
-                                                                      nullptr, nullptr, B, T, Di, N, G, ch.K, ch.L)));
+                                                                      nullptr, nullptr, B, T, Di, N, G, ch.K, ch.L, ckpt, ck.L, ck.K)));
   return lastError();
 }
 cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
@@ -2612,8 +2643,8 @@ int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N, int G)
 }
 cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz, float* dDb,
                                   float* scratch, const float* dy, const float* x, const float* delta, const float* A, const float* Bm,
-                                  const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int B, int T,
-                                  int Di, int N, int G, cudaStream_t s) {
+                                  const float* Cm, const float* D, const float* z, const float* db, const int* segStart,
+                                  const float* ckpt, int B, int T, int Di, int N, int G, cudaStream_t s) {
   const int per = Di / G, cpb = scanBwdLanesChannels(T, Di, N, G);
   const ScanChunks ch = bwdChunks(T, cpb > 0 ? kLanesChunk : kScanChunk);
   int64_t n = (int64_t)B * ch.K * Di;
@@ -2633,11 +2664,18 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
     adjIn = scratch + n * N;
     float* chunkDt = scratch + 2 * n * N;
     rest = chunkDt + n;
-    DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
-                                                                        nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L)));
-    k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);
-    DISPATCH_N(N, (k_selective_scan_bwd_adj<NM><<<gridFor(n, 128), 128, 0, s>>>(adjIn, dy, delta, A, Cm, z, db, segStart, B, T, Di,
-                                                                                N, G, ch.K, ch.L)));
+    if (ckpt) {
+      // the states entering the chunks were saved by the forward (m1_selective_scan's ckpt): no chunk pass, no
+      // carry; the adjoint pass sums the chunks' dt for the reverse carry
+      hin = const_cast<float*>(ckpt);
+    } else {
+      DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
+                                                                          nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L,
+                                                                          nullptr, 1, 1)));
+      k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);
+    }
+    DISPATCH_N(N, (k_selective_scan_bwd_adj<NM><<<gridFor(n, 128), 128, 0, s>>>(adjIn, ckpt ? chunkDt : nullptr, dy, delta, A, Cm, z,
+                                                                                db, segStart, B, T, Di, N, G, ch.K, ch.L)));
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(adjIn, chunkDt, A, B, ch.K, Di, N, 1);
   }
   if (cpb > 0) {

@@ -83,9 +83,15 @@ cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, float* dpre, const
 
 /** scratch of the forward's time chunks (0 when it runs as one chunk) */
 int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N);
+/**
+ * Checkpoints for the backward: the state entering each of its time chunks, [B, K, Di, N] (0 floats when it runs
+ * as one chunk). m1_selective_scan writes them when ckpt is given; m1_selective_scan_bwd given them skips its
+ * forward chunk pass and carry.
+ */
+int64_t m1_selective_scan_checkpoint_floats(int B, int T, int Di, int N, int G);
 cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
                               const float* D, const float* z, const float* deltaBias, const int* segStart,
-                              float* ssmState, const int* slots, float* scratch, int B, int T, int Di, int N, int G,
+                              float* ssmState, const int* slots, float* scratch, float* ckpt, int B, int T, int Di, int N, int G,
                               cudaStream_t s);
 cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta, const float* A, const float* Bm,
                                    const float* Cm, const float* D, const float* z, const float* deltaBias,
@@ -107,8 +113,8 @@ int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N, int G)
 cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dBm, float* dCm, float* dD, float* dz,
                                   float* dDb, float* scratch, const float* dy, const float* x, const float* delta,
                                   const float* A, const float* Bm, const float* Cm, const float* D, const float* z,
-                                  const float* deltaBias, const int* segStart, int B, int T, int Di, int N, int G,
-                                  cudaStream_t s);
+                                  const float* deltaBias, const int* segStart, const float* ckpt, int B, int T, int Di, int N,
+                                  int G, cudaStream_t s);
 
 cudaError_t m1_ssd_scan(float* y, const float* x, const float* dt, const float* A, const float* Bm, const float* Cm,
                         const float* D, const float* dtBias, const int* segStart, float* ssmState, const int* slots,

@@ -204,6 +204,13 @@ export interface Backend {
    */
   selectiveScan(args: SelectiveScanArgs): Tensor;
   selectiveScanBackward(dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads;
+  /**
+   * Optional: the shape of `SelectiveScanArgs.checkpoints` for a scan of these sizes, or null when the backend's
+   * backward would not read any. A forward given such a zeroed f32 tensor fills it with what its backward would
+   * otherwise recompute (the cuda backend: the state entering each of the backward's time chunks); the backward
+   * given the same tensor (and the same inputs) skips that recomputation. Same results to f32 rounding.
+   */
+  selectiveScanCheckpointShape?(B: number, T: number, Di: number, N: number, G: number): number[] | null;
   /** one token: x, delta, z [n, Di], Bm, Cm [n, G, N]; ssmState [S, Di, N] updated in place at slots */
   selectiveScanStep(args: SelectiveScanStepArgs): Tensor;
   /**
@@ -339,6 +346,8 @@ export interface SelectiveScanArgs {
   deltaBias: Tensor | null;
   segments?: Int32Array;
   stateOut?: { ssmState: Tensor; slots: Int32Array };
+  /** forward: filled; backward: read — see Backend.selectiveScanCheckpointShape (backends without it ignore this) */
+  checkpoints?: Tensor;
 }
 export interface SelectiveScanGrads {
   dx: Tensor; ddelta: Tensor; dA: Tensor; dBm: Tensor; dCm: Tensor;

@@ -84,6 +84,7 @@ interface Mamba1Saved {
   Bm: Tensor; // [B, T, G, N]
   Cm: Tensor; // [B, T, G, N]
   y: Tensor; // [B, T, Di] gated scan output
+  checkpoints?: Tensor; // what the backend's scan backward would otherwise recompute (selectiveScanCheckpointShape)
 }
 
 export class Mamba1Mixer implements Mixer {
@@ -171,12 +172,15 @@ export class Mamba1Mixer implements Mixer {
     // the decode conv state holds pre-conv repeated x, which is what stateOut writes
     const xConv = be.causalConv1d(x, this.convTaps(), this.convBias?.value ?? null, { silu: true, segments, stateOut: convOut });
     const A = this.negExpALog();
+    const { dInner: Di, dState: N } = this.dims;
+    const ckShape = opts.needBackward ? be.selectiveScanCheckpointShape?.(B, T, Di, N, Bm.shape[2]!) ?? null : null;
+    const checkpoints = ckShape ? be.zeros(ckShape) : undefined;
     const y = be.selectiveScan({
-      x: xConv, delta, A, Bm, Cm, D: this.dSkip.value, z, deltaBias: this.dtProjBias.value, segments, stateOut: scanOut,
+      x: xConv, delta, A, Bm, Cm, D: this.dSkip.value, z, deltaBias: this.dtProjBias.value, segments, stateOut: scanOut, checkpoints,
     });
     const out = linearForward(be, y, this.outProj.value);
     if (!opts.needBackward) return { y: out, saved: null };
-    const saved: Mamba1Saved = { B, T, segments, u, z, x, xConv, dtLow, delta, A, Bm, Cm, y };
+    const saved: Mamba1Saved = { B, T, segments, u, z, x, xConv, dtLow, delta, A, Bm, Cm, y, checkpoints };
     return { y: out, saved };
   }
 
@@ -189,7 +193,7 @@ export class Mamba1Mixer implements Mixer {
     const dyScan = linearBackward(be, dy, s.y, this.outProj);
     const g = be.selectiveScanBackward(dyScan, {
       x: s.xConv, delta: s.delta, A: s.A, Bm: s.Bm, Cm: s.Cm, D: this.dSkip.value, z: s.z,
-      deltaBias: this.dtProjBias.value, segments: s.segments,
+      deltaBias: this.dtProjBias.value, segments: s.segments, checkpoints: s.checkpoints,
     });
     this.dSkip.accumulate(be, g.dD!);
     // A = −exp(A_log) ⇒ ∂A/∂A_log = A

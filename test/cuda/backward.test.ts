@@ -130,9 +130,32 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
         for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
           expectClose(g, rg[key]!, rc[key]!, 1e-4, `selectiveScanBackward ${key} ${what}`);
         }
+        checkpointed(mk('g'), dy.g, rc, what);
       }
     }
   });
+
+  /**
+   * The forward's checkpoints (the states entering the backward's chunks) in place of the backward's own chunk
+   * pass and carry: the same output, and gradients equal to the CPU's and to the unchecked path's
+   */
+  function checkpointed(args: Parameters<typeof g.selectiveScan>[0], dy: Tensor, rc: ReturnType<typeof cpu.selectiveScanBackward>, what: string) {
+    const [B, T, Di] = args.x.shape as [number, number, number];
+    const [, , G, N] = args.Bm.shape as [number, number, number, number];
+    const shape = g.selectiveScanCheckpointShape!(B, T, Di, N, G);
+    expect(shape, `checkpoint shape ${what}`).not.toBeNull();
+    const ck = g.zeros(shape!);
+    const { stateOut: _unused, ...plain } = args;
+    expectClose(g, g.selectiveScan({ ...plain, checkpoints: ck }), g.selectiveScan(plain), 1e-6, `selectiveScan with checkpoints ${what}`);
+    const rk = g.selectiveScanBackward(dy, { ...plain, checkpoints: ck }), ru = g.selectiveScanBackward(dy, plain);
+    for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
+      if (!rc[key]) continue;
+      expectClose(g, rk[key]!, rc[key]!, 1e-4, `selectiveScanBackward with checkpoints ${key} ${what}`);
+      expectClose(g, rk[key]!, ru[key]!, 1e-5, `selectiveScanBackward with checkpoints vs without ${key} ${what}`);
+    }
+    expect(() => g.selectiveScanBackward(dy, { ...plain, checkpoints: g.zeros([shape![0]!, shape![1]! + 1, shape![2]!, shape![3]!]) }))
+      .toThrow(/selectiveScanBackward: checkpoints has \d+ values/);
+  }
 
   it('selectiveScan and its backward, a lane per state: N 4 / 8 / 32, without z and D, a short last chunk, dB / dC stored or summed over blocks', () => {
     // [Di, G, N]: 32 channels per group of N 8 (blocks of 32 channels: stored), 64 per group of N 4 (blocks of
@@ -159,6 +182,7 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
           expect(rg[key] === null, `${key} present`).toBe(rc[key] === null);
           if (rc[key]) expectClose(g, rg[key]!, rc[key]!, 1e-4, `selectiveScanBackward ${key} Di=${Di} G=${G} N=${N} gated=${gated}`);
         }
+        checkpointed(mk('g'), dy.g, rc, `Di=${Di} G=${G} N=${N} gated=${gated}`);
       }
     }
   });

@@ -772,9 +772,23 @@ export class CudaBackend implements Backend {
     const S = st.shape[0]!;
     for (let i = 0; i < n; i++) if (!(slots[i]! >= 0 && slots[i]! < S)) throw new Error(`${op}: ${what}[${i}] = ${slots[i]} is outside [0, ${S})`);
   }
+  selectiveScanCheckpointShape(B: number, T: number, Di: number, N: number, G: number): number[] | null {
+    const floats = this.call('selective_scan_checkpoint_floats', [B, T, Di, N, G]);
+    return floats > 0 ? [B, floats / (B * Di * N), Di, N] : null;
+  }
+  /** args.checkpoints as the kernels' pointer (0 when absent or when no checkpoints apply), its size checked */
+  private scanCheckpoints(op: string, args: SelectiveScanArgs, B: number, T: number, Di: number, N: number, G: number): number {
+    if (!args.checkpoints) return 0;
+    const floats = this.call('selective_scan_checkpoint_floats', [B, T, Di, N, G]);
+    if (floats === 0) return 0;
+    const c = this.f32Tensor(args.checkpoints, `${op}: checkpoints`);
+    if (c.size !== floats) throw new Error(`${op}: checkpoints has ${c.size} values, the scan's are [${this.selectiveScanCheckpointShape(B, T, Di, N, G)!.join(', ')}]`);
+    return c.ptr;
+  }
   selectiveScan(args: SelectiveScanArgs): Tensor {
     const op = 'selectiveScan';
     const { B, T, Di, N, G } = this.scanDims(op, 2, args);
+    const ckpt = this.scanCheckpoints(op, args, B, T, Di, N, G);
     if (args.segments && args.segments.length !== B * T) throw new Error(`${op}: segments has ${args.segments.length} entries, x has B*T = ${B * T}`);
     let st: CudaTensor | null = null;
     if (args.stateOut) {
@@ -787,7 +801,7 @@ export class CudaBackend implements Backend {
       const scratch = scratchFloats > 0 ? s.temp(scratchFloats * 4) : 0;
       return this.produce(args.x.shape, (o) => this.call('selective_scan', [o, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
         s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z), s.optF32(args.deltaBias),
-        args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, st ? st.ptr : 0, st ? s.ints(args.stateOut!.slots) : 0, scratch, B, T, Di, N, G]));
+        args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, st ? st.ptr : 0, st ? s.ints(args.stateOut!.slots) : 0, scratch, ckpt, B, T, Di, N, G]));
     });
   }
   selectiveScanBackward(dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads {
@@ -796,6 +810,7 @@ export class CudaBackend implements Backend {
     const dY = this.t(dy, `${op}: dy`);
     if (dY.size !== args.x.size) throw new Error(`${op}: dy ${shapeString(dy.shape)} does not match x ${shapeString(args.x.shape)}`);
     if (args.segments && args.segments.length !== B * T) throw new Error(`${op}: segments has ${args.segments.length} entries, x has B*T = ${B * T}`);
+    const ckpt = this.scanCheckpoints(op, args, B, T, Di, N, G);
     return this.scoped((s) => {
       const dx = this.alloc(args.x.shape), ddelta = this.alloc(args.delta.shape), dA = this.alloc(args.A.shape);
       const dBm = this.alloc(args.Bm.shape), dCm = this.alloc(args.Cm.shape);
@@ -804,7 +819,7 @@ export class CudaBackend implements Backend {
       const scratch = s.temp(this.call('selective_scan_bwd_scratch_floats', [B, T, Di, N, G]) * 4);
       this.call('selective_scan_bwd', [dx.ptr, ddelta.ptr, dA.ptr, dBm.ptr, dCm.ptr, dD ? dD.ptr : 0, dz ? dz.ptr : 0, dDeltaBias ? dDeltaBias.ptr : 0,
         scratch, s.f32(dY), s.f32(args.x), s.f32(args.delta), s.f32(args.A), s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z),
-        s.optF32(args.deltaBias), args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, B, T, Di, N, G]);
+        s.optF32(args.deltaBias), args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, ckpt, B, T, Di, N, G]);
       return { dx, ddelta, dA, dBm, dCm, dD, dz, dDeltaBias };
     });
   }
