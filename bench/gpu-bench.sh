@@ -11,17 +11,7 @@
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
 #   bash bench/gpu-bench.sh dev9 | dev9b … dev9f | final9   # ninth session: the 32-row attention forward, the head's kept
-#                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (dev9g)
-  # ninth session: build, CUDA tests, the scan alone (with and without the forward's checkpoints), the training step
-  quick_build
-  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
-  for r in 1 2; do timeout 60 node dist/bench/scan.js --backend cuda --name scan-ckpt-ninth > "$OUT/scan-$r.txt" 2>&1; echo "scan run $r rc=$?"; grep -E "^ *selective" "$OUT/scan-$r.txt"; done
-  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-ckpt-ninth > "$OUT/train.txt" 2>&1
-  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error|estimate" "$OUT/train.txt" | head -9; el "train done"
-  timeout 90 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-ckpt-ninth > "$OUT/train-profile.txt" 2>&1
-  echo "train profile rc=$?"; grep -A 12 "^profile" "$OUT/train-profile.txt"; el "train profile done"
-  ;;
-final9)
+#                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (final9), the scan checkpoints (dev9g)
 #   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8 | tune8   # eighth session: decode kernel
 #                                   # tables (ncu), a round with the matmul-timing A/B, Nsight Compute on one decode kernel
 #                                   # (NCU_K, NCU_POINT), training, the record (final8, then final2 with PEER=0), our Llama
@@ -470,6 +460,16 @@ final1)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt | grep -v '^cuda-tests') \
     -C "$PWD" $(ls bench/results/{scan,train-medium,train-profile,prefill-highest,prefill-medium,decode-sampled}-cuda-2*.json 2>/dev/null)
   (cd "$OUT" && rm -f $(ls *.txt | grep -v -E '^(cuda-tests|train-medium)\.txt$'))
+  ;;
+dev9g)
+  # ninth session: build, CUDA tests, the scan alone (with and without the forward's checkpoints), the training step
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  for r in 1 2; do timeout 60 node dist/bench/scan.js --backend cuda --name scan-ckpt-ninth > "$OUT/scan-$r.txt" 2>&1; echo "scan run $r rc=$?"; grep -E "^ *selective" "$OUT/scan-$r.txt"; done
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-ckpt-ninth > "$OUT/train.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |Error|error|estimate" "$OUT/train.txt" | head -9; el "train done"
+  timeout 90 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-ckpt-ninth > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 12 "^profile" "$OUT/train-profile.txt"; el "train profile done"
   ;;
 final9)
   # the ninth session's record, one call: build, all CUDA tests, the scan alone, the training step (phases, then a
