@@ -488,7 +488,9 @@ final9)
     --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
   echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
   [ "${ENGINE:-1}" = 1 ] && engine3b
-  cp bench/results/*ninth*.json "$OUT/" 2>/dev/null; cp bench/results/generate-*.json "$OUT/" 2>/dev/null
+  # one archive (the device returns a limited number of files): every log and this call's JSON
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt) -C "$PWD" $(ls bench/results/*ninth*.json $(ls -t bench/results/generate-cuda-*.json | head -1) 2>/dev/null)
+  (cd "$OUT" && rm -f $(ls *.txt | grep -v -E '^(cuda-tests|train-medium)\.txt$'))
   el "all done"
   ;;
 final7)
