@@ -4,10 +4,13 @@
 // matmul allocates nothing and makes no heuristic query. The algorithm: the heuristic's first choice,
 // or — for skinny products (at most kTuneMaxRows activation rows and kTuneMaxOutBytes of output: the decode
 // step's up to batch 256), on their first call outside a graph capture — the fastest of the heuristic's first
-// kTuneCandidates, timed on the device from a cold L2 (M1_MATMUL_TUNE=0 turns this off; =verbose prints each choice;
-// =all times every shape, the training step's too; =all,verbose both). H200, decode steps with
-// graphs: M1-3B batch 8 / 64 / 256 3.20 / 3.84 / 5.91 → 3.12 / 3.71 / 5.78 ms. At batch 512 the timed choice was no
-// faster (9.19 → 9.21 ms); the row limit leaves those products, and the training step's, to the heuristic.
+// kTuneCandidates and of their K-split variants (2–8 parts), timed on the device from a cold L2.
+// M1_MATMUL_TUNE=0 turns this off; =verbose prints each choice; =all times every shape (the training step's too);
+// =nosplit offers no K splits; tokens combine (all,verbose). H200, decode steps with graphs: M1-3B batch 8 / 64 /
+// 256 3.20 / 3.84 / 5.91 → 3.12 / 3.71 / 5.78 ms with timing (eighth session); the K splits, same call: 3.13 / 3.74
+// / 5.88 → 3.01 / 3.57 / 5.75 ms (ninth). At batch 512 the timed choice was no faster (9.19 → 9.21 ms); the row
+// limit leaves those products to the heuristic. Training (M1_MATMUL_TUNE=all, what bench:train sets): 0.751 →
+// 0.740 s a step.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
