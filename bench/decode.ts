@@ -20,6 +20,8 @@ import { OpProfiler } from './op-profile.js';
 import type { SampleRowsArgs } from '../src/backend/backend.js';
 import type { Tensor } from '../src/backend/tensor.js';
 import { Rng } from '../src/util/rng.js';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { renderDecodeReport, type DecodeResult } from './decode-report.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
 const program = new Command()
@@ -46,12 +48,23 @@ const program = new Command()
   .option('--profile', 'after each point, time every op of a few more steps (a sync around each op) and print where the step goes')
   .option('--temperature <t>', 'sample every step with be.sampleRows at this temperature (seeded uniforms) instead of the greedy argmaxRows', Number)
   .option('--top-p <p>', 'top-p of that sampling (implies sampling, at temperature 1 unless given; with --zero-weights the logits are flat, so top-p < 1 rows go to the host fallback)', Number)
+  .option('--report <json>', 'only redraw the HTML page of a results file of this bench (written beside it) and exit')
   .parse(process.argv);
 const o = program.opts<{
   llama?: string; m1?: string; zeroWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
   lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
   budgetS: number; models: string[]; profile?: boolean; warmupS: number; graphs?: boolean; temperature?: number; topP?: number;
+  report?: string;
 }>();
+
+/** the page beside a results file (same name, .html), written to a temporary file and renamed */
+function writeReport(jsonPath: string, r: DecodeResult): string {
+  const path = jsonPath.replace(/\.json$/, '') + '.html';
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, renderDecodeReport(r));
+  renameSync(tmp, path);
+  return path;
+}
 
 // --temperature / --top-p: the step's tokens come from be.sampleRows (uniforms from a seeded Rng), and
 // the rows it had to compute on the host (its kernels' declines) are counted
@@ -219,11 +232,26 @@ function integrate(points: [number, number][], P: number, G: number): number {
   return s;
 }
 
+/** a usage error: printed as its message alone (other errors keep their stack) */
+class UsageError extends Error {}
 function fail(msg: string): never {
-  throw new Error(msg);
+  throw new UsageError(msg);
 }
 
 async function main() {
+  if (o.report) {
+    let r: DecodeResult;
+    try {
+      r = JSON.parse(readFileSync(o.report, 'utf8')) as DecodeResult;
+    } catch (e) {
+      fail(`--report ${o.report}: ${(e as Error).message}`);
+    }
+    for (const k of ['options', 'points', 'batchSweep', 'lengthSweep'] as const) {
+      if (!r[k]) fail(`--report ${o.report}: not a bench:decode result (no "${k}")`);
+    }
+    console.log(`wrote ${writeReport(o.report, r)}`);
+    return;
+  }
   if (o.graphs && o.profile) fail('--graphs and --profile cannot be combined (the profiler times ops one by one; a graph runs them as one launch)');
   const inner = await createBackend(o.backend);
   if (o.graphs && !inner.captureStepGraph) fail(`--graphs: the ${o.backend} backend cannot record graphs (use --backend cuda)`);
@@ -326,10 +354,11 @@ async function main() {
   console.log(table(['generated', 'llama-3.2-3b s', 'm1-3b s', 'M1 speedup'], lenRows));
   const path = writeResult(`${o.name}-${o.backend}`, { ...result, points: pointsJson, ...(profiles.length ? { profiles } : {}), batchSweep: batchJson, lengthSweep: lenJson, shapes: Object.fromEntries(Object.entries(perModel).map(([k, v]) => [k, v.shape])) });
   if (sampling) console.log(`\nsampled with be.sampleRows (T ${o.temperature ?? 1}, top-p ${o.topP ?? 1}): ${sampledOnHost} of ${sampledRows} rows fell back to the host`);
-  console.log(`\nwrote ${path}`);
+  const html = writeReport(path, { date: new Date().toISOString(), backend: o.backend, options: o, points: pointsJson as DecodeResult['points'], batchSweep: batchJson as DecodeResult['batchSweep'], lengthSweep: lenJson as DecodeResult['lengthSweep'] });
+  console.log(`\nwrote ${path}\nwrote ${html}`);
 }
 
 main().catch((e) => {
-  console.error(e);
+  console.error(e instanceof UsageError ? `bench:decode: ${e.message}` : e);
   process.exit(1);
 });

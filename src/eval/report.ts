@@ -30,6 +30,11 @@ export interface ChartSpec {
   series: Series[];
   /** log₂ x axis (for k) */
   xLog2?: boolean;
+  /** y values as fractions in [0, 1] shown in percent (default), or plain numbers (`yUnit` after the value) */
+  yPercent?: boolean;
+  yUnit?: string;
+  /** where the legend goes (default bottom right: rising curves leave room there) */
+  legend?: 'bottom-right' | 'top-left';
   width?: number;
   height?: number;
 }
@@ -56,8 +61,9 @@ function tickLabel(v: number): string {
 }
 
 /**
- * An SVG line chart with axes, ticks, grid, axis labels and a legend. y values are accuracies in [0, 1]
- * shown in percent; the y range is zoomed to the data in steps of 10 points.
+ * An SVG line chart with axes, ticks, grid, axis labels and a legend. By default y values are accuracies in
+ * [0, 1] shown in percent, the y range zoomed to the data in steps of 10 points; with `yPercent: false` they
+ * are plain numbers on a range from 0 (or the least value, when negative) to a little above the largest.
  */
 export function lineChart(c: ChartSpec): string {
   const W = c.width ?? 480, H = c.height ?? 300;
@@ -76,8 +82,11 @@ export function lineChart(c: ChartSpec): string {
   let x0 = Math.min(...xs.map(tx)), x1 = Math.max(...xs.map(tx));
   if (!c.xLog2) x0 = Math.min(0, x0);
   if (x1 - x0 < 1e-12) (x0 -= 0.5), (x1 += 0.5);
-  const y0 = Math.max(0, Math.floor(Math.min(...ys) * 10 - 0.5) / 10);
-  const y1 = Math.min(1, Math.ceil(Math.max(...ys) * 10 + 0.5) / 10);
+  const percent = c.yPercent ?? true;
+  let y0 = percent ? Math.max(0, Math.floor(Math.min(...ys) * 10 - 0.5) / 10) : Math.min(0, ...ys);
+  let y1 = percent ? Math.min(1, Math.ceil(Math.max(...ys) * 10 + 0.5) / 10) : Math.max(...ys) * 1.08;
+  if (!(y1 - y0 > 0)) (y0 -= 0.5), (y1 += 0.5);
+  const yText = (v: number): string => (percent ? `${pct(v)}%` : `${tickLabel(v)}${c.yUnit ?? ''}`);
   // points stay clear of the frame by `pad` pixels
   const pad = 10;
   const X = (x: number): number => m.left + pad + ((tx(x) - x0) / (x1 - x0)) * (pw - 2 * pad);
@@ -87,7 +96,7 @@ export function lineChart(c: ChartSpec): string {
   for (const v of ticks(y0, y1, 5)) {
     const y = Y(v).toFixed(1);
     parts.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" class="grid"/>`);
-    parts.push(`<text x="${m.left - 6}" y="${y}" dy="0.32em" text-anchor="end" class="tick">${pct(v).replace(/\.0$/, '')}%</text>`);
+    parts.push(`<text x="${m.left - 6}" y="${y}" dy="0.32em" text-anchor="end" class="tick">${percent ? `${pct(v).replace(/\.0$/, '')}%` : tickLabel(v)}</text>`);
   }
   // x ticks: powers of two on a log axis, nice numbers otherwise
   const xt = c.xLog2
@@ -107,13 +116,14 @@ export function lineChart(c: ChartSpec): string {
     const d = s.points.map((p, i) => `${i === 0 ? 'M' : 'L'}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ');
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2"/>`);
     for (const p of s.points) {
-      parts.push(`<circle cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1]).toFixed(1)}" r="3" fill="${s.color}"><title>${escapeHtml(`${s.name}: x=${tickLabel(p[0])}, ${pct(p[1])}%`)}</title></circle>`);
+      parts.push(`<circle cx="${X(p[0]).toFixed(1)}" cy="${Y(p[1]).toFixed(1)}" r="3" fill="${s.color}"><title>${escapeHtml(`${s.name}: x=${tickLabel(p[0])}, ${yText(p[1])}`)}</title></circle>`);
     }
   }
   // legend bottom right inside the frame, where rising accuracy curves leave room; a white box keeps
   // it legible where a line does pass
   const lw = 12 + 7 * Math.max(...c.series.map((s) => s.name.length)) + 30;
-  const lx = m.left + pw - lw - 8, ly = m.top + ph - 8 - 16 * c.series.length;
+  const topLeft = c.legend === 'top-left';
+  const lx = topLeft ? m.left + 8 : m.left + pw - lw - 8, ly = topLeft ? m.top + 12 : m.top + ph - 8 - 16 * c.series.length;
   parts.push(`<rect x="${lx}" y="${ly - 4}" width="${lw}" height="${16 * c.series.length + 6}" class="legendbox"/>`);
   c.series.forEach((s, i) => {
     const y = ly + 6 + i * 16;
@@ -123,6 +133,10 @@ export function lineChart(c: ChartSpec): string {
   parts.push('</svg>');
   return parts.join('');
 }
+
+/** the classes lineChart's SVG uses */
+export const CHART_CSS = `svg .title{font-size:13px;font-weight:600} svg .label{font-size:12px;fill:#333} svg .tick{font-size:11px;fill:#555} svg .legend{font-size:11px}
+svg .grid{stroke:#eee} svg .legendbox{fill:#fff;fill-opacity:.85;stroke:#ddd} svg .axis{stroke:#888} svg .frame{fill:none;stroke:#888} svg .note{fill:#888}`;
 
 const PASS_COLOR = '#1f77b4', MAJ_COLOR = '#d62728';
 
@@ -179,8 +193,7 @@ h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.2em;margin-top:1.6em;borde
 th,td{padding:.3em .7em;border-bottom:1px solid #e4e4e4;text-align:right} thead th{border-bottom:2px solid #999;background:#f6f6f6}
 th[scope=row]{text-align:left} table.config td{text-align:left} .meta{color:#555} .warn{color:#a40}
 .plots{display:flex;flex-wrap:wrap;gap:1em} .nodata{width:480px;height:300px;display:flex;align-items:center;justify-content:center;color:#888;border:1px dashed #ccc;text-align:center;padding:1em;box-sizing:border-box}
-svg .title{font-size:13px;font-weight:600} svg .label{font-size:12px;fill:#333} svg .tick{font-size:11px;fill:#555} svg .legend{font-size:11px}
-svg .grid{stroke:#eee} svg .legendbox{fill:#fff;fill-opacity:.85;stroke:#ddd} svg .axis{stroke:#888} svg .frame{fill:none;stroke:#888} svg .note{fill:#888}
+${CHART_CSS}
 </style></head><body>
 <h1>${escapeHtml(title)}</h1>
 <p class="sub">${escapeHtml(s.source)} · ${escapeHtml(s.created)}</p>
