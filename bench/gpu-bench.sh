@@ -471,6 +471,16 @@ dev9g)
   timeout 90 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-ckpt-ninth > "$OUT/train-profile.txt" 2>&1
   echo "train profile rc=$?"; grep -A 12 "^profile" "$OUT/train-profile.txt"; el "train profile done"
   ;;
+peer9)
+  # ninth session: the Llama-3.2-3B shape side by side at context 256 — our decode step (graphs) and PyTorch +
+  # transformers torch.compile (static cache) in one call
+  quick_build
+  timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-llama-peer-ninth --models llama-3.2-3b \
+    --batches ${PEER_BATCHES:-8,64,128,256} --length-batch 64 --lengths 0 --contexts 256 > "$OUT/decode-llama.txt" 2>&1
+  echo "decode llama rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-llama.txt" | head -8; el "decode llama done"
+  PEER_BATCHES=${PEER_BATCHES:-8,64,128,256} PEER_CONTEXTS=256 TORCH_S=${TORCH_S:-240} peer compile
+  el "all done"
+  ;;
 final9)
   # the ninth session's record, one call: build, all CUDA tests, the scan alone, the training step (phases, then a
   # profiled step), prefill (medium), the decode sweep (m1 + llama, graphs, with Llama's waves where its cache does
