@@ -30,8 +30,8 @@ export interface ChunkOptions {
   /**
    * keep each row chunk's logits from the statistics pass for the gradient pass instead of recomputing
    * them (default true). Same result; costs rowChunk × V × 4 bytes per model (twice with a teacher)
-   * while a row chunk is in flight — 0.26 GB at 256 rows of a 128k vocabulary — and saves the second
-   * logits product. With vocabChunk ≥ V the head becomes a few large products per row chunk.
+   * while a row chunk is in flight — 0.13 GB a model at 256 rows of a 128k vocabulary — and saves the
+   * second logits product. With vocabChunk ≥ V the head becomes a few large products per row chunk.
    */
   keepLogits?: boolean;
 }
