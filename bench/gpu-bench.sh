@@ -481,6 +481,16 @@ peer9)
   PEER_BATCHES=${PEER_BATCHES:-8,64,128,256} PEER_CONTEXTS=256 TORCH_S=${TORCH_S:-240} peer compile
   el "all done"
   ;;
+dev9h)
+  # ninth session: build, CUDA tests, decode (m1 + llama, graphs) at context 256 with the matmul timing kept per row
+  # bucket (verbose: which shapes were timed), the engine at 3B
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  M1_MATMUL_TUNE=verbose timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-bucket-ninth \
+    --batches ${BATCHES:-8,64,128,256,512} --length-batch 64 --lengths 0 --contexts 256 > "$OUT/decode-bucket.txt" 2>&1
+  echo "decode rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-bucket.txt" | head -14; grep -c "m1 matmul timing" "$OUT/decode-bucket.txt"; el "decode done"
+  [ "${ENGINE:-1}" = 1 ] && engine3b
+  ;;
 final9)
   # the ninth session's record, one call: build, all CUDA tests, the scan alone, the training step (phases, then a
   # profiled step), prefill (medium), the decode sweep (m1 + llama, graphs, with Llama's waves where its cache does

@@ -6,7 +6,8 @@
 // step's up to batch 256), on their first call outside a graph capture — the fastest of the heuristic's first
 // kTuneCandidates and of their K-split variants (2–8 parts), timed on the device from a cold L2.
 // M1_MATMUL_TUNE=0 turns this off; =verbose prints each choice; =all times every shape (the training step's too);
-// =nosplit offers no K splits; tokens combine (all,verbose). H200, decode steps with graphs: M1-3B batch 8 / 64 /
+// =nosplit offers no K splits; tokens combine (all,verbose). A skinny product is timed once per power-of-two bucket
+// of its row count (the first count seen in the bucket); the bucket's other counts reuse that choice. H200, decode steps with graphs: M1-3B batch 8 / 64 /
 // 256 3.20 / 3.84 / 5.91 → 3.12 / 3.71 / 5.78 ms with timing (eighth session); the K splits, same call: 3.13 / 3.74
 // / 5.88 → 3.01 / 3.57 / 5.75 ms (ninth). At batch 512 the timed choice was no faster (9.19 → 9.21 ms); the row
 // limit leaves those products to the heuristic. Training (M1_MATMUL_TUNE=all, what bench:train sets): 0.751 →
@@ -35,6 +36,16 @@ constexpr int kTuneCandidates = 8;
 constexpr size_t kTuneMaxOutBytes = 64u << 20;
 constexpr long long kTuneMaxRows = 256;  // rows of the activation (Lt's n): decode batches up to 256
 
+// (bf16, tf32, transa, transb, m, n, k, lda, ldb): a plan's problem; with n replaced by its row bucket, a timing's
+using ShapeKey = std::tuple<bool, bool, bool, bool, long long, long long, long long, long long, long long>;
+
+/** the power-of-two bucket (b/2, b] of n activation rows: one timing serves every row count of a bucket */
+long long rowBucket(long long n) {
+  long long b = 1;
+  while (b < n) b <<= 1;
+  return b;
+}
+
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -42,13 +53,18 @@ struct Plan {
   std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's choices, best first, until timed
   std::vector<int> splits;                        // each candidate's K split (1: as the heuristic gave it)
   int chosenSplit = 1;
+  bool bucketed = false;                          // a skinny product: its timing is kept for its row bucket
+  ShapeKey bucket{};
 };
 
 struct Lt {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
-  // (bf16, tf32, transa, transb, m, n, k, lda, ldb) → plan
-  std::map<std::tuple<bool, bool, bool, bool, long long, long long, long long, long long, long long>, Plan> plans;
+  std::map<ShapeKey, Plan> plans;
+  // skinny products: the algorithm timed for the first row count of each bucket, reused (when cublasLtMatmulAlgoCheck
+  // accepts it) by the bucket's other row counts — a decode batch that shrinks request by request times each product
+  // once per power of two, not once per batch size
+  std::map<ShapeKey, cublasLtMatmulAlgo_t> tuned;
 };
 
 Lt& lt() {
@@ -63,7 +79,7 @@ Lt& lt() {
 
 Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb) {
   Lt& L = lt();
-  auto key = std::make_tuple(bf16, tf32, ta, tb, m, n, k, lda, ldb);
+  const ShapeKey key = std::make_tuple(bf16, tf32, ta, tb, m, n, k, lda, ldb);
   auto it = L.plans.find(key);
   if (it != L.plans.end()) return it->second;
   Plan p;
@@ -89,6 +105,19 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
   const char* env = std::getenv("M1_MATMUL_TUNE");
   const bool off = env && std::strcmp(env, "0") == 0, all = env && std::strstr(env, "all") != nullptr;
   const bool skinny = n <= kTuneMaxRows && (size_t)m * n * sizeof(float) <= kTuneMaxOutBytes;
+  if (!off && skinny) {
+    p.bucketed = true;
+    p.bucket = std::make_tuple(bf16, tf32, ta, tb, m, rowBucket(n), k, lda, ldb);
+    auto t = L.tuned.find(p.bucket);
+    if (t != L.tuned.end()) {
+      cublasLtMatmulHeuristicResult_t chk{};
+      if (cublasLtMatmulAlgoCheck(L.handle, p.op, p.a, p.b, p.c, p.c, &t->second, &chk) == CUBLAS_STATUS_SUCCESS &&
+          chk.workspaceSize <= kWorkspaceBytes) {
+        p.algo = t->second;  // timed for another row count of this bucket: no timing of its own
+        return L.plans.emplace(key, p).first->second;
+      }
+    }
+  }
   if (!off && (all || skinny)) {
     for (int i = 0; i < found; i++) {
       p.candidates.push_back(res[i].algo);
@@ -176,6 +205,7 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
       p.chosenSplit = p.splits[idx];
     }
   }
+  if (p.bucketed) L.tuned[p.bucket] = p.algo;
   const char* env = std::getenv("M1_MATMUL_TUNE");
   if (env && std::strstr(env, "verbose") != nullptr)
     std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs (K split %d)\n", M, N,

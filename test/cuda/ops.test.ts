@@ -173,9 +173,10 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
   });
 
   // decode-shaped products (a few activation rows, a long K): their algorithm is timed on first use among the
-  // heuristic's candidates and their K-split variants (matmul.cpp), whichever wins must give the product
-  it('skinny products with a long K (timed algorithms, K splits offered) equal the CPU, plain and accumulating', () => {
-    for (const [rows, K, N] of [[8, 4096, 1024], [64, 8192, 768], [3, 3072, 2048]] as const) {
+  // heuristic's candidates and their K-split variants (matmul.cpp), whichever wins must give the product; the
+  // other row counts of a power-of-two bucket (5 and 7 after 8, 40 after 64) reuse that bucket's choice
+  it('skinny products with a long K (timed algorithms, K splits offered, reused within a row bucket) equal the CPU, plain and accumulating', () => {
+    for (const [rows, K, N] of [[8, 4096, 1024], [5, 4096, 1024], [7, 4096, 1024], [64, 8192, 768], [40, 8192, 768], [3, 3072, 2048]] as const) {
       const x = rand([rows, K], 41, 1, 'bf16'), w = rand([N, K], 42, 1, 'bf16'), acc = rand([rows, N], 43);
       for (let rep = 0; rep < 2; rep++) {  // the first call times the candidates, the second runs the chosen one
         expectClose(g, g.matmul(x.g, w.g, { transB: true }), cpu.matmul(x.c, w.c, { transB: true }), 1e-4, `skinny [${rows}×${K}]·[${N}×${K}]ᵀ call ${rep}`);
