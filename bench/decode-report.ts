@@ -2,7 +2,7 @@
 // one): the M1 paper's Figures 1 and 2 from our measurements — latency of prompt + generated tokens against batch
 // and against generated length, for both models, with M1's speed-up — and the roofline fraction of every measured
 // step. One self-contained file: inline CSS and SVG, no scripts.
-import { CHART_CSS, escapeHtml, lineChart, type Series } from '../src/eval/report.js';
+import { CHART_CSS, escapeHtml, fmt, lineChart, type Series } from '../src/eval/report.js';
 
 /** the parts of bench:decode's JSON the page draws (older result files may lack `llamaWaves`) */
 export interface DecodeResult {
@@ -16,11 +16,6 @@ export interface DecodeResult {
 
 const M1 = '#d62728', LLAMA = '#1f77b4', WAVES = '#7f7f7f';
 const BATCH_COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
-
-function fmt(x: number | null | undefined, digits = 1): string {
-  if (x === null || x === undefined || !Number.isFinite(x)) return '–';
-  return x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
-}
 
 function pts<T>(rows: T[], x: (r: T) => number, y: (r: T) => number | null | undefined): [number, number][] {
   return rows.flatMap((r) => {

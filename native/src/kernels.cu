@@ -2534,18 +2534,16 @@ int scanBwdLanesChannels(int T, int Di, int N, int G) {
   while (cpb > 1 && per % cpb != 0) cpb >>= 1;
   return cpb * N / kLanesSpt >= 32 && per % cpb == 0 ? cpb : 0;
 }
+/** the backward's chunks: bwdChunks with the chunk length of the kernel m1_selective_scan_bwd picks */
+ScanChunks scanBwdChunks(int T, int Di, int N, int G) {
+  return bwdChunks(T, scanBwdLanesChannels(T, Di, N, G) > 0 ? kLanesChunk : kScanChunk);
+}
 }  // namespace
 
 int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N) {
   ScanChunks ch = scanChunks(B, T, Di);
   return ch.K > 1 ? (int64_t)B * ch.K * Di * (N + 1) : 0;
 }
-namespace {
-/** the backward's chunks (bwdChunks with the kernel m1_selective_scan_bwd will pick) */
-ScanChunks scanBwdChunks(int T, int Di, int N, int G) {
-  return bwdChunks(T, scanBwdLanesChannels(T, Di, N, G) > 0 ? kLanesChunk : kScanChunk);
-}
-}  // namespace
 int64_t m1_selective_scan_checkpoint_floats(int B, int T, int Di, int N, int G) {
   const ScanChunks ch = scanBwdChunks(T, Di, N, G);
   return ch.K > 1 ? (int64_t)B * ch.K * Di * N : 0;
@@ -2636,7 +2634,7 @@ int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N) {
 }
 int64_t m1_selective_scan_bwd_scratch_floats(int B, int T, int Di, int N, int G) {
   const bool lanes = scanBwdLanesChannels(T, Di, N, G) > 0;
-  const ScanChunks ch = bwdChunks(T, lanes ? kLanesChunk : kScanChunk);
+  const ScanChunks ch = scanBwdChunks(T, Di, N, G);
   int64_t nth = (int64_t)B * ch.K * Di;
   int64_t chunked = ch.K > 1 ? nth * (2 * N + 1) : 0;  // hin, adjIn, chunkDt
   return chunked + (lanes ? 0 : nth * N * ch.L);        // hs (the lanes kernel keeps its states in registers)
@@ -2646,7 +2644,7 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
                                   const float* Cm, const float* D, const float* z, const float* db, const int* segStart,
                                   const float* ckpt, int B, int T, int Di, int N, int G, cudaStream_t s) {
   const int per = Di / G, cpb = scanBwdLanesChannels(T, Di, N, G);
-  const ScanChunks ch = bwdChunks(T, cpb > 0 ? kLanesChunk : kScanChunk);
+  const ScanChunks ch = scanBwdChunks(T, Di, N, G);
   int64_t n = (int64_t)B * ch.K * Di;
   const bool whole = cpb > 0 && cpb == per;  // each block is one whole group: dB / dC stored, not summed
   // outputs reduced with atomics start from zero

@@ -12,8 +12,9 @@ export function escapeHtml(s: string): string {
 
 const pct = (x: number): string => `${(100 * x).toFixed(1)}`;
 
-function fmt(x: number | null, digits = 1): string {
-  if (x === null || !Number.isFinite(x)) return '–';
+/** x with `digits` decimals and thousands separators; '–' for a missing or non-finite value */
+export function fmt(x: number | null | undefined, digits = 1): string {
+  if (x === null || x === undefined || !Number.isFinite(x)) return '–';
   return x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 
