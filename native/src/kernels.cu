@@ -1195,72 +1195,110 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
  *    of its state, A, B and C rows (the tile's rows are contiguous: each pass is one 512-byte run per
  *    warp), Δ and Δ·x fetched from the channel's lane by shuffles, C·h summed over the N4 lanes by
  *    shuffles and handed back to the channel's lane, which writes y.
- * The tile's state float4s are all loaded first so that N4 of them per lane are in flight together.
- * One kernel instead of split, two repeats, bias add, conv step and scan step. Full warps take part in
- * every shuffle (a tile's lanes past Di only skip their memory accesses), so blocks are whole warps.
- * _handles checks the shapes and the 16-byte alignment of the rows.
+ * Every load of the tile (state, A, B, C, the conv taps and state, z, x', Δ's inputs; N ≤ 16) is issued
+ * before the first store, so that they are all in flight together: a store may alias a later load as far as the
+ * compiler knows, which would otherwise serialise the passes into one memory round trip each. A warp's
+ * life is then two round trips (the slot, then everything else). KC: the conv width when known at
+ * compile time (4, M1's), 0 for any. One kernel instead of split, two repeats, bias add, conv step and
+ * scan step. Full warps take part in every shuffle (a tile's lanes past Di only skip their memory
+ * accesses), so blocks are whole warps. _handles checks the shapes and the 16-byte alignment of the rows.
  */
 constexpr int kDecodeThreads = 128;
-template <int N4, typename OT>
-__global__ void __launch_bounds__(kDecodeThreads, 8) k_mamba1_decode_step(OT* y, const float* proj, const float* deltaLow,
+template <int N4, int KC, typename OT>
+__global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y, const float* proj, const float* deltaLow,
     WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* A, WeightF D, float* ssmSt,
-    const int* slots, int nTok, int Di, int dXb, int P, int K) {
+    const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
+  constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;  // register room for the taps and the conv state
+  constexpr bool kPreload = N4 <= 4;  // N = 32: the A, B, C rows in the passes (4 × 8 float4s would spill)
   constexpr unsigned kAll = 0xffffffffu;
-  const int r = Di / dXb, W = K - 1;
+  const int K = KC > 0 ? KC : Kr, W = K - 1;
+  const int r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;  // in a pass: float4 j of channel c0 + i·CPB + sub
   const int warps = blockDim.x / 32, nTiles = (Di + 31) / 32;
   for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
     const float* row = proj + (int64_t)s * P;
     const int slot = slots[s];
     for (int tile = blockIdx.x * warps + threadIdx.x / 32; tile < nTiles; tile += gridDim.x * warps) {  // warp-uniform
-      const int c0 = tile * 32;
+      const int c0 = tile * 32, c = c0 + lane;
+      const bool live = c < Di;
+      // ---- loads: the per-pass A, B, C float4s, the channel's inputs, then the states (after the slot)
+      float4 a[kPreload ? N4 : 1], b[kPreload ? N4 : 1], cv[kPreload ? N4 : 1], h[N4];
+      const auto loadABC = [&](int i, float4& ai, float4& bi, float4& ci) {
+        const int cm = c0 + i * CPB + sub;
+        if (cm < Di) {
+          const int g = cm / N, src = (g / r) * N;
+          ai = reinterpret_cast<const float4*>(A + (int64_t)cm * N)[j];
+          bi = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
+          ci = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
+        }
+      };
+      if constexpr (kPreload) {
+#pragma unroll
+        for (int i = 0; i < N4; i++) loadABC(i, a[i], b[i], cv[i]);
+      }
+      float zv = 0.f, xin = 0.f, dl = 0.f, bias = 0.f, dSkip = 0.f, cb = 0.f, taps[KT], prev[KP];
+      float* cs = convSt + ((int64_t)slot * Di + c) * W;
+      if (live) {
+        const int g = c / N, src = (g / r) * N;  // this channel's group; the x' / B' group it repeats
+        zv = row[c];
+        xin = row[Di + src + c % N];
+        dl = deltaLow[(int64_t)s * Di + c];
+        bias = dtBias[c];
+        dSkip = D[c];
+        cb = convBias.p ? convBias[c] : 0.f;
+        if constexpr (KC > 0) {
+#pragma unroll
+          for (int k = 0; k < KC; k++) taps[k] = convW[(int64_t)c * KC + k];
+#pragma unroll
+          for (int k = 0; k < KC - 1; k++) prev[k] = cs[k];
+        }
+      }
       float4* st = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c0) * N);  // pass i's run: st[i·32 + lane]
-      float4 h[N4];
 #pragma unroll
       for (int i = 0; i < N4; i++)
         if (c0 + i * CPB + sub < Di) h[i] = st[i * 32 + lane];
-      // per channel: conv step on the repeated x (state holds the previous K − 1 inputs), SiLU, Δ
-      const int c = c0 + lane;
-      float dt = 0.f, dtx = 0.f, xv = 0.f, zv = 0.f;
-      if (c < Di) {
-        const int g = c / N, src = (g / r) * N;  // this channel's group; the x' / B' group it repeats
-        zv = row[c];
-        const float xin = row[Di + src + c % N];
-        float* cs = convSt + ((int64_t)slot * Di + c) * W;
-        const int64_t w = (int64_t)c * K;
-        float acc = convBias.p ? convBias[c] : 0.f;
-        for (int k = 0; k < W; k++) acc += convW[w + k] * cs[k];
-        acc += convW[w + W] * xin;
-        for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
+      // ---- per channel: conv step on the repeated x (state holds the previous K − 1 inputs), SiLU, Δ
+      float dt = 0.f, dtx = 0.f, xv = 0.f;
+      if (live) {
+        float acc = cb;
+        if constexpr (KC > 0) {
+#pragma unroll
+          for (int k = 0; k < KC - 1; k++) acc += taps[k] * prev[k];
+          acc += taps[KC - 1] * xin;
+#pragma unroll
+          for (int k = 0; k + 1 < KC - 1; k++) cs[k] = prev[k + 1];
+        } else {  // any width: the taps and state read in the loop
+          for (int k = 0; k < W; k++) acc += convW[(int64_t)c * K + k] * cs[k];
+          acc += convW[(int64_t)c * K + W] * xin;
+          for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
+        }
         if (W > 0) cs[W - 1] = xin;
         xv = siluf(acc);
-        const float bias = dtBias[c];
-        dt = softplusf((deltaLow[(int64_t)s * Di + c] + bias) + bias);
+        dt = softplusf((dl + bias) + bias);
         dtx = dt * xv;
       }
-      // per state: pass i takes channels c0 + i·CPB … c0 + i·CPB + CPB − 1
+      // ---- per state: pass i takes channels c0 + i·CPB … c0 + i·CPB + CPB − 1
       float out = 0.f;  // C·h of channel c, from the pass lane / CPB
 #pragma unroll
       for (int i = 0; i < N4; i++) {
         const int m = i * CPB + sub, cm = c0 + m;
         const float dti = __shfl_sync(kAll, dt, m), dtxi = __shfl_sync(kAll, dtx, m);
         float part = 0.f;
+        float4 ai, bi, ci;
+        if constexpr (kPreload) ai = a[i], bi = b[i], ci = cv[i];
+        else loadABC(i, ai, bi, ci);
         if (cm < Di) {
-          const int g = cm / N, src = (g / r) * N;
-          const float4 a = reinterpret_cast<const float4*>(A + (int64_t)cm * N)[j];
-          const float4 b = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
-          const float4 cv = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
-          const float4 hn = scanState4(h[i], a, b, dti, dtxi);
+          const float4 hn = scanState4(h[i], ai, bi, dti, dtxi);
           st[i * 32 + lane] = hn;
-          part = dot4(cv, hn);
+          part = dot4(ci, hn);
         }
 #pragma unroll
         for (int o = N4 / 2; o > 0; o >>= 1) part += __shfl_xor_sync(kAll, part, o);
         const float got = __shfl_sync(kAll, part, (lane % CPB) * N4);  // channel c's group in this pass
         if (lane / CPB == i) out = got;
       }
-      if (c < Di) storeOut(y, (int64_t)s * Di + c, (out + D[c] * xv) * siluf(zv));
+      if (live) storeOut(y, (int64_t)s * Di + c, (out + dSkip * xv) * siluf(zv));
     }
   }
 }
@@ -2615,16 +2653,18 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   // a warp per 32 channels of a token. Tried: TPW tokens per warp with A and the per-channel weights kept in
   // registers across them (TPW 1 / 2 / 4: 128 / 168 / 255 registers) — slower at every batch (fewer warps per SM)
   const dim3 grid((unsigned)std::min<int64_t>(65535, ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
-#define M1_DECODE(N4)                                                                                                   \
-  (outBf16 ? k_mamba1_decode_step<N4><<<grid, kDecodeThreads, 0, s>>>(static_cast<__nv_bfloat16*>(y), proj, deltaLow, dtBias, convSt, \
-                                                                       convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)    \
-           : k_mamba1_decode_step<N4><<<grid, kDecodeThreads, 0, s>>>(static_cast<float*>(y), proj, deltaLow, dtBias, convSt, convW, \
-                                                                       convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K))
+#define M1_DECODE_K(N4, KC)                                                                                             \
+  (outBf16 ? k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<__nv_bfloat16*>(y), proj, deltaLow, dtBias, \
+                                                                           convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K) \
+           : k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<float*>(y), proj, deltaLow, dtBias, convSt, \
+                                                                           convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K))
+#define M1_DECODE(N4) (K == 4 ? M1_DECODE_K(N4, 4) : M1_DECODE_K(N4, 0))
   if (N == 4) M1_DECODE(1);
   else if (N == 8) M1_DECODE(2);
   else if (N == 16) M1_DECODE(4);
   else if (N == 32) M1_DECODE(8);
   else return cudaErrorInvalidValue;
+#undef M1_DECODE_K
 #undef M1_DECODE
   return lastError();
 }
