@@ -12,20 +12,7 @@
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
 #   bash bench/gpu-bench.sh dev10   # tenth session: tests, a decode round and its kernels under Nsight Compute
 #   bash bench/gpu-bench.sh dev9 | dev9b … dev9f | final9   # ninth session: the 32-row attention forward, the head's kept
-#                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (final9), the scan checkpoints (dev10)
-  # tenth session: build, CUDA tests (TESTS: a subset), decode with graphs at BATCHES × CONTEXTS, then every kernel
-  # of a few eager decode steps under Nsight Compute (NCU_POINTS); results.tgz with the logs and JSON
-  quick_build
-  if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run ${TESTS:-test/cuda} > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
-    sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30; el "tests done"
-  fi
-  BATCHES=${BATCHES:-8,64,128,256,512} DECODE_NAME=${DECODE_NAME:-decode-dev10-tenth} decode_round
-  [ -n "${NCU_POINTS-x}" ] && ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:4096}"
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
-  el "all done"
-  ;;
-dev9g)
+#                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (final9), the scan checkpoints (dev9g)
 #   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8 | tune8   # eighth session: decode kernel
 #                                   # tables (ncu), a round with the matmul-timing A/B, Nsight Compute on one decode kernel
 #                                   # (NCU_K, NCU_POINT), training, the record (final8, then final2 with PEER=0), our Llama
@@ -474,6 +461,19 @@ final1)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt | grep -v '^cuda-tests') \
     -C "$PWD" $(ls bench/results/{scan,train-medium,train-profile,prefill-highest,prefill-medium,decode-sampled}-cuda-2*.json 2>/dev/null)
   (cd "$OUT" && rm -f $(ls *.txt | grep -v -E '^(cuda-tests|train-medium)\.txt$'))
+  ;;
+dev10)
+  # tenth session: build, CUDA tests (TESTS: a subset), decode with graphs at BATCHES × CONTEXTS, then every kernel
+  # of a few eager decode steps under Nsight Compute (NCU_POINTS); results.tgz with the logs and JSON
+  quick_build
+  if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run ${TESTS:-test/cuda} > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
+    sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30; el "tests done"
+  fi
+  BATCHES=${BATCHES:-8,64,128,256,512} DECODE_NAME=${DECODE_NAME:-decode-dev10-tenth} decode_round
+  [ -n "${NCU_POINTS-x}" ] && ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:4096}"
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
+  el "all done"
   ;;
 dev9g)
   # ninth session: build, CUDA tests, the scan alone (with and without the forward's checkpoints), the training step
