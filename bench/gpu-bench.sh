@@ -11,8 +11,7 @@
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
 #   bash bench/gpu-bench.sh dev10 | dev10b   # tenth session: tests, a decode round and its kernels under Nsight Compute;
-#                                   # decode with the skinny-product kernel offered to the matmul timing and without;
-#   bash bench/gpu-bench.sh dev10c   # the skinny products alone (bench/skinny.ts), then dev10b's decode A/B
+#                                   # decode with the skinny-product kernel offered to the matmul timing and without
 #   bash bench/gpu-bench.sh dev9 | dev9b … dev9f | final9   # ninth session: the 32-row attention forward, the head's kept
 #                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (final9), the scan checkpoints (dev9g)
 #   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8 | tune8   # eighth session: decode kernel
@@ -478,10 +477,10 @@ dev10)
   el "all done"
   ;;
 dev10b)
-  # tenth session: build (SKIP_BUILD=1: none), CUDA tests (TESTS), decode with graphs with our skinny kernel offered to the matmul timing
+  # tenth session: build, CUDA tests (TESTS), decode with graphs with our skinny kernel offered to the matmul timing
   # (verbose: every choice) and with cuBLASLt's algorithms only (M1_MATMUL_TUNE=cublas), alternating, then Nsight
   # Compute's kernel table (NCU_POINTS; empty: none)
-  [ "${SKIP_BUILD:-0}" = 1 ] || quick_build
+  quick_build
   if [ "${SKIP_TESTS:-0}" != 1 ]; then
     timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run ${TESTS:-test/cuda} > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
     sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30; el "tests done"
@@ -494,20 +493,6 @@ dev10b)
   done; done
   grep -h "m1 matmul timing" "$OUT"/decode-verbose-r1-tenth.txt | sed -E 's/rows [0-9]+ /rows N /' | sort | uniq -c | sort -rn | head -40
   [ -n "${NCU_POINTS-x}" ] && ncu_decode "${NCU_POINTS:-m1-3b:64:256}"
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
-  el "all done"
-  ;;
-dev10c)
-  # tenth session: build, CUDA tests (TESTS), the skinny products alone (bench/skinny.ts: cuBLASLt against each launch
-  # of our kernel), then dev10b's decode A/B (our kernel offered to the timing or not)
-  quick_build
-  if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run ${TESTS:-test/cuda} > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
-    sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30; el "tests done"
-  fi
-  timeout ${SKINNY_S:-150} node dist/bench/skinny.js --name skinny-tenth ${SKINNY_FLAGS:-} > "$OUT/skinny.txt" 2>&1; echo "skinny rc=$?"
-  sed -n '/^skinny products/,$p' "$OUT/skinny.txt"; grep -iE "error" "$OUT/skinny.txt" | head -5; el "skinny done"
-  [ "${DECODE_AB:-1}" = 1 ] && SKIP_TESTS=1 NCU_POINTS= SKIP_BUILD=1 bash "$0" dev10b | grep -v "^prelude"
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
   el "all done"
   ;;

@@ -219,8 +219,8 @@ std::unordered_map<std::string, OpFn>& ops() {
     return 0.0;
   });
   def("skinny_matmul", [](const Args& a) {
-    // x (bf16), w (bf16), y (f32), M, N, K, rt, splits, depth, accumulate
-    m1SkinnyMatmul(a.p(0), a.p(1), a.p<float>(2), a.i32(3), a.i32(4), a.i32(5), a.i32(6), a.i32(7), a.i32(8), a.i32(9) != 0);
+    // x (bf16), w (bf16), y (f32), M, N, K, rt, splits, accumulate
+    m1SkinnyMatmul(a.p(0), a.p(1), a.p<float>(2), a.i32(3), a.i32(4), a.i32(5), a.i32(6), a.i32(7), a.i32(8) != 0);
     return 0.0;
   });
   def("embedding", [S](const Args& a) {

@@ -160,12 +160,11 @@ int m1_skinny_matmul_handles(int M, int N, int K, const void* X, const void* W);
 /** CTAs per K split: row tiles of 16·rt features */
 int m1_skinny_matmul_tiles(int N, int rt);
 /**
- * Y (+)= X · Wᵀ (bf16 X, W; f32 Y) with rt ∈ {4, 8} warps of 16 features per CTA, K split in up to `splits` parts and
- * depth ∈ {4, 8} steps of 32 of K in flight per warp.
+ * Y (+)= X · Wᵀ (bf16 X, W; f32 Y) with rt ∈ {4, 8} warps of 16 features per CTA and K split in up to `splits` parts.
  * For more than one part: parts, a workspace of splits · M · N floats, and counters, m1_skinny_matmul_tiles(N, rt)
  * ints that are zero (and are left zero).
  */
-cudaError_t m1_skinny_matmul(float* Y, const void* X, const void* W, int M, int N, int K, int rt, int splits, int depth, int accumulate,
+cudaError_t m1_skinny_matmul(float* Y, const void* X, const void* W, int M, int N, int K, int rt, int splits, int accumulate,
                              float* parts, int* counters, cudaStream_t s);
 
 }  // extern "C"

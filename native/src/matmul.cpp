@@ -49,7 +49,7 @@ long long rowBucket(long long n) {
 
 /** our skinny kernel's launch (skinny_matmul.cu): rt warps of 16 features per CTA, K in up to `splits` parts; rt 0: not used */
 struct OwnCfg {
-  int rt = 0, splits = 0, depth = 4;
+  int rt = 0, splits = 0;
 };
 
 /** what a timing chose: cuBLASLt's algorithm (also the fallback when `own` cannot take a call) and whether our kernel won */
@@ -186,7 +186,7 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
           if (sp > 1 && tiles > kMaxCounters) continue;
           bool dup = false;
           for (const OwnCfg& c : p.ownCandidates) dup = dup || (c.rt == rt && c.splits == sp);
-          if (!dup) for (int depth : {4, 8}) p.ownCandidates.push_back({rt, (int)sp, depth});
+          if (!dup) p.ownCandidates.push_back({rt, (int)sp});
         }
       }
     }
@@ -253,15 +253,12 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, long 
       p.chosenSplit = p.splits[idx];
     }
   }
-  float bestOwn = 1e30f;
   for (const OwnCfg& c : p.ownCandidates) {
     idx++;
     if (!m1_skinny_matmul_handles((int)M, (int)N, (int)K, A, B)) break;
     const float t = timed([&] {
-      return m1_skinny_matmul(out, A, B, (int)M, (int)N, (int)K, c.rt, c.splits, c.depth, 0, static_cast<float*>(L.workspace), L.counters, s) ==
-             cudaSuccess;
+      return m1_skinny_matmul(out, A, B, (int)M, (int)N, (int)K, c.rt, c.splits, 0, static_cast<float*>(L.workspace), L.counters, s) == cudaSuccess;
     });
-    bestOwn = std::min(bestOwn, t);
     if (t < best) {
       best = t;
       bestIdx = idx;
@@ -272,10 +269,10 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, long 
   const char* env = std::getenv("M1_MATMUL_TUNE");
   if (env && std::strstr(env, "verbose") != nullptr) {
     char what[64];
-    if (p.own.rt) std::snprintf(what, sizeof what, "ours, %d warps a CTA, K in %d, %d steps ahead", p.own.rt, p.own.splits, p.own.depth);
+    if (p.own.rt) std::snprintf(what, sizeof what, "ours, %d warps a CTA, K in %d", p.own.rt, p.own.splits);
     else std::snprintf(what, sizeof what, "K split %d", p.chosenSplit);
-    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld × K %lld: %zu + %zu candidates, heuristic's first %.1f µs, best cuBLASLt %.1f µs, ours %.1f µs, chose #%d %.1f µs (%s)\n",
-                 M, N, K, p.candidates.size(), p.ownCandidates.size(), first * 1e3f, bestLt * 1e3f, bestOwn * 1e3f, bestIdx, best * 1e3f, what);
+    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld × K %lld: %zu + %zu candidates, heuristic's first %.1f µs, best cuBLASLt %.1f µs, chose #%d %.1f µs (%s)\n",
+                 M, N, K, p.candidates.size(), p.ownCandidates.size(), first * 1e3f, bestLt * 1e3f, bestIdx, best * 1e3f, what);
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
@@ -317,7 +314,7 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
   if (!p.candidates.empty() || !p.ownCandidates.empty()) tune(p, B, A, M, N, K, s);
   Lt& L = lt();
   if (p.own.rt && m1_skinny_matmul_handles((int)M, (int)N, (int)K, A, B)) {
-    const cudaError_t e = m1_skinny_matmul(C, A, B, (int)M, (int)N, (int)K, p.own.rt, p.own.splits, p.own.depth, accumulate ? 1 : 0,
+    const cudaError_t e = m1_skinny_matmul(C, A, B, (int)M, (int)N, (int)K, p.own.rt, p.own.splits, accumulate ? 1 : 0,
                                            static_cast<float*>(L.workspace), L.counters, s);
     for (void* q : scratch) if (q) m1Free(q);
     m1Check(e, "skinny matmul");
@@ -330,11 +327,11 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
   checkLt(st, "matmul");
 }
 
-void m1SkinnyMatmul(const void* X, const void* W, float* Y, int M, int N, int K, int rt, int splits, int depth, bool accumulate) {
+void m1SkinnyMatmul(const void* X, const void* W, float* Y, int M, int N, int K, int rt, int splits, bool accumulate) {
   Lt& L = lt();
   if (!m1_skinny_matmul_handles(M, N, K, X, W)) throw std::runtime_error("skinny matmul: shape or alignment not taken");
   if (splits > 1 && ((size_t)splits * M * N * sizeof(float) > kWorkspaceBytes || m1_skinny_matmul_tiles(N, rt) > kMaxCounters))
     throw std::runtime_error("skinny matmul: the splits' partials do not fit the workspace");
-  m1Check(m1_skinny_matmul(Y, X, W, M, N, K, rt, splits, depth, accumulate ? 1 : 0, static_cast<float*>(L.workspace), L.counters, m1Stream()),
+  m1Check(m1_skinny_matmul(Y, X, W, M, N, K, rt, splits, accumulate ? 1 : 0, static_cast<float*>(L.workspace), L.counters, m1Stream()),
           "skinny matmul");
 }

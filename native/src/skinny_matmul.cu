@@ -23,6 +23,8 @@
 
 namespace {
 
+constexpr int kDepth = 4;  // K steps of W in flight per warp
+
 __device__ __forceinline__ uint4 ldStream(const __nv_bfloat16* p) {  // W: read once, kept out of L1
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
@@ -30,11 +32,11 @@ __device__ __forceinline__ uint4 ldStream(const __nv_bfloat16* p) {  // W: read 
 }
 
 /**
- * One CTA: RT warps × 16 features, kDepth K steps of W in flight per warp (rows n0 … n0 + 16·RT − 1 of W), K range of split blockIdx.y, MT n8 tiles of X's
+ * One CTA: RT warps × 16 features (rows n0 … n0 + 16·RT − 1 of W), K range of split blockIdx.y, MT n8 tiles of X's
  * rows (MT·8 ≥ M). accumulate: Y += the product. parts [S, M, N] f32 and counters [gridDim.x] (zero on entry,
  * left zero) only for S = gridDim.y > 1.
  */
-template <int MT, int RT, int kDepth>
+template <int MT, int RT>
 __global__ void __launch_bounds__(RT * 32, 16 / RT) k_skinny_matmul(float* __restrict__ Y, const __nv_bfloat16* __restrict__ X,
                                                                  const __nv_bfloat16* __restrict__ W, int M, int N, int K, int kPer,
                                                                  int accumulate, float* __restrict__ parts, int* __restrict__ counters) {
@@ -125,17 +127,17 @@ int m1_skinny_matmul_handles(int M, int N, int K, const void* X, const void* W) 
 
 int m1_skinny_matmul_tiles(int N, int rt) { return (N + 16 * rt - 1) / (16 * rt); }
 
-cudaError_t m1_skinny_matmul(float* Y, const void* X, const void* W, int M, int N, int K, int rt, int splits, int depth, int accumulate,
+cudaError_t m1_skinny_matmul(float* Y, const void* X, const void* W, int M, int N, int K, int rt, int splits, int accumulate,
                              float* parts, int* counters, cudaStream_t s) {
-  if (!m1_skinny_matmul_handles(M, N, K, X, W) || (rt != 4 && rt != 8) || (depth != 4 && depth != 8) || splits < 1) return cudaErrorInvalidValue;
+  if (!m1_skinny_matmul_handles(M, N, K, X, W) || (rt != 4 && rt != 8) || splits < 1) return cudaErrorInvalidValue;
   const int steps = K / 32, perSplit = (steps + splits - 1) / splits, S = (steps + perSplit - 1) / perSplit;
   if (S > 1 && (!parts || !counters)) return cudaErrorInvalidValue;
   const dim3 grid((unsigned)m1_skinny_matmul_tiles(N, rt), (unsigned)S);
   const auto* x = static_cast<const __nv_bfloat16*>(X);
   const auto* w = static_cast<const __nv_bfloat16*>(W);
   const int kPer = perSplit * 32;
-#define SKINNY(MT, RT, D) k_skinny_matmul<MT, RT, D><<<grid, RT * 32, 0, s>>>(Y, x, w, M, N, K, kPer, accumulate, parts, counters)
-#define SKINNY_RT(MT) (rt == 4 ? (depth == 4 ? SKINNY(MT, 4, 4) : SKINNY(MT, 4, 8)) : (depth == 4 ? SKINNY(MT, 8, 4) : SKINNY(MT, 8, 8)))
+#define SKINNY(MT, RT) k_skinny_matmul<MT, RT><<<grid, RT * 32, 0, s>>>(Y, x, w, M, N, K, kPer, accumulate, parts, counters)
+#define SKINNY_RT(MT) (rt == 4 ? SKINNY(MT, 4) : SKINNY(MT, 8))
   if (M <= 8) SKINNY_RT(1);
   else if (M <= 16) SKINNY_RT(2);
   else if (M <= 32) SKINNY_RT(4);
