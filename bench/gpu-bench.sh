@@ -10,8 +10,7 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev10 | dev10b   # tenth session: tests, a decode round and its kernels under Nsight Compute;
-#                                   # decode with the skinny-product kernel offered to the matmul timing and without
+#   bash bench/gpu-bench.sh dev10   # tenth session: tests, a decode round and its kernels under Nsight Compute
 #   bash bench/gpu-bench.sh dev9 | dev9b … dev9f | final9   # ninth session: the 32-row attention forward, the head's kept
 #                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (final9), the scan checkpoints (dev9g)
 #   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8 | tune8   # eighth session: decode kernel
@@ -473,26 +472,6 @@ dev10)
   fi
   BATCHES=${BATCHES:-8,64,128,256,512} DECODE_NAME=${DECODE_NAME:-decode-dev10-tenth} decode_round
   [ -n "${NCU_POINTS-x}" ] && ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:4096}"
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
-  el "all done"
-  ;;
-dev10b)
-  # tenth session: build, CUDA tests (TESTS), decode with graphs with our skinny kernel offered to the matmul timing
-  # (verbose: every choice) and with cuBLASLt's algorithms only (M1_MATMUL_TUNE=cublas), alternating, then Nsight
-  # Compute's kernel table (NCU_POINTS; empty: none)
-  quick_build
-  if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run ${TESTS:-test/cuda} > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
-    sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30; el "tests done"
-  fi
-  for r in ${AB_ROUNDS:-1}; do for t in verbose cublas,verbose; do
-    n=decode-$(echo $t | tr , -)-r$r-tenth
-    M1_MATMUL_TUNE=$t timeout ${DECODE_S:-120} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name $n \
-      --batches ${BATCHES:-8,16,32,64,128} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/$n.txt" 2>&1
-    echo "decode M1_MATMUL_TUNE=$t rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/$n.txt" | head -24; grep -iE "error" "$OUT/$n.txt" | head -5; el "decode $t done"
-  done; done
-  grep -h "m1 matmul timing" "$OUT"/decode-verbose-r1-tenth.txt | sed -E 's/rows [0-9]+ /rows N /' | sort | uniq -c | sort -rn | head -40
-  [ -n "${NCU_POINTS-x}" ] && ncu_decode "${NCU_POINTS:-m1-3b:64:256}"
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
   el "all done"
   ;;

@@ -218,11 +218,6 @@ std::unordered_map<std::string, OpFn>& ops() {
              a.p<float>(10), a.i32(11) != 0, a.i32(12));
     return 0.0;
   });
-  def("skinny_matmul", [](const Args& a) {
-    // x (bf16), w (bf16), y (f32), M, N, K, rt, splits, accumulate
-    m1SkinnyMatmul(a.p(0), a.p(1), a.p<float>(2), a.i32(3), a.i32(4), a.i32(5), a.i32(6), a.i32(7), a.i32(8) != 0);
-    return 0.0;
-  });
   def("embedding", [S](const Args& a) {
     check(m1_embedding(a.p<float>(0), a.p(1), a.i32(2), a.p<int>(3), a.i64(4), a.i64(5), S()), a.op);
     return 0.0;

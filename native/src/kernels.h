@@ -154,17 +154,4 @@ cudaError_t m1_softmax_chunk_grad(float* dl, const float* x, const float* coefs,
 cudaError_t m1_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
                      float eps, float decay, float stepSize, float sqrtBc2, cudaStream_t s);
 
-// ---------- skinny products (skinny_matmul.cu) ----------
-/** whether m1_skinny_matmul takes Y [M, N] = X [M, K] · W [N, K]ᵀ: M ≤ 64, N % 16 = 0, K % 32 = 0, 16-byte aligned X, W */
-int m1_skinny_matmul_handles(int M, int N, int K, const void* X, const void* W);
-/** CTAs per K split: row tiles of 16·rt features */
-int m1_skinny_matmul_tiles(int N, int rt);
-/**
- * Y (+)= X · Wᵀ (bf16 X, W; f32 Y) with rt ∈ {4, 8} warps of 16 features per CTA and K split in up to `splits` parts.
- * For more than one part: parts, a workspace of splits · M · N floats, and counters, m1_skinny_matmul_tiles(N, rt)
- * ints that are zero (and are left zero).
- */
-cudaError_t m1_skinny_matmul(float* Y, const void* X, const void* W, int M, int N, int K, int rt, int splits, int accumulate,
-                             float* parts, int* counters, cudaStream_t s);
-
 }  // extern "C"

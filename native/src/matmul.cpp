@@ -17,7 +17,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -47,17 +46,6 @@ long long rowBucket(long long n) {
   return b;
 }
 
-/** our skinny kernel's launch (skinny_matmul.cu): rt warps of 16 features per CTA, K in up to `splits` parts; rt 0: not used */
-struct OwnCfg {
-  int rt = 0, splits = 0;
-};
-
-/** what a timing chose: cuBLASLt's algorithm (also the fallback when `own` cannot take a call) and whether our kernel won */
-struct Choice {
-  cublasLtMatmulAlgo_t algo{};
-  OwnCfg own;
-};
-
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -65,8 +53,6 @@ struct Plan {
   std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's choices, best first, until timed
   std::vector<int> splits;                        // each candidate's K split (1: as the heuristic gave it)
   int chosenSplit = 1;
-  OwnCfg own;                                     // our kernel, when it timed fastest
-  std::vector<OwnCfg> ownCandidates;              // its launches offered to the timing
   bool bucketed = false;                          // a skinny product: its timing is kept for its row bucket
   ShapeKey bucket{};
 };
@@ -78,22 +64,14 @@ struct Lt {
   // skinny products: the algorithm timed for the first row count of each bucket, reused (when cublasLtMatmulAlgoCheck
   // accepts it) by the bucket's other row counts — a decode batch that shrinks request by request times each product
   // once per power of two, not once per batch size
-  std::map<ShapeKey, Choice> tuned;
-  int* counters = nullptr;  // the skinny kernel's per-tile arrival counters (zero between calls)
-  int sms = 0;
+  std::map<ShapeKey, cublasLtMatmulAlgo_t> tuned;
 };
-constexpr int kMaxCounters = 1 << 16;
 
 Lt& lt() {
   static Lt* inst = [] {
     auto* l = new Lt();
     checkLt(cublasLtCreate(&l->handle), "create");
     m1Check(cudaMalloc(&l->workspace, kWorkspaceBytes), "cudaMalloc(cuBLASLt workspace)");
-    m1Check(cudaMalloc(&l->counters, sizeof(int) * kMaxCounters), "cudaMalloc(skinny matmul counters)");
-    m1Check(cudaMemset(l->counters, 0, sizeof(int) * kMaxCounters), "skinny matmul counters");
-    int dev = 0;
-    m1Check(cudaGetDevice(&dev), "device");
-    m1Check(cudaDeviceGetAttribute(&l->sms, cudaDevAttrMultiProcessorCount, dev), "SM count");
     return l;
   }();
   return *inst;
@@ -133,10 +111,9 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
     auto t = L.tuned.find(p.bucket);
     if (t != L.tuned.end()) {
       cublasLtMatmulHeuristicResult_t chk{};
-      if (cublasLtMatmulAlgoCheck(L.handle, p.op, p.a, p.b, p.c, p.c, &t->second.algo, &chk) == CUBLAS_STATUS_SUCCESS &&
+      if (cublasLtMatmulAlgoCheck(L.handle, p.op, p.a, p.b, p.c, p.c, &t->second, &chk) == CUBLAS_STATUS_SUCCESS &&
           chk.workspaceSize <= kWorkspaceBytes) {
-        p.algo = t->second.algo;  // timed for another row count of this bucket: no timing of its own
-        p.own = t->second.own;
+        p.algo = t->second;  // timed for another row count of this bucket: no timing of its own
         return L.plans.emplace(key, p).first->second;
       }
     }
@@ -173,27 +150,9 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
         }
       }
     }
-    // our skinny kernel (Y = X·Wᵀ: Lt's transposed A is W [m, k], its B is X [n, k], both contiguous rows) for
-    // up to 64 activation rows: each CTA count offered is about one or a half of what fits on the GPU at once,
-    // reached by splitting K, and no split; the workspace must hold the splits' partial outputs for the bucket's rows
-    if (skinny && bf16 && !tf32 && ta && !tb && lda == k && ldb == k && rowBucket(n) <= 64 && k % 32 == 0 && m % 16 == 0 &&
-        !(env && std::strstr(env, "cublas") != nullptr)) {
-      for (int rt : {4, 8}) {
-        const long long tiles = (m + 16 * rt - 1) / (16 * rt), resident = (long long)L.sms * (16 / rt);
-        const long long maxSplits = std::max<long long>(1, std::min<long long>({k / 256, 16, (long long)(kWorkspaceBytes / (sizeof(float) * rowBucket(n) * m))}));
-        const long long full = std::min(maxSplits, std::max<long long>(1, (resident + tiles - 1) / tiles));
-        for (long long sp : {full, (full + 1) / 2, 1LL}) {
-          if (sp > 1 && tiles > kMaxCounters) continue;
-          bool dup = false;
-          for (const OwnCfg& c : p.ownCandidates) dup = dup || (c.rt == rt && c.splits == sp);
-          if (!dup) p.ownCandidates.push_back({rt, (int)sp});
-        }
-      }
-    }
-    if (p.candidates.size() + p.ownCandidates.size() < 2) {
+    if (p.candidates.size() < 2) {
       p.candidates.clear();
       p.splits.clear();
-      p.ownCandidates.clear();
     }
   }
   return L.plans.emplace(key, p).first->second;
@@ -205,7 +164,7 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
  * Not during a graph capture (the timing synchronizes); the plan keeps the heuristic's choice until a call
  * outside a capture tunes it. A candidate that fails to run is skipped.
  */
-void tune(Plan& p, const void* B, const void* A, long long M, long long N, long long K, cudaStream_t s) {
+void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaStream_t s) {
   cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(s, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return;
   Lt& L = lt();
@@ -221,66 +180,42 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, long 
   m1Check(cudaEventCreate(&e0), "tune event");
   m1Check(cudaEventCreate(&e1), "tune event");
   const float alpha = 1.f, beta = 0.f;
-  float best = 1e30f, bestLt = 1e30f, first = -1.f;
+  float best = 1e30f, first = -1.f;
   int bestIdx = -1, idx = -1;
-  // one candidate: a warm-up run, then the minimum of 3 runs each from a cold L2 (run() false: it cannot run)
-  auto timed = [&](auto&& run) {
-    if (!run()) return 1e30f;
+  for (const cublasLtMatmulAlgo_t& algo : p.candidates) {
+    idx++;
+    auto run = [&] { return cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, out, p.c, out, p.c, &algo, L.workspace, kWorkspaceBytes, s); };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;
     float t = 1e30f;
     for (int r = 0; r < 3; r++) {
       m1Check(cudaMemsetAsync(flush, r, flushBytes, s), "tune L2 flush");
       m1Check(cudaEventRecord(e0, s), "tune event");
-      const bool ok = run();
+      const cublasStatus_t st = run();
       m1Check(cudaEventRecord(e1, s), "tune event");
       m1Check(cudaEventSynchronize(e1), "tune event");
       float ms = 0.f;
       m1Check(cudaEventElapsedTime(&ms, e0, e1), "tune event");
-      if (ok && ms < t) t = ms;
+      if (st == CUBLAS_STATUS_SUCCESS && ms < t) t = ms;
     }
-    return t;
-  };
-  for (const cublasLtMatmulAlgo_t& algo : p.candidates) {
-    idx++;
-    const float t = timed([&] {
-      return cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, out, p.c, out, p.c, &algo, L.workspace, kWorkspaceBytes, s) ==
-             CUBLAS_STATUS_SUCCESS;
-    });
     if (idx == 0) first = t;
-    if (t < bestLt) {
-      bestLt = best = t;
+    if (t < best) {
+      best = t;
       bestIdx = idx;
       p.algo = algo;
       p.chosenSplit = p.splits[idx];
     }
   }
-  for (const OwnCfg& c : p.ownCandidates) {
-    idx++;
-    if (!m1_skinny_matmul_handles((int)M, (int)N, (int)K, A, B)) break;
-    const float t = timed([&] {
-      return m1_skinny_matmul(out, A, B, (int)M, (int)N, (int)K, c.rt, c.splits, 0, static_cast<float*>(L.workspace), L.counters, s) == cudaSuccess;
-    });
-    if (t < best) {
-      best = t;
-      bestIdx = idx;
-      p.own = c;
-    }
-  }
-  if (p.bucketed) L.tuned[p.bucket] = Choice{p.algo, p.own};
+  if (p.bucketed) L.tuned[p.bucket] = p.algo;
   const char* env = std::getenv("M1_MATMUL_TUNE");
-  if (env && std::strstr(env, "verbose") != nullptr) {
-    char what[64];
-    if (p.own.rt) std::snprintf(what, sizeof what, "ours, %d warps a CTA, K in %d", p.own.rt, p.own.splits);
-    else std::snprintf(what, sizeof what, "K split %d", p.chosenSplit);
-    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld × K %lld: %zu + %zu candidates, heuristic's first %.1f µs, best cuBLASLt %.1f µs, chose #%d %.1f µs (%s)\n",
-                 M, N, K, p.candidates.size(), p.ownCandidates.size(), first * 1e3f, bestLt * 1e3f, bestIdx, best * 1e3f, what);
-  }
+  if (env && std::strstr(env, "verbose") != nullptr)
+    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs (K split %d)\n", M, N,
+                 p.candidates.size(), first * 1e3f, bestIdx, best * 1e3f, p.chosenSplit);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   m1Free(out);
   m1Free(flush);
   p.candidates.clear();
   p.splits.clear();
-  p.ownCandidates.clear();
 }
 
 }  // namespace
@@ -311,27 +246,11 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
   }
   // column-major view: Lt's A is our B (stored [bCols × bRows]), Lt's B is our A (stored [aCols × aRows])
   Plan& p = planFor(bf16, tf32, transB, transA, N, M, K, bCols, aCols);
-  if (!p.candidates.empty() || !p.ownCandidates.empty()) tune(p, B, A, M, N, K, s);
-  Lt& L = lt();
-  if (p.own.rt && m1_skinny_matmul_handles((int)M, (int)N, (int)K, A, B)) {
-    const cudaError_t e = m1_skinny_matmul(C, A, B, (int)M, (int)N, (int)K, p.own.rt, p.own.splits, accumulate ? 1 : 0,
-                                           static_cast<float*>(L.workspace), L.counters, s);
-    for (void* q : scratch) if (q) m1Free(q);
-    m1Check(e, "skinny matmul");
-    return;
-  }
+  if (!p.candidates.empty()) tune(p, B, A, M, N, s);
   float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+  Lt& L = lt();
   cublasStatus_t st = cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, L.workspace,
                                      kWorkspaceBytes, s);
   for (void* q : scratch) if (q) m1Free(q);
   checkLt(st, "matmul");
-}
-
-void m1SkinnyMatmul(const void* X, const void* W, float* Y, int M, int N, int K, int rt, int splits, bool accumulate) {
-  Lt& L = lt();
-  if (!m1_skinny_matmul_handles(M, N, K, X, W)) throw std::runtime_error("skinny matmul: shape or alignment not taken");
-  if (splits > 1 && ((size_t)splits * M * N * sizeof(float) > kWorkspaceBytes || m1_skinny_matmul_tiles(N, rt) > kMaxCounters))
-    throw std::runtime_error("skinny matmul: the splits' partials do not fit the workspace");
-  m1Check(m1_skinny_matmul(Y, X, W, M, N, K, rt, splits, accumulate ? 1 : 0, static_cast<float*>(L.workspace), L.counters, m1Stream()),
-          "skinny matmul");
 }

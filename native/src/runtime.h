@@ -37,9 +37,3 @@ inline void m1Check(cudaError_t e, const char* what) {
  */
 void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool transA, const void* B, bool bBf16, long long bRows,
               long long bCols, bool transB, float* C, bool accumulate, int f32Precision);
-/**
- * Y (+)= X · Wᵀ (bf16 X [M, K], W [N, K]; f32 Y [M, N]) by the skinny kernel with a given launch (rt warps a CTA, K
- * in up to `splits` parts), whatever the timing would choose: the CUDA tests' way to check every launch. Throws
- * when the kernel does not take the shape or the splits' partials do not fit the workspace.
- */
-void m1SkinnyMatmul(const void* X, const void* W, float* Y, int M, int N, int K, int rt, int splits, bool accumulate);

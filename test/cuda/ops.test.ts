@@ -187,34 +187,6 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     }
   });
 
-  // the skinny-product kernel (skinny_matmul.cu) that the timing above may choose, run with each of its launches: 4 / 8
-  // warps a CTA, K whole or split (partials summed by the CTA that finishes a row tile last); row counts across the
-  // n8 tiles 1 / 2 / 4 / 8, a feature count that leaves the last CTA's warps partly past N, K shorter than the
-  // kernel's 4-step prefetch, accumulating calls, and splits run twice in a row (the arrival counters reset)
-  it('skinnyMatmul: every launch (warps a CTA, K splits) equals the CPU product, plain and accumulating', () => {
-    const shapes = [[1, 256, 512], [7, 1024, 3072], [8, 512, 1024], [13, 768, 2048], [16, 256, 4096], [33, 1040, 1024], [64, 2048, 1024],
-      [64, 16, 8192], [40, 1040, 96]] as const;
-    let seed = 700;
-    for (const [M, N, K] of shapes) {
-      const x = rand([M, K], seed++, 1, 'bf16'), w = rand([N, K], seed++, 1, 'bf16'), acc = rand([M, N], seed++);
-      const ref = cpu.matmul(x.c, w.c, { transB: true });
-      const refAcc = cpu.matmul(x.c, w.c, { transB: true, accumulateInto: cpu.copy(acc.c) });
-      for (const rt of [4, 8] as const) {
-        for (const splits of [1, 3, 7]) {
-          const what = `skinnyMatmul [${M}×${K}]·[${N}×${K}]ᵀ rt ${rt} splits ${splits}`;
-          for (let rep = 0; rep < 2; rep++) expectClose(g, g.skinnyMatmul(x.g, w.g, { rt, splits }), ref, 1e-4, `${what} call ${rep}`);
-          expectClose(g, g.skinnyMatmul(x.g, w.g, { rt, splits, accumulateInto: g.copy(acc.g) }), refAcc, 1e-4, `${what} accumulating`);
-        }
-      }
-    }
-    const x = rand([65, 64], 1, 1, 'bf16'), w = rand([32, 64], 2, 1, 'bf16');
-    expect(() => g.skinnyMatmul(x.g, w.g, { rt: 4, splits: 1 })).toThrow(/skinny matmul: shape or alignment not taken/);
-    const xf = rand([4, 64], 3);
-    expect(() => g.skinnyMatmul(xf.g, w.g, { rt: 4, splits: 1 })).toThrow(/skinnyMatmul: x and w must be bf16/);
-    const w24 = rand([24, 64], 4, 1, 'bf16'), x4 = rand([4, 64], 5, 1, 'bf16');
-    expect(() => g.skinnyMatmul(x4.g, w24.g, { rt: 8, splits: 2 })).toThrow(/skinny matmul: shape or alignment not taken/);
-  });
-
   it('matmul f32 × f32 by setFloat32MatmulPrecision: highest = f32, high = TF32, medium = bf16 operands', () => {
     const M = 64, K = 512, N = 48;
     const a = rand([K, M], 36), b = rand([K, N], 37); // a weight gradient's shape: aᵀ · b

@@ -436,29 +436,6 @@ export class CudaBackend implements Backend {
     return this.produce(outShape, (o) => run(o, false));
   }
 
-  /**
-   * y [M, N] (+= into accumulateInto) = x [M, K] · w [N, K]ᵀ by the skinny-product kernel (native/src/skinny_matmul.cu)
-   * with a given launch: `rt` (4 or 8) warps of 16 features a CTA, K split in up to `splits` parts. `matmul` picks
-   * this kernel by timing it against cuBLASLt for products of up to 64 rows; this runs it whatever that would choose,
-   * for the tests of every launch. x and w bf16; M ≤ 64, N a multiple of 16, K of 32.
-   */
-  skinnyMatmul(x: Tensor, w: Tensor, opts: { rt: 4 | 8; splits: number; accumulateInto?: Tensor }): Tensor {
-    const op = 'skinnyMatmul', X = this.t(x, `${op}: x`), W = this.t(w, `${op}: w`);
-    if (X.storage !== 'bf16' || W.storage !== 'bf16') throw new Error(`${op}: x and w must be bf16, got ${X.dtype} and ${W.dtype}`);
-    if (X.shape.length !== 2 || W.shape.length !== 2 || X.shape[1] !== W.shape[1]) {
-      throw new Error(`${op}: x [M, K] and w [N, K] expected, got ${shapeString(X.shape)} and ${shapeString(W.shape)}`);
-    }
-    const [M, K] = X.shape as [number, number], N = W.shape[0]!;
-    const run = (y: number, acc: boolean) => this.call('skinny_matmul', [X.ptr, W.ptr, y, M, N, K, opts.rt, opts.splits, acc ? 1 : 0]);
-    if (opts.accumulateInto) {
-      const Y = this.f32Tensor(opts.accumulateInto, `${op}: accumulateInto`);
-      if (Y.size !== M * N) throw new Error(`${op}: accumulateInto has shape ${shapeString(Y.shape)}, product is [${M}, ${N}]`);
-      run(Y.ptr, true);
-      return Y;
-    }
-    return this.produce([M, N], (o) => run(o, false));
-  }
-
   // ---------- embedding / norms / MLP ----------
 
   embedding(table: Tensor, ids: Int32Array): Tensor {
