@@ -10,7 +10,8 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev10   # tenth session: tests, a decode round and its kernels under Nsight Compute
+#   bash bench/gpu-bench.sh dev10 | dev10d   # tenth session: tests, a decode round and its kernels under Nsight Compute;
+#                                   # the Mamba step staged in shared memory against registers (M1_DECODE_STEP=regs)
 #   bash bench/gpu-bench.sh dev9 | dev9b … dev9f | final9   # ninth session: the 32-row attention forward, the head's kept
 #                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (final9), the scan checkpoints (dev9g)
 #   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8 | tune8   # eighth session: decode kernel
@@ -472,6 +473,31 @@ dev10)
   fi
   BATCHES=${BATCHES:-8,64,128,256,512} DECODE_NAME=${DECODE_NAME:-decode-dev10-tenth} decode_round
   [ -n "${NCU_POINTS-x}" ] && ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:4096}"
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
+  el "all done"
+  ;;
+dev10d)
+  # tenth session: build, CUDA tests (TESTS), decode with graphs with the Mamba step staged through shared memory and
+  # (M1_DECODE_STEP=regs) in registers, alternating AB_ROUNDS times; then that kernel alone under Nsight Compute
+  quick_build
+  if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run ${TESTS:-test/cuda} > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
+    sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30; el "tests done"
+  fi
+  for r in $(seq ${AB_ROUNDS:-2}); do for v in smem regs; do
+    n=decode-step-$v-r$r-tenth
+    M1_DECODE_STEP=$v timeout ${DECODE_S:-120} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name $n \
+      --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/$n.txt" 2>&1
+    echo "decode M1_DECODE_STEP=$v round $r rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/$n.txt" | grep -E "model|m1-3b"; el "decode $v done"
+  done; done
+  for v in smem regs; do for pt in ${NCU_POINTS:-64:256 512:256}; do
+    IFS=: read -r b c <<< "$pt"
+    M1_DECODE_STEP=$v timeout 90 ncu --clock-control none --cache-control none -k regex:mamba1_decode_step --launch-count 44 \
+      --metrics gpu__time_duration.sum,sm__warps_active.avg.pct_of_peak_sustained_active,dram__bytes.sum.per_second,launch__registers_per_thread \
+      node dist/bench/decode.js --zero-weights --backend cuda --models m1-3b --batches $b --contexts $c --lengths 0 --steps 2 --warmup-s 0 \
+      > "$OUT/ncu-step-$v-$b-$c.txt" 2>&1; echo "ncu $v B=$b ctx=$c rc=$?"
+    grep -E "gpu__time_duration|warps_active|dram__bytes|registers_per" "$OUT/ncu-step-$v-$b-$c.txt" | awk '{k=$1; v=$NF; s[k]+=v; n[k]++} END {for (k in s) printf "  %s mean %.1f %s\n", k, s[k]/n[k], ""}'
+  done; done
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
   el "all done"
   ;;

@@ -15,6 +15,7 @@
 #include "flash_attention.h"
 #include "runtime.h"
 #include "warp.cuh"
+#include "async_copy.cuh"
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
@@ -1296,6 +1297,102 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
 #pragma unroll
         for (int o = N4 / 2; o > 0; o >>= 1) part += __shfl_xor_sync(kAll, part, o);
         const float got = __shfl_sync(kAll, part, (lane % CPB) * N4);  // channel c's group in this pass
+        if (lane / CPB == i) out = got;
+      }
+      if (live) storeOut(y, (int64_t)s * Di + c, (out + dSkip * xv) * siluf(zv));
+    }
+  }
+}
+
+/**
+ * The same step with the tile's state, A, B and C float4s staged in shared memory by cp.async instead of
+ * registers (M1_DECODE_STEP=regs: the register kernel above, for the A/B). Registers held ~100 of them per lane,
+ * which left 16 warps an SM; the copies cost none, so the SM holds as many warps as its shared memory fits
+ * (8 KB a warp at N = 16: 28 warps) and has that many tiles' loads in flight. Each lane stages and later
+ * reads only its own float4s, so no barrier is needed between the copies and the passes.
+ */
+template <int N4, int KC, typename OT>
+__global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
+    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* A, WeightF D, float* ssmSt,
+    const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
+  constexpr int N = 4 * N4, CPB = 32 / N4;
+  constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;
+  constexpr unsigned kAll = 0xffffffffu;
+  extern __shared__ float4 stage[];  // per warp: [h | A | B | C][N4 passes][32 lanes]
+  const int K = KC > 0 ? KC : Kr, W = K - 1;
+  const int r = Di / dXb;
+  const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;
+  const int warps = blockDim.x / 32, nTiles = (Di + 31) / 32;
+  float4* my = stage + (threadIdx.x / 32) * (4 * N4 * 32) + lane;
+  for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
+    const float* row = proj + (int64_t)s * P;
+    const int slot = slots[s];
+    for (int tile = blockIdx.x * warps + threadIdx.x / 32; tile < nTiles; tile += gridDim.x * warps) {  // warp-uniform
+      const int c0 = tile * 32, c = c0 + lane;
+      const bool live = c < Di;
+      float4* st = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c0) * N);  // pass i's run: st[i·32 + lane]
+#pragma unroll
+      for (int i = 0; i < N4; i++) {
+        const int cm = c0 + i * CPB + sub;
+        const bool v = cm < Di;
+        const int g = v ? cm / N : 0, src = (g / r) * N;
+        cpAsync16(my + (0 * N4 + i) * 32, v ? st + i * 32 + lane : st, v);
+        cpAsync16(my + (1 * N4 + i) * 32, v ? reinterpret_cast<const float4*>(A + (int64_t)cm * N) + j : reinterpret_cast<const float4*>(A), v);
+        cpAsync16(my + (2 * N4 + i) * 32, reinterpret_cast<const float4*>(row + Di + dXb + src) + j, v);
+        cpAsync16(my + (3 * N4 + i) * 32, reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N) + j, v);
+      }
+      cpAsyncCommit();
+      float zv = 0.f, xin = 0.f, dl = 0.f, bias = 0.f, dSkip = 0.f, cb = 0.f, taps[KT], prev[KP];
+      float* cs = convSt + ((int64_t)slot * Di + c) * W;
+      if (live) {
+        const int g = c / N, src = (g / r) * N;
+        zv = row[c];
+        xin = row[Di + src + c % N];
+        dl = deltaLow[(int64_t)s * Di + c];
+        bias = dtBias[c];
+        dSkip = D[c];
+        cb = convBias.p ? convBias[c] : 0.f;
+        if constexpr (KC > 0) {
+#pragma unroll
+          for (int k = 0; k < KC; k++) taps[k] = convW[(int64_t)c * KC + k];
+#pragma unroll
+          for (int k = 0; k < KC - 1; k++) prev[k] = cs[k];
+        }
+      }
+      float dt = 0.f, dtx = 0.f, xv = 0.f;
+      if (live) {
+        float acc = cb;
+        if constexpr (KC > 0) {
+#pragma unroll
+          for (int k = 0; k < KC - 1; k++) acc += taps[k] * prev[k];
+          acc += taps[KC - 1] * xin;
+#pragma unroll
+          for (int k = 0; k + 1 < KC - 1; k++) cs[k] = prev[k + 1];
+        } else {
+          for (int k = 0; k < W; k++) acc += convW[(int64_t)c * K + k] * cs[k];
+          acc += convW[(int64_t)c * K + W] * xin;
+          for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
+        }
+        if (W > 0) cs[W - 1] = xin;
+        xv = siluf(acc);
+        dt = softplusf((dl + bias) + bias);
+        dtx = dt * xv;
+      }
+      cpAsyncWaitAll();
+      float out = 0.f;
+#pragma unroll
+      for (int i = 0; i < N4; i++) {
+        const int m = i * CPB + sub, cm = c0 + m;
+        const float dti = __shfl_sync(kAll, dt, m), dtxi = __shfl_sync(kAll, dtx, m);
+        float part = 0.f;
+        if (cm < Di) {
+          const float4 hn = scanState4(my[(0 * N4 + i) * 32], my[(1 * N4 + i) * 32], my[(2 * N4 + i) * 32], dti, dtxi);
+          st[i * 32 + lane] = hn;
+          part = dot4(my[(3 * N4 + i) * 32], hn);
+        }
+#pragma unroll
+        for (int o = N4 / 2; o > 0; o >>= 1) part += __shfl_xor_sync(kAll, part, o);
+        const float got = __shfl_sync(kAll, part, (lane % CPB) * N4);
         if (lane / CPB == i) out = got;
       }
       if (live) storeOut(y, (int64_t)s * Di + c, (out + dSkip * xv) * siluf(zv));
@@ -2637,6 +2734,16 @@ cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta,
 #undef SCAN_STEP
   return lastError();
 }
+/** the smem kernel's occupancy is bounded by shared memory: ask for the largest carveout, once per instantiation */
+template <int N4, int KC>
+void smemCarveout() {
+  static const bool done = [] {
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    return true;
+  }();
+  (void)done;
+}
 int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* const* vec4Ptrs, int nPtrs) {
   if (N != 4 && N != 8 && N != 16 && N != 32) return 0;
   if (Di % N != 0 || dXb % N != 0 || Di % dXb != 0 || P % 4 != 0) return 0;
@@ -2653,18 +2760,27 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   // a warp per 32 channels of a token. Tried: TPW tokens per warp with A and the per-channel weights kept in
   // registers across them (TPW 1 / 2 / 4: 128 / 168 / 255 registers) — slower at every batch (fewer warps per SM)
   const dim3 grid((unsigned)std::min<int64_t>(65535, ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
+  static const bool regs = [] { const char* e = std::getenv("M1_DECODE_STEP"); return e && std::strcmp(e, "regs") == 0; }();
+  const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * 4 * n4 * 32 * sizeof(float4); };
 #define M1_DECODE_K(N4, KC)                                                                                             \
   (outBf16 ? k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<__nv_bfloat16*>(y), proj, deltaLow, dtBias, \
                                                                            convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K) \
            : k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<float*>(y), proj, deltaLow, dtBias, convSt, \
                                                                            convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K))
-#define M1_DECODE(N4) (K == 4 ? M1_DECODE_K(N4, 4) : M1_DECODE_K(N4, 0))
+#define M1_DECODE_SMEM_K(N4, KC)                                                                                          \
+  (smemCarveout<N4, KC>(), outBf16 ? k_mamba1_decode_step_smem<N4, KC><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<__nv_bfloat16*>(y), proj,      \
+                 deltaLow, dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)                           \
+           : k_mamba1_decode_step_smem<N4, KC><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<float*>(y), proj, deltaLow, \
+                 dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K))
+#define M1_DECODE(N4) (regs || N4 > 4 ? (K == 4 ? M1_DECODE_K(N4, 4) : M1_DECODE_K(N4, 0)) \
+                                      : (K == 4 ? M1_DECODE_SMEM_K(N4, 4) : M1_DECODE_SMEM_K(N4, 0)))
   if (N == 4) M1_DECODE(1);
   else if (N == 8) M1_DECODE(2);
   else if (N == 16) M1_DECODE(4);
   else if (N == 32) M1_DECODE(8);
   else return cudaErrorInvalidValue;
 #undef M1_DECODE_K
+#undef M1_DECODE_SMEM_K
 #undef M1_DECODE
   return lastError();
 }
