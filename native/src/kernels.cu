@@ -1400,6 +1400,17 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
   }
 }
 
+/** the smem kernel's occupancy is bounded by shared memory: ask for the largest carveout, once per instantiation */
+template <int N4, int KC>
+void smemCarveout() {
+  static const bool done = [] {
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    return true;
+  }();
+  (void)done;
+}
+
 constexpr int kScanChunk = 32;
 
 /**
@@ -2733,16 +2744,6 @@ cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta,
   else SCAN_STEP(32);
 #undef SCAN_STEP
   return lastError();
-}
-/** the smem kernel's occupancy is bounded by shared memory: ask for the largest carveout, once per instantiation */
-template <int N4, int KC>
-void smemCarveout() {
-  static const bool done = [] {
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    return true;
-  }();
-  (void)done;
 }
 int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* const* vec4Ptrs, int nPtrs) {
   if (N != 4 && N != 8 && N != 16 && N != 32) return 0;
