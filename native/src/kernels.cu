@@ -1305,11 +1305,11 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
 }
 
 /**
- * The same step with the tile's state, A, B and C float4s staged in shared memory by cp.async instead of
- * registers (M1_DECODE_STEP=regs: the register kernel above, for the A/B). Registers held ~100 of them per lane,
- * which left 16 warps an SM; the copies cost none, so the SM holds as many warps as its shared memory fits
- * (8 KB a warp at N = 16: 28 warps) and has that many tiles' loads in flight. Each lane stages and later
- * reads only its own float4s, so no barrier is needed between the copies and the passes.
+ * The same step with the tile's state and A float4s, and its groups' B and C rows, staged in shared memory by
+ * cp.async instead of registers (M1_DECODE_STEP=regs: the register kernel above, for the A/B). Registers held
+ * ~100 of them per lane, which left 16 warps an SM; the copies cost none, so the SM holds more warps (4.25 KB of
+ * shared memory and 48 registers a lane at N = 16) and has that many tiles' loads in flight. B and C are staged
+ * once per group (lanes 0–15), the state and A by the lane that reads them; the warp syncs once in between.
  */
 template <int N4, int KC, typename OT>
 __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
@@ -1318,12 +1318,13 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
   constexpr int N = 4 * N4, CPB = 32 / N4;
   constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;
   constexpr unsigned kAll = 0xffffffffu;
-  extern __shared__ float4 stage[];  // per warp: [h | A | B | C][N4 passes][32 lanes]
+  extern __shared__ float4 stage[];  // per warp: h, A [N4 passes][32 lanes]; then B, C [32 / N groups][N4]
   const int K = KC > 0 ? KC : Kr, W = K - 1;
   const int r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;
   const int warps = blockDim.x / 32, nTiles = (Di + 31) / 32;
-  float4* my = stage + (threadIdx.x / 32) * (4 * N4 * 32) + lane;
+  float4* my = stage + (threadIdx.x / 32) * (2 * N4 * 32 + 16) + lane;
+  float4* bc = my - lane + 2 * N4 * 32;  // the tile's B rows (8 float4s), then its C rows (8)
   for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
     const float* row = proj + (int64_t)s * P;
     const int slot = slots[s];
@@ -1335,11 +1336,14 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
       for (int i = 0; i < N4; i++) {
         const int cm = c0 + i * CPB + sub;
         const bool v = cm < Di;
-        const int g = v ? cm / N : 0, src = (g / r) * N;
-        cpAsync16(my + (0 * N4 + i) * 32, v ? st + i * 32 + lane : st, v);
-        cpAsync16(my + (1 * N4 + i) * 32, v ? reinterpret_cast<const float4*>(A + (int64_t)cm * N) + j : reinterpret_cast<const float4*>(A), v);
-        cpAsync16(my + (2 * N4 + i) * 32, reinterpret_cast<const float4*>(row + Di + dXb + src) + j, v);
-        cpAsync16(my + (3 * N4 + i) * 32, reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N) + j, v);
+        cpAsync16(my + i * 32, v ? st + i * 32 + lane : st, v);
+        cpAsync16(my + (N4 + i) * 32, v ? reinterpret_cast<const float4*>(A + (int64_t)cm * N) + j : reinterpret_cast<const float4*>(A), v);
+      }
+      if (lane < 16) {  // B and C once per group of the tile (its 32 / N groups × N4 float4s = 8 each), not per lane
+        const int q = lane & 7, lg = q / N4, g = c0 / N + lg;
+        const bool v = g * N < Di;
+        const float* src = lane < 8 ? row + Di + dXb + (v ? (g / r) * N : 0) : row + Di + 2 * dXb + (v ? g * N : 0);
+        cpAsync16(bc + lane, reinterpret_cast<const float4*>(src) + (q & (N4 - 1)), v);
       }
       cpAsyncCommit();
       float zv = 0.f, xin = 0.f, dl = 0.f, bias = 0.f, dSkip = 0.f, cb = 0.f, taps[KT], prev[KP];
@@ -1379,6 +1383,7 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
         dtx = dt * xv;
       }
       cpAsyncWaitAll();
+      __syncwarp();  // B and C were staged by lanes 0–15
       float out = 0.f;
 #pragma unroll
       for (int i = 0; i < N4; i++) {
@@ -1386,9 +1391,10 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
         const float dti = __shfl_sync(kAll, dt, m), dtxi = __shfl_sync(kAll, dtx, m);
         float part = 0.f;
         if (cm < Di) {
-          const float4 hn = scanState4(my[(0 * N4 + i) * 32], my[(1 * N4 + i) * 32], my[(2 * N4 + i) * 32], dti, dtxi);
+          const int lg = (m / N) * N4 + j;  // this lane's float4 of its group's B and C rows
+          const float4 hn = scanState4(my[i * 32], my[(N4 + i) * 32], bc[lg], dti, dtxi);
           st[i * 32 + lane] = hn;
-          part = dot4(my[(3 * N4 + i) * 32], hn);
+          part = dot4(bc[8 + lg], hn);
         }
 #pragma unroll
         for (int o = N4 / 2; o > 0; o >>= 1) part += __shfl_xor_sync(kAll, part, o);
@@ -2762,7 +2768,7 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   // registers across them (TPW 1 / 2 / 4: 128 / 168 / 255 registers) — slower at every batch (fewer warps per SM)
   const dim3 grid((unsigned)std::min<int64_t>(65535, ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
   static const bool regs = [] { const char* e = std::getenv("M1_DECODE_STEP"); return e && std::strcmp(e, "regs") == 0; }();
-  const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * 4 * n4 * 32 * sizeof(float4); };
+  const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * (2 * n4 * 32 + 16) * sizeof(float4); };
 #define M1_DECODE_K(N4, KC)                                                                                             \
   (outBf16 ? k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<__nv_bfloat16*>(y), proj, deltaLow, dtBias, \
                                                                            convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K) \
