@@ -10,8 +10,10 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev10 | dev10d   # tenth session: tests, a decode round and its kernels under Nsight Compute;
-#                                   # the Mamba step staged in shared memory against registers (M1_DECODE_STEP=regs)
+#   bash bench/gpu-bench.sh dev10 | final10   # tenth session: tests, a decode round and its kernels under Nsight
+#                                   # Compute; the record (final9's steps + torch.compile at context 4096). The `dev10b` /
+#                                   # `dev10c` (skinny-product kernel, reverted) and `dev10d` (Mamba step in shared memory
+#                                   # against registers, switch M1_DECODE_STEP since removed) phases are in git history
 #   bash bench/gpu-bench.sh dev9 | dev9b … dev9f | final9   # ninth session: the 32-row attention forward, the head's kept
 #                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (final9), the scan checkpoints (dev9g)
 #   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8 | tune8   # eighth session: decode kernel
@@ -476,29 +478,32 @@ dev10)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
   el "all done"
   ;;
-dev10d)
-  # tenth session: build, CUDA tests (TESTS), decode with graphs with the Mamba step staged through shared memory and
-  # (M1_DECODE_STEP=regs) in registers, alternating AB_ROUNDS times; then that kernel alone under Nsight Compute
+final10)
+  # the tenth session's record, one call: final9's steps (build, all CUDA tests, the scan alone, the training step and
+  # a profiled step, prefill, the decode sweep with Llama's waves, the engine at 3B) on the tenth session's code, with
+  # names *-tenth; then (PEER=1) the Llama-3.2-3B shape beside torch.compile at context 4096 (PEER_BATCHES)
   quick_build
-  if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run ${TESTS:-test/cuda} > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
-    sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30; el "tests done"
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-tenth > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *selective" "$OUT/scan.txt"
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-tenth > "$OUT/train-medium.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec" "$OUT/train-medium.txt"; el "train done"
+  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-tenth > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 16 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-tenth > "$OUT/prefill-medium.txt" 2>&1
+  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
+  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep-tenth \
+    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
+  echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
+  [ "${ENGINE:-1}" = 1 ] && engine3b
+  if [ "${PEER:-1}" = 1 ]; then
+    timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-llama-peer4096-tenth --models llama-3.2-3b \
+      --batches ${PEER_BATCHES:-8,64} --length-batch 64 --lengths 0 --contexts 4096 > "$OUT/decode-llama-4096.txt" 2>&1
+    echo "decode llama 4096 rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-llama-4096.txt" | head -6
+    PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
+    mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-tenth.json" 2>/dev/null
   fi
-  for r in $(seq ${AB_ROUNDS:-2}); do for v in smem regs; do
-    n=decode-step-$v-r$r-tenth
-    M1_DECODE_STEP=$v timeout ${DECODE_S:-120} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name $n \
-      --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/$n.txt" 2>&1
-    echo "decode M1_DECODE_STEP=$v round $r rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/$n.txt" | grep -E "model|m1-3b"; el "decode $v done"
-  done; done
-  for v in smem regs; do for pt in ${NCU_POINTS:-64:256 512:256}; do
-    IFS=: read -r b c <<< "$pt"
-    M1_DECODE_STEP=$v timeout 90 ncu --clock-control none --cache-control none -k regex:mamba1_decode_step --launch-count 44 \
-      --metrics gpu__time_duration.sum,sm__warps_active.avg.pct_of_peak_sustained_active,dram__bytes.sum.per_second,launch__registers_per_thread \
-      node dist/bench/decode.js --zero-weights --backend cuda --models m1-3b --batches $b --contexts $c --lengths 0 --steps 2 --warmup-s 0 \
-      > "$OUT/ncu-step-$v-$b-$c.txt" 2>&1; echo "ncu $v B=$b ctx=$c rc=$?"
-    grep -E "gpu__time_duration|warps_active|dram__bytes|registers_per" "$OUT/ncu-step-$v-$b-$c.txt" | awk '{k=$1; v=$NF; s[k]+=v; n[k]++} END {for (k in s) printf "  %s mean %.1f %s\n", k, s[k]/n[k], ""}'
-  done; done
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json bench/results/*tenth*.html $(ls -t bench/results/generate-cuda-*.json | head -1) 2>/dev/null)
+  (cd "$OUT" && rm -f $(ls *.txt *.json | grep -v -E '^(cuda-tests|decode)\.txt$'))
   el "all done"
   ;;
 dev9g)

@@ -1196,11 +1196,10 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
  *    of its state, A, B and C rows (the tile's rows are contiguous: each pass is one 512-byte run per
  *    warp), Δ and Δ·x fetched from the channel's lane by shuffles, C·h summed over the N4 lanes by
  *    shuffles and handed back to the channel's lane, which writes y.
- * Every load of the tile (state, A, B, C, the conv taps and state, z, x', Δ's inputs; N ≤ 16) is issued
- * before the first store, so that they are all in flight together: a store may alias a later load as far as the
- * compiler knows, which would otherwise serialise the passes into one memory round trip each. A warp's
- * life is then two round trips (the slot, then everything else). KC: the conv width when known at
- * compile time (4, M1's), 0 for any. One kernel instead of split, two repeats, bias add, conv step and
+ * The state, the conv taps and state and the channel's inputs are loaded before the first store; each pass's A,
+ * B and C float4s in the pass (8 passes × 3 float4s would not fit the registers). This kernel takes N = 32;
+ * k_mamba1_decode_step_smem below, the same step staged through shared memory, takes N ≤ 16 (M1's 16). KC: the
+ * conv width when known at compile time (4, M1's), 0 for any. One kernel instead of split, two repeats, bias add, conv step and
  * scan step. Full warps take part in every shuffle (a tile's lanes past Di only skip their memory
  * accesses), so blocks are whole warps. _handles checks the shapes and the 16-byte alignment of the rows.
  */
@@ -1211,7 +1210,6 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
   constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;  // register room for the taps and the conv state
-  constexpr bool kPreload = N4 <= 4;  // N = 32: the A, B, C rows in the passes (4 × 8 float4s would spill)
   constexpr unsigned kAll = 0xffffffffu;
   const int K = KC > 0 ? KC : Kr, W = K - 1;
   const int r = Di / dXb;
@@ -1224,7 +1222,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
       const int c0 = tile * 32, c = c0 + lane;
       const bool live = c < Di;
       // ---- loads: the per-pass A, B, C float4s, the channel's inputs, then the states (after the slot)
-      float4 a[kPreload ? N4 : 1], b[kPreload ? N4 : 1], cv[kPreload ? N4 : 1], h[N4];
+      float4 h[N4];
       const auto loadABC = [&](int i, float4& ai, float4& bi, float4& ci) {
         const int cm = c0 + i * CPB + sub;
         if (cm < Di) {
@@ -1234,10 +1232,6 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
           ci = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
         }
       };
-      if constexpr (kPreload) {
-#pragma unroll
-        for (int i = 0; i < N4; i++) loadABC(i, a[i], b[i], cv[i]);
-      }
       float zv = 0.f, xin = 0.f, dl = 0.f, bias = 0.f, dSkip = 0.f, cb = 0.f, taps[KT], prev[KP];
       float* cs = convSt + ((int64_t)slot * Di + c) * W;
       if (live) {
@@ -1287,8 +1281,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
         const float dti = __shfl_sync(kAll, dt, m), dtxi = __shfl_sync(kAll, dtx, m);
         float part = 0.f;
         float4 ai, bi, ci;
-        if constexpr (kPreload) ai = a[i], bi = b[i], ci = cv[i];
-        else loadABC(i, ai, bi, ci);
+        loadABC(i, ai, bi, ci);
         if (cm < Di) {
           const float4 hn = scanState4(h[i], ai, bi, dti, dtxi);
           st[i * 32 + lane] = hn;
@@ -1306,7 +1299,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
 
 /**
  * The same step with the tile's state and A float4s, and its groups' B and C rows, staged in shared memory by
- * cp.async instead of registers (M1_DECODE_STEP=regs: the register kernel above, for the A/B). Registers held
+ * cp.async instead of registers: the kernel for N ≤ 16 (the register kernel above takes N = 32). Registers held
  * ~100 of them per lane, which left 16 warps an SM; the copies cost none, so the SM holds more warps (4.25 KB of
  * shared memory and 48 registers a lane at N = 16) and has that many tiles' loads in flight. B and C are staged
  * once per group (lanes 0–15), the state and A by the lane that reads them; the warp syncs once in between.
@@ -2765,9 +2758,10 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   if ((int64_t)nTok * Di == 0) return cudaSuccess;
   if (K < 1 || dXb < 1 || Di > INT32_MAX - 31) return cudaErrorInvalidValue;
   // a warp per 32 channels of a token. Tried: TPW tokens per warp with A and the per-channel weights kept in
-  // registers across them (TPW 1 / 2 / 4: 128 / 168 / 255 registers) — slower at every batch (fewer warps per SM)
+  // registers across them (TPW 1 / 2 / 4: 128 / 168 / 255 registers) — slower at every batch (fewer warps per SM).
+  // N ≤ 16 staged through shared memory (tenth session, H200, M1-3B decode step with graphs, same call, two rounds):
+  // batch 512 at context 256 9.55 → 8.94 ms, at 4096 21.05 → 20.4 ms; batch 256 5.91 → 5.69 ms; batch 8 / 64 unchanged
   const dim3 grid((unsigned)std::min<int64_t>(65535, ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
-  static const bool regs = [] { const char* e = std::getenv("M1_DECODE_STEP"); return e && std::strcmp(e, "regs") == 0; }();
   const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * (2 * n4 * 32 + 16) * sizeof(float4); };
 #define M1_DECODE_K(N4, KC)                                                                                             \
   (outBf16 ? k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<__nv_bfloat16*>(y), proj, deltaLow, dtBias, \
@@ -2779,12 +2773,11 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
                  deltaLow, dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)                           \
            : k_mamba1_decode_step_smem<N4, KC><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<float*>(y), proj, deltaLow, \
                  dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K))
-#define M1_DECODE(N4) (regs || N4 > 4 ? (K == 4 ? M1_DECODE_K(N4, 4) : M1_DECODE_K(N4, 0)) \
-                                      : (K == 4 ? M1_DECODE_SMEM_K(N4, 4) : M1_DECODE_SMEM_K(N4, 0)))
+#define M1_DECODE(N4) (K == 4 ? M1_DECODE_SMEM_K(N4, 4) : M1_DECODE_SMEM_K(N4, 0))
   if (N == 4) M1_DECODE(1);
   else if (N == 8) M1_DECODE(2);
   else if (N == 16) M1_DECODE(4);
-  else if (N == 32) M1_DECODE(8);
+  else if (N == 32) (K == 4 ? M1_DECODE_K(8, 4) : M1_DECODE_K(8, 0));
   else return cudaErrorInvalidValue;
 #undef M1_DECODE_K
 #undef M1_DECODE_SMEM_K
