@@ -478,6 +478,24 @@ dev10)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
   el "all done"
   ;;
+dev10e)
+  # tenth session: build, all CUDA tests, decode with graphs with the Mamba step at 12 blocks an SM (40 registers) and
+  # (M1_DECODE_OCC=1) without a bound, alternating AB_ROUNDS times; then final10's decode sweep (decode-graphs-sweep-e-tenth)
+  quick_build
+  cuda_tests
+  for r in $(seq ${AB_ROUNDS:-2}); do for v in 12 1; do
+    n=decode-occ$v-r$r-tenth
+    M1_DECODE_OCC=$v timeout ${DECODE_S:-120} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name $n \
+      --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/$n.txt" 2>&1
+    echo "decode M1_DECODE_OCC=$v round $r rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/$n.txt" | grep -E "model|m1-3b"; el "decode $v done"
+  done; done
+  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep-e-tenth \
+    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
+  echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*-e-tenth*.json bench/results/*-e-tenth*.html bench/results/decode-occ*tenth*.json 2>/dev/null)
+  (cd "$OUT" && rm -f $(ls *.txt *.json | grep -v -E '^(cuda-tests|decode)\.txt$'))
+  el "all done"
+  ;;
 final10)
   # the tenth session's record, one call: final9's steps (build, all CUDA tests, the scan alone, the training step and
   # a profiled step, prefill, the decode sweep with Llama's waves, the engine at 3B) on the tenth session's code, with

@@ -625,7 +625,7 @@ describe('mamba1DecodeStep (the op between the decode projections)', () => {
     const dims = { dInner: 8, dXb: 4, dState: 4, dtRank: 2 };
     const args = {
       proj: be.zeros([3, 2 * 8 + 2 * 4 + 2]), deltaLow: be.zeros([3, 8]), dims, convState: be.zeros([2, 8, 3]), convWeight: be.zeros([8, 4]),
-      convBias: null, A: be.zeros([8, 4]), D: be.zeros([8]), dtBias: be.zeros([8]), ssmState: be.zeros([2, 8, 4]), slots: Int32Array.from([0, 1, 0]),
+      convBias: null, aLog: be.zeros([8, 4]), D: be.zeros([8]), dtBias: be.zeros([8]), ssmState: be.zeros([2, 8, 4]), slots: Int32Array.from([0, 1, 0]),
     };
     expect(be.mamba1DecodeStep(args).shape).toEqual([3, 8]);
     expect(() => be.mamba1DecodeStep({ ...args, proj: be.zeros([3, 25]) })).toThrow(/mamba1DecodeStep: proj must be \[n, 26\]/);

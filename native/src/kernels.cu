@@ -1133,6 +1133,8 @@ __device__ __forceinline__ float4 scanState4(float4 v, const float4 a, const flo
   return v;
 }
 __device__ __forceinline__ float dot4(const float4 c, const float4 v) { return c.x * v.x + c.y * v.y + c.z * v.z + c.w * v.w; }
+/** A = −exp(A_log), four at a time (the same expf as m1_neg_exp, so the same A) */
+__device__ __forceinline__ float4 negExp4(const float4 l) { return make_float4(-expf(l.x), -expf(l.y), -expf(l.z), -expf(l.w)); }
 
 /**
  * One channel's state row h [4·N4] (float4s) advanced by one token in place (scanState4), returning
@@ -1206,7 +1208,7 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
 constexpr int kDecodeThreads = 128;
 template <int N4, int KC, typename OT>
 __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y, const float* proj, const float* deltaLow,
-    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* A, WeightF D, float* ssmSt,
+    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, float* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
   constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;  // register room for the taps and the conv state
@@ -1227,7 +1229,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
         const int cm = c0 + i * CPB + sub;
         if (cm < Di) {
           const int g = cm / N, src = (g / r) * N;
-          ai = reinterpret_cast<const float4*>(A + (int64_t)cm * N)[j];
+          ai = negExp4(reinterpret_cast<const float4*>(aLog + (int64_t)cm * N)[j]);
           bi = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
           ci = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
         }
@@ -1302,11 +1304,12 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
  * cp.async instead of registers: the kernel for N ≤ 16 (the register kernel above takes N = 32). Registers held
  * ~100 of them per lane, which left 16 warps an SM; the copies cost none, so the SM holds more warps (4.25 KB of
  * shared memory and 48 registers a lane at N = 16) and has that many tiles' loads in flight. B and C are staged
- * once per group (lanes 0–15), the state and A by the lane that reads them; the warp syncs once in between.
+ * once per group (lanes 0–15), the state and A_log by the lane that reads them; the warp syncs once in between.
+ * Both kernels read A_log and take A = −exp(A_log) themselves (one separate kernel a layer less per step).
  */
-template <int N4, int KC, typename OT>
-__global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
-    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* A, WeightF D, float* ssmSt,
+template <int N4, int KC, typename OT, int kMinBlocks = 12>
+__global__ void __launch_bounds__(kDecodeThreads, kMinBlocks) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
+    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, float* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;
   constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;
@@ -1330,7 +1333,7 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
         const int cm = c0 + i * CPB + sub;
         const bool v = cm < Di;
         cpAsync16(my + i * 32, v ? st + i * 32 + lane : st, v);
-        cpAsync16(my + (N4 + i) * 32, v ? reinterpret_cast<const float4*>(A + (int64_t)cm * N) + j : reinterpret_cast<const float4*>(A), v);
+        cpAsync16(my + (N4 + i) * 32, v ? reinterpret_cast<const float4*>(aLog + (int64_t)cm * N) + j : reinterpret_cast<const float4*>(aLog), v);
       }
       if (lane < 16) {  // B and C once per group of the tile (its 32 / N groups × N4 float4s = 8 each), not per lane
         const int q = lane & 7, lg = q / N4, g = c0 / N + lg;
@@ -1385,7 +1388,7 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
         float part = 0.f;
         if (cm < Di) {
           const int lg = (m / N) * N4 + j;  // this lane's float4 of its group's B and C rows
-          const float4 hn = scanState4(my[i * 32], my[(N4 + i) * 32], bc[lg], dti, dtxi);
+          const float4 hn = scanState4(my[i * 32], negExp4(my[(N4 + i) * 32]), bc[lg], dti, dtxi);
           st[i * 32 + lane] = hn;
           part = dot4(bc[8 + lg], hn);
         }
@@ -1405,6 +1408,8 @@ void smemCarveout() {
   static const bool done = [] {
     cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float, 1>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16, 1>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     return true;
   }();
   (void)done;
@@ -2752,7 +2757,7 @@ int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* con
   return 1;
 }
 cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const float* deltaLow, const void* dtBias_, float* convSt,
-                                  const void* convW_, const void* convBias_, const float* A, const void* D_, int wBf16, float* ssmSt,
+                                  const void* convW_, const void* convBias_, const float* aLog, const void* D_, int wBf16, float* ssmSt,
                                   const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
   const WeightF dtBias{dtBias_, wBf16 & 1}, convW{convW_, (wBf16 >> 1) & 1}, convBias{convBias_, (wBf16 >> 2) & 1}, D{D_, (wBf16 >> 3) & 1};
   if ((int64_t)nTok * Di == 0) return cudaSuccess;
@@ -2765,15 +2770,21 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * (2 * n4 * 32 + 16) * sizeof(float4); };
 #define M1_DECODE_K(N4, KC)                                                                                             \
   (outBf16 ? k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<__nv_bfloat16*>(y), proj, deltaLow, dtBias, \
-                                                                           convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K) \
+                                                                           convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K) \
            : k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<float*>(y), proj, deltaLow, dtBias, convSt, \
-                                                                           convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K))
+                                                                           convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K))
 #define M1_DECODE_SMEM_K(N4, KC)                                                                                          \
   (smemCarveout<N4, KC>(), outBf16 ? k_mamba1_decode_step_smem<N4, KC><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<__nv_bfloat16*>(y), proj,      \
-                 deltaLow, dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K)                           \
+                 deltaLow, dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K)                           \
            : k_mamba1_decode_step_smem<N4, KC><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<float*>(y), proj, deltaLow, \
-                 dtBias, convSt, convW, convBias, A, D, ssmSt, slots, nTok, Di, dXb, P, K))
-#define M1_DECODE(N4) (K == 4 ? M1_DECODE_SMEM_K(N4, 4) : M1_DECODE_SMEM_K(N4, 0))
+                 dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K))
+#define M1_DECODE_OCC1_K(N4, KC)                                                                                          \
+  (smemCarveout<N4, KC>(), outBf16 ? k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16, 1><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<__nv_bfloat16*>(y), proj,      \
+                 deltaLow, dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K)                           \
+           : k_mamba1_decode_step_smem<N4, KC, float, 1><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<float*>(y), proj, deltaLow, \
+                 dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K))
+  static const bool occ1 = [] { const char* e = std::getenv("M1_DECODE_OCC"); return e && std::strcmp(e, "1") == 0; }();
+#define M1_DECODE(N4) (occ1 ? (K == 4 ? M1_DECODE_OCC1_K(N4, 4) : M1_DECODE_OCC1_K(N4, 0)) : (K == 4 ? M1_DECODE_SMEM_K(N4, 4) : M1_DECODE_SMEM_K(N4, 0)))
   if (N == 4) M1_DECODE(1);
   else if (N == 8) M1_DECODE(2);
   else if (N == 16) M1_DECODE(4);
@@ -2781,6 +2792,7 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   else return cudaErrorInvalidValue;
 #undef M1_DECODE_K
 #undef M1_DECODE_SMEM_K
+#undef M1_DECODE_OCC1_K
 #undef M1_DECODE
   return lastError();
 }

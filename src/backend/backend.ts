@@ -219,8 +219,9 @@ export interface Backend {
    * (δ is not read here), `deltaLow` [n, Di] = W_dt·δ without its bias. Defined as (mamba1DecodeStepComposite):
    *   x = repeatGroups(x', N, Di/dXb); B = repeatGroups(B', N, Di/dXb) and C viewed [n, Di/N, N];
    *   xc = causalConv1dStep(x, convState, slots, convWeight [Di, K], convBias, silu);
-   *   y = selectiveScanStep({ x: xc, delta: addBias(deltaLow, dtBias), A, B, C, D, z, deltaBias: dtBias, ssmState, slots })
-   * (b_dt reaches Δ twice, m1-spec). Both states are updated in place at `slots`; returns y [n, Di].
+   *   y = selectiveScanStep({ x: xc, delta: addBias(deltaLow, dtBias), A: negExp(aLog), B, C, D, z, deltaBias: dtBias, ssmState, slots })
+   * (b_dt reaches Δ twice, m1-spec). A_log is taken as stored, so the step needs no separate −exp(A_log) op. Both
+   * states are updated in place at `slots`; returns y [n, Di].
    */
   mamba1DecodeStep(args: Mamba1DecodeStepArgs): Tensor;
 
@@ -360,7 +361,8 @@ export interface SelectiveScanStepArgs {
 export interface Mamba1DecodeStepArgs {
   proj: Tensor; deltaLow: Tensor; dims: { dInner: number; dXb: number; dState: number; dtRank: number };
   convState: Tensor; convWeight: Tensor; convBias: Tensor | null;
-  A: Tensor; D: Tensor; dtBias: Tensor; ssmState: Tensor; slots: Int32Array;
+  /** A_log [Di, N] as stored (A = −exp(A_log)) */
+  aLog: Tensor; D: Tensor; dtBias: Tensor; ssmState: Tensor; slots: Int32Array;
   /** y's dtype (default f32): bf16 when it feeds a bf16 out_proj on a backend that rounds matmul inputs */
   outDType?: DType;
 }
@@ -382,7 +384,7 @@ export function mamba1DecodeStepComposite(be: Backend, a: Mamba1DecodeStepArgs):
   const Cm = be.reshape(c, [n, G, N]);
   const xc = be.causalConv1dStep(x, a.convState, a.slots, a.convWeight, a.convBias, true);
   const y = be.selectiveScanStep({
-    x: xc, delta: be.addBias(a.deltaLow, a.dtBias), A: a.A, Bm, Cm, D: a.D, z, deltaBias: a.dtBias, ssmState: a.ssmState, slots: a.slots,
+    x: xc, delta: be.addBias(a.deltaLow, a.dtBias), A: be.negExp(a.aLog), Bm, Cm, D: a.D, z, deltaBias: a.dtBias, ssmState: a.ssmState, slots: a.slots,
   });
   return (a.outDType ?? 'f32') === 'f32' ? y : be.cast(y, a.outDType!);
 }

@@ -245,7 +245,7 @@ export class Mamba1Mixer implements Mixer {
     const y = be.mamba1DecodeStep({
       proj, deltaLow: linearForward(be, dtLow, this.dtProjWeight.value), dims: this.dims,
       convState: state.convState, convWeight: this.convTaps(), convBias: this.convBias?.value ?? null,
-      A: this.negExpALog(), D: this.dSkip.value, dtBias: this.dtProjBias.value, ssmState: state.ssmState, slots: info.slots,
+      aLog: this.aLog.value, D: this.dSkip.value, dtBias: this.dtProjBias.value, ssmState: state.ssmState, slots: info.slots,
       outDType: matmulInputDType(be, this.outProj.value),
     });
     return linearForward(be, y, this.outProj.value);

@@ -140,14 +140,14 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
     let seed = 900;
     for (const { Di, dXb, N, R, K, S, slots: sl, bias } of cases) {
       const n = sl.length, slots = Int32Array.from(sl), P = 2 * Di + 2 * dXb + R;
-      const A = rand([Di, N], (seed += 20), 0.5), D = rand([Di], seed + 1), db = rand([Di], seed + 2, 0.3);
+      const aLog = rand([Di, N], (seed += 20), 0.5), D = rand([Di], seed + 1), db = rand([Di], seed + 2, 0.3);
       const w = rand([Di, K], seed + 3), cb = rand([Di], seed + 4);
       const ss = rand([S, Di, N], seed + 5), cs = rand([S, Di, K - 1], seed + 6);  // states to continue from
       for (let step = 0; step < 3; step++) {
         const proj = rand([n, P], seed + 7 + step), dl = rand([n, Di], seed + 10 + step, 0.5);
         const args = (q: 'g' | 'c') => ({
           proj: proj[q], deltaLow: dl[q], dims: { dInner: Di, dXb, dState: N, dtRank: R }, convState: cs[q], convWeight: w[q],
-          convBias: bias ? cb[q] : null, A: A[q], D: D[q], dtBias: db[q], ssmState: ss[q], slots,
+          convBias: bias ? cb[q] : null, aLog: aLog[q], D: D[q], dtBias: db[q], ssmState: ss[q], slots,
         });
         const what = `mamba1DecodeStep Di=${Di} dXb=${dXb} N=${N} R=${R} n=${n} step ${step}`;
         expectClose(g, g.mamba1DecodeStep(args('g')), cpu.mamba1DecodeStep(args('c')), 1e-4, what);
@@ -158,13 +158,13 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
     // bf16 weights read in place (no f32 copies) and a bf16 output for a bf16 out_proj
     {
       const Di = 3072, dXb = 1024, N = 16, R = 192, K = 4, slots = Int32Array.from([3, 1]), n = 2, P = 2 * Di + 2 * dXb + R;
-      const A = rand([Di, N], 990, 0.5), D = rand([Di], 991, 1, 'bf16'), db = rand([Di], 992, 0.3, 'bf16');
+      const aLog = rand([Di, N], 990, 0.5), D = rand([Di], 991, 1, 'bf16'), db = rand([Di], 992, 0.3, 'bf16');
       const w = rand([Di, K], 993, 1, 'bf16'), cb = rand([Di], 994, 1, 'bf16');
       const ss = rand([4, Di, N], 995), cs = rand([4, Di, K - 1], 996);
       const proj = rand([n, P], 997), dl = rand([n, Di], 998, 0.5);
       const args = (q: 'g' | 'c') => ({
         proj: proj[q], deltaLow: dl[q], dims: { dInner: Di, dXb, dState: N, dtRank: R }, convState: cs[q], convWeight: w[q],
-        convBias: cb[q], A: A[q], D: D[q], dtBias: db[q], ssmState: ss[q], slots, outDType: 'bf16' as const,
+        convBias: cb[q], aLog: aLog[q], D: D[q], dtBias: db[q], ssmState: ss[q], slots, outDType: 'bf16' as const,
       });
       const yg = g.mamba1DecodeStep(args('g'));
       expect(yg.dtype).toBe('bf16');
@@ -174,7 +174,7 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
     const bad = rand([2, 10], 1);
     expect(() => g.mamba1DecodeStep({
       proj: bad.g, deltaLow: bad.g, dims: { dInner: 4, dXb: 4, dState: 4, dtRank: 4 }, convState: g.zeros([1, 4, 3]), convWeight: g.zeros([4, 4]),
-      convBias: null, A: g.zeros([4, 4]), D: g.zeros([4]), dtBias: g.zeros([4]), ssmState: g.zeros([1, 4, 4]), slots: Int32Array.from([0, 0]),
+      convBias: null, aLog: g.zeros([4, 4]), D: g.zeros([4]), dtBias: g.zeros([4]), ssmState: g.zeros([1, 4, 4]), slots: Int32Array.from([0, 0]),
     })).toThrow(/mamba1DecodeStep: proj must be \[n, 20\]/);
   });
 

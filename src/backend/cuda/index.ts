@@ -737,12 +737,12 @@ export class CudaBackend implements Backend {
     scanStateRows(op, ss, Di, N);
     this.checkSlots(op, cs, args.slots, n);
     this.checkSlots(op, ss, args.slots, n);
-    for (const [what, t, size] of [['A', args.A, Di * N], ['D', args.D, Di], ['dtBias', args.dtBias, Di], ['convBias', args.convBias, Di]] as const) {
+    for (const [what, t, size] of [['aLog', args.aLog, Di * N], ['D', args.D, Di], ['dtBias', args.dtBias, Di], ['convBias', args.convBias, Di]] as const) {
       if (t && t.size !== size) throw new Error(`${op}: ${what} has ${t.size} values, expected ${size}`);
     }
     return this.scoped((s) => {
-      const A = s.f32(args.A);
-      if (!this.call('mamba1_decode_step_handles', [Di, dXb, N, P, s.f32(proj), A, ss.ptr])) return mamba1DecodeStepComposite(this, args);
+      const aLog = s.f32(args.aLog);
+      if (!this.call('mamba1_decode_step_handles', [Di, dXb, N, P, s.f32(proj), aLog, ss.ptr])) return mamba1DecodeStepComposite(this, args);
       const outDType = args.outDType ?? 'f32';
       const outBf16 = this.outStorage(op, outDType) === 'bf16';
       // the small per-channel weights are read in their own storage (bit k of the mask: bf16)
@@ -750,7 +750,7 @@ export class CudaBackend implements Backend {
       const mask = ws.reduce((m, t, k) => m | (t?.storage === 'bf16' ? 1 << k : 0), 0);
       const y = this.alloc([n, Di], outDType);
       try {
-        this.call('mamba1_decode_step', [y.ptr, outBf16 ? 1 : 0, s.f32(proj), s.f32(dl), ws[0]!.ptr, cs.ptr, ws[1]!.ptr, ws[2]?.ptr ?? 0, A,
+        this.call('mamba1_decode_step', [y.ptr, outBf16 ? 1 : 0, s.f32(proj), s.f32(dl), ws[0]!.ptr, cs.ptr, ws[1]!.ptr, ws[2]?.ptr ?? 0, aLog,
           ws[3]!.ptr, mask, ss.ptr, s.ints(args.slots), n, Di, dXb, N, P, K]);
       } catch (e) {
         y.dispose();
