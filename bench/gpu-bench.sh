@@ -12,8 +12,9 @@
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
 #   bash bench/gpu-bench.sh dev10 | final10   # tenth session: tests, a decode round and its kernels under Nsight
 #                                   # Compute; the record (final9's steps + torch.compile at context 4096). The `dev10b` /
-#                                   # `dev10c` (skinny-product kernel, reverted) and `dev10d` (Mamba step in shared memory
-#                                   # against registers, switch M1_DECODE_STEP since removed) phases are in git history
+#                                   # `dev10c` (skinny-product kernel, reverted), `dev10d` (Mamba step in shared memory
+#                                   # against registers, switch M1_DECODE_STEP) and `dev10e` (its occupancy bound, switch
+#                                   # M1_DECODE_OCC) phases are in git history
 #   bash bench/gpu-bench.sh dev9 | dev9b … dev9f | final9   # ninth session: the 32-row attention forward, the head's kept
 #                                   # logits, K-split matmul candidates, the scan A/Bs, the record in one call (final9), the scan checkpoints (dev9g)
 #   bash bench/gpu-bench.sh dev8 | dev8d | ncu-decode-kernel | train8 | final8 | peer8 | tune8   # eighth session: decode kernel
@@ -476,24 +477,6 @@ dev10)
   BATCHES=${BATCHES:-8,64,128,256,512} DECODE_NAME=${DECODE_NAME:-decode-dev10-tenth} decode_round
   [ -n "${NCU_POINTS-x}" ] && ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:4096}"
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
-  el "all done"
-  ;;
-dev10e)
-  # tenth session: build, all CUDA tests, decode with graphs with the Mamba step at 12 blocks an SM (40 registers) and
-  # (M1_DECODE_OCC=1) without a bound, alternating AB_ROUNDS times; then final10's decode sweep (decode-graphs-sweep-e-tenth)
-  quick_build
-  cuda_tests
-  for r in $(seq ${AB_ROUNDS:-2}); do for v in 12 1; do
-    n=decode-occ$v-r$r-tenth
-    M1_DECODE_OCC=$v timeout ${DECODE_S:-120} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name $n \
-      --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/$n.txt" 2>&1
-    echo "decode M1_DECODE_OCC=$v round $r rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/$n.txt" | grep -E "model|m1-3b"; el "decode $v done"
-  done; done
-  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep-e-tenth \
-    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
-  echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*-e-tenth*.json bench/results/*-e-tenth*.html bench/results/decode-occ*tenth*.json 2>/dev/null)
-  (cd "$OUT" && rm -f $(ls *.txt *.json | grep -v -E '^(cuda-tests|decode)\.txt$'))
   el "all done"
   ;;
 final10)

@@ -1307,8 +1307,8 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
  * once per group (lanes 0–15), the state and A_log by the lane that reads them; the warp syncs once in between.
  * Both kernels read A_log and take A = −exp(A_log) themselves (one separate kernel a layer less per step).
  */
-template <int N4, int KC, typename OT, int kMinBlocks = 12>
-__global__ void __launch_bounds__(kDecodeThreads, kMinBlocks) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
+template <int N4, int KC, typename OT>
+__global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
     WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, float* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;
@@ -1408,8 +1408,6 @@ void smemCarveout() {
   static const bool done = [] {
     cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float, 1>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16, 1>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     return true;
   }();
   (void)done;
@@ -2765,7 +2763,8 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   // a warp per 32 channels of a token. Tried: TPW tokens per warp with A and the per-channel weights kept in
   // registers across them (TPW 1 / 2 / 4: 128 / 168 / 255 registers) — slower at every batch (fewer warps per SM).
   // N ≤ 16 staged through shared memory (tenth session, H200, M1-3B decode step with graphs, same call, two rounds):
-  // batch 512 at context 256 9.55 → 8.94 ms, at 4096 21.05 → 20.4 ms; batch 256 5.91 → 5.69 ms; batch 8 / 64 unchanged
+  // batch 512 at context 256 9.55 → 8.94 ms, at 4096 21.05 → 20.4 ms; batch 256 5.91 → 5.69 ms; batch 8 / 64 unchanged.
+  // Bounding it to 12 blocks an SM (40 registers instead of 47, 48 warps instead of 40) changed nothing measurable.
   const dim3 grid((unsigned)std::min<int64_t>(65535, ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
   const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * (2 * n4 * 32 + 16) * sizeof(float4); };
 #define M1_DECODE_K(N4, KC)                                                                                             \
@@ -2778,13 +2777,7 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
                  deltaLow, dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K)                           \
            : k_mamba1_decode_step_smem<N4, KC><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<float*>(y), proj, deltaLow, \
                  dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K))
-#define M1_DECODE_OCC1_K(N4, KC)                                                                                          \
-  (smemCarveout<N4, KC>(), outBf16 ? k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16, 1><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<__nv_bfloat16*>(y), proj,      \
-                 deltaLow, dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K)                           \
-           : k_mamba1_decode_step_smem<N4, KC, float, 1><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<float*>(y), proj, deltaLow, \
-                 dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K))
-  static const bool occ1 = [] { const char* e = std::getenv("M1_DECODE_OCC"); return e && std::strcmp(e, "1") == 0; }();
-#define M1_DECODE(N4) (occ1 ? (K == 4 ? M1_DECODE_OCC1_K(N4, 4) : M1_DECODE_OCC1_K(N4, 0)) : (K == 4 ? M1_DECODE_SMEM_K(N4, 4) : M1_DECODE_SMEM_K(N4, 0)))
+#define M1_DECODE(N4) (K == 4 ? M1_DECODE_SMEM_K(N4, 4) : M1_DECODE_SMEM_K(N4, 0))
   if (N == 4) M1_DECODE(1);
   else if (N == 8) M1_DECODE(2);
   else if (N == 16) M1_DECODE(4);
@@ -2792,7 +2785,6 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   else return cudaErrorInvalidValue;
 #undef M1_DECODE_K
 #undef M1_DECODE_SMEM_K
-#undef M1_DECODE_OCC1_K
 #undef M1_DECODE
   return lastError();
 }
