@@ -1189,6 +1189,68 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
 }
 
 /**
+ * One channel of a decode step (lane l of a warp's tile: channel c = c0 + l), the part both decode-step kernels
+ * share. load(): z, x' (the repeat is an index map: repeated channel c = g·N + j reads x' channel ⌊g / r⌋·N + j),
+ * deltaLow, b_dt, D, the conv bias and — when the conv width KC is known at compile time (4, M1's) — the taps and
+ * the conv state, all before any store. step(): the conv step on the repeated x (the state holds the previous
+ * K − 1 inputs; shifted in place), SiLU, Δ = softplus(deltaLow + 2·b_dt) (b_dt reaches Δ twice, m1-spec).
+ */
+template <int KC>
+struct DecodeChannel {
+  static constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;
+  float zv = 0.f, xin = 0.f, dl = 0.f, bias = 0.f, dSkip = 0.f, cb = 0.f, taps[KT], prev[KP];
+  float* cs = nullptr;
+  float dt = 0.f, dtx = 0.f, xv = 0.f;  // after step()
+
+  __device__ __forceinline__ void load(const float* row, const float* deltaLow, WeightF dtBias, float* convSt, WeightF convW,
+                                       WeightF convBias, WeightF D, int s, int slot, int c, int Di, int dXb, int N, int W) {
+    const int g = c / N, src = (g / (Di / dXb)) * N;  // this channel's group; the x' / B' group it repeats
+    cs = convSt + ((int64_t)slot * Di + c) * W;
+    zv = row[c];
+    xin = row[Di + src + c % N];
+    dl = deltaLow[(int64_t)s * Di + c];
+    bias = dtBias[c];
+    dSkip = D[c];
+    cb = convBias.p ? convBias[c] : 0.f;
+    if constexpr (KC > 0) {
+#pragma unroll
+      for (int k = 0; k < KC; k++) taps[k] = convW[(int64_t)c * KC + k];
+#pragma unroll
+      for (int k = 0; k < KC - 1; k++) prev[k] = cs[k];
+    }
+  }
+  __device__ __forceinline__ void step(WeightF convW, int c, int K) {
+    const int W = K - 1;
+    float acc = cb;
+    if constexpr (KC > 0) {
+#pragma unroll
+      for (int k = 0; k < KC - 1; k++) acc += taps[k] * prev[k];
+      acc += taps[KC - 1] * xin;
+#pragma unroll
+      for (int k = 0; k + 1 < KC - 1; k++) cs[k] = prev[k + 1];
+    } else {  // any width: the taps and state read in the loop
+      for (int k = 0; k < W; k++) acc += convW[(int64_t)c * K + k] * cs[k];
+      acc += convW[(int64_t)c * K + W] * xin;
+      for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
+    }
+    if (W > 0) cs[W - 1] = xin;
+    xv = siluf(acc);
+    dt = softplusf((dl + bias) + bias);
+    dtx = dt * xv;
+  }
+};
+
+/** pass i's C·h: summed over its N4 lanes, handed to the lane of its channel (lane / CPB == i keeps it in `out`) */
+template <int N4>
+__device__ __forceinline__ void passOut(float part, int i, int lane, float& out) {
+  constexpr int CPB = 32 / N4;
+#pragma unroll
+  for (int o = N4 / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+  const float got = __shfl_sync(0xffffffffu, part, (lane % CPB) * N4);
+  if (lane / CPB == i) out = got;
+}
+
+/**
  * mamba1DecodeStep fused (the op's definition: mamba1DecodeStepComposite in backend.ts). A warp per 32
  * channels c0 … c0 + 31 of one token, in two phases:
  *  - per channel, lane l for channel c0 + l: z, x' straight from in_proj's output row [z | x' | B' | C | δ]
@@ -1211,10 +1273,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
     WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, float* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
-  constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;  // register room for the taps and the conv state
-  constexpr unsigned kAll = 0xffffffffu;
-  const int K = KC > 0 ? KC : Kr, W = K - 1;
-  const int r = Di / dXb;
+  const int K = KC > 0 ? KC : Kr, r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;  // in a pass: float4 j of channel c0 + i·CPB + sub
   const int warps = blockDim.x / 32, nTiles = (Di + 31) / 32;
   for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
@@ -1223,78 +1282,33 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
     for (int tile = blockIdx.x * warps + threadIdx.x / 32; tile < nTiles; tile += gridDim.x * warps) {  // warp-uniform
       const int c0 = tile * 32, c = c0 + lane;
       const bool live = c < Di;
-      // ---- loads: the per-pass A, B, C float4s, the channel's inputs, then the states (after the slot)
-      float4 h[N4];
-      const auto loadABC = [&](int i, float4& ai, float4& bi, float4& ci) {
-        const int cm = c0 + i * CPB + sub;
-        if (cm < Di) {
-          const int g = cm / N, src = (g / r) * N;
-          ai = negExp4(reinterpret_cast<const float4*>(aLog + (int64_t)cm * N)[j]);
-          bi = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
-          ci = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
-        }
-      };
-      float zv = 0.f, xin = 0.f, dl = 0.f, bias = 0.f, dSkip = 0.f, cb = 0.f, taps[KT], prev[KP];
-      float* cs = convSt + ((int64_t)slot * Di + c) * W;
-      if (live) {
-        const int g = c / N, src = (g / r) * N;  // this channel's group; the x' / B' group it repeats
-        zv = row[c];
-        xin = row[Di + src + c % N];
-        dl = deltaLow[(int64_t)s * Di + c];
-        bias = dtBias[c];
-        dSkip = D[c];
-        cb = convBias.p ? convBias[c] : 0.f;
-        if constexpr (KC > 0) {
-#pragma unroll
-          for (int k = 0; k < KC; k++) taps[k] = convW[(int64_t)c * KC + k];
-#pragma unroll
-          for (int k = 0; k < KC - 1; k++) prev[k] = cs[k];
-        }
-      }
+      DecodeChannel<KC> ch;
+      if (live) ch.load(row, deltaLow, dtBias, convSt, convW, convBias, D, s, slot, c, Di, dXb, N, K - 1);
       float4* st = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c0) * N);  // pass i's run: st[i·32 + lane]
+      float4 h[N4];
 #pragma unroll
       for (int i = 0; i < N4; i++)
         if (c0 + i * CPB + sub < Di) h[i] = st[i * 32 + lane];
-      // ---- per channel: conv step on the repeated x (state holds the previous K − 1 inputs), SiLU, Δ
-      float dt = 0.f, dtx = 0.f, xv = 0.f;
-      if (live) {
-        float acc = cb;
-        if constexpr (KC > 0) {
-#pragma unroll
-          for (int k = 0; k < KC - 1; k++) acc += taps[k] * prev[k];
-          acc += taps[KC - 1] * xin;
-#pragma unroll
-          for (int k = 0; k + 1 < KC - 1; k++) cs[k] = prev[k + 1];
-        } else {  // any width: the taps and state read in the loop
-          for (int k = 0; k < W; k++) acc += convW[(int64_t)c * K + k] * cs[k];
-          acc += convW[(int64_t)c * K + W] * xin;
-          for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
-        }
-        if (W > 0) cs[W - 1] = xin;
-        xv = siluf(acc);
-        dt = softplusf((dl + bias) + bias);
-        dtx = dt * xv;
-      }
-      // ---- per state: pass i takes channels c0 + i·CPB … c0 + i·CPB + CPB − 1
+      if (live) ch.step(convW, c, K);
+      // per state: pass i takes channels c0 + i·CPB … c0 + i·CPB + CPB − 1, its A, B, C float4s loaded in the pass
       float out = 0.f;  // C·h of channel c, from the pass lane / CPB
 #pragma unroll
       for (int i = 0; i < N4; i++) {
         const int m = i * CPB + sub, cm = c0 + m;
-        const float dti = __shfl_sync(kAll, dt, m), dtxi = __shfl_sync(kAll, dtx, m);
+        const float dti = __shfl_sync(0xffffffffu, ch.dt, m), dtxi = __shfl_sync(0xffffffffu, ch.dtx, m);
         float part = 0.f;
-        float4 ai, bi, ci;
-        loadABC(i, ai, bi, ci);
         if (cm < Di) {
-          const float4 hn = scanState4(h[i], ai, bi, dti, dtxi);
+          const int g = cm / N, src = (g / r) * N;
+          const float4 a = negExp4(reinterpret_cast<const float4*>(aLog + (int64_t)cm * N)[j]);
+          const float4 b = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
+          const float4 cv = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
+          const float4 hn = scanState4(h[i], a, b, dti, dtxi);
           st[i * 32 + lane] = hn;
-          part = dot4(ci, hn);
+          part = dot4(cv, hn);
         }
-#pragma unroll
-        for (int o = N4 / 2; o > 0; o >>= 1) part += __shfl_xor_sync(kAll, part, o);
-        const float got = __shfl_sync(kAll, part, (lane % CPB) * N4);  // channel c's group in this pass
-        if (lane / CPB == i) out = got;
+        passOut<N4>(part, i, lane, out);
       }
-      if (live) storeOut(y, (int64_t)s * Di + c, (out + dSkip * xv) * siluf(zv));
+      if (live) storeOut(y, (int64_t)s * Di + c, (out + ch.dSkip * ch.xv) * siluf(ch.zv));
     }
   }
 }
@@ -1312,11 +1326,8 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
     WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, float* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;
-  constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;
-  constexpr unsigned kAll = 0xffffffffu;
-  extern __shared__ float4 stage[];  // per warp: h, A [N4 passes][32 lanes]; then B, C [32 / N groups][N4]
-  const int K = KC > 0 ? KC : Kr, W = K - 1;
-  const int r = Di / dXb;
+  extern __shared__ float4 stage[];  // per warp: h, A_log [N4 passes][32 lanes]; then B, C [32 / N groups][N4]
+  const int K = KC > 0 ? KC : Kr, r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;
   const int warps = blockDim.x / 32, nTiles = (Di + 31) / 32;
   float4* my = stage + (threadIdx.x / 32) * (2 * N4 * 32 + 16) + lane;
@@ -1342,41 +1353,10 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
         cpAsync16(bc + lane, reinterpret_cast<const float4*>(src) + (q & (N4 - 1)), v);
       }
       cpAsyncCommit();
-      float zv = 0.f, xin = 0.f, dl = 0.f, bias = 0.f, dSkip = 0.f, cb = 0.f, taps[KT], prev[KP];
-      float* cs = convSt + ((int64_t)slot * Di + c) * W;
+      DecodeChannel<KC> ch;
       if (live) {
-        const int g = c / N, src = (g / r) * N;
-        zv = row[c];
-        xin = row[Di + src + c % N];
-        dl = deltaLow[(int64_t)s * Di + c];
-        bias = dtBias[c];
-        dSkip = D[c];
-        cb = convBias.p ? convBias[c] : 0.f;
-        if constexpr (KC > 0) {
-#pragma unroll
-          for (int k = 0; k < KC; k++) taps[k] = convW[(int64_t)c * KC + k];
-#pragma unroll
-          for (int k = 0; k < KC - 1; k++) prev[k] = cs[k];
-        }
-      }
-      float dt = 0.f, dtx = 0.f, xv = 0.f;
-      if (live) {
-        float acc = cb;
-        if constexpr (KC > 0) {
-#pragma unroll
-          for (int k = 0; k < KC - 1; k++) acc += taps[k] * prev[k];
-          acc += taps[KC - 1] * xin;
-#pragma unroll
-          for (int k = 0; k + 1 < KC - 1; k++) cs[k] = prev[k + 1];
-        } else {
-          for (int k = 0; k < W; k++) acc += convW[(int64_t)c * K + k] * cs[k];
-          acc += convW[(int64_t)c * K + W] * xin;
-          for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
-        }
-        if (W > 0) cs[W - 1] = xin;
-        xv = siluf(acc);
-        dt = softplusf((dl + bias) + bias);
-        dtx = dt * xv;
+        ch.load(row, deltaLow, dtBias, convSt, convW, convBias, D, s, slot, c, Di, dXb, N, K - 1);
+        ch.step(convW, c, K);
       }
       cpAsyncWaitAll();
       __syncwarp();  // B and C were staged by lanes 0–15
@@ -1384,7 +1364,7 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
 #pragma unroll
       for (int i = 0; i < N4; i++) {
         const int m = i * CPB + sub, cm = c0 + m;
-        const float dti = __shfl_sync(kAll, dt, m), dtxi = __shfl_sync(kAll, dtx, m);
+        const float dti = __shfl_sync(0xffffffffu, ch.dt, m), dtxi = __shfl_sync(0xffffffffu, ch.dtx, m);
         float part = 0.f;
         if (cm < Di) {
           const int lg = (m / N) * N4 + j;  // this lane's float4 of its group's B and C rows
@@ -1392,12 +1372,9 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
           st[i * 32 + lane] = hn;
           part = dot4(bc[8 + lg], hn);
         }
-#pragma unroll
-        for (int o = N4 / 2; o > 0; o >>= 1) part += __shfl_xor_sync(kAll, part, o);
-        const float got = __shfl_sync(kAll, part, (lane % CPB) * N4);
-        if (lane / CPB == i) out = got;
+        passOut<N4>(part, i, lane, out);
       }
-      if (live) storeOut(y, (int64_t)s * Di + c, (out + dSkip * xv) * siluf(zv));
+      if (live) storeOut(y, (int64_t)s * Di + c, (out + ch.dSkip * ch.xv) * siluf(ch.zv));
     }
   }
 }
