@@ -630,5 +630,6 @@ describe('mamba1DecodeStep (the op between the decode projections)', () => {
     expect(be.mamba1DecodeStep(args).shape).toEqual([3, 8]);
     expect(() => be.mamba1DecodeStep({ ...args, proj: be.zeros([3, 25]) })).toThrow(/mamba1DecodeStep: proj must be \[n, 26\]/);
     expect(() => be.mamba1DecodeStep({ ...args, deltaLow: be.zeros([3, 4]) })).toThrow(/mamba1DecodeStep: deltaLow must be \[3, 8\]/);
+    expect(() => be.mamba1DecodeStep({ ...args, aLog: be.zeros([4, 8]) })).toThrow(/mamba1DecodeStep: aLog \(A_log\) must be \[8, 4\], got \[4, 8\]/);
   });
 });

@@ -377,6 +377,9 @@ export function mamba1DecodeStepComposite(be: Backend, a: Mamba1DecodeStepArgs):
   if (a.deltaLow.shape.length !== 2 || a.deltaLow.shape[0] !== n || a.deltaLow.shape[1] !== Di) {
     throw new Error(`mamba1DecodeStep: deltaLow must be [${n}, ${Di}], got [${a.deltaLow.shape.join(', ')}]`);
   }
+  if (a.aLog.shape.length !== 2 || a.aLog.shape[0] !== Di || a.aLog.shape[1] !== N) {
+    throw new Error(`mamba1DecodeStep: aLog (A_log) must be [${Di}, ${N}], got [${a.aLog.shape.join(', ')}]`);
+  }
   const r = Di / dXb, G = Di / N;
   const [z, xp, bp, c] = be.splitLastDim(a.proj, [Di, dXb, dXb, Di, R]) as [Tensor, Tensor, Tensor, Tensor, Tensor];
   const x = be.repeatGroups(xp, N, r);
