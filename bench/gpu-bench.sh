@@ -10,8 +10,9 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev10 | final10   # tenth session: tests, a decode round and its kernels under Nsight
-#                                   # Compute; the record (final9's steps + torch.compile at context 4096). The `dev10b` /
+#   bash bench/gpu-bench.sh dev10 | final10 | engine10   # tenth session: tests, a decode round and its kernels under
+#                                   # Nsight Compute; the record (final9's steps + torch.compile at context 4096); the
+#                                   # engine at 3B under node --cpu-prof (host self time by function). The `dev10b` /
 #                                   # `dev10c` (skinny-product kernel, reverted), `dev10d` (Mamba step in shared memory
 #                                   # against registers, switch M1_DECODE_STEP) and `dev10e` (its occupancy bound, switch
 #                                   # M1_DECODE_OCC) phases are in git history
@@ -477,6 +478,18 @@ dev10)
   BATCHES=${BATCHES:-8,64,128,256,512} DECODE_NAME=${DECODE_NAME:-decode-dev10-tenth} decode_round
   [ -n "${NCU_POINTS-x}" ] && ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:4096}"
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
+  el "all done"
+  ;;
+engine10)
+  # tenth session: the engine at 3B (engine3b's command at batch 256 × 512, both models) under node --cpu-prof; the
+  # host thread's self time by function (bench/cpuprof-summary.mjs): how much of a step is JavaScript, how much
+  # waiting for the device
+  rm -rf /tmp/cpuprof
+  timeout ${GEN_S:-200} node --cpu-prof --cpu-prof-dir /tmp/cpuprof dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights \
+    --graphs --temperature 0.7 --batches ${GEN_BATCHES:-256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-256} --length-batch ${GEN_LENGTH_BATCH:-8} \
+    > "$OUT/generate-prof.txt" 2>&1
+  echo "generate rc=$?"; grep -A4 "^batch sweep" "$OUT/generate-prof.txt"
+  for f in /tmp/cpuprof/*.cpuprofile; do node bench/cpuprof-summary.mjs "$f" --top ${PROF_TOP:-30}; done | tee "$OUT/cpuprof-summary.txt"
   el "all done"
   ;;
 final10)
