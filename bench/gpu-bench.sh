@@ -484,6 +484,7 @@ engine10)
   # tenth session: the engine at 3B (engine3b's command at batch 256 × 512, both models) under node --cpu-prof; the
   # host thread's self time by function (bench/cpuprof-summary.mjs): how much of a step is JavaScript, how much
   # waiting for the device
+  quick_build
   rm -rf /tmp/cpuprof
   timeout ${GEN_S:-200} node --cpu-prof --cpu-prof-dir /tmp/cpuprof dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights \
     --graphs --temperature 0.7 --batches ${GEN_BATCHES:-256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-256} --length-batch ${GEN_LENGTH_BATCH:-8} \
