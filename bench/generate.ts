@@ -9,7 +9,7 @@
 //
 // The default sweeps are small enough for the CPU backend to finish in a few minutes; --full runs the
 // paper's grid (meant for --backend cuda). Writes bench/results/generate-<backend>-<date>.json.
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { createBackend, BACKEND_NAMES } from '../src/backend/registry.js';
 import type { Backend } from '../src/backend/backend.js';
 import { Engine } from '../src/infer/engine.js';
@@ -21,7 +21,7 @@ import { randomModel, table, writeResult } from './common.js';
 
 const list = (v: string): number[] => v.split(',').map((s) => {
   const n = Number(s.trim());
-  if (!Number.isInteger(n) || n < 1) throw new Error(`expected a comma-separated list of positive integers, got "${v}"`);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a comma-separated list of positive integers, got "${v}"`);
   return n;
 });
 
@@ -41,12 +41,17 @@ const program = new Command()
   .option('--length-batch <n>', 'batch of the length sweep (default CPU: 4; --full: 128)', (v) => list(v)[0]!)
   .option('--block-size <n>', 'KV block size', (v) => list(v)[0]!, 16)
   .option('--repeats <n>', 'timed runs per point (the median is reported)', (v) => list(v)[0]!, 1)
+  .option('--warmup <tokens>', 'before each point, an untimed run of this many tokens at its batch, so that one-time costs (the matmul timing of the batch\'s shapes on cuda) stay out of the timed runs; 0: none', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number of tokens, got "${v}"`);
+    return n;
+  }, 0)
   .option('--full', 'the paper\'s grid (GPU)')
   .parse(process.argv);
 
 interface Flags {
   backend: string; preset: string; promptLen: number; batches?: number[]; batchGen?: number; lengths?: number[];
-  lengthBatch?: number; blockSize: number; repeats: number; full?: boolean;
+  lengthBatch?: number; blockSize: number; repeats: number; warmup: number; full?: boolean;
   presets?: string; randomWeights?: boolean; temperature: number; topP: number; graphs?: boolean;
 }
 const o = program.opts<Flags>();
@@ -128,6 +133,7 @@ async function main(): Promise<void> {
     const rows: (string | number)[][] = [];
     const json: Record<string, unknown>[] = [];
     for (const [batch, genLen] of points) {
+      if (o.warmup > 0) for (const m of models) measure(m.model, m.name, batch, o.warmup);
       const [tr, hy] = models.map((m) => measure(m.model, m.name, batch, genLen)) as [Point, Point];
       const speedup = tr.latencyS / hy.latencyS;
       rows.push([batch, genLen, tr.latencyS, hy.latencyS, tr.decodeTokensPerS, hy.decodeTokensPerS, `×${speedup.toFixed(2)}`]);
@@ -146,7 +152,7 @@ async function main(): Promise<void> {
   console.log(table(headers('batch'), ls.rows));
 
   const path = writeResult(`generate-${be.name}`, {
-    backend: be.name, presets: names, promptLen: o.promptLen, blockSize: o.blockSize, repeats: o.repeats, full,
+    backend: be.name, presets: names, promptLen: o.promptLen, blockSize: o.blockSize, repeats: o.repeats, warmup: o.warmup, full,
     temperature: o.temperature, topP: o.topP, graphs: !!o.graphs, randomWeights: !!o.randomWeights,
     models: models.map((m) => ({ name: m.name, params: m.model.parameterCount(), layers: m.model.kinds })),
     batchSweep: bs.json, lengthSweep: ls.json,

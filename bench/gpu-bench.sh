@@ -10,9 +10,10 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev10 | final10 | engine10   # tenth session: tests, a decode round and its kernels under
-#                                   # Nsight Compute; the record (final9's steps + torch.compile at context 4096); the
-#                                   # engine at 3B under node --cpu-prof (host self time by function). The `dev10b` /
+#   bash bench/gpu-bench.sh dev10 | final10 | engine10 | engine10b   # tenth session: tests, a decode round and its
+#                                   # kernels under Nsight Compute; the record (final9's steps + torch.compile at context
+#                                   # 4096); the engine at 3B under node --cpu-prof (host self time by function); the engine
+#                                   # without and with bench:generate's per-point warm-up. The `dev10b` /
 #                                   # `dev10c` (skinny-product kernel, reverted), `dev10d` (Mamba step in shared memory
 #                                   # against registers, switch M1_DECODE_STEP) and `dev10e` (its occupancy bound, switch
 #                                   # M1_DECODE_OCC) phases are in git history
@@ -65,8 +66,9 @@ peer() {  # peer eager|compile: PyTorch + transformers on the Llama-3.2-3B shape
   echo "torch $1 rc=$?"; grep -E '^\{|Error' "$OUT/torch-$1.txt" | tail -12; el "torch peer $1 done"
 }
 engine3b() {  # the continuous-batching engine at 3B scale, both models, sampling on the device, decode graphs
+  # GEN_WARMUP (tenth session on): an untimed run at each point's batch first, so its matmul timing is not in the figures
   timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
-    --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
+    --warmup ${GEN_WARMUP:-4} --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
     > "$OUT/generate-3b.txt" 2>&1
   echo "generate rc=$?"; tail -22 "$OUT/generate-3b.txt"; el "generate done"
 }
@@ -491,6 +493,15 @@ engine10)
     > "$OUT/generate-prof.txt" 2>&1
   echo "generate rc=$?"; grep -A4 "^batch sweep" "$OUT/generate-prof.txt"
   for f in /tmp/cpuprof/*.cpuprofile; do node bench/cpuprof-summary.mjs "$f" --top ${PROF_TOP:-30}; done | tee "$OUT/cpuprof-summary.txt"
+  el "all done"
+  ;;
+engine10b)
+  # tenth session: the engine at 3B (engine3b) without and with the per-point warm-up (GEN_WARMUP=0, 4)
+  quick_build
+  for w in 0 4; do
+    GEN_WARMUP=$w engine3b
+    mv "$OUT/generate-3b.txt" "$OUT/generate-3b-warmup$w.txt"; cp $(ls -t bench/results/generate-cuda-*.json | head -1) "$OUT/generate-3b-warmup$w.json"
+  done
   el "all done"
   ;;
 final10)
