@@ -53,8 +53,8 @@ quick_build() {
   g++ -shared -o $R/m1cuda.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart || { echo "build failed"; exit 1; }
   el "built (sm_90a only)"
 }
-cuda_tests() {
-  timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run test/cuda > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
+cuda_tests() {  # the CUDA test files (TESTS: a subset, default all of test/cuda)
+  timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run ${TESTS:-test/cuda} > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
   sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30
   el "tests done"
 }
@@ -71,6 +71,23 @@ engine3b() {  # the continuous-batching engine at 3B scale, both models, samplin
     --warmup ${GEN_WARMUP:-4} --batches ${GEN_BATCHES:-64,256} --batch-gen ${GEN_TOKENS:-512} --lengths ${GEN_LENGTHS:-1024} --length-batch ${GEN_LENGTH_BATCH:-128} \
     > "$OUT/generate-3b.txt" 2>&1
   echo "generate rc=$?"; tail -22 "$OUT/generate-3b.txt"; el "generate done"
+}
+record() {  # record NAME: the record of a session — build, all CUDA tests, the scan alone, the training step (phases, then
+  # a profiled step), prefill (medium), the decode sweep (m1 + llama, graphs, with Llama's waves where its cache does not
+  # fit), the engine at 3B; results named *-NAME
+  quick_build
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-$1 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *selective" "$OUT/scan.txt"
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-$1 > "$OUT/train-medium.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec" "$OUT/train-medium.txt"; el "train done"
+  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-$1 > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-$1 > "$OUT/prefill-medium.txt" 2>&1
+  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
+  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep-$1 \
+    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
+  echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
+  [ "${ENGINE:-1}" = 1 ] && engine3b
 }
 decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS
   timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name ${DECODE_NAME:-decode-graphs} \
@@ -473,10 +490,7 @@ dev10)
   # tenth session: build, CUDA tests (TESTS: a subset), decode with graphs at BATCHES × CONTEXTS, then every kernel
   # of a few eager decode steps under Nsight Compute (NCU_POINTS); results.tgz with the logs and JSON
   quick_build
-  if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    timeout ${TEST_S:-200} node node_modules/vitest/vitest.mjs run ${TESTS:-test/cuda} > "$OUT/cuda-tests.txt" 2>&1; echo "cuda tests rc=$?"
-    sed 's/\x1b\[[0-9;]*m//g' "$OUT/cuda-tests.txt" | grep -E "Tests |Test Files|FAIL|×|AssertionError|Error:" | head -30; el "tests done"
-  fi
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
   BATCHES=${BATCHES:-8,64,128,256,512} DECODE_NAME=${DECODE_NAME:-decode-dev10-tenth} decode_round
   [ -n "${NCU_POINTS-x}" ] && ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:4096}"
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json 2>/dev/null)
@@ -505,22 +519,9 @@ engine10b)
   el "all done"
   ;;
 final10)
-  # the tenth session's record, one call: final9's steps (build, all CUDA tests, the scan alone, the training step and
-  # a profiled step, prefill, the decode sweep with Llama's waves, the engine at 3B) on the tenth session's code, with
-  # names *-tenth; then (PEER=1) the Llama-3.2-3B shape beside torch.compile at context 4096 (PEER_BATCHES)
-  quick_build
-  cuda_tests
-  timeout 60 node dist/bench/scan.js --backend cuda --name scan-tenth > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *selective" "$OUT/scan.txt"
-  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-tenth > "$OUT/train-medium.txt" 2>&1
-  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec" "$OUT/train-medium.txt"; el "train done"
-  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-tenth > "$OUT/train-profile.txt" 2>&1
-  echo "train profile rc=$?"; grep -A 16 "^profile" "$OUT/train-profile.txt"; el "train profile done"
-  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-tenth > "$OUT/prefill-medium.txt" 2>&1
-  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
-  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep-tenth \
-    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
-  echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
-  [ "${ENGINE:-1}" = 1 ] && engine3b
+  # the tenth session's record, one call: record tenth (final9's steps on the tenth session's code); then (PEER=1) the
+  # Llama-3.2-3B shape beside torch.compile at context 4096 (PEER_BATCHES)
+  record tenth
   if [ "${PEER:-1}" = 1 ]; then
     timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-llama-peer4096-tenth --models llama-3.2-3b \
       --batches ${PEER_BATCHES:-8,64} --length-batch 64 --lengths 0 --contexts 4096 > "$OUT/decode-llama-4096.txt" 2>&1
@@ -563,22 +564,8 @@ dev9h)
   [ "${ENGINE:-1}" = 1 ] && engine3b
   ;;
 final9)
-  # the ninth session's record, one call: build, all CUDA tests, the scan alone, the training step (phases, then a
-  # profiled step), prefill (medium), the decode sweep (m1 + llama, graphs, with Llama's waves where its cache does
-  # not fit), the engine at 3B; results JSON copied to $OUT
-  quick_build
-  cuda_tests
-  timeout 60 node dist/bench/scan.js --backend cuda --name scan-ninth > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *selective" "$OUT/scan.txt"
-  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-ninth > "$OUT/train-medium.txt" 2>&1
-  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec" "$OUT/train-medium.txt"; el "train done"
-  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-ninth > "$OUT/train-profile.txt" 2>&1
-  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
-  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-ninth > "$OUT/prefill-medium.txt" 2>&1
-  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
-  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep-ninth \
-    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
-  echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
-  [ "${ENGINE:-1}" = 1 ] && engine3b
+  # the ninth session's record, one call: record ninth; results JSON copied to $OUT
+  record ninth
   # one archive (the device returns a limited number of files): every log and this call's JSON
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt) -C "$PWD" $(ls bench/results/*ninth*.json $(ls -t bench/results/generate-cuda-*.json | head -1) 2>/dev/null)
   (cd "$OUT" && rm -f $(ls *.txt | grep -v -E '^(cuda-tests|train-medium)\.txt$'))
