@@ -9,7 +9,9 @@
 // sum of the step times over L = P .. P+G−1, interpolated linearly between the measured contexts
 // (prefill excluded; it is reported separately by bench:prefill). Points whose KV cache does not fit
 // in memory are reported as such, as a real server would have to shrink the batch there.
-import { Command } from 'commander';
+// The Mamba SSM state is kept in bf16 by default (--ssm-dtype), as the reference (mamba_ssm) and the engine keep it
+// for a bf16 model; --ssm-dtype f32 measures the unrounded recurrence. The roofline counts the state's bytes either way.
+import { Command, InvalidArgumentError } from 'commander';
 import { createBackend } from '../src/backend/registry.js';
 import type { Backend, StepGraph } from '../src/backend/backend.js';
 import { loadModel } from '../src/model/checkpoint.js';
@@ -24,6 +26,10 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { renderDecodeReport, type DecodeResult } from './decode-report.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
+function ssmDType(v: string): 'bf16' | 'f32' {
+  if (v !== 'bf16' && v !== 'f32') throw new InvalidArgumentError(`expected bf16 or f32, got '${v}'`);
+  return v;
+}
 const program = new Command()
   .option('--llama <dir>', 'transformer model folder (m1 init --arch llama --preset llama-3.2-3b)')
   .option('--m1 <dir>', 'hybrid model folder (m1 init --arch m1 --preset m1-3b)')
@@ -40,6 +46,7 @@ const program = new Command()
   .option('--mem-gib <n>', 'device memory the KV cache + state may take', Number, 120)
   .option('--bandwidth <tbps>', 'memory bandwidth of the roofline, TB/s (measured copy on the H200)', Number, 4.3)
   .option('--tflops <n>', 'bf16 matmul peak of the roofline, TFLOP/s (measured on the H200)', Number, 790)
+  .option('--ssm-dtype <dtype>', 'storage of the Mamba SSM state, bf16 or f32 (bf16: the reference\'s, and the engine\'s default for bf16 weights)', ssmDType, 'bf16' as 'bf16' | 'f32')
   .option('--name <s>', 'results file name', 'decode')
   .option('--models <list>', 'which of m1-3b, llama-3.2-3b to run', (v: string) => v.split(','), ['m1-3b', 'llama-3.2-3b'])
   .option('--budget-s <n>', 'stop measuring new points after this many seconds per model', Number, 1e9)
@@ -54,7 +61,7 @@ const o = program.opts<{
   llama?: string; m1?: string; zeroWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
   lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
   budgetS: number; models: string[]; profile?: boolean; warmupS: number; graphs?: boolean; temperature?: number; topP?: number;
-  report?: string;
+  report?: string; ssmDtype: 'bf16' | 'f32';
 }>();
 
 /** the page beside a results file (same name, .html), written to a temporary file and renamed */
@@ -121,7 +128,11 @@ function shapeOf(model: CausalLM): Shape {
     const mambaLayers = model.kinds.length - attnLayers;
     const per = m.version === 1 ? m.mamba1.dInner * (m.mamba1.dState + m.mamba1.dConv - 1)
       : m.mamba2.nHeads * m.mamba2.headDim * m.mamba2.dState + (2 * m.mamba2.dXb + m.mamba2.nGroups * m.mamba2.dState) * (m.mamba2.dConv - 1);
-    stateBytesPerSeq = mambaLayers * per * 4;
+    // the conv state is f32; the SSM state is --ssm-dtype for Mamba-1 (f32 for Mamba-2)
+    const ssmBytes = m.version === 1 && o.ssmDtype === 'bf16' ? 2 : 4;
+    stateBytesPerSeq = m.version === 1
+      ? mambaLayers * m.mamba1.dInner * ((m.mamba1.dConv - 1) * 4 + m.mamba1.dState * ssmBytes)
+      : mambaLayers * per * 4;
   }
   return {
     weightBytes, matmulParams, attnLayers, kvHeads: l.numKvHeads, qHeads: l.numHeads, headDim: l.headDim,
@@ -142,7 +153,7 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
   const kvBytes = s.attnLayers > 0 ? B * blocksPerSeq * bs * s.kvBytesPerToken : 0;
   if (kvBytes + B * s.stateBytesPerSeq > o.memGib * 2 ** 30) return null;
   // tidy: a pool that fails to allocate half-way must not leak what it did allocate
-  const states = be.tidy(() => model.allocateState({ slots: B, kvBlocks: Math.max(1, B * blocksPerSeq), blockSize: bs, kvDType: 'bf16' }));
+  const states = be.tidy(() => model.allocateState({ slots: B, kvBlocks: Math.max(1, B * blocksPerSeq), blockSize: bs, kvDType: 'bf16', ssmDType: o.ssmDtype }));
   let graph: StepGraph | null = null;
   // the pool is freed whatever happens (an out-of-memory step must not leave the next point less memory)
   try {
@@ -307,7 +318,7 @@ async function main() {
     model.params().forEach(([, p]) => p.value.dispose());
     emptyCache(be);
   }
-  console.log(`decode step (${o.backend}); roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s)`);
+  console.log(`decode step (${o.backend}, ${o.ssmDtype} SSM state); roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s)`);
   console.log(table(['model', 'batch', 'context', 'ms/step', 'tokens/s', 'GB/step', 'roofline ms', 'of roofline'], rows));
 
   const latency = (name: string, B: number, G: number) => {

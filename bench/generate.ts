@@ -46,13 +46,17 @@ const program = new Command()
     if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number of tokens, got "${v}"`);
     return n;
   }, 0)
+  .option('--ssm-dtype <dtype>', 'storage of the Mamba SSM state, bf16 or f32 (default: the engine\'s — bf16 for bf16 weights)', (v) => {
+    if (v !== 'bf16' && v !== 'f32') throw new InvalidArgumentError(`expected bf16 or f32, got "${v}"`);
+    return v;
+  })
   .option('--full', 'the paper\'s grid (GPU)')
   .parse(process.argv);
 
 interface Flags {
   backend: string; preset: string; promptLen: number; batches?: number[]; batchGen?: number; lengths?: number[];
   lengthBatch?: number; blockSize: number; repeats: number; warmup: number; full?: boolean;
-  presets?: string; randomWeights?: boolean; temperature: number; topP: number; graphs?: boolean;
+  presets?: string; randomWeights?: boolean; temperature: number; topP: number; graphs?: boolean; ssmDtype?: 'bf16' | 'f32';
 }
 const o = program.opts<Flags>();
 const full = !!o.full;
@@ -81,7 +85,7 @@ function measure(model: CausalLM, name: string, batch: number, genLen: number): 
   const V = model.vocabSize;
   const times: Point[] = [];
   for (let r = 0; r < o.repeats; r++) {
-    const engine = new Engine(model, { maxBatch: batch, blockSize: o.blockSize, maxContext: o.promptLen + genLen, graphs: !!o.graphs });
+    const engine = new Engine(model, { maxBatch: batch, blockSize: o.blockSize, maxContext: o.promptLen + genLen, graphs: !!o.graphs, ssmDType: o.ssmDtype });
     try {
       for (let b = 0; b < batch; b++) {
         const promptIds = Array.from({ length: o.promptLen }, () => rng.int(V));

@@ -10,6 +10,8 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
+#   bash bench/gpu-bench.sh dev11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM state, the engine
+#                                   # at 3B under Nsight Systems
 #   bash bench/gpu-bench.sh dev10 | final10 | engine10 | engine10b   # tenth session: tests, a decode round and its
 #                                   # kernels under Nsight Compute; the record (final9's steps + torch.compile at context
 #                                   # 4096); the engine at 3B under node --cpu-prof (host self time by function); the engine
@@ -485,6 +487,34 @@ final1)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt | grep -v '^cuda-tests') \
     -C "$PWD" $(ls bench/results/{scan,train-medium,train-profile,prefill-highest,prefill-medium,decode-sampled}-cuda-2*.json 2>/dev/null)
   (cd "$OUT" && rm -f $(ls *.txt | grep -v -E '^(cuda-tests|train-medium)\.txt$'))
+  ;;
+dev11)
+  # eleventh session: build, CUDA tests (TESTS: a subset), the M1 decode step with graphs, f32 against bf16 SSM state in
+  # the same call (two rounds, alternating), then (NSYS=1, when nsys is installed) the engine at 3B under Nsight Systems
+  # with graph nodes traced: its kernels summed by name (where the engine's step goes beyond bench:decode's)
+  quick_build
+  [ "${SKIP_TESTS:-0}" = 1 ] || cuda_tests
+  for r in 1 2; do
+    for st in f32 bf16; do
+      timeout ${DECODE_S:-100} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --models m1-3b --ssm-dtype $st \
+        --name decode-ssm-$st-r$r-eleventh --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} \
+        > "$OUT/decode-ssm-$st-r$r.txt" 2>&1
+      echo "decode ssm $st round $r rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-ssm-$st-r$r.txt" | head -12; el "decode $st r$r done"
+    done
+  done
+  if [ "${NSYS:-1}" = 1 ]; then
+    if command -v nsys > /dev/null; then
+      timeout ${NSYS_S:-200} nsys profile --cuda-graph-trace=node --trace=cuda --sample=none -o /tmp/engine-nsys -f true \
+        node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
+        --batches ${GEN_BATCHES:-256} --batch-gen ${GEN_TOKENS:-256} --lengths ${GEN_LENGTHS:-16} --length-batch 8 > "$OUT/generate-nsys.txt" 2>&1
+      echo "nsys rc=$?"; grep -A4 "^batch sweep" "$OUT/generate-nsys.txt"
+      nsys stats --report cuda_gpu_kern_sum --report cuda_gpu_mem_time_sum --report cuda_api_sum --format csv -o /tmp/engine-nsys-stats /tmp/engine-nsys.nsys-rep > /dev/null 2>&1
+      for f in /tmp/engine-nsys-stats*.csv; do cp "$f" "$OUT/$(basename "$f")"; head -25 "$f"; done
+    else echo "nsys: not installed"; ls /usr/local/cuda/bin | grep -i nsys; ls /opt/nvidia 2>/dev/null; fi
+    el "nsys done"
+  fi
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
+  el "all done"
   ;;
 dev10)
   # tenth session: build, CUDA tests (TESTS: a subset), decode with graphs at BATCHES × CONTEXTS, then every kernel

@@ -122,6 +122,27 @@ describe('engine KV cache dtype', () => {
     expect(worst).toBeGreaterThan(0); // the caches differ …
     expect(worst).toBeLessThan(2e-2); // … by rounding only
   });
+
+  it('the SSM state: bf16 by default with bf16 weights (the reference\'s), ssmDType overrides, Mamba-2 and bad dtypes refused', () => {
+    const b16 = initModel(be, tinyConfig('m1'), 23, 'bf16');
+    const e = new Engine(b16);
+    expect(e.ssmDType).toBe('bf16');
+    expect(new Engine(tinyModel('m1')).ssmDType).toBe('f32');
+    expect(new Engine(b16, { ssmDType: 'f32' }).ssmDType).toBe('f32');
+    expect(() => new Engine(b16, { ssmDType: 'f16' })).toThrow(/engine: ssmDType must be f32 or bf16, got f16/);
+    expect(new Engine(tinyModel('mamba2')).ssmDType).toBe('f32');
+    expect(() => new Engine(tinyModel('mamba2'), { ssmDType: 'bf16' })).toThrow(/engine: ssmDType bf16 needs Mamba-1 layers/);
+    // decoding through the bf16 state (prefill's final state rounded, then every step's): the f32 state's tokens
+    // here, logprobs within the rounding
+    const req = { promptIds: prompt(6, 7), sampling: { temperature: 0 }, maxTokens: 10, ignoreEos: true };
+    const a = run(b16, [req])[0]!.samples[0]!, f = run(b16, [req], { ssmDType: 'f32' })[0]!.samples[0]!;
+    expect(a.tokenIds.length).toBe(10);
+    expect(a.tokenIds).toEqual(f.tokenIds);
+    let worst = 0;
+    a.logprobs!.forEach((lp, i) => { worst = Math.max(worst, Math.abs(lp - f.logprobs![i]!)); });
+    expect(worst).toBeGreaterThan(0);
+    expect(worst).toBeLessThan(2e-2);
+  });
 });
 
 describe.each(['llama', 'm1', 'mamba2'] as const)('engine (%s)', (kind) => {

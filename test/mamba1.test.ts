@@ -1,6 +1,7 @@
 // The M1 Mamba-1 mixer and its CPU ops: causal conv1d, grouped selective scan, and the layer.
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/backend/cpu/index.js';
+import { roundToDType } from '../src/backend/dtype.js';
 import type { Tensor } from '../src/backend/tensor.js';
 import type { Mamba1Dims } from '../src/model/config.js';
 import { Mamba1Mixer, mamba1ParamSpecs } from '../src/model/mamba1.js';
@@ -345,6 +346,36 @@ describe('selectiveScan', () => {
     expect(maxAbs(st.subarray(0, 24))).toBe(0);
   });
 
+  it('a bf16 state (the reference\'s): read as stored, y from the f32 update, the stored state rounded to bf16', () => {
+    const s = randomScan(3, 1, 8, 4, 2, 410);
+    const start = randomArray(2 * 8 * 4, 411);
+    roundToDType(start, 'bf16'); // a bf16 pool holds bf16 values: both pools start from the same ones
+    const pools = { f32: be.wrap(start.slice(), [2, 8, 4]), bf16: be.wrap(start.slice(), [2, 8, 4], 'bf16') };
+    const slots = Int32Array.from([1, 0, 1]); // slot 1 twice: the later token reads the earlier one's stored state
+    const step = (ssmState: Tensor) => be.read(be.selectiveScanStep({
+      x: be.wrap(s.x, [3, 8]), delta: be.wrap(s.delta, [3, 8]), z: be.wrap(s.z, [3, 8]), A: be.wrap(s.A, [8, 4]),
+      Bm: be.wrap(s.Bm, [3, 2, 4]), Cm: be.wrap(s.Cm, [3, 2, 4]), D: be.wrap(s.D, [8]), deltaBias: be.wrap(s.deltaBias, [8]), ssmState, slots,
+    }));
+    // tokens 0 and 1 read the same start in both pools: y equal, the stored states equal after rounding
+    const y32 = step(pools.f32), y16 = step(pools.bf16);
+    expect(maxAbsDiff(y16.subarray(0, 16), y32.subarray(0, 16))).toBe(0);
+    const st32 = be.read(pools.f32), st16 = be.read(pools.bf16);
+    const rounded = st32.slice(0, 32);
+    roundToDType(rounded, 'bf16');
+    expect(maxAbsDiff(st16.subarray(0, 32), rounded)).toBe(0); // slot 0: token 1's state
+    const again = st16.slice();
+    roundToDType(again, 'bf16');
+    expect(maxAbsDiff(again, st16)).toBe(0); // every stored value is a bf16
+    // token 2 continued from token 0's rounded state: close to the f32 chain, not equal
+    const d = maxAbsDiff(y16.subarray(16), y32.subarray(16));
+    expect(d).toBeGreaterThan(0);
+    expect(d).toBeLessThan(2e-2 * Math.max(1, maxAbs(y32.subarray(16))));
+    expect(() => be.selectiveScanStep({
+      x: be.wrap(s.x, [3, 8]), delta: be.wrap(s.delta, [3, 8]), z: null, A: be.wrap(s.A, [8, 4]), Bm: be.wrap(s.Bm, [3, 2, 4]),
+      Cm: be.wrap(s.Cm, [3, 2, 4]), D: null, deltaBias: null, ssmState: be.zeros([2, 8, 4], 'f16'), slots,
+    })).toThrow(/selectiveScanStep: ssmState must be stored as f32 or bf16.*got f16/);
+  });
+
   it('rejects a B/C group count that does not divide Di', () => {
     const s = randomScan(1, 2, 6, 2, 4, 500);
     expect(() => be.selectiveScan(scanTensors(s))).toThrow(/group count G = 4/);
@@ -445,6 +476,33 @@ describe('Mamba1Mixer', () => {
       }
     });
   }
+
+  it('a bf16 state pool: prefill writes rounded states, steps stay close to the full forward (ssmDType bf16)', () => {
+    const B = 2, T = 12, T0 = 5;
+    const w = makeWeights(850);
+    const m = new Mamba1Mixer(be, dims, source(w));
+    const u = randomArray(B * T * Dm, 851);
+    const full = runMixer(m, u, B, T);
+    const state = m.allocateState({ slots: 4, kvBlocks: 0, blockSize: 1, ssmDType: 'bf16' });
+    const { ssmState } = mamba1State(state);
+    expect(ssmState.dtype).toBe('bf16');
+    m.forward(be.wrap(timeSlice(u, B, T, Dm, 0, T0), [B, T0, Dm]), plainSeqInfo(B, T0), {
+      needBackward: false, state, stateWrite: { slots: Int32Array.from([3, 1]), slotMapping: new Int32Array(B * T0) },
+    });
+    const written = be.read(ssmState), rounded = written.slice();
+    roundToDType(rounded, 'bf16');
+    expect(maxAbsDiff(rounded, written)).toBe(0);
+    expect(maxAbs(written.subarray(3 * Di * N))).toBeGreaterThan(0);
+    const info = decodeInfo([3, 1]);
+    let worst = 0;
+    for (let t = T0; t < T; t++) {
+      const ref = timeSlice(full, B, T, Dm, t, t + 1);
+      const y = be.read(m.step(be.wrap(timeSlice(u, B, T, Dm, t, t + 1), [B, Dm]), state, info));
+      worst = Math.max(worst, maxAbsDiff(y, ref) / Math.max(1e-3, maxAbs(ref)));
+    }
+    expect(worst).toBeGreaterThan(0); // rounded states: not the f32 recurrence
+    expect(worst).toBeLessThan(2e-2);
+  });
 
   it('a packed row of two segments equals the two sequences run separately (forward, backward, state hand-over)', () => {
     const w = makeWeights(900);

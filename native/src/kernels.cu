@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <type_traits>
 #include <cuda_bf16.h>
 #include <math_constants.h>
 
@@ -1189,6 +1190,35 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
 }
 
 /**
+ * Four consecutive SSM states (i4: their float4 index) in the state's storage: f32, or bf16 — the reference's
+ * ssm_state in a bf16 model, read as stored and rounded to nearest-even when stored (storeOut4). stage() starts an
+ * asynchronous copy of them into a float4 slot of shared memory, staged() reads them back as floats.
+ */
+__device__ __forceinline__ float4 bf16x4ToFloat4(uint2 w) {
+  const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&w.x), hi = *reinterpret_cast<const __nv_bfloat162*>(&w.y);
+  const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+template <typename ST>
+struct State4;
+template <>
+struct State4<float> {
+  static __device__ __forceinline__ float4 load(const float* st, int64_t i4) { return reinterpret_cast<const float4*>(st)[i4]; }
+  static __device__ __forceinline__ void stage(float4* dst, const float* st, int64_t i4, bool v) {
+    cpAsync16(dst, v ? reinterpret_cast<const float4*>(st) + i4 : reinterpret_cast<const float4*>(st), v);
+  }
+  static __device__ __forceinline__ float4 staged(const float4& slot) { return slot; }
+};
+template <>
+struct State4<__nv_bfloat16> {
+  static __device__ __forceinline__ float4 load(const __nv_bfloat16* st, int64_t i4) { return bf16x4ToFloat4(reinterpret_cast<const uint2*>(st)[i4]); }
+  static __device__ __forceinline__ void stage(float4* dst, const __nv_bfloat16* st, int64_t i4, bool v) {
+    cpAsync8(dst, v ? reinterpret_cast<const uint2*>(st) + i4 : reinterpret_cast<const uint2*>(st), v);
+  }
+  static __device__ __forceinline__ float4 staged(const float4& slot) { return bf16x4ToFloat4(*reinterpret_cast<const uint2*>(&slot)); }
+};
+
+/**
  * One channel of a decode step (lane l of a warp's tile: channel c = c0 + l), the part both decode-step kernels
  * share. load(): z, x' (the repeat is an index map: repeated channel c = g·N + j reads x' channel ⌊g / r⌋·N + j),
  * deltaLow, b_dt, D, the conv bias and — when the conv width KC is known at compile time (4, M1's) — the taps and
@@ -1268,9 +1298,9 @@ __device__ __forceinline__ void passOut(float part, int i, int lane, float& out)
  * accesses), so blocks are whole warps. _handles checks the shapes and the 16-byte alignment of the rows.
  */
 constexpr int kDecodeThreads = 128;
-template <int N4, int KC, typename OT>
+template <int N4, int KC, typename OT, typename ST>
 __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y, const float* proj, const float* deltaLow,
-    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, float* ssmSt,
+    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;
@@ -1284,11 +1314,11 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
       const bool live = c < Di;
       DecodeChannel<KC> ch;
       if (live) ch.load(row, deltaLow, dtBias, convSt, convW, convBias, D, s, slot, c, Di, dXb, N, K - 1);
-      float4* st = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c0) * N);  // pass i's run: st[i·32 + lane]
+      ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;  // pass i's run: float4 i·32 + lane of it
       float4 h[N4];
 #pragma unroll
       for (int i = 0; i < N4; i++)
-        if (c0 + i * CPB + sub < Di) h[i] = st[i * 32 + lane];
+        if (c0 + i * CPB + sub < Di) h[i] = State4<ST>::load(st, i * 32 + lane);
       if (live) ch.step(convW, c, K);
       // per state: pass i takes channels c0 + i·CPB … c0 + i·CPB + CPB − 1, its A, B, C float4s loaded in the pass
       float out = 0.f;  // C·h of channel c, from the pass lane / CPB
@@ -1303,7 +1333,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
           const float4 b = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
           const float4 cv = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
           const float4 hn = scanState4(h[i], a, b, dti, dtxi);
-          st[i * 32 + lane] = hn;
+          storeOut4(st, i * 32 + lane, hn);
           part = dot4(cv, hn);
         }
         passOut<N4>(part, i, lane, out);
@@ -1321,9 +1351,9 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
  * once per group (lanes 0–15), the state and A_log by the lane that reads them; the warp syncs once in between.
  * Both kernels read A_log and take A = −exp(A_log) themselves (one separate kernel a layer less per step).
  */
-template <int N4, int KC, typename OT>
+template <int N4, int KC, typename OT, typename ST>
 __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
-    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, float* ssmSt,
+    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;
   extern __shared__ float4 stage[];  // per warp: h, A_log [N4 passes][32 lanes]; then B, C [32 / N groups][N4]
@@ -1338,12 +1368,12 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
     for (int tile = blockIdx.x * warps + threadIdx.x / 32; tile < nTiles; tile += gridDim.x * warps) {  // warp-uniform
       const int c0 = tile * 32, c = c0 + lane;
       const bool live = c < Di;
-      float4* st = reinterpret_cast<float4*>(ssmSt + ((int64_t)slot * Di + c0) * N);  // pass i's run: st[i·32 + lane]
+      ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;  // pass i's run: float4 i·32 + lane of it
 #pragma unroll
       for (int i = 0; i < N4; i++) {
         const int cm = c0 + i * CPB + sub;
         const bool v = cm < Di;
-        cpAsync16(my + i * 32, v ? st + i * 32 + lane : st, v);
+        State4<ST>::stage(my + i * 32, st, i * 32 + lane, v);
         cpAsync16(my + (N4 + i) * 32, v ? reinterpret_cast<const float4*>(aLog + (int64_t)cm * N) + j : reinterpret_cast<const float4*>(aLog), v);
       }
       if (lane < 16) {  // B and C once per group of the tile (its 32 / N groups × N4 float4s = 8 each), not per lane
@@ -1368,8 +1398,8 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
         float part = 0.f;
         if (cm < Di) {
           const int lg = (m / N) * N4 + j;  // this lane's float4 of its group's B and C rows
-          const float4 hn = scanState4(my[i * 32], negExp4(my[(N4 + i) * 32]), bc[lg], dti, dtxi);
-          st[i * 32 + lane] = hn;
+          const float4 hn = scanState4(State4<ST>::staged(my[i * 32]), negExp4(my[(N4 + i) * 32]), bc[lg], dti, dtxi);
+          storeOut4(st, i * 32 + lane, hn);
           part = dot4(bc[8 + lg], hn);
         }
         passOut<N4>(part, i, lane, out);
@@ -1380,11 +1410,11 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
 }
 
 /** the smem kernel's occupancy is bounded by shared memory: ask for the largest carveout, once per instantiation */
-template <int N4, int KC>
+template <int N4, int KC, typename ST>
 void smemCarveout() {
   static const bool done = [] {
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float, ST>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16, ST>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     return true;
   }();
   (void)done;
@@ -2732,8 +2762,8 @@ int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* con
   return 1;
 }
 cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const float* deltaLow, const void* dtBias_, float* convSt,
-                                  const void* convW_, const void* convBias_, const float* aLog, const void* D_, int wBf16, float* ssmSt,
-                                  const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
+                                  const void* convW_, const void* convBias_, const float* aLog, const void* D_, int wBf16, void* ssmSt,
+                                  int stBf16, const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
   const WeightF dtBias{dtBias_, wBf16 & 1}, convW{convW_, (wBf16 >> 1) & 1}, convBias{convBias_, (wBf16 >> 2) & 1}, D{D_, (wBf16 >> 3) & 1};
   if ((int64_t)nTok * Di == 0) return cudaSuccess;
   if (K < 1 || dXb < 1 || Di > INT32_MAX - 31) return cudaErrorInvalidValue;
@@ -2744,25 +2774,38 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   // Bounding it to 12 blocks an SM (40 registers instead of 47, 48 warps instead of 40) changed nothing measurable.
   const dim3 grid((unsigned)std::min<int64_t>(65535, ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
   const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * (2 * n4 * 32 + 16) * sizeof(float4); };
-#define M1_DECODE_K(N4, KC)                                                                                             \
-  (outBf16 ? k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<__nv_bfloat16*>(y), proj, deltaLow, dtBias, \
-                                                                           convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K) \
-           : k_mamba1_decode_step<N4, KC><<<grid, kDecodeThreads, 0, s>>>(static_cast<float*>(y), proj, deltaLow, dtBias, convSt, \
-                                                                           convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K))
-#define M1_DECODE_SMEM_K(N4, KC)                                                                                          \
-  (smemCarveout<N4, KC>(), outBf16 ? k_mamba1_decode_step_smem<N4, KC><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<__nv_bfloat16*>(y), proj,      \
-                 deltaLow, dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K)                           \
-           : k_mamba1_decode_step_smem<N4, KC><<<grid, kDecodeThreads, smemBytes(N4), s>>>(static_cast<float*>(y), proj, deltaLow, \
-                 dtBias, convSt, convW, convBias, aLog, D, ssmSt, slots, nTok, Di, dXb, P, K))
-#define M1_DECODE(N4) (K == 4 ? M1_DECODE_SMEM_K(N4, 4) : M1_DECODE_SMEM_K(N4, 0))
-  if (N == 4) M1_DECODE(1);
-  else if (N == 8) M1_DECODE(2);
-  else if (N == 16) M1_DECODE(4);
-  else if (N == 32) (K == 4 ? M1_DECODE_K(8, 4) : M1_DECODE_K(8, 0));
-  else return cudaErrorInvalidValue;
-#undef M1_DECODE_K
-#undef M1_DECODE_SMEM_K
-#undef M1_DECODE
+  // one launch for an output type OT and a state type ST: the register kernel (N = 32) or the shared-memory one
+  const auto launch = [&](auto outTag, auto stTag, auto n4, auto kc, auto smem) {
+    using OT = decltype(outTag);
+    using ST = decltype(stTag);
+    constexpr int N4 = decltype(n4)::value, KC = decltype(kc)::value;
+    OT* o = static_cast<OT*>(y);
+    ST* st = static_cast<ST*>(ssmSt);
+    if constexpr (decltype(smem)::value) {
+      smemCarveout<N4, KC, ST>();
+      k_mamba1_decode_step_smem<N4, KC, OT, ST><<<grid, kDecodeThreads, smemBytes(N4), s>>>(o, proj, deltaLow, dtBias, convSt, convW,
+                                                                                          convBias, aLog, D, st, slots, nTok, Di, dXb, P, K);
+    } else {
+      k_mamba1_decode_step<N4, KC, OT, ST><<<grid, kDecodeThreads, 0, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D,
+                                                                          st, slots, nTok, Di, dXb, P, K);
+    }
+  };
+  const auto byWidth = [&](auto outTag, auto stTag) {
+    using I1 = std::integral_constant<int, 1>;
+    using I2 = std::integral_constant<int, 2>;
+    using I4 = std::integral_constant<int, 4>;
+    using I8 = std::integral_constant<int, 8>;
+    using K0 = std::integral_constant<int, 0>;
+    const auto widths = [&](auto n4, auto smem) { K == 4 ? launch(outTag, stTag, n4, I4{}, smem) : launch(outTag, stTag, n4, K0{}, smem); };
+    if (N == 4) widths(I1{}, std::true_type{});
+    else if (N == 8) widths(I2{}, std::true_type{});
+    else if (N == 16) widths(I4{}, std::true_type{});
+    else widths(I8{}, std::false_type{});
+  };
+  if (N != 4 && N != 8 && N != 16 && N != 32) return cudaErrorInvalidValue;
+  const __nv_bfloat16 bf{};
+  if (outBf16) stBf16 ? byWidth(bf, bf) : byWidth(bf, 0.f);
+  else stBf16 ? byWidth(0.f, bf) : byWidth(0.f, 0.f);
   return lastError();
 }
 int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N) {

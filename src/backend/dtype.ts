@@ -56,6 +56,11 @@ export function f16BitsToF32(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+/** x rounded to f32, then to the nearest bf16 (as a device's f32 → bf16 store) */
+export function f32ToBf16Value(x: number): number {
+  return bf16BitsToF32(f32ToBf16Bits(x));
+}
+
 /** round every value of `a` in place to what `dtype` can hold */
 export function roundToDType(a: Float32Array, dtype: DType): void {
   if (dtype === 'f32') return;

@@ -71,6 +71,9 @@ export function scanStateRows(op: string, ssmState: Tensor, Di: number, N: numbe
   if (ssmState.shape.length !== 3 || ssmState.shape[1] !== Di || ssmState.shape[2] !== N) {
     throw new Error(`${op}: ssmState must be [S, ${Di}, ${N}], got ${shapeString(ssmState.shape)}`);
   }
+  if (ssmState.dtype !== 'f32' && ssmState.dtype !== 'bf16') {
+    throw new Error(`${op}: ssmState must be stored as f32 or bf16 (the reference's Mamba state dtypes), got ${ssmState.dtype}`);
+  }
   return ssmState.shape[0]!;
 }
 

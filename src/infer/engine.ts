@@ -40,6 +40,12 @@ export interface EngineOptions {
    * attention's bytes, as serving engines keep a model-dtype cache), else f32
    */
   kvDType?: DType;
+  /**
+   * storage of the Mamba-1 SSM state; default: bf16 for a hybrid with bf16 weights and Mamba-1 layers (the
+   * reference's — mamba_ssm keeps ssm_state in the model dtype, re-quantised every step — at half the state's memory
+   * and decode traffic), else f32. f32 keeps the recurrence unrounded. Mamba-2 layers take f32 only.
+   */
+  ssmDType?: DType;
   /** longest sequence (prompt + generated); default max_position_embeddings of the model */
   maxContext?: number;
   /** decodes text for outputs and stop strings; without it outputs have text null */
@@ -269,6 +275,8 @@ export class Engine {
 
   /** storage of the KV cache (EngineOptions.kvDType) */
   readonly kvDType: DType;
+  /** storage of the Mamba-1 SSM state (EngineOptions.ssmDType) */
+  readonly ssmDType: DType;
 
   constructor(readonly model: CausalLM, opts: EngineOptions = {}) {
     this.be = model.be;
@@ -289,7 +297,10 @@ export class Engine {
     const initialSlots = Math.min(this.maxBatch, 16);
     this.kvDType = opts.kvDType ?? (model.embed.value.dtype === 'bf16' ? 'bf16' : 'f32');
     if (!['f32', 'bf16', 'f16'].includes(this.kvDType)) throw new UserError(`engine: kvDType must be f32, bf16 or f16, got ${String(this.kvDType)}`);
-    this.states = model.allocateState({ slots: initialSlots, kvBlocks: initialKv, blockSize: this.blockSize, kvDType: this.kvDType });
+    this.ssmDType = opts.ssmDType ?? (model.embed.value.dtype === 'bf16' && !model.kinds.includes('mamba2') ? 'bf16' : 'f32');
+    if (!['f32', 'bf16'].includes(this.ssmDType)) throw new UserError(`engine: ssmDType must be f32 or bf16, got ${String(this.ssmDType)}`);
+    if (this.ssmDType !== 'f32' && model.kinds.includes('mamba2')) throw new UserError(`engine: ssmDType ${this.ssmDType} needs Mamba-1 layers; this model's Mamba-2 state is kept in f32`);
+    this.states = model.allocateState({ slots: initialSlots, kvBlocks: initialKv, blockSize: this.blockSize, kvDType: this.kvDType, ssmDType: this.ssmDType });
     this.kvPool = new KvBlockPool(this.blockSize, initialKv, maxKvBlocks, (cap) => this.growPools('attention', cap));
     this.slotPool = new StateSlotPool(initialSlots, this.maxBatch, (cap) => this.growPools('mamba', cap));
     this.sampler = opts.sampler ?? defaultSampler(this.be, model.vocabSize);

@@ -221,7 +221,7 @@ export class Mamba1Mixer implements Mixer {
     return {
       kind: 'mamba1',
       convState: this.be.zeros([sizes.slots, Di, K - 1]),
-      ssmState: this.be.zeros([sizes.slots, Di, N]),
+      ssmState: this.be.zeros([sizes.slots, Di, N], sizes.ssmDType ?? 'f32'),
     };
   }
 

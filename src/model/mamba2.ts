@@ -224,6 +224,7 @@ export class Mamba2Mixer implements Mixer {
 
   allocateState(sizes: StatePoolSizes): LayerState {
     const { be, s } = this;
+    if ((sizes.ssmDType ?? 'f32') !== 'f32') throw new Error(`Mamba2Mixer.allocateState: ssmDType ${sizes.ssmDType} is not supported for Mamba-2 layers (their SSD state is kept in f32)`);
     return {
       kind: 'mamba2',
       convState: be.zeros([sizes.slots, s.Cxbc, s.K - 1]),

@@ -9,6 +9,7 @@
 // Di/G channels of a group. The forward and backward loops live in scan-kernels.ts, which the worker
 // threads run row by row (parallel.ts); the one-token step stays here.
 import type { SelectiveScanArgs, SelectiveScanGrads, SelectiveScanStepArgs } from '../backend.js';
+import { f32ToBf16Value, roundToDType } from '../dtype.js';
 import { shapeString, type Tensor } from '../tensor.js';
 import { scanDims, scanStateRows } from '../validate.js';
 import { silu, softplus } from './basic.js';
@@ -40,6 +41,10 @@ export function selectiveScan(be: CpuBackend, args: SelectiveScanArgs): Tensor {
   runTasksParallel('selectiveScanForwardTasks',
     [x, delta, A, Bm, Cm, D ?? none, z ?? none, db ?? none, args.segments ?? new Int32Array(0), y, st ?? none, args.stateOut?.slots ?? new Int32Array(0)],
     [9], [T, Di, N, G], B, st ? 0 : 6 * B * T * Di * N);
+  // a bf16 pool holds the final states rounded, as the reference's bf16 ssm_state does after prefill
+  if (st && args.stateOut!.ssmState.dtype !== 'f32') {
+    for (const slot of args.stateOut!.slots) roundToDType(st.subarray(slot * Di * N, (slot + 1) * Di * N), args.stateOut!.ssmState.dtype);
+  }
   return be.wrap(y, args.x.shape);
 }
 
@@ -90,6 +95,9 @@ export function selectiveScanStep(be: CpuBackend, args: SelectiveScanStepArgs): 
   const x = dataOf(args.x), delta = dataOf(args.delta), A = dataOf(args.A), Bm = dataOf(args.Bm), Cm = dataOf(args.Cm);
   const D = args.D ? dataOf(args.D) : null, z = args.z ? dataOf(args.z) : null, db = args.deltaBias ? dataOf(args.deltaBias) : null;
   const st = dataOf(args.ssmState);
+  // a bf16 state (the reference's in a bf16 model) is read as stored, updated in f32 and rounded when stored; y reads
+  // the f32 update (mamba_ssm's selective_state_update: tl.store(state) then out = Σ state·C of the same f32 values)
+  const round = args.ssmState.dtype === 'bf16' ? f32ToBf16Value : null;
   const y = new Float32Array(n * Di);
   for (let s = 0; s < n; s++) {
     const slot = checkSlot('selectiveScanStep', args.slots, s, S);
@@ -103,7 +111,7 @@ export function selectiveScanStep(be: CpuBackend, args: SelectiveScanStepArgs): 
       let acc = 0;
       for (let k = 0; k < N; k++) {
         const hn = Math.exp(dt * A[ao + k]!) * st[so + k]! + dtx * Bm[bo + k]!;
-        st[so + k] = hn;
+        st[so + k] = round ? round(hn) : hn;
         acc += Cm[bo + k]! * hn;
       }
       if (D) acc += D[c]! * xv;

@@ -732,7 +732,7 @@ export class CudaBackend implements Backend {
     const W = this.t(args.convWeight, `${op}: convWeight`);
     if (W.shape.length !== 2 || W.shape[0] !== Di) throw new Error(`${op}: convWeight must be [${Di}, K], got ${shapeString(W.shape)}`);
     const K = W.shape[1]!;
-    const cs = this.f32Tensor(args.convState, `${op}: convState`), ss = this.f32Tensor(args.ssmState, `${op}: ssmState`);
+    const cs = this.f32Tensor(args.convState, `${op}: convState`), ss = this.t(args.ssmState, `${op}: ssmState`);
     if (cs.shape.length !== 3 || cs.shape[1] !== Di || cs.shape[2] !== K - 1) throw new Error(`${op}: convState must be [S, ${Di}, ${K - 1}], got ${shapeString(cs.shape)}`);
     scanStateRows(op, ss, Di, N);
     this.checkSlots(op, cs, args.slots, n);
@@ -751,7 +751,7 @@ export class CudaBackend implements Backend {
       const y = this.alloc([n, Di], outDType);
       try {
         this.call('mamba1_decode_step', [y.ptr, outBf16 ? 1 : 0, s.f32(proj), s.f32(dl), ws[0]!.ptr, cs.ptr, ws[1]!.ptr, ws[2]?.ptr ?? 0, aLog,
-          ws[3]!.ptr, mask, ss.ptr, s.ints(args.slots), n, Di, dXb, N, P, K]);
+          ws[3]!.ptr, mask, ss.ptr, ss.storage === 'bf16' ? 1 : 0, s.ints(args.slots), n, Di, dXb, N, P, K]);
       } catch (e) {
         y.dispose();
         throw e;
@@ -790,12 +790,14 @@ export class CudaBackend implements Backend {
     const { B, T, Di, N, G } = this.scanDims(op, 2, args);
     const ckpt = this.scanCheckpoints(op, args, B, T, Di, N, G);
     if (args.segments && args.segments.length !== B * T) throw new Error(`${op}: segments has ${args.segments.length} entries, x has B*T = ${B * T}`);
-    let st: CudaTensor | null = null;
     if (args.stateOut) {
-      st = this.f32Tensor(args.stateOut.ssmState, `${op}: ssmState`);
-      scanStateRows(op, st, Di, N);
-      this.checkSlots(op, st, args.stateOut.slots, B, 'stateOut.slots');
+      const pool = this.t(args.stateOut.ssmState, `${op}: ssmState`);
+      scanStateRows(op, pool, Di, N);
+      this.checkSlots(op, pool, args.stateOut.slots, B, 'stateOut.slots');
+      // the kernel writes f32 states: a bf16 pool gets its rows through an f32 copy, rounded once
+      if (pool.storage === 'bf16') return this.viaF32StateRows(pool, args.stateOut.slots, false, (st, slots) => this.selectiveScan({ ...args, stateOut: { ssmState: st, slots } }));
     }
+    const st = args.stateOut ? this.t(args.stateOut.ssmState, op) : null;
     return this.scoped((s) => {
       const scratchFloats = this.call('selective_scan_scratch_floats', [B, T, Di, N]);
       const scratch = scratchFloats > 0 ? s.temp(scratchFloats * 4) : 0;
@@ -826,11 +828,38 @@ export class CudaBackend implements Backend {
   selectiveScanStep(args: SelectiveScanStepArgs): Tensor {
     const op = 'selectiveScanStep';
     const { B: n, Di, N, G } = this.scanDims(op, 1, args);
-    const st = this.f32Tensor(args.ssmState, `${op}: ssmState`);
+    const st = this.t(args.ssmState, `${op}: ssmState`);
     scanStateRows(op, st, Di, N);
     this.checkSlots(op, st, args.slots, n);
+    if (st.storage === 'bf16') {
+      // the f32 kernel on an f32 copy of the rows; the rows go back rounded. y reads the unrounded update, as on the CPU
+      return this.viaF32StateRows(st, args.slots, true, (f32, slots) => this.selectiveScanStep({ ...args, ssmState: f32, slots }));
+    }
     return this.scoped((s) => this.produce(args.x.shape, (o) => this.call('selective_scan_step', [o, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
       s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z), s.optF32(args.deltaBias), st.ptr, s.ints(args.slots), n, Di, N, G])));
+  }
+
+  /**
+   * Runs `fn` on an f32 copy [rows, ...] of the bf16 `pool`'s rows at `slots` (row i of the copy is slot slots[i]; read:
+   * filled from the pool, else zeros), then stores the copy's rows back into the pool rounded to bf16. For the kernels
+   * that take f32 states only: the prefill's final-state write and the unfused decode step. Rows are copied one by one
+   * (a slot list is short: a prefill's rows, or one decode step's).
+   */
+  private viaF32StateRows<T>(pool: CudaTensor, slots: Int32Array, read: boolean, fn: (st: Tensor, slots: Int32Array) => T): T {
+    const rows = slots.length, rowSize = pool.size / pool.shape[0]!, rowBytes = rowSize * 2;
+    const half = this.alloc([rows, ...pool.shape.slice(1)], 'bf16');
+    let f32: CudaTensor | null = null;
+    try {
+      if (read) for (let i = 0; i < rows; i++) this.addon.copy(half.ptr + i * rowBytes, pool.ptr + slots[i]! * rowBytes, rowBytes);
+      f32 = (read ? this.cast(half, 'f32') : this.zeros(half.shape)) as CudaTensor;
+      const out = fn(f32, Int32Array.from({ length: rows }, (_, i) => i));
+      this.call('cast_f32_bf16', [half.ptr, f32.ptr, f32.size]);
+      for (let i = 0; i < rows; i++) this.addon.copy(pool.ptr + slots[i]! * rowBytes, half.ptr + i * rowBytes, rowBytes);
+      return out;
+    } finally {
+      half.dispose();
+      f32?.dispose();
+    }
   }
 
   /** the shared shape checks (state pool included) plus the cuda kernels' limits */
