@@ -33,6 +33,7 @@
 #include "flash_attention.h"
 #include "kernels.h"
 #include "runtime.h"
+#include "warp.cuh"
 
 namespace {
 
@@ -63,13 +64,6 @@ __device__ __forceinline__ bool tileAnyVisible(int nq, int nk, int q0, int k0, i
 }
 
 constexpr int kWarps = 4, kRowsW = 32, kRows = kWarps * kRowsW;  // 128-query tiles, 32 rows per warp
-
-/** 2^x by one MUFU.EX2 (ex2.approx.ftz: ~2 ulp, results below 2^-126 flushed to 0; 2^-inf = 0) */
-__device__ __forceinline__ float ex2Fast(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 template <int DH>
 struct TcLayout {

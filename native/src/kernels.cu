@@ -1134,8 +1134,6 @@ __device__ __forceinline__ float4 scanState4(float4 v, const float4 a, const flo
   return v;
 }
 __device__ __forceinline__ float dot4(const float4 c, const float4 v) { return c.x * v.x + c.y * v.y + c.z * v.z + c.w * v.w; }
-/** A = −exp(A_log), four at a time (the same expf as m1_neg_exp, so the same A) */
-__device__ __forceinline__ float4 negExp4(const float4 l) { return make_float4(-expf(l.x), -expf(l.y), -expf(l.z), -expf(l.w)); }
 
 /**
  * One channel's state row h [4·N4] (float4s) advanced by one token in place (scanState4), returning
@@ -1220,31 +1218,37 @@ struct State4<__nv_bfloat16> {
 
 /**
  * One channel of a decode step (lane l of a warp's tile: channel c = c0 + l), the part both decode-step kernels
- * share. load(): z, x' (the repeat is an index map: repeated channel c = g·N + j reads x' channel ⌊g / r⌋·N + j),
- * deltaLow, b_dt, D, the conv bias and — when the conv width KC is known at compile time (4, M1's) — the taps and
- * the conv state, all before any store. step(): the conv step on the repeated x (the state holds the previous
- * K − 1 inputs; shifted in place), SiLU, Δ = softplus(deltaLow + 2·b_dt) (b_dt reaches Δ twice, m1-spec).
+ * share. weights(): b_dt, D, the conv bias, the conv taps (when the width KC is known at compile time: 4, M1's) and
+ * where the channel's x' lives in a proj row — the repeat is an index map: repeated channel c = g·N + j reads x'
+ * channel ⌊g / r⌋·N + j — loaded once per channel, not per token. token(): z, x', deltaLow and the conv state of one
+ * token, all before any store. step(): the conv step on the repeated x (the state holds the previous K − 1 inputs;
+ * shifted in place), SiLU, Δ = softplus(deltaLow + 2·b_dt) (b_dt reaches Δ twice, m1-spec).
  */
 template <int KC>
 struct DecodeChannel {
   static constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;
   float zv = 0.f, xin = 0.f, dl = 0.f, bias = 0.f, dSkip = 0.f, cb = 0.f, taps[KT], prev[KP];
+  int xOff = 0;
   float* cs = nullptr;
   float dt = 0.f, dtx = 0.f, xv = 0.f;  // after step()
 
-  __device__ __forceinline__ void load(const float* row, const float* deltaLow, WeightF dtBias, float* convSt, WeightF convW,
-                                       WeightF convBias, WeightF D, int s, int slot, int c, int Di, int dXb, int N, int W) {
-    const int g = c / N, src = (g / (Di / dXb)) * N;  // this channel's group; the x' / B' group it repeats
-    cs = convSt + ((int64_t)slot * Di + c) * W;
-    zv = row[c];
-    xin = row[Di + src + c % N];
-    dl = deltaLow[(int64_t)s * Di + c];
+  __device__ __forceinline__ void weights(WeightF dtBias, WeightF convW, WeightF convBias, WeightF D, int c, int Di, int dXb, int N) {
+    const int g = c / N;
+    xOff = Di + (g / (Di / dXb)) * N + c % N;
     bias = dtBias[c];
     dSkip = D[c];
     cb = convBias.p ? convBias[c] : 0.f;
     if constexpr (KC > 0) {
 #pragma unroll
       for (int k = 0; k < KC; k++) taps[k] = convW[(int64_t)c * KC + k];
+    }
+  }
+  __device__ __forceinline__ void token(const float* row, const float* deltaLow, float* convSt, int s, int slot, int c, int Di, int W) {
+    cs = convSt + ((int64_t)slot * Di + c) * W;
+    zv = row[c];
+    xin = row[xOff];
+    dl = deltaLow[(int64_t)s * Di + c];
+    if constexpr (KC > 0) {
 #pragma unroll
       for (int k = 0; k < KC - 1; k++) prev[k] = cs[k];
     }
@@ -1270,6 +1274,25 @@ struct DecodeChannel {
   }
 };
 
+/**
+ * The decode step's state update on the log2 scale: a2 = A·log2(e) = −exp(A_log)·log2(e) (negExpLog2e4, once per
+ * channel), then exp(Δ·A) = 2^(Δ·a2) by one MUFU.EX2 per state — as the reference's Triton step (tl.exp lowers to
+ * ex2.approx) does — instead of expf's ~10 instructions, which made the step issue-bound (Nsight Compute, batch 128:
+ * 69 % of issue slots busy).
+ */
+__device__ __forceinline__ float4 negExpLog2e4(const float4 l) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  return make_float4(-ex2Fast(l.x * kLog2e) * kLog2e, -ex2Fast(l.y * kLog2e) * kLog2e, -ex2Fast(l.z * kLog2e) * kLog2e,
+                     -ex2Fast(l.w * kLog2e) * kLog2e);
+}
+__device__ __forceinline__ float4 scanState4Log2(float4 v, const float4 a2, const float4 b, float dt, float dtx) {
+  v.x = ex2Fast(dt * a2.x) * v.x + dtx * b.x;
+  v.y = ex2Fast(dt * a2.y) * v.y + dtx * b.y;
+  v.z = ex2Fast(dt * a2.z) * v.z + dtx * b.z;
+  v.w = ex2Fast(dt * a2.w) * v.w + dtx * b.w;
+  return v;
+}
+
 /** pass i's C·h: summed over its N4 lanes, handed to the lane of its channel (lane / CPB == i keeps it in `out`) */
 template <int N4>
 __device__ __forceinline__ void passOut(float part, int i, int lane, float& out) {
@@ -1282,20 +1305,21 @@ __device__ __forceinline__ void passOut(float part, int i, int lane, float& out)
 
 /**
  * mamba1DecodeStep fused (the op's definition: mamba1DecodeStepComposite in backend.ts). A warp per 32
- * channels c0 … c0 + 31 of one token, in two phases:
+ * channels c0 … c0 + 31 — one tile per warp, which then steps the tokens s = blockIdx.y, + gridDim.y, … — in two
+ * phases per token:
  *  - per channel, lane l for channel c0 + l: z, x' straight from in_proj's output row [z | x' | B' | C | δ]
- *    — the repeat is an index map: repeated channel c = g·N + j reads x' channel ⌊g / r⌋·N + j and B'
- *    group ⌊g / r⌋ — the conv step (state shift, SiLU) and Δ = softplus(deltaLow + 2·b_dt);
+ *    (DecodeChannel), the conv step (state shift, SiLU) and Δ = softplus(deltaLow + 2·b_dt);
  *  - per state, in N4 passes of 32 / N4 channels: N4 consecutive lanes per channel, lane j owning float4 j
  *    of its state, A, B and C rows (the tile's rows are contiguous: each pass is one 512-byte run per
  *    warp), Δ and Δ·x fetched from the channel's lane by shuffles, C·h summed over the N4 lanes by
  *    shuffles and handed back to the channel's lane, which writes y.
- * The state, the conv taps and state and the channel's inputs are loaded before the first store; each pass's A,
- * B and C float4s in the pass (8 passes × 3 float4s would not fit the registers). This kernel takes N = 32;
- * k_mamba1_decode_step_smem below, the same step staged through shared memory, takes N ≤ 16 (M1's 16). KC: the
- * conv width when known at compile time (4, M1's), 0 for any. One kernel instead of split, two repeats, bias add, conv step and
- * scan step. Full warps take part in every shuffle (a tile's lanes past Di only skip their memory
- * accesses), so blocks are whole warps. _handles checks the shapes and the 16-byte alignment of the rows.
+ * The channel's weights and A (negExpLog2e4 of A_log) are loaded once per warp, not per token. The state and the
+ * channel's token inputs are loaded before the first store; each pass's B and C float4s in the pass. This kernel takes
+ * N = 32 (its A rows in registers: 8 float4s a lane); k_mamba1_decode_step_smem below, the same step staged through
+ * shared memory, takes N ≤ 16 (M1's 16). KC: the conv width when known at compile time (4, M1's), 0 for any. ST: the
+ * state's storage (State4). One kernel instead of split, two repeats, bias add, conv step and scan step. Full warps
+ * take part in every shuffle (a tile's lanes past Di only skip their memory accesses), so blocks are whole warps.
+ * _handles checks the shapes and the 16-byte alignment of the rows.
  */
 constexpr int kDecodeThreads = 128;
 template <int N4, int KC, typename OT, typename ST>
@@ -1305,107 +1329,111 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;  // in a pass: float4 j of channel c0 + i·CPB + sub
-  const int warps = blockDim.x / 32, nTiles = (Di + 31) / 32;
+  const int tile = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;        // the launcher gives each warp one tile (or none)
+  if (tile >= (Di + 31) / 32) return;                                        // warp-uniform
+  const int c0 = tile * 32, c = c0 + lane;
+  const bool live = c < Di;
+  DecodeChannel<KC> ch;
+  if (live) ch.weights(dtBias, convW, convBias, D, c, Di, dXb, N);
+  float4 a2[N4];
+#pragma unroll
+  for (int i = 0; i < N4; i++) {
+    const int cm = c0 + i * CPB + sub;
+    a2[i] = cm < Di ? negExpLog2e4(reinterpret_cast<const float4*>(aLog + (int64_t)cm * N)[j]) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
   for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
     const float* row = proj + (int64_t)s * P;
     const int slot = slots[s];
-    for (int tile = blockIdx.x * warps + threadIdx.x / 32; tile < nTiles; tile += gridDim.x * warps) {  // warp-uniform
-      const int c0 = tile * 32, c = c0 + lane;
-      const bool live = c < Di;
-      DecodeChannel<KC> ch;
-      if (live) ch.load(row, deltaLow, dtBias, convSt, convW, convBias, D, s, slot, c, Di, dXb, N, K - 1);
-      ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;  // pass i's run: float4 i·32 + lane of it
-      float4 h[N4];
+    if (live) ch.token(row, deltaLow, convSt, s, slot, c, Di, K - 1);
+    ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;  // pass i's run: float4 i·32 + lane of it
+    float4 h[N4];
 #pragma unroll
-      for (int i = 0; i < N4; i++)
-        if (c0 + i * CPB + sub < Di) h[i] = State4<ST>::load(st, i * 32 + lane);
-      if (live) ch.step(convW, c, K);
-      // per state: pass i takes channels c0 + i·CPB … c0 + i·CPB + CPB − 1, its A, B, C float4s loaded in the pass
-      float out = 0.f;  // C·h of channel c, from the pass lane / CPB
+    for (int i = 0; i < N4; i++)
+      if (c0 + i * CPB + sub < Di) h[i] = State4<ST>::load(st, i * 32 + lane);
+    if (live) ch.step(convW, c, K);
+    float out = 0.f;  // C·h of channel c, from the pass lane / CPB
 #pragma unroll
-      for (int i = 0; i < N4; i++) {
-        const int m = i * CPB + sub, cm = c0 + m;
-        const float dti = __shfl_sync(0xffffffffu, ch.dt, m), dtxi = __shfl_sync(0xffffffffu, ch.dtx, m);
-        float part = 0.f;
-        if (cm < Di) {
-          const int g = cm / N, src = (g / r) * N;
-          const float4 a = negExp4(reinterpret_cast<const float4*>(aLog + (int64_t)cm * N)[j]);
-          const float4 b = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
-          const float4 cv = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
-          const float4 hn = scanState4(h[i], a, b, dti, dtxi);
-          storeOut4(st, i * 32 + lane, hn);
-          part = dot4(cv, hn);
-        }
-        passOut<N4>(part, i, lane, out);
+    for (int i = 0; i < N4; i++) {
+      const int m = i * CPB + sub, cm = c0 + m;
+      const float dti = __shfl_sync(0xffffffffu, ch.dt, m), dtxi = __shfl_sync(0xffffffffu, ch.dtx, m);
+      float part = 0.f;
+      if (cm < Di) {
+        const int g = cm / N, src = (g / r) * N;
+        const float4 b = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
+        const float4 cv = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
+        const float4 hn = scanState4Log2(h[i], a2[i], b, dti, dtxi);
+        storeOut4(st, i * 32 + lane, hn);
+        part = dot4(cv, hn);
       }
-      if (live) storeOut(y, (int64_t)s * Di + c, (out + ch.dSkip * ch.xv) * siluf(ch.zv));
+      passOut<N4>(part, i, lane, out);
     }
+    if (live) storeOut(y, (int64_t)s * Di + c, (out + ch.dSkip * ch.xv) * siluf(ch.zv));
   }
 }
 
 /**
- * The same step with the tile's state and A float4s, and its groups' B and C rows, staged in shared memory by
- * cp.async instead of registers: the kernel for N ≤ 16 (the register kernel above takes N = 32). Registers held
- * ~100 of them per lane, which left 16 warps an SM; the copies cost none, so the SM holds more warps (4.25 KB of
- * shared memory and 48 registers a lane at N = 16) and has that many tiles' loads in flight. B and C are staged
- * once per group (lanes 0–15), the state and A_log by the lane that reads them; the warp syncs once in between.
- * Both kernels read A_log and take A = −exp(A_log) themselves (one separate kernel a layer less per step).
+ * The same step with each token's state float4s and its groups' B and C rows staged in shared memory by cp.async
+ * instead of registers, and A (a2) kept there: the kernel for N ≤ 16 (the register kernel above takes N = 32).
+ * Registers held ~100 of them per lane, which left 16 warps an SM; the copies cost none, so the SM holds more warps
+ * (4.25 KB of shared memory a warp at N = 16) and has that many tiles' loads in flight. B and C are staged once per
+ * group (lanes 0–15), the state by the lane that reads it; the warp syncs once in between, and once before the next
+ * token's copies reuse the slots.
  */
 template <int N4, int KC, typename OT, typename ST>
 __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
     WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;
-  extern __shared__ float4 stage[];  // per warp: h, A_log [N4 passes][32 lanes]; then B, C [32 / N groups][N4]
+  extern __shared__ float4 stage[];  // per warp: h, a2 [N4 passes][32 lanes]; then B, C [32 / N groups][N4]
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;
-  const int warps = blockDim.x / 32, nTiles = (Di + 31) / 32;
+  const int tile = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;  // the launcher gives each warp one tile (or none)
+  if (tile >= (Di + 31) / 32) return;                                  // warp-uniform
   float4* my = stage + (threadIdx.x / 32) * (2 * N4 * 32 + 16) + lane;
   float4* bc = my - lane + 2 * N4 * 32;  // the tile's B rows (8 float4s), then its C rows (8)
+  const int c0 = tile * 32, c = c0 + lane;
+  const bool live = c < Di;
+  DecodeChannel<KC> ch;
+  if (live) ch.weights(dtBias, convW, convBias, D, c, Di, dXb, N);
+#pragma unroll
+  for (int i = 0; i < N4; i++) {  // a2 in the slots this lane reads
+    const int cm = c0 + i * CPB + sub;
+    my[(N4 + i) * 32] = cm < Di ? negExpLog2e4(reinterpret_cast<const float4*>(aLog + (int64_t)cm * N)[j]) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  // B and C rows of the tile's groups (its 32 / N groups × N4 float4s = 8 each): lanes 0–7 B, 8–15 C
+  const int q = lane & 7, bcGroup = c0 / N + q / N4;
+  const bool bcLive = lane < 16 && bcGroup * N < Di;
+  const int bcOff = (lane < 8 ? Di + dXb + (bcGroup / r) * N : Di + 2 * dXb + bcGroup * N) + (q & (N4 - 1)) * 4;
   for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
     const float* row = proj + (int64_t)s * P;
     const int slot = slots[s];
-    for (int tile = blockIdx.x * warps + threadIdx.x / 32; tile < nTiles; tile += gridDim.x * warps) {  // warp-uniform
-      const int c0 = tile * 32, c = c0 + lane;
-      const bool live = c < Di;
-      ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;  // pass i's run: float4 i·32 + lane of it
+    ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;  // pass i's run: float4 i·32 + lane of it
 #pragma unroll
-      for (int i = 0; i < N4; i++) {
-        const int cm = c0 + i * CPB + sub;
-        const bool v = cm < Di;
-        State4<ST>::stage(my + i * 32, st, i * 32 + lane, v);
-        cpAsync16(my + (N4 + i) * 32, v ? reinterpret_cast<const float4*>(aLog + (int64_t)cm * N) + j : reinterpret_cast<const float4*>(aLog), v);
-      }
-      if (lane < 16) {  // B and C once per group of the tile (its 32 / N groups × N4 float4s = 8 each), not per lane
-        const int q = lane & 7, lg = q / N4, g = c0 / N + lg;
-        const bool v = g * N < Di;
-        const float* src = lane < 8 ? row + Di + dXb + (v ? (g / r) * N : 0) : row + Di + 2 * dXb + (v ? g * N : 0);
-        cpAsync16(bc + lane, reinterpret_cast<const float4*>(src) + (q & (N4 - 1)), v);
-      }
-      cpAsyncCommit();
-      DecodeChannel<KC> ch;
-      if (live) {
-        ch.load(row, deltaLow, dtBias, convSt, convW, convBias, D, s, slot, c, Di, dXb, N, K - 1);
-        ch.step(convW, c, K);
-      }
-      cpAsyncWaitAll();
-      __syncwarp();  // B and C were staged by lanes 0–15
-      float out = 0.f;
-#pragma unroll
-      for (int i = 0; i < N4; i++) {
-        const int m = i * CPB + sub, cm = c0 + m;
-        const float dti = __shfl_sync(0xffffffffu, ch.dt, m), dtxi = __shfl_sync(0xffffffffu, ch.dtx, m);
-        float part = 0.f;
-        if (cm < Di) {
-          const int lg = (m / N) * N4 + j;  // this lane's float4 of its group's B and C rows
-          const float4 hn = scanState4(State4<ST>::staged(my[i * 32]), negExp4(my[(N4 + i) * 32]), bc[lg], dti, dtxi);
-          storeOut4(st, i * 32 + lane, hn);
-          part = dot4(bc[8 + lg], hn);
-        }
-        passOut<N4>(part, i, lane, out);
-      }
-      if (live) storeOut(y, (int64_t)s * Di + c, (out + ch.dSkip * ch.xv) * siluf(ch.zv));
+    for (int i = 0; i < N4; i++) State4<ST>::stage(my + i * 32, st, i * 32 + lane, c0 + i * CPB + sub < Di);
+    if (lane < 16) cpAsync16(bc + lane, bcLive ? row + bcOff : row, bcLive);
+    cpAsyncCommit();
+    if (live) {
+      ch.token(row, deltaLow, convSt, s, slot, c, Di, K - 1);
+      ch.step(convW, c, K);
     }
+    cpAsyncWaitAll();
+    __syncwarp();  // B and C were staged by lanes 0–15
+    float out = 0.f;
+#pragma unroll
+    for (int i = 0; i < N4; i++) {
+      const int m = i * CPB + sub, cm = c0 + m;
+      const float dti = __shfl_sync(0xffffffffu, ch.dt, m), dtxi = __shfl_sync(0xffffffffu, ch.dtx, m);
+      float part = 0.f;
+      if (cm < Di) {
+        const int lg = (m / N) * N4 + j;  // this lane's float4 of its group's B and C rows
+        const float4 hn = scanState4Log2(State4<ST>::staged(my[i * 32]), my[(N4 + i) * 32], bc[lg], dti, dtxi);
+        storeOut4(st, i * 32 + lane, hn);
+        part = dot4(bc[8 + lg], hn);
+      }
+      passOut<N4>(part, i, lane, out);
+    }
+    if (live) storeOut(y, (int64_t)s * Di + c, (out + ch.dSkip * ch.xv) * siluf(ch.zv));
+    __syncwarp();  // every lane has read B and C before the next token's copies overwrite them
   }
 }
 
@@ -2767,13 +2795,29 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   const WeightF dtBias{dtBias_, wBf16 & 1}, convW{convW_, (wBf16 >> 1) & 1}, convBias{convBias_, (wBf16 >> 2) & 1}, D{D_, (wBf16 >> 3) & 1};
   if ((int64_t)nTok * Di == 0) return cudaSuccess;
   if (K < 1 || dXb < 1 || Di > INT32_MAX - 31) return cudaErrorInvalidValue;
-  // a warp per 32 channels of a token. Tried: TPW tokens per warp with A and the per-channel weights kept in
-  // registers across them (TPW 1 / 2 / 4: 128 / 168 / 255 registers) — slower at every batch (fewer warps per SM).
-  // N ≤ 16 staged through shared memory (tenth session, H200, M1-3B decode step with graphs, same call, two rounds):
-  // batch 512 at context 256 9.55 → 8.94 ms, at 4096 21.05 → 20.4 ms; batch 256 5.91 → 5.69 ms; batch 8 / 64 unchanged.
-  // Bounding it to 12 blocks an SM (40 registers instead of 47, 48 warps instead of 40) changed nothing measurable.
-  const dim3 grid((unsigned)std::min<int64_t>(65535, ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads), (unsigned)std::min(65535, nTok));
+  // a warp per 32 channels (one tile) stepping through tokens: blockIdx.y, + gridDim.y, …, so that the channel's
+  // weights and A are loaded once per warp. The grid is one wave of resident blocks (the occupancy calculator's, per
+  // kernel), or one block a token when there are fewer tokens.
+  // Earlier (a tile and a token per warp): N ≤ 16 staged through shared memory (tenth session, H200, M1-3B decode step
+  // with graphs, same call, two rounds): batch 512 at context 256 9.55 → 8.94 ms, at 4096 21.05 → 20.4 ms; batch 256
+  // 5.91 → 5.69 ms; batch 8 / 64 unchanged. Bounding it to 12 blocks an SM (40 registers instead of 47) changed nothing.
+  // Tried before that: TPW tokens per warp with A and the per-channel weights kept in registers (TPW 1 / 2 / 4: 128 / 168
+  // / 255 registers) — slower at every batch (fewer warps per SM).
+  const int64_t tilesX = ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads;
+  if (tilesX > 65535) return cudaErrorInvalidValue;
   const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * (2 * n4 * 32 + 16) * sizeof(float4); };
+  static int numSMs = 0;
+  if (numSMs == 0) {
+    int dev = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&numSMs, cudaDevAttrMultiProcessorCount, dev);
+  }
+  const auto gridFor = [&](const void* kernel, size_t smem) {
+    int perSM = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSM, kernel, kDecodeThreads, smem) != cudaSuccess || perSM < 1) perSM = 1;
+    const int64_t wave = std::max<int64_t>(1, (int64_t)perSM * std::max(1, numSMs) / tilesX);
+    return dim3((unsigned)tilesX, (unsigned)std::min<int64_t>({(int64_t)nTok, wave, 65535}));
+  };
   // one launch for an output type OT and a state type ST: the register kernel (N = 32) or the shared-memory one
   const auto launch = [&](auto outTag, auto stTag, auto n4, auto kc, auto smem) {
     using OT = decltype(outTag);
@@ -2783,11 +2827,13 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
     ST* st = static_cast<ST*>(ssmSt);
     if constexpr (decltype(smem)::value) {
       smemCarveout<N4, KC, ST>();
-      k_mamba1_decode_step_smem<N4, KC, OT, ST><<<grid, kDecodeThreads, smemBytes(N4), s>>>(o, proj, deltaLow, dtBias, convSt, convW,
-                                                                                          convBias, aLog, D, st, slots, nTok, Di, dXb, P, K);
+      const auto k = k_mamba1_decode_step_smem<N4, KC, OT, ST>;
+      k<<<gridFor((const void*)k, smemBytes(N4)), kDecodeThreads, smemBytes(N4), s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog,
+                                                                                   D, st, slots, nTok, Di, dXb, P, K);
     } else {
-      k_mamba1_decode_step<N4, KC, OT, ST><<<grid, kDecodeThreads, 0, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D,
-                                                                          st, slots, nTok, Di, dXb, P, K);
+      const auto k = k_mamba1_decode_step<N4, KC, OT, ST>;
+      k<<<gridFor((const void*)k, 0), kDecodeThreads, 0, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st, slots, nTok,
+                                                         Di, dXb, P, K);
     }
   };
   const auto byWidth = [&](auto outTag, auto stTag) {
