@@ -6,7 +6,7 @@ import { attentionBackwardTasks, attentionForwardTasks } from '../src/backend/cp
 import { matmulNTParallel, runTasksParallel } from '../src/backend/cpu/parallel.js';
 import { selectiveScanBackwardTasks, selectiveScanForwardTasks } from '../src/backend/cpu/scan-kernels.js';
 import { wasmMatmul } from '../src/backend/cpu/wasm/matmul-wasm.js';
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/backend/dtype.js';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, roundToDType } from '../src/backend/dtype.js';
 import { dot, gradCheck, maxAbsDiff, randomArray, randomWeights } from './util/gradcheck.js';
 
 const be = new CpuBackend();
@@ -48,6 +48,21 @@ describe('matmul', () => {
     be.matmul(be.reshape(x, [6, 4]), w, { transB: true, accumulateInto: acc });
     const yv = be.read(y), av = be.read(acc);
     expect(maxAbsDiff(av, yv.map((v) => v + 1))).toBeLessThan(1e-6);
+  });
+
+  it('outDType bf16: the f32 product rounded to bf16 as stored; refused with accumulateInto or an unknown dtype', () => {
+    const x = be.fromArray(randomArray(3 * 8, 7), [3, 8]);
+    const w = be.fromArray(randomArray(5 * 8, 8), [5, 8]);
+    const f = be.read(be.matmul(x, w, { transB: true }));
+    const b = be.matmul(x, w, { transB: true, outDType: 'bf16' });
+    expect(b.dtype).toBe('bf16');
+    expect(b.shape).toEqual([3, 5]);
+    const rounded = f.slice();
+    roundToDType(rounded, 'bf16');
+    expect(Array.from(be.read(b))).toEqual(Array.from(rounded));
+    expect(maxAbsDiff(rounded, f)).toBeGreaterThan(0);
+    expect(() => be.matmul(x, w, { transB: true, outDType: 'bf16', accumulateInto: be.zeros([3, 5]) })).toThrow(/matmul: outDType bf16 cannot be combined with accumulateInto/);
+    expect(() => be.matmul(x, w, { transB: true, outDType: 'f16' })).toThrow(/matmul: outDType must be f32 or bf16, got f16/);
   });
 
   it('rowSlice: a view of rows that matmul reads and accumulates into; bad ranges name the op', () => {

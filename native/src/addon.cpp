@@ -213,9 +213,9 @@ std::unordered_map<std::string, OpFn>& ops() {
     return 0.0;
   });
   def("matmul", [](const Args& a) {
-    // a, aBf16, aRows, aCols, transA, b, bBf16, bRows, bCols, transB, c, accumulate, f32Precision
+    // a, aBf16, aRows, aCols, transA, b, bBf16, bRows, bCols, transB, c, cBf16, accumulate, f32Precision
     m1Matmul(a.p(0), a.i32(1) != 0, a.i64(2), a.i64(3), a.i32(4) != 0, a.p(5), a.i32(6) != 0, a.i64(7), a.i64(8), a.i32(9) != 0,
-             a.p<float>(10), a.i32(11) != 0, a.i32(12));
+             a.p(10), a.i32(11) != 0, a.i32(12) != 0, a.i32(13));
     return 0.0;
   });
   def("embedding", [S](const Args& a) {
@@ -236,7 +236,7 @@ std::unordered_map<std::string, OpFn>& ops() {
           a.op);
     return 0.0;
   });
-  def("swiglu", [S](const Args& a) { check(m1_swiglu(a.p(0), a.i32(1), a.p<float>(2), a.p<float>(3), a.i64(4), S()), a.op); return 0.0; });
+  def("swiglu", [S](const Args& a) { check(m1_swiglu(a.p(0), a.i32(1), a.p(2), a.p(3), a.i32(4), a.i64(5), S()), a.op); return 0.0; });
   def("add_rmsnorm", [S](const Args& a) {
     check(m1_add_rmsnorm(a.p<float>(0), a.p(1), a.i32(2), a.p<float>(3), a.p<float>(4), a.p(5), a.i32(6), a.i64(7), a.i64(8), a.f(9), S()),
           a.op);

@@ -476,7 +476,7 @@ __global__ void k_add_rmsnorm(float* h, OT* y, const float* x, const float* r, W
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) storeOut(y, o + j, src[o + j] * rs * w[j]);
 }
 template <typename OT>
-__global__ void k_swiglu(OT* h, const float* g, const float* u, int64_t n) { GRID_STRIDE(i, n) storeOut(h, i, siluf(g[i]) * u[i]); }
+__global__ void k_swiglu(OT* h, WeightF g, WeightF u, int64_t n) { GRID_STRIDE(i, n) storeOut(h, i, siluf(g[i]) * u[i]); }
 template <typename OT>
 __global__ void k_swiglu_bwd(OT* dg, OT* du, const float* dh, const float* g, const float* u, int64_t n) {
   GRID_STRIDE(i, n) {
@@ -493,11 +493,20 @@ __device__ __forceinline__ void storeOut4(__nv_bfloat16* o, int64_t i4, float4 v
   w.y = *reinterpret_cast<uint32_t*>(&hi);
   reinterpret_cast<uint2*>(o)[i4] = w;
 }
-/** k_swiglu / k_swiglu_bwd four elements per thread (16-byte loads and stores; n4 = n / 4, the launcher checks) */
-template <typename OT>
-__global__ void k_swiglu4(OT* h, const float4* g, const float4* u, int64_t n4) {
+/** four consecutive values (i4: their float4 index) of f32 or bf16 storage, as floats */
+__device__ __forceinline__ float4 bf16x4ToFloat4(uint2 w) {
+  const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&w.x), hi = *reinterpret_cast<const __nv_bfloat162*>(&w.y);
+  const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ float4 load4(const float* p, int64_t i4) { return reinterpret_cast<const float4*>(p)[i4]; }
+__device__ __forceinline__ float4 load4(const __nv_bfloat16* p, int64_t i4) { return bf16x4ToFloat4(reinterpret_cast<const uint2*>(p)[i4]); }
+/** k_swiglu / k_swiglu_bwd four elements per thread (16-byte loads and stores; n4 = n / 4, the launcher checks); k_swiglu4
+ * reads gate and up as f32 or bf16 (IT: a bf16 model's gate / up outputs) */
+template <typename OT, typename IT>
+__global__ void k_swiglu4(OT* h, const IT* g, const IT* u, int64_t n4) {
   GRID_STRIDE(i, n4) {
-    const float4 a = g[i], b = u[i];
+    const float4 a = load4(g, i), b = load4(u, i);
     storeOut4(h, i, make_float4(siluf(a.x) * b.x, siluf(a.y) * b.y, siluf(a.z) * b.z, siluf(a.w) * b.w));
   }
 }
@@ -1192,16 +1201,11 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
  * ssm_state in a bf16 model, read as stored and rounded to nearest-even when stored (storeOut4). stage() starts an
  * asynchronous copy of them into a float4 slot of shared memory, staged() reads them back as floats.
  */
-__device__ __forceinline__ float4 bf16x4ToFloat4(uint2 w) {
-  const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&w.x), hi = *reinterpret_cast<const __nv_bfloat162*>(&w.y);
-  const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
-  return make_float4(a.x, a.y, b.x, b.y);
-}
 template <typename ST>
 struct State4;
 template <>
 struct State4<float> {
-  static __device__ __forceinline__ float4 load(const float* st, int64_t i4) { return reinterpret_cast<const float4*>(st)[i4]; }
+  static __device__ __forceinline__ float4 load(const float* st, int64_t i4) { return load4(st, i4); }
   static __device__ __forceinline__ void stage(float4* dst, const float* st, int64_t i4, bool v) {
     cpAsync16(dst, v ? reinterpret_cast<const float4*>(st) + i4 : reinterpret_cast<const float4*>(st), v);
   }
@@ -1209,7 +1213,7 @@ struct State4<float> {
 };
 template <>
 struct State4<__nv_bfloat16> {
-  static __device__ __forceinline__ float4 load(const __nv_bfloat16* st, int64_t i4) { return bf16x4ToFloat4(reinterpret_cast<const uint2*>(st)[i4]); }
+  static __device__ __forceinline__ float4 load(const __nv_bfloat16* st, int64_t i4) { return load4(st, i4); }
   static __device__ __forceinline__ void stage(float4* dst, const __nv_bfloat16* st, int64_t i4, bool v) {
     cpAsync8(dst, v ? reinterpret_cast<const uint2*>(st) + i4 : reinterpret_cast<const uint2*>(st), v);
   }
@@ -2538,15 +2542,21 @@ cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x
   launchColSum(rows, D, RmsNormDwTerm{dw, dy, x, rstd, D}, s);
   return lastError();
 }
-cudaError_t m1_swiglu(void* h, int outBf16, const float* g, const float* u, int64_t n, cudaStream_t s) {
+cudaError_t m1_swiglu(void* h, int outBf16, const void* g, const void* u, int inBf16, int64_t n, cudaStream_t s) {
   if (n > 0 && fourWide(n, {h, g, u})) {
-    const float4 *g4 = reinterpret_cast<const float4*>(g), *u4 = reinterpret_cast<const float4*>(u);
-    if (outBf16) k_swiglu4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(h), g4, u4, n / 4);
-    else k_swiglu4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<float*>(h), g4, u4, n / 4);
+    const auto run = [&](auto* in) {
+      using IT = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;
+      const IT *g4 = static_cast<const IT*>(g), *u4 = static_cast<const IT*>(u);
+      if (outBf16) k_swiglu4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(h), g4, u4, n / 4);
+      else k_swiglu4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<float*>(h), g4, u4, n / 4);
+    };
+    if (inBf16) run(static_cast<const __nv_bfloat16*>(nullptr));
+    else run(static_cast<const float*>(nullptr));
     return lastError();
   }
-  if (outBf16) k_swiglu<<<gridFor(n), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(h), g, u, n);
-  else k_swiglu<<<gridFor(n), kThreads, 0, s>>>(static_cast<float*>(h), g, u, n);
+  const WeightF gf{g, inBf16}, uf{u, inBf16};
+  if (outBf16) k_swiglu<<<gridFor(n), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(h), gf, uf, n);
+  else k_swiglu<<<gridFor(n), kThreads, 0, s>>>(static_cast<float*>(h), gf, uf, n);
   return lastError();
 }
 cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const float* r, const void* w, int wBf16, int64_t rows, int64_t D,

@@ -44,8 +44,8 @@ cudaError_t m1_embedding_bwd(float* dTable, const int* ids, const float* dy, int
 cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t D, float eps, cudaStream_t s);
 cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
                            int64_t rows, int64_t D, cudaStream_t s);
-/** h = silu(gate)·up, stored f32 or bf16 (outBf16) */
-cudaError_t m1_swiglu(void* h, int outBf16, const float* gate, const float* up, int64_t n, cudaStream_t s);
+/** h = silu(gate)·up from f32 or bf16 gate and up (inBf16), stored f32 or bf16 (outBf16) */
+cudaError_t m1_swiglu(void* h, int outBf16, const void* gate, const void* up, int inBf16, int64_t n, cudaStream_t s);
 /**
  * Inference: h = x + r (r may be null: h is then not written), y = rmsnorm(h)·w in f32 or bf16 (outBf16), w f32 or
  * bf16 (wBf16), read directly

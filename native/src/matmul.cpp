@@ -6,7 +6,8 @@
 // step's up to batch 256), on their first call outside a graph capture — the fastest of the heuristic's first
 // kTuneCandidates and of their K-split variants (2–8 parts), timed on the device from a cold L2.
 // M1_MATMUL_TUNE=0 turns this off; =verbose prints each choice; =all times every shape (the training step's too);
-// =nosplit offers no K splits; tokens combine (all,verbose). A skinny product is timed once per power-of-two bucket
+// =nosplit offers no K splits; tokens combine (all,verbose). C is f32, or bf16 (cBf16: the f32 sums rounded to nearest in
+// the epilogue, for a product whose output feeds bf16 consumers; not accumulated into). A skinny product is timed once per power-of-two bucket
 // of its row count (the first count seen in the bucket); the bucket's other counts reuse that choice. H200, decode steps with graphs: M1-3B batch 8 / 64 /
 // 256 3.20 / 3.84 / 5.91 → 3.12 / 3.71 / 5.78 ms with timing (eighth session); the K splits, same call: 3.13 / 3.74
 // / 5.88 → 3.01 / 3.57 / 5.75 ms (ninth). At batch 512 the timed choice was no faster (9.19 → 9.21 ms); the row
@@ -36,8 +37,8 @@ constexpr int kTuneCandidates = 8;
 constexpr size_t kTuneMaxOutBytes = 64u << 20;
 constexpr long long kTuneMaxRows = 256;  // rows of the activation (Lt's n): decode batches up to 256
 
-// (bf16, tf32, transa, transb, m, n, k, lda, ldb): a plan's problem; with n replaced by its row bucket, a timing's
-using ShapeKey = std::tuple<bool, bool, bool, bool, long long, long long, long long, long long, long long>;
+// (bf16, tf32, cBf16, transa, transb, m, n, k, lda, ldb): a plan's problem; with n replaced by its row bucket, a timing's
+using ShapeKey = std::tuple<bool, bool, bool, bool, bool, long long, long long, long long, long long, long long>;
 
 /** the power-of-two bucket (b/2, b] of n activation rows: one timing serves every row count of a bucket */
 long long rowBucket(long long n) {
@@ -77,9 +78,9 @@ Lt& lt() {
   return *inst;
 }
 
-Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb) {
+Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb) {
   Lt& L = lt();
-  const ShapeKey key = std::make_tuple(bf16, tf32, ta, tb, m, n, k, lda, ldb);
+  const ShapeKey key = std::make_tuple(bf16, tf32, cBf16, ta, tb, m, n, k, lda, ldb);
   auto it = L.plans.find(key);
   if (it != L.plans.end()) return it->second;
   Plan p;
@@ -91,7 +92,7 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
   // stored (pre-op) shapes, column-major
   checkLt(cublasLtMatrixLayoutCreate(&p.a, ab, ta ? k : m, ta ? m : k, lda), "layout A");
   checkLt(cublasLtMatrixLayoutCreate(&p.b, ab, tb ? n : k, tb ? k : n, ldb), "layout B");
-  checkLt(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, m, n, m), "layout C");
+  checkLt(cublasLtMatrixLayoutCreate(&p.c, cBf16 ? CUDA_R_16BF : CUDA_R_32F, m, n, m), "layout C");
   cublasLtMatmulPreference_t pref;
   checkLt(cublasLtMatmulPreferenceCreate(&pref), "preference");
   size_t ws = kWorkspaceBytes;
@@ -107,7 +108,7 @@ Plan& planFor(bool bf16, bool tf32, bool ta, bool tb, long long m, long long n, 
   const bool skinny = n <= kTuneMaxRows && (size_t)m * n * sizeof(float) <= kTuneMaxOutBytes;
   if (!off && skinny) {
     p.bucketed = true;
-    p.bucket = std::make_tuple(bf16, tf32, ta, tb, m, rowBucket(n), k, lda, ldb);
+    p.bucket = std::make_tuple(bf16, tf32, cBf16, ta, tb, m, rowBucket(n), k, lda, ldb);
     auto t = L.tuned.find(p.bucket);
     if (t != L.tuned.end()) {
       cublasLtMatmulHeuristicResult_t chk{};
@@ -175,7 +176,7 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
   m1Check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev), "tune L2 size");
   const size_t flushBytes = 2 * (size_t)l2;
   void* flush = m1Alloc(flushBytes);
-  float* out = static_cast<float*>(m1Alloc(sizeof(float) * (size_t)M * (size_t)N));
+  void* out = m1Alloc(sizeof(float) * (size_t)M * (size_t)N);  // room for an f32 or a bf16 output
   cudaEvent_t e0, e1;
   m1Check(cudaEventCreate(&e0), "tune event");
   m1Check(cudaEventCreate(&e1), "tune event");
@@ -221,12 +222,13 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
 }  // namespace
 
 void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool transA, const void* B, bool bBf16, long long bRows,
-              long long bCols, bool transB, float* C, bool accumulate, int f32Precision) {
+              long long bCols, bool transB, void* C, bool cBf16, bool accumulate, int f32Precision) {
   long long M = transA ? aCols : aRows, K = transA ? aRows : aCols, N = transB ? bRows : bCols;
   cudaStream_t s = m1Stream();
+  if (cBf16 && accumulate) throw std::runtime_error("matmul: a bf16 output cannot be accumulated into");
   if (M == 0 || N == 0) return;
   if (K == 0) {
-    if (!accumulate) m1Check(cudaMemsetAsync(C, 0, sizeof(float) * M * N, s), "matmul zero fill");
+    if (!accumulate) m1Check(cudaMemsetAsync(C, 0, (cBf16 ? 2 : sizeof(float)) * M * N, s), "matmul zero fill");
     return;
   }
   bool bothF32 = !aBf16 && !bBf16;
@@ -245,7 +247,7 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
     B = scratch[1];
   }
   // column-major view: Lt's A is our B (stored [bCols × bRows]), Lt's B is our A (stored [aCols × aRows])
-  Plan& p = planFor(bf16, tf32, transB, transA, N, M, K, bCols, aCols);
+  Plan& p = planFor(bf16, tf32, cBf16, transB, transA, N, M, K, bCols, aCols);
   if (!p.candidates.empty()) tune(p, B, A, M, N, s);
   float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   Lt& L = lt();

@@ -29,11 +29,12 @@ inline void m1Check(cudaError_t e, const char* what) {
 }
 
 /**
- * C (+)= op(A) · op(B) with row-major A [aRows, aCols], B [bRows, bCols], C [M, N] f32.
+ * C (+)= op(A) · op(B) with row-major A [aRows, aCols], B [bRows, bCols], C [M, N] f32 — or bf16 (cBf16: the f32 sums
+ * rounded to nearest, not accumulating).
  * bf16 operands: the f32 one is rounded to bf16 in a scratch buffer, product in fp32 (tensor cores).
  * f32 × f32, by `f32Precision` (torch.set_float32_matmul_precision's names): 0 "highest" CUBLAS_COMPUTE_32F (no
  * TF32: matches the CPU to f32 rounding), 1 "high" CUBLAS_COMPUTE_32F_FAST_TF32, 2 "medium" both operands rounded to
  * bf16 (the tensor cores' full rate, as autocast does for a weight gradient).
  */
 void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool transA, const void* B, bool bBf16, long long bRows,
-              long long bCols, bool transB, float* C, bool accumulate, int f32Precision);
+              long long bCols, bool transB, void* C, bool cBf16, bool accumulate, int f32Precision);

@@ -123,8 +123,10 @@ export interface Backend {
    * b as [K, N] (or [N, K] with transB). Result [M, N], reshaped to a's leading dims + [N] when
    * !transA. With `accumulateInto`, the product is added to that tensor and it is returned.
    * A linear layer is y = matmul(x, W, {transB: true}); dx = matmul(dy, W); dW += matmul(dy, x, {transA: true}).
+   * `outDType` bf16: the f32 sums rounded to bf16 (to nearest even) as the product is stored — a bf16 model's Linear
+   * output, for consumers that read bf16; not with accumulateInto.
    */
-  matmul(a: Tensor, b: Tensor, opts?: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor }): Tensor;
+  matmul(a: Tensor, b: Tensor, opts?: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor; outDType?: DType }): Tensor;
 
   // ---------- embedding / norms / MLP ----------
   /** rows of table [V, D] → [n, D] */

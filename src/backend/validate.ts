@@ -2,7 +2,7 @@
 // with the same message before touching any data, so a caller's error does not depend on where it runs.
 // Backend-specific limits (storage dtypes, kernel limits) stay in the backend.
 import type { SampleRowsArgs, SoftmaxChunkOpts, SsdScanArgs, SsdScanStepArgs } from './backend.js';
-import { assertShape, shapeString, type Tensor } from './tensor.js';
+import { assertShape, shapeString, type DType, type Tensor } from './tensor.js';
 
 export interface ConvDims {
   B: number;
@@ -184,4 +184,12 @@ export function sampleRowsDims(op: string, logits: Tensor, rows: SampleRowsArgs)
     if (!(u >= 0 && u < 1)) throw new Error(`${op}: uniform[${i}] = ${u} is outside [0, 1)`);
   }
   return { n, R, V };
+}
+
+/** a matmul's output dtype (f32 or bf16; f32 by default), refused with accumulateInto (which keeps its own f32 sums) */
+export function checkMatmulOut(opts: { accumulateInto?: Tensor; outDType?: DType }): DType {
+  const d = opts.outDType ?? 'f32';
+  if (d !== 'f32' && d !== 'bf16') throw new Error(`matmul: outDType must be f32 or bf16, got ${String(d)}`);
+  if (d !== 'f32' && opts.accumulateInto) throw new Error(`matmul: outDType ${d} cannot be combined with accumulateInto (an f32 sum)`);
+  return d;
 }

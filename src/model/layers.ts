@@ -65,10 +65,15 @@ export class SwiGluMlp {
     const y = linearForward(be, h, this.down.value);
     return { y, saved: needBackward ? { x, gate, up, h } : null };
   }
-  /** inference: x [..., D] already in the products' input dtype; silu(gate)·up emitted in down's */
+  /**
+   * inference: x [..., D] already in the products' input dtype; silu(gate)·up emitted in down's. With bf16 products
+   * (matmulInputDType bf16) gate and up are stored as bf16, as a bf16 model's Linear outputs are (the reference's
+   * numerics), which halves their bytes written and read back by swiglu.
+   */
   step(x: Tensor): Tensor {
     const be = this.be;
-    const h = be.swiglu(linearForward(be, x, this.gate.value), linearForward(be, x, this.up.value), matmulInputDType(be, this.down.value));
+    const gu = matmulInputDType(be, this.gate.value) === 'bf16' && matmulInputDType(be, this.up.value) === 'bf16' ? 'bf16' : 'f32';
+    const h = be.swiglu(linearForward(be, x, this.gate.value, gu), linearForward(be, x, this.up.value, gu), matmulInputDType(be, this.down.value));
     return linearForward(be, h, this.down.value);
   }
   backward(dy: Tensor, s: MlpSaved): Tensor {

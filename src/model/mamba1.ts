@@ -241,7 +241,8 @@ export class Mamba1Mixer implements Mixer {
     // δ = u · W_in[P − R : P]ᵀ again from a row view of in_proj's weight: a [n, R] product instead of a
     // copy of all of proj's columns to split the last R off
     const R = this.dims.dtRank, P = this.inProj.value.shape[0]!;
-    const dtLow = linearForward(be, u, be.rowSlice(this.inProj.value, P - R, P));
+    // emitted in dt_proj's input dtype: no rounding pass of its own before that product
+    const dtLow = linearForward(be, u, be.rowSlice(this.inProj.value, P - R, P), matmulInputDType(be, this.dtProjWeight.value));
     const y = be.mamba1DecodeStep({
       proj, deltaLow: linearForward(be, dtLow, this.dtProjWeight.value), dims: this.dims,
       convState: state.convState, convWeight: this.convTaps(), convBias: this.convBias?.value ?? null,

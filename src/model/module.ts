@@ -116,9 +116,9 @@ export function matmulInputDType(be: Backend, w: Tensor): DType {
   return be.roundsMatmulInputsToBf16 && w.dtype === 'bf16' ? 'bf16' : 'f32';
 }
 
-/** Linear y = x Wᵀ (no bias); W [out, in] as in PyTorch. */
-export function linearForward(be: Backend, x: Tensor, w: Tensor): Tensor {
-  return be.matmul(x, w, { transB: true });
+/** Linear y = x Wᵀ (no bias); W [out, in] as in PyTorch. `outDType` bf16: y rounded to bf16 as it is stored (inference). */
+export function linearForward(be: Backend, x: Tensor, w: Tensor, outDType?: DType): Tensor {
+  return be.matmul(x, w, outDType && outDType !== 'f32' ? { transB: true, outDType } : { transB: true });
 }
 
 /**

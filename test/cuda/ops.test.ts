@@ -169,6 +169,17 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     expect(lin.shape).toEqual([2, 5, N]);
     const wb = rand([N, K], 35, 1, 'bf16');
     expectClose(g, g.matmul(x.g, wb.g, { transB: true }), cpu.matmul(x.c, wb.c, { transB: true }), 1e-2, 'matmul bf16 weight');
+    // a bf16 output (cuBLASLt rounds its f32 sums in the epilogue): the CPU's rounding of its own sums, one bf16 step apart
+    // where the sums differ in their last bits; a decode-shaped one too (timed algorithms, K splits)
+    const xb = rand([2, 5, K], 36, 1, 'bf16');
+    const ob = g.matmul(xb.g, wb.g, { transB: true, outDType: 'bf16' });
+    expect(ob.dtype).toBe('bf16');
+    expectClose(g, ob, cpu.matmul(xb.c, wb.c, { transB: true, outDType: 'bf16' }), 8e-3, 'matmul → bf16');
+    const xs = rand([8, 4096], 37, 1, 'bf16'), ws = rand([192, 4096], 38, 1, 'bf16');
+    for (let rep = 0; rep < 2; rep++) {
+      expectClose(g, g.matmul(xs.g, ws.g, { transB: true, outDType: 'bf16' }), cpu.matmul(xs.c, ws.c, { transB: true, outDType: 'bf16' }), 8e-3, `skinny matmul → bf16, call ${rep}`);
+    }
+    expect(() => g.matmul(xb.g, wb.g, { transB: true, outDType: 'bf16', accumulateInto: acc.g })).toThrow(/outDType bf16 cannot be combined with accumulateInto/);
     expect(() => g.matmul(x.g, w.g)).toThrow(/inner dimensions/);
   });
 
@@ -241,6 +252,11 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
       const sb = g.swiglu(gate.g, up.g, 'bf16');
       expect(sb.dtype).toBe('bf16');
       expectClose(g, sb, cpu.swiglu(gate.c, up.c, 'bf16'), 8e-3, `swiglu → bf16 ${shape}`);
+      // bf16 gate and up (a bf16 model's products), read in place
+      const gb = rand(shape, 47, 3, 'bf16'), ub = rand(shape, 48, 1, 'bf16');
+      expectClose(g, g.swiglu(gb.g, ub.g), cpu.swiglu(gb.c, ub.c), 1e-5, `swiglu of bf16 inputs ${shape}`);
+      expectClose(g, g.swiglu(gb.g, ub.g, 'bf16'), cpu.swiglu(gb.c, ub.c, 'bf16'), 8e-3, `swiglu of bf16 inputs → bf16 ${shape}`);
+      expectClose(g, g.swiglu(gb.g, up.g), cpu.swiglu(gb.c, up.c), 1e-5, `swiglu, bf16 gate and f32 up ${shape}`);
     }
   });
 

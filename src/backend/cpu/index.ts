@@ -5,7 +5,7 @@ import {
 import type { SampleRowsArgs, SampleRowsResult } from '../backend.js';
 import { roundToDType } from '../dtype.js';
 import { rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
-import { sampleRowsDims, softmaxChunkDims } from '../validate.js';
+import { checkMatmulOut, sampleRowsDims, softmaxChunkDims } from '../validate.js';
 import * as attn from './attention.js';
 import * as basic from './basic.js';
 import * as conv from './conv.js';
@@ -159,7 +159,8 @@ export class CpuBackend implements Backend {
     return this.wrap(basic.repeatGroupsBackward(dataOf(dy), d, width, repeat), [...dy.shape.slice(0, -1), d / repeat]);
   }
 
-  matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor } = {}): Tensor {
+  matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor; outDType?: DType } = {}): Tensor {
+    const outDType = checkMatmulOut(opts);
     const aCols = basic.lastDim(a), aRows = a.size / aCols;
     if (b.shape.length !== 2) throw new Error(`matmul: b must be 2-D, got ${shapeString(b.shape)}`);
     const [bRows, bCols] = b.shape as [number, number];
@@ -178,7 +179,9 @@ export class CpuBackend implements Backend {
       out = dataOf(opts.accumulateInto);
     } else out = new Float32Array(M * N);
     matmulGeneral(dataOf(a), aRows, aCols, transA, dataOf(b), bRows, bCols, transB, out, !!opts.accumulateInto);
-    return opts.accumulateInto ?? this.wrap(out, outShape);
+    if (opts.accumulateInto) return opts.accumulateInto;
+    roundToDType(out, outDType);
+    return this.wrap(out, outShape, outDType);
   }
 
   embedding(table: Tensor, ids: Int32Array): Tensor {

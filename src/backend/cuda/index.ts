@@ -17,7 +17,7 @@ import {
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
 import { assertShape, rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
 import { loadAddon, type AllocatorStats, type DeviceInfo, type M1Cuda } from './addon.js';
-import { convDims, gatedNormDim, scanDims, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
+import { checkMatmulOut, convDims, gatedNormDim, scanDims, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
 import { CudaTensor, DeviceBuffer, storageOf, tidyScopes, type Storage } from './tensor.js';
 import type { SampleRowsArgs, SampleRowsResult } from '../backend.js';
 import { RowSampler, sampleRowsByDefinition } from '../cpu/sampling.js';
@@ -411,7 +411,8 @@ export class CudaBackend implements Backend {
    * TF32; 'medium' both sides rounded to bf16. With a bf16 operand (weights) the f32 side is rounded to
    * bf16 and the product runs on the tensor cores with fp32 accumulation (~1e-2 relative vs the CPU).
    */
-  matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor } = {}): Tensor {
+  matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor; outDType?: DType } = {}): Tensor {
+    const outDType = checkMatmulOut(opts);
     const A = this.t(a, 'matmul: a'), Bt = this.t(b, 'matmul: b');
     const aCols = lastDim(A), aRows = aCols > 0 ? A.size / aCols : 0;
     if (Bt.shape.length !== 2) throw new Error(`matmul: b must be 2-D, got ${shapeString(b.shape)}`);
@@ -423,9 +424,10 @@ export class CudaBackend implements Backend {
       throw new Error(`matmul: inner dimensions differ: a ${shapeString(a.shape)}${transA ? 'ᵀ' : ''} · b ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}`);
     }
     const outShape = transA ? [M, N] : [...A.shape.slice(0, -1), N];
+    const outBf16 = this.outStorage('matmul', outDType) === 'bf16';
     const run = (c: number, acc: boolean): void => {
       this.call('matmul', [A.ptr, A.storage === 'bf16' ? 1 : 0, aRows, aCols, transA ? 1 : 0,
-        Bt.ptr, Bt.storage === 'bf16' ? 1 : 0, bRows, bCols, transB ? 1 : 0, c, acc ? 1 : 0, this.f32Precision]);
+        Bt.ptr, Bt.storage === 'bf16' ? 1 : 0, bRows, bCols, transB ? 1 : 0, c, outBf16 ? 1 : 0, acc ? 1 : 0, this.f32Precision]);
     };
     if (opts.accumulateInto) {
       const C = this.f32Tensor(opts.accumulateInto, 'matmul: accumulateInto');
@@ -433,7 +435,15 @@ export class CudaBackend implements Backend {
       run(C.ptr, true);
       return C;
     }
-    return this.produce(outShape, (o) => run(o, false));
+    if (!outBf16) return this.produce(outShape, (o) => run(o, false));
+    const out = this.alloc(outShape, 'bf16');
+    try {
+      run(out.ptr, false);
+    } catch (e) {
+      out.dispose();
+      throw e;
+    }
+    return out;
   }
 
   // ---------- embedding / norms / MLP ----------
@@ -506,10 +516,12 @@ export class CudaBackend implements Backend {
     const g = this.t(gate, 'swiglu: gate'), u = this.t(up, 'swiglu: up');
     if (g.size !== u.size) throw new Error(`swiglu: gate ${shapeString(gate.shape)} and up ${shapeString(up.shape)} differ`);
     const bf16 = this.outStorage('swiglu', outDType) === 'bf16';
+    // gate and up read in place when both are bf16 (a bf16 model's gate / up outputs), else both as f32
+    const inBf16 = g.storage === 'bf16' && u.storage === 'bf16';
     return this.scoped((s) => {
       const h = this.alloc(g.shape, outDType);
       try {
-        this.call('swiglu', [h.ptr, bf16 ? 1 : 0, s.f32(g), s.f32(u), g.size]);
+        this.call('swiglu', [h.ptr, bf16 ? 1 : 0, inBf16 ? g.ptr : s.f32(g), inBf16 ? u.ptr : s.f32(u), inBf16 ? 1 : 0, g.size]);
       } catch (e) {
         h.dispose();
         throw e;
