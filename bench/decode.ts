@@ -17,7 +17,7 @@ import type { Backend, StepGraph } from '../src/backend/backend.js';
 import { loadModel } from '../src/model/checkpoint.js';
 import type { CausalLM } from '../src/model/model.js';
 import type { DecodeInfo } from '../src/model/module.js';
-import { emptyCache, presetConfig, sync, table, writeResult, zeroModel } from './common.js';
+import { emptyCache, presetConfig, randomModel, sync, table, writeResult, zeroModel } from './common.js';
 import { OpProfiler } from './op-profile.js';
 import type { SampleRowsArgs } from '../src/backend/backend.js';
 import type { Tensor } from '../src/backend/tensor.js';
@@ -33,7 +33,8 @@ function ssmDType(v: string): 'bf16' | 'f32' {
 const program = new Command()
   .option('--llama <dir>', 'transformer model folder (m1 init --arch llama --preset llama-3.2-3b)')
   .option('--m1 <dir>', 'hybrid model folder (m1 init --arch m1 --preset m1-3b)')
-  .option('--zero-weights', 'instead of folders: the llama-3.2-3b / m1-3b preset shapes with zero bf16 weights made on the device (decode time does not depend on the values)')
+  .option('--zero-weights', 'instead of folders: the llama-3.2-3b / m1-3b preset shapes with zero bf16 weights made on the device (quick to build; zeros draw less power in the products than real values, so this is the optimistic case)')
+  .option('--random-weights', 'instead of folders: the preset shapes with random bf16 weights (bench/common randomModel: ordinary scales, as real weights)')
   .option('--backend <name>', 'cpu | cuda', 'cuda')
   .option('--batches <list>', 'batch sizes', list, [8, 16, 32, 64, 128, 256, 512])
   .option('--contexts <list>', 'contexts at which step time is measured', list, [256, 1024, 2048, 4096])
@@ -58,7 +59,7 @@ const program = new Command()
   .option('--report <json>', 'only redraw the HTML page of a results file of this bench (written beside it) and exit')
   .parse(process.argv);
 const o = program.opts<{
-  llama?: string; m1?: string; zeroWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
+  llama?: string; m1?: string; zeroWeights?: boolean; randomWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
   lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
   budgetS: number; models: string[]; profile?: boolean; warmupS: number; graphs?: boolean; temperature?: number; topP?: number;
   report?: string; ssmDtype: 'bf16' | 'f32';
@@ -263,6 +264,7 @@ async function main() {
     console.log(`wrote ${writeReport(o.report, r)}`);
     return;
   }
+  if (o.zeroWeights && o.randomWeights) fail('--zero-weights and --random-weights exclude each other');
   if (o.graphs && o.profile) fail('--graphs and --profile cannot be combined (the profiler times ops one by one; a graph runs them as one launch)');
   const inner = await createBackend(o.backend);
   if (o.graphs && !inner.captureStepGraph) fail(`--graphs: the ${o.backend} backend cannot record graphs (use --backend cuda)`);
@@ -275,8 +277,10 @@ async function main() {
   const pointsJson: Record<string, unknown>[] = [];
   for (const [name, dir] of ([['m1-3b', o.m1], ['llama-3.2-3b', o.llama]] as const).filter(([n]) => o.models.includes(n))) {
     const t0 = performance.now();
-    const model = o.zeroWeights ? zeroModel(be, presetConfig(name === 'm1-3b' ? 'm1' : 'llama', name)) : loadModel(dir ?? fail(`--${name.startsWith('m1') ? 'm1' : 'llama'} or --zero-weights is required`), be).model;
-    process.stderr.write(`${o.zeroWeights ? 'built' : 'loaded'} ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    const cfg = () => presetConfig(name === 'm1-3b' ? 'm1' : 'llama', name);
+    const model = o.zeroWeights ? zeroModel(be, cfg()) : o.randomWeights ? randomModel(be, cfg(), 1)
+      : loadModel(dir ?? fail(`--${name.startsWith('m1') ? 'm1' : 'llama'}, --zero-weights or --random-weights is required`), be).model;
+    process.stderr.write(`${o.zeroWeights || o.randomWeights ? 'built' : 'loaded'} ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
     const s = shapeOf(model);
     const points: Record<number, [number, number][]> = {};
     const batches = [...new Set([...o.batches, o.lengthBatch])].sort((a, b) => a - b);

@@ -10,8 +10,9 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM state, the engine
-#                                   # at 3B under Nsight Systems
+#   bash bench/gpu-bench.sh dev11 | weights11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
+#                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
+#                                   # both models' decode with zero against random weights, then the engine at 3B
 #   bash bench/gpu-bench.sh dev10 | final10 | engine10 | engine10b   # tenth session: tests, a decode round and its
 #                                   # kernels under Nsight Compute; the record (final9's steps + torch.compile at context
 #                                   # 4096); the engine at 3B under node --cpu-prof (host self time by function); the engine
@@ -91,8 +92,8 @@ record() {  # record NAME: the record of a session — build, all CUDA tests, th
   echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
   [ "${ENGINE:-1}" = 1 ] && engine3b
 }
-decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS
-  timeout ${DECODE_S:-150} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name ${DECODE_NAME:-decode-graphs} \
+decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS (WEIGHTS: zero or random)
+  timeout ${DECODE_S:-150} node dist/bench/decode.js --${WEIGHTS:-zero}-weights --backend cuda --steps 6 --graphs --name ${DECODE_NAME:-decode-graphs} \
     --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
   echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
   el "decode done"
@@ -514,6 +515,18 @@ dev11)
     el "nsys done"
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
+  el "all done"
+  ;;
+weights11)
+  # eleventh session: the decode step of both models with zero weights (bench:decode's default so far) and with random
+  # weights (ordinary scales, as the engine bench and real models have), same call; then the engine at 3B
+  quick_build
+  for w in zero random; do
+    WEIGHTS=$w BATCHES=${BATCHES:-64,256,512} CONTEXTS=${CONTEXTS:-256,4096} DECODE_NAME=decode-$w-weights-eleventh decode_round
+    mv "$OUT/decode-graphs.txt" "$OUT/decode-$w-weights.txt"
+  done
+  [ "${ENGINE:-1}" = 1 ] && GEN_BATCHES=${GEN_BATCHES:-256} GEN_TOKENS=${GEN_TOKENS:-256} GEN_LENGTHS=${GEN_LENGTHS:-16} GEN_LENGTH_BATCH=8 engine3b
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
   el "all done"
   ;;
 dev10)
