@@ -26,6 +26,11 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { renderDecodeReport, type DecodeResult } from './decode-report.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
+type BlockOrder = 'contiguous' | 'interleaved' | 'shuffled';
+function blockOrder(v: string): BlockOrder {
+  if (v !== 'contiguous' && v !== 'interleaved' && v !== 'shuffled') throw new InvalidArgumentError(`expected contiguous, interleaved or shuffled, got '${v}'`);
+  return v;
+}
 function ssmDType(v: string): 'bf16' | 'f32' {
   if (v !== 'bf16' && v !== 'f32') throw new InvalidArgumentError(`expected bf16 or f32, got '${v}'`);
   return v;
@@ -44,6 +49,7 @@ const program = new Command()
   .option('--lengths <list>', 'generated lengths of the length sweep', list, [4096, 8192, 16384, 20480])
   .option('--steps <n>', 'timed steps per point', Number, 8)
   .option('--block-size <n>', 'KV block size', Number, 16)
+  .option('--block-order <order>', 'where each sequence\'s KV blocks lie in the pool: contiguous (sequence b owns one run), interleaved (block j of every sequence, then block j + 1: the order an engine allocates them in when its sequences grow in step) or shuffled (a random permutation: a long-running pool)', blockOrder, 'contiguous' as BlockOrder)
   .option('--mem-gib <n>', 'device memory the KV cache + state may take', Number, 120)
   .option('--bandwidth <tbps>', 'memory bandwidth of the roofline, TB/s (measured copy on the H200)', Number, 4.3)
   .option('--tflops <n>', 'bf16 matmul peak of the roofline, TFLOP/s (measured on the H200)', Number, 790)
@@ -62,7 +68,7 @@ const o = program.opts<{
   llama?: string; m1?: string; zeroWeights?: boolean; randomWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
   lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
   budgetS: number; models: string[]; profile?: boolean; warmupS: number; graphs?: boolean; temperature?: number; topP?: number;
-  report?: string; ssmDtype: 'bf16' | 'f32';
+  report?: string; ssmDtype: 'bf16' | 'f32'; blockOrder: BlockOrder;
 }>();
 
 /** the page beside a results file (same name, .html), written to a temporary file and renamed */
@@ -158,8 +164,19 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
   let graph: StepGraph | null = null;
   // the pool is freed whatever happens (an out-of-memory step must not leave the next point less memory)
   try {
+    // row b of the table: sequence b's blocks, by --block-order
     const blockTables = new Int32Array(B * blocksPerSeq);
-    for (let i = 0; i < B * blocksPerSeq; i++) blockTables[i] = i;
+    for (let b = 0; b < B; b++) {
+      for (let j = 0; j < blocksPerSeq; j++) blockTables[b * blocksPerSeq + j] = o.blockOrder === 'contiguous' ? b * blocksPerSeq + j : j * B + b;
+    }
+    if (o.blockOrder === 'shuffled') {
+      const rng = new Rng(B * 131 + L), perm = Int32Array.from({ length: B * blocksPerSeq }, (_, i) => i);
+      for (let i = perm.length - 1; i > 0; i--) {
+        const k = rng.int(i + 1);
+        [perm[i], perm[k]] = [perm[k]!, perm[i]!];
+      }
+      for (let i = 0; i < blockTables.length; i++) blockTables[i] = perm[blockTables[i]!]!;
+    }
     const info: DecodeInfo = {
       n: B, slots: Int32Array.from({ length: B }, (_, i) => i), positions: new Int32Array(B), slotMapping: new Int32Array(B),
       blockTables, maxBlocks: blocksPerSeq, seqLens: new Int32Array(B),

@@ -10,9 +10,10 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev11 | weights11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
+#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
-#                                   # both models' decode with zero against random weights, then the engine at 3B
+#                                   # both models' decode with zero against random weights, then the engine at 3B; both
+#                                   # models' decode with contiguous, interleaved and shuffled KV blocks
 #   bash bench/gpu-bench.sh dev10 | final10 | engine10 | engine10b   # tenth session: tests, a decode round and its
 #                                   # kernels under Nsight Compute; the record (final9's steps + torch.compile at context
 #                                   # 4096); the engine at 3B under node --cpu-prof (host self time by function); the engine
@@ -94,7 +95,7 @@ record() {  # record NAME: the record of a session — build, all CUDA tests, th
 }
 decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS (WEIGHTS: zero or random)
   timeout ${DECODE_S:-150} node dist/bench/decode.js --${WEIGHTS:-zero}-weights --backend cuda --steps 6 --graphs --name ${DECODE_NAME:-decode-graphs} \
-    --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} > "$OUT/decode-graphs.txt" 2>&1
+    --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} ${DECODE_FLAGS:-} > "$OUT/decode-graphs.txt" 2>&1
   echo "decode graphs rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-graphs.txt" | head -30; grep -iE "error" "$OUT/decode-graphs.txt" | head -5
   el "decode done"
 }
@@ -515,6 +516,17 @@ dev11)
     el "nsys done"
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
+  el "all done"
+  ;;
+blocks11)
+  # eleventh session: the decode step of both models with each sequence's KV blocks contiguous (bench:decode so far),
+  # interleaved (the engine's order when its sequences grow in step) and shuffled, same call
+  quick_build
+  for b in contiguous interleaved shuffled; do
+    DECODE_FLAGS="--block-order $b" BATCHES=${BATCHES:-64,256} CONTEXTS=${CONTEXTS:-256,4096} DECODE_NAME=decode-blocks-$b-eleventh decode_round
+    mv "$OUT/decode-graphs.txt" "$OUT/decode-blocks-$b.txt"
+  done
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
   el "all done"
   ;;
 weights11)
