@@ -50,13 +50,14 @@ const program = new Command()
     if (v !== 'bf16' && v !== 'f32') throw new InvalidArgumentError(`expected bf16 or f32, got "${v}"`);
     return v;
   })
+  .option('--time-decode', 'sync after each decode step\'s model step and print how the step splits: host preparation, model step on the device, sampling + accepting (EngineOptions.timeDecode)')
   .option('--full', 'the paper\'s grid (GPU)')
   .parse(process.argv);
 
 interface Flags {
   backend: string; preset: string; promptLen: number; batches?: number[]; batchGen?: number; lengths?: number[];
   lengthBatch?: number; blockSize: number; repeats: number; warmup: number; full?: boolean;
-  presets?: string; randomWeights?: boolean; temperature: number; topP: number; graphs?: boolean; ssmDtype?: 'bf16' | 'f32';
+  presets?: string; randomWeights?: boolean; temperature: number; topP: number; graphs?: boolean; ssmDtype?: 'bf16' | 'f32'; timeDecode?: boolean;
 }
 const o = program.opts<Flags>();
 const full = !!o.full;
@@ -85,7 +86,7 @@ function measure(model: CausalLM, name: string, batch: number, genLen: number): 
   const V = model.vocabSize;
   const times: Point[] = [];
   for (let r = 0; r < o.repeats; r++) {
-    const engine = new Engine(model, { maxBatch: batch, blockSize: o.blockSize, maxContext: o.promptLen + genLen, graphs: !!o.graphs, ssmDType: o.ssmDtype });
+    const engine = new Engine(model, { maxBatch: batch, blockSize: o.blockSize, maxContext: o.promptLen + genLen, graphs: !!o.graphs, ssmDType: o.ssmDtype, timeDecode: !!o.timeDecode });
     try {
       for (let b = 0; b < batch; b++) {
         const promptIds = Array.from({ length: o.promptLen }, () => rng.int(V));
@@ -100,6 +101,11 @@ function measure(model: CausalLM, name: string, batch: number, genLen: number): 
         peak = Math.max(peak, engine.memory().kvBlocksUsed);
       }
       const t2 = performance.now();
+      const tm = engine.decodeTiming();
+      if (tm && tm.steps > 0) {
+        const per = (x: number) => (x / tm.steps).toFixed(2);
+        process.stderr.write(`  ${name} batch ${batch} × ${genLen}: ${tm.steps} decode steps, per step ${per(tm.prepareMs)} ms preparing, ${per(tm.deviceMs)} ms model step (device), ${per(tm.sampleMs)} ms sampling + accepting\n`);
+      }
       const mem = (model.be as { memoryStats?: () => { liveBytes: number } }).memoryStats?.();
       if (mem) process.stderr.write(`  ${name} batch ${batch} × ${genLen}: ${(mem.liveBytes / 2 ** 30).toFixed(1)} GiB live on the device after the run\n`);
       const prefillS = (t1 - t0) / 1000, decodeS = (t2 - t1) / 1000, latencyS = (t2 - t0) / 1000;

@@ -10,10 +10,11 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
+#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
 #                                   # both models' decode with zero against random weights, then the engine at 3B; both
-#                                   # models' decode with contiguous, interleaved and shuffled KV blocks
+#                                   # models' decode with contiguous, interleaved and shuffled KV blocks; the engine's decode
+#                                   # step split by --time-decode
 #   bash bench/gpu-bench.sh dev10 | final10 | engine10 | engine10b   # tenth session: tests, a decode round and its
 #                                   # kernels under Nsight Compute; the record (final9's steps + torch.compile at context
 #                                   # 4096); the engine at 3B under node --cpu-prof (host self time by function); the engine
@@ -516,6 +517,18 @@ dev11)
     el "nsys done"
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
+  el "all done"
+  ;;
+engine11)
+  # eleventh session: the engine at 3B (batch 256 × 256, both models) with each decode step split by --time-decode
+  # (host preparation / model step on the device / sampling + accepting), beside bench:decode's step at the contexts
+  # it runs through (256 … 512)
+  quick_build
+  timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
+    --time-decode --batches ${GEN_BATCHES:-256} --batch-gen ${GEN_TOKENS:-256} --lengths 16 --length-batch 8 > "$OUT/generate-timed.txt" 2>&1
+  echo "generate rc=$?"; grep -E "decode steps|^ *[0-9]+ +[0-9]+ " "$OUT/generate-timed.txt"
+  WEIGHTS=random BATCHES=256 CONTEXTS=256,384,512 DECODE_NAME=decode-engine-contexts-eleventh decode_round
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
   el "all done"
   ;;
 blocks11)

@@ -60,6 +60,12 @@ export interface EngineOptions {
    */
   sharePrefill?: boolean;
   /**
+   * Diagnostics: synchronise the device after each decode step's model step to split its wall time into the host's
+   * preparation (inputs, block tables), the model step on the device, and sampling plus accepting the tokens
+   * (decodeTiming()). The sync costs a little; off by default.
+   */
+  timeDecode?: boolean;
+  /**
    * Replay decode steps as recorded device graphs (backends with captureStepGraph: cuda), one per
    * batch size seen, the block table always at full context width (so set maxContext to what the
    * requests need: paged attention is planned, and its scratch sized, for maxContext keys); other
@@ -242,6 +248,7 @@ export class Engine {
   readonly blockSize: number;
   private readonly be: Backend;
   private readonly states: LayerState[];
+  private readonly timing: { steps: number; prepareMs: number; deviceMs: number; sampleMs: number } | null;
   private readonly kvPool: KvBlockPool;
   private readonly slotPool: StateSlotPool;
   private readonly sampler: TokenSampler;
@@ -308,6 +315,7 @@ export class Engine {
     this.defaultStopIds = [...(opts.stopTokenIds ?? model.cfg.llama.eosTokenIds)];
     for (const id of this.defaultStopIds) this.checkTokenId(id, 'stopTokenIds');
     this.sharePrefill = opts.sharePrefill ?? true;
+    this.timing = opts.timeDecode ? { steps: 0, prepareMs: 0, deviceMs: 0, sampleMs: 0 } : null;
     this.useGraphs = (opts.graphs ?? false) && this.be.captureStepGraph !== undefined;
   }
 
@@ -348,6 +356,10 @@ export class Engine {
   }
   hasWork(): boolean {
     return this.running.length > 0 || this.waiting.length > 0;
+  }
+  /** with EngineOptions.timeDecode: decode steps so far and their wall time split three ways (ms, summed); else null */
+  decodeTiming(): { steps: number; prepareMs: number; deviceMs: number; sampleMs: number } | null {
+    return this.timing ? { ...this.timing } : null;
   }
   /** pool usage: KV blocks held / allocated, state slots held / allocated */
   memory(): { kvBlocksUsed: number; kvBlocksCapacity: number; slotsUsed: number; slotsCapacity: number } {
@@ -609,6 +621,7 @@ export class Engine {
   private decode(seqs: Sequence[], stats: StepStats): number {
     const n = seqs.length;
     if (n === 0) return 0;
+    const t0 = this.timing ? performance.now() : 0;
     const bs = this.blockSize;
     // a recorded graph is replayed with the table width it was recorded with: the full context
     let maxBlocks = this.useGraphs ? Math.ceil(this.maxContext / bs) : 1;
@@ -632,6 +645,7 @@ export class Engine {
       n, slots: this.slots.subarray(0, n), positions: this.positions.subarray(0, n), slotMapping: this.slotMapping.subarray(0, n),
       blockTables: this.blockTables.subarray(0, n * maxBlocks), maxBlocks, seqLens: this.seqLens.subarray(0, n),
     };
+    const t1 = this.timing ? performance.now() : 0;
     // record a graph for a batch size only once it repeats (a shrinking batch would record one per step)
     const graphed = this.useGraphs && (this.graphs.has(n) || this.lastDecodeN === n);
     this.lastDecodeN = n;
@@ -652,13 +666,30 @@ export class Engine {
         logits = g.output;
       }
       this.graphs.set(n, g);
+      const t2 = this.timeDevice(t0, t1);
       this.sampleAndAccept(logits, seqs, null, stats); // the graph owns logits
+      this.timeSampling(t2);
       return n;
     }
     const logits = this.be.tidy(() => this.model.step(ids, this.states, info));
+    const t2 = this.timeDevice(t0, t1);
     this.sampleAndAccept(logits, seqs, null, stats);
     logits.dispose();
+    this.timeSampling(t2);
     return n;
+  }
+  /** timeDecode: the preparation (t0 → t1) and the model step, waited for; returns the time after it */
+  private timeDevice(t0: number, t1: number): number {
+    if (!this.timing) return 0;
+    (this.be as { synchronize?: () => void }).synchronize?.();
+    const t2 = performance.now();
+    this.timing.steps++;
+    this.timing.prepareMs += t1 - t0;
+    this.timing.deviceMs += t2 - t1;
+    return t2;
+  }
+  private timeSampling(t2: number): void {
+    if (this.timing) this.timing.sampleMs += performance.now() - t2;
   }
 
   // ---------------------------------------------------------------- sampling and stops
