@@ -16,17 +16,47 @@ import { createBackend } from '../src/backend/registry.js';
 import type { Backend, StepGraph } from '../src/backend/backend.js';
 import { loadModel } from '../src/model/checkpoint.js';
 import type { CausalLM } from '../src/model/model.js';
-import type { DecodeInfo } from '../src/model/module.js';
+import type { DecodeInfo, LayerState } from '../src/model/module.js';
 import { emptyCache, presetConfig, randomModel, sync, table, writeResult, zeroModel } from './common.js';
 import { OpProfiler } from './op-profile.js';
 import type { SampleRowsArgs } from '../src/backend/backend.js';
 import type { Tensor } from '../src/backend/tensor.js';
-import { Rng } from '../src/util/rng.js';
+import { normalArray, Rng } from '../src/util/rng.js';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { renderDecodeReport, type DecodeResult } from './decode-report.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
 type BlockOrder = 'contiguous' | 'interleaved' | 'shuffled';
+function kvFill(v: string): 'zero' | 'random' {
+  if (v !== 'zero' && v !== 'random') throw new InvalidArgumentError(`expected zero or random, got '${v}'`);
+  return v;
+}
+/**
+ * Replaces each attention layer's zero K and V caches with N(0, 1) bf16 values: rows gathered on the device (the
+ * embedding op) from one random block, in a random row order, so no cache-sized array is made on the host.
+ */
+function fillRandomKv(be: Backend, states: LayerState[], seed: number): void {
+  const rng = new Rng(seed);
+  const blocks = new Map<number, Tensor>();
+  try {
+    states.forEach((st, i) => {
+      if (st.kind !== 'attention') return;
+      const fresh = [st.kCache, st.vCache].map((c) => {
+        const D = c.shape[c.shape.length - 1]!, rows = c.size / D;
+        let block = blocks.get(D);
+        if (!block) blocks.set(D, (block = be.fromArray(normalArray(rng, (1 << 22) - ((1 << 22) % D), 1), [Math.floor((1 << 22) / D), D])));
+        const k = block.shape[0]!, ids = new Int32Array(rows);
+        for (let r = 0; r < rows; r++) ids[r] = rng.int(k);
+        return be.tidy(() => be.reshape(be.cast(be.embedding(block, ids), c.dtype), c.shape));
+      });
+      st.kCache.dispose();
+      st.vCache.dispose();
+      states[i] = { kind: 'attention', kCache: fresh[0]!, vCache: fresh[1]! };
+    });
+  } finally {
+    for (const b of blocks.values()) b.dispose();
+  }
+}
 function blockOrder(v: string): BlockOrder {
   if (v !== 'contiguous' && v !== 'interleaved' && v !== 'shuffled') throw new InvalidArgumentError(`expected contiguous, interleaved or shuffled, got '${v}'`);
   return v;
@@ -49,6 +79,7 @@ const program = new Command()
   .option('--lengths <list>', 'generated lengths of the length sweep', list, [4096, 8192, 16384, 20480])
   .option('--steps <n>', 'timed steps per point', Number, 8)
   .option('--block-size <n>', 'KV block size', Number, 16)
+  .option('--kv-fill <fill>', 'what the KV cache holds before timing: zero (as allocated) or random (N(0, 1) bf16 values, as a real cache: moving zeros can be cheaper than moving data)', kvFill, 'zero' as 'zero' | 'random')
   .option('--block-order <order>', 'where each sequence\'s KV blocks lie in the pool: contiguous (sequence b owns one run), interleaved (block j of every sequence, then block j + 1: the order an engine allocates them in when its sequences grow in step) or shuffled (a random permutation: a long-running pool)', blockOrder, 'contiguous' as BlockOrder)
   .option('--mem-gib <n>', 'device memory the KV cache + state may take', Number, 120)
   .option('--bandwidth <tbps>', 'memory bandwidth of the roofline, TB/s (measured copy on the H200)', Number, 4.3)
@@ -68,7 +99,7 @@ const o = program.opts<{
   llama?: string; m1?: string; zeroWeights?: boolean; randomWeights?: boolean; backend: string; batches: number[]; contexts: number[]; prompt: number; gen: number;
   lengthBatch: number; lengths: number[]; steps: number; blockSize: number; memGib: number; bandwidth: number; tflops: number; name: string;
   budgetS: number; models: string[]; profile?: boolean; warmupS: number; graphs?: boolean; temperature?: number; topP?: number;
-  report?: string; ssmDtype: 'bf16' | 'f32'; blockOrder: BlockOrder;
+  report?: string; ssmDtype: 'bf16' | 'f32'; blockOrder: BlockOrder; kvFill: 'zero' | 'random';
 }>();
 
 /** the page beside a results file (same name, .html), written to a temporary file and renamed */
@@ -164,6 +195,7 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
   let graph: StepGraph | null = null;
   // the pool is freed whatever happens (an out-of-memory step must not leave the next point less memory)
   try {
+    if (o.kvFill === 'random') fillRandomKv(be, states, B * 7 + L);
     // row b of the table: sequence b's blocks, by --block-order
     const blockTables = new Int32Array(B * blocksPerSeq);
     for (let b = 0; b < B; b++) {

@@ -17,7 +17,7 @@ import { initModel, validateConfigs } from '../src/model/checkpoint.js';
 import type { CausalLM } from '../src/model/model.js';
 import { findPreset } from '../src/model/presets.js';
 import { Rng } from '../src/util/rng.js';
-import { randomModel, table, writeResult } from './common.js';
+import { randomModel, table, writeResult, zeroModel } from './common.js';
 
 const list = (v: string): number[] => v.split(',').map((s) => {
   const n = Number(s.trim());
@@ -30,6 +30,7 @@ const program = new Command()
   .option('--backend <name>', `compute backend: ${BACKEND_NAMES.join(' | ')}`, 'cpu')
   .option('--preset <name>', 'preset name of both architectures (llama/<name> vs m1/<name>)', 'small')
   .option('--presets <llama,m1>', 'two preset names instead of --preset, transformer first (e.g. llama-3.2-3b,m1-3b)')
+  .option('--zero-weights', 'zero bf16 weights made on the device (bench/common zeroModel): every activation, K/V and state is 0, for comparing with bench:decode\'s --zero-weights')
   .option('--random-weights', 'bf16 weights drawn on the device (bench/common randomModel) instead of initModel\'s host init: for the 3B presets')
   .option('--temperature <t>', 'sample at this temperature (0 = greedy)', Number, 0)
   .option('--top-p <p>', 'nucleus of the sampling', Number, 1)
@@ -57,7 +58,7 @@ const program = new Command()
 interface Flags {
   backend: string; preset: string; promptLen: number; batches?: number[]; batchGen?: number; lengths?: number[];
   lengthBatch?: number; blockSize: number; repeats: number; warmup: number; full?: boolean;
-  presets?: string; randomWeights?: boolean; temperature: number; topP: number; graphs?: boolean; ssmDtype?: 'bf16' | 'f32'; timeDecode?: boolean;
+  presets?: string; randomWeights?: boolean; zeroWeights?: boolean; temperature: number; topP: number; graphs?: boolean; ssmDtype?: 'bf16' | 'f32'; timeDecode?: boolean;
 }
 const o = program.opts<Flags>();
 const full = !!o.full;
@@ -77,7 +78,8 @@ function buildModel(be: Backend, arch: 'llama' | 'm1', preset: string, context: 
   // the context must hold prompt + generation; RoPE needs nothing else to go longer
   const maxPos = Math.max(Number(p.config['max_position_embeddings']), context);
   const cfg = validateConfigs({ ...p.config, max_position_embeddings: maxPos }, p.mambaConfig);
-  return o.randomWeights ? randomModel(be, cfg, 0) : initModel(be, cfg, 0);
+  if (o.zeroWeights && o.randomWeights) throw new Error('--zero-weights and --random-weights exclude each other');
+  return o.zeroWeights ? zeroModel(be, cfg) : o.randomWeights ? randomModel(be, cfg, 0) : initModel(be, cfg, 0);
 }
 
 /** one batch: `batch` random prompts, `genLen` tokens each (greedy or sampled); times the prefill step and the rest */
@@ -163,7 +165,7 @@ async function main(): Promise<void> {
 
   const path = writeResult(`generate-${be.name}`, {
     backend: be.name, presets: names, promptLen: o.promptLen, blockSize: o.blockSize, repeats: o.repeats, warmup: o.warmup, full,
-    temperature: o.temperature, topP: o.topP, graphs: !!o.graphs, randomWeights: !!o.randomWeights,
+    temperature: o.temperature, topP: o.topP, graphs: !!o.graphs, randomWeights: !!o.randomWeights, zeroWeights: !!o.zeroWeights,
     models: models.map((m) => ({ name: m.name, params: m.model.parameterCount(), layers: m.model.kinds })),
     batchSweep: bs.json, lengthSweep: ls.json,
   });

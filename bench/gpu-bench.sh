@@ -10,11 +10,12 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
+#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
 #                                   # both models' decode with zero against random weights, then the engine at 3B; both
 #                                   # models' decode with contiguous, interleaved and shuffled KV blocks; the engine's decode
-#                                   # step split by --time-decode
+#                                   # step split by --time-decode; the engine with zero / random weights and bench:decode with
+#                                   # a zero / random KV cache
 #   bash bench/gpu-bench.sh dev10 | final10 | engine10 | engine10b   # tenth session: tests, a decode round and its
 #                                   # kernels under Nsight Compute; the record (final9's steps + torch.compile at context
 #                                   # 4096); the engine at 3B under node --cpu-prof (host self time by function); the engine
@@ -517,6 +518,22 @@ dev11)
     el "nsys done"
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
+  el "all done"
+  ;;
+data11)
+  # eleventh session: does the data moved change the step time? The engine (batch 256 × 256, --time-decode) with zero and
+  # with random weights; bench:decode at batch 256 with the KV cache as allocated (zeros) and filled with random values
+  quick_build
+  for w in zero random; do
+    timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --$w-weights --graphs --temperature 0.7 \
+      --time-decode --batches ${GEN_BATCHES:-256} --batch-gen ${GEN_TOKENS:-256} --lengths 16 --length-batch 8 > "$OUT/generate-timed-$w.txt" 2>&1
+    echo "generate $w weights rc=$?"; grep -E "256 × 256: .*decode steps|^ *256 +[0-9]+ " "$OUT/generate-timed-$w.txt"
+  done
+  for f in zero random; do
+    WEIGHTS=random BATCHES=${BATCHES:-256} CONTEXTS=${CONTEXTS:-256,512,4096} DECODE_FLAGS="--kv-fill $f" DECODE_NAME=decode-kv-$f-eleventh decode_round
+    mv "$OUT/decode-graphs.txt" "$OUT/decode-kv-$f.txt"
+  done
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
   el "all done"
   ;;
 engine11)
