@@ -18,6 +18,7 @@ import type { CausalLM } from '../src/model/model.js';
 import { findPreset } from '../src/model/presets.js';
 import { Rng } from '../src/util/rng.js';
 import { randomModel, table, writeResult, zeroModel } from './common.js';
+import { OpProfiler } from './op-profile.js';
 
 const list = (v: string): number[] => v.split(',').map((s) => {
   const n = Number(s.trim());
@@ -52,13 +53,14 @@ const program = new Command()
     return v;
   })
   .option('--time-decode', 'sync after each decode step\'s model step and print how the step splits: host preparation, model step on the device, sampling + accepting (EngineOptions.timeDecode)')
+  .option('--profile-ops', 'time every backend op of the decode steps (a sync around each: bench/op-profile.ts) and print the largest per step; eager steps only (not with --graphs)')
   .option('--full', 'the paper\'s grid (GPU)')
   .parse(process.argv);
 
 interface Flags {
   backend: string; preset: string; promptLen: number; batches?: number[]; batchGen?: number; lengths?: number[];
   lengthBatch?: number; blockSize: number; repeats: number; warmup: number; full?: boolean;
-  presets?: string; randomWeights?: boolean; zeroWeights?: boolean; temperature: number; topP: number; graphs?: boolean; ssmDtype?: 'bf16' | 'f32'; timeDecode?: boolean;
+  presets?: string; randomWeights?: boolean; zeroWeights?: boolean; temperature: number; topP: number; graphs?: boolean; ssmDtype?: 'bf16' | 'f32'; timeDecode?: boolean; profileOps?: boolean;
 }
 const o = program.opts<Flags>();
 const full = !!o.full;
@@ -98,11 +100,22 @@ function measure(model: CausalLM, name: string, batch: number, genLen: number): 
       const t0 = performance.now();
       engine.step(); // admits and prefills every prompt (one forward: equal lengths) → first tokens
       const t1 = performance.now();
+      if (profiler) {
+        profiler.reset();
+        profiler.enabled = true;
+      }
+      let steps = 0;
       while (engine.hasWork()) {
         engine.step();
+        steps++;
         peak = Math.max(peak, engine.memory().kvBlocksUsed);
       }
       const t2 = performance.now();
+      if (profiler) {
+        profiler.enabled = false;
+        process.stderr.write(`  ${name} batch ${batch} × ${genLen}: ops per decode step (${steps} steps; each op synced)\n`);
+        for (const e of profiler.top().slice(0, 25)) process.stderr.write(`    ${((1000 * e.seconds) / steps).toFixed(3).padStart(8)} ms  ${(e.calls / steps).toFixed(1).padStart(6)}×  ${e.op}\n`);
+      }
       const tm = engine.decodeTiming();
       if (tm && tm.steps > 0) {
         const per = (x: number) => (x / tm.steps).toFixed(2);
@@ -125,8 +138,16 @@ function measure(model: CausalLM, name: string, batch: number, genLen: number): 
 
 let lastBackend: Backend | null = null;
 
+let profiler: OpProfiler | null = null;
+
 async function main(): Promise<void> {
-  const be = await createBackend(o.backend);
+  if (o.profileOps && o.graphs) throw new Error('--profile-ops times ops one by one: it cannot be combined with --graphs');
+  const inner = await createBackend(o.backend);
+  if (o.profileOps) {
+    profiler = new OpProfiler(inner);
+    profiler.enabled = false;
+  }
+  const be = profiler ? profiler.be : inner;
   lastBackend = be;
   const context = o.promptLen + Math.max(batchGen, ...lengths);
   const names = o.presets ? o.presets.split(',').map((x) => x.trim()) : [o.preset, o.preset];

@@ -10,12 +10,12 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
+#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
 #                                   # both models' decode with zero against random weights, then the engine at 3B; both
 #                                   # models' decode with contiguous, interleaved and shuffled KV blocks; the engine's decode
 #                                   # step split by --time-decode; the engine with zero / random weights and bench:decode with
-#                                   # a zero / random KV cache
+#                                   # a zero / random KV cache; the engine's and bench:decode's steps op by op
 #   bash bench/gpu-bench.sh dev10 | final10 | engine10 | engine10b   # tenth session: tests, a decode round and its
 #                                   # kernels under Nsight Compute; the record (final9's steps + torch.compile at context
 #                                   # 4096); the engine at 3B under node --cpu-prof (host self time by function); the engine
@@ -518,6 +518,19 @@ dev11)
     el "nsys done"
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
+  el "all done"
+  ;;
+ops11)
+  # eleventh session: where the engine's decode step goes, op by op (eager steps, each op synced: bench:generate
+  # --profile-ops, batch 256 × 256), beside bench:decode --profile at batch 256, contexts 256 and 512
+  quick_build
+  timeout ${GEN_S:-250} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --temperature 0.7 \
+    --profile-ops --batches ${GEN_BATCHES:-256} --batch-gen ${GEN_TOKENS:-128} --lengths 16 --length-batch 8 > "$OUT/generate-ops.txt" 2>&1
+  echo "generate rc=$?"; grep -A26 "256 × [0-9]*: ops per decode step" "$OUT/generate-ops.txt" | head -60
+  timeout ${DECODE_S:-150} node dist/bench/decode.js --random-weights --backend cuda --steps 4 --profile --name decode-ops-eleventh \
+    --batches 256 --length-batch 256 --lengths 0 --contexts 256,384 > "$OUT/decode-ops.txt" 2>&1
+  echo "decode profile rc=$?"; grep -A19 "^profile B=" "$OUT/decode-ops.txt" | head -90
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
   el "all done"
   ;;
 data11)
