@@ -50,6 +50,14 @@ describe('matmul', () => {
     expect(maxAbsDiff(av, yv.map((v) => v + 1))).toBeLessThan(1e-6);
   });
 
+  it('concatLastDim keeps a dtype its inputs share (bf16 pools grow as bf16), else gives f32', () => {
+    const a = be.fromArray(Float32Array.from([1.5, 2.25, 3, 4]), [2, 2], 'bf16'), b = be.fromArray(Float32Array.from([5, 6]), [2, 1], 'bf16');
+    const c = be.concatLastDim([a, b]);
+    expect(c.dtype).toBe('bf16');
+    expect(Array.from(be.read(c))).toEqual([1.5, 2.25, 5, 3, 4, 6]);
+    expect(be.concatLastDim([a, be.fromArray(Float32Array.from([7, 8]), [2, 1])]).dtype).toBe('f32');
+  });
+
   it('outDType bf16: the f32 product rounded to bf16 as stored; refused with accumulateInto or an unknown dtype', () => {
     const x = be.fromArray(randomArray(3 * 8, 7), [3, 8]);
     const w = be.fromArray(randomArray(5 * 8, 8), [5, 8]);

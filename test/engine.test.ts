@@ -123,6 +123,19 @@ describe('engine KV cache dtype', () => {
     expect(worst).toBeLessThan(2e-2); // … by rounding only
   });
 
+  it('growing the pools keeps their bf16 storage: tokens and logprobs equal to runs that never grow', () => {
+    const b16 = initModel(be, tinyConfig('m1'), 23, 'bf16');
+    const reqs = Array.from({ length: 20 }, (_, i) => ({ promptIds: prompt(3 + (i % 5), 40 + i), sampling: { temperature: 0 }, maxTokens: 12, ignoreEos: true }));
+    // one engine: the KV pool grows from 1 block and the state slots from 16 to 32
+    const grown = run(b16, reqs, { maxBatch: 20, initialKvBlocks: 1 });
+    // two engines of 10 requests with room for everything from the start
+    const fixed = [...run(b16, reqs.slice(0, 10), { maxBatch: 10, initialKvBlocks: 256 }), ...run(b16, reqs.slice(10), { maxBatch: 10, initialKvBlocks: 256 })];
+    grown.forEach((o, i) => {
+      expect(o.samples[0]!.tokenIds, `request ${i}`).toEqual(fixed[i]!.samples[0]!.tokenIds);
+      expect(o.samples[0]!.logprobs, `request ${i}`).toEqual(fixed[i]!.samples[0]!.logprobs);
+    });
+  });
+
   it('the SSM state: bf16 by default with bf16 weights (the reference\'s), ssmDType overrides, Mamba-2 and bad dtypes refused', () => {
     const b16 = initModel(be, tinyConfig('m1'), 23, 'bf16');
     const e = new Engine(b16);

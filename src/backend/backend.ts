@@ -107,7 +107,10 @@ export interface Backend {
   // ---------- layout ----------
   /** split the last dimension into pieces of the given widths (copies) */
   splitLastDim(t: Tensor, sizes: readonly number[]): Tensor[];
-  /** concatenate along the last dimension (all leading dims equal) */
+  /**
+   * concatenate along the last dimension (all leading dims equal). The result keeps the inputs' dtype when they all
+   * share one (a grown bf16 KV cache or state pool stays bf16), else it is f32.
+   */
   concatLastDim(ts: readonly Tensor[]): Tensor;
   /**
    * Repeat groups along the last dimension: input [..., S*width] → output [..., S*repeat*width],

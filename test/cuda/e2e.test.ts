@@ -58,6 +58,20 @@ describe.skipIf(!available)(`cuda generation vs cpu${available ? '' : ` (skipped
   }
 });
 
+describe.skipIf(!available)(`cuda engine pools${available ? '' : ` (skipped: ${skipReason})`}`, () => {
+  it('a bf16 KV cache grown block by block stays bf16: the same tokens and logprobs, bit for bit, as a pool that never grows', () => {
+    const p = findPreset('m1', 'tiny');
+    const model = initModel(gpu!, validateConfigs(p.config, p.mambaConfig), 21, 'bf16');
+    const reqs = Array.from({ length: 20 }, (_, i): GenerationRequest => ({ promptIds: Array.from(ints(3 + (i % 5), 60 + i, 300)), sampling: { temperature: 0 }, maxTokens: 12, ignoreEos: true }));
+    const run = (initialKvBlocks: number) => new Engine(model, { blockSize: 4, maxBatch: 20, initialKvBlocks }).generate(reqs).flatMap((o) => o.samples);
+    const grown = run(1), fixed = run(512);
+    grown.forEach((sg, i) => {
+      expect(sg.tokenIds, `request ${i}`).toEqual(fixed[i]!.tokenIds);
+      expect(sg.logprobs, `request ${i}`).toEqual(fixed[i]!.logprobs);
+    });
+  });
+});
+
 const root = resolve(import.meta.dirname, '../..');
 const cli = join(root, 'bin/m1');
 

@@ -233,6 +233,16 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     expectClose(g, g.reshape(g.rowSlice(acc.g, 16, 32), [1536]), cpu.reshape(cpu.rowSlice(acc.c, 16, 32), [1536]), 1e-5, 'reshape of a row slice');
   });
 
+  it('concatLastDim: bf16 inputs copied as stored into a bf16 result (a grown KV cache), mixed dtypes into f32', () => {
+    const a = rand([3, 70], 70, 1, 'bf16'), b = rand([3, 6], 71, 1, 'bf16'), f = rand([3, 5], 72);
+    const gb = g.concatLastDim([a.g, b.g]);
+    expect(gb.dtype).toBe('bf16');
+    expectClose(g, gb, cpu.concatLastDim([a.c, b.c]), 0, 'concat bf16');
+    const gm = g.concatLastDim([a.g, f.g]);
+    expect(gm.dtype).toBe('f32');
+    expectClose(g, gm, cpu.concatLastDim([a.c, f.c]), 0, 'concat bf16 + f32');
+  });
+
   it('embedding (f32 and bf16 tables), rmsNorm, swiglu', () => {
     const table = rand([50, 24], 40), tb = rand([50, 24], 41, 1, 'bf16');
     const ids = ints(17, 42, 50);

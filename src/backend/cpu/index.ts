@@ -148,7 +148,8 @@ export class CpuBackend implements Backend {
       if (shapeSize(t.shape.slice(0, -1)) !== rows) throw new Error(`concatLastDim: leading shapes differ (${ts.map((x) => shapeString(x.shape)).join(', ')})`);
     }
     const widths = ts.map((t) => basic.lastDim(t));
-    return this.wrap(basic.concatLastDim(ts.map(dataOf), widths, rows), [...lead, widths.reduce((s, w) => s + w, 0)]);
+    const dtype = ts.every((t) => t.dtype === ts[0]!.dtype) ? ts[0]!.dtype : 'f32'; // the values are already rounded to it
+    return this.wrap(basic.concatLastDim(ts.map(dataOf), widths, rows), [...lead, widths.reduce((s, w) => s + w, 0)], dtype);
   }
   repeatGroups(x: Tensor, width: number, repeat: number): Tensor {
     const d = basic.lastDim(x);

@@ -370,6 +370,21 @@ export class CudaBackend implements Backend {
     }
     const widths = xs.map((x) => lastDim(x));
     const width = widths.reduce((a, v) => a + v, 0);
+    // all bf16 (a KV cache or a state pool the engine grows): copied as stored, the result bf16; else f32
+    if (xs.every((x) => x.storage === 'bf16')) {
+      const out = this.alloc([...lead, width], 'bf16');
+      try {
+        let off = 0;
+        xs.forEach((x, i) => {
+          this.call('copy_cols', [out.ptr, width, off, x.ptr, widths[i]!, 0, rows, widths[i]!, 2]);
+          off += widths[i]!;
+        });
+      } catch (e) {
+        out.dispose();
+        throw e;
+      }
+      return out;
+    }
     return this.scoped((s) => this.produce([...lead, width], (o) => {
       let off = 0;
       xs.forEach((x, i) => {
