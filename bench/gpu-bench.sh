@@ -10,12 +10,13 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
+#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
 #                                   # both models' decode with zero against random weights, then the engine at 3B; both
 #                                   # models' decode with contiguous, interleaved and shuffled KV blocks; the engine's decode
 #                                   # step split by --time-decode; the engine with zero / random weights and bench:decode with
-#                                   # a zero / random KV cache; the engine's and bench:decode's steps op by op
+#                                   # a zero / random KV cache; the engine's and bench:decode's steps op by op; tests + the
+#                                   # engine after the pools' dtype fix; the record
 #   bash bench/gpu-bench.sh dev10 | final10 | engine10 | engine10b   # tenth session: tests, a decode round and its
 #                                   # kernels under Nsight Compute; the record (final9's steps + torch.compile at context
 #                                   # 4096); the engine at 3B under node --cpu-prof (host self time by function); the engine
@@ -518,6 +519,27 @@ dev11)
     el "nsys done"
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
+  el "all done"
+  ;;
+check11)
+  # eleventh session: all CUDA tests, then the engine at 3B (batch 256 × 256, --time-decode) after the pools' dtype fix
+  quick_build
+  cuda_tests
+  timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
+    --time-decode --batches ${GEN_BATCHES:-256} --batch-gen ${GEN_TOKENS:-256} --lengths 16 --length-batch 8 > "$OUT/generate-timed.txt" 2>&1
+  echo "generate rc=$?"; grep -E "256 × [0-9]+: .*decode steps|^ *256 +[0-9]+ " "$OUT/generate-timed.txt"
+  el "all done"
+  ;;
+final11)
+  # the eleventh session's record, one call: record eleventh (final10's steps on this session's code; PEER=1 adds
+  # torch.compile at context 4096 as final10 did)
+  record eleventh
+  if [ "${PEER:-0}" = 1 ]; then
+    PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
+    mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-eleventh.json" 2>/dev/null
+  fi
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json bench/results/*eleventh*.html $(ls -t bench/results/generate-cuda-*.json | head -1) 2>/dev/null)
+  (cd "$OUT" && rm -f $(ls *.txt *.json | grep -v -E '^(cuda-tests|decode)\.txt$'))
   el "all done"
   ;;
 ops11)
