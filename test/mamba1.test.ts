@@ -477,21 +477,25 @@ describe('Mamba1Mixer', () => {
     });
   }
 
-  it('a bf16 state pool: prefill writes rounded states, steps stay close to the full forward (ssmDType bf16)', () => {
+  it('bf16 state pools (SSM and conv): prefill writes rounded states, steps stay close to the full forward (ssmDType bf16)', () => {
     const B = 2, T = 12, T0 = 5;
     const w = makeWeights(850);
     const m = new Mamba1Mixer(be, dims, source(w));
     const u = randomArray(B * T * Dm, 851);
     const full = runMixer(m, u, B, T);
     const state = m.allocateState({ slots: 4, kvBlocks: 0, blockSize: 1, ssmDType: 'bf16' });
-    const { ssmState } = mamba1State(state);
+    const { ssmState, convState } = mamba1State(state);
     expect(ssmState.dtype).toBe('bf16');
+    expect(convState.dtype).toBe('bf16');
     m.forward(be.wrap(timeSlice(u, B, T, Dm, 0, T0), [B, T0, Dm]), plainSeqInfo(B, T0), {
       needBackward: false, state, stateWrite: { slots: Int32Array.from([3, 1]), slotMapping: new Int32Array(B * T0) },
     });
-    const written = be.read(ssmState), rounded = written.slice();
-    roundToDType(rounded, 'bf16');
-    expect(maxAbsDiff(rounded, written)).toBe(0);
+    for (const t of [ssmState, convState]) {  // both pools hold bf16 values after the prefill
+      const written = be.read(t), rounded = written.slice();
+      roundToDType(rounded, 'bf16');
+      expect(maxAbsDiff(rounded, written)).toBe(0);
+    }
+    const written = be.read(ssmState);
     expect(maxAbs(written.subarray(3 * Di * N))).toBeGreaterThan(0);
     const info = decodeInfo([3, 1]);
     let worst = 0;

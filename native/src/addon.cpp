@@ -314,7 +314,7 @@ std::unordered_map<std::string, OpFn>& ops() {
     return (double)m1_mamba1_decode_step_handles(a.i32(0), a.i32(1), a.i32(2), a.i32(3), ptrs, 3);
   });
   def("mamba1_decode_step", [S](const Args& a) {
-    check(m1_mamba1_decode_step(a.p(0), a.i32(1), a.p<float>(2), a.p<float>(3), a.p(4), a.p<float>(5), a.p(6), a.p(7), a.p<float>(8),
+    check(m1_mamba1_decode_step(a.p(0), a.i32(1), a.p<float>(2), a.p<float>(3), a.p(4), a.p(5), a.p(6), a.p(7), a.p<float>(8),
                                 a.p(9), a.i32(10), a.p(11), a.i32(12), a.p<int>(13), a.i32(14), a.i32(15), a.i32(16), a.i32(17),
                                 a.i32(18), a.i32(19), S()),
           a.op);

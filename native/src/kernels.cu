@@ -452,6 +452,8 @@ cudaError_t launchRmsNormBwdRows(float* dx, float* dw, const float* dy, const fl
 }
 __device__ __forceinline__ void storeOut(float* o, int64_t i, float v) { o[i] = v; }
 __device__ __forceinline__ void storeOut(__nv_bfloat16* o, int64_t i, float v) { o[i] = __float2bfloat16_rn(v); }
+__device__ __forceinline__ float toFloat(float v) { return v; }
+__device__ __forceinline__ float toFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
 /**
  * Inference: h = x + r (when r is given), y = h / rms(h) · w rounded to OT — the residual add, the norm
  * and the rounding of the next matmul's input in one pass. h goes to memory first and is read back by
@@ -1228,12 +1230,12 @@ struct State4<__nv_bfloat16> {
  * token, all before any store. step(): the conv step on the repeated x (the state holds the previous K − 1 inputs;
  * shifted in place), SiLU, Δ = softplus(deltaLow + 2·b_dt) (b_dt reaches Δ twice, m1-spec).
  */
-template <int KC>
+template <int KC, typename ST>
 struct DecodeChannel {
   static constexpr int KT = KC > 0 ? KC : 1, KP = KC > 1 ? KC - 1 : 1;
   float zv = 0.f, xin = 0.f, dl = 0.f, bias = 0.f, dSkip = 0.f, cb = 0.f, taps[KT], prev[KP];
   int xOff = 0;
-  float* cs = nullptr;
+  ST* cs = nullptr;  // the conv window: f32, or bf16 with the state (stored rounded; this step's output uses xin as is)
   float dt = 0.f, dtx = 0.f, xv = 0.f;  // after step()
 
   __device__ __forceinline__ void weights(WeightF dtBias, WeightF convW, WeightF convBias, WeightF D, int c, int Di, int dXb, int N) {
@@ -1247,14 +1249,14 @@ struct DecodeChannel {
       for (int k = 0; k < KC; k++) taps[k] = convW[(int64_t)c * KC + k];
     }
   }
-  __device__ __forceinline__ void token(const float* row, const float* deltaLow, float* convSt, int s, int slot, int c, int Di, int W) {
+  __device__ __forceinline__ void token(const float* row, const float* deltaLow, ST* convSt, int s, int slot, int c, int Di, int W) {
     cs = convSt + ((int64_t)slot * Di + c) * W;
     zv = row[c];
     xin = row[xOff];
     dl = deltaLow[(int64_t)s * Di + c];
     if constexpr (KC > 0) {
 #pragma unroll
-      for (int k = 0; k < KC - 1; k++) prev[k] = cs[k];
+      for (int k = 0; k < KC - 1; k++) prev[k] = toFloat(cs[k]);
     }
   }
   __device__ __forceinline__ void step(WeightF convW, int c, int K) {
@@ -1265,13 +1267,13 @@ struct DecodeChannel {
       for (int k = 0; k < KC - 1; k++) acc += taps[k] * prev[k];
       acc += taps[KC - 1] * xin;
 #pragma unroll
-      for (int k = 0; k + 1 < KC - 1; k++) cs[k] = prev[k + 1];
+      for (int k = 0; k + 1 < KC - 1; k++) storeOut(cs, k, prev[k + 1]);
     } else {  // any width: the taps and state read in the loop
-      for (int k = 0; k < W; k++) acc += convW[(int64_t)c * K + k] * cs[k];
+      for (int k = 0; k < W; k++) acc += convW[(int64_t)c * K + k] * toFloat(cs[k]);
       acc += convW[(int64_t)c * K + W] * xin;
       for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
     }
-    if (W > 0) cs[W - 1] = xin;
+    if (W > 0) storeOut(cs, W - 1, xin);
     xv = siluf(acc);
     dt = softplusf((dl + bias) + bias);
     dtx = dt * xv;
@@ -1328,7 +1330,7 @@ __device__ __forceinline__ void passOut(float part, int i, int lane, float& out)
 constexpr int kDecodeThreads = 128;
 template <int N4, int KC, typename OT, typename ST>
 __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y, const float* proj, const float* deltaLow,
-    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
+    WeightF dtBias, ST* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;
@@ -1337,7 +1339,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
   if (tile >= (Di + 31) / 32) return;                                        // warp-uniform
   const int c0 = tile * 32, c = c0 + lane;
   const bool live = c < Di;
-  DecodeChannel<KC> ch;
+  DecodeChannel<KC, ST> ch;
   if (live) ch.weights(dtBias, convW, convBias, D, c, Di, dXb, N);
   float4 a2[N4];
 #pragma unroll
@@ -1385,7 +1387,7 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
  */
 template <int N4, int KC, typename OT, typename ST>
 __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
-    WeightF dtBias, float* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
+    WeightF dtBias, ST* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;
   extern __shared__ float4 stage[];  // per warp: h, a2 [N4 passes][32 lanes]; then B, C [32 / N groups][N4]
@@ -1397,7 +1399,7 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
   float4* bc = my - lane + 2 * N4 * 32;  // the tile's B rows (8 float4s), then its C rows (8)
   const int c0 = tile * 32, c = c0 + lane;
   const bool live = c < Di;
-  DecodeChannel<KC> ch;
+  DecodeChannel<KC, ST> ch;
   if (live) ch.weights(dtBias, convW, convBias, D, c, Di, dXb, N);
 #pragma unroll
   for (int i = 0; i < N4; i++) {  // a2 in the slots this lane reads
@@ -2799,7 +2801,7 @@ int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* con
     if (reinterpret_cast<uintptr_t>(vec4Ptrs[i]) % 16 != 0) return 0;
   return 1;
 }
-cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const float* deltaLow, const void* dtBias_, float* convSt,
+cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const float* deltaLow, const void* dtBias_, void* convSt_,
                                   const void* convW_, const void* convBias_, const float* aLog, const void* D_, int wBf16, void* ssmSt,
                                   int stBf16, const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
   const WeightF dtBias{dtBias_, wBf16 & 1}, convW{convW_, (wBf16 >> 1) & 1}, convBias{convBias_, (wBf16 >> 2) & 1}, D{D_, (wBf16 >> 3) & 1};
@@ -2835,6 +2837,7 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
     constexpr int N4 = decltype(n4)::value, KC = decltype(kc)::value;
     OT* o = static_cast<OT*>(y);
     ST* st = static_cast<ST*>(ssmSt);
+    ST* convSt = static_cast<ST*>(convSt_);
     if constexpr (decltype(smem)::value) {
       smemCarveout<N4, KC, ST>();
       const auto k = k_mamba1_decode_step_smem<N4, KC, OT, ST>;

@@ -41,9 +41,10 @@ export interface EngineOptions {
    */
   kvDType?: DType;
   /**
-   * storage of the Mamba-1 SSM state; default: bf16 for a hybrid with bf16 weights and Mamba-1 layers (the
-   * reference's — mamba_ssm keeps ssm_state in the model dtype, re-quantised every step — at half the state's memory
-   * and decode traffic), else f32. f32 keeps the recurrence unrounded. Mamba-2 layers take f32 only.
+   * storage of the Mamba-1 decode states (the SSM state and the conv window); default: bf16 for a hybrid with bf16
+   * weights and Mamba-1 layers (the reference's — mamba_ssm keeps ssm_state and conv_state in the model dtype,
+   * re-quantised every step — at half the states' memory and decode traffic), else f32. f32 keeps the recurrence
+   * unrounded. Mamba-2 layers take f32 only.
    */
   ssmDType?: DType;
   /** longest sequence (prompt + generated); default max_position_embeddings of the model */
@@ -282,7 +283,7 @@ export class Engine {
 
   /** storage of the KV cache (EngineOptions.kvDType) */
   readonly kvDType: DType;
-  /** storage of the Mamba-1 SSM state (EngineOptions.ssmDType) */
+  /** storage of the Mamba-1 decode states (EngineOptions.ssmDType) */
   readonly ssmDType: DType;
 
   constructor(readonly model: CausalLM, opts: EngineOptions = {}) {

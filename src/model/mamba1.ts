@@ -220,7 +220,7 @@ export class Mamba1Mixer implements Mixer {
     if (!(Number.isInteger(sizes.slots) && sizes.slots >= 1)) throw new Error(`Mamba1Mixer.allocateState: slots must be a positive integer, got ${sizes.slots}`);
     return {
       kind: 'mamba1',
-      convState: this.be.zeros([sizes.slots, Di, K - 1]),
+      convState: this.be.zeros([sizes.slots, Di, K - 1], sizes.ssmDType ?? 'f32'),
       ssmState: this.be.zeros([sizes.slots, Di, N], sizes.ssmDType ?? 'f32'),
     };
   }

@@ -61,8 +61,9 @@ export interface StatePoolSizes {
   /** storage of the KV cache (default f32; bf16 halves its memory, as serving engines keep it) */
   kvDType?: import('../backend/tensor.js').DType;
   /**
-   * storage of the Mamba-1 SSM state (default f32). bf16 is the reference's: mamba_ssm keeps ssm_state in dt_proj's
-   * dtype, bf16 in a bf16 model, re-quantised every step (m1-spec §1.5); it halves the state's memory and traffic.
+   * storage of the Mamba-1 decode states, the SSM state and the conv window (default f32). bf16 is the reference's:
+   * mamba_ssm keeps ssm_state in dt_proj's dtype and conv_state in the conv weight's, bf16 in a bf16 model, re-quantised
+   * every step (m1-spec §1.5); it halves the states' memory and decode traffic.
    */
   ssmDType?: import('../backend/tensor.js').DType;
 }

@@ -124,7 +124,7 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
     }
   });
 
-  it('mamba1DecodeStep: the fused kernel (M1-3B widths, N = 4, 8, 32, with and without conv bias) and the unfused path it leaves to (N = 5, odd dt rank) equal the CPU definition, with f32 and bf16 SSM states', () => {
+  it('mamba1DecodeStep: the fused kernel (M1-3B widths, N = 4, 8, 32, with and without conv bias) and the unfused path it leaves to (N = 5, odd dt rank) equal the CPU definition, with f32 and bf16 states (SSM and conv)', () => {
     const cases = [
       { Di: 3072, dXb: 1024, N: 16, R: 192, K: 4, S: 6, slots: [5, 0, 3, 2], bias: true },  // M1-3B
       { Di: 96, dXb: 32, N: 4, R: 8, K: 4, S: 3, slots: [2, 0], bias: false },
@@ -144,7 +144,7 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
       const n = sl.length, slots = Int32Array.from(sl), P = 2 * Di + 2 * dXb + R;
       const aLog = rand([Di, N], (seed += 20), 0.5), D = rand([Di], seed + 1), db = rand([Di], seed + 2, 0.3);
       const w = rand([Di, K], seed + 3), cb = rand([Di], seed + 4);
-      const ss = rand([S, Di, N], seed + 5, 1, st), cs = rand([S, Di, K - 1], seed + 6);  // states to continue from
+      const ss = rand([S, Di, N], seed + 5, 1, st), cs = rand([S, Di, K - 1], seed + 6, 1, st);  // states to continue from
       const tolY = (step: number) => (st === 'f32' || step === 0 ? 1e-4 : 8e-3), tolSt = st === 'f32' ? 1e-4 : 8e-3;
       for (let step = 0; step < 3; step++) {
         const proj = rand([n, P], seed + 7 + step), dl = rand([n, Di], seed + 10 + step, 0.5);
@@ -156,6 +156,7 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
         expectClose(g, g.mamba1DecodeStep(args('g')), cpu.mamba1DecodeStep(args('c')), tolY(step), what);
         expectClose(g, ss.g, ss.c, tolSt, `${what}: ssm state`);
         expect(ss.g.dtype).toBe(st);
+        expect(cs.g.dtype).toBe(st);
         expectClose(g, cs.g, cs.c, 0, `${what}: conv state`);
       }
     }

@@ -377,13 +377,15 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     }
   });
 
-  it('causalConv1d (segments, stateOut) and causalConv1dStep continue it', () => {
+  it('causalConv1d (segments, stateOut) and causalConv1dStep continue it, in f32 and bf16 conv-state pools', () => {
     const B = 2, T = 9, C = 40, K = 4;
     const x = rand([B, T, C], 90), w = rand([C, K], 91, 0.5), bias = rand([C], 92);
     const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 4 ? 7 : 8));
-    for (const silu of [false, true]) {
-      for (const seg of [undefined, segments]) {
-        const sg = g.zeros([3, C, K - 1]), sc = cpu.zeros([3, C, K - 1]);
+    // a bf16 pool (the reference's conv_state in a bf16 model) holds the inputs rounded, the same rounding on both
+    // backends; the steps read the rounded window
+    for (const [silu, seg, dt] of [[false, undefined, 'f32'], [false, segments, 'f32'], [true, undefined, 'f32'], [true, segments, 'f32'], [true, segments, 'bf16']] as const) {
+      {
+        const sg = g.zeros([3, C, K - 1], dt), sc = cpu.zeros([3, C, K - 1], dt);
         const slots = Int32Array.from([2, 0]);
         const yg = g.causalConv1d(x.g, w.g, bias.g, { silu, segments: seg, stateOut: { convState: sg, slots } });
         const yc = cpu.causalConv1d(x.c, w.c, bias.c, { silu, segments: seg, stateOut: { convState: sc, slots } });
@@ -394,6 +396,7 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
           expectClose(g, g.causalConv1dStep(xs.g, sg, slots, w.g, bias.g, silu), cpu.causalConv1dStep(xs.c, sc, slots, w.c, bias.c, silu), 1e-5, `conv step ${s}`);
         }
         expectClose(g, sg, sc, 0, 'conv state after steps');
+        expect(sg.dtype).toBe(dt);
       }
     }
   });

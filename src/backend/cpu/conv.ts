@@ -3,6 +3,7 @@
 // y[b,t,c] = act(bias[c] + Σ_k w[c,k] · x[b, t−(K−1)+k, c]), where inputs before the start of the
 // row, or of the segment that t belongs to, count as zeros (a packed row never leaks across
 // sequences). act = SiLU or identity.
+import { f32ToBf16Value } from '../dtype.js';
 import { shapeString, type Tensor } from '../tensor.js';
 import { convDims, type ConvDims } from '../validate.js';
 import { silu, siluGrad } from './basic.js';
@@ -67,6 +68,7 @@ function writeConvState(xd: Float32Array, dims: ConvDims, segments: Int32Array |
   const S = convState.shape[0]!;
   if (slots.length !== B) throw new Error(`causalConv1d: stateOut.slots has ${slots.length} entries for B = ${B} rows`);
   const st = dataOf(convState);
+  const store = convStore('causalConv1d', convState);
   for (let b = 0; b < B; b++) {
     const slot = slots[b]!;
     if (slot < 0 || slot >= S) throw new Error(`causalConv1d: stateOut.slots[${b}] = ${slot} is outside [0, ${S})`);
@@ -75,7 +77,7 @@ function writeConvState(xd: Float32Array, dims: ConvDims, segments: Int32Array |
     for (let j = 0; j < W; j++) {
       const t = T - W + j;
       const valid = t >= lastStart && t >= 0;
-      for (let c = 0; c < C; c++) st[(slot * C + c) * W + j] = valid ? xd[(b * T + t) * C + c]! : 0;
+      for (let c = 0; c < C; c++) st[(slot * C + c) * W + j] = valid ? store(xd[(b * T + t) * C + c]!) : 0;
     }
   }
 }
@@ -143,6 +145,7 @@ export function causalConv1dStep(
   if (slots.length !== n) throw new Error(`causalConv1dStep: slots has ${slots.length} entries for n = ${n} tokens`);
   const xd = dataOf(x), wd = dataOf(w), st = dataOf(convState);
   const bd = bias ? dataOf(bias) : null;
+  const store = convStore('causalConv1dStep', convState);
   const y = new Float32Array(n * C);
   for (let i = 0; i < n; i++) {
     const slot = slots[i]!;
@@ -157,8 +160,18 @@ export function causalConv1dStep(
       acc += wd[wo + W]! * xv;
       y[i * C + c] = silu_ ? silu(acc) : acc;
       for (let k = 0; k + 1 < W; k++) st[so + k] = st[so + k + 1]!;
-      if (W > 0) st[so + W - 1] = xv;
+      if (W > 0) st[so + W - 1] = store(xv);
     }
   }
   return be.wrap(y, x.shape);
+}
+
+/**
+ * How a value enters a conv state: as is (f32), or rounded to bf16 — the reference's conv_state in a bf16 model (the
+ * conv weight's dtype). The step's own output uses the unrounded input; the state keeps what the storage holds.
+ */
+function convStore(op: string, convState: Tensor): (v: number) => number {
+  if (convState.dtype === 'f32') return (v) => v;
+  if (convState.dtype === 'bf16') return f32ToBf16Value;
+  throw new Error(`${op}: convState must be stored as f32 or bf16, got ${convState.dtype}`);
 }

@@ -701,12 +701,15 @@ export class CudaBackend implements Backend {
     const { B, T, C, K } = convDims('causalConv1d', X, W, Bi, opts.segments);
     let st: CudaTensor | null = null;
     if (opts.stateOut) {
-      st = this.f32Tensor(opts.stateOut.convState, 'causalConv1d: stateOut.convState');
+      st = this.t(opts.stateOut.convState, 'causalConv1d: stateOut.convState');
       const Wd = K - 1;
       if (st.shape.length !== 3 || st.shape[1] !== C || st.shape[2] !== Wd) throw new Error(`causalConv1d: stateOut.convState must be [S, ${C}, ${Wd}], got ${shapeString(st.shape)}`);
       const slots = opts.stateOut.slots;
       if (slots.length !== B) throw new Error(`causalConv1d: stateOut.slots has ${slots.length} entries for B = ${B} rows`);
       for (let b = 0; b < B; b++) if (slots[b]! < 0 || slots[b]! >= st.shape[0]!) throw new Error(`causalConv1d: stateOut.slots[${b}] = ${slots[b]} is outside [0, ${st.shape[0]})`);
+      if (st.storage === 'bf16') {  // the kernel writes f32 windows: a bf16 pool gets its rows through an f32 copy
+        return this.viaF32StateRows(st, slots, false, (f32, rows) => this.causalConv1d(x, w, bias, { ...opts, stateOut: { convState: f32, slots: rows } }));
+      }
     }
     return this.scoped((s) => {
       const seg = opts.segments ? s.ints(segmentStarts(opts.segments, B, T)) : 0;
@@ -741,10 +744,13 @@ export class CudaBackend implements Backend {
     if (W.shape.length !== 2 || W.shape[0] !== C) throw new Error(`${op}: w must be [C=${C}, K], got ${shapeString(W.shape)}`);
     const K = W.shape[1]!;
     if (Bi && Bi.size !== C) throw new Error(`${op}: bias must be [${C}], got ${shapeString(Bi.shape)}`);
-    const st = this.f32Tensor(convState, `${op}: convState`);
+    const st = this.t(convState, `${op}: convState`);
     if (st.shape.length !== 3 || st.shape[1] !== C || st.shape[2] !== K - 1) throw new Error(`${op}: convState must be [S, ${C}, ${K - 1}], got ${shapeString(st.shape)}`);
     if (slots.length !== n) throw new Error(`${op}: slots has ${slots.length} entries for n = ${n} tokens`);
     for (let i = 0; i < n; i++) if (slots[i]! < 0 || slots[i]! >= st.shape[0]!) throw new Error(`${op}: slots[${i}] = ${slots[i]} is outside [0, ${st.shape[0]})`);
+    if (st.storage === 'bf16') {  // the f32 kernel on an f32 copy of the rows; the rows go back rounded
+      return this.viaF32StateRows(st, slots, true, (f32, rows) => this.causalConv1dStep(x, f32, rows, w, bias, silu));
+    }
     return this.scoped((s) => this.produce(X.shape, (o) => this.call('conv1d_step', [o, s.f32(X), st.ptr, s.ints(slots), s.f32(W), s.optF32(Bi), n, C, K, silu ? 1 : 0])));
   }
 
@@ -759,7 +765,8 @@ export class CudaBackend implements Backend {
     const W = this.t(args.convWeight, `${op}: convWeight`);
     if (W.shape.length !== 2 || W.shape[0] !== Di) throw new Error(`${op}: convWeight must be [${Di}, K], got ${shapeString(W.shape)}`);
     const K = W.shape[1]!;
-    const cs = this.f32Tensor(args.convState, `${op}: convState`), ss = this.t(args.ssmState, `${op}: ssmState`);
+    const cs = this.t(args.convState, `${op}: convState`), ss = this.t(args.ssmState, `${op}: ssmState`);
+    if (cs.dtype !== 'f32' && cs.dtype !== 'bf16') throw new Error(`${op}: convState must be stored as f32 or bf16, got ${cs.dtype}`);
     if (cs.shape.length !== 3 || cs.shape[1] !== Di || cs.shape[2] !== K - 1) throw new Error(`${op}: convState must be [S, ${Di}, ${K - 1}], got ${shapeString(cs.shape)}`);
     scanStateRows(op, ss, Di, N);
     this.checkSlots(op, cs, args.slots, n);
@@ -769,7 +776,8 @@ export class CudaBackend implements Backend {
     }
     return this.scoped((s) => {
       const aLog = s.f32(args.aLog);
-      if (!this.call('mamba1_decode_step_handles', [Di, dXb, N, P, s.f32(proj), aLog, ss.ptr])) return mamba1DecodeStepComposite(this, args);
+      // the kernel takes both states in one storage (f32, or bf16: the reference's in a bf16 model)
+      if (cs.storage !== ss.storage || !this.call('mamba1_decode_step_handles', [Di, dXb, N, P, s.f32(proj), aLog, ss.ptr])) return mamba1DecodeStepComposite(this, args);
       const outDType = args.outDType ?? 'f32';
       const outBf16 = this.outStorage(op, outDType) === 'bf16';
       // the small per-channel weights are read in their own storage (bit k of the mask: bf16)
@@ -869,7 +877,7 @@ export class CudaBackend implements Backend {
   /**
    * Runs `fn` on an f32 copy [rows, ...] of the bf16 `pool`'s rows at `slots` (row i of the copy is slot slots[i]; read:
    * filled from the pool, else zeros), then stores the copy's rows back into the pool rounded to bf16. For the kernels
-   * that take f32 states only: the prefill's final-state write and the unfused decode step. Rows are copied one by one
+   * that take f32 states only: the prefill's final-state and conv-window writes and the unfused decode step. Rows are copied one by one
    * (a slot list is short: a prefill's rows, or one decode step's).
    */
   private viaF32StateRows<T>(pool: CudaTensor, slots: Int32Array, read: boolean, fn: (st: Tensor, slots: Int32Array) => T): T {
