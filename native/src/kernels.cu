@@ -17,6 +17,7 @@
 #include "warp.cuh"
 #include "async_copy.cuh"
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <type_traits>
@@ -1381,22 +1382,22 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
  * The same step with each token's state float4s and its groups' B and C rows staged in shared memory by cp.async
  * instead of registers, and A (a2) kept there: the kernel for N ≤ 16 (the register kernel above takes N = 32).
  * Registers held ~100 of them per lane, which left 16 warps an SM; the copies cost none, so the SM holds more warps
- * (4.25 KB of shared memory a warp at N = 16) and has that many tiles' loads in flight. B and C are staged once per
- * group (lanes 0–15), the state by the lane that reads it; the warp syncs once in between, and once before the next
- * token's copies reuse the slots.
+ * and has that many tiles' loads in flight. B and C are staged once per group (lanes 0–15), the state by the lane that
+ * reads it; the warp syncs once in between, and once before a token's slots are staged into again. NB: stage buffers
+ * per warp — 1: a token's copies go out when the previous token is done; 2: the next token's copies go out before
+ * this token's math (double buffering: two tokens' loads in flight per warp).
  */
-template <int N4, int KC, typename OT, typename ST>
+template <int N4, int KC, typename OT, typename ST, int NB>
 __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
     WeightF dtBias, ST* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
-  constexpr int N = 4 * N4, CPB = 32 / N4;
-  extern __shared__ float4 stage[];  // per warp: h, a2 [N4 passes][32 lanes]; then B, C [32 / N groups][N4]
+  constexpr int N = 4 * N4, CPB = 32 / N4, SLOT = N4 * 32 + 16;  // a stage buffer: h [N4 passes][32 lanes], then B, C
+  extern __shared__ float4 stage[];  // per warp: a2 [N4 passes][32 lanes], then NB stage buffers
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;
   const int tile = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;  // the launcher gives each warp one tile (or none)
-  if (tile >= (Di + 31) / 32) return;                                  // warp-uniform
-  float4* my = stage + (threadIdx.x / 32) * (2 * N4 * 32 + 16) + lane;
-  float4* bc = my - lane + 2 * N4 * 32;  // the tile's B rows (8 float4s), then its C rows (8)
+  if (tile >= (Di + 31) / 32 || (int)blockIdx.y >= nTok) return;       // warp-uniform
+  float4* const base = stage + (threadIdx.x / 32) * (N4 * 32 + NB * SLOT);
   const int c0 = tile * 32, c = c0 + lane;
   const bool live = c < Di;
   DecodeChannel<KC, ST> ch;
@@ -1404,26 +1405,41 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
 #pragma unroll
   for (int i = 0; i < N4; i++) {  // a2 in the slots this lane reads
     const int cm = c0 + i * CPB + sub;
-    my[(N4 + i) * 32] = cm < Di ? negExpLog2e4(reinterpret_cast<const float4*>(aLog + (int64_t)cm * N)[j]) : make_float4(0.f, 0.f, 0.f, 0.f);
+    base[i * 32 + lane] = cm < Di ? negExpLog2e4(reinterpret_cast<const float4*>(aLog + (int64_t)cm * N)[j]) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   // B and C rows of the tile's groups (its 32 / N groups × N4 float4s = 8 each): lanes 0–7 B, 8–15 C
   const int q = lane & 7, bcGroup = c0 / N + q / N4;
   const bool bcLive = lane < 16 && bcGroup * N < Di;
   const int bcOff = (lane < 8 ? Di + dXb + (bcGroup / r) * N : Di + 2 * dXb + bcGroup * N) + (q & (N4 - 1)) * 4;
-  for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
+  // token s's state float4s and B, C rows into stage buffer b
+  const auto issue = [&](int s, int b) {
+    float4* buf = base + N4 * 32 + b * SLOT;
+    const float* row = proj + (int64_t)s * P;
+    const ST* st = ssmSt + ((int64_t)slots[s] * Di + c0) * N;
+#pragma unroll
+    for (int i = 0; i < N4; i++) State4<ST>::stage(buf + i * 32 + lane, st, i * 32 + lane, c0 + i * CPB + sub < Di);
+    if (lane < 16) cpAsync16(buf + N4 * 32 + lane, bcLive ? row + bcOff : row, bcLive);
+    cpAsyncCommit();
+  };
+  issue(blockIdx.y, 0);
+  for (int s = blockIdx.y, k = 0; s < nTok; s += gridDim.y, k++) {
+    const int b = NB == 2 ? (k & 1) : 0, sn = s + gridDim.y;
+    if constexpr (NB == 2) {
+      if (sn < nTok) issue(sn, b ^ 1);
+      else cpAsyncCommit();  // an empty group: wait_group 1 below then still means "all of token s's copies"
+    }
     const float* row = proj + (int64_t)s * P;
     const int slot = slots[s];
-    ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;  // pass i's run: float4 i·32 + lane of it
-#pragma unroll
-    for (int i = 0; i < N4; i++) State4<ST>::stage(my + i * 32, st, i * 32 + lane, c0 + i * CPB + sub < Di);
-    if (lane < 16) cpAsync16(bc + lane, bcLive ? row + bcOff : row, bcLive);
-    cpAsyncCommit();
     if (live) {
       ch.token(row, deltaLow, convSt, s, slot, c, Di, K - 1);
       ch.step(convW, c, K);
     }
-    cpAsyncWaitAll();
+    if constexpr (NB == 2) cpAsyncWaitOne();
+    else cpAsyncWaitAll();
     __syncwarp();  // B and C were staged by lanes 0–15
+    const float4* buf = base + N4 * 32 + b * SLOT;
+    const float4* bc = buf + N4 * 32;  // the tile's B rows (8 float4s), then its C rows (8)
+    ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;
     float out = 0.f;
 #pragma unroll
     for (int i = 0; i < N4; i++) {
@@ -1432,23 +1448,26 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
       float part = 0.f;
       if (cm < Di) {
         const int lg = (m / N) * N4 + j;  // this lane's float4 of its group's B and C rows
-        const float4 hn = scanState4Log2(State4<ST>::staged(my[i * 32]), my[(N4 + i) * 32], bc[lg], dti, dtxi);
+        const float4 hn = scanState4Log2(State4<ST>::staged(buf[i * 32 + lane]), base[i * 32 + lane], bc[lg], dti, dtxi);
         storeOut4(st, i * 32 + lane, hn);
         part = dot4(bc[8 + lg], hn);
       }
       passOut<N4>(part, i, lane, out);
     }
     if (live) storeOut(y, (int64_t)s * Di + c, (out + ch.dSkip * ch.xv) * siluf(ch.zv));
-    __syncwarp();  // every lane has read B and C before the next token's copies overwrite them
+    __syncwarp();  // every lane has read this buffer before it is staged into again
+    if constexpr (NB == 1) {
+      if (sn < nTok) issue(sn, 0);
+    }
   }
 }
 
 /** the smem kernel's occupancy is bounded by shared memory: ask for the largest carveout, once per instantiation */
-template <int N4, int KC, typename ST>
+template <int N4, int KC, typename ST, int NB>
 void smemCarveout() {
   static const bool done = [] {
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float, ST>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16, ST>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float, ST, NB>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16, ST, NB>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     return true;
   }();
   (void)done;
@@ -2817,7 +2836,12 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   // / 255 registers) — slower at every batch (fewer warps per SM).
   const int64_t tilesX = ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads;
   if (tilesX > 65535) return cudaErrorInvalidValue;
-  const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * (2 * n4 * 32 + 16) * sizeof(float4); };
+  // per warp: a2, then NB stage buffers (state and B, C). M1_DECODE_NB (1 or 2, default 1): A/B of the double buffering
+  static const int nb = [] {
+    const char* e = std::getenv("M1_DECODE_NB");
+    return e && std::strcmp(e, "2") == 0 ? 2 : 1;
+  }();
+  const auto smemBytes = [](int n4, int nbuf) { return (size_t)(kDecodeThreads / 32) * (n4 * 32 + nbuf * (n4 * 32 + 16)) * sizeof(float4); };
   static int numSMs = 0;
   if (numSMs == 0) {
     int dev = 0;
@@ -2839,10 +2863,16 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
     ST* st = static_cast<ST*>(ssmSt);
     ST* convSt = static_cast<ST*>(convSt_);
     if constexpr (decltype(smem)::value) {
-      smemCarveout<N4, KC, ST>();
-      const auto k = k_mamba1_decode_step_smem<N4, KC, OT, ST>;
-      k<<<gridFor((const void*)k, smemBytes(N4)), kDecodeThreads, smemBytes(N4), s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog,
-                                                                                   D, st, slots, nTok, Di, dXb, P, K);
+      const auto run = [&](auto nbTag) {
+        constexpr int NB = decltype(nbTag)::value;
+        smemCarveout<N4, KC, ST, NB>();
+        const auto k = k_mamba1_decode_step_smem<N4, KC, OT, ST, NB>;
+        const size_t bytes = smemBytes(N4, NB);
+        k<<<gridFor((const void*)k, bytes), kDecodeThreads, bytes, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st, slots,
+                                                                       nTok, Di, dXb, P, K);
+      };
+      if (nb == 2) run(std::integral_constant<int, 2>{});
+      else run(std::integral_constant<int, 1>{});
     } else {
       const auto k = k_mamba1_decode_step<N4, KC, OT, ST>;
       k<<<gridFor((const void*)k, 0), kDecodeThreads, 0, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st, slots, nTok,
