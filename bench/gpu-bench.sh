@@ -10,7 +10,7 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | nb11 | final11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
+#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
 #                                   # both models' decode with zero against random weights, then the engine at 3B; both
 #                                   # models' decode with contiguous, interleaved and shuffled KV blocks; the engine's decode
@@ -519,21 +519,6 @@ dev11)
     el "nsys done"
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json 2>/dev/null)
-  el "all done"
-  ;;
-nb11)
-  # eleventh session: all CUDA tests (also under M1_DECODE_NB=2 for the decode file), then the M1 decode step with one
-  # against two stage buffers a warp in the shared-memory step kernel (M1_DECODE_NB), two rounds alternating
-  quick_build
-  [ "${SKIP_TESTS:-0}" = 1 ] || { cuda_tests; M1_DECODE_NB=2 TESTS=test/cuda/decode.test.ts cuda_tests; }
-  for r in 1 2; do
-    for nb in 1 2; do
-      M1_DECODE_NB=$nb timeout ${DECODE_S:-100} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --models m1-3b \
-        --name decode-nb$nb-r$r-eleventh --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} \
-        > "$OUT/decode-nb$nb-r$r.txt" 2>&1
-      echo "decode NB=$nb round $r rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-nb$nb-r$r.txt" | head -12
-    done
-  done
   el "all done"
   ;;
 check11)

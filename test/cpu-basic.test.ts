@@ -50,6 +50,17 @@ describe('matmul', () => {
     expect(maxAbsDiff(av, yv.map((v) => v + 1))).toBeLessThan(1e-6);
   });
 
+  it('sliceLastDim: a column range copied in the input\'s dtype; a bad range names the op', () => {
+    const t = be.fromArray(Float32Array.from({ length: 12 }, (_, i) => i), [2, 2, 3], 'bf16');
+    const s = be.sliceLastDim(t, 1, 3);
+    expect(s.shape).toEqual([2, 2, 2]);
+    expect(s.dtype).toBe('bf16');
+    expect(Array.from(be.read(s))).toEqual([1, 2, 4, 5, 7, 8, 10, 11]);
+    expect(be.sliceLastDim(t, 2, 2).shape).toEqual([2, 2, 0]);
+    expect(() => be.sliceLastDim(t, 2, 4)).toThrow(/sliceLastDim: columns \[2, 4\) are not a range inside the last dimension 3/);
+    expect(be.splitLastDim(t, [1, 2])[1]!.dtype).toBe('bf16');
+  });
+
   it('concatLastDim keeps a dtype its inputs share (bf16 pools grow as bf16), else gives f32', () => {
     const a = be.fromArray(Float32Array.from([1.5, 2.25, 3, 4]), [2, 2], 'bf16'), b = be.fromArray(Float32Array.from([5, 6]), [2, 1], 'bf16');
     const c = be.concatLastDim([a, b]);

@@ -314,9 +314,10 @@ std::unordered_map<std::string, OpFn>& ops() {
     return (double)m1_mamba1_decode_step_handles(a.i32(0), a.i32(1), a.i32(2), a.i32(3), ptrs, 3);
   });
   def("mamba1_decode_step", [S](const Args& a) {
-    check(m1_mamba1_decode_step(a.p(0), a.i32(1), a.p<float>(2), a.p<float>(3), a.p(4), a.p(5), a.p(6), a.p(7), a.p<float>(8),
-                                a.p(9), a.i32(10), a.p(11), a.i32(12), a.p<int>(13), a.i32(14), a.i32(15), a.i32(16), a.i32(17),
-                                a.i32(18), a.i32(19), S()),
+    // y, outBf16, proj, projBf16, deltaLow, dtBias, convSt, convW, convBias, aLog, D, wBf16, ssmSt, stBf16, slots, nTok, Di, dXb, N, P, K
+    check(m1_mamba1_decode_step(a.p(0), a.i32(1), a.p(2), a.i32(3), a.p<float>(4), a.p(5), a.p(6), a.p(7), a.p(8), a.p<float>(9),
+                                a.p(10), a.i32(11), a.p(12), a.i32(13), a.p<int>(14), a.i32(15), a.i32(16), a.i32(17), a.i32(18),
+                                a.i32(19), a.i32(20), S()),
           a.op);
     return 0.0;
   });

@@ -17,7 +17,6 @@
 #include "warp.cuh"
 #include "async_copy.cuh"
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <type_traits>
@@ -1200,14 +1199,15 @@ __global__ void k_selective_scan_step_vec(float* y, const float* x, const float*
 }
 
 /**
- * Four consecutive SSM states (i4: their float4 index) in the state's storage: f32, or bf16 — the reference's
- * ssm_state in a bf16 model, read as stored and rounded to nearest-even when stored (storeOut4). stage() starts an
- * asynchronous copy of them into a float4 slot of shared memory, staged() reads them back as floats.
+ * Four consecutive values (i4: their float4 index) of an f32 or a bf16 array: the decode step's SSM states (bf16: the
+ * reference's ssm_state in a bf16 model, read as stored and rounded to nearest-even when stored: storeOut4) and its
+ * in_proj row (bf16: a bf16 model's Linear output). stage() starts an asynchronous copy of them into a float4 slot of
+ * shared memory, staged() reads them back as floats.
  */
 template <typename ST>
-struct State4;
+struct Vec4;
 template <>
-struct State4<float> {
+struct Vec4<float> {
   static __device__ __forceinline__ float4 load(const float* st, int64_t i4) { return load4(st, i4); }
   static __device__ __forceinline__ void stage(float4* dst, const float* st, int64_t i4, bool v) {
     cpAsync16(dst, v ? reinterpret_cast<const float4*>(st) + i4 : reinterpret_cast<const float4*>(st), v);
@@ -1215,7 +1215,7 @@ struct State4<float> {
   static __device__ __forceinline__ float4 staged(const float4& slot) { return slot; }
 };
 template <>
-struct State4<__nv_bfloat16> {
+struct Vec4<__nv_bfloat16> {
   static __device__ __forceinline__ float4 load(const __nv_bfloat16* st, int64_t i4) { return load4(st, i4); }
   static __device__ __forceinline__ void stage(float4* dst, const __nv_bfloat16* st, int64_t i4, bool v) {
     cpAsync8(dst, v ? reinterpret_cast<const uint2*>(st) + i4 : reinterpret_cast<const uint2*>(st), v);
@@ -1250,10 +1250,11 @@ struct DecodeChannel {
       for (int k = 0; k < KC; k++) taps[k] = convW[(int64_t)c * KC + k];
     }
   }
-  __device__ __forceinline__ void token(const float* row, const float* deltaLow, ST* convSt, int s, int slot, int c, int Di, int W) {
+  template <typename PT>
+  __device__ __forceinline__ void token(const PT* row, const float* deltaLow, ST* convSt, int s, int slot, int c, int Di, int W) {
     cs = convSt + ((int64_t)slot * Di + c) * W;
-    zv = row[c];
-    xin = row[xOff];
+    zv = toFloat(row[c]);
+    xin = toFloat(row[xOff]);
     dl = deltaLow[(int64_t)s * Di + c];
     if constexpr (KC > 0) {
 #pragma unroll
@@ -1329,8 +1330,8 @@ __device__ __forceinline__ void passOut(float part, int i, int lane, float& out)
  * _handles checks the shapes and the 16-byte alignment of the rows.
  */
 constexpr int kDecodeThreads = 128;
-template <int N4, int KC, typename OT, typename ST>
-__global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y, const float* proj, const float* deltaLow,
+template <int N4, int KC, typename OT, typename ST, typename PT>
+__global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y, const PT* proj, const float* deltaLow,
     WeightF dtBias, ST* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
@@ -1349,14 +1350,14 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
     a2[i] = cm < Di ? negExpLog2e4(reinterpret_cast<const float4*>(aLog + (int64_t)cm * N)[j]) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
-    const float* row = proj + (int64_t)s * P;
+    const PT* row = proj + (int64_t)s * P;
     const int slot = slots[s];
     if (live) ch.token(row, deltaLow, convSt, s, slot, c, Di, K - 1);
     ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;  // pass i's run: float4 i·32 + lane of it
     float4 h[N4];
 #pragma unroll
     for (int i = 0; i < N4; i++)
-      if (c0 + i * CPB + sub < Di) h[i] = State4<ST>::load(st, i * 32 + lane);
+      if (c0 + i * CPB + sub < Di) h[i] = Vec4<ST>::load(st, i * 32 + lane);
     if (live) ch.step(convW, c, K);
     float out = 0.f;  // C·h of channel c, from the pass lane / CPB
 #pragma unroll
@@ -1366,8 +1367,8 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
       float part = 0.f;
       if (cm < Di) {
         const int g = cm / N, src = (g / r) * N;
-        const float4 b = reinterpret_cast<const float4*>(row + Di + dXb + src)[j];
-        const float4 cv = reinterpret_cast<const float4*>(row + Di + 2 * dXb + g * N)[j];
+        const float4 b = load4(row + Di + dXb + src, j);
+        const float4 cv = load4(row + Di + 2 * dXb + g * N, j);
         const float4 hn = scanState4Log2(h[i], a2[i], b, dti, dtxi);
         storeOut4(st, i * 32 + lane, hn);
         part = dot4(cv, hn);
@@ -1383,21 +1384,23 @@ __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y,
  * instead of registers, and A (a2) kept there: the kernel for N ≤ 16 (the register kernel above takes N = 32).
  * Registers held ~100 of them per lane, which left 16 warps an SM; the copies cost none, so the SM holds more warps
  * and has that many tiles' loads in flight. B and C are staged once per group (lanes 0–15), the state by the lane that
- * reads it; the warp syncs once in between, and once before a token's slots are staged into again. NB: stage buffers
- * per warp — 1: a token's copies go out when the previous token is done; 2: the next token's copies go out before
- * this token's math (double buffering: two tokens' loads in flight per warp).
+ * reads it; the warp syncs once in between, and once before the next token's copies reuse the slots. Tried: two stage
+ * buffers a warp, the next token's copies in flight during this token's math — no faster at any batch (eleventh
+ * session, H200, same call, two rounds: batch 512 8.17 / 8.20 ms with one buffer, 8.20 / 8.29 with two).
  */
-template <int N4, int KC, typename OT, typename ST, int NB>
-__global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const float* proj, const float* deltaLow,
+template <int N4, int KC, typename OT, typename ST, typename PT>
+__global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const PT* proj, const float* deltaLow,
     WeightF dtBias, ST* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
-  constexpr int N = 4 * N4, CPB = 32 / N4, SLOT = N4 * 32 + 16;  // a stage buffer: h [N4 passes][32 lanes], then B, C
-  extern __shared__ float4 stage[];  // per warp: a2 [N4 passes][32 lanes], then NB stage buffers
+  constexpr int N = 4 * N4, CPB = 32 / N4;
+  extern __shared__ float4 stage[];  // per warp: a2 [N4 passes][32 lanes], then h [N4][32], then B, C [32 / N groups][N4]
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;
   const int tile = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;  // the launcher gives each warp one tile (or none)
   if (tile >= (Di + 31) / 32 || (int)blockIdx.y >= nTok) return;       // warp-uniform
-  float4* const base = stage + (threadIdx.x / 32) * (N4 * 32 + NB * SLOT);
+  float4* const base = stage + (threadIdx.x / 32) * (2 * N4 * 32 + 16);
+  float4* const buf = base + N4 * 32;
+  const float4* const bc = buf + N4 * 32;  // the tile's B rows (8 float4s), then its C rows (8)
   const int c0 = tile * 32, c = c0 + lane;
   const bool live = c < Di;
   DecodeChannel<KC, ST> ch;
@@ -1411,34 +1414,25 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
   const int q = lane & 7, bcGroup = c0 / N + q / N4;
   const bool bcLive = lane < 16 && bcGroup * N < Di;
   const int bcOff = (lane < 8 ? Di + dXb + (bcGroup / r) * N : Di + 2 * dXb + bcGroup * N) + (q & (N4 - 1)) * 4;
-  // token s's state float4s and B, C rows into stage buffer b
-  const auto issue = [&](int s, int b) {
-    float4* buf = base + N4 * 32 + b * SLOT;
-    const float* row = proj + (int64_t)s * P;
+  // token s's state float4s and B, C rows into the stage buffer
+  const auto issue = [&](int s) {
+    const PT* row = proj + (int64_t)s * P;
     const ST* st = ssmSt + ((int64_t)slots[s] * Di + c0) * N;
 #pragma unroll
-    for (int i = 0; i < N4; i++) State4<ST>::stage(buf + i * 32 + lane, st, i * 32 + lane, c0 + i * CPB + sub < Di);
-    if (lane < 16) cpAsync16(buf + N4 * 32 + lane, bcLive ? row + bcOff : row, bcLive);
+    for (int i = 0; i < N4; i++) Vec4<ST>::stage(buf + i * 32 + lane, st, i * 32 + lane, c0 + i * CPB + sub < Di);
+    if (lane < 16) Vec4<PT>::stage(buf + N4 * 32 + lane, bcLive ? row + bcOff : row, 0, bcLive);
     cpAsyncCommit();
   };
-  issue(blockIdx.y, 0);
-  for (int s = blockIdx.y, k = 0; s < nTok; s += gridDim.y, k++) {
-    const int b = NB == 2 ? (k & 1) : 0, sn = s + gridDim.y;
-    if constexpr (NB == 2) {
-      if (sn < nTok) issue(sn, b ^ 1);
-      else cpAsyncCommit();  // an empty group: wait_group 1 below then still means "all of token s's copies"
-    }
-    const float* row = proj + (int64_t)s * P;
+  issue(blockIdx.y);
+  for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
+    const PT* row = proj + (int64_t)s * P;
     const int slot = slots[s];
     if (live) {
       ch.token(row, deltaLow, convSt, s, slot, c, Di, K - 1);
       ch.step(convW, c, K);
     }
-    if constexpr (NB == 2) cpAsyncWaitOne();
-    else cpAsyncWaitAll();
+    cpAsyncWaitAll();
     __syncwarp();  // B and C were staged by lanes 0–15
-    const float4* buf = base + N4 * 32 + b * SLOT;
-    const float4* bc = buf + N4 * 32;  // the tile's B rows (8 float4s), then its C rows (8)
     ST* st = ssmSt + ((int64_t)slot * Di + c0) * N;
     float out = 0.f;
 #pragma unroll
@@ -1448,26 +1442,23 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
       float part = 0.f;
       if (cm < Di) {
         const int lg = (m / N) * N4 + j;  // this lane's float4 of its group's B and C rows
-        const float4 hn = scanState4Log2(State4<ST>::staged(buf[i * 32 + lane]), base[i * 32 + lane], bc[lg], dti, dtxi);
+        const float4 hn = scanState4Log2(Vec4<ST>::staged(buf[i * 32 + lane]), base[i * 32 + lane], Vec4<PT>::staged(bc[lg]), dti, dtxi);
         storeOut4(st, i * 32 + lane, hn);
-        part = dot4(bc[8 + lg], hn);
+        part = dot4(Vec4<PT>::staged(bc[8 + lg]), hn);
       }
       passOut<N4>(part, i, lane, out);
     }
     if (live) storeOut(y, (int64_t)s * Di + c, (out + ch.dSkip * ch.xv) * siluf(ch.zv));
-    __syncwarp();  // every lane has read this buffer before it is staged into again
-    if constexpr (NB == 1) {
-      if (sn < nTok) issue(sn, 0);
-    }
+    __syncwarp();  // every lane has read the buffer before the next token's copies overwrite it
+    if (s + (int)gridDim.y < nTok) issue(s + gridDim.y);
   }
 }
 
 /** the smem kernel's occupancy is bounded by shared memory: ask for the largest carveout, once per instantiation */
-template <int N4, int KC, typename ST, int NB>
+template <int N4, int KC, typename OT, typename ST, typename PT>
 void smemCarveout() {
   static const bool done = [] {
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, float, ST, NB>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
-    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, __nv_bfloat16, ST, NB>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(k_mamba1_decode_step_smem<N4, KC, OT, ST, PT>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     return true;
   }();
   (void)done;
@@ -2820,9 +2811,9 @@ int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* con
     if (reinterpret_cast<uintptr_t>(vec4Ptrs[i]) % 16 != 0) return 0;
   return 1;
 }
-cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const float* deltaLow, const void* dtBias_, void* convSt_,
-                                  const void* convW_, const void* convBias_, const float* aLog, const void* D_, int wBf16, void* ssmSt,
-                                  int stBf16, const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
+cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const void* proj_, int projBf16, const float* deltaLow, const void* dtBias_,
+                                  void* convSt_, const void* convW_, const void* convBias_, const float* aLog, const void* D_, int wBf16,
+                                  void* ssmSt, int stBf16, const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s) {
   const WeightF dtBias{dtBias_, wBf16 & 1}, convW{convW_, (wBf16 >> 1) & 1}, convBias{convBias_, (wBf16 >> 2) & 1}, D{D_, (wBf16 >> 3) & 1};
   if ((int64_t)nTok * Di == 0) return cudaSuccess;
   if (K < 1 || dXb < 1 || Di > INT32_MAX - 31) return cudaErrorInvalidValue;
@@ -2836,12 +2827,8 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   // / 255 registers) — slower at every batch (fewer warps per SM).
   const int64_t tilesX = ((int64_t)Di + kDecodeThreads - 1) / kDecodeThreads;
   if (tilesX > 65535) return cudaErrorInvalidValue;
-  // per warp: a2, then NB stage buffers (state and B, C). M1_DECODE_NB (1 or 2, default 1): A/B of the double buffering
-  static const int nb = [] {
-    const char* e = std::getenv("M1_DECODE_NB");
-    return e && std::strcmp(e, "2") == 0 ? 2 : 1;
-  }();
-  const auto smemBytes = [](int n4, int nbuf) { return (size_t)(kDecodeThreads / 32) * (n4 * 32 + nbuf * (n4 * 32 + 16)) * sizeof(float4); };
+  // per warp: a2, then the stage buffer (state, B and C)
+  const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * (2 * n4 * 32 + 16) * sizeof(float4); };
   static int numSMs = 0;
   if (numSMs == 0) {
     int dev = 0;
@@ -2855,37 +2842,34 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
     return dim3((unsigned)tilesX, (unsigned)std::min<int64_t>({(int64_t)nTok, wave, 65535}));
   };
   // one launch for an output type OT and a state type ST: the register kernel (N = 32) or the shared-memory one
-  const auto launch = [&](auto outTag, auto stTag, auto n4, auto kc, auto smem) {
+  const auto launch = [&](auto outTag, auto stTag, auto ptTag, auto n4, auto kc, auto smem) {
     using OT = decltype(outTag);
     using ST = decltype(stTag);
+    using PT = decltype(ptTag);
     constexpr int N4 = decltype(n4)::value, KC = decltype(kc)::value;
     OT* o = static_cast<OT*>(y);
     ST* st = static_cast<ST*>(ssmSt);
     ST* convSt = static_cast<ST*>(convSt_);
+    const PT* proj = static_cast<const PT*>(proj_);
     if constexpr (decltype(smem)::value) {
-      const auto run = [&](auto nbTag) {
-        constexpr int NB = decltype(nbTag)::value;
-        smemCarveout<N4, KC, ST, NB>();
-        const auto k = k_mamba1_decode_step_smem<N4, KC, OT, ST, NB>;
-        const size_t bytes = smemBytes(N4, NB);
-        k<<<gridFor((const void*)k, bytes), kDecodeThreads, bytes, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st, slots,
-                                                                       nTok, Di, dXb, P, K);
-      };
-      if (nb == 2) run(std::integral_constant<int, 2>{});
-      else run(std::integral_constant<int, 1>{});
+      smemCarveout<N4, KC, OT, ST, PT>();
+      const auto k = k_mamba1_decode_step_smem<N4, KC, OT, ST, PT>;
+      const size_t bytes = smemBytes(N4);
+      k<<<gridFor((const void*)k, bytes), kDecodeThreads, bytes, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st, slots,
+                                                                     nTok, Di, dXb, P, K);
     } else {
-      const auto k = k_mamba1_decode_step<N4, KC, OT, ST>;
+      const auto k = k_mamba1_decode_step<N4, KC, OT, ST, PT>;
       k<<<gridFor((const void*)k, 0), kDecodeThreads, 0, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st, slots, nTok,
                                                          Di, dXb, P, K);
     }
   };
-  const auto byWidth = [&](auto outTag, auto stTag) {
+  const auto byWidth = [&](auto outTag, auto stTag, auto ptTag) {
     using I1 = std::integral_constant<int, 1>;
     using I2 = std::integral_constant<int, 2>;
     using I4 = std::integral_constant<int, 4>;
     using I8 = std::integral_constant<int, 8>;
     using K0 = std::integral_constant<int, 0>;
-    const auto widths = [&](auto n4, auto smem) { K == 4 ? launch(outTag, stTag, n4, I4{}, smem) : launch(outTag, stTag, n4, K0{}, smem); };
+    const auto widths = [&](auto n4, auto smem) { K == 4 ? launch(outTag, stTag, ptTag, n4, I4{}, smem) : launch(outTag, stTag, ptTag, n4, K0{}, smem); };
     if (N == 4) widths(I1{}, std::true_type{});
     else if (N == 8) widths(I2{}, std::true_type{});
     else if (N == 16) widths(I4{}, std::true_type{});
@@ -2893,8 +2877,9 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const
   };
   if (N != 4 && N != 8 && N != 16 && N != 32) return cudaErrorInvalidValue;
   const __nv_bfloat16 bf{};
-  if (outBf16) stBf16 ? byWidth(bf, bf) : byWidth(bf, 0.f);
-  else stBf16 ? byWidth(0.f, bf) : byWidth(0.f, 0.f);
+  const auto byState = [&](auto outTag, auto ptTag) { stBf16 ? byWidth(outTag, bf, ptTag) : byWidth(outTag, 0.f, ptTag); };
+  const auto byProj = [&](auto outTag) { projBf16 ? byState(outTag, bf) : byState(outTag, 0.f); };
+  outBf16 ? byProj(bf) : byProj(0.f);
   return lastError();
 }
 int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N) {

@@ -103,13 +103,13 @@ cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta,
  */
 int m1_mamba1_decode_step_handles(int Di, int dXb, int N, int P, const void* const* vec4Ptrs, int nPtrs);
 /**
- * y [n, Di] f32 or bf16 (outBf16); dtBias, convW, convBias, D f32 or bf16 by the bits 1, 2, 4, 8 of wBf16; aLog [Di, N]
+ * y [n, Di] f32 or bf16 (outBf16); proj f32 or bf16 (projBf16: a bf16 in_proj output); dtBias, convW, convBias, D f32 or bf16 by the bits 1, 2, 4, 8 of wBf16; aLog [Di, N]
  * is A_log as stored (A = −exp(A_log) is taken in the kernel); convSt and ssmSt f32, or both bf16 when stBf16 (updated in
  * f32, stored rounded, y from the f32 values)
  */
-cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const float* proj, const float* deltaLow, const void* dtBias, void* convSt,
-                                  const void* convW, const void* convBias, const float* aLog, const void* D, int wBf16, void* ssmSt,
-                                  int stBf16, const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s);
+cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const void* proj, int projBf16, const float* deltaLow, const void* dtBias,
+                                  void* convSt, const void* convW, const void* convBias, const float* aLog, const void* D, int wBf16,
+                                  void* ssmSt, int stBf16, const int* slots, int nTok, int Di, int dXb, int N, int P, int K, cudaStream_t s);
 /** the SSD backward's ckpt / hs: scratch of m1_scan_bwd_scratch_floats(B*H*P, T, N) floats */
 int64_t m1_scan_bwd_scratch_floats(int64_t threads, int T, int N);
 /** scratch of m1_selective_scan_bwd_scratch_floats floats; dA, dBm, dCm, dD, dDb zeroed by the launcher */

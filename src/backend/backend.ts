@@ -105,8 +105,10 @@ export interface Backend {
   sumRows(x: Tensor): Tensor;
 
   // ---------- layout ----------
-  /** split the last dimension into pieces of the given widths (copies) */
+  /** split the last dimension into pieces of the given widths (copies, in t's dtype) */
   splitLastDim(t: Tensor, sizes: readonly number[]): Tensor[];
+  /** columns [start, end) of the last dimension (a copy, in t's dtype): one piece without copying the others */
+  sliceLastDim(t: Tensor, start: number, end: number): Tensor;
   /**
    * concatenate along the last dimension (all leading dims equal). The result keeps the inputs' dtype when they all
    * share one (a grown bf16 KV cache or state pool stays bf16), else it is f32.

@@ -193,3 +193,12 @@ export function checkMatmulOut(opts: { accumulateInto?: Tensor; outDType?: DType
   if (d !== 'f32' && opts.accumulateInto) throw new Error(`matmul: outDType ${d} cannot be combined with accumulateInto (an f32 sum)`);
   return d;
 }
+
+/** checks a sliceLastDim range; [rows, width of t's last dim] */
+export function sliceLastDimRange(t: Tensor, start: number, end: number): { rows: number; width: number } {
+  const width = t.shape.length > 0 ? t.shape[t.shape.length - 1]! : 1;
+  if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= width)) {
+    throw new Error(`sliceLastDim: columns [${start}, ${end}) are not a range inside the last dimension ${width} of ${shapeString(t.shape)}`);
+  }
+  return { rows: width > 0 ? t.size / width : 0, width };
+}

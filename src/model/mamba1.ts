@@ -236,13 +236,12 @@ export class Mamba1Mixer implements Mixer {
       throw new Error(`Mamba1Mixer.step: u must be [n=${n}, D=${Dm}], got ${shapeString(u.shape)}`);
     }
     if (info.slots.length !== n) throw new Error(`Mamba1Mixer.step: info.slots has ${info.slots.length} entries for n = ${n}`);
-    // in_proj and dt_proj as matmuls, everything between them one op (a fused kernel on CUDA)
-    const proj = linearForward(be, u, this.inProj.value);
-    // δ = u · W_in[P − R : P]ᵀ again from a row view of in_proj's weight: a [n, R] product instead of a
-    // copy of all of proj's columns to split the last R off
+    // in_proj and dt_proj as matmuls, everything between them one op (a fused kernel on CUDA). With bf16 products
+    // in_proj's output is stored as bf16, as a bf16 model's Linear output is (the reference's): half its bytes written
+    // and read back, and δ — its last R columns — goes to dt_proj as one column slice
     const R = this.dims.dtRank, P = this.inProj.value.shape[0]!;
-    // emitted in dt_proj's input dtype: no rounding pass of its own before that product
-    const dtLow = linearForward(be, u, be.rowSlice(this.inProj.value, P - R, P), matmulInputDType(be, this.dtProjWeight.value));
+    const proj = linearForward(be, u, this.inProj.value, matmulInputDType(be, this.dtProjWeight.value));
+    const dtLow = be.sliceLastDim(proj, P - R, P);
     const y = be.mamba1DecodeStep({
       proj, deltaLow: linearForward(be, dtLow, this.dtProjWeight.value), dims: this.dims,
       convState: state.convState, convWeight: this.convTaps(), convBias: this.convBias?.value ?? null,

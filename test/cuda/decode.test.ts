@@ -160,21 +160,23 @@ describe.skipIf(!available)(`cuda decode path vs cpu${available ? '' : ` (skippe
         expectClose(g, cs.g, cs.c, 0, `${what}: conv state`);
       }
     }
-    // bf16 weights read in place (no f32 copies) and a bf16 output for a bf16 out_proj
-    {
+    // bf16 weights read in place (no f32 copies) and a bf16 output for a bf16 out_proj; in_proj's output (proj) f32,
+    // then bf16 as a bf16 model stores it (read in place: the B and C rows staged as bf16)
+    for (const pd of ['f32', 'bf16'] as const) {
       const Di = 3072, dXb = 1024, N = 16, R = 192, K = 4, slots = Int32Array.from([3, 1]), n = 2, P = 2 * Di + 2 * dXb + R;
       const aLog = rand([Di, N], 990, 0.5), D = rand([Di], 991, 1, 'bf16'), db = rand([Di], 992, 0.3, 'bf16');
       const w = rand([Di, K], 993, 1, 'bf16'), cb = rand([Di], 994, 1, 'bf16');
       const ss = rand([4, Di, N], 995), cs = rand([4, Di, K - 1], 996);
-      const proj = rand([n, P], 997), dl = rand([n, Di], 998, 0.5);
+      const proj = rand([n, P], 997, 1, pd), dl = rand([n, Di], 998, 0.5);
       const args = (q: 'g' | 'c') => ({
         proj: proj[q], deltaLow: dl[q], dims: { dInner: Di, dXb, dState: N, dtRank: R }, convState: cs[q], convWeight: w[q],
         convBias: cb[q], aLog: aLog[q], D: D[q], dtBias: db[q], ssmState: ss[q], slots, outDType: 'bf16' as const,
       });
       const yg = g.mamba1DecodeStep(args('g'));
       expect(yg.dtype).toBe('bf16');
-      expectClose(g, yg, cpu.mamba1DecodeStep(args('c')), 8e-3, 'mamba1DecodeStep, bf16 weights and output');
-      expectClose(g, ss.g, ss.c, 1e-4, 'mamba1DecodeStep, bf16 weights: ssm state');
+      expectClose(g, yg, cpu.mamba1DecodeStep(args('c')), 8e-3, `mamba1DecodeStep, bf16 weights and output, ${pd} proj`);
+      expectClose(g, ss.g, ss.c, 1e-4, `mamba1DecodeStep, bf16 weights, ${pd} proj: ssm state`);
+      expectClose(g, cs.g, cs.c, 0, `mamba1DecodeStep, bf16 weights, ${pd} proj: conv state`);
     }
     const bad = rand([2, 10], 1);
     expect(() => g.mamba1DecodeStep({

@@ -233,6 +233,17 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     expectClose(g, g.reshape(g.rowSlice(acc.g, 16, 32), [1536]), cpu.reshape(cpu.rowSlice(acc.c, 16, 32), [1536]), 1e-5, 'reshape of a row slice');
   });
 
+  it('sliceLastDim: a column range of f32 and bf16 tensors, as stored', () => {
+    for (const dt of ['f32', 'bf16'] as const) {
+      const a = rand([5, 3, 8384], 73, 1, dt);
+      const gs = g.sliceLastDim(a.g, 8192, 8384);
+      expect(gs.dtype).toBe(dt);
+      expectClose(g, gs, cpu.sliceLastDim(a.c, 8192, 8384), 0, `sliceLastDim ${dt}`);
+      expectClose(g, g.sliceLastDim(a.g, 3, 10), cpu.sliceLastDim(a.c, 3, 10), 0, `sliceLastDim ${dt}, odd offset`);
+    }
+    expect(() => g.sliceLastDim(g.zeros([2, 4]), 3, 5)).toThrow(/sliceLastDim: columns \[3, 5\)/);
+  });
+
   it('concatLastDim: bf16 inputs copied as stored into a bf16 result (a grown KV cache), mixed dtypes into f32', () => {
     const a = rand([3, 70], 70, 1, 'bf16'), b = rand([3, 6], 71, 1, 'bf16'), f = rand([3, 5], 72);
     const gb = g.concatLastDim([a.g, b.g]);

@@ -5,7 +5,7 @@ import {
 import type { SampleRowsArgs, SampleRowsResult } from '../backend.js';
 import { roundToDType } from '../dtype.js';
 import { rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
-import { checkMatmulOut, sampleRowsDims, softmaxChunkDims } from '../validate.js';
+import { checkMatmulOut, sampleRowsDims, sliceLastDimRange, softmaxChunkDims } from '../validate.js';
 import * as attn from './attention.js';
 import * as basic from './basic.js';
 import * as conv from './conv.js';
@@ -138,7 +138,13 @@ export class CpuBackend implements Backend {
 
   splitLastDim(t: Tensor, sizes: readonly number[]): Tensor[] {
     const lead = t.shape.slice(0, -1);
-    return basic.splitLastDim(dataOf(t), basic.lastDim(t), sizes).map((d, i) => this.wrap(d, [...lead, sizes[i]!]));
+    return basic.splitLastDim(dataOf(t), basic.lastDim(t), sizes).map((d, i) => this.wrap(d, [...lead, sizes[i]!], t.dtype));
+  }
+  sliceLastDim(t: Tensor, start: number, end: number): Tensor {
+    const { rows, width } = sliceLastDimRange(t, start, end);
+    const src = dataOf(t), w = end - start, out = new Float32Array(rows * w);
+    for (let r = 0; r < rows; r++) out.set(src.subarray(r * width + start, r * width + end), r * w);
+    return this.wrap(out, [...t.shape.slice(0, -1), w], t.dtype);
   }
   concatLastDim(ts: readonly Tensor[]): Tensor {
     if (ts.length === 0) throw new Error('concatLastDim: no tensors');

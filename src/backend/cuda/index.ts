@@ -17,7 +17,7 @@ import {
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
 import { assertShape, rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
 import { loadAddon, type AllocatorStats, type DeviceInfo, type M1Cuda } from './addon.js';
-import { checkMatmulOut, convDims, gatedNormDim, scanDims, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
+import { checkMatmulOut, convDims, gatedNormDim, scanDims, sliceLastDimRange, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
 import { CudaTensor, DeviceBuffer, storageOf, tidyScopes, type Storage } from './tensor.js';
 import type { SampleRowsArgs, SampleRowsResult } from '../backend.js';
 import { RowSampler, sampleRowsByDefinition } from '../cpu/sampling.js';
@@ -343,6 +343,19 @@ export class CudaBackend implements Backend {
 
   // ---------- layout ----------
 
+  sliceLastDim(x: Tensor, start: number, end: number): Tensor {
+    const t = this.t(x, 'sliceLastDim');
+    const { rows, width } = sliceLastDimRange(t, start, end);
+    const w = end - start;
+    const o = this.alloc([...t.shape.slice(0, -1), w], t.dtype);
+    try {
+      this.call('copy_cols', [o.ptr, w, 0, t.ptr, width, start, rows, w, t.elemBytes]);
+    } catch (e) {
+      o.dispose();
+      throw e;
+    }
+    return o;
+  }
   splitLastDim(x: Tensor, sizes: readonly number[]): Tensor[] {
     const t = this.t(x, 'splitLastDim');
     const width = lastDim(t);
@@ -777,7 +790,7 @@ export class CudaBackend implements Backend {
     return this.scoped((s) => {
       const aLog = s.f32(args.aLog);
       // the kernel takes both states in one storage (f32, or bf16: the reference's in a bf16 model)
-      if (cs.storage !== ss.storage || !this.call('mamba1_decode_step_handles', [Di, dXb, N, P, s.f32(proj), aLog, ss.ptr])) return mamba1DecodeStepComposite(this, args);
+      if (cs.storage !== ss.storage || !this.call('mamba1_decode_step_handles', [Di, dXb, N, P, proj.ptr, aLog, ss.ptr])) return mamba1DecodeStepComposite(this, args);
       const outDType = args.outDType ?? 'f32';
       const outBf16 = this.outStorage(op, outDType) === 'bf16';
       // the small per-channel weights are read in their own storage (bit k of the mask: bf16)
@@ -785,8 +798,10 @@ export class CudaBackend implements Backend {
       const mask = ws.reduce((m, t, k) => m | (t?.storage === 'bf16' ? 1 << k : 0), 0);
       const y = this.alloc([n, Di], outDType);
       try {
-        this.call('mamba1_decode_step', [y.ptr, outBf16 ? 1 : 0, s.f32(proj), s.f32(dl), ws[0]!.ptr, cs.ptr, ws[1]!.ptr, ws[2]?.ptr ?? 0, aLog,
-          ws[3]!.ptr, mask, ss.ptr, ss.storage === 'bf16' ? 1 : 0, s.ints(args.slots), n, Di, dXb, N, P, K]);
+        // proj read as stored: f32, or bf16 (a bf16 model's in_proj output)
+        const projBf16 = proj.storage === 'bf16';
+        this.call('mamba1_decode_step', [y.ptr, outBf16 ? 1 : 0, projBf16 ? proj.ptr : s.f32(proj), projBf16 ? 1 : 0, s.f32(dl), ws[0]!.ptr, cs.ptr,
+          ws[1]!.ptr, ws[2]?.ptr ?? 0, aLog, ws[3]!.ptr, mask, ss.ptr, ss.storage === 'bf16' ? 1 : 0, s.ints(args.slots), n, Di, dXb, N, P, K]);
       } catch (e) {
         y.dispose();
         throw e;
