@@ -96,6 +96,12 @@ record() {  # record NAME: the record of a session — build, all CUDA tests, th
   echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
   [ "${ENGINE:-1}" = 1 ] && engine3b
 }
+pack() {  # pack NAME: results.tgz with the logs, the *NAME* JSON and HTML and the newest engine JSON; only cuda-tests.txt and
+  # decode.txt stay beside it (the device returns a limited number of files)
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" \
+    $(ls bench/results/*$1*.json bench/results/*$1*.html $(ls -t bench/results/generate-cuda-*.json | head -1) 2>/dev/null)
+  (cd "$OUT" && rm -f $(ls *.txt *.json 2>/dev/null | grep -v -E '^(cuda-tests|decode)\.txt$'))
+}
 decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS (WEIGHTS: zero or random)
   timeout ${DECODE_S:-150} node dist/bench/decode.js --${WEIGHTS:-zero}-weights --backend cuda --steps 6 --graphs --name ${DECODE_NAME:-decode-graphs} \
     --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} ${DECODE_FLAGS:-} > "$OUT/decode-graphs.txt" 2>&1
@@ -538,8 +544,7 @@ final11)
     PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
     mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-eleventh.json" 2>/dev/null
   fi
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*eleventh*.json bench/results/*eleventh*.html $(ls -t bench/results/generate-cuda-*.json | head -1) 2>/dev/null)
-  (cd "$OUT" && rm -f $(ls *.txt *.json | grep -v -E '^(cuda-tests|decode)\.txt$'))
+  pack eleventh
   el "all done"
   ;;
 ops11)
@@ -649,8 +654,7 @@ final10)
     PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
     mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-tenth.json" 2>/dev/null
   fi
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.json 2>/dev/null) -C "$PWD" $(ls bench/results/*tenth*.json bench/results/*tenth*.html $(ls -t bench/results/generate-cuda-*.json | head -1) 2>/dev/null)
-  (cd "$OUT" && rm -f $(ls *.txt *.json | grep -v -E '^(cuda-tests|decode)\.txt$'))
+  pack tenth
   el "all done"
   ;;
 dev9g)

@@ -1136,13 +1136,22 @@ __global__ void k_selective_scan_step(float* y, const float* x, const float* del
   }
 }
 
-/** One float4 of a state row advanced by one token: h ← exp(dt·A) ⊙ h + dt·x·B (dtx = dt·x). */
-__device__ __forceinline__ float4 scanState4(float4 v, const float4 a, const float4 b, float dt, float dtx) {
-  v.x = expf(dt * a.x) * v.x + dtx * b.x;
-  v.y = expf(dt * a.y) * v.y + dtx * b.y;
-  v.z = expf(dt * a.z) * v.z + dtx * b.z;
-  v.w = expf(dt * a.w) * v.w + dtx * b.w;
+constexpr float kLog2e = 1.4426950408889634f;
+/**
+ * One float4 of a state row advanced by one token on the log2 scale: h ← 2^(dt·a2) ⊙ h + dt·x·B (dtx = dt·x), where
+ * a2 = A·log2(e), so 2^(dt·a2) = exp(dt·A) by one MUFU.EX2 per state — as the reference's Triton step does (tl.exp
+ * lowers to ex2.approx) — instead of expf's ~10 instructions, which made the decode step issue-bound (Nsight Compute,
+ * batch 128: 69 % of issue slots busy). scanState4 takes A itself (dt·log2 e folded into one multiply).
+ */
+__device__ __forceinline__ float4 scanState4Log2(float4 v, const float4 a2, const float4 b, float dt, float dtx) {
+  v.x = ex2Fast(dt * a2.x) * v.x + dtx * b.x;
+  v.y = ex2Fast(dt * a2.y) * v.y + dtx * b.y;
+  v.z = ex2Fast(dt * a2.z) * v.z + dtx * b.z;
+  v.w = ex2Fast(dt * a2.w) * v.w + dtx * b.w;
   return v;
+}
+__device__ __forceinline__ float4 scanState4(float4 v, const float4 a, const float4 b, float dt, float dtx) {
+  return scanState4Log2(v, a, b, dt * kLog2e, dtx);
 }
 __device__ __forceinline__ float dot4(const float4 c, const float4 v) { return c.x * v.x + c.y * v.y + c.z * v.z + c.w * v.w; }
 
@@ -1282,23 +1291,10 @@ struct DecodeChannel {
   }
 };
 
-/**
- * The decode step's state update on the log2 scale: a2 = A·log2(e) = −exp(A_log)·log2(e) (negExpLog2e4, once per
- * channel), then exp(Δ·A) = 2^(Δ·a2) by one MUFU.EX2 per state — as the reference's Triton step (tl.exp lowers to
- * ex2.approx) does — instead of expf's ~10 instructions, which made the step issue-bound (Nsight Compute, batch 128:
- * 69 % of issue slots busy).
- */
+/** a2 = A·log2(e) = −exp(A_log)·log2(e) for scanState4Log2, four at a time (once per channel in the decode step) */
 __device__ __forceinline__ float4 negExpLog2e4(const float4 l) {
-  constexpr float kLog2e = 1.4426950408889634f;
   return make_float4(-ex2Fast(l.x * kLog2e) * kLog2e, -ex2Fast(l.y * kLog2e) * kLog2e, -ex2Fast(l.z * kLog2e) * kLog2e,
                      -ex2Fast(l.w * kLog2e) * kLog2e);
-}
-__device__ __forceinline__ float4 scanState4Log2(float4 v, const float4 a2, const float4 b, float dt, float dtx) {
-  v.x = ex2Fast(dt * a2.x) * v.x + dtx * b.x;
-  v.y = ex2Fast(dt * a2.y) * v.y + dtx * b.y;
-  v.z = ex2Fast(dt * a2.z) * v.z + dtx * b.z;
-  v.w = ex2Fast(dt * a2.w) * v.w + dtx * b.w;
-  return v;
 }
 
 /** pass i's C·h: summed over its N4 lanes, handed to the lane of its channel (lane / CPB == i keeps it in `out`) */
