@@ -136,6 +136,19 @@ describe('engine KV cache dtype', () => {
     });
   });
 
+  it('timeDecode splits the decode steps (preparation / model step / sampling); off by default', () => {
+    const req = { promptIds: prompt(5, 9), sampling: { temperature: 0 }, maxTokens: 6, ignoreEos: true };
+    const timed = new Engine(tinyModel('m1'), { blockSize: 4, timeDecode: true });
+    const plain = new Engine(tinyModel('m1'), { blockSize: 4 });
+    const a = timed.generate([req])[0]!.samples[0]!, b = plain.generate([req])[0]!.samples[0]!;
+    expect(a.tokenIds).toEqual(b.tokenIds); // the syncs change nothing
+    const t = timed.decodeTiming()!;
+    expect(t.steps).toBe(5); // the first token comes from the prefill
+    for (const v of [t.prepareMs, t.deviceMs, t.sampleMs]) expect(v).toBeGreaterThanOrEqual(0);
+    expect(t.deviceMs).toBeGreaterThan(0);
+    expect(plain.decodeTiming()).toBeNull();
+  });
+
   it('the SSM state: bf16 by default with bf16 weights (the reference\'s), ssmDType overrides, Mamba-2 and bad dtypes refused', () => {
     const b16 = initModel(be, tinyConfig('m1'), 23, 'bf16');
     const e = new Engine(b16);
