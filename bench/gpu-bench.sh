@@ -10,7 +10,7 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
+#   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11 | sweep11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
 #                                   # both models' decode with zero against random weights, then the engine at 3B; both
 #                                   # models' decode with contiguous, interleaved and shuffled KV blocks; the engine's decode
@@ -79,6 +79,11 @@ engine3b() {  # the continuous-batching engine at 3B scale, both models, samplin
     > "$OUT/generate-3b.txt" 2>&1
   echo "generate rc=$?"; tail -22 "$OUT/generate-3b.txt"; el "generate done"
 }
+decode_sweep() {  # decode_sweep NAME: the record's decode sweep (m1 + llama, graphs, Llama's waves where its cache does not fit)
+  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep-$1 \
+    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
+  echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
+}
 record() {  # record NAME: the record of a session — build, all CUDA tests, the scan alone, the training step (phases, then
   # a profiled step), prefill (medium), the decode sweep (m1 + llama, graphs, with Llama's waves where its cache does not
   # fit), the engine at 3B; results named *-NAME
@@ -91,9 +96,7 @@ record() {  # record NAME: the record of a session — build, all CUDA tests, th
   echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
   timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-$1 > "$OUT/prefill-medium.txt" 2>&1
   echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
-  timeout ${DECODE_S:-250} node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --budget-s ${DECODE_BUDGET_S:-80} --graphs --name decode-graphs-sweep-$1 \
-    --batches 8,16,32,64,128,256,512 --contexts 256,1024,2048,4096 --lengths 4096,8192,16384,20480 > "$OUT/decode.txt" 2>&1
-  echo "decode rc=$?"; grep -A 90 "^decode step" "$OUT/decode.txt" | grep -v "^ *m1-3b \|^llama" | head -40; el "decode done"
+  decode_sweep $1
   [ "${ENGINE:-1}" = 1 ] && engine3b
 }
 pack() {  # pack NAME: results.tgz with the logs, the *NAME* JSON and HTML and the newest engine JSON; only cuda-tests.txt and
@@ -534,6 +537,13 @@ check11)
   timeout ${GEN_S:-200} node dist/bench/generate.js --backend cuda --presets llama-3.2-3b,m1-3b --random-weights --graphs --temperature 0.7 \
     --time-decode --batches ${GEN_BATCHES:-256} --batch-gen ${GEN_TOKENS:-256} --lengths 16 --length-batch 8 > "$OUT/generate-timed.txt" 2>&1
   echo "generate rc=$?"; grep -E "256 × [0-9]+: .*decode steps|^ *256 +[0-9]+ " "$OUT/generate-timed.txt"
+  el "all done"
+  ;;
+sweep11)
+  # eleventh session: the record's decode sweep alone, once more on the final code (the spread of the batch-512 ratio)
+  quick_build
+  decode_sweep eleventh-r4
+  pack eleventh-r4
   el "all done"
   ;;
 final11)
