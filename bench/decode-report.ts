@@ -8,7 +8,14 @@ import { CHART_CSS, escapeHtml, fmt, lineChart, type Series } from '../src/eval/
 export interface DecodeResult {
   date?: string;
   backend: string;
-  options: { prompt: number; gen: number; lengthBatch: number; bandwidth: number; tflops: number };
+  /**
+   * bench:decode's flags. The setup ones are absent from files written before the eleventh session, which all ran zero
+   * weights, f32 SSM states, zero KV caches, contiguous KV blocks
+   */
+  options: {
+    prompt: number; gen: number; lengthBatch: number; bandwidth: number; tflops: number;
+    zeroWeights?: boolean; randomWeights?: boolean; graphs?: boolean; ssmDtype?: string; kvFill?: string; blockOrder?: string;
+  };
   points: Array<{ model: string; batch: number; context: number; fits?: boolean; stepMs?: number; tokensPerS?: number; rooflineFraction?: number; skipped?: string }>;
   batchSweep: Array<{ batch: number; gen: number; llamaSeconds: number | null; m1Seconds: number | null; speedup: number | null; llamaWaves?: { batch: number; waves: number; seconds: number }; speedupWaves?: number }>;
   lengthSweep: Array<{ batch: number; gen: number; llamaSeconds: number | null; m1Seconds: number | null; speedup: number | null }>;
@@ -22,6 +29,13 @@ function pts<T>(rows: T[], x: (r: T) => number, y: (r: T) => number | null | und
     const v = y(r);
     return v === null || v === undefined || !Number.isFinite(v) ? [] : [[x(r), v] as [number, number]];
   });
+}
+
+/** how the steps were measured, in words: weights, decode states, KV cache, graphs */
+export function decodeSetup(o: DecodeResult['options']): string {
+  const weights = o.randomWeights ? 'random weights' : (o.zeroWeights ?? true) ? 'zero weights' : 'weights from model folders';
+  const kv = o.kvFill === 'random' ? 'filled with random values' : 'as allocated (zeros)';
+  return `${weights}, ${o.ssmDtype ?? 'f32'} Mamba states, the KV cache ${kv} with ${o.blockOrder ?? 'contiguous'} blocks, ${o.graphs ? 'CUDA graphs' : 'eager steps'}`;
 }
 
 export function renderDecodeReport(r: DecodeResult): string {
@@ -65,7 +79,7 @@ thead th{border-bottom:2px solid #999;background:#f6f6f6} .meta{color:#555} .plo
 ${CHART_CSS}
 </style></head><body>
 <h1>${escapeHtml(title)}</h1>
-<p class="meta">Step times measured at the listed contexts with zero weights; latency = prompt ${o.prompt} + generated tokens, the step time integrated over the contexts the generation passes through (prefill excluded). Roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s) per step. Where Llama's cache does not fit a batch, its requests are served in waves of the largest batch that fits (grey).</p>
+<p class="meta">Step times measured at the listed contexts (${escapeHtml(decodeSetup(o))}); latency = prompt ${o.prompt} + generated tokens, the step time integrated over the contexts the generation passes through (prefill excluded). Roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s) per step. Where Llama's cache does not fit a batch, its requests are served in waves of the largest batch that fits (grey).</p>
 <div class="plots">${charts.join('')}</div>
 <h2>Latency vs batch</h2>
 <table><thead><tr><th>batch</th><th>llama-3.2-3b s</th><th>m1-3b s</th><th>M1 speed-up</th><th>m1 tokens/s</th></tr></thead><tbody>

@@ -34,6 +34,10 @@ describe('bench:decode HTML page', () => {
     expect(html).toContain('<td colspan="3">no fit</td>');
     expect(html).toContain('skipped (time budget)');
     expect(html).not.toContain('<script');
+    // the setup: an older file (no setup flags) ran zero weights and f32 states; a newer one says what it ran
+    expect(html).toContain('zero weights, f32 Mamba states, the KV cache as allocated (zeros) with contiguous blocks, eager steps');
+    const newer = renderDecodeReport({ ...result, options: { ...result.options, randomWeights: true, graphs: true, ssmDtype: 'bf16', kvFill: 'random', blockOrder: 'shuffled' } });
+    expect(newer).toContain('random weights, bf16 Mamba states, the KV cache filled with random values with shuffled blocks, CUDA graphs');
   });
 
   it('lineChart draws plain numbers when yPercent is false, accuracies in percent by default', () => {
