@@ -452,8 +452,6 @@ cudaError_t launchRmsNormBwdRows(float* dx, float* dw, const float* dy, const fl
 }
 __device__ __forceinline__ void storeOut(float* o, int64_t i, float v) { o[i] = v; }
 __device__ __forceinline__ void storeOut(__nv_bfloat16* o, int64_t i, float v) { o[i] = __float2bfloat16_rn(v); }
-__device__ __forceinline__ float toFloat(float v) { return v; }
-__device__ __forceinline__ float toFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
 /**
  * Inference: h = x + r (when r is given), y = h / rms(h) · w rounded to OT — the residual add, the norm
  * and the rounding of the next matmul's input in one pass. h goes to memory first and is read back by
@@ -1262,12 +1260,12 @@ struct DecodeChannel {
   template <typename PT>
   __device__ __forceinline__ void token(const PT* row, const float* deltaLow, ST* convSt, int s, int slot, int c, int Di, int W) {
     cs = convSt + ((int64_t)slot * Di + c) * W;
-    zv = toFloat(row[c]);
-    xin = toFloat(row[xOff]);
+    zv = toF<PT>(row[c]);
+    xin = toF<PT>(row[xOff]);
     dl = deltaLow[(int64_t)s * Di + c];
     if constexpr (KC > 0) {
 #pragma unroll
-      for (int k = 0; k < KC - 1; k++) prev[k] = toFloat(cs[k]);
+      for (int k = 0; k < KC - 1; k++) prev[k] = toF<ST>(cs[k]);
     }
   }
   __device__ __forceinline__ void step(WeightF convW, int c, int K) {
@@ -1280,7 +1278,7 @@ struct DecodeChannel {
 #pragma unroll
       for (int k = 0; k + 1 < KC - 1; k++) storeOut(cs, k, prev[k + 1]);
     } else {  // any width: the taps and state read in the loop
-      for (int k = 0; k < W; k++) acc += convW[(int64_t)c * K + k] * toFloat(cs[k]);
+      for (int k = 0; k < W; k++) acc += convW[(int64_t)c * K + k] * toF<ST>(cs[k]);
       acc += convW[(int64_t)c * K + W] * xin;
       for (int k = 0; k + 1 < W; k++) cs[k] = cs[k + 1];
     }
