@@ -9,9 +9,11 @@
 // sum of the step times over L = P .. P+G−1, interpolated linearly between the measured contexts
 // (prefill excluded; it is reported separately by bench:prefill). Points whose KV cache does not fit
 // in memory are reported as such, as a real server would have to shrink the batch there.
-// The Mamba SSM state is kept in bf16 by default (--ssm-dtype), as the reference (mamba_ssm) and the engine keep it
-// for a bf16 model; --ssm-dtype f32 measures the unrounded recurrence. The roofline counts the state's bytes either way.
-import { Command, InvalidArgumentError } from 'commander';
+// The Mamba-1 decode states (SSM state and conv window) are kept in bf16 by default (--ssm-dtype), as the reference
+// (mamba_ssm) and the engine keep them for a bf16 model; --ssm-dtype f32 measures the unrounded recurrence. The
+// roofline counts the states' bytes in the dtype they are stored in.
+import { Command } from 'commander';
+import { choiceFlag } from '../src/cli/options.js';
 import { createBackend } from '../src/backend/registry.js';
 import type { Backend, StepGraph } from '../src/backend/backend.js';
 import { loadModel } from '../src/model/checkpoint.js';
@@ -27,10 +29,6 @@ import { renderDecodeReport, type DecodeResult } from './decode-report.js';
 
 const list = (v: string) => v.split(',').map((x) => Number(x.trim()));
 type BlockOrder = 'contiguous' | 'interleaved' | 'shuffled';
-function kvFill(v: string): 'zero' | 'random' {
-  if (v !== 'zero' && v !== 'random') throw new InvalidArgumentError(`expected zero or random, got '${v}'`);
-  return v;
-}
 /**
  * Replaces each attention layer's zero K and V caches with N(0, 1) bf16 values: rows gathered on the device (the
  * embedding op) from one random block, in a random row order, so no cache-sized array is made on the host.
@@ -57,14 +55,6 @@ function fillRandomKv(be: Backend, states: LayerState[], seed: number): void {
     for (const b of blocks.values()) b.dispose();
   }
 }
-function blockOrder(v: string): BlockOrder {
-  if (v !== 'contiguous' && v !== 'interleaved' && v !== 'shuffled') throw new InvalidArgumentError(`expected contiguous, interleaved or shuffled, got '${v}'`);
-  return v;
-}
-function ssmDType(v: string): 'bf16' | 'f32' {
-  if (v !== 'bf16' && v !== 'f32') throw new InvalidArgumentError(`expected bf16 or f32, got '${v}'`);
-  return v;
-}
 const program = new Command()
   .option('--llama <dir>', 'transformer model folder (m1 init --arch llama --preset llama-3.2-3b)')
   .option('--m1 <dir>', 'hybrid model folder (m1 init --arch m1 --preset m1-3b)')
@@ -79,12 +69,12 @@ const program = new Command()
   .option('--lengths <list>', 'generated lengths of the length sweep', list, [4096, 8192, 16384, 20480])
   .option('--steps <n>', 'timed steps per point', Number, 8)
   .option('--block-size <n>', 'KV block size', Number, 16)
-  .option('--kv-fill <fill>', 'what the KV cache holds before timing: zero (as allocated) or random (N(0, 1) bf16 values, as a real cache: moving zeros can be cheaper than moving data)', kvFill, 'zero' as 'zero' | 'random')
-  .option('--block-order <order>', 'where each sequence\'s KV blocks lie in the pool: contiguous (sequence b owns one run), interleaved (block j of every sequence, then block j + 1: the order an engine allocates them in when its sequences grow in step) or shuffled (a random permutation: a long-running pool)', blockOrder, 'contiguous' as BlockOrder)
+  .option('--kv-fill <fill>', 'what the KV cache holds before timing: zero (as allocated) or random (N(0, 1) bf16 values, as a real cache: moving zeros can be cheaper than moving data)', choiceFlag('--kv-fill', ['zero', 'random'] as const), 'zero' as 'zero' | 'random')
+  .option('--block-order <order>', 'where each sequence\'s KV blocks lie in the pool: contiguous (sequence b owns one run), interleaved (block j of every sequence, then block j + 1: the order an engine allocates them in when its sequences grow in step) or shuffled (a random permutation: a long-running pool)', choiceFlag('--block-order', ['contiguous', 'interleaved', 'shuffled'] as const), 'contiguous' as BlockOrder)
   .option('--mem-gib <n>', 'device memory the KV cache + state may take', Number, 120)
   .option('--bandwidth <tbps>', 'memory bandwidth of the roofline, TB/s (measured copy on the H200)', Number, 4.3)
   .option('--tflops <n>', 'bf16 matmul peak of the roofline, TFLOP/s (measured on the H200)', Number, 790)
-  .option('--ssm-dtype <dtype>', 'storage of the Mamba SSM state, bf16 or f32 (bf16: the reference\'s, and the engine\'s default for bf16 weights)', ssmDType, 'bf16' as 'bf16' | 'f32')
+  .option('--ssm-dtype <dtype>', 'storage of the Mamba-1 decode states (SSM and conv), bf16 or f32 (bf16: the reference\'s, and the engine\'s default for bf16 weights)', choiceFlag('--ssm-dtype', ['bf16', 'f32'] as const), 'bf16' as 'bf16' | 'f32')
   .option('--name <s>', 'results file name', 'decode')
   .option('--models <list>', 'which of m1-3b, llama-3.2-3b to run', (v: string) => v.split(','), ['m1-3b', 'llama-3.2-3b'])
   .option('--budget-s <n>', 'stop measuring new points after this many seconds per model', Number, 1e9)
@@ -166,11 +156,8 @@ function shapeOf(model: CausalLM): Shape {
     const mambaLayers = model.kinds.length - attnLayers;
     const per = m.version === 1 ? m.mamba1.dInner * (m.mamba1.dState + m.mamba1.dConv - 1)
       : m.mamba2.nHeads * m.mamba2.headDim * m.mamba2.dState + (2 * m.mamba2.dXb + m.mamba2.nGroups * m.mamba2.dState) * (m.mamba2.dConv - 1);
-    // the conv state is f32; the SSM state is --ssm-dtype for Mamba-1 (f32 for Mamba-2)
-    const ssmBytes = m.version === 1 && o.ssmDtype === 'bf16' ? 2 : 4;
-    stateBytesPerSeq = m.version === 1
-      ? mambaLayers * m.mamba1.dInner * ((m.mamba1.dConv - 1) * 4 + m.mamba1.dState * ssmBytes)
-      : mambaLayers * per * 4;
+    // both Mamba-1 states are stored in --ssm-dtype (StatePoolSizes.ssmDType); Mamba-2 keeps f32
+    stateBytesPerSeq = mambaLayers * per * (m.version === 1 && o.ssmDtype === 'bf16' ? 2 : 4);
   }
   return {
     weightBytes, matmulParams, attnLayers, kvHeads: l.numKvHeads, qHeads: l.numHeads, headDim: l.headDim,
@@ -371,7 +358,7 @@ async function main() {
     model.params().forEach(([, p]) => p.value.dispose());
     emptyCache(be);
   }
-  console.log(`decode step (${o.backend}, ${o.ssmDtype} SSM state); roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s)`);
+  console.log(`decode step (${o.backend}, ${o.ssmDtype} Mamba states); roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s)`);
   console.log(table(['model', 'batch', 'context', 'ms/step', 'tokens/s', 'GB/step', 'roofline ms', 'of roofline'], rows));
 
   const latency = (name: string, B: number, G: number) => {

@@ -19,6 +19,7 @@ import { findPreset } from '../src/model/presets.js';
 import { Rng } from '../src/util/rng.js';
 import { randomModel, table, writeResult, zeroModel } from './common.js';
 import { OpProfiler } from './op-profile.js';
+import { choiceFlag, intFlag } from '../src/cli/options.js';
 
 const list = (v: string): number[] => v.split(',').map((s) => {
   const n = Number(s.trim());
@@ -43,15 +44,8 @@ const program = new Command()
   .option('--length-batch <n>', 'batch of the length sweep (default CPU: 4; --full: 128)', (v) => list(v)[0]!)
   .option('--block-size <n>', 'KV block size', (v) => list(v)[0]!, 16)
   .option('--repeats <n>', 'timed runs per point (the median is reported)', (v) => list(v)[0]!, 1)
-  .option('--warmup <tokens>', 'before each point, an untimed run of this many tokens at its batch, so that one-time costs (the matmul timing of the batch\'s shapes on cuda) stay out of the timed runs; 0: none', (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number of tokens, got "${v}"`);
-    return n;
-  }, 0)
-  .option('--ssm-dtype <dtype>', 'storage of the Mamba SSM state, bf16 or f32 (default: the engine\'s — bf16 for bf16 weights)', (v) => {
-    if (v !== 'bf16' && v !== 'f32') throw new InvalidArgumentError(`expected bf16 or f32, got "${v}"`);
-    return v;
-  })
+  .option('--warmup <tokens>', 'before each point, an untimed run of this many tokens at its batch, so that one-time costs (the matmul timing of the batch\'s shapes on cuda) stay out of the timed runs; 0: none', intFlag('--warmup', { min: 0 }), 0)
+  .option('--ssm-dtype <dtype>', 'storage of the Mamba-1 decode states (SSM and conv), bf16 or f32 (default: the engine\'s — bf16 for bf16 weights)', choiceFlag('--ssm-dtype', ['bf16', 'f32'] as const))
   .option('--time-decode', 'sync after each decode step\'s model step and print how the step splits: host preparation, model step on the device, sampling + accepting (EngineOptions.timeDecode)')
   .option('--profile-ops', 'time every backend op of the decode steps (a sync around each: bench/op-profile.ts) and print the largest per step; eager steps only (not with --graphs)')
   .option('--full', 'the paper\'s grid (GPU)')
@@ -80,7 +74,6 @@ function buildModel(be: Backend, arch: 'llama' | 'm1', preset: string, context: 
   // the context must hold prompt + generation; RoPE needs nothing else to go longer
   const maxPos = Math.max(Number(p.config['max_position_embeddings']), context);
   const cfg = validateConfigs({ ...p.config, max_position_embeddings: maxPos }, p.mambaConfig);
-  if (o.zeroWeights && o.randomWeights) throw new Error('--zero-weights and --random-weights exclude each other');
   return o.zeroWeights ? zeroModel(be, cfg) : o.randomWeights ? randomModel(be, cfg, 0) : initModel(be, cfg, 0);
 }
 
@@ -142,6 +135,7 @@ let profiler: OpProfiler | null = null;
 
 async function main(): Promise<void> {
   if (o.profileOps && o.graphs) throw new Error('--profile-ops times ops one by one: it cannot be combined with --graphs');
+  if (o.zeroWeights && o.randomWeights) throw new Error('--zero-weights and --random-weights exclude each other');
   const inner = await createBackend(o.backend);
   if (o.profileOps) {
     profiler = new OpProfiler(inner);

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, truncateSync, statSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { choiceFlag, intFlag } from '../src/cli/options.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin', 'm1');
@@ -105,5 +106,15 @@ describe('m1 CLI', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
     writeFileSync(f, Buffer.alloc(4));
     expect(m1('inspect', broken).stderr).toMatch(/model\.safetensors/);
+  });
+});
+
+describe('flag parsers', () => {
+  it('choiceFlag takes one of its values and names the flag otherwise; intFlag checks its bounds', () => {
+    const p = choiceFlag('--ssm-dtype', ['bf16', 'f32'] as const);
+    expect(p('bf16')).toBe('bf16');
+    expect(() => p('f16')).toThrow(/--ssm-dtype must be one of bf16 \| f32, got "f16"/);
+    expect(intFlag('--warmup', { min: 0 })('4')).toBe(4);
+    expect(() => intFlag('--warmup', { min: 0 })('-1')).toThrow(/--warmup must be ≥ 0, got -1/);
   });
 });

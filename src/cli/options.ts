@@ -11,6 +11,14 @@ export function intFlag(name: string, opts: { min?: number; max?: number } = {})
   };
 }
 
+/** one of `values` (a flag such as --ssm-dtype bf16|f32), typed as that union */
+export function choiceFlag<T extends string>(name: string, values: readonly T[]): (v: string) => T {
+  return (v: string) => {
+    if (!(values as readonly string[]).includes(v)) throw new InvalidArgumentError(`${name} must be one of ${values.join(' | ')}, got "${v}"`);
+    return v as T;
+  };
+}
+
 /** --recompute: off | on | a layer count k (CausalLM.forward `recompute`: the first k layers) */
 export function recomputeFlag(v: string): boolean | number {
   const s = v.trim();

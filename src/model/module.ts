@@ -119,7 +119,7 @@ export function matmulInputDType(be: Backend, w: Tensor): DType {
 
 /** Linear y = x Wᵀ (no bias); W [out, in] as in PyTorch. `outDType` bf16: y rounded to bf16 as it is stored (inference). */
 export function linearForward(be: Backend, x: Tensor, w: Tensor, outDType?: DType): Tensor {
-  return be.matmul(x, w, outDType && outDType !== 'f32' ? { transB: true, outDType } : { transB: true });
+  return be.matmul(x, w, { transB: true, outDType });
 }
 
 /**
