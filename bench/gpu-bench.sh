@@ -10,6 +10,7 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
+#   bash bench/gpu-bench.sh dev12   # twelfth session: the wgmma attention forward (tests, bench:attention A/B, training, prefill)
 #   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11 | sweep11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
 #                                   # both models' decode with zero against random weights, then the engine at 3B; both
@@ -555,6 +556,28 @@ final11)
     mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-eleventh.json" 2>/dev/null
   fi
   pack eleventh
+  el "all done"
+  ;;
+dev12)
+  # twelfth session: the wgmma attention forward (Dh 128 on Hopper) — its tests, bench:attention against the mma.sync
+  # kernel (M1_ATTN_WGMMA=0) alternating, then the training step (phases + profile) and prefill on it
+  quick_build
+  TESTS=${TESTS:-test/cuda/flash-attention.test.ts} cuda_tests
+  for r in 1 2; do
+    for w in 1 0; do
+      M1_ATTN_WGMMA=$w timeout 60 node dist/bench/attention.js --backend cuda --name attention-wgmma$w-r$r-twelfth > "$OUT/attention-wgmma$w-r$r.txt" 2>&1
+      echo "attention wgmma=$w round $r rc=$?"; grep -E "^ *attention" "$OUT/attention-wgmma$w-r$r.txt"
+    done
+  done
+  if [ "${TRAIN:-1}" = 1 ]; then
+    timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-dev12 > "$OUT/train-medium.txt" 2>&1
+    echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
+    timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-dev12 > "$OUT/train-profile.txt" 2>&1
+    echo "train profile rc=$?"; grep -A 14 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+    timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-dev12 > "$OUT/prefill-medium.txt" 2>&1
+    echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
+  fi
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*{twelfth,dev12}*.json 2>/dev/null)
   el "all done"
   ;;
 ops11)

@@ -27,6 +27,7 @@
 #include <math_constants.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "async_copy.cuh"
 #include "mma.cuh"
@@ -562,6 +563,298 @@ cudaError_t launchBwdTc(float* dq, float* dk, float* dv, const __nv_bfloat16* qb
   return cudaGetLastError();
 }
 
+
+// ------------------------------------------------------------------------------------------------
+// forward on Hopper's warpgroup MMA (wgmma), head dim 128: the path of m1_flash_attention_bf16 on sm_90
+//
+// The same FlashAttention-2 algorithm, with both products as wgmma.mma_async (m64n128k16, bf16 in, f32
+// accumulate) issued by a warpgroup (4 warps) at once, instead of mma.sync tiles of 16 × 8 per warp:
+//   - a block of 2 warpgroups (256 threads) takes 128 queries of one (b, head); warpgroup w owns rows
+//     64w..64w+63, warp i of it rows 16i..16i+15, and a lane holds rows gid and gid + 8 of its warp's 16 in
+//     the accumulator layout (per 8-column block j: (row gid, cols 8j + 2·quad, +1), (row gid + 8, same));
+//   - S = Q·Kᵀ for a 128-key tile: 8 wgmma k-steps over the head dim, both operands from shared memory;
+//   - the online softmax runs on S in registers as in k_flash_fwd_tc (raw scores, one FFMA + one ex2 per p);
+//   - O += P·V: P goes from the S registers straight into the A operand of the register form of wgmma (the
+//     accumulator layout of 16 keys is the A layout of a k-step), V as the shared-memory B operand;
+//   - wgmma reads shared memory through descriptors of the canonical K-major layout with the 128-byte
+//     swizzle: a tile is stored as blocks of [128 rows][64 bf16] (128-byte rows, 1024-byte aligned), the 16-byte
+//     chunk c of row r at r·128 + ((c ⊕ (r mod 8)) · 16). A k-step of 16 elements advances the start address
+//     by 32 bytes inside the block. Both operands of both products must be K-major (the reduction index
+//     contiguous): Q [query][dim] and K [key][dim] are; for P·V the reduction runs over keys, so V is first
+//     rounded into a transposed bf16 copy Vᵀ [b][kv head][dim][key] (k_cast_transpose_v, keys padded to a
+//     multiple of 128 with zeros), whose [dim][key] tiles are K-major;
+//   - 128-key tiles of K and Vᵀ come global → shared by cp.async into two stages (the next tile's copy in flight
+//     while the current one is used), made visible to wgmma (the async proxy) by fence.proxy.async and a barrier.
+// Shared memory: Q 32 KiB + 2 stages × (K 32 KiB + Vᵀ 32 KiB) = 160 KiB, one block per SM, 2 warpgroups.
+// Same semantics, outputs and numerics as k_flash_fwd_tc (q, k, v, P rounded to bf16; f32 softmax and sums).
+
+constexpr int kWgRows = 128, kWgKeys = 128, kWgDh = 128, kWgThreads = 256;
+constexpr uint32_t kSwBlock = 128 * 128;                          // one [128 rows][64 bf16] swizzled block: 16 KiB
+constexpr size_t kWgSmem = (size_t)(2 + 2 * 4) * kSwBlock + 1024;  // Q (2 blocks) + 2 stages × (K, Vᵀ: 2 blocks each) + alignment
+
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define M1_WGMMA 1
+#endif
+
+#ifdef M1_WGMMA
+/** byte offset of 16-byte chunk c (0–7) of row r in a 128-byte-swizzled block */
+__device__ __forceinline__ uint32_t swz128(int r, int c) { return (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4)); }
+
+/** 16 bytes global → shared address `dst` by cp.async (L2 only); `valid` false writes zeros */
+__device__ __forceinline__ void cpAsync16To(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+
+/** a wgmma shared-memory descriptor: K-major, 128-byte swizzle, 8-row core-matrix groups 1024 bytes apart */
+__device__ __forceinline__ uint64_t wgDesc(uint32_t saddr) {
+  return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+__device__ __forceinline__ void wgFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgWaitAll() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+/** keeps the compiler from moving any use of the accumulators across this point (after a wait, before a fence) */
+__device__ __forceinline__ void wgPin(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+#define M1_WG_D64                                                                                                        \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, " \
+  "%25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "   \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define M1_WG_OUT64(d)                                                                                                     \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),     \
+      "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),     \
+      "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),     \
+      "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),     \
+      "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]),     \
+      "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),     \
+      "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+/** d (+)= A·B, m64n128k16, A and B from shared memory (descriptors); accumulate = 0 overwrites d */
+__device__ __forceinline__ void wgmmaSS(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " M1_WG_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+               : M1_WG_OUT64(d)
+               : "l"(a), "l"(b), "r"(accumulate));
+}
+/** d += A·B, m64n128k16, A from registers (4 bf16 pairs a lane, the mma.sync A layout per warp), B from shared memory */
+__device__ __forceinline__ void wgmmaRS(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " M1_WG_D64 ", {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+               : M1_WG_OUT64(d)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+#undef M1_WG_OUT64
+#undef M1_WG_D64
+#endif
+
+/** V [B, T, Hkv, 128] f32 → Vᵀ [B, Hkv, 128, Tp] bf16 (keys T … Tp − 1 zero), through a [32 keys][128 dims] shared tile */
+__global__ void k_cast_transpose_v(__nv_bfloat16* __restrict__ vt, const float* __restrict__ v, int T, int Tp, int Hkv) {
+  __shared__ float tile[32][kWgDh + 1];
+  const int t0 = blockIdx.x * 32, hk = blockIdx.y, b = blockIdx.z;
+  for (int e = threadIdx.x; e < 32 * kWgDh; e += blockDim.x) {
+    const int r = e / kWgDh, d = e % kWgDh, t = t0 + r;
+    tile[r][d] = t < T ? v[(((int64_t)b * T + t) * Hkv + hk) * kWgDh + d] : 0.f;
+  }
+  __syncthreads();
+  __nv_bfloat16* dst = vt + ((int64_t)b * Hkv + hk) * kWgDh * Tp + t0;
+  for (int e = threadIdx.x; e < 32 * kWgDh; e += blockDim.x) {
+    const int d = e / 32, r = e % 32;
+    dst[(int64_t)d * Tp + r] = __float2bfloat16_rn(tile[r][d]);
+  }
+}
+
+__global__ void __launch_bounds__(kWgThreads, 1)
+k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
+                  const __nv_bfloat16* __restrict__ vt, const int* __restrict__ seg, int T, int Tp, int Hq, int Hkv, float scale) {
+#ifdef M1_WGMMA
+  extern __shared__ __align__(16) uint8_t wgSmem[];
+  __shared__ int qSeg[kWgRows], kSeg[2][kWgKeys];
+  const uint32_t raw = (uint32_t)__cvta_generic_to_shared(wgSmem);
+  const uint32_t base = (raw + 1023u) & ~1023u;  // the swizzle pattern repeats every 1024 bytes: blocks start on it
+  uint8_t* const gbase = wgSmem + (base - raw);
+  const uint32_t sQ = base;
+  const auto sK = [&](int st) { return base + (uint32_t)(2 + 4 * st) * kSwBlock; };
+  const auto sV = [&](int st) { return base + (uint32_t)(4 + 4 * st) * kSwBlock; };
+
+  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, gid = lane >> 2, quad = lane & 3;
+  const int nTilesQ = (T + kWgRows - 1) / kWgRows;
+  const int q0 = (nTilesQ - 1 - (int)blockIdx.x / Hq) * kWgRows;  // longest query tiles of every head first
+  const int h = (int)blockIdx.x % Hq, b = blockIdx.z, g = h / (Hq / Hkv);
+  const int nq = min(kWgRows, T - q0);
+  const int64_t row0 = (int64_t)b * T, qStride = (int64_t)Hq * kWgDh, kStride = (int64_t)Hkv * kWgDh;
+  const int wgFirst = q0 + 64 * wg, wgLast = wgFirst + 63;
+  const __nv_bfloat16* vth = vt + ((int64_t)b * Hkv + g) * kWgDh * Tp;
+
+  auto issue = [&](int it) {
+    const int st = it & 1, k0 = it * kWgKeys, nk = min(kWgKeys, T - k0);
+    // K: 128 key rows × 16 chunks of 8 dims (chunk c in dim block c / 8); Vᵀ: 128 dim rows × 16 chunks of 8 keys
+    for (int e = tid; e < kWgKeys * 16; e += kWgThreads) {
+      const int r = e >> 4, c = e & 15;
+      const bool ok = r < nk;
+      cpAsync16To(sK(st) + (uint32_t)(c >> 3) * kSwBlock + swz128(r, c & 7), kb + (row0 + k0 + (ok ? r : 0)) * kStride + (int64_t)g * kWgDh + c * 8, ok);
+      cpAsync16To(sV(st) + (uint32_t)(c >> 3) * kSwBlock + swz128(r, c & 7), vth + (int64_t)r * Tp + k0 + c * 8, true);
+    }
+    if (seg && tid < kWgKeys) kSeg[st][tid] = tid < nk ? seg[row0 + k0 + tid] : 0;
+  };
+
+  const int lastQuery = q0 + nq - 1, nTiles = lastQuery / kWgKeys + 1;
+  issue(0);
+  cpAsyncCommit();
+  // Q rounded to bf16 into its two swizzled blocks (rows past T are zeros)
+  for (int e = tid; e < kWgRows * 16; e += kWgThreads) {
+    const int r = e >> 4, c = e & 15;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (r < nq) {
+      const float4* src = reinterpret_cast<const float4*>(q + (row0 + q0 + r) * qStride + (int64_t)h * kWgDh + c * 8);
+      const float4 a = src[0], c4 = src[1];
+      v = make_uint4(pack2(a.x, a.y), pack2(a.z, a.w), pack2(c4.x, c4.y), pack2(c4.z, c4.w));
+    }
+    *reinterpret_cast<uint4*>(gbase + (c >> 3) * kSwBlock + swz128(r, c & 7)) = v;
+  }
+  if (seg && tid < kWgRows) qSeg[tid] = tid < nq ? seg[row0 + q0 + tid] : 0;
+
+  float o[64];
+#pragma unroll
+  for (int i = 0; i < 64; i++) o[i] = 0.f;
+  // running max (log2 units) and sum of the lane's rows wr and wr + 8 of the warpgroup
+  float m0 = -CUDART_INF_F, m1 = -CUDART_INF_F, l0 = 0.f, l1 = 0.f;
+  const float scale2 = scale * 1.4426950408889634f;
+  const int ra = 64 * wg + 16 * warp + gid, rb = ra + 8;  // the lane's rows in the block's tile
+
+  for (int it = 0; it < nTiles; it++) {
+    if (it + 1 < nTiles) issue(it + 1);
+    cpAsyncCommit();
+    cpAsyncWaitOne();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // this thread's copies (and Q's stores) → visible to wgmma
+    __syncthreads();
+    const int st = it & 1, k0 = it * kWgKeys;
+    const int* ks = kSeg[st];
+    bool work = k0 <= wgLast;
+    if (seg) {
+      const bool anyVisible = tileAnyVisible(kWgRows, kWgKeys, q0, k0, T, qSeg, ks);
+      work = work && anyVisible;
+    }
+    if (work) {
+      float s[64];
+#pragma unroll
+      for (int i = 0; i < 64; i++) s[i] = 0.f;  // overwritten by the first k-step (accumulate 0)
+      wgFence();
+#pragma unroll
+      for (int kk = 0; kk < kWgDh / 16; kk++)
+        wgmmaSS(s, wgDesc(sQ + (uint32_t)(kk >> 2) * kSwBlock + (uint32_t)(64 * wg) * 128 + (kk & 3) * 32),
+                wgDesc(sK(st) + (uint32_t)(kk >> 2) * kSwBlock + (kk & 3) * 32), kk > 0);
+      wgCommit();
+      wgWaitAll();
+      wgPin(s);
+
+      const bool full = !seg && k0 + kWgKeys - 1 <= wgFirst && wgLast < T;
+      float mx0 = -CUDART_INF_F, mx1 = -CUDART_INF_F;
+      if (full) {
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+          mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
+          mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? ra : rb, t = q0 + rr;
+            const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
+            s[4 * j + e] = vis ? s[4 * j + e] : -CUDART_INF_F;
+            if (e < 2) mx0 = fmaxf(mx0, s[4 * j + e]);
+            else mx1 = fmaxf(mx1, s[4 * j + e]);
+          }
+      }
+#pragma unroll
+      for (int o2 = 1; o2 < 4; o2 <<= 1) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+      }
+      const float n0 = fmaxf(m0, mx0 * scale2), n1 = fmaxf(m1, mx1 * scale2);
+      const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
+      const float c0 = ex2Fast(m0 - b0), c1 = ex2Fast(m1 - b1);
+      float s0 = 0.f, s1 = 0.f;
+      uint32_t pa[8][4];
+#pragma unroll
+      for (int j = 0; j < 16; j++) {
+        const float p0 = ex2Fast(fmaf(s[4 * j], scale2, -b0)), p1 = ex2Fast(fmaf(s[4 * j + 1], scale2, -b0));
+        const float p2 = ex2Fast(fmaf(s[4 * j + 2], scale2, -b1)), p3 = ex2Fast(fmaf(s[4 * j + 3], scale2, -b1));
+        s0 += p0 + p1;
+        s1 += p2 + p3;
+        pa[j >> 1][2 * (j & 1)] = pack2(p0, p1);      // keys 16kk + 2quad (+8 for odd j): row gid
+        pa[j >> 1][2 * (j & 1) + 1] = pack2(p2, p3);  // row gid + 8
+      }
+#pragma unroll
+      for (int o2 = 1; o2 < 4; o2 <<= 1) {
+        s0 += __shfl_xor_sync(0xffffffffu, s0, o2);
+        s1 += __shfl_xor_sync(0xffffffffu, s1, o2);
+      }
+      l0 = l0 * c0 + s0;
+      l1 = l1 * c1 + s1;
+      m0 = n0;
+      m1 = n1;
+#pragma unroll
+      for (int j = 0; j < 16; j++) {
+        o[4 * j] *= c0;
+        o[4 * j + 1] *= c0;
+        o[4 * j + 2] *= c1;
+        o[4 * j + 3] *= c1;
+      }
+      // O += P·V over the tile's 128 keys: k-step kk reads keys 16kk … 16kk + 15 of the Vᵀ rows (dims)
+      wgPin(o);
+      wgFence();
+#pragma unroll
+      for (int kk = 0; kk < kWgKeys / 16; kk++) wgmmaRS(o, pa[kk], wgDesc(sV(st) + (uint32_t)(kk >> 2) * kSwBlock + (kk & 3) * 32));
+      wgCommit();
+      wgWaitAll();
+      wgPin(o);
+    }
+    __syncthreads();  // every warpgroup is done with this stage before the next issue overwrites it
+  }
+
+  const int64_t hOff = (int64_t)h * kWgDh + 2 * quad;
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int t = q0 + (i ? rb : ra);
+    if (t >= T) continue;
+    const float li = i ? l1 : l0, inv = 1.f / li;
+    float* orow = out + (row0 + t) * qStride + hOff;
+#pragma unroll
+    for (int j = 0; j < 16; j++) *reinterpret_cast<float2*>(orow + 8 * j) = make_float2(o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
+    if (quad == 0) lse[((int64_t)b * Hq + h) * T + t] = (i ? m1 : m0) * 0.6931471805599453f + logf(li);
+  }
+#endif
+}
+
+/** the wgmma forward runs on compute capability 9.x (its code is built for sm_90a only) */
+bool wgmmaForwardAvailable() {
+  static const int major = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    return v;
+  }();
+  const char* sw = std::getenv("M1_ATTN_WGMMA");  // A/B switch of this session: 0 = the mma.sync kernel
+  return major == 9 && !(sw && sw[0] == '0');
+}
+
+cudaError_t launchFwdWgmma(float* out, float* lse, const float* q, const __nv_bfloat16* kb, const __nv_bfloat16* vt, const int* seg, int B,
+                           int T, int Tp, int Hq, int Hkv, float scale, cudaStream_t s) {
+  static bool ready = false;
+  cudaError_t e = m1AllowSmem(k_flash_fwd_wgmma, kWgSmem, ready);
+  if (e != cudaSuccess) return e;
+  dim3 grid((unsigned)((T + kWgRows - 1) / kWgRows * Hq), 1u, (unsigned)B);  // blockIdx.x = tile rank · Hq + head
+  k_flash_fwd_wgmma<<<grid, kWgThreads, kWgSmem, s>>>(out, lse, q, kb, vt, seg, T, Tp, Hq, Hkv, scale);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 extern "C" cudaError_t m1_flash_attention_bf16(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg,
@@ -571,6 +864,20 @@ extern "C" cudaError_t m1_flash_attention_bf16(float* out, float* lse, const flo
   // bf16 copies of K and V from the caching allocator; freed at once: reuse is ordered on the one stream
   const int64_t n = (int64_t)B * T * Hkv * Dh;
   auto* kb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * n));
+  if (Dh == 128 && B <= 65535 && wgmmaForwardAvailable()) {
+    // Hopper: V as a transposed bf16 copy (keys padded to the 128-key tiles), the product on wgmma
+    const int Tp = (T + kWgKeys - 1) / kWgKeys * kWgKeys;
+    auto* vt = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * (size_t)B * Hkv * kWgDh * Tp));
+    cudaError_t e = m1_cast_f32_bf16(kb, k, n, s);
+    if (e == cudaSuccess) {
+      k_cast_transpose_v<<<dim3((unsigned)(Tp / 32), (unsigned)Hkv, (unsigned)B), 256, 0, s>>>(vt, v, T, Tp, Hkv);
+      e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = launchFwdWgmma(out, lse, q, kb, vt, seg, B, T, Tp, Hq, Hkv, scale, s);
+    m1Free(kb);
+    m1Free(vt);
+    return e;
+  }
   auto* vb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * n));
   cudaError_t e = m1_cast_f32_bf16(kb, k, n, s);
   if (e == cudaSuccess) e = m1_cast_f32_bf16(vb, v, n, s);

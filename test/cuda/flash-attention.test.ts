@@ -1,7 +1,7 @@
 // The tiled attention kernels (native/src/flash_attention.cu: head dims 64 and 128; other head dims
 // keep the one-warp-per-query kernels) against the CPU definition: out and lse of the forward, dq/dk/dv
-// of the backward. Lengths straddle the 64-query / 64-key forward tiles and the 32-row backward tiles
-// (1, 63, 64, 65, 200, 333); segments start mid-tile, and one row reuses a segment id after another
+// of the backward. Lengths straddle the 64-query / 64-key forward tiles, the 128-query / 128-key tiles of
+// the wgmma forward (Dh 128 on Hopper) and the 32-row backward tiles (1, 63, 64, 65, 200, 333, 700); segments start mid-tile, and one row reuses a segment id after another
 // segment (the op's mask is id equality, so those tokens see each other and no tile may be skipped).
 // Tolerances as in ops/backward tests: 1e-5 for the forward, 1e-4 for the gradients (long f32 sums).
 import { describe, expect, it } from 'vitest';
@@ -18,6 +18,8 @@ const cases: Case[] = [
   { B: 2, T: 200, Hq: 2, Hkv: 2, Dh: 128, scale: 0.5 },
   { B: 1, T: 333, Hq: 3, Hkv: 1, Dh: 128 },
   { B: 2, T: 333, Hq: 3, Hkv: 1, Dh: 64 },
+  // six 128-query tiles of the wgmma forward (Hopper, Dh 128), the last one partial; the second KV head's group
+  { B: 1, T: 700, Hq: 4, Hkv: 2, Dh: 128 },
 ];
 
 /**
