@@ -10,7 +10,8 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev12   # twelfth session: the wgmma attention forward (tests, bench:attention A/B, training, prefill)
+#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
+#                                   # training, prefill); Nsight Compute on one launch of it (full set, stall reasons, pipes)
 #   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11 | sweep11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
 #                                   # both models' decode with zero against random weights, then the engine at 3B; both
@@ -578,6 +579,42 @@ dev12)
     echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*{twelfth,dev12}*.json 2>/dev/null)
+  el "all done"
+  ;;
+ncu-attn)
+  # twelfth session: Nsight Compute on one launch of the attention forward (NCU_K, default the wgmma kernel) at the
+  # training shape: the full set, then the warp stall reasons and the tensor pipes
+  quick_build
+  K=${NCU_K:-k_flash_fwd_wgmma}
+  timeout ${NCU_S:-150} ncu --clock-control none -k regex:$K --launch-skip 1 --launch-count 1 --set full \
+    node dist/bench/attention.js --backend cuda --repeats 1 --no-backward --name attention-ncu > "$OUT/ncu-attn.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "^  [a-z_ ]*k_|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Memory Throughput|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|Compute \(SM\) Throughput|Executed Ipc|Issue Slots Busy|Warp Cycles Per Issued|Block Limit|L1/TEX Hit|L2 Hit|Bank|Dynamic Shared|Grid Size|Waves|No Eligible|Active Warps|Error" "$OUT/ncu-attn.txt" | head -50
+  timeout ${NCU_S:-150} ncu --clock-control none -k regex:$K --launch-skip 1 --launch-count 1 --csv \
+    --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_tensor.*cycles_active\.avg\.pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_(tensor|uniform|fma|alu|xu|lsu).*\.sum,regex:l1tex__data_bank_conflicts_pipe_lsu_mem_shared.*\.sum,smsp__inst_executed.sum" \
+    node dist/bench/attention.js --backend cuda --repeats 1 --no-backward --name attention-ncu > "$OUT/ncu-attn-metrics.txt" 2>&1; echo "ncu metrics rc=$?"
+  python3 - "$OUT/ncu-attn-metrics.txt" <<'PY'
+import csv, sys
+lines = [l for l in open(sys.argv[1]) if l.startswith('"')]
+for r in csv.DictReader(lines):
+    v = r.get('Metric Value', '').replace(',', '')
+    try:
+        if float(v) == 0: continue
+    except ValueError:
+        pass
+    print(f"{r['Metric Name']:90s} {v}")
+PY
+  rm -f bench/results/attention-ncu*
+  el "all done"
+  ;;
+sass-attn)
+  # twelfth session: the SASS of the attention forward kernels (cuobjdump on the prebuilt object) and every kernel's time
+  # in one bench:attention forward call (ncu, gpu__time_duration only)
+  quick_build
+  cuobjdump -sass native/build/carry/obj/flash_attention_tc.o > "$OUT/sass-flash-tc.txt" 2>&1; echo "cuobjdump rc=$?"
+  timeout ${NCU_S:-120} ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+    node dist/bench/attention.js --backend cuda --repeats 2 --no-backward --name attention-ncu > "$OUT/ncu-attn-times.txt" 2>&1; echo "ncu rc=$?"
+  grep -E '^"' "$OUT/ncu-attn-times.txt" | awk -F'","' '{print $5, $NF}' | tail -14
+  rm -f bench/results/attention-ncu*
   el "all done"
   ;;
 ops11)

@@ -583,9 +583,12 @@ cudaError_t launchBwdTc(float* dq, float* dk, float* dv, const __nv_bfloat16* qb
 //     contiguous): Q [query][dim] and K [key][dim] are; for P·V the reduction runs over keys, so V is first
 //     rounded into a transposed bf16 copy Vᵀ [b][kv head][dim][key] (k_cast_transpose_v, keys padded to a
 //     multiple of 128 with zeros), whose [dim][key] tiles are K-major;
-//   - 128-key tiles of K and Vᵀ come global → shared by cp.async into two stages (the next tile's copy in flight
-//     while the current one is used), made visible to wgmma (the async proxy) by fence.proxy.async and a barrier.
-// Shared memory: Q 32 KiB + 2 stages × (K 32 KiB + Vᵀ 32 KiB) = 160 KiB, one block per SM, 2 warpgroups.
+//   - iteration j issues Q·Kᵀ of tile j, then P·V of tile j − 1, and waits for Q·Kᵀ only: the softmax of tile j runs
+//     while P·V is on the tensor cores (FlashAttention-3's overlap inside a warpgroup); O is rescaled after it;
+//   - 128-key tiles of K and Vᵀ come global → shared by cp.async into two stages each, K one tile ahead of V (K of
+//     tile j + 1 and V of tile j in flight during iteration j), made visible to wgmma (the async proxy) by
+//     fence.proxy.async and a barrier.
+// Shared memory: Q 32 KiB + 2 stages × (K 32 KiB + Vᵀ 32 KiB) = 160 KiB, one block per SM, 2 warpgroups, 254 registers.
 // Same semantics, outputs and numerics as k_flash_fwd_tc (q, k, v, P rounded to bf16; f32 softmax and sums).
 
 constexpr int kWgRows = 128, kWgKeys = 128, kWgDh = 128, kWgThreads = 256;
@@ -600,14 +603,36 @@ constexpr size_t kWgSmem = (size_t)(2 + 2 * 4) * kSwBlock + 1024;  // Q (2 block
 /** byte offset of 16-byte chunk c (0–7) of row r in a 128-byte-swizzled block */
 __device__ __forceinline__ uint32_t swz128(int r, int c) { return (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4)); }
 
-/** 16 bytes global → shared address `dst` by cp.async (L2 only); `valid` false writes zeros */
-__device__ __forceinline__ void cpAsync16To(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+/**
+ * One thread's 8 chunks of a 128-row tile: chunk u = 16 bytes from src + u · stride (global, bytes) to shared dst + u · 2048
+ * by cp.async (L2 only); bytes[u] 0 writes zeros. One asm block, the global address stepped inside it: written as 8 calls,
+ * the compiler kept all 8 addresses of every stage in registers across the loop, which spilled.
+ */
+__device__ __forceinline__ void cpRounds(uint32_t dst, const void* src, int64_t stride, const int (&bytes)[8]) {
+  asm volatile(
+      "{\n.reg .b64 a;\nmov.b64 a, %1;\n"
+      "cp.async.cg.shared.global [%0], [a], 16, %3;\nadd.s64 a, a, %2;\n"
+      "cp.async.cg.shared.global [%0+2048], [a], 16, %4;\nadd.s64 a, a, %2;\n"
+      "cp.async.cg.shared.global [%0+4096], [a], 16, %5;\nadd.s64 a, a, %2;\n"
+      "cp.async.cg.shared.global [%0+6144], [a], 16, %6;\nadd.s64 a, a, %2;\n"
+      "cp.async.cg.shared.global [%0+8192], [a], 16, %7;\nadd.s64 a, a, %2;\n"
+      "cp.async.cg.shared.global [%0+10240], [a], 16, %8;\nadd.s64 a, a, %2;\n"
+      "cp.async.cg.shared.global [%0+12288], [a], 16, %9;\nadd.s64 a, a, %2;\n"
+      "cp.async.cg.shared.global [%0+14336], [a], 16, %10;\n}\n" ::"r"(dst),
+      "l"(src), "l"(stride), "r"(bytes[0]), "r"(bytes[1]), "r"(bytes[2]), "r"(bytes[3]), "r"(bytes[4]), "r"(bytes[5]), "r"(bytes[6]),
+      "r"(bytes[7]));
 }
 
-/** a wgmma shared-memory descriptor: K-major, 128-byte swizzle, 8-row core-matrix groups 1024 bytes apart */
+/**
+ * A wgmma shared-memory descriptor: K-major, 128-byte swizzle (bits 62–63: 1), 8-row core-matrix groups 1024 bytes apart
+ * (stride byte offset, bits 32–45: 1024 / 16), leading byte offset 1 (unused with this swizzle), start address / 16 in
+ * bits 0–13. Built in an asm block right where it is used: computed in C++, the compiler hoisted the 48 descriptors of
+ * the loop (64-bit each) into registers, which spilled.
+ */
 __device__ __forceinline__ uint64_t wgDesc(uint32_t saddr) {
-  return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+  uint64_t d;
+  asm volatile("{\n.reg .b32 lo;\nbfe.u32 lo, %1, 4, 14;\nor.b32 lo, lo, 0x10000;\nmov.b64 %0, {lo, %2};\n}\n" : "=l"(d) : "r"(saddr), "n"(0x40000040));
+  return d;
 }
 
 __device__ __forceinline__ void wgFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -688,134 +713,184 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
   const int wgFirst = q0 + 64 * wg, wgLast = wgFirst + 63;
   const __nv_bfloat16* vth = vt + ((int64_t)b * Hkv + g) * kWgDh * Tp;
 
-  auto issue = [&](int it) {
-    const int st = it & 1, k0 = it * kWgKeys, nk = min(kWgKeys, T - k0);
-    // K: 128 key rows × 16 chunks of 8 dims (chunk c in dim block c / 8); Vᵀ: 128 dim rows × 16 chunks of 8 keys
-    for (int e = tid; e < kWgKeys * 16; e += kWgThreads) {
-      const int r = e >> 4, c = e & 15;
-      const bool ok = r < nk;
-      cpAsync16To(sK(st) + (uint32_t)(c >> 3) * kSwBlock + swz128(r, c & 7), kb + (row0 + k0 + (ok ? r : 0)) * kStride + (int64_t)g * kWgDh + c * 8, ok);
-      cpAsync16To(sV(st) + (uint32_t)(c >> 3) * kSwBlock + swz128(r, c & 7), vth + (int64_t)r * Tp + k0 + c * 8, true);
+  const int nTilesK = (q0 + nq - 1) / kWgKeys + 1;  // key tiles up to the tile's last query
+  // Each tile is 128 rows × 16 chunks of 16 bytes, copied by the 256 threads in 8 rounds: thread tid takes chunk tid % 16
+  // of rows tid / 16 + 16u, u = 0 … 7 (a warp's round: two whole rows, coalesced). Rows 16 apart share the swizzle phase
+  // (row mod 8), so round u is the same shared offset + u · 2048 bytes and the same global address + 16 rows.
+  const int r0 = tid >> 4, ch = tid & 15;
+  const uint32_t sOff = (uint32_t)(ch >> 3) * kSwBlock + swz128(r0, ch & 7);  // chunk ch in block ch / 8 (dims or keys 64·(ch / 8) …)
+  // issue(j): K of tile j + 1 into K stage (j + 1) & 1 (with its segment ids), V of tile j into V stage j & 1; issue(−1):
+  // K of tile 0 only. K runs one tile ahead of V because P·V of tile j − 1 is issued after Q·Kᵀ of tile j (below).
+  auto issue = [&](int j) {
+    const int kt = j + 1;
+    if (kt < nTilesK) {
+      const int st = kt & 1, k0 = kt * kWgKeys, nk = min(kWgKeys, T - k0);
+      int bytes[8];
+#pragma unroll
+      for (int u = 0; u < 8; u++) bytes[u] = r0 + 16 * u < nk ? 16 : 0;  // key rows past T: zeros (their source is not read)
+      cpRounds(sK(st) + sOff, kb + (row0 + k0 + r0) * kStride + (int64_t)g * kWgDh + ch * 8, 32 * kStride, bytes);
+      if (seg && tid < kWgKeys) kSeg[st][tid] = tid < nk ? seg[row0 + k0 + tid] : 0;
     }
-    if (seg && tid < kWgKeys) kSeg[st][tid] = tid < nk ? seg[row0 + k0 + tid] : 0;
+    if (j >= 0) {
+      const int bytes[8] = {16, 16, 16, 16, 16, 16, 16, 16};
+      cpRounds(sV(j & 1) + sOff, vth + (int64_t)r0 * Tp + j * kWgKeys + ch * 8, 32 * (int64_t)Tp, bytes);  // Vᵀ dim rows, 8 keys a chunk
+    }
   };
 
-  const int lastQuery = q0 + nq - 1, nTiles = lastQuery / kWgKeys + 1;
-  issue(0);
+  issue(-1);
   cpAsyncCommit();
-  // Q rounded to bf16 into its two swizzled blocks (rows past T are zeros)
-  for (int e = tid; e < kWgRows * 16; e += kWgThreads) {
-    const int r = e >> 4, c = e & 15;
+  // Q rounded to bf16 into its two swizzled blocks (rows past T are zeros), in the same 8 rounds
+#pragma unroll
+  for (int u = 0; u < 8; u++) {
+    const int r = r0 + 16 * u;
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
     if (r < nq) {
-      const float4* src = reinterpret_cast<const float4*>(q + (row0 + q0 + r) * qStride + (int64_t)h * kWgDh + c * 8);
+      const float4* src = reinterpret_cast<const float4*>(q + (row0 + q0 + r) * qStride + (int64_t)h * kWgDh + ch * 8);
       const float4 a = src[0], c4 = src[1];
       v = make_uint4(pack2(a.x, a.y), pack2(a.z, a.w), pack2(c4.x, c4.y), pack2(c4.z, c4.w));
     }
-    *reinterpret_cast<uint4*>(gbase + (c >> 3) * kSwBlock + swz128(r, c & 7)) = v;
+    *reinterpret_cast<uint4*>(gbase + sOff + 2048u * u) = v;
   }
   if (seg && tid < kWgRows) qSeg[tid] = tid < nq ? seg[row0 + q0 + tid] : 0;
 
-  float o[64];
+  float o[64], s[64];
 #pragma unroll
-  for (int i = 0; i < 64; i++) o[i] = 0.f;
+  for (int i = 0; i < 64; i++) o[i] = s[i] = 0.f;
+  uint32_t pa[8][4];
   // running max (log2 units) and sum of the lane's rows wr and wr + 8 of the warpgroup
   float m0 = -CUDART_INF_F, m1 = -CUDART_INF_F, l0 = 0.f, l1 = 0.f;
   const float scale2 = scale * 1.4426950408889634f;
   const int ra = 64 * wg + 16 * warp + gid, rb = ra + 8;  // the lane's rows in the block's tile
 
-  for (int it = 0; it < nTiles; it++) {
-    if (it + 1 < nTiles) issue(it + 1);
+  // s (f32, the p of tile j − 1 after its softmax) → the A fragments of P·V: key k-step kk = 8-key blocks 2kk, 2kk + 1
+  const auto packP = [&]() {
+#pragma unroll
+    for (int kk = 0; kk < 8; kk++) {
+      pa[kk][0] = pack2(s[8 * kk], s[8 * kk + 1]);          // row gid, keys 16kk + 2quad, +1
+      pa[kk][1] = pack2(s[8 * kk + 2], s[8 * kk + 3]);      // row gid + 8
+      pa[kk][2] = pack2(s[8 * kk + 4], s[8 * kk + 5]);      // row gid, keys + 8
+      pa[kk][3] = pack2(s[8 * kk + 6], s[8 * kk + 7]);      // row gid + 8, keys + 8
+    }
+  };
+  const auto issuePV = [&](int j) {  // O += P·V of tile j: k-step kk reads keys 16kk … 16kk + 15 of the Vᵀ rows (dims)
+#pragma unroll
+    for (int kk = 0; kk < kWgKeys / 16; kk++) wgmmaRS(o, pa[kk], wgDesc(sV(j & 1) + (uint32_t)(kk >> 2) * kSwBlock + (kk & 3) * 32));
+    wgCommit();
+  };
+
+  const auto issueS = [&](int j) {  // S = Q·Kᵀ of tile j (the first k-step overwrites s)
+#pragma unroll
+    for (int kk = 0; kk < kWgDh / 16; kk++)
+      wgmmaSS(s, wgDesc(sQ + (uint32_t)(kk >> 2) * kSwBlock + (uint32_t)(64 * wg) * 128 + (kk & 3) * 32),
+              wgDesc(sK(j & 1) + (uint32_t)(kk >> 2) * kSwBlock + (kk & 3) * 32), kk > 0);
+    wgCommit();
+  };
+  // the copies of tile j (issue) in flight, those of K tile j and V tile j − 1 landed and visible to wgmma
+  const auto landTile = [&](int j) {
+    issue(j);
     cpAsyncCommit();
     cpAsyncWaitOne();
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // this thread's copies (and Q's stores) → visible to wgmma
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // this thread's copies (and Q's stores) → the async proxy
     __syncthreads();
-    const int st = it & 1, k0 = it * kWgKeys;
-    const int* ks = kSeg[st];
-    bool work = k0 <= wgLast;
-    if (seg) {
-      const bool anyVisible = tileAnyVisible(kWgRows, kWgKeys, q0, k0, T, qSeg, ks);
-      work = work && anyVisible;
-    }
-    if (work) {
-      float s[64];
+  };
+  // mask + online softmax of tile j on s in place (s becomes p, f32); returns O's rescale for rows gid, gid + 8
+  const auto softmax = [&](int j) {
+    const int k0 = j * kWgKeys;
+    const int* ks = kSeg[j & 1];
+    const bool full = !seg && k0 + kWgKeys - 1 <= wgFirst && wgLast < T;
+    float mx0 = -CUDART_INF_F, mx1 = -CUDART_INF_F;
+    if (full) {
 #pragma unroll
-      for (int i = 0; i < 64; i++) s[i] = 0.f;  // overwritten by the first k-step (accumulate 0)
-      wgFence();
+      for (int i = 0; i < 16; i++) {
+        mx0 = fmaxf(mx0, fmaxf(s[4 * i], s[4 * i + 1]));
+        mx1 = fmaxf(mx1, fmaxf(s[4 * i + 2], s[4 * i + 3]));
+      }
+    } else {
 #pragma unroll
-      for (int kk = 0; kk < kWgDh / 16; kk++)
-        wgmmaSS(s, wgDesc(sQ + (uint32_t)(kk >> 2) * kSwBlock + (uint32_t)(64 * wg) * 128 + (kk & 3) * 32),
-                wgDesc(sK(st) + (uint32_t)(kk >> 2) * kSwBlock + (kk & 3) * 32), kk > 0);
-      wgCommit();
-      wgWaitAll();
-      wgPin(s);
-
-      const bool full = !seg && k0 + kWgKeys - 1 <= wgFirst && wgLast < T;
-      float mx0 = -CUDART_INF_F, mx1 = -CUDART_INF_F;
-      if (full) {
+      for (int i = 0; i < 16; i++)
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
-          mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
-          mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
+        for (int e = 0; e < 4; e++) {
+          const int c = 8 * i + 2 * quad + (e & 1), rr = e < 2 ? ra : rb, t = q0 + rr;
+          const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
+          s[4 * i + e] = vis ? s[4 * i + e] : -CUDART_INF_F;
+          if (e < 2) mx0 = fmaxf(mx0, s[4 * i + e]);
+          else mx1 = fmaxf(mx1, s[4 * i + e]);
         }
-      } else {
-#pragma unroll
-        for (int j = 0; j < 16; j++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const int c = 8 * j + 2 * quad + (e & 1), rr = e < 2 ? ra : rb, t = q0 + rr;
-            const bool vis = k0 + c <= t && t < T && (!seg || ks[c] == qSeg[rr]);
-            s[4 * j + e] = vis ? s[4 * j + e] : -CUDART_INF_F;
-            if (e < 2) mx0 = fmaxf(mx0, s[4 * j + e]);
-            else mx1 = fmaxf(mx1, s[4 * j + e]);
-          }
-      }
-#pragma unroll
-      for (int o2 = 1; o2 < 4; o2 <<= 1) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
-      }
-      const float n0 = fmaxf(m0, mx0 * scale2), n1 = fmaxf(m1, mx1 * scale2);
-      const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
-      const float c0 = ex2Fast(m0 - b0), c1 = ex2Fast(m1 - b1);
-      float s0 = 0.f, s1 = 0.f;
-      uint32_t pa[8][4];
-#pragma unroll
-      for (int j = 0; j < 16; j++) {
-        const float p0 = ex2Fast(fmaf(s[4 * j], scale2, -b0)), p1 = ex2Fast(fmaf(s[4 * j + 1], scale2, -b0));
-        const float p2 = ex2Fast(fmaf(s[4 * j + 2], scale2, -b1)), p3 = ex2Fast(fmaf(s[4 * j + 3], scale2, -b1));
-        s0 += p0 + p1;
-        s1 += p2 + p3;
-        pa[j >> 1][2 * (j & 1)] = pack2(p0, p1);      // keys 16kk + 2quad (+8 for odd j): row gid
-        pa[j >> 1][2 * (j & 1) + 1] = pack2(p2, p3);  // row gid + 8
-      }
-#pragma unroll
-      for (int o2 = 1; o2 < 4; o2 <<= 1) {
-        s0 += __shfl_xor_sync(0xffffffffu, s0, o2);
-        s1 += __shfl_xor_sync(0xffffffffu, s1, o2);
-      }
-      l0 = l0 * c0 + s0;
-      l1 = l1 * c1 + s1;
-      m0 = n0;
-      m1 = n1;
-#pragma unroll
-      for (int j = 0; j < 16; j++) {
-        o[4 * j] *= c0;
-        o[4 * j + 1] *= c0;
-        o[4 * j + 2] *= c1;
-        o[4 * j + 3] *= c1;
-      }
-      // O += P·V over the tile's 128 keys: k-step kk reads keys 16kk … 16kk + 15 of the Vᵀ rows (dims)
-      wgPin(o);
-      wgFence();
-#pragma unroll
-      for (int kk = 0; kk < kWgKeys / 16; kk++) wgmmaRS(o, pa[kk], wgDesc(sV(st) + (uint32_t)(kk >> 2) * kSwBlock + (kk & 3) * 32));
-      wgCommit();
-      wgWaitAll();
-      wgPin(o);
     }
-    __syncthreads();  // every warpgroup is done with this stage before the next issue overwrites it
+#pragma unroll
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+    }
+    // a row with no visible key so far keeps m = −inf: its p and its rescale are 0 (ex2 of −inf), l stays 0
+    const float n0 = fmaxf(m0, mx0 * scale2), n1 = fmaxf(m1, mx1 * scale2);
+    const float b0 = n0 == -CUDART_INF_F ? 0.f : n0, b1 = n1 == -CUDART_INF_F ? 0.f : n1;
+    const float2 c = make_float2(ex2Fast(m0 - b0), ex2Fast(m1 - b1));
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+      s[4 * i] = ex2Fast(fmaf(s[4 * i], scale2, -b0));
+      s[4 * i + 1] = ex2Fast(fmaf(s[4 * i + 1], scale2, -b0));
+      s[4 * i + 2] = ex2Fast(fmaf(s[4 * i + 2], scale2, -b1));
+      s[4 * i + 3] = ex2Fast(fmaf(s[4 * i + 3], scale2, -b1));
+      s0 += s[4 * i] + s[4 * i + 1];
+      s1 += s[4 * i + 2] + s[4 * i + 3];
+    }
+#pragma unroll
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+      s0 += __shfl_xor_sync(0xffffffffu, s0, o2);
+      s1 += __shfl_xor_sync(0xffffffffu, s1, o2);
+    }
+    l0 = l0 * c.x + s0;
+    l1 = l1 * c.y + s1;
+    m0 = n0;
+    m1 = n1;
+    return c;
+  };
+
+  // Iteration j: Q·Kᵀ of tile j is issued, then P·V of tile j − 1; the softmax of tile j runs while P·V is on the
+  // tensor cores (FlashAttention-3's overlap inside a warpgroup), and O is rescaled once P·V is done. Every key
+  // tile up to the block's last query is computed by both warpgroups, fully masked ones included (with segments;
+  // they leave O, m and l as they are): a branch around the wgmma instructions makes ptxas serialize them all.
+  landTile(0);
+  wgFence();
+  issueS(0);
+  wgWaitAll();
+  wgPin(s);
+  softmax(0);  // O is still zero: no rescale
+  __syncthreads();
+  for (int j = 1; j < nTilesK; j++) {
+    landTile(j);
+    packP();
+    wgPin(s);
+    wgPin(o);
+    wgFence();
+    issueS(j);
+    issuePV(j - 1);
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // Q·Kᵀ done; P·V may still run
+    wgPin(s);
+    const float2 c = softmax(j);
+    wgWaitAll();
+    wgPin(o);
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+      o[4 * i] *= c.x;
+      o[4 * i + 1] *= c.x;
+      o[4 * i + 2] *= c.y;
+      o[4 * i + 3] *= c.y;
+    }
+    __syncthreads();  // both warpgroups are done with K tile j and V tile j − 1 before the next issue
   }
+  // P·V of the last tile
+  cpAsyncWaitAll();
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  __syncthreads();
+  packP();
+  wgPin(o);
+  wgFence();
+  issuePV(nTilesK - 1);
+  wgWaitAll();
+  wgPin(o);
 
   const int64_t hOff = (int64_t)h * kWgDh + 2 * quad;
 #pragma unroll
