@@ -623,6 +623,23 @@ __device__ __forceinline__ void cpRounds(uint32_t dst, const void* src, int64_t 
       "r"(bytes[7]));
 }
 
+/** mbarrier (shared memory, CTA scope): init with an arrival count, arrive, arrive when this thread's cp.async copies land, wait */
+__device__ __forceinline__ void mbarInit(uint32_t bar, int count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count)); }
+__device__ __forceinline__ void mbarArrive(uint32_t bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"); }
+__device__ __forceinline__ void mbarArriveCopies(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+/** until the phase of parity `parity` has completed */
+__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n@!done bra WAIT;\n}\n" ::"r"(bar), "r"(parity)
+      : "memory");
+}
+/** 4 bytes global → shared by cp.async (through L1, the only mode below 16 bytes); `valid` false writes zeros */
+__device__ __forceinline__ void cpAsync4To(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
+
 /**
  * A wgmma shared-memory descriptor: K-major, 128-byte swizzle (bits 62–63: 1), 8-row core-matrix groups 1024 bytes apart
  * (stride byte offset, bits 32–45: 1024 / 16), leading byte offset 1 (unused with this swizzle), start address / 16 in
@@ -697,6 +714,7 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
 #ifdef M1_WGMMA
   extern __shared__ __align__(16) uint8_t wgSmem[];
   __shared__ int qSeg[kWgRows], kSeg[2][kWgKeys];
+  const uint32_t kSeg0 = (uint32_t)__cvta_generic_to_shared(&kSeg[0][0]);
   const uint32_t raw = (uint32_t)__cvta_generic_to_shared(wgSmem);
   const uint32_t base = (raw + 1023u) & ~1023u;  // the swizzle pattern repeats every 1024 bytes: blocks start on it
   uint8_t* const gbase = wgSmem + (base - raw);
@@ -719,26 +737,37 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
   // (row mod 8), so round u is the same shared offset + u · 2048 bytes and the same global address + 16 rows.
   const int r0 = tid >> 4, ch = tid & 15;
   const uint32_t sOff = (uint32_t)(ch >> 3) * kSwBlock + swz128(r0, ch & 7);  // chunk ch in block ch / 8 (dims or keys 64·(ch / 8) …)
-  // issue(j): K of tile j + 1 into K stage (j + 1) & 1 (with its segment ids), V of tile j into V stage j & 1; issue(−1):
-  // K of tile 0 only. K runs one tile ahead of V because P·V of tile j − 1 is issued after Q·Kᵀ of tile j (below).
-  auto issue = [&](int j) {
-    const int kt = j + 1;
-    if (kt < nTilesK) {
-      const int st = kt & 1, k0 = kt * kWgKeys, nk = min(kWgKeys, T - k0);
-      int bytes[8];
+  // The stages are handed over by mbarriers instead of block-wide barriers, so that the two warpgroups need not run in
+  // step: fullK[st] / fullV[st] (bars 0–1 / 2–3) complete when all 256 threads' copies of the stage's tile have landed
+  // (cp.async.mbarrier.arrive), emptyK[st] / emptyV[st] (bars 4–5 / 6–7) when all 256 threads are done reading it (after
+  // their wgmma waits). Tile t of a stage is phase t / 2 of its barriers: parity (t / 2) & 1.
+  __shared__ __align__(8) uint64_t bars[8];
+  const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(bars);
+  const auto bar = [&](int i) { return bar0 + 8u * (uint32_t)i; };
+  if (tid == 0)
+    for (int i = 0; i < 8; i++) mbarInit(bar(i), kWgThreads);
+  __syncthreads();
+  // K tile kt (and its segment ids) into K stage kt & 1, once both warpgroups are done with tile kt − 2 there
+  const auto loadK = [&](int kt) {
+    const int st = kt & 1, k0 = kt * kWgKeys, nk = min(kWgKeys, T - k0);
+    if (kt >= 2) mbarWait(bar(4 + st), ((kt - 2) >> 1) & 1);
+    int bytes[8];
 #pragma unroll
-      for (int u = 0; u < 8; u++) bytes[u] = r0 + 16 * u < nk ? 16 : 0;  // key rows past T: zeros (their source is not read)
-      cpRounds(sK(st) + sOff, kb + (row0 + k0 + r0) * kStride + (int64_t)g * kWgDh + ch * 8, 32 * kStride, bytes);
-      if (seg && tid < kWgKeys) kSeg[st][tid] = tid < nk ? seg[row0 + k0 + tid] : 0;
-    }
-    if (j >= 0) {
-      const int bytes[8] = {16, 16, 16, 16, 16, 16, 16, 16};
-      cpRounds(sV(j & 1) + sOff, vth + (int64_t)r0 * Tp + j * kWgKeys + ch * 8, 32 * (int64_t)Tp, bytes);  // Vᵀ dim rows, 8 keys a chunk
-    }
+    for (int u = 0; u < 8; u++) bytes[u] = r0 + 16 * u < nk ? 16 : 0;  // key rows past T: zeros (their source is not read)
+    cpRounds(sK(st) + sOff, kb + (row0 + k0 + r0) * kStride + (int64_t)g * kWgDh + ch * 8, 32 * kStride, bytes);
+    if (seg && tid < kWgKeys) cpAsync4To(kSeg0 + 4u * (uint32_t)(st * kWgKeys + tid), seg + row0 + k0 + min(tid, nk - 1), tid < nk);
+    mbarArriveCopies(bar(st));
+  };
+  // V tile j (rows of Vᵀ: dims, 8 keys a chunk) into V stage j & 1, once P·V of tile j − 2 is done
+  const auto loadV = [&](int j) {
+    const int st = j & 1;
+    if (j >= 2) mbarWait(bar(6 + st), ((j - 2) >> 1) & 1);
+    const int bytes[8] = {16, 16, 16, 16, 16, 16, 16, 16};
+    cpRounds(sV(st) + sOff, vth + (int64_t)r0 * Tp + j * kWgKeys + ch * 8, 32 * (int64_t)Tp, bytes);
+    mbarArriveCopies(bar(2 + st));
   };
 
-  issue(-1);
-  cpAsyncCommit();
+  loadK(0);
   // Q rounded to bf16 into its two swizzled blocks (rows past T are zeros), in the same 8 rounds
 #pragma unroll
   for (int u = 0; u < 8; u++) {
@@ -752,6 +781,8 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
     *reinterpret_cast<uint4*>(gbase + sOff + 2048u * u) = v;
   }
   if (seg && tid < kWgRows) qSeg[tid] = tid < nq ? seg[row0 + q0 + tid] : 0;
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // Q's stores → visible to wgmma (the async proxy)
+  __syncthreads();
 
   float o[64], s[64];
 #pragma unroll
@@ -784,14 +815,6 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
       wgmmaSS(s, wgDesc(sQ + (uint32_t)(kk >> 2) * kSwBlock + (uint32_t)(64 * wg) * 128 + (kk & 3) * 32),
               wgDesc(sK(j & 1) + (uint32_t)(kk >> 2) * kSwBlock + (kk & 3) * 32), kk > 0);
     wgCommit();
-  };
-  // the copies of tile j (issue) in flight, those of K tile j and V tile j − 1 landed and visible to wgmma
-  const auto landTile = [&](int j) {
-    issue(j);
-    cpAsyncCommit();
-    cpAsyncWaitOne();
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // this thread's copies (and Q's stores) → the async proxy
-    __syncthreads();
   };
   // mask + online softmax of tile j on s in place (s becomes p, f32); returns O's rescale for rows gid, gid + 8
   const auto softmax = [&](int j) {
@@ -852,15 +875,25 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
   // tensor cores (FlashAttention-3's overlap inside a warpgroup), and O is rescaled once P·V is done. Every key
   // tile up to the block's last query is computed by both warpgroups, fully masked ones included (with segments;
   // they leave O, m and l as they are): a branch around the wgmma instructions makes ptxas serialize them all.
-  landTile(0);
+  const auto landed = [&](int i, int t) {  // tile t of stage barrier i has landed; its bytes visible to wgmma
+    mbarWait(bar(i + (t & 1)), (t >> 1) & 1);
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  };
+  if (nTilesK > 1) loadK(1);
+  loadV(0);
+  landed(0, 0);
   wgFence();
   issueS(0);
   wgWaitAll();
   wgPin(s);
-  softmax(0);  // O is still zero: no rescale
-  __syncthreads();
+  if (!seg) mbarArrive(bar(4));  // K tile 0 read (with segments: after the softmax, which reads its segment ids)
+  softmax(0);                    // O is still zero: no rescale
+  if (seg) mbarArrive(bar(4));
   for (int j = 1; j < nTilesK; j++) {
-    landTile(j);
+    if (j + 1 < nTilesK) loadK(j + 1);
+    loadV(j);
+    landed(0, j);      // K tile j
+    landed(2, j - 1);  // V tile j − 1
     packP();
     wgPin(s);
     wgPin(o);
@@ -869,9 +902,12 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
     issuePV(j - 1);
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // Q·Kᵀ done; P·V may still run
     wgPin(s);
+    if (!seg) mbarArrive(bar(4 + (j & 1)));  // K tile j read (with segments: after the softmax)
     const float2 c = softmax(j);
+    if (seg) mbarArrive(bar(4 + (j & 1)));
     wgWaitAll();
     wgPin(o);
+    mbarArrive(bar(6 + ((j - 1) & 1)));  // V tile j − 1 read
 #pragma unroll
     for (int i = 0; i < 16; i++) {
       o[4 * i] *= c.x;
@@ -879,12 +915,9 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
       o[4 * i + 2] *= c.y;
       o[4 * i + 3] *= c.y;
     }
-    __syncthreads();  // both warpgroups are done with K tile j and V tile j − 1 before the next issue
   }
   // P·V of the last tile
-  cpAsyncWaitAll();
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-  __syncthreads();
+  landed(2, nTilesK - 1);
   packP();
   wgPin(o);
   wgFence();
