@@ -10,7 +10,7 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
+#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
 #                                   # training, prefill); Nsight Compute on one launch of it (full set, stall reasons, pipes)
 #   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11 | sweep11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
@@ -579,6 +579,26 @@ dev12)
     echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*{twelfth,dev12}*.json 2>/dev/null)
+  el "all done"
+  ;;
+train12)
+  # twelfth session: the training step (phases) on this session's code, then Nsight Compute on the attention backward
+  quick_build
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-train12 > "$OUT/train-medium.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
+  NCU_K=k_flash_bwd_dkdv_tc NCU_S=120 bash bench/gpu-bench.sh ncu-attn-bwd
+  ;;
+ncu-attn-bwd)
+  # the attention backward's kernel under Nsight Compute (full set + stall reasons), one launch at the training shape
+  K=${NCU_K:-k_flash_bwd_dkdv_tc}
+  timeout ${NCU_S:-150} ncu --clock-control none -k regex:$K --launch-skip 1 --launch-count 1 --set full \
+    node dist/bench/attention.js --backend cuda --repeats 1 --name attention-ncu > "$OUT/ncu-attn-bwd.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|Compute \(SM\) Throughput|Executed Ipc|Issue Slots Busy|Warp Cycles Per Issued|Block Limit|Bank|Dynamic Shared|No Eligible|Active Warps|Error" "$OUT/ncu-attn-bwd.txt" | head -40
+  timeout ${NCU_S:-150} ncu --clock-control none -k regex:$K --launch-skip 1 --launch-count 1 --csv \
+    --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,regex:l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_(ld|st)\.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum" \
+    node dist/bench/attention.js --backend cuda --repeats 1 --name attention-ncu > "$OUT/ncu-attn-bwd-metrics.txt" 2>&1; echo "ncu metrics rc=$?"
+  grep -E '^"' "$OUT/ncu-attn-bwd-metrics.txt" | awk -F'","' '{print $(NF-2), $NF}' | grep -v ' "0"$' | tail -30
+  rm -f bench/results/attention-ncu*
   el "all done"
   ;;
 ncu-attn)

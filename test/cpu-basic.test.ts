@@ -50,6 +50,20 @@ describe('matmul', () => {
     expect(maxAbsDiff(av, yv.map((v) => v + 1))).toBeLessThan(1e-6);
   });
 
+  it('writeInto: the product written over an f32 tensor (old values not read), returned; bad combinations name the option', () => {
+    const x = be.fromArray(randomArray(2 * 3 * 4, 3), [2, 3, 4]);
+    const w = be.fromArray(randomArray(5 * 4, 4), [5, 4]);
+    const y = be.read(be.matmul(x, w, { transB: true }));
+    const target = be.fromArray(new Float32Array(30).fill(7), [6, 5]);
+    const r = be.matmul(be.reshape(x, [6, 4]), w, { transB: true, writeInto: target });
+    expect(r).toBe(target);
+    expect(Array.from(be.read(target))).toEqual(Array.from(y));
+    expect(() => be.matmul(x, w, { transB: true, writeInto: be.zeros([6, 5]), accumulateInto: be.zeros([6, 5]) })).toThrow(/matmul: accumulateInto and writeInto cannot be combined/);
+    expect(() => be.matmul(x, w, { transB: true, writeInto: be.zeros([6, 5]), outDType: 'bf16' })).toThrow(/matmul: outDType bf16 cannot be combined with writeInto/);
+    expect(() => be.matmul(x, w, { transB: true, writeInto: be.zeros([6, 4]) })).toThrow(/matmul: writeInto has shape \[6, 4\], product is \[6, 5\]/);
+    expect(() => be.matmul(x, w, { transB: true, writeInto: be.zeros([6, 5], 'bf16') })).toThrow(/matmul: writeInto must be f32, got bf16/);
+  });
+
   it('sliceLastDim: a column range copied in the input\'s dtype; a bad range names the op', () => {
     const t = be.fromArray(Float32Array.from({ length: 12 }, (_, i) => i), [2, 2, 3], 'bf16');
     const s = be.sliceLastDim(t, 1, 3);

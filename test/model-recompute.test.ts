@@ -89,6 +89,32 @@ describe('CausalLM recompute (activation checkpointing)', () => {
     expect(maxAbsDiff(b, a)).toBeLessThanOrEqual(1e-6);
   });
 
+  it('zeroGrads clears lazily: a step after a step gives the first step\'s gradients; an untouched gradient reads zero', () => {
+    const model = initModel(be, tinyConfig('m1'), 9);
+    const seq = plainSeqInfo(1, 8);
+    const ids = tokenIds(8, model.vocabSize);
+    const step = (seed: number): Map<string, Float32Array> => {
+      model.zeroGrads();
+      const { hidden, saved } = model.forward(ids, seq, { needBackward: true });
+      model.backwardFromHidden(be.fromArray(randomArray(hidden.size, seed), hidden.shape), saved!);
+      return new Map(model.params().map(([k, p]) => [k, be.read(p.grad!)]));
+    };
+    const first = step(41);
+    step(42);  // other gradients in the buffers, then cleared again
+    const again = step(41);
+    for (const [k, g] of first) expect(maxAbsDiff(again.get(k)!, g), k).toBe(0);
+    // the weight gradients were written over their buffers (gradProduct), the rest added to zeros: both nonzero
+    const down = model.layers[0]!.mlp.down;
+    expect(Math.max(...Array.from(first.get(model.params().find(([, p]) => p === down)![0])!, Math.abs))).toBeGreaterThan(0);
+    // cleared and not written since: reads (and stays) zero; the next product is written over it, then added to
+    model.zeroGrads();
+    expect(Math.max(...Array.from(be.read(down.grad!), Math.abs))).toBe(0);
+    model.zeroGrads();
+    const opts = down.gradProduct(be);
+    expect('writeInto' in opts).toBe(true);
+    expect('accumulateInto' in down.gradProduct(be)).toBe(true);
+  });
+
   it('recompute without needBackward is a plain forward (nothing saved)', () => {
     const model = initModel(be, tinyConfig('llama'), 2);
     const seq = plainSeqInfo(1, 6);

@@ -26,6 +26,15 @@ export interface StepGraph {
   dispose(): void;
 }
 
+/** options of Backend.matmul (see there): at most one of accumulateInto / writeInto */
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+  accumulateInto?: Tensor;
+  writeInto?: Tensor;
+  outDType?: DType;
+}
+
 export interface Backend {
   readonly name: string;
 
@@ -126,12 +135,14 @@ export interface Backend {
   /**
    * 2-D matmul over the flattened leading dims: a is viewed as [M, K] (or [K, M] with transA),
    * b as [K, N] (or [N, K] with transB). Result [M, N], reshaped to a's leading dims + [N] when
-   * !transA. With `accumulateInto`, the product is added to that tensor and it is returned.
+   * !transA. With `accumulateInto`, the product is added to that tensor and it is returned; with `writeInto`, the
+   * product is written over that f32 tensor (its old values are not read: no zeroing pass, no read of C) and it is
+   * returned — the first contribution to a gradient buffer.
    * A linear layer is y = matmul(x, W, {transB: true}); dx = matmul(dy, W); dW += matmul(dy, x, {transA: true}).
    * `outDType` bf16: the f32 sums rounded to bf16 (to nearest even) as the product is stored — a bf16 model's Linear
-   * output, for consumers that read bf16; not with accumulateInto.
+   * output, for consumers that read bf16; not with accumulateInto or writeInto.
    */
-  matmul(a: Tensor, b: Tensor, opts?: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor; outDType?: DType }): Tensor;
+  matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor;
 
   // ---------- embedding / norms / MLP ----------
   /** rows of table [V, D] → [n, D] */

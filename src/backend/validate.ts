@@ -186,11 +186,16 @@ export function sampleRowsDims(op: string, logits: Tensor, rows: SampleRowsArgs)
   return { n, R, V };
 }
 
-/** a matmul's output dtype (f32 or bf16; f32 by default), refused with accumulateInto (which keeps its own f32 sums) */
-export function checkMatmulOut(opts: { accumulateInto?: Tensor; outDType?: DType }): DType {
+/**
+ * A matmul's output dtype (f32 or bf16; f32 by default), refused with accumulateInto / writeInto (which hold f32 sums),
+ * and at most one of those two.
+ */
+export function checkMatmulOut(opts: { accumulateInto?: Tensor; writeInto?: Tensor; outDType?: DType }): DType {
   const d = opts.outDType ?? 'f32';
   if (d !== 'f32' && d !== 'bf16') throw new Error(`matmul: outDType must be f32 or bf16, got ${String(d)}`);
+  if (opts.accumulateInto && opts.writeInto) throw new Error('matmul: accumulateInto and writeInto cannot be combined (add to one tensor, or write over it)');
   if (d !== 'f32' && opts.accumulateInto) throw new Error(`matmul: outDType ${d} cannot be combined with accumulateInto (an f32 sum)`);
+  if (d !== 'f32' && opts.writeInto) throw new Error(`matmul: outDType ${d} cannot be combined with writeInto (an f32 tensor)`);
   return d;
 }
 

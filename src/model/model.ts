@@ -210,8 +210,9 @@ export class CausalLM {
     return this.params().reduce((s, [, p]) => s + p.value.size, 0);
   }
 
+  /** every gradient = 0, lazily (Param.clearGrad: the next weight-gradient product is written over its buffer) */
   zeroGrads(): void {
-    for (const [, p] of this.params()) if (p.grad) this.be.fill(p.grad, 0);
+    for (const [, p] of this.params()) p.clearGrad(this.be);
   }
 
   /**
@@ -294,7 +295,7 @@ export class CausalLM {
     for (let i = this.layers.length - 1; i >= 0; i--) {
       const layer = this.layers[i]!, input = saved.inputs[i], kept = saved.layers[i], dOut = dx;
       // gradients live across steps: allocate them out here, or the tidy below would free them
-      for (const [, p] of layer.params()) p.ensureGrad(be);
+      for (const [, p] of layer.params()) p.allocateGrad(be);
       // the backward's temporaries (and a rerun forward's activations) die with this layer
       dx = be.tidy(() => layer.backward(dOut, kept ?? layer.forward(input!, saved.seq, true).saved!));
       dOut.dispose();

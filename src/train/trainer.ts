@@ -139,10 +139,11 @@ export function loadWeightsInto(model: CausalLM, dir: string): void {
 /**
  * Gives every parameter its gradient buffer before the first step. A micro-batch runs inside
  * `be.tidy`, which disposes every tensor created in it that the step does not return; a gradient
- * allocated lazily there (Param.ensureGrad on first use) would be freed with the activations.
+ * allocated lazily there (Param.ensureGrad on first use) would be freed with the activations. A cleared gradient
+ * (zeroGrads) stays cleared.
  */
 export function allocateGrads(be: Backend, model: CausalLM): void {
-  for (const [, p] of model.params()) p.ensureGrad(be);
+  for (const [, p] of model.params()) p.allocateGrad(be);
 }
 
 export class Trainer {

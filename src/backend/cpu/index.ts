@@ -1,6 +1,6 @@
 import {
   mamba1DecodeStepComposite, type Mamba1DecodeStepArgs,
-  type AdamWStepArgs, type Backend, type SelectiveScanArgs, type SoftmaxChunkOpts, type SelectiveScanGrads, type SelectiveScanStepArgs, type SsdScanArgs, type SsdScanGrads, type SsdScanStepArgs,
+  type AdamWStepArgs, type Backend, type MatmulOptions, type SelectiveScanArgs, type SoftmaxChunkOpts, type SelectiveScanGrads, type SelectiveScanStepArgs, type SsdScanArgs, type SsdScanGrads, type SsdScanStepArgs,
 } from '../backend.js';
 import type { SampleRowsArgs, SampleRowsResult } from '../backend.js';
 import { roundToDType } from '../dtype.js';
@@ -166,7 +166,7 @@ export class CpuBackend implements Backend {
     return this.wrap(basic.repeatGroupsBackward(dataOf(dy), d, width, repeat), [...dy.shape.slice(0, -1), d / repeat]);
   }
 
-  matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor; outDType?: DType } = {}): Tensor {
+  matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const outDType = checkMatmulOut(opts);
     const aCols = basic.lastDim(a), aRows = a.size / aCols;
     if (b.shape.length !== 2) throw new Error(`matmul: b must be 2-D, got ${shapeString(b.shape)}`);
@@ -181,12 +181,16 @@ export class CpuBackend implements Backend {
     }
     const outShape = transA ? [M, N] : [...a.shape.slice(0, -1), N];
     let out: Float32Array;
-    if (opts.accumulateInto) {
-      if (opts.accumulateInto.size !== M * N) throw new Error(`matmul: accumulateInto has shape ${shapeString(opts.accumulateInto.shape)}, product is [${M}, ${N}]`);
-      out = dataOf(opts.accumulateInto);
+    const into = opts.accumulateInto ?? opts.writeInto;
+    if (into) {
+      const what = opts.accumulateInto ? 'accumulateInto' : 'writeInto';
+      if (into.size !== M * N) throw new Error(`matmul: ${what} has shape ${shapeString(into.shape)}, product is [${M}, ${N}]`);
+      if (into.dtype !== 'f32') throw new Error(`matmul: ${what} must be f32, got ${into.dtype}`);
+      out = dataOf(into);
+      if (opts.writeInto) out.fill(0);
     } else out = new Float32Array(M * N);
     matmulGeneral(dataOf(a), aRows, aCols, transA, dataOf(b), bRows, bCols, transB, out, !!opts.accumulateInto);
-    if (opts.accumulateInto) return opts.accumulateInto;
+    if (into) return into;
     roundToDType(out, outDType);
     return this.wrap(out, outShape, outDType);
   }

@@ -11,7 +11,7 @@
 // cuda-only checks (device tensors, f32 storage of in-place state, kernel limits).
 import {
   MATMUL_PRECISIONS, mamba1DecodeStepComposite, type Mamba1DecodeStepArgs, type MatmulPrecision,
-  type AdamWStepArgs, type Backend, type StepGraph, type SelectiveScanArgs, type SoftmaxChunkOpts, type SelectiveScanGrads, type SelectiveScanStepArgs,
+  type AdamWStepArgs, type Backend, type MatmulOptions, type StepGraph, type SelectiveScanArgs, type SoftmaxChunkOpts, type SelectiveScanGrads, type SelectiveScanStepArgs,
   type SsdScanArgs, type SsdScanGrads, type SsdScanStepArgs,
 } from '../backend.js';
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
@@ -439,7 +439,7 @@ export class CudaBackend implements Backend {
    * TF32; 'medium' both sides rounded to bf16. With a bf16 operand (weights) the f32 side is rounded to
    * bf16 and the product runs on the tensor cores with fp32 accumulation (~1e-2 relative vs the CPU).
    */
-  matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean; accumulateInto?: Tensor; outDType?: DType } = {}): Tensor {
+  matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const outDType = checkMatmulOut(opts);
     const A = this.t(a, 'matmul: a'), Bt = this.t(b, 'matmul: b');
     const aCols = lastDim(A), aRows = aCols > 0 ? A.size / aCols : 0;
@@ -457,10 +457,12 @@ export class CudaBackend implements Backend {
       this.call('matmul', [A.ptr, A.storage === 'bf16' ? 1 : 0, aRows, aCols, transA ? 1 : 0,
         Bt.ptr, Bt.storage === 'bf16' ? 1 : 0, bRows, bCols, transB ? 1 : 0, c, outBf16 ? 1 : 0, acc ? 1 : 0, this.f32Precision]);
     };
-    if (opts.accumulateInto) {
-      const C = this.f32Tensor(opts.accumulateInto, 'matmul: accumulateInto');
-      if (C.size !== M * N) throw new Error(`matmul: accumulateInto has shape ${shapeString(C.shape)}, product is [${M}, ${N}]`);
-      run(C.ptr, true);
+    const into = opts.accumulateInto ?? opts.writeInto;
+    if (into) {
+      const what = opts.accumulateInto ? 'accumulateInto' : 'writeInto';
+      const C = this.f32Tensor(into, `matmul: ${what}`);
+      if (C.size !== M * N) throw new Error(`matmul: ${what} has shape ${shapeString(C.shape)}, product is [${M}, ${N}]`);
+      run(C.ptr, !!opts.accumulateInto);  // writeInto: beta 0, C is not read
       return C;
     }
     if (!outBf16) return this.produce(outShape, (o) => run(o, false));
