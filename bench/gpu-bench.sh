@@ -10,7 +10,7 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
+#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
 #                                   # training, prefill); Nsight Compute on one launch of it (full set, stall reasons, pipes)
 #   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11 | sweep11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
@@ -600,6 +600,15 @@ ncu-attn-bwd)
   grep -E '^"' "$OUT/ncu-attn-bwd-metrics.txt" | awk -F'","' '{print $(NF-2), $NF}' | grep -v ' "0"$' | tail -30
   rm -f bench/results/attention-ncu*
   el "all done"
+  ;;
+check12)
+  # twelfth session: all CUDA tests, then the training step (phases) and a profiled one on this session's code
+  quick_build
+  cuda_tests
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-check12 > "$OUT/train-medium.txt" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
+  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-check12 > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 32 "^profile" "$OUT/train-profile.txt" | grep -E "profile|selective|attention|adamw|fill|sumSquares|cast|addInPlace|m1-3b"; el "all done"
   ;;
 ncu-attn)
   # twelfth session: Nsight Compute on one launch of the attention forward (NCU_K, default the wgmma kernel) at the

@@ -207,9 +207,8 @@ function step(
   });
   const gradNorm = o.gradClip > 0 ? opt.clipGradNorm(o.gradClip) : opt.gradNorm();
   opt.step(o.lr);
-  // the Trainer checks every weight after the update (sumSquaresEach: one wait for the device)
-  const params = student.params(), sums = be.sumSquaresEach(params.map(([, p]) => p.value));
-  sums.forEach((v, i) => { if (!Number.isFinite(v)) throw new Error(`weight ${params[i]![0]} is not finite after the update`); });
+  // the Trainer's check of every weight after the update (AdamW counted non-finite ones as it stored them: one wait for the device)
+  if (!opt.weightsFinite(student.params())) throw new Error('a weight is not finite after the update');
   sync(be);
   phase('optimizer');
   return { seconds: (performance.now() - t0) / 1000, phases: phases ? times : null, loss, gradNorm };

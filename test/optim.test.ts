@@ -100,6 +100,28 @@ describe('AdamW', () => {
     expect(be.read(p.value)[0]).toBeLessThan(start);
   });
 
+  it('weightsFinite: the weights step() stored are counted as written, the rest read; the count restarts at each call', () => {
+    const a = param([1, 2], true), b = param([3, 4], true, 'bf16'), idle = param([5], false);
+    const opt = new AdamW(be, [['a', a], ['b', b], ['idle', idle]], H);
+    setGrad(a, [0.1, 0.1]);
+    setGrad(b, [0.1, 0.1]);
+    opt.step(0.01);
+    expect(opt.weightsFinite([['a', a], ['b', b], ['idle', idle]])).toBe(true);
+    setGrad(a, [NaN, 0.1]);  // the update makes a[0] NaN
+    opt.step(0.01);
+    expect(opt.weightsFinite([['a', a], ['b', b], ['idle', idle]])).toBe(false);
+    // the count restarted: with no step since, every weight is read — a[0] is still NaN; written finite, the check passes
+    expect(opt.weightsFinite([['a', a], ['b', b]])).toBe(false);
+    be.write(a.value, [1, 2]);
+    expect(opt.weightsFinite([['a', a], ['b', b]])).toBe(true);
+    // a parameter step() does not update is read: a non-finite one fails the check
+    const opt2 = new AdamW(be, [['idle', idle]], H);
+    be.write(idle.value, [Infinity]);
+    expect(opt2.weightsFinite([['idle', idle]])).toBe(false);
+    be.write(idle.value, [5]);
+    expect(opt2.weightsFinite([['idle', idle]])).toBe(true);
+  });
+
   it('state()/load() resume bit-exactly', () => {
     const mk = (): { list: ParamList; opt: AdamW } => {
       const list: ParamList = [['a', param([0.3, -0.7, 1.1], true)], ['b', param([2, 3], false, 'bf16')]];

@@ -421,7 +421,7 @@ std::unordered_map<std::string, OpFn>& ops() {
   });
   def("adamw", [S](const Args& a) {
     check(m1_adamw(a.p<float>(0), a.p(1), a.i32(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.i64(6), a.f(7), a.f(8), a.f(9),
-                   a.f(10), a.f(11), a.f(12), S()),
+                   a.f(10), a.f(11), a.f(12), a.p<float>(13), S()),
           a.op);
     return 0.0;
   });

@@ -2297,21 +2297,34 @@ __device__ __forceinline__ float adamwElem(float w, float g, float& m, float& v,
   v = vi;
   return w * decay - stepSize * mi / (sqrtf(vi) / sqrtBc2 + eps);
 }
-__device__ __forceinline__ void adamwScalar(int64_t i, float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v,
+/**
+ * The AdamW element i; returns whether the stored weight is finite (the bf16 value where paramOut is bf16: rounding can
+ * overflow an f32 near its maximum to infinity).
+ */
+__device__ __forceinline__ bool adamwScalar(int64_t i, float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v,
                                             float b1, float b2, float eps, float decay, float stepSize, float sqrtBc2) {
   float mi = m[i], vi = v[i];
   float wi = adamwElem(w[i], grad[i], mi, vi, b1, b2, eps, decay, stepSize, sqrtBc2);
   m[i] = mi;
   v[i] = vi;
   w[i] = wi;
-  if (paramOut) {
-    if (paramBf16) ((__nv_bfloat16*)paramOut)[i] = __float2bfloat16_rn(wi);
-    else ((float*)paramOut)[i] = wi;
+  if (paramOut && paramBf16) {
+    const __nv_bfloat16 b = __float2bfloat16_rn(wi);
+    ((__nv_bfloat16*)paramOut)[i] = b;
+    return isfinite(__bfloat162float(b));
   }
+  if (paramOut) ((float*)paramOut)[i] = wi;
+  return isfinite(wi);
+}
+/** the non-finite count (`bad`, may be null): 1 added per thread that stored a non-finite weight — the rare path only */
+__device__ __forceinline__ void countNonFinite(float* bad, bool finite) {
+  if (bad && !finite) atomicAdd(bad, 1.f);
 }
 __global__ void k_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
-                        float eps, float decay, float stepSize, float sqrtBc2) {
-  GRID_STRIDE(i, n) adamwScalar(i, w, paramOut, paramBf16, grad, m, v, b1, b2, eps, decay, stepSize, sqrtBc2);
+                        float eps, float decay, float stepSize, float sqrtBc2, float* bad) {
+  bool finite = true;
+  GRID_STRIDE(i, n) finite &= adamwScalar(i, w, paramOut, paramBf16, grad, m, v, b1, b2, eps, decay, stepSize, sqrtBc2);
+  countNonFinite(bad, finite);
 }
 /**
  * k_adamw with 4 elements per thread: 16-byte loads/stores of w, grad, m, v (and an f32 paramOut), one
@@ -2319,8 +2332,9 @@ __global__ void k_adamw(float* w, void* paramOut, int paramBf16, const float* gr
  * goes to the first threads, one element each.
  */
 __global__ void k_adamw_vec4(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1,
-                             float b2, float eps, float decay, float stepSize, float sqrtBc2) {
+                             float b2, float eps, float decay, float stepSize, float sqrtBc2, float* bad) {
   const int64_t n4 = n >> 2;
+  bool finite = true;
   GRID_STRIDE(i, n4) {
     const float4 g4 = reinterpret_cast<const float4*>(grad)[i];
     float4 w4 = reinterpret_cast<const float4*>(w)[i];
@@ -2333,13 +2347,20 @@ __global__ void k_adamw_vec4(float* w, void* paramOut, int paramBf16, const floa
     reinterpret_cast<float4*>(m)[i] = m4;
     reinterpret_cast<float4*>(v)[i] = v4;
     reinterpret_cast<float4*>(w)[i] = w4;
-    if (paramOut) {
-      if (paramBf16) storeOut4(static_cast<__nv_bfloat16*>(paramOut), i, w4);
-      else storeOut4(static_cast<float*>(paramOut), i, w4);
+    if (paramOut && paramBf16) {
+      storeOut4(static_cast<__nv_bfloat16*>(paramOut), i, w4);
+      // the stored (bf16-rounded) values: |w| ≥ the largest bf16 rounds to infinity
+      const float4 r = make_float4(__bfloat162float(__float2bfloat16_rn(w4.x)), __bfloat162float(__float2bfloat16_rn(w4.y)),
+                                   __bfloat162float(__float2bfloat16_rn(w4.z)), __bfloat162float(__float2bfloat16_rn(w4.w)));
+      finite &= isfinite(r.x) && isfinite(r.y) && isfinite(r.z) && isfinite(r.w);
+    } else {
+      if (paramOut) storeOut4(static_cast<float*>(paramOut), i, w4);
+      finite &= isfinite(w4.x) && isfinite(w4.y) && isfinite(w4.z) && isfinite(w4.w);
     }
   }
   const int64_t t = (n4 << 2) + blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (t < n) adamwScalar(t, w, paramOut, paramBf16, grad, m, v, b1, b2, eps, decay, stepSize, sqrtBc2);
+  if (t < n) finite &= adamwScalar(t, w, paramOut, paramBf16, grad, m, v, b1, b2, eps, decay, stepSize, sqrtBc2);
+  countNonFinite(bad, finite);
 }
 
 template <int DPL>
@@ -3067,13 +3088,13 @@ cudaError_t m1_softmax_chunk_grad(float* dl, const float* x, const float* coefs,
 }
 
 cudaError_t m1_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
-                     float eps, float decay, float stepSize, float sqrtBc2, cudaStream_t s) {
+                     float eps, float decay, float stepSize, float sqrtBc2, float* bad, cudaStream_t s) {
   if (n == 0) return cudaSuccess;
   auto aligned = [](const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; };
   const bool vec = n >= 4 && aligned(w, 16) && aligned(grad, 16) && aligned(m, 16) && aligned(v, 16) &&
                    (!paramOut || aligned(paramOut, paramBf16 ? 8 : 16));
-  if (vec) k_adamw_vec4<<<gridFor(n >> 2), kThreads, 0, s>>>(w, paramOut, paramBf16, grad, m, v, n, b1, b2, eps, decay, stepSize, sqrtBc2);
-  else k_adamw<<<gridFor(n), kThreads, 0, s>>>(w, paramOut, paramBf16, grad, m, v, n, b1, b2, eps, decay, stepSize, sqrtBc2);
+  if (vec) k_adamw_vec4<<<gridFor(n >> 2), kThreads, 0, s>>>(w, paramOut, paramBf16, grad, m, v, n, b1, b2, eps, decay, stepSize, sqrtBc2, bad);
+  else k_adamw<<<gridFor(n), kThreads, 0, s>>>(w, paramOut, paramBf16, grad, m, v, n, b1, b2, eps, decay, stepSize, sqrtBc2, bad);
   return lastError();
 }
 

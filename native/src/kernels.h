@@ -154,8 +154,11 @@ cudaError_t m1_softmax_chunk_stats(float* stats, const float* x, const float* ot
 /** fused LM-head pass 2: dl [rows, Vc] from x [rows, Vc] and coefs [rows, 4] = (lse, c0, c2, ct); other, targets optional */
 cudaError_t m1_softmax_chunk_grad(float* dl, const float* x, const float* coefs, const float* other, const int* targets, int64_t rows,
                                  int64_t Vc, float scale, int64_t vocabOffset, cudaStream_t s);
-/** AdamW in place on w (f32: master or param); when paramOut != null it receives w rounded to bf16 (paramBf16) or f32 */
+/**
+ * AdamW in place on w (f32: master or param); when paramOut != null it receives w rounded to bf16 (paramBf16) or f32.
+ * bad (f32 [1] or null): something ≥ 1 is added when a stored weight is not finite (the stored, rounded value).
+ */
 cudaError_t m1_adamw(float* w, void* paramOut, int paramBf16, const float* grad, float* m, float* v, int64_t n, float b1, float b2,
-                     float eps, float decay, float stepSize, float sqrtBc2, cudaStream_t s);
+                     float eps, float decay, float stepSize, float sqrtBc2, float* bad, cudaStream_t s);
 
 }  // extern "C"

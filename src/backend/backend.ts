@@ -358,6 +358,12 @@ export interface AdamWStepArgs {
   lr: number; beta1: number; beta2: number; eps: number; weightDecay: number;
   /** 1-based step count, for the bias corrections */
   step: number;
+  /**
+   * f32 [1] on this backend, optional: something ≥ 1 is added to it when an updated weight, as stored in param (bf16
+   * rounding included), is not finite — the trainer's divergence check, counted as the weights are written instead of
+   * in a pass of its own over them afterwards. Never reset here.
+   */
+  nonFinite?: Tensor;
 }
 
 export interface SelectiveScanArgs {

@@ -548,7 +548,7 @@ export async function runGrpo(o: GrpoRunOptions): Promise<GrpoSummary> {
         tokens += r.tokens;
         for (const [k, v] of Object.entries(r.sums)) sums[k] = (sums[k] ?? 0) + v;
       }
-      if (!be.sumSquaresEach(model.params().map(([, p]) => p.value)).every(Number.isFinite)) diverged(`the update made weights non-finite (lr ${lr})`);
+      if (!opt.weightsFinite(model.params())) diverged(`the update made weights non-finite (lr ${lr})`);
       step++;
       const dt = (performance.now() - t0) / 1000;
       elapsedS += dt;

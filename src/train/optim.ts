@@ -40,6 +40,9 @@ export interface AdamWState {
 export class AdamW {
   private readonly slots: Slot[];
   private steps = 0;
+  /** f32 [1]: non-finite weights stored by step() since the last weightsFinite() (AdamWStepArgs.nonFinite) */
+  private readonly nonFinite: Tensor;
+  private readonly updated = new Set<Param>();
 
   readonly opts: AdamWOptions;
 
@@ -51,6 +54,7 @@ export class AdamW {
     if (!(opts.beta1 >= 0 && opts.beta1 < 1) || !(opts.beta2 >= 0 && opts.beta2 < 1)) {
       throw new Error(`AdamW: betas must lie in [0, 1), got (${opts.beta1}, ${opts.beta2})`);
     }
+    this.nonFinite = be.zeros([1]);
     const seen = new Set<Param>();
     this.slots = [];
     for (const [key, param] of params) {
@@ -99,9 +103,23 @@ export class AdamW {
         param: s.param.value, grad: s.param.grad, m: s.m, v: s.v, master: s.master,
         lr, beta1: this.opts.beta1, beta2: this.opts.beta2, eps: this.opts.eps,
         weightDecay: s.param.decay ? this.opts.weightDecay : 0,
-        step: this.steps,
+        step: this.steps, nonFinite: this.nonFinite,
       });
+      this.updated.add(s.param);
     }
+  }
+
+  /**
+   * Whether every weight of `params` is finite (the trainers' divergence check after an update): those step() stored
+   * since the last call were counted as they were written; any other (no gradient, not in the optimizer) is read. One
+   * wait for the device.
+   */
+  weightsFinite(params: ParamList): boolean {
+    const counted = this.be.read(this.nonFinite)[0] === 0;
+    this.be.fill(this.nonFinite, 0);
+    const others = [...new Set(params.map(([, p]) => p))].filter((p) => !this.updated.has(p));
+    this.updated.clear();
+    return counted && (others.length === 0 || this.be.sumSquaresEach(others.map((p) => p.value)).every(Number.isFinite));
   }
 
   state(): AdamWState {

@@ -258,7 +258,7 @@ export class Trainer {
   }
 
   private checkWeightsFinite(): boolean {
-    return this.be.sumSquaresEach(this.o.stage.model.params().map(([, p]) => p.value)).every(Number.isFinite);
+    return this.opt.weightsFinite(this.o.stage.model.params());
   }
 
   private diverged(what: string): never {

@@ -347,13 +347,17 @@ export class CpuBackend implements Backend {
   }
 
   adamwStep(args: AdamWStepArgs): void {
+    if (args.nonFinite && args.nonFinite.size !== 1) throw new Error(`adamwStep: nonFinite must hold 1 value, got ${shapeString(args.nonFinite.shape)}`);
+    const param = dataOf(args.param);
     trainOps.adamwStep(
-      {
-        param: dataOf(args.param), paramDType: args.param.dtype, grad: dataOf(args.grad), m: dataOf(args.m), v: dataOf(args.v),
-        master: args.master ? dataOf(args.master) : null,
-      },
+      { param, paramDType: args.param.dtype, grad: dataOf(args.grad), m: dataOf(args.m), v: dataOf(args.v), master: args.master ? dataOf(args.master) : null },
       args,
     );
+    if (args.nonFinite) {
+      let bad = 0;
+      for (let i = 0; i < param.length; i++) if (!Number.isFinite(param[i]!)) bad++;
+      dataOf(args.nonFinite)[0]! += bad;
+    }
   }
 }
 

@@ -1200,6 +1200,8 @@ export class CudaBackend implements Backend {
     const param = this.t(args.param, `${op}: param`);
     const grad = this.f32Tensor(args.grad, `${op}: grad`), m = this.f32Tensor(args.m, `${op}: m`), v = this.f32Tensor(args.v, `${op}: v`);
     const master = args.master ? this.f32Tensor(args.master, `${op}: master`) : null;
+    const bad = args.nonFinite ? this.f32Tensor(args.nonFinite, `${op}: nonFinite`) : null;
+    if (bad && bad.size !== 1) throw new Error(`${op}: nonFinite must hold 1 value, got ${shapeString(bad.shape)}`);
     const n = param.size;
     if (grad.size !== n || m.size !== n || v.size !== n || (master && master.size !== n)) {
       throw new Error(`${op}: sizes differ (param ${n}, grad ${grad.size}, m ${m.size}, v ${v.size}, master ${master ? master.size : '-'})`);
@@ -1210,7 +1212,7 @@ export class CudaBackend implements Backend {
     const bc1 = 1 - Math.pow(args.beta1, args.step);
     const sqrtBc2 = Math.sqrt(1 - Math.pow(args.beta2, args.step));
     this.call('adamw', [master ? master.ptr : param.ptr, master ? param.ptr : 0, param.storage === 'bf16' ? 1 : 0, grad.ptr, m.ptr, v.ptr, n,
-      args.beta1, args.beta2, args.eps, 1 - args.lr * args.weightDecay, args.lr / bc1, sqrtBc2]);
+      args.beta1, args.beta2, args.eps, 1 - args.lr * args.weightDecay, args.lr / bc1, sqrtBc2, bad ? bad.ptr : 0]);
   }
 }
 
