@@ -10,7 +10,7 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
+#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12 | final12   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
 #                                   # training, prefill); Nsight Compute on one launch of it (full set, stall reasons, pipes)
 #   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11 | sweep11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
@@ -609,6 +609,24 @@ check12)
   echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
   timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-check12 > "$OUT/train-profile.txt" 2>&1
   echo "train profile rc=$?"; grep -A 32 "^profile" "$OUT/train-profile.txt" | grep -E "profile|selective|attention|adamw|fill|sumSquares|cast|addInPlace|m1-3b"; el "all done"
+  ;;
+final12)
+  # the twelfth session's record, one call: record twelfth (final11's steps on this session's code), bench:attention with
+  # the wgmma and the mma.sync forward (M1_ATTN_WGMMA=0), alternating, and (PEER=1) torch.compile at context 4096
+  record twelfth
+  for r in 1 2; do
+    for w in 1 0; do
+      M1_ATTN_WGMMA=$w timeout 60 node dist/bench/attention.js --backend cuda --name attention-wgmma$w-r$r-final12 > "$OUT/attention-wgmma$w-r$r.txt" 2>&1
+      echo "attention wgmma=$w round $r rc=$?"; grep -E "^ *attention" "$OUT/attention-wgmma$w-r$r.txt"
+    done
+  done
+  if [ "${PEER:-0}" = 1 ]; then
+    PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
+    mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-twelfth.json" 2>/dev/null
+  fi
+  pack twelfth
+  tar czf "$OUT/attention-final12.tgz" $(ls bench/results/attention-*final12*.json 2>/dev/null)
+  el "all done"
   ;;
 ncu-attn)
   # twelfth session: Nsight Compute on one launch of the attention forward (NCU_K, default the wgmma kernel) at the
