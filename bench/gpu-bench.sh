@@ -10,7 +10,7 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12 | final12   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
+#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12 | final12 | check12b   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
 #                                   # training, prefill); Nsight Compute on one launch of it (full set, stall reasons, pipes)
 #   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11 | sweep11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
@@ -626,6 +626,22 @@ final12)
   fi
   pack twelfth
   tar czf "$OUT/attention-final12.tgz" $(ls bench/results/attention-*final12*.json 2>/dev/null)
+  el "all done"
+  ;;
+check12b)
+  # twelfth session, after the record: all CUDA tests, bench:attention (wgmma) twice, the training step (phases) in
+  # TRAIN_RUNS separate processes (the spread between runs)
+  quick_build
+  cuda_tests
+  for r in 1 2; do
+    timeout 60 node dist/bench/attention.js --backend cuda --name attention-wgmma1-r$r-check12b > "$OUT/attention-r$r.txt" 2>&1
+    echo "attention round $r rc=$?"; grep -E "^ *attention" "$OUT/attention-r$r.txt"
+  done
+  for r in $(seq 1 ${TRAIN_RUNS:-3}); do
+    timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-check12b-r$r > "$OUT/train-medium-r$r.txt" 2>&1
+    echo "train run $r rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium-r$r.txt"
+  done
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*check12b*.json 2>/dev/null)
   el "all done"
   ;;
 ncu-attn)

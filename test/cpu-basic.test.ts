@@ -220,6 +220,14 @@ describe('layer ops: forward against hand formulas, backward against finite diff
     const r = be.rmsNorm(xt, wt, 1e-5);
     const { dx, dw } = be.rmsNormBackward(be.fromArray(g, [3, D]), xt, wt, r.rstd);
     gradCheck({ name: 'rmsNorm', inputs: [x, w], analytic: [be.read(dx), be.read(dw)], loss });
+    // residual: added to dx as it is stored — the same sums as addInPlace after, bit for bit; dw unchanged
+    const res = be.fromArray(randomArray(3 * D, 9), [3, D]);
+    const withRes = be.rmsNormBackward(be.fromArray(g, [3, D]), xt, wt, r.rstd, res);
+    const after = be.rmsNormBackward(be.fromArray(g, [3, D]), xt, wt, r.rstd).dx;
+    be.addInPlace(after, res);
+    expect(Array.from(be.read(withRes.dx))).toEqual(Array.from(be.read(after)));
+    expect(Array.from(be.read(withRes.dw))).toEqual(Array.from(be.read(dw)));
+    expect(() => be.rmsNormBackward(be.fromArray(g, [3, D]), xt, wt, r.rstd, be.zeros([2, D]))).toThrow(/rmsNormBackward: residual \[2, \d+\] does not match x/);
   });
 
   it('swiglu', () => {

@@ -231,8 +231,8 @@ std::unordered_map<std::string, OpFn>& ops() {
     return 0.0;
   });
   def("rmsnorm_bwd", [S](const Args& a) {
-    check(m1_rmsnorm_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.i64(6), a.i64(7),
-                         S()),
+    check(m1_rmsnorm_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6), a.i64(7),
+                         a.i64(8), S()),
           a.op);
     return 0.0;
   });

@@ -908,12 +908,16 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
     wgWaitAll();
     wgPin(o);
     mbarArrive(bar(6 + ((j - 1) & 1)));  // V tile j − 1 read
+    // the rescale is exactly 1 where a row's max did not move (most tiles after the first few): skipped when it is 1
+    // for every row of the warp
+    if (__any_sync(0xffffffffu, c.x != 1.f || c.y != 1.f)) {
 #pragma unroll
-    for (int i = 0; i < 16; i++) {
-      o[4 * i] *= c.x;
-      o[4 * i + 1] *= c.x;
-      o[4 * i + 2] *= c.y;
-      o[4 * i + 3] *= c.y;
+      for (int i = 0; i < 16; i++) {
+        o[4 * i] *= c.x;
+        o[4 * i + 1] *= c.x;
+        o[4 * i + 2] *= c.y;
+        o[4 * i + 3] *= c.y;
+      }
     }
   }
   // P·V of the last tile

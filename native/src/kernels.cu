@@ -318,7 +318,8 @@ __global__ void k_rmsnorm(float* y, float* rstd, const float* x, const float* w,
   if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) y[blockIdx.x * D + j] = xr[j] * rs * w[j];
 }
-__global__ void k_rmsnorm_bwd_dx(float* dx, const float* dy, const float* x, const float* w, const float* rstd, int64_t D) {
+/** res (or null): added to dx as it is stored (the residual stream's gradient: a layer's dx + dOut in one pass) */
+__global__ void k_rmsnorm_bwd_dx(float* dx, const float* dy, const float* x, const float* w, const float* rstd, const float* res, int64_t D) {
   __shared__ float sh[32];
   int64_t o = blockIdx.x * D;
   float rs = rstd[blockIdx.x];
@@ -326,7 +327,10 @@ __global__ void k_rmsnorm_bwd_dx(float* dx, const float* dy, const float* x, con
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) dot += dy[o + j] * w[j] * x[o + j];
   dot = blockSum(dot, sh);
   float k = dot * rs * rs * rs / (float)D;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) dx[o + j] = dy[o + j] * w[j] * rs - x[o + j] * k;
+  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+    const float v = dy[o + j] * w[j] * rs - x[o + j] * k;
+    dx[o + j] = res ? v + res[o + j] : v;
+  }
 }
 /** rmsNorm's dw[j] = Σ_r dy[r, j]·x[r, j]·rstd[r] */
 struct RmsNormDwTerm {
@@ -348,7 +352,8 @@ struct RmsNormDwTerm {
 template <int NV>
 __global__ void __launch_bounds__(kThreads) k_rmsnorm_bwd_rows(float4* __restrict__ dx, double* __restrict__ part, const float4* __restrict__ dy,
                                                                const float4* __restrict__ x, const float4* __restrict__ w,
-                                                               const float* __restrict__ rstd, int64_t rows, int D4, int64_t rowsPer) {
+                                                               const float* __restrict__ rstd, const float4* __restrict__ res, int64_t rows,
+                                                               int D4, int64_t rowsPer) {
   __shared__ float sh[32];
   // the thread's f64 column sums (in shared memory: registers would cost a block per SM), acc[4k + c][threadIdx.x]
   // for column 4·(threadIdx.x + k·kThreads) + c; only the owning thread touches them
@@ -392,8 +397,13 @@ __global__ void __launch_bounds__(kThreads) k_rmsnorm_bwd_rows(float4* __restric
     for (int k = 0; k < NV; k++) {
       const int q = t + k * kThreads;
       if (q < D4) {
-        dx[o + q] = make_float4(g[k].x * wv[k].x * rs - v[k].x * kk, g[k].y * wv[k].y * rs - v[k].y * kk, g[k].z * wv[k].z * rs - v[k].z * kk,
-                                g[k].w * wv[k].w * rs - v[k].w * kk);
+        float4 d = make_float4(g[k].x * wv[k].x * rs - v[k].x * kk, g[k].y * wv[k].y * rs - v[k].y * kk, g[k].z * wv[k].z * rs - v[k].z * kk,
+                               g[k].w * wv[k].w * rs - v[k].w * kk);
+        if (res) {
+          const float4 e = res[o + q];
+          d = make_float4(d.x + e.x, d.y + e.y, d.z + e.z, d.w + e.w);
+        }
+        dx[o + q] = d;
         acc[4 * k][t] += (double)g[k].x * v[k].x * rsd;
         acc[4 * k + 1][t] += (double)g[k].y * v[k].y * rsd;
         acc[4 * k + 2][t] += (double)g[k].z * v[k].z * rsd;
@@ -429,8 +439,8 @@ __global__ void k_rmsnorm_dw_parts(float* dw, const double* __restrict__ part, i
 }
 /** k_rmsnorm_bwd_rows over one wave of blocks (as many as fit on the device at once), then k_rmsnorm_dw_parts */
 template <int NV>
-cudaError_t launchRmsNormBwdRows(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, int64_t rows,
-                                 int64_t D, cudaStream_t s) {
+cudaError_t launchRmsNormBwdRows(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, const float* res,
+                                 int64_t rows, int64_t D, cudaStream_t s) {
   static const int perSm = [] {
     int b = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, k_rmsnorm_bwd_rows<NV>, kThreads, 0) != cudaSuccess || b <= 0) {
@@ -445,7 +455,7 @@ cudaError_t launchRmsNormBwdRows(float* dx, float* dw, const float* dy, const fl
   double* part = static_cast<double*>(m1Alloc(sizeof(double) * blocks * D));
   k_rmsnorm_bwd_rows<NV><<<(unsigned)blocks, kThreads, 0, s>>>(reinterpret_cast<float4*>(dx), part, reinterpret_cast<const float4*>(dy),
                                                               reinterpret_cast<const float4*>(x), reinterpret_cast<const float4*>(w), rstd,
-                                                              rows, (int)(D / 4), rowsPer);
+                                                              reinterpret_cast<const float4*>(res), rows, (int)(D / 4), rowsPer);
   k_rmsnorm_dw_parts<<<(unsigned)((D + 31) / 32), dim3(32, 32), 0, s>>>(dw, part, blocks, D);
   m1Free(part);  // stream-ordered: the block's next user runs after these kernels
   return lastError();
@@ -2552,20 +2562,20 @@ cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, in
   k_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(y, rstd, x, w, D, eps);
   return lastError();
 }
-cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, int64_t rows,
-                           int64_t D, cudaStream_t s) {
+cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, const float* res,
+                           int64_t rows, int64_t D, cudaStream_t s) {
   const int64_t D4 = D / 4, nv = (D4 + kThreads - 1) / kThreads;
-  if (rows > 0 && nv >= 1 && nv <= 4 && fourWide(D, {dx, dy, x, w})) {  // the row in registers, dx and dw in one pass
+  if (rows > 0 && nv >= 1 && nv <= 4 && fourWide(D, {dx, dy, x, w, res ? res : dx})) {  // the row in registers, dx and dw in one pass
     cudaError_t e = cudaSuccess;
     switch (nv) {
-      case 1: e = launchRmsNormBwdRows<1>(dx, dw, dy, x, w, rstd, rows, D, s); break;
-      case 2: e = launchRmsNormBwdRows<2>(dx, dw, dy, x, w, rstd, rows, D, s); break;
-      case 3: e = launchRmsNormBwdRows<3>(dx, dw, dy, x, w, rstd, rows, D, s); break;
-      default: e = launchRmsNormBwdRows<4>(dx, dw, dy, x, w, rstd, rows, D, s); break;
+      case 1: e = launchRmsNormBwdRows<1>(dx, dw, dy, x, w, rstd, res, rows, D, s); break;
+      case 2: e = launchRmsNormBwdRows<2>(dx, dw, dy, x, w, rstd, res, rows, D, s); break;
+      case 3: e = launchRmsNormBwdRows<3>(dx, dw, dy, x, w, rstd, res, rows, D, s); break;
+      default: e = launchRmsNormBwdRows<4>(dx, dw, dy, x, w, rstd, res, rows, D, s); break;
     }
     return e != cudaSuccess ? e : lastError();
   }
-  if (rows > 0) k_rmsnorm_bwd_dx<<<(unsigned)rows, kThreads, 0, s>>>(dx, dy, x, w, rstd, D);
+  if (rows > 0) k_rmsnorm_bwd_dx<<<(unsigned)rows, kThreads, 0, s>>>(dx, dy, x, w, rstd, res, D);
   launchColSum(rows, D, RmsNormDwTerm{dw, dy, x, rstd, D}, s);
   return lastError();
 }

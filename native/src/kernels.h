@@ -42,7 +42,8 @@ cudaError_t m1_repeat_groups_bwd(float* dx, const float* dy, int64_t rows, int64
 cudaError_t m1_embedding(float* out, const void* table, int tableBf16, const int* ids, int64_t n, int64_t D, cudaStream_t s);
 cudaError_t m1_embedding_bwd(float* dTable, const int* ids, const float* dy, int64_t n, int64_t D, cudaStream_t s);
 cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t D, float eps, cudaStream_t s);
-cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+/** res (or null): added to dx (dx = the norm's input gradient + res, one pass instead of a separate add) */
+cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, const float* res,
                            int64_t rows, int64_t D, cudaStream_t s);
 /** h = silu(gate)·up from f32 or bf16 gate and up (inBf16), stored f32 or bf16 (outBf16) */
 cudaError_t m1_swiglu(void* h, int outBf16, const void* gate, const void* up, int inBf16, int64_t n, cudaStream_t s);

@@ -151,7 +151,11 @@ export interface Backend {
   embeddingBackward(dTable: Tensor, ids: Int32Array, dy: Tensor): void;
   /** y = x / sqrt(mean(x²) + eps) * w over the last dim; rstd [rows] is kept for backward */
   rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor };
-  rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor };
+  /**
+   * Gradients of rmsNorm. `residual` (x's shape, optional): added to dx as it is stored — a residual layer's input
+   * gradient (the norm's part + the gradient arriving on the skip path) in one pass, the same sums as an addInPlace after.
+   */
+  rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, residual?: Tensor): { dx: Tensor; dw: Tensor };
   /**
    * Inference (no backward): h = x + r (x itself when r is null), y = h / sqrt(mean(h²) + eps) * w over the
    * last dim, rounded to outDType — a residual add and the next layer's norm in one op.

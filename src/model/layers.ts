@@ -27,8 +27,9 @@ export class RMSNorm {
   forward(x: Tensor): { y: Tensor; rstd: Tensor } {
     return this.be.rmsNorm(x, this.weight.value, this.eps);
   }
-  backward(dy: Tensor, x: Tensor, rstd: Tensor): Tensor {
-    const { dx, dw } = this.be.rmsNormBackward(dy, x, this.weight.value, rstd);
+  /** dx (+ residual: the skip path's gradient, added as dx is stored) */
+  backward(dy: Tensor, x: Tensor, rstd: Tensor, residual?: Tensor): Tensor {
+    const { dx, dw } = this.be.rmsNormBackward(dy, x, this.weight.value, rstd, residual);
     this.weight.accumulate(this.be, dw);
     return dx;
   }

@@ -123,15 +123,11 @@ class DecoderLayer {
     return { out, saved: needBackward ? { x, n1, rstd1, mixer: mix.saved, h, n2, rstd2, mlp: mlp.saved } : null };
   }
   backward(dOut: Tensor, s: LayerSaved): Tensor {
-    const be = this.be;
     // out = h + mlp(norm(h)) → dh = dOut + norm'ᵀ mlp'ᵀ dOut
     const dn2 = this.mlp.backward(dOut, s.mlp as Parameters<SwiGluMlp['backward']>[1]);
-    const dh = this.postNorm.backward(dn2, s.h, s.rstd2);
-    be.addInPlace(dh, dOut);
+    const dh = this.postNorm.backward(dn2, s.h, s.rstd2, dOut);  // + dOut: the skip path, added as dh is stored
     const dn1 = this.mixer.backward(dh, s.mixer);
-    const dx = this.inNorm.backward(dn1, s.x, s.rstd1);
-    be.addInPlace(dx, dh);
-    return dx;
+    return this.inNorm.backward(dn1, s.x, s.rstd1, dh);
   }
   /**
    * One decode step with the residual adds inside the norms: the layer's input is x + r (x alone when r

@@ -20,6 +20,13 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     const bg = g.rmsNormBackward(d.g, x.g, w.g, rg.rstd), bc = cpu.rmsNormBackward(d.c, x.c, w.c, rc.rstd);
     expectClose(g, bg.dx, bc.dx, 1e-5, 'rmsNorm dx');
     expectClose(g, bg.dw, bc.dw, 1e-5, 'rmsNorm dw');
+    // + residual (the skip path's gradient, added as dx is stored), on the row kernel and on the unaligned fallback
+    const e = rand([9, 200], 12);
+    expectClose(g, g.rmsNormBackward(d.g, x.g, w.g, rg.rstd, e.g).dx, cpu.rmsNormBackward(d.c, x.c, w.c, rc.rstd, e.c).dx, 1e-5, 'rmsNorm dx + residual');
+    const xo = rand([9, 201], 13), wo = rand([201], 14), dout = rand([9, 201], 15), eo = rand([9, 201], 16);
+    const ro = g.rmsNorm(xo.g, wo.g, 1e-5), rco = cpu.rmsNorm(xo.c, wo.c, 1e-5);
+    expectClose(g, g.rmsNormBackward(dout.g, xo.g, wo.g, ro.rstd, eo.g).dx, cpu.rmsNormBackward(dout.c, xo.c, wo.c, rco.rstd, eo.c).dx, 1e-5,
+      'rmsNorm dx + residual, D 201 (the per-row kernel)');
     // dw's block reduction: more rows than its 32 row lanes, a column count that is not a multiple of 32
     const x2 = rand([301, 70], 9), w2 = rand([70], 10), d2 = rand([301, 70], 11);
     const r2 = g.rmsNorm(x2.g, w2.g, 1e-5), c2 = cpu.rmsNorm(x2.c, w2.c, 1e-5);

@@ -208,9 +208,14 @@ export class CpuBackend implements Backend {
     const r = basic.rmsNorm(dataOf(x), dataOf(w), D, eps);
     return { y: this.wrap(r.y, x.shape), rstd: this.wrap(r.rstd, [x.size / D]) };
   }
-  rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor } {
+  rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, residual?: Tensor): { dx: Tensor; dw: Tensor } {
     const D = basic.lastDim(x);
+    if (residual && residual.size !== x.size) throw new Error(`rmsNormBackward: residual ${shapeString(residual.shape)} does not match x ${shapeString(x.shape)}`);
     const r = basic.rmsNormBackward(dataOf(dy), dataOf(x), dataOf(w), dataOf(rstd), D);
+    if (residual) {
+      const e = dataOf(residual);
+      for (let i = 0; i < r.dx.length; i++) r.dx[i]! += e[i]!;
+    }
     return { dx: this.wrap(r.dx, x.shape), dw: this.wrap(r.dw, [D]) };
   }
   addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType): { h: Tensor; y: Tensor } {

@@ -509,16 +509,18 @@ export class CudaBackend implements Backend {
       return { y, rstd };
     });
   }
-  rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor): { dx: Tensor; dw: Tensor } {
+  rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, residual?: Tensor): { dx: Tensor; dw: Tensor } {
     const X = this.t(x, 'rmsNormBackward: x'), W = this.t(w, 'rmsNormBackward: w');
     const G = this.t(dy, 'rmsNormBackward: dy'), R = this.t(rstd, 'rmsNormBackward: rstd');
+    const E = residual ? this.t(residual, 'rmsNormBackward: residual') : null;
+    if (E && E.size !== X.size) throw new Error(`rmsNormBackward: residual ${shapeString(residual!.shape)} does not match x ${shapeString(x.shape)}`);
     const D = lastDim(X);
     const rows = D > 0 ? X.size / D : 0;
     if (G.size !== X.size) throw new Error(`rmsNormBackward: dy ${shapeString(dy.shape)} does not match x ${shapeString(x.shape)}`);
     if (W.size !== D || R.size !== rows) throw new Error(`rmsNormBackward: w must be [${D}] and rstd [${rows}]`);
     return this.scoped((s) => {
       const dw = this.alloc([D]);
-      const dx = this.produce(X.shape, (o) => this.call('rmsnorm_bwd', [o, dw.ptr, s.f32(G), s.f32(X), s.f32(W), s.f32(R), rows, D]));
+      const dx = this.produce(X.shape, (o) => this.call('rmsnorm_bwd', [o, dw.ptr, s.f32(G), s.f32(X), s.f32(W), s.f32(R), E ? s.f32(E) : 0, rows, D]));
       return { dx, dw };
     });
   }
