@@ -107,6 +107,19 @@ pack() {  # pack NAME: results.tgz with the logs, the *NAME* JSON and HTML and t
     $(ls bench/results/*$1*.json bench/results/*$1*.html $(ls -t bench/results/generate-cuda-*.json | head -1) 2>/dev/null)
   (cd "$OUT" && rm -f $(ls *.txt *.json 2>/dev/null | grep -v -E '^(cuda-tests|decode)\.txt$'))
 }
+attention_ab() {  # attention_ab NAME: bench:attention with the wgmma and the mma.sync forward (M1_ATTN_WGMMA=0), two rounds alternating
+  for r in 1 2; do
+    for w in 1 0; do
+      M1_ATTN_WGMMA=$w timeout 60 node dist/bench/attention.js --backend cuda --name attention-wgmma$w-r$r-$1 > "$OUT/attention-wgmma$w-r$r.txt" 2>&1
+      echo "attention wgmma=$w round $r rc=$?"; grep -E "^ *attention" "$OUT/attention-wgmma$w-r$r.txt"
+    done
+  done
+}
+train_step() {  # train_step NAME [LOG]: the training step (2 steps, phases) → $OUT/LOG.txt (default train-medium), JSON *-NAME
+  local log="$OUT/${2:-train-medium}.txt"
+  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-$1 > "$log" 2>&1
+  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$log"; el "train done"
+}
 decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS (WEIGHTS: zero or random)
   timeout ${DECODE_S:-150} node dist/bench/decode.js --${WEIGHTS:-zero}-weights --backend cuda --steps 6 --graphs --name ${DECODE_NAME:-decode-graphs} \
     --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} ${DECODE_FLAGS:-} > "$OUT/decode-graphs.txt" 2>&1
@@ -564,15 +577,9 @@ dev12)
   # kernel (M1_ATTN_WGMMA=0) alternating, then the training step (phases + profile) and prefill on it
   quick_build
   TESTS=${TESTS:-test/cuda/flash-attention.test.ts} cuda_tests
-  for r in 1 2; do
-    for w in 1 0; do
-      M1_ATTN_WGMMA=$w timeout 60 node dist/bench/attention.js --backend cuda --name attention-wgmma$w-r$r-twelfth > "$OUT/attention-wgmma$w-r$r.txt" 2>&1
-      echo "attention wgmma=$w round $r rc=$?"; grep -E "^ *attention" "$OUT/attention-wgmma$w-r$r.txt"
-    done
-  done
+  attention_ab twelfth
   if [ "${TRAIN:-1}" = 1 ]; then
-    timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-dev12 > "$OUT/train-medium.txt" 2>&1
-    echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
+    train_step dev12
     timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-dev12 > "$OUT/train-profile.txt" 2>&1
     echo "train profile rc=$?"; grep -A 14 "^profile" "$OUT/train-profile.txt"; el "train profile done"
     timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-dev12 > "$OUT/prefill-medium.txt" 2>&1
@@ -584,8 +591,7 @@ dev12)
 train12)
   # twelfth session: the training step (phases) on this session's code, then Nsight Compute on the attention backward
   quick_build
-  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-train12 > "$OUT/train-medium.txt" 2>&1
-  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
+  train_step train12
   NCU_K=k_flash_bwd_dkdv_tc NCU_S=120 bash bench/gpu-bench.sh ncu-attn-bwd
   ;;
 ncu-attn-bwd)
@@ -605,8 +611,7 @@ check12)
   # twelfth session: all CUDA tests, then the training step (phases) and a profiled one on this session's code
   quick_build
   cuda_tests
-  timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-check12 > "$OUT/train-medium.txt" 2>&1
-  echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium.txt"; el "train done"
+  train_step check12
   timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-check12 > "$OUT/train-profile.txt" 2>&1
   echo "train profile rc=$?"; grep -A 32 "^profile" "$OUT/train-profile.txt" | grep -E "profile|selective|attention|adamw|fill|sumSquares|cast|addInPlace|m1-3b"; el "all done"
   ;;
@@ -614,12 +619,7 @@ final12)
   # the twelfth session's record, one call: record twelfth (final11's steps on this session's code), bench:attention with
   # the wgmma and the mma.sync forward (M1_ATTN_WGMMA=0), alternating, and (PEER=1) torch.compile at context 4096
   record twelfth
-  for r in 1 2; do
-    for w in 1 0; do
-      M1_ATTN_WGMMA=$w timeout 60 node dist/bench/attention.js --backend cuda --name attention-wgmma$w-r$r-final12 > "$OUT/attention-wgmma$w-r$r.txt" 2>&1
-      echo "attention wgmma=$w round $r rc=$?"; grep -E "^ *attention" "$OUT/attention-wgmma$w-r$r.txt"
-    done
-  done
+  attention_ab final12
   if [ "${PEER:-0}" = 1 ]; then
     PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
     mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-twelfth.json" 2>/dev/null
@@ -637,10 +637,7 @@ check12b)
     timeout 60 node dist/bench/attention.js --backend cuda --name attention-wgmma1-r$r-check12b > "$OUT/attention-r$r.txt" 2>&1
     echo "attention round $r rc=$?"; grep -E "^ *attention" "$OUT/attention-r$r.txt"
   done
-  for r in $(seq 1 ${TRAIN_RUNS:-3}); do
-    timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-check12b-r$r > "$OUT/train-medium-r$r.txt" 2>&1
-    echo "train run $r rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$OUT/train-medium-r$r.txt"
-  done
+  for r in $(seq 1 ${TRAIN_RUNS:-3}); do train_step check12b-r$r train-medium-r$r; done
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*check12b*.json 2>/dev/null)
   el "all done"
   ;;

@@ -563,7 +563,6 @@ cudaError_t launchBwdTc(float* dq, float* dk, float* dv, const __nv_bfloat16* qb
   return cudaGetLastError();
 }
 
-
 // ------------------------------------------------------------------------------------------------
 // forward on Hopper's warpgroup MMA (wgmma), head dim 128: the path of m1_flash_attention_bf16 on sm_90
 //
@@ -584,10 +583,12 @@ cudaError_t launchBwdTc(float* dq, float* dk, float* dv, const __nv_bfloat16* qb
 //     rounded into a transposed bf16 copy Vᵀ [b][kv head][dim][key] (k_cast_transpose_v, keys padded to a
 //     multiple of 128 with zeros), whose [dim][key] tiles are K-major;
 //   - iteration j issues Q·Kᵀ of tile j, then P·V of tile j − 1, and waits for Q·Kᵀ only: the softmax of tile j runs
-//     while P·V is on the tensor cores (FlashAttention-3's overlap inside a warpgroup); O is rescaled after it;
+//     while P·V is on the tensor cores (FlashAttention-3's overlap inside a warpgroup); O is rescaled after it (not
+//     where no row max of the warp moved: the factor is then exactly 1);
 //   - 128-key tiles of K and Vᵀ come global → shared by cp.async into two stages each, K one tile ahead of V (K of
-//     tile j + 1 and V of tile j in flight during iteration j), made visible to wgmma (the async proxy) by
-//     fence.proxy.async and a barrier.
+//     tile j + 1 and V of tile j in flight during iteration j); the stages are handed over by mbarriers (landed:
+//     cp.async.mbarrier.arrive; read: an arrive after the wgmma wait), not block barriers, so the two warpgroups
+//     need not run in step; a thread's fence.proxy.async after the wait makes the copies visible to wgmma.
 // Shared memory: Q 32 KiB + 2 stages × (K 32 KiB + Vᵀ 32 KiB) = 160 KiB, one block per SM, 2 warpgroups, 254 registers.
 // Same semantics, outputs and numerics as k_flash_fwd_tc (q, k, v, P rounded to bf16; f32 softmax and sums).
 
