@@ -711,7 +711,8 @@ __global__ void k_cast_transpose_v(__nv_bfloat16* __restrict__ vt, const float* 
 
 __global__ void __launch_bounds__(kWgThreads, 1)
 k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
-                  const __nv_bfloat16* __restrict__ vt, const int* __restrict__ seg, int T, int Tp, int Hq, int Hkv, float scale) {
+                  const __nv_bfloat16* __restrict__ vt, const int* __restrict__ seg, int T, int Tp, int Hq, int Hkv, float scale,
+                  int pingpong) {
 #ifdef M1_WGMMA
   extern __shared__ __align__(16) uint8_t wgSmem[];
   __shared__ int qSeg[kWgRows], kSeg[2][kWgKeys];
@@ -882,9 +883,24 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
   };
   if (nTilesK > 1) loadK(1);
   loadV(0);
+  // Ping-pong (FlashAttention-3; `pingpong` set): the warpgroups take turns at issuing their products — named barrier
+  // 1 + w is warpgroup w's turn, passed on by the other after its issue — so one's softmax runs while the other's products
+  // are on the tensor cores. Both take nTilesK + 1 turns (tile 0's Q·Kᵀ, one per loop iteration, the last P·V);
+  // warpgroup 1 opens warpgroup 0's first turn and does not pass on its own last one (no waiter is left for it).
+  int turn = 0;
+  const auto turnWait = [&]() {
+    if (pingpong) asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wg) : "memory");
+  };
+  const auto turnPass = [&]() {
+    if (pingpong && !(wg == 1 && turn == nTilesK)) asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
+    turn++;
+  };
+  if (pingpong && wg == 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory");
   landed(0, 0);
+  turnWait();
   wgFence();
   issueS(0);
+  turnPass();
   wgWaitAll();
   wgPin(s);
   if (!seg) mbarArrive(bar(4));  // K tile 0 read (with segments: after the softmax, which reads its segment ids)
@@ -898,9 +914,11 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
     packP();
     wgPin(s);
     wgPin(o);
+    turnWait();
     wgFence();
     issueS(j);
     issuePV(j - 1);
+    turnPass();
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // Q·Kᵀ done; P·V may still run
     wgPin(s);
     if (!seg) mbarArrive(bar(4 + (j & 1)));  // K tile j read (with segments: after the softmax)
@@ -925,8 +943,10 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
   landed(2, nTilesK - 1);
   packP();
   wgPin(o);
+  turnWait();
   wgFence();
   issuePV(nTilesK - 1);
+  turnPass();
   wgWaitAll();
   wgPin(o);
 
@@ -964,7 +984,8 @@ cudaError_t launchFwdWgmma(float* out, float* lse, const float* q, const __nv_bf
   cudaError_t e = m1AllowSmem(k_flash_fwd_wgmma, kWgSmem, ready);
   if (e != cudaSuccess) return e;
   dim3 grid((unsigned)((T + kWgRows - 1) / kWgRows * Hq), 1u, (unsigned)B);  // blockIdx.x = tile rank · Hq + head
-  k_flash_fwd_wgmma<<<grid, kWgThreads, kWgSmem, s>>>(out, lse, q, kb, vt, seg, T, Tp, Hq, Hkv, scale);
+  const char* pp = std::getenv("M1_ATTN_PINGPONG");  // A/B switch of this session: 0 = the warpgroups issue as they come
+  k_flash_fwd_wgmma<<<grid, kWgThreads, kWgSmem, s>>>(out, lse, q, kb, vt, seg, T, Tp, Hq, Hkv, scale, pp && pp[0] == '0' ? 0 : 1);
   return cudaGetLastError();
 }
 
