@@ -10,8 +10,12 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12 | final12 | check12b | pp12   # twelfth session: the wgmma attention forward (tests, bench:attention A/B,
-#                                   # training, prefill); Nsight Compute on one launch of it (full set, stall reasons, pipes)
+#   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12 | final12 | check12b | final12b   # twelfth
+#                                   # session: the wgmma attention forward (tests, bench:attention A/B, training, prefill);
+#                                   # Nsight Compute on it (full set, stall reasons, pipes); its SASS; the training step
+#                                   # and ncu of the attention backward; tests + training; the record (PEER=1: torch.compile);
+#                                   # tests + attention + training in three processes; the same on the final code. The `pp12` phase (ping-pong A/B,
+#                                   # switch M1_ATTN_PINGPONG) is in git history
 #   bash bench/gpu-bench.sh dev11 | weights11 | blocks11 | engine11 | data11 | ops11 | check11 | final11 | sweep11   # eleventh session: tests, the M1 decode step with f32 against bf16 SSM
 #                                   # state (the engine under Nsight Systems where installed: it is not on the H200 machine);
 #                                   # both models' decode with zero against random weights, then the engine at 3B; both
@@ -641,23 +645,14 @@ check12b)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*check12b*.json 2>/dev/null)
   el "all done"
   ;;
-pp12)
-  # twelfth session: the wgmma forward with the warpgroups' ping-pong (M1_ATTN_PINGPONG=1, default) against without (0),
-  # alternating, after the attention tests; then the kernel's tensor pipe under Nsight Compute
+final12b)
+  # twelfth session, the final native code (ping-pong on, its switch removed): all CUDA tests, bench:attention with both
+  # forward kernels, the training step in TRAIN_RUNS processes
   quick_build
-  TESTS=${TESTS:-test/cuda/flash-attention.test.ts} cuda_tests
-  for r in 1 2; do
-    for p in 1 0; do
-      M1_ATTN_PINGPONG=$p timeout 60 node dist/bench/attention.js --backend cuda --no-backward --name attention-pp$p-r$r-pp12 > "$OUT/attention-pp$p-r$r.txt" 2>&1
-      echo "attention pingpong=$p round $r rc=$?"; grep -E "^ *attention" "$OUT/attention-pp$p-r$r.txt"
-    done
-  done
-  timeout ${NCU_S:-100} ncu --clock-control none -k regex:k_flash_fwd_wgmma --launch-skip 1 --launch-count 1 --csv \
-    --metrics "gpu__time_duration.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,regex:smsp__average_warps_issue_stalled_(barrier|wait|long_scoreboard|mio_throttle|dispatch_stall)_per_issue_active\.ratio" \
-    node dist/bench/attention.js --backend cuda --repeats 1 --no-backward --name attention-ncu > "$OUT/ncu-pp.txt" 2>&1; echo "ncu rc=$?"
-  grep -E '^"' "$OUT/ncu-pp.txt" | awk -F'","' '{print $(NF-2), $NF}' | tail -8
-  rm -f bench/results/attention-ncu*
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*pp12*.json 2>/dev/null)
+  cuda_tests
+  attention_ab final12b
+  for r in $(seq 1 ${TRAIN_RUNS:-2}); do train_step final12b-r$r train-medium-r$r; done
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*final12b*.json 2>/dev/null)
   el "all done"
   ;;
 ncu-attn)

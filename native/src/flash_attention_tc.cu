@@ -588,7 +588,9 @@ cudaError_t launchBwdTc(float* dq, float* dk, float* dv, const __nv_bfloat16* qb
 //   - 128-key tiles of K and Vᵀ come global → shared by cp.async into two stages each, K one tile ahead of V (K of
 //     tile j + 1 and V of tile j in flight during iteration j); the stages are handed over by mbarriers (landed:
 //     cp.async.mbarrier.arrive; read: an arrive after the wgmma wait), not block barriers, so the two warpgroups
-//     need not run in step; a thread's fence.proxy.async after the wait makes the copies visible to wgmma.
+//     need not run in step; a thread's fence.proxy.async after the wait makes the copies visible to wgmma;
+//   - the warpgroups take turns at issuing their products (ping-pong, named barriers 1 and 2): one's softmax runs
+//     while the other's products are on the tensor cores.
 // Shared memory: Q 32 KiB + 2 stages × (K 32 KiB + Vᵀ 32 KiB) = 160 KiB, one block per SM, 2 warpgroups, 254 registers.
 // Same semantics, outputs and numerics as k_flash_fwd_tc (q, k, v, P rounded to bf16; f32 softmax and sums).
 
@@ -711,8 +713,7 @@ __global__ void k_cast_transpose_v(__nv_bfloat16* __restrict__ vt, const float* 
 
 __global__ void __launch_bounds__(kWgThreads, 1)
 k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float* __restrict__ q, const __nv_bfloat16* __restrict__ kb,
-                  const __nv_bfloat16* __restrict__ vt, const int* __restrict__ seg, int T, int Tp, int Hq, int Hkv, float scale,
-                  int pingpong) {
+                  const __nv_bfloat16* __restrict__ vt, const int* __restrict__ seg, int T, int Tp, int Hq, int Hkv, float scale) {
 #ifdef M1_WGMMA
   extern __shared__ __align__(16) uint8_t wgSmem[];
   __shared__ int qSeg[kWgRows], kSeg[2][kWgKeys];
@@ -883,19 +884,18 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
   };
   if (nTilesK > 1) loadK(1);
   loadV(0);
-  // Ping-pong (FlashAttention-3; `pingpong` set): the warpgroups take turns at issuing their products — named barrier
-  // 1 + w is warpgroup w's turn, passed on by the other after its issue — so one's softmax runs while the other's products
-  // are on the tensor cores. Both take nTilesK + 1 turns (tile 0's Q·Kᵀ, one per loop iteration, the last P·V);
-  // warpgroup 1 opens warpgroup 0's first turn and does not pass on its own last one (no waiter is left for it).
+  // Ping-pong (FlashAttention-3): the warpgroups take turns at issuing their products — named barrier 1 + w is
+  // warpgroup w's turn, passed on by the other after its issue — so one's softmax runs while the other's products are
+  // on the tensor cores (same call, alternating: 1.065 / 1.224 ms against 1.168 / 1.346 without; tensor pipe 48 → 51 %).
+  // Both take nTilesK + 1 turns (tile 0's Q·Kᵀ, one per loop iteration, the last P·V); warpgroup 1 opens warpgroup 0's
+  // first turn and does not pass on its own last one (no waiter is left for it).
   int turn = 0;
-  const auto turnWait = [&]() {
-    if (pingpong) asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wg) : "memory");
-  };
+  const auto turnWait = [&]() { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wg) : "memory"); };
   const auto turnPass = [&]() {
-    if (pingpong && !(wg == 1 && turn == nTilesK)) asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
+    if (!(wg == 1 && turn == nTilesK)) asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
     turn++;
   };
-  if (pingpong && wg == 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory");
+  if (wg == 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory");
   landed(0, 0);
   turnWait();
   wgFence();
@@ -984,8 +984,7 @@ cudaError_t launchFwdWgmma(float* out, float* lse, const float* q, const __nv_bf
   cudaError_t e = m1AllowSmem(k_flash_fwd_wgmma, kWgSmem, ready);
   if (e != cudaSuccess) return e;
   dim3 grid((unsigned)((T + kWgRows - 1) / kWgRows * Hq), 1u, (unsigned)B);  // blockIdx.x = tile rank · Hq + head
-  const char* pp = std::getenv("M1_ATTN_PINGPONG");  // A/B switch of this session: 0 = the warpgroups issue as they come
-  k_flash_fwd_wgmma<<<grid, kWgThreads, kWgSmem, s>>>(out, lse, q, kb, vt, seg, T, Tp, Hq, Hkv, scale, pp && pp[0] == '0' ? 0 : 1);
+  k_flash_fwd_wgmma<<<grid, kWgThreads, kWgSmem, s>>>(out, lse, q, kb, vt, seg, T, Tp, Hq, Hkv, scale);
   return cudaGetLastError();
 }
 
