@@ -647,11 +647,13 @@ check12b)
   ;;
 final12b)
   # twelfth session, the final native code (ping-pong on, its switch removed): all CUDA tests, bench:attention with both
-  # forward kernels, the training step in TRAIN_RUNS processes
+  # forward kernels, the training step in TRAIN_RUNS processes, prefill
   quick_build
   cuda_tests
   attention_ab final12b
   for r in $(seq 1 ${TRAIN_RUNS:-2}); do train_step final12b-r$r train-medium-r$r; done
+  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-final12b > "$OUT/prefill-medium.txt" 2>&1
+  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*final12b*.json 2>/dev/null)
   el "all done"
   ;;
