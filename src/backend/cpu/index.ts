@@ -186,8 +186,7 @@ export class CpuBackend implements Backend {
       const what = opts.accumulateInto ? 'accumulateInto' : 'writeInto';
       if (into.size !== M * N) throw new Error(`matmul: ${what} has shape ${shapeString(into.shape)}, product is [${M}, ${N}]`);
       if (into.dtype !== 'f32') throw new Error(`matmul: ${what} must be f32, got ${into.dtype}`);
-      out = dataOf(into);
-      if (opts.writeInto) out.fill(0);
+      out = dataOf(into);  // writeInto: accumulate false below writes every element, the old values are not read
     } else out = new Float32Array(M * N);
     matmulGeneral(dataOf(a), aRows, aCols, transA, dataOf(b), bRows, bCols, transB, out, !!opts.accumulateInto);
     if (into) return into;
