@@ -98,10 +98,8 @@ record() {  # record NAME: the record of a session — build, all CUDA tests, th
   timeout 60 node dist/bench/scan.js --backend cuda --name scan-$1 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *selective" "$OUT/scan.txt"
   timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-$1 > "$OUT/train-medium.txt" 2>&1
   echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) |activation rec" "$OUT/train-medium.txt"; el "train done"
-  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-$1 > "$OUT/train-profile.txt" 2>&1
-  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
-  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-$1 > "$OUT/prefill-medium.txt" 2>&1
-  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
+  train_profile $1
+  prefill_medium $1
   decode_sweep $1
   [ "${ENGINE:-1}" = 1 ] && engine3b
 }
@@ -123,6 +121,18 @@ train_step() {  # train_step NAME [LOG]: the training step (2 steps, phases) →
   local log="$OUT/${2:-train-medium}.txt"
   timeout ${TRAIN_S:-100} node dist/bench/train.js --backend cuda --seq-len 8192 --steps 2 --phases --matmul-precision medium --name train-medium-$1 > "$log" 2>&1
   echo "train rc=$?"; grep -E "^ *m1-3b|^ *(teacher|student|head|optimizer) " "$log"; el "train done"
+}
+train_profile() {  # train_profile NAME: one profiled training step (each op synced) → $OUT/train-profile.txt, JSON *-NAME
+  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-$1 > "$OUT/train-profile.txt" 2>&1
+  echo "train profile rc=$?"; grep -A 30 "^profile" "$OUT/train-profile.txt"; el "train profile done"
+}
+prefill_medium() {  # prefill_medium NAME: bench:prefill at 8k / 16k / 32k, bf16 attention → $OUT/prefill-medium.txt, JSON *-NAME
+  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-$1 > "$OUT/prefill-medium.txt" 2>&1
+  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
+}
+peer4096() {  # peer4096 NAME: torch.compile at context 4096 (PEER_BATCHES, default 8,64) → $OUT/torch-decode-compile-4096-NAME.json
+  PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
+  mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-$1.json" 2>/dev/null
 }
 decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS (WEIGHTS: zero or random)
   timeout ${DECODE_S:-150} node dist/bench/decode.js --${WEIGHTS:-zero}-weights --backend cuda --steps 6 --graphs --name ${DECODE_NAME:-decode-graphs} \
@@ -570,8 +580,7 @@ final11)
   # torch.compile at context 4096 as final10 did)
   record eleventh
   if [ "${PEER:-0}" = 1 ]; then
-    PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
-    mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-eleventh.json" 2>/dev/null
+    peer4096 eleventh
   fi
   pack eleventh
   el "all done"
@@ -584,10 +593,8 @@ dev12)
   attention_ab twelfth
   if [ "${TRAIN:-1}" = 1 ]; then
     train_step dev12
-    timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-dev12 > "$OUT/train-profile.txt" 2>&1
-    echo "train profile rc=$?"; grep -A 14 "^profile" "$OUT/train-profile.txt"; el "train profile done"
-    timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-dev12 > "$OUT/prefill-medium.txt" 2>&1
-    echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9; el "prefill done"
+    train_profile dev12
+    prefill_medium dev12
   fi
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*{twelfth,dev12}*.json 2>/dev/null)
   el "all done"
@@ -616,8 +623,8 @@ check12)
   quick_build
   cuda_tests
   train_step check12
-  timeout 100 node dist/bench/train.js --backend cuda --seq-len 8192 --steps 1 --profile --name train-profile-check12 > "$OUT/train-profile.txt" 2>&1
-  echo "train profile rc=$?"; grep -A 32 "^profile" "$OUT/train-profile.txt" | grep -E "profile|selective|attention|adamw|fill|sumSquares|cast|addInPlace|m1-3b"; el "all done"
+  train_profile check12
+  el "all done"
   ;;
 final12)
   # the twelfth session's record, one call: record twelfth (final11's steps on this session's code), bench:attention with
@@ -625,8 +632,7 @@ final12)
   record twelfth
   attention_ab final12
   if [ "${PEER:-0}" = 1 ]; then
-    PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
-    mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-twelfth.json" 2>/dev/null
+    peer4096 twelfth
   fi
   pack twelfth
   tar czf "$OUT/attention-final12.tgz" $(ls bench/results/attention-*final12*.json 2>/dev/null)
@@ -652,8 +658,7 @@ final12b)
   cuda_tests
   attention_ab final12b
   for r in $(seq 1 ${TRAIN_RUNS:-2}); do train_step final12b-r$r train-medium-r$r; done
-  timeout ${PREFILL_S:-80} node dist/bench/prefill.js --backend cuda --lengths 8192,16384,32768 --repeats 2 --matmul-precision medium --name prefill-medium-final12b > "$OUT/prefill-medium.txt" 2>&1
-  echo "prefill rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/prefill-medium.txt" | head -9
+  prefill_medium final12b
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*final12b*.json 2>/dev/null)
   el "all done"
   ;;
@@ -797,8 +802,7 @@ final10)
     timeout 100 node dist/bench/decode.js --zero-weights --backend cuda --steps 6 --graphs --name decode-llama-peer4096-tenth --models llama-3.2-3b \
       --batches ${PEER_BATCHES:-8,64} --length-batch 64 --lengths 0 --contexts 4096 > "$OUT/decode-llama-4096.txt" 2>&1
     echo "decode llama 4096 rc=$?"; sed -n '/^ *model/,/^$/p' "$OUT/decode-llama-4096.txt" | head -6
-    PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
-    mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-tenth.json" 2>/dev/null
+    peer4096 tenth
   fi
   pack tenth
   el "all done"
