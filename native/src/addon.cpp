@@ -226,10 +226,6 @@ std::unordered_map<std::string, OpFn>& ops() {
     check(m1_embedding_bwd(a.p<float>(0), a.p<int>(1), a.p<float>(2), a.i64(3), a.i64(4), S()), a.op);
     return 0.0;
   });
-  def("rmsnorm", [S](const Args& a) {
-    check(m1_rmsnorm(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.i64(4), a.i64(5), a.f(6), S()), a.op);
-    return 0.0;
-  });
   def("rmsnorm_bwd", [S](const Args& a) {
     check(m1_rmsnorm_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6), a.i64(7),
                          a.i64(8), S()),
@@ -238,7 +234,8 @@ std::unordered_map<std::string, OpFn>& ops() {
   });
   def("swiglu", [S](const Args& a) { check(m1_swiglu(a.p(0), a.i32(1), a.p(2), a.p(3), a.i32(4), a.i64(5), S()), a.op); return 0.0; });
   def("add_rmsnorm", [S](const Args& a) {
-    check(m1_add_rmsnorm(a.p<float>(0), a.p(1), a.i32(2), a.p<float>(3), a.p<float>(4), a.p(5), a.i32(6), a.i64(7), a.i64(8), a.f(9), S()),
+    check(m1_add_rmsnorm(a.p<float>(0), a.p(1), a.i32(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p(6), a.i32(7), a.i64(8), a.i64(9),
+                         a.f(10), S()),
           a.op);
     return 0.0;
   });

@@ -308,16 +308,6 @@ __global__ void k_embedding_bwd(float* dT, const int* ids, const float* dy, int6
     atomicAdd(&dT[(int64_t)ids[r] * D + j], dy[i]);
   }
 }
-__global__ void k_rmsnorm(float* y, float* rstd, const float* x, const float* w, int64_t D, float eps) {
-  __shared__ float sh[32];
-  const float* xr = x + blockIdx.x * D;
-  float ss = 0.f;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) ss += xr[j] * xr[j];
-  ss = blockSum(ss, sh);
-  float rs = 1.f / sqrtf(ss / (float)D + eps);
-  if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
-  for (int64_t j = threadIdx.x; j < D; j += blockDim.x) y[blockIdx.x * D + j] = xr[j] * rs * w[j];
-}
 /** res (or null): added to dx as it is stored (the residual stream's gradient: a layer's dx + dOut in one pass) */
 __global__ void k_rmsnorm_bwd_dx(float* dx, const float* dy, const float* x, const float* w, const float* rstd, const float* res, int64_t D) {
   __shared__ float sh[32];
@@ -463,12 +453,13 @@ cudaError_t launchRmsNormBwdRows(float* dx, float* dw, const float* dy, const fl
 __device__ __forceinline__ void storeOut(float* o, int64_t i, float v) { o[i] = v; }
 __device__ __forceinline__ void storeOut(__nv_bfloat16* o, int64_t i, float v) { o[i] = __float2bfloat16_rn(v); }
 /**
- * Inference: h = x + r (when r is given), y = h / rms(h) · w rounded to OT — the residual add, the norm
- * and the rounding of the next matmul's input in one pass. h goes to memory first and is read back by
- * the same thread (same index), so no block-wide barrier is needed between the two loops.
+ * h = x + r (when r is given), y = h / rms(h) · w rounded to OT — the residual add, the norm and the rounding
+ * of the next matmul's input in one pass; rstd (when given) keeps each row's 1 / rms for the backward. h goes
+ * to memory first and is read back by the same thread (same index), so no block-wide barrier is needed
+ * between the two loops.
  */
 template <typename OT>
-__global__ void k_add_rmsnorm(float* h, OT* y, const float* x, const float* r, WeightF w, int64_t D, float eps) {
+__global__ void k_add_rmsnorm(float* h, OT* y, float* rstd, const float* x, const float* r, WeightF w, int64_t D, float eps) {
   __shared__ float sh[32];
   const int64_t o = blockIdx.x * D;
   float ss = 0.f;
@@ -482,6 +473,7 @@ __global__ void k_add_rmsnorm(float* h, OT* y, const float* x, const float* r, W
   }
   ss = blockSum(ss, sh);
   const float rs = 1.f / sqrtf(ss / (float)D + eps);
+  if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = rs;
   const float* src = r ? h : x;
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) storeOut(y, o + j, src[o + j] * rs * w[j]);
 }
@@ -536,7 +528,7 @@ __global__ void k_swiglu_bwd4(OT* dg, OT* du, const float4* dh, const float4* g,
  */
 constexpr int kAddNormThreads = 256;
 template <typename OT, int VPT>
-__global__ void __launch_bounds__(kAddNormThreads) k_add_rmsnorm4(float4* h, OT* y, const float4* x, const float4* r, WeightF w,
+__global__ void __launch_bounds__(kAddNormThreads) k_add_rmsnorm4(float4* h, OT* y, float* rstd, const float4* x, const float4* r, WeightF w,
                                                                   int D4, float eps) {
   __shared__ float sh[32];
   const int64_t o = (int64_t)blockIdx.x * D4;
@@ -557,6 +549,7 @@ __global__ void __launch_bounds__(kAddNormThreads) k_add_rmsnorm4(float4* h, OT*
   }
   ss = blockSum(ss, sh);
   const float rs = 1.f / sqrtf(ss / (float)(4 * D4) + eps);
+  if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = rs;
 #pragma unroll
   for (int k = 0; k < VPT; k++) {
     const int j = threadIdx.x + k * kAddNormThreads;
@@ -2557,11 +2550,6 @@ cudaError_t m1_embedding_bwd(float* dT, const int* ids, const float* dy, int64_t
   k_embedding_bwd<<<gridFor(n * D), kThreads, 0, s>>>(dT, ids, dy, n, D);
   return lastError();
 }
-cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t D, float eps, cudaStream_t s) {
-  if (rows == 0) return cudaSuccess;
-  k_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(y, rstd, x, w, D, eps);
-  return lastError();
-}
 cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, const float* res,
                            int64_t rows, int64_t D, cudaStream_t s) {
   const int64_t D4 = D / 4, nv = (D4 + kThreads - 1) / kThreads;
@@ -2596,8 +2584,8 @@ cudaError_t m1_swiglu(void* h, int outBf16, const void* g, const void* u, int in
   else k_swiglu<<<gridFor(n), kThreads, 0, s>>>(static_cast<float*>(h), gf, uf, n);
   return lastError();
 }
-cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const float* r, const void* w, int wBf16, int64_t rows, int64_t D,
-                           float eps, cudaStream_t s) {
+cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, float* rstd, const float* x, const float* r, const void* w, int wBf16, int64_t rows,
+                           int64_t D, float eps, cudaStream_t s) {
   if (rows == 0) return cudaSuccess;
   const WeightF wf{w, wBf16};
   const int64_t D4 = D / 4, vpt = (D4 + kAddNormThreads - 1) / kAddNormThreads;
@@ -2605,9 +2593,9 @@ cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const
     float4* h4 = reinterpret_cast<float4*>(h);
     const float4 *x4 = reinterpret_cast<const float4*>(x), *r4 = reinterpret_cast<const float4*>(r);
 #define M1_ADD_NORM4(V)                                                                                                           \
-  (outBf16 ? k_add_rmsnorm4<__nv_bfloat16, V><<<(unsigned)rows, kAddNormThreads, 0, s>>>(h4, static_cast<__nv_bfloat16*>(y), x4, r4, wf, \
+  (outBf16 ? k_add_rmsnorm4<__nv_bfloat16, V><<<(unsigned)rows, kAddNormThreads, 0, s>>>(h4, static_cast<__nv_bfloat16*>(y), rstd, x4, r4, wf, \
                                                                                          (int)D4, eps)                                  \
-           : k_add_rmsnorm4<float, V><<<(unsigned)rows, kAddNormThreads, 0, s>>>(h4, static_cast<float*>(y), x4, r4, wf, (int)D4, eps))
+           : k_add_rmsnorm4<float, V><<<(unsigned)rows, kAddNormThreads, 0, s>>>(h4, static_cast<float*>(y), rstd, x4, r4, wf, (int)D4, eps))
     if (vpt == 1) M1_ADD_NORM4(1);
     else if (vpt == 2) M1_ADD_NORM4(2);
     else if (vpt == 3) M1_ADD_NORM4(3);
@@ -2615,8 +2603,8 @@ cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const
 #undef M1_ADD_NORM4
     return lastError();
   }
-  if (outBf16) k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<__nv_bfloat16*>(y), x, r, wf, D, eps);
-  else k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<float*>(y), x, r, wf, D, eps);
+  if (outBf16) k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<__nv_bfloat16*>(y), rstd, x, r, wf, D, eps);
+  else k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<float*>(y), rstd, x, r, wf, D, eps);
   return lastError();
 }
 cudaError_t m1_swiglu_bwd(void* dg, void* du, int outBf16, const float* dh, const float* g, const float* u, int64_t n, cudaStream_t s) {

@@ -41,18 +41,16 @@ cudaError_t m1_repeat_groups_bwd(float* dx, const float* dy, int64_t rows, int64
 // ---------- embedding / norms / MLP ----------
 cudaError_t m1_embedding(float* out, const void* table, int tableBf16, const int* ids, int64_t n, int64_t D, cudaStream_t s);
 cudaError_t m1_embedding_bwd(float* dTable, const int* ids, const float* dy, int64_t n, int64_t D, cudaStream_t s);
-cudaError_t m1_rmsnorm(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t D, float eps, cudaStream_t s);
-/** res (or null): added to dx (dx = the norm's input gradient + res, one pass instead of a separate add) */
 cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd, const float* res,
                            int64_t rows, int64_t D, cudaStream_t s);
 /** h = silu(gate)·up from f32 or bf16 gate and up (inBf16), stored f32 or bf16 (outBf16) */
 cudaError_t m1_swiglu(void* h, int outBf16, const void* gate, const void* up, int inBf16, int64_t n, cudaStream_t s);
 /**
- * Inference: h = x + r (r may be null: h is then not written), y = rmsnorm(h)·w in f32 or bf16 (outBf16), w f32 or
- * bf16 (wBf16), read directly
+ * h = x + r (r may be null: h is then not written), y = rmsnorm(h)·w in f32 or bf16 (outBf16), w f32 or bf16 (wBf16),
+ * read directly; rstd (may be null) [rows]: each row's 1 / rms(h), for the backward
  */
-cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, const float* x, const float* r, const void* w, int wBf16, int64_t rows, int64_t D,
-                           float eps, cudaStream_t s);
+cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, float* rstd, const float* x, const float* r, const void* w, int wBf16,
+                           int64_t rows, int64_t D, float eps, cudaStream_t s);
 cudaError_t m1_swiglu_bwd(void* dGate, void* dUp, int outBf16, const float* dh, const float* gate, const float* up, int64_t n, cudaStream_t s);
 
 // ---------- attention ----------

@@ -76,6 +76,12 @@ export interface Backend {
    * a bf16 weight read the f32 activation as is (the CPU), so producers keep f32.
    */
   readonly roundsMatmulInputsToBf16?: boolean;
+  /**
+   * True when a matmul of two f32 operands rounds both to bf16 first (setFloat32MatmulPrecision('medium')).
+   * With roundsMatmulInputsToBf16, an activation that feeds only a bf16-weight product and that product's
+   * weight gradient dyᵀ·x may then be stored as bf16 (savedInputDType): both products read the same values.
+   */
+  readonly roundsF32ProductsToBf16?: boolean;
   /** a view with another shape of the same size, sharing storage */
   reshape(t: Tensor, shape: readonly number[]): Tensor;
   /**
@@ -149,18 +155,22 @@ export interface Backend {
   embedding(table: Tensor, ids: Int32Array): Tensor;
   /** dTable[ids[i]] += dy[i] (accumulates) */
   embeddingBackward(dTable: Tensor, ids: Int32Array, dy: Tensor): void;
-  /** y = x / sqrt(mean(x²) + eps) * w over the last dim; rstd [rows] is kept for backward */
-  rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor };
+  /**
+   * y = x / sqrt(mean(x²) + eps) * w over the last dim, rounded to outDType (default f32: bf16 where y only
+   * feeds products that round it anyway, savedInputDType); rstd [rows] is kept for backward
+   */
+  rmsNorm(x: Tensor, w: Tensor, eps: number, outDType?: DType): { y: Tensor; rstd: Tensor };
   /**
    * Gradients of rmsNorm. `residual` (x's shape, optional): added to dx as it is stored — a residual layer's input
    * gradient (the norm's part + the gradient arriving on the skip path) in one pass, the same sums as an addInPlace after.
    */
   rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, residual?: Tensor): { dx: Tensor; dw: Tensor };
   /**
-   * Inference (no backward): h = x + r (x itself when r is null), y = h / sqrt(mean(h²) + eps) * w over the
-   * last dim, rounded to outDType — a residual add and the next layer's norm in one op.
+   * h = x + r (x itself when r is null), y = h / sqrt(mean(h²) + eps) * w over the last dim, rounded to
+   * outDType — a residual add and the next layer's norm in one op. `opts.rstd`: also return rstd [rows] (as
+   * rmsNorm's, for rmsNormBackward with h as its x), for a forward that keeps its activations.
    */
-  addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType): { h: Tensor; y: Tensor };
+  addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType, opts?: { rstd?: boolean }): { h: Tensor; y: Tensor; rstd?: Tensor };
   /** silu(gate) * up, rounded to outDType (default f32) */
   swiglu(gate: Tensor, up: Tensor, outDType?: DType): Tensor;
   /** dGate, dUp rounded to outDType (default f32): bf16 when they only feed bf16 products (matmulInputDType) */

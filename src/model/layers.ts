@@ -1,8 +1,8 @@
 // The pieces every decoder layer shares: RMSNorm and the SwiGLU MLP.
 import type { Backend } from '../backend/backend.js';
-import type { Tensor } from '../backend/tensor.js';
+import type { DType, Tensor } from '../backend/tensor.js';
 import { Rng, uniformArray } from '../util/rng.js';
-import { linearBackward, linearForward, matmulInputDType, Param, type ParamList, type ParamSpec, type WeightSource } from './module.js';
+import { linearBackward, linearForward, matmulInputDType, Param, savedInputDType, type ParamList, type ParamSpec, type WeightSource } from './module.js';
 
 export function onesInit(n: number): (rng: Rng) => Float32Array {
   return () => new Float32Array(n).fill(1);
@@ -24,8 +24,9 @@ export class RMSNorm {
   params(key = 'weight'): ParamList {
     return [[key, this.weight]];
   }
-  forward(x: Tensor): { y: Tensor; rstd: Tensor } {
-    return this.be.rmsNorm(x, this.weight.value, this.eps);
+  /** y in outDType (default f32: savedInputDType of the products y feeds) */
+  forward(x: Tensor, outDType?: DType): { y: Tensor; rstd: Tensor } {
+    return this.be.rmsNorm(x, this.weight.value, this.eps, outDType);
   }
   /** dx (+ residual: the skip path's gradient, added as dx is stored) */
   backward(dy: Tensor, x: Tensor, rstd: Tensor, residual?: Tensor): Tensor {
@@ -62,7 +63,7 @@ export class SwiGluMlp {
     const be = this.be;
     const gate = linearForward(be, x, this.gate.value);
     const up = linearForward(be, x, this.up.value);
-    const h = be.swiglu(gate, up);
+    const h = be.swiglu(gate, up, savedInputDType(be, this.down.value));  // kept for down's weight gradient
     const y = linearForward(be, h, this.down.value);
     return { y, saved: needBackward ? { x, gate, up, h } : null };
   }

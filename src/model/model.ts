@@ -1,14 +1,14 @@
 // The causal LM stack shared by both families: the Llama transformer (teacher) and the M1 hybrid (student).
 //   x = embed(ids); per layer: h = x + Mixer(RMSNorm_in(x)); x = h + MLP(RMSNorm_post(h)); logits = lm_head(RMSNorm(x))
 import type { Backend } from '../backend/backend.js';
-import type { Tensor } from '../backend/tensor.js';
+import type { DType, Tensor } from '../backend/tensor.js';
 import { AttentionMixer, attentionParamSpecs, type AttentionDims } from './attention.js';
 import { ropeInvFreq, type LlamaConfig, type MambaConfig } from './config.js';
 import { normalInit, RMSNorm, SwiGluMlp } from './layers.js';
 import { Mamba1Mixer, mamba1ParamSpecs } from './mamba1.js';
 import { Mamba2Mixer, mamba2ParamSpecs } from './mamba2.js';
 import {
-  matmulInputDType, Param, prefixed, type DecodeInfo, type LayerState, type Mixer, type ParamList, type ParamSpec, type SeqInfo,
+  matmulInputDType, Param, prefixed, savedInputDType, type DecodeInfo, type LayerState, type Mixer, type ParamList, type ParamSpec, type SeqInfo,
   type StatePoolSizes, type StateWrite, type WeightSource,
 } from './module.js';
 
@@ -110,14 +110,15 @@ class DecoderLayer {
   forward(x: Tensor, seq: SeqInfo, needBackward: boolean, state?: LayerState, stateWrite?: StateWrite): { out: Tensor; saved: LayerSaved | null } {
     const be = this.be;
     if (!needBackward) {
-      // inference (prefill, a frozen teacher): the fused form of step, then its pending residual added
-      const o = this.infer(x, null, (u) => this.mixer.forward(u, seq, { needBackward: false, state, stateWrite }).y);
+      // inference with the layer's output materialized (a recomputed layer's input): its pending residual added
+      const o = this.forwardPending(x, null, seq, state, stateWrite);
       return { out: be.add(o.x, o.r), saved: null };
     }
-    const { y: n1, rstd: rstd1 } = this.inNorm.forward(x);
+    // the norms' outputs feed only products: stored as those products read them (savedInputDType)
+    const { y: n1, rstd: rstd1 } = this.inNorm.forward(x, savedInputDType(be, this.mixer.inputWeight()));
     const mix = this.mixer.forward(n1, seq, { needBackward, state, stateWrite });
-    const h = be.add(x, mix.y);
-    const { y: n2, rstd: rstd2 } = this.postNorm.forward(h);
+    const post = be.addRmsNorm(x, mix.y, this.postNorm.weight.value, this.postNorm.eps, this.mlpInputDType(savedInputDType), { rstd: true });
+    const { h, y: n2, rstd: rstd2 } = post as { h: Tensor; y: Tensor; rstd: Tensor };
     const mlp = this.mlp.forward(n2, needBackward);
     const out = be.add(h, mlp.y);
     return { out, saved: needBackward ? { x, n1, rstd1, mixer: mix.saved, h, n2, rstd2, mlp: mlp.saved } : null };
@@ -128,6 +129,18 @@ class DecoderLayer {
     const dh = this.postNorm.backward(dn2, s.h, s.rstd2, dOut);  // + dOut: the skip path, added as dh is stored
     const dn1 = this.mixer.backward(dh, s.mixer);
     return this.inNorm.backward(dn1, s.x, s.rstd1, dh);
+  }
+  /** the dtype the MLP's input may take by `rule` (matmulInputDType or savedInputDType): gate's and up's alike */
+  private mlpInputDType(rule: (be: Backend, w: Tensor) => DType): DType {
+    const { gate, up } = this.mlp;
+    return rule(this.be, gate.value) === 'bf16' && rule(this.be, up.value) === 'bf16' ? 'bf16' : 'f32';
+  }
+  /**
+   * Inference over a sequence (prefill, a frozen teacher) in step's form: the layer's input is x + r (x when r is
+   * null), its output the returned x + r, added by the next layer's norm (or the final one).
+   */
+  forwardPending(x: Tensor, r: Tensor | null, seq: SeqInfo, state?: LayerState, stateWrite?: StateWrite): { x: Tensor; r: Tensor } {
+    return this.infer(x, r, (u) => this.mixer.forward(u, seq, { needBackward: false, state, stateWrite }).y);
   }
   /**
    * One decode step with the residual adds inside the norms: the layer's input is x + r (x alone when r
@@ -144,7 +157,7 @@ class DecoderLayer {
   private infer(x: Tensor, r: Tensor | null, mix: (u: Tensor) => Tensor): { x: Tensor; r: Tensor } {
     const be = this.be;
     const a = be.addRmsNorm(x, r, this.inNorm.weight.value, this.inNorm.eps, matmulInputDType(be, this.mixer.inputWeight()));
-    const b = be.addRmsNorm(a.h, mix(a.y), this.postNorm.weight.value, this.postNorm.eps, matmulInputDType(be, this.mlp.gate.value));
+    const b = be.addRmsNorm(a.h, mix(a.y), this.postNorm.weight.value, this.postNorm.eps, this.mlpInputDType(matmulInputDType));
     return { x: b.h, r: this.mlp.step(b.y) };
   }
 }
@@ -238,6 +251,23 @@ export class CausalLM {
     if (typeof r === 'number' && !(Number.isInteger(r) && r >= 0 && r <= L)) throw new Error(`forward: recompute must be a boolean or a layer count in [0, ${L}], got ${r}`);
     const recomputed = !needBackward ? 0 : r === true ? L : r === false ? 0 : r;
     let x = be.reshape(be.embedding(this.embed.value, ids), [B, T, this.hiddenSize]);
+    if (!needBackward) {
+      // each layer's residual add is left to the next layer's norm (the final norm for the last): the stream
+      // holds x and r, and no layer writes x + r only to read it back
+      let r: Tensor | null = null;
+      this.layers.forEach((layer, i) => {
+        const xi = x, ri = r;
+        ({ x, r } = be.tidy(() => layer.forwardPending(xi, ri, seq, opts.states?.[i], opts.stateWrite)));
+        xi.dispose();  // nothing reads them again
+        ri?.dispose();
+      });
+      const f = this.finalNorm;
+      const out = be.tidy(() => be.addRmsNorm(x, r, f.weight.value, f.eps, 'f32'));
+      if (out.h !== x) out.h.dispose();
+      x.dispose();
+      (r as Tensor | null)?.dispose();
+      return { hidden: out.y, saved: null };
+    }
     const saved: (LayerSaved | null)[] = [];
     const inputs: (Tensor | null)[] = [];
     this.layers.forEach((layer, i) => {
@@ -252,10 +282,8 @@ export class CausalLM {
       saved.push(null);
       inputs.push(needBackward ? input : null);
       x = be.tidy(() => layer.forward(input, seq, false, opts.states?.[i], opts.stateWrite).out);
-      if (!needBackward) input.dispose(); // nothing reads it again: the stream holds one [B, T, D] at a time
     });
     const { y: hidden, rstd } = this.finalNorm.forward(x);
-    if (!needBackward) return { hidden, saved: null };
     return { hidden, saved: { ids, layers: saved, inputs, seq, last: x, rstdFinal: rstd, hidden } };
   }
 

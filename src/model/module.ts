@@ -156,6 +156,16 @@ export function matmulInputDType(be: Backend, w: Tensor): DType {
   return be.roundsMatmulInputsToBf16 && w.dtype === 'bf16' ? 'bf16' : 'f32';
 }
 
+/**
+ * The dtype a forward that keeps its activations may store one in when it feeds only products with weight w
+ * (the forward product and, in backward, w's gradient dyᵀ·x): bf16 when both products round it to bf16 anyway
+ * (a bf16 weight, and f32 × f32 products in bf16: precision 'medium') — the same numbers, half the bytes and no
+ * rounding pass inside either product; else f32.
+ */
+export function savedInputDType(be: Backend, w: Tensor): DType {
+  return matmulInputDType(be, w) === 'bf16' && be.roundsF32ProductsToBf16 ? 'bf16' : 'f32';
+}
+
 /** Linear y = x Wᵀ (no bias); W [out, in] as in PyTorch. `outDType` bf16: y rounded to bf16 as it is stored (inference). */
 export function linearForward(be: Backend, x: Tensor, w: Tensor, outDType?: DType): Tensor {
   return be.matmul(x, w, { transB: true, outDType });

@@ -201,11 +201,12 @@ export class CpuBackend implements Backend {
   embeddingBackward(dTable: Tensor, ids: Int32Array, dy: Tensor): void {
     basic.embeddingBackward(dataOf(dTable), dTable.shape[1]!, ids, dataOf(dy));
   }
-  rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor } {
+  rmsNorm(x: Tensor, w: Tensor, eps: number, outDType: DType = 'f32'): { y: Tensor; rstd: Tensor } {
     const D = basic.lastDim(x);
     if (w.size !== D) throw new Error(`rmsNorm: weight has ${w.size} elements, input last dim is ${D}`);
     const r = basic.rmsNorm(dataOf(x), dataOf(w), D, eps);
-    return { y: this.wrap(r.y, x.shape), rstd: this.wrap(r.rstd, [x.size / D]) };
+    if (outDType !== 'f32') roundToDType(r.y, outDType);
+    return { y: this.wrap(r.y, x.shape, outDType), rstd: this.wrap(r.rstd, [x.size / D]) };
   }
   rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, residual?: Tensor): { dx: Tensor; dw: Tensor } {
     const D = basic.lastDim(x);
@@ -217,12 +218,11 @@ export class CpuBackend implements Backend {
     }
     return { dx: this.wrap(r.dx, x.shape), dw: this.wrap(r.dw, [D]) };
   }
-  addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType): { h: Tensor; y: Tensor } {
+  addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType, opts: { rstd?: boolean } = {}): { h: Tensor; y: Tensor; rstd?: Tensor } {
     if (r && r.size !== x.size) throw new Error(`addRmsNorm: r ${shapeString(r.shape)} does not match x ${shapeString(x.shape)}`);
     const h = r ? this.add(x, r) : x;
-    const { y } = this.rmsNorm(h, w, eps);
-    if (outDType !== 'f32') roundToDType(dataOf(y), outDType);
-    return { h, y: outDType === 'f32' ? y : this.wrap(dataOf(y), y.shape, outDType) };
+    const { y, rstd } = this.rmsNorm(h, w, eps, outDType);
+    return opts.rstd ? { h, y, rstd } : { h, y };
   }
   swiglu(gate: Tensor, up: Tensor, outDType: DType = 'f32'): Tensor {
     if (gate.size !== up.size) throw new Error(`swiglu: gate ${shapeString(gate.shape)} and up ${shapeString(up.shape)} differ`);

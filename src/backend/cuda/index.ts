@@ -100,6 +100,9 @@ export class CudaBackend implements Backend {
   readonly name = 'cuda';
   /** products with a bf16 weight run on the tensor cores with the activation rounded to bf16 (matmul.cpp) */
   readonly roundsMatmulInputsToBf16 = true;
+  get roundsF32ProductsToBf16(): boolean {
+    return MATMUL_PRECISIONS[this.f32Precision] === 'medium';
+  }
   readonly addon: M1Cuda;
   readonly device: DeviceInfo;
   /** set while a graph is being recorded */
@@ -498,16 +501,9 @@ export class CudaBackend implements Backend {
     }
     this.scoped((s) => this.call('embedding_bwd', [t.ptr, s.ints(ids), s.f32(g), ids.length, D]));
   }
-  rmsNorm(x: Tensor, w: Tensor, eps: number): { y: Tensor; rstd: Tensor } {
-    const X = this.t(x, 'rmsNorm: x'), W = this.t(w, 'rmsNorm: w');
-    const D = lastDim(X);
-    if (W.size !== D) throw new Error(`rmsNorm: weight has ${W.size} elements, input last dim is ${D}`);
-    const rows = D > 0 ? X.size / D : 0;
-    return this.scoped((s) => {
-      const rstd = this.alloc([rows]);
-      const y = this.produce(X.shape, (o) => this.call('rmsnorm', [o, rstd.ptr, s.f32(X), s.f32(W), rows, D, eps]));
-      return { y, rstd };
-    });
+  rmsNorm(x: Tensor, w: Tensor, eps: number, outDType: DType = 'f32'): { y: Tensor; rstd: Tensor } {
+    const { y, rstd } = this.norm('rmsNorm', x, null, w, eps, outDType, true);
+    return { y, rstd: rstd! };
   }
   rmsNormBackward(dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, residual?: Tensor): { dx: Tensor; dw: Tensor } {
     const X = this.t(x, 'rmsNormBackward: x'), W = this.t(w, 'rmsNormBackward: w');
@@ -524,24 +520,36 @@ export class CudaBackend implements Backend {
       return { dx, dw };
     });
   }
-  addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType): { h: Tensor; y: Tensor } {
-    const X = this.t(x, 'addRmsNorm: x'), W = this.t(w, 'addRmsNorm: w'), R = r ? this.t(r, 'addRmsNorm: r') : null;
+  addRmsNorm(x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType, opts: { rstd?: boolean } = {}): { h: Tensor; y: Tensor; rstd?: Tensor } {
+    const o = this.norm('addRmsNorm', x, r, w, eps, outDType, opts.rstd ?? false);
+    return o.rstd ? { h: o.h, y: o.y, rstd: o.rstd } : { h: o.h, y: o.y };
+  }
+  /** rmsNorm and addRmsNorm: one kernel, h = x + r (x when r is null), y in outDType, rstd when asked */
+  private norm(op: string, x: Tensor, r: Tensor | null, w: Tensor, eps: number, outDType: DType, wantRstd: boolean): { h: Tensor; y: Tensor; rstd: Tensor | null } {
+    const X = this.t(x, `${op}: x`), W = this.t(w, `${op}: w`), R = r ? this.t(r, `${op}: r`) : null;
     const D = lastDim(X);
-    if (W.size !== D) throw new Error(`addRmsNorm: weight has ${W.size} elements, input last dim is ${D}`);
-    if (R && R.size !== X.size) throw new Error(`addRmsNorm: r ${shapeString(R.shape)} does not match x ${shapeString(X.shape)}`);
+    if (W.size !== D) throw new Error(`${op}: weight has ${W.size} elements, input last dim is ${D}`);
+    if (R && R.size !== X.size) throw new Error(`${op}: r ${shapeString(R.shape)} does not match x ${shapeString(X.shape)}`);
     const rows = D > 0 ? X.size / D : 0;
-    const outBf16 = this.outStorage('addRmsNorm', outDType) === 'bf16';
+    const outBf16 = this.outStorage(op, outDType) === 'bf16';
     return this.scoped((s) => {
-      const h = R ? this.alloc(X.shape) : X;
-      const y = this.alloc(X.shape, outDType);
+      const made: CudaTensor[] = [];
+      const make = (shape: readonly number[], dtype: DType = 'f32'): CudaTensor => {
+        const t = this.alloc(shape, dtype);
+        made.push(t);
+        return t;
+      };
       try {
-        this.call('add_rmsnorm', [R ? h.ptr : 0, y.ptr, outBf16 ? 1 : 0, s.f32(X), R ? s.f32(R) : 0, W.ptr, W.storage === 'bf16' ? 1 : 0, rows, D, eps]);
+        const h = R ? make(X.shape) : X;
+        const y = make(X.shape, outDType);
+        const rstd = wantRstd ? make([rows]) : null;
+        this.call('add_rmsnorm', [R ? h.ptr : 0, y.ptr, outBf16 ? 1 : 0, rstd ? rstd.ptr : 0, s.f32(X), R ? s.f32(R) : 0, W.ptr,
+          W.storage === 'bf16' ? 1 : 0, rows, D, eps]);
+        return { h, y, rstd };
       } catch (e) {
-        y.dispose();
-        if (h !== X) h.dispose();
+        for (const t of made) t.dispose();
         throw e;
       }
-      return { h, y };
     });
   }
   swiglu(gate: Tensor, up: Tensor, outDType: DType = 'f32'): Tensor {
