@@ -585,6 +585,20 @@ final11)
   pack eleventh
   el "all done"
   ;;
+dev13)
+  # thirteenth session: the training step with bf16 activations kept for the products, the one-pass conv kernels and
+  # the inference forward's pending residual — all CUDA tests, the training step in two processes, a profiled step,
+  # prefill, the scan
+  quick_build
+  cuda_tests
+  train_step dev13
+  train_step dev13b train-medium-b
+  train_profile dev13
+  prefill_medium dev13
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-dev13 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *selective" "$OUT/scan.txt"
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*dev13*.json 2>/dev/null)
+  el "all done"
+  ;;
 dev12)
   # twelfth session: the wgmma attention forward (Dh 128 on Hopper) — its tests, bench:attention against the mma.sync
   # kernel (M1_ATTN_WGMMA=0) alternating, then the training step (phases + profile) and prefill on it

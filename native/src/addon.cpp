@@ -295,7 +295,7 @@ std::unordered_map<std::string, OpFn>& ops() {
   });
   def("conv1d_bwd", [S](const Args& a) {
     check(m1_conv1d_bwd(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
-                        a.p<float>(7), a.p<int>(8), a.i32(9), a.i32(10), a.i32(11), a.i32(12), a.i32(13), S()),
+                        a.p<int>(7), a.i32(8), a.i32(9), a.i32(10), a.i32(11), a.i32(12), S()),
           a.op);
     return 0.0;
   });

@@ -814,23 +814,76 @@ __global__ void k_paged_decode(float* out, const float* q, const E* kc, const E*
 // ------------------------------------------------------------------------------------------------
 // causal conv1d
 
-__device__ __forceinline__ float convPre(const float* x, const float* w, const float* bias, const int* segStart,
-                                         int64_t r, int t, int c, int C, int K) {
-  int ss = segStart ? segStart[r] : 0;
-  float acc = bias ? bias[c] : 0.f;
-  int k0 = K - 1 - (t - ss);
-  for (int k = k0 < 0 ? 0 : k0; k < K; k++) acc += w[(int64_t)c * K + k] * x[(r - (K - 1) + k) * C + c];
+/**
+ * The row walk of the causal conv kernels: a thread per (channel c, range of rows [r0, r1) of the flattened
+ * [B·T] rows), blockDim.x channels a block, gridDim.y ranges. Rows are loaded CONV_U at a time (every load of a
+ * group issued before any is used) and each value of x (and dy) is read once, plus K − 1 rows past the range's
+ * edges. The window keeps the last K inputs of the channel by lag: win[j] = row r − j.
+ */
+constexpr int kConvU = 8;
+/** the conv's pre-activation at row r from the window (taps k0 … K − 1: the rows of r's segment), in tap order */
+template <int KMAX>
+__device__ __forceinline__ float convWindow(const float (&win)[KMAX], const float (&wk)[KMAX], float bias, int K, int lim) {
+  float acc = bias;
+#pragma unroll
+  for (int k = 0; k < KMAX; k++)
+    if (k < K && K - 1 - k <= lim) acc += wk[k] * win[K - 1 - k];
   return acc;
 }
-__global__ void k_conv1d(float* y, const float* x, const float* w, const float* bias, const int* segStart, int B, int T, int C,
-                         int K, int silu) {
-  GRID_STRIDE(i, (int64_t)B * T * C) {
-    int c = i % C;
-    int64_t r = i / C;
-    int t = r % T;
-    float a = convPre(x, w, bias, segStart, r, t, c, C, K);
-    y[i] = silu ? siluf(a) : a;
+/** x[r0 − K + 1 … r0 − 1] into win[1 … K − 1] (lags at row r0), zero before row 0 */
+template <int KMAX>
+__device__ __forceinline__ void convWindowInit(float (&win)[KMAX], const float* __restrict__ x, int64_t r0, int c, int C, int K) {
+#pragma unroll
+  for (int j = 0; j < KMAX; j++) win[j] = j >= 1 && j < K && r0 - j >= 0 ? x[(r0 - j) * C + c] : 0.f;
+}
+template <int KMAX>
+__device__ __forceinline__ void convShift(float (&win)[KMAX], float v) {
+#pragma unroll
+  for (int j = KMAX - 1; j > 0; j--) win[j] = win[j - 1];
+  win[0] = v;
+}
+/** rows' loads of one group: v[u] = p[(r + u)·C + c] for r + u < end (else 0), and each row's last valid lag t − segStart */
+template <int U>
+__device__ __forceinline__ void convLoad(float (&v)[U], int (&lim)[U], const float* __restrict__ p, const int* __restrict__ segStart,
+                                         int64_t r, int64_t end, int c, int C, int T) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int64_t q = r + u;
+    v[u] = q < end ? p[q * C + c] : 0.f;
+    const int t = (int)(q % T);
+    lim[u] = q < end ? t - (segStart ? segStart[q] : 0) : 0;
   }
+}
+template <int KMAX>
+__global__ void k_conv1d_rows(float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                              const int* __restrict__ segStart, int64_t rows, int T, int C, int K, int64_t rowsPer, int silu) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int64_t r0 = blockIdx.y * rowsPer, r1 = min(rows, r0 + rowsPer);
+  float wk[KMAX], win[KMAX];
+#pragma unroll
+  for (int k = 0; k < KMAX; k++) wk[k] = k < K ? w[(int64_t)c * K + k] : 0.f;
+  const float b = bias ? bias[c] : 0.f;
+  convWindowInit(win, x, r0, c, C, K);
+  for (int64_t r = r0; r < r1; r += kConvU) {
+    float xs[kConvU];
+    int lim[kConvU];
+    convLoad(xs, lim, x, segStart, r, r1, c, C, T);
+#pragma unroll
+    for (int u = 0; u < kConvU; u++) {
+      if (r + u < r1) {
+        convShift(win, xs[u]);
+        const float a = convWindow(win, wk, b, K, lim[u]);
+        y[(r + u) * C + c] = silu ? siluf(a) : a;
+      }
+    }
+  }
+}
+/** rows per range of the conv row walk: about 8 blocks of 128 channels per SM of an H200 (132), at least 64 rows each */
+static int64_t convRowsPer(int64_t rows, int C) {
+  const int cBlocks = (C + 127) / 128;
+  const int64_t ranges = std::max<int64_t>(1, std::min<int64_t>((132 * 8 + cBlocks - 1) / cBlocks, rows / 64));
+  return rows > 0 ? (rows + ranges - 1) / ranges : 1;
 }
 __global__ void k_conv1d_state_out(float* st, const float* x, const int* segStart, const int* slots, int B, int T, int C, int K) {
   int W = K - 1;
@@ -860,68 +913,70 @@ __global__ void k_conv1d_step(float* y, const float* x, float* st, const int* sl
     if (W > 0) so[W - 1] = xv;
   }
 }
-__global__ void k_conv1d_dpre(float* dpre, const float* dy, const float* x, const float* w, const float* bias, const int* segStart,
-                              int B, int T, int C, int K) {
-  GRID_STRIDE(i, (int64_t)B * T * C) {
-    int c = i % C;
-    int64_t r = i / C;
-    dpre[i] = dy[i] * siluGradf(convPre(x, w, bias, segStart, r, r % T, c, C, K));
-  }
-}
-/** gather form: input t' feeds outputs t = t' + K−1−k that lie in the same segment */
-__global__ void k_conv1d_bwd_dx(float* dx, const float* dpre, const float* w, const int* segStart, int B, int T, int C, int K) {
-  GRID_STRIDE(i, (int64_t)B * T * C) {
-    int c = i % C;
-    int64_t r = i / C;
-    int tp = r % T;
-    int64_t rowStart = r - tp;
-    float acc = 0.f;
-    for (int k = 0; k < K; k++) {
-      int t = tp + K - 1 - k;
-      if (t >= T) continue;
-      if (segStart && segStart[rowStart + t] > tp) continue;
-      acc += w[(int64_t)c * K + k] * dpre[(rowStart + t) * C + c];
-    }
-    dx[i] = acc;
-  }
-}
 /**
- * conv's dw[c, k] and dbias[c] summed over the rows of g (= dpre): a thread per (channel c, range of rows),
- * walking its rows in order with the last K inputs of its channel in registers (each g and x value is read
- * once, where a thread per (c, k) re-read them K + 1 times), f64 sums. A tap k of row r reads input row
- * r − (K − 1) + k, zero before the row's segment start (the causal padding). One range: the sums are stored;
- * several: each range's K + 1 sums go to part [ranges][K + 1][C], added in range order by k_conv1d_dw_ranges.
+ * The conv's whole backward in one row walk (k_conv1d_rows' layout): per row r the pre-activation is recomputed
+ * from the window, dpre = dy·SiLU'(pre) (dy without the SiLU), dx of row r − (K − 1) gathered from the last K
+ * dpre values (dx[r'] = Σ_k w[k]·dpre[r' + K − 1 − k] over the outputs in r''s sequence whose segment holds r'),
+ * and dw[c, k] / dbias[c] summed in f64 over the range's rows (taps inside each row's segment). The walk runs
+ * K − 1 rows past the range for the dx of its last rows. One range: the sums are stored; several: each range's
+ * K + 1 sums go to part [ranges][K + 1][C], added in range order by k_conv1d_dw_ranges (deterministic).
  */
 template <int KMAX>
-__global__ void k_conv1d_dw(float* dw, float* dbias, double* part, const float* g, const float* x, const int* segStart, int64_t rows,
-                            int T, int C, int K, int64_t rowsPer) {
+__global__ void k_conv1d_bwd_rows(float* __restrict__ dx, float* __restrict__ dw, float* __restrict__ dbias, double* __restrict__ part,
+                                  const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ w,
+                                  const float* __restrict__ bias, const int* __restrict__ segStart, int64_t rows, int T, int C, int K,
+                                  int64_t rowsPer, int silu) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
-  const int64_t r0 = blockIdx.y * rowsPer, r1 = min(rows, r0 + rowsPer);
+  const int64_t r0 = blockIdx.y * rowsPer, r1 = min(rows, r0 + rowsPer), end = min(rows, r1 + K - 1);
+  float wk[KMAX], win[KMAX], dwin[KMAX];
+  int lwin[KMAX];  // lwin[j]: the last valid lag of row r − j (its t − segment start), for the dx gather
   double acc[KMAX + 1];
-  float win[KMAX];  // at row r, after the shift: win[k] = input row r − (K − 1) + k of this channel (0 before row 0)
 #pragma unroll
-  for (int k = 0; k <= KMAX; k++) acc[k] = 0.0;
-#pragma unroll
-  for (int k = 0; k < KMAX; k++) {  // the window of row r0 − 1: rows r0 − K … r0 − 1
-    const int64_t rr = r0 - K + k;
-    win[k] = k < K && rr >= 0 ? x[rr * C + c] : 0.f;
+  for (int k = 0; k < KMAX; k++) {
+    wk[k] = k < K ? w[(int64_t)c * K + k] : 0.f;
+    dwin[k] = 0.f;
+    lwin[k] = 0;
+    acc[k] = 0.0;
   }
-  for (int64_t r = r0; r < r1; r++) {
-    // shift the window: row r enters at K − 1
+  acc[KMAX] = 0.0;
+  const float b = bias ? bias[c] : 0.f;
+  convWindowInit(win, x, r0, c, C, K);
+  for (int64_t r = r0; r < end; r += kConvU) {
+    float xs[kConvU], gs[kConvU];
+    int lim[kConvU];
+    convLoad(xs, lim, x, segStart, r, end, c, C, T);
 #pragma unroll
-    for (int k = 0; k + 1 < KMAX; k++)
-      if (k + 1 < K) win[k] = win[k + 1];
-    const float xr = x[r * C + c];
+    for (int u = 0; u < kConvU; u++) gs[u] = r + u < end ? dy[(r + u) * C + c] : 0.f;
 #pragma unroll
-    for (int k = 0; k < KMAX; k++)
-      if (k == K - 1) win[k] = xr;
-    const float gv = g[r * C + c];
-    const int t = (int)(r % T), ss = segStart ? segStart[r] : 0, k0 = K - 1 - (t - ss);  // taps below k0 read before the segment
-    acc[KMAX] += gv;
+    for (int u = 0; u < kConvU; u++) {
+      const int64_t q = r + u;
+      if (q < end) {
+        convShift(win, xs[u]);
+        const float dp = silu ? gs[u] * siluGradf(convWindow(win, wk, b, K, lim[u])) : gs[u];
+        convShift(dwin, dp);
 #pragma unroll
-    for (int k = 0; k < KMAX; k++)
-      if (k < K && k >= k0) acc[k] += (double)gv * win[k];
+        for (int j = KMAX - 1; j > 0; j--) lwin[j] = lwin[j - 1];
+        lwin[0] = lim[u];
+        if (q < r1) {
+          acc[KMAX] += dp;
+#pragma unroll
+          for (int k = 0; k < KMAX; k++)
+            if (k < K && K - 1 - k <= lim[u]) acc[k] += (double)dp * win[K - 1 - k];
+        }
+        const int64_t rp = q - (K - 1);  // the row whose dx is complete: its outputs rp … q are in the window
+        if (rp >= r0) {
+          const int tp = (int)(rp % T);
+          float g = 0.f;
+#pragma unroll
+          for (int k = 0; k < KMAX; k++) {
+            // output row rp + K − 1 − k = q − k (lag k): in rp's sequence, and its segment reaches back to rp
+            if (k < K && tp + K - 1 - k < T && lwin[k] >= K - 1 - k) g += wk[k] * dwin[k];
+          }
+          dx[rp * C + c] = g;
+        }
+      }
+    }
   }
   if (part) {
     double* p = part + (int64_t)blockIdx.y * (K + 1) * C;
@@ -2671,9 +2726,14 @@ cudaError_t m1_paged_decode(float* out, const float* q, const void* kc, const vo
 
 cudaError_t m1_conv1d(float* y, const float* x, const float* w, const float* bias, const int* segStart, int B, int T, int C, int K,
                       int silu, cudaStream_t s) {
-  int64_t n = (int64_t)B * T * C;
-  if (n == 0) return cudaSuccess;
-  k_conv1d<<<gridFor(n), kThreads, 0, s>>>(y, x, w, bias, segStart, B, T, C, K, silu);
+  const int64_t rows = (int64_t)B * T;
+  if (rows == 0 || C == 0) return cudaSuccess;
+  if (K < 1 || K > 16) return cudaErrorInvalidValue;  // the row walk's register window (Mamba convs: K = 4)
+  const int64_t rowsPer = convRowsPer(rows, C);
+  const dim3 grid((unsigned)((C + 127) / 128), (unsigned)((rows + rowsPer - 1) / rowsPer));
+  if (K <= 4) k_conv1d_rows<4><<<grid, 128, 0, s>>>(y, x, w, bias, segStart, rows, T, C, K, rowsPer, silu);
+  else if (K <= 8) k_conv1d_rows<8><<<grid, 128, 0, s>>>(y, x, w, bias, segStart, rows, T, C, K, rowsPer, silu);
+  else k_conv1d_rows<16><<<grid, 128, 0, s>>>(y, x, w, bias, segStart, rows, T, C, K, rowsPer, silu);
   return lastError();
 }
 cudaError_t m1_conv1d_state_out(float* st, const float* x, const int* segStart, const int* slots, int B, int T, int C, int K,
@@ -2689,28 +2749,25 @@ cudaError_t m1_conv1d_step(float* y, const float* x, float* st, const int* slots
   k_conv1d_step<<<gridFor((int64_t)n * C), kThreads, 0, s>>>(y, x, st, slots, w, bias, n, C, K, silu);
   return lastError();
 }
-cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, float* dpre, const float* dy, const float* x, const float* w,
-                          const float* bias, const int* segStart, int B, int T, int C, int K, int silu, cudaStream_t s) {
-  int64_t n = (int64_t)B * T * C;
-  const float* g = dy;
-  if (silu && n > 0) {
-    k_conv1d_dpre<<<gridFor(n), kThreads, 0, s>>>(dpre, dy, x, w, bias, segStart, B, T, C, K);
-    g = dpre;
-  }
-  if (n > 0) k_conv1d_bwd_dx<<<gridFor(n), kThreads, 0, s>>>(dx, g, w, segStart, B, T, C, K);
+cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w, const float* bias,
+                          const int* segStart, int B, int T, int C, int K, int silu, cudaStream_t s) {
   const int64_t rows = (int64_t)B * T;
   if (C <= 0) return lastError();
-  if (K > 16) return cudaErrorInvalidValue;  // the kernel's register window (Mamba convs: K = 4)
-  // rows split into ranges so that the grid has about 8 blocks of 128 threads per SM of an H200 (132), each
-  // range at least 64 rows; the ranges' sums are then added in order (deterministic)
-  const int cBlocks = (C + 127) / 128;
-  const int64_t ranges = std::max<int64_t>(1, std::min<int64_t>((132 * 8 + cBlocks - 1) / cBlocks, rows / 64));
-  const int64_t rowsPer = rows > 0 ? (rows + ranges - 1) / ranges : 1;
+  if (K < 1 || K > 16) return cudaErrorInvalidValue;  // the row walk's register window (Mamba convs: K = 4)
+  if (rows == 0) {  // no rows: zero sums
+    cudaMemsetAsync(dw, 0, sizeof(float) * (size_t)C * K, s);
+    if (dbias) cudaMemsetAsync(dbias, 0, sizeof(float) * (size_t)C, s);
+    return lastError();
+  }
+  // the ranges' sums are added in order after (deterministic)
+  const int64_t rowsPer = convRowsPer(rows, C), ranges = (rows + rowsPer - 1) / rowsPer;
   double* part = ranges > 1 ? static_cast<double*>(m1Alloc(sizeof(double) * ranges * (K + 1) * C)) : nullptr;
-  const dim3 grid((unsigned)cBlocks, (unsigned)ranges);
-  if (K <= 4) k_conv1d_dw<4><<<grid, 128, 0, s>>>(dw, dbias, part, g, x, segStart, rows, T, C, K, rowsPer);
-  else if (K <= 8) k_conv1d_dw<8><<<grid, 128, 0, s>>>(dw, dbias, part, g, x, segStart, rows, T, C, K, rowsPer);
-  else k_conv1d_dw<16><<<grid, 128, 0, s>>>(dw, dbias, part, g, x, segStart, rows, T, C, K, rowsPer);
+  const dim3 grid((unsigned)((C + 127) / 128), (unsigned)ranges);
+#define M1_CONV_BWD(KM) k_conv1d_bwd_rows<KM><<<grid, 128, 0, s>>>(dx, dw, dbias, part, dy, x, w, bias, segStart, rows, T, C, K, rowsPer, silu)
+  if (K <= 4) M1_CONV_BWD(4);
+  else if (K <= 8) M1_CONV_BWD(8);
+  else M1_CONV_BWD(16);
+#undef M1_CONV_BWD
   if (part) {
     k_conv1d_dw_ranges<<<gridFor((int64_t)(K + 1) * C), kThreads, 0, s>>>(dw, dbias, part, (int)ranges, C, K);
     m1Free(part);  // stream-ordered: the block's next user runs after these kernels

@@ -76,9 +76,9 @@ cudaError_t m1_conv1d_state_out(float* convState, const float* x, const int* seg
                                 int B, int T, int C, int K, cudaStream_t s);
 cudaError_t m1_conv1d_step(float* y, const float* x, float* convState, const int* slots, const float* w, const float* bias,
                            int n, int C, int K, int silu, cudaStream_t s);
-/** dpre: scratch [B*T*C] */
-cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, float* dpre, const float* dy, const float* x, const float* w,
-                          const float* bias, const int* segStart, int B, int T, int C, int K, int silu, cudaStream_t s);
+/** dx, dw [C, K] and dbias [C] (may be null) of the causal conv (+ SiLU when silu), in one pass over dy and x */
+cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w, const float* bias,
+                          const int* segStart, int B, int T, int C, int K, int silu, cudaStream_t s);
 
 /** scratch of the forward's time chunks (0 when it runs as one chunk) */
 int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N);

@@ -79,16 +79,20 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
     }
   });
 
-  it('causalConv1dBackward (silu, segments, bias; T 8 and T 700)', () => {
-    for (const T of [8, 700]) {
-      const B = 2, C = 24, K = 4;
+  it('causalConv1d and its backward (silu, segments, bias; T 8 and T 700; widths 4, 3, 6)', () => {
+    // T 700, B 2: the kernels' row walk cuts the 1400 rows into 21 ranges of 67 rows, so ranges end inside a
+    // sequence and one straddles the two; segments start at t 3, 66 (just before a range edge at 67) and 135
+    // (just after 134), so the windows and the dx gather cross range edges and segment starts both
+    for (const [T, K] of [[8, 4], [700, 4], [700, 3], [700, 6]] as const) {
+      const B = 2, C = 24;
       const x = rand([B, T, C], 20), w = rand([C, K], 21, 0.5), bias = rand([C], 22), dy = rand([B, T, C], 23);
-      const segments = Int32Array.from({ length: B * T }, (_, i) => (i % T < 3 ? 0 : 1));
+      const segments = Int32Array.from({ length: B * T }, (_, i) => { const t = i % T; return t < 3 ? 0 : t < 66 ? 1 : t < 135 ? 2 : 3; });
       for (const silu of [false, true]) {
         for (const seg of [undefined, segments]) {
+          const what = `T=${T} K=${K} silu=${silu} seg=${!!seg}`;
+          expectClose(g, g.causalConv1d(x.g, w.g, bias.g, { silu, segments: seg }), cpu.causalConv1d(x.c, w.c, bias.c, { silu, segments: seg }), 1e-5, `conv y ${what}`);
           const og = g.causalConv1dBackward(dy.g, x.g, w.g, bias.g, { silu, segments: seg });
           const oc = cpu.causalConv1dBackward(dy.c, x.c, w.c, bias.c, { silu, segments: seg });
-          const what = `T=${T} silu=${silu} seg=${!!seg}`;
           expectClose(g, og.dx, oc.dx, 1e-5, `conv dx ${what}`);
           expectClose(g, og.dw, oc.dw, 1e-5, `conv dw ${what}`);
           expectClose(g, og.dbias!, oc.dbias!, 1e-5, `conv dbias ${what}`);

@@ -238,3 +238,50 @@ describe.skipIf(!available)(`cuda training steps vs cpu${available ? '' : ` (ski
     compareSteps('grpo m1', mc, run(cpu, tiny(cpu, 'm1', 'tiny', 14)), run(gpu!, tiny(gpu!, 'm1', 'tiny', 14)));
   });
 });
+
+describe.skipIf(!available)(`cuda training with bf16 weights under precision 'medium'${available ? '' : ` (skipped: ${skipReason})`}`, () => {
+  // The norms' and SwiGLU's outputs feed only products with bf16 weights and those weights' gradients dyᵀ·x,
+  // which under 'medium' round them to bf16 anyway: the forward stores them as bf16 (savedInputDType). The
+  // gradients must be bit for bit those of the same step storing them as f32.
+  for (const preset of ['tiny', 'mamba2-tiny'] as const) {
+    it(`bf16 activations kept for the products give the f32 path's gradients exactly (m1/${preset})`, () => {
+      const be = gpu!;
+      be.setFloat32MatmulPrecision('medium');
+      try {
+        const run = (keepBf16: boolean) => {
+          const p = findPreset('m1', preset);
+          const m = initModel(be, validateConfigs(p.config, p.mambaConfig), 21, 'bf16');
+          if (!keepBf16) Object.defineProperty(be, 'roundsF32ProductsToBf16', { value: false, configurable: true });
+          try {
+            allocateGrads(be, m);
+            const x = batch(m.vocabSize);
+            const dtypes: string[] = [];
+            be.tidy(() => {
+              const { hidden, saved } = m.forward(x.ids, plainSeqInfo(B, T), { needBackward: true });
+              for (const l of saved!.layers) {
+                const s = l as unknown as { n1: Tensor; n2: Tensor; mlp: { h: Tensor } };
+                dtypes.push(s.n1.dtype, s.n2.dtype, s.mlp.h.dtype);
+              }
+              const r = sftLoss(be, { hidden, weight: m.lmHead, targets: x.targets, mask: x.mask }, CHUNKS);
+              m.backwardFromHidden(r.dHidden!, saved!);
+            });
+            return { dtypes, grads: m.params().map(([k, q]) => ({ k, g: be.read(q.grad!) })) };
+          } finally {
+            if (!keepBf16) delete (be as unknown as Record<string, unknown>).roundsF32ProductsToBf16;
+          }
+        };
+        const kept = run(true), f32 = run(false);
+        expect(new Set(kept.dtypes)).toEqual(new Set(['bf16']));
+        expect(new Set(f32.dtypes)).toEqual(new Set(['f32']));
+        kept.grads.forEach(({ k, g }, i) => {
+          const want = f32.grads[i]!.g;
+          let diff = 0;
+          for (let j = 0; j < g.length; j++) if (g[j] !== want[j]) diff++;
+          expect(diff, `${k}: ${diff} of ${g.length} gradient values differ`).toBe(0);
+        });
+      } finally {
+        be.setFloat32MatmulPrecision('highest');
+      }
+    });
+  }
+});

@@ -724,6 +724,7 @@ export class CudaBackend implements Backend {
   ): Tensor {
     const X = this.t(x, 'causalConv1d: x'), W = this.t(w, 'causalConv1d: w'), Bi = bias ? this.t(bias, 'causalConv1d: bias') : null;
     const { B, T, C, K } = convDims('causalConv1d', X, W, Bi, opts.segments);
+    if (K > 16) throw new Error(`causalConv1d: kernel width ${K} is above the CUDA kernel's 16 (it keeps the window in registers)`);
     let st: CudaTensor | null = null;
     if (opts.stateOut) {
       st = this.t(opts.stateOut.convState, 'causalConv1d: stateOut.convState');
@@ -756,7 +757,7 @@ export class CudaBackend implements Backend {
       const seg = opts.segments ? s.ints(segmentStarts(opts.segments, B, T)) : 0;
       const dw = this.alloc([C, K]);
       const dbias = Bi ? this.alloc([C]) : null;
-      const dx = this.produce(X.shape, (o) => this.call('conv1d_bwd', [o, dw.ptr, dbias ? dbias.ptr : 0, opts.silu ? s.temp(X.size * 4) : 0,
+      const dx = this.produce(X.shape, (o) => this.call('conv1d_bwd', [o, dw.ptr, dbias ? dbias.ptr : 0,
         s.f32(G), s.f32(X), s.f32(W), s.optF32(Bi), seg, B, T, C, K, opts.silu ? 1 : 0]));
       return { dx, dw, dbias };
     });
