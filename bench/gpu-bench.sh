@@ -599,6 +599,17 @@ dev13)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*dev13*.json 2>/dev/null)
   el "all done"
   ;;
+conv13)
+  # thirteenth session: the conv fix checked (backward and training tests), bench:scan (with the conv rows), then Nsight
+  # Compute on the scan's and the conv's kernels (NCU_K: kernel regex)
+  quick_build
+  TESTS=${TESTS:-test/cuda/backward.test.ts test/cuda/train.test.ts} cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-conv13 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  timeout ${NCU_S:-200} ncu --clock-control none -k regex:${NCU_K:-conv1d} --launch-count ${NCU_LAUNCHES:-4} --set full \
+    node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-conv.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "^  k_|^  void|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc A|Warp Cycles Per Issued|Block Limit Reg|L1/TEX Hit|Executed Instructions  " "$OUT/ncu-conv.txt" | head -80
+  el "all done"
+  ;;
 dev12)
   # twelfth session: the wgmma attention forward (Dh 128 on Hopper) — its tests, bench:attention against the mma.sync
   # kernel (M1_ATTN_WGMMA=0) alternating, then the training step (phases + profile) and prefill on it

@@ -1,6 +1,7 @@
 // The selective scan at a training shape, forward and backward alone: where the training step's largest
 // op stands against the bytes it must move. Default shape: one M1-3B Mamba layer at sequence 8192
-// (B 1, T 8192, Di 3072, N 16, 192 groups, z gate, D skip, Δ bias).
+// (B 1, T 8192, Di 3072, N 16, 192 groups, z gate, D skip, Δ bias). The layer's causal conv (width 4, bias,
+// SiLU) at the same shape, forward and backward, for the same comparison.
 //   node dist/bench/scan.js --backend cuda [--batch 1 --seq-len 8192 --d-inner 3072 --d-state 16]
 // Prints a table (ms per call, GB/s on the minimum bytes: every input read once, every output written
 // once) and writes JSON under bench/results/.
@@ -41,6 +42,9 @@ async function main() {
   const fwdCk = ck ? timeIt(() => { be.tidy(() => be.selectiveScan(ck)); sync(be); }, { warmup: 1, repeats: o.repeats }) : null;
   const bwdCk = ck ? timeIt(() => { be.tidy(() => be.selectiveScanBackward(dy, ck)); sync(be); }, { warmup: 1, repeats: o.repeats }) : null;
   // minimum traffic (f32): forward reads x, Δ, z, B, C and writes y; backward also reads dy and writes dx, dΔ, dz, dB, dC
+  const cw = t([Di, 4], 0.5), cb = t([Di], 0.1);
+  const convFwd = timeIt(() => { be.tidy(() => be.causalConv1d(args.x, cw, cb, { silu: true })); sync(be); }, { warmup: 1, repeats: o.repeats });
+  const convBwd = timeIt(() => { be.tidy(() => be.causalConv1dBackward(dy, args.x, cw, cb, { silu: true })); sync(be); }, { warmup: 1, repeats: o.repeats });
   const act = 4 * B * T * Di, bc = 4 * B * T * G * N;
   const fwdBytes = 4 * act + 2 * bc, bwdBytes = 4 * act + 2 * bc + 3 * act + 2 * bc;
   const rows = [
@@ -51,10 +55,13 @@ async function main() {
     rows.push(['selectiveScan, writing checkpoints', (fwdCk * 1000).toFixed(3), (fwdBytes / 1e9).toFixed(2), (fwdBytes / fwdCk / 1e9).toFixed(0)]);
     rows.push(['selectiveScanBackward, from checkpoints', (bwdCk * 1000).toFixed(3), (bwdBytes / 1e9).toFixed(2), (bwdBytes / bwdCk / 1e9).toFixed(0)]);
   }
+  rows.push(['causalConv1d (width 4, SiLU)', (convFwd * 1000).toFixed(3), (2 * act / 1e9).toFixed(2), (2 * act / convFwd / 1e9).toFixed(0)]);
+  rows.push(['causalConv1dBackward', (convBwd * 1000).toFixed(3), (3 * act / 1e9).toFixed(2), (3 * act / convBwd / 1e9).toFixed(0)]);
   console.log(`selective scan (${o.backend}), B ${B}, T ${T}, Di ${Di}, N ${N}, G ${G}; median of ${o.repeats}`);
   console.log(table(['op', 'ms', 'min GB', 'GB/s on min bytes'], rows));
   const path = writeResult(`${o.name}-${o.backend}`, { options: o, forwardMs: fwd * 1000, backwardMs: bwd * 1000, forwardMinBytes: fwdBytes, backwardMinBytes: bwdBytes,
-    ...(fwdCk !== null && bwdCk !== null ? { checkpointShape: ckShape, forwardWithCheckpointsMs: fwdCk * 1000, backwardFromCheckpointsMs: bwdCk * 1000 } : {}) });
+    ...(fwdCk !== null && bwdCk !== null ? { checkpointShape: ckShape, forwardWithCheckpointsMs: fwdCk * 1000, backwardFromCheckpointsMs: bwdCk * 1000 } : {}),
+    convForwardMs: convFwd * 1000, convBackwardMs: convBwd * 1000 });
   console.log(`\nwrote ${path}`);
 }
 

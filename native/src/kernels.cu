@@ -816,12 +816,14 @@ __global__ void k_paged_decode(float* out, const float* q, const E* kc, const E*
 
 /**
  * The row walk of the causal conv kernels: a thread per (channel c, range of rows [r0, r1) of the flattened
- * [B·T] rows), blockDim.x channels a block, gridDim.y ranges. Rows are loaded CONV_U at a time (every load of a
+ * [B·T] rows), blockDim.x channels a block, gridDim.y ranges. Rows are loaded kConvU at a time (every load of a
  * group issued before any is used) and each value of x (and dy) is read once, plus K − 1 rows past the range's
- * edges. The window keeps the last K inputs of the channel by lag: win[j] = row r − j.
+ * edges. The window keeps the last K inputs of the channel by lag: win[j] = row r − j. A row's last valid lag
+ * `lim` = t − (its segment's start) bounds the taps: a tap reaches back only inside the row's segment (and so
+ * inside its sequence). Width: KMAX = K when EXACT (the common widths, the loops fold), else K ≤ KMAX at run time.
  */
 constexpr int kConvU = 8;
-/** the conv's pre-activation at row r from the window (taps k0 … K − 1: the rows of r's segment), in tap order */
+/** the conv's pre-activation at row r from the window: bias + the taps k with lag K − 1 − k ≤ lim, in tap order */
 template <int KMAX>
 __device__ __forceinline__ float convWindow(const float (&win)[KMAX], const float (&wk)[KMAX], float bias, int K, int lim) {
   float acc = bias;
@@ -830,53 +832,64 @@ __device__ __forceinline__ float convWindow(const float (&win)[KMAX], const floa
     if (k < K && K - 1 - k <= lim) acc += wk[k] * win[K - 1 - k];
   return acc;
 }
-/** x[r0 − K + 1 … r0 − 1] into win[1 … K − 1] (lags at row r0), zero before row 0 */
-template <int KMAX>
-__device__ __forceinline__ void convWindowInit(float (&win)[KMAX], const float* __restrict__ x, int64_t r0, int c, int C, int K) {
-#pragma unroll
-  for (int j = 0; j < KMAX; j++) win[j] = j >= 1 && j < K && r0 - j >= 0 ? x[(r0 - j) * C + c] : 0.f;
-}
-template <int KMAX>
-__device__ __forceinline__ void convShift(float (&win)[KMAX], float v) {
+template <int KMAX, typename V>
+__device__ __forceinline__ void convShift(V (&win)[KMAX], V v) {
 #pragma unroll
   for (int j = KMAX - 1; j > 0; j--) win[j] = win[j - 1];
   win[0] = v;
 }
-/** rows' loads of one group: v[u] = p[(r + u)·C + c] for r + u < end (else 0), and each row's last valid lag t − segStart */
-template <int U>
-__device__ __forceinline__ void convLoad(float (&v)[U], int (&lim)[U], const float* __restrict__ p, const int* __restrict__ segStart,
-                                         int64_t r, int64_t end, int c, int C, int T) {
-#pragma unroll
-  for (int u = 0; u < U; u++) {
-    const int64_t q = r + u;
-    v[u] = q < end ? p[q * C + c] : 0.f;
-    const int t = (int)(q % T);
-    lim[u] = q < end ? t - (segStart ? segStart[q] : 0) : 0;
-  }
-}
+/** what the row walks share: the thread's channel and rows, its taps, and the window of the rows before r0 */
 template <int KMAX>
-__global__ void k_conv1d_rows(float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                              const int* __restrict__ segStart, int64_t rows, int T, int C, int K, int64_t rowsPer, int silu) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  const int64_t r0 = blockIdx.y * rowsPer, r1 = min(rows, r0 + rowsPer);
-  float wk[KMAX], win[KMAX];
+struct ConvWalk {
+  int c, t;  // t: the time index of the next row
+  int64_t r0, r1;
+  float wk[KMAX], win[KMAX], bias;
+  __device__ __forceinline__ bool init(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, int64_t rows,
+                                       int T, int C, int K, int64_t rowsPer) {
+    c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return false;
+    r0 = blockIdx.y * rowsPer;
+    r1 = min(rows, r0 + rowsPer);
+    t = (int)(r0 % T);
+    bias = b ? b[c] : 0.f;
 #pragma unroll
-  for (int k = 0; k < KMAX; k++) wk[k] = k < K ? w[(int64_t)c * K + k] : 0.f;
-  const float b = bias ? bias[c] : 0.f;
-  convWindowInit(win, x, r0, c, C, K);
-  for (int64_t r = r0; r < r1; r += kConvU) {
+    for (int k = 0; k < KMAX; k++) wk[k] = k < K ? w[(int64_t)c * K + k] : 0.f;
+#pragma unroll
+    for (int j = 0; j < KMAX; j++) win[j] = j + 1 < K && r0 - 1 - j >= 0 ? x[(r0 - 1 - j) * C + c] : 0.f;  // lags at row r0 − 1
+    return true;
+  }
+  /** the next row's last valid lag (segStart row pointer sp, null: one segment per sequence); t moves on */
+  __device__ __forceinline__ int nextLim(const int* sp, int u, int T) {
+    const int lim = t - (sp ? sp[u] : 0);
+    if (++t == T) t = 0;
+    return lim;
+  }
+};
+template <int KMAX, bool EXACT>
+__global__ void k_conv1d_rows(float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                              const int* __restrict__ segStart, int64_t rows, int T, int C, int Kr, int64_t rowsPer, int silu) {
+  const int K = EXACT ? KMAX : Kr;
+  ConvWalk<KMAX> cw;
+  if (!cw.init(x, w, bias, rows, T, C, K, rowsPer)) return;
+  const float* xp = x + cw.r0 * C + cw.c;
+  float* yp = y + cw.r0 * C + cw.c;
+  const int* sp = segStart ? segStart + cw.r0 : nullptr;
+  for (int64_t r = cw.r0; r < cw.r1; r += kConvU) {
+    const int n = (int)min((int64_t)kConvU, cw.r1 - r);
     float xs[kConvU];
-    int lim[kConvU];
-    convLoad(xs, lim, x, segStart, r, r1, c, C, T);
+#pragma unroll
+    for (int u = 0; u < kConvU; u++) xs[u] = u < n ? xp[(int64_t)u * C] : 0.f;
 #pragma unroll
     for (int u = 0; u < kConvU; u++) {
-      if (r + u < r1) {
-        convShift(win, xs[u]);
-        const float a = convWindow(win, wk, b, K, lim[u]);
-        y[(r + u) * C + c] = silu ? siluf(a) : a;
+      if (u < n) {
+        convShift(cw.win, xs[u]);
+        const float a = convWindow(cw.win, cw.wk, cw.bias, K, cw.nextLim(sp, u, T));
+        yp[(int64_t)u * C] = silu ? siluf(a) : a;
       }
     }
+    xp += (int64_t)kConvU * C;
+    yp += (int64_t)kConvU * C;
+    if (sp) sp += kConvU;
   }
 }
 /** rows per range of the conv row walk: about 8 blocks of 128 channels per SM of an H200 (132), at least 64 rows each */
@@ -914,70 +927,80 @@ __global__ void k_conv1d_step(float* y, const float* x, float* st, const int* sl
   }
 }
 /**
- * The conv's whole backward in one row walk (k_conv1d_rows' layout): per row r the pre-activation is recomputed
- * from the window, dpre = dy·SiLU'(pre) (dy without the SiLU), dx of row r − (K − 1) gathered from the last K
- * dpre values (dx[r'] = Σ_k w[k]·dpre[r' + K − 1 − k] over the outputs in r''s sequence whose segment holds r'),
- * and dw[c, k] / dbias[c] summed in f64 over the range's rows (taps inside each row's segment). The walk runs
- * K − 1 rows past the range for the dx of its last rows. One range: the sums are stored; several: each range's
- * K + 1 sums go to part [ranges][K + 1][C], added in range order by k_conv1d_dw_ranges (deterministic).
+ * The conv's whole backward in one row walk (k_conv1d_rows' layout): per row q the pre-activation is recomputed
+ * from the window, dpre = dy·SiLU'(pre) (dy without the SiLU), dx of row rp = q − (K − 1) gathered from the last K
+ * dpre values (dx[rp] = Σ_k w[k]·dpre[rp + K − 1 − k] over the outputs whose segment holds rp: lim of row q − k
+ * ≥ K − 1 − k), and dw[c, k] / dbias[c] summed over the range's rows (taps inside each row's segment): in f32 over
+ * a group of kConvU rows, then in f64. The walk runs K − 1 rows past the range for the dx of its last rows (rows
+ * past the array read as zero). One range: the sums are stored; several: each range's K + 1 sums go to part
+ * [ranges][K + 1][C], added in range order by k_conv1d_dw_ranges (deterministic).
  */
-template <int KMAX>
+template <int KMAX, bool EXACT>
 __global__ void k_conv1d_bwd_rows(float* __restrict__ dx, float* __restrict__ dw, float* __restrict__ dbias, double* __restrict__ part,
                                   const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ w,
-                                  const float* __restrict__ bias, const int* __restrict__ segStart, int64_t rows, int T, int C, int K,
+                                  const float* __restrict__ bias, const int* __restrict__ segStart, int64_t rows, int T, int C, int Kr,
                                   int64_t rowsPer, int silu) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  const int64_t r0 = blockIdx.y * rowsPer, r1 = min(rows, r0 + rowsPer), end = min(rows, r1 + K - 1);
-  float wk[KMAX], win[KMAX], dwin[KMAX];
-  int lwin[KMAX];  // lwin[j]: the last valid lag of row r − j (its t − segment start), for the dx gather
+  const int K = EXACT ? KMAX : Kr;
+  ConvWalk<KMAX> cw;
+  if (!cw.init(x, w, bias, rows, T, C, K, rowsPer)) return;
+  const int64_t end = cw.r1 + K - 1, avail = min(rows, end);
+  float dwin[KMAX];
+  int lwin[KMAX];  // lwin[j]: the last valid lag of row q − j
   double acc[KMAX + 1];
 #pragma unroll
   for (int k = 0; k < KMAX; k++) {
-    wk[k] = k < K ? w[(int64_t)c * K + k] : 0.f;
     dwin[k] = 0.f;
-    lwin[k] = 0;
+    lwin[k] = -1;
     acc[k] = 0.0;
   }
   acc[KMAX] = 0.0;
-  const float b = bias ? bias[c] : 0.f;
-  convWindowInit(win, x, r0, c, C, K);
-  for (int64_t r = r0; r < end; r += kConvU) {
+  const float* xp = x + cw.r0 * C + cw.c;
+  const float* gp = dy + cw.r0 * C + cw.c;
+  float* dxp = dx + (cw.r0 - (K - 1)) * C + cw.c;  // dx of row q − (K − 1): written once that row is complete
+  const int* sp = segStart ? segStart + cw.r0 : nullptr;
+  for (int64_t r = cw.r0; r < end; r += kConvU) {
+    const int n = (int)min((int64_t)kConvU, avail - r);  // rows with data (≤ 0 in the walk's tail past the array)
     float xs[kConvU], gs[kConvU];
-    int lim[kConvU];
-    convLoad(xs, lim, x, segStart, r, end, c, C, T);
 #pragma unroll
-    for (int u = 0; u < kConvU; u++) gs[u] = r + u < end ? dy[(r + u) * C + c] : 0.f;
+    for (int u = 0; u < kConvU; u++) {
+      xs[u] = u < n ? xp[(int64_t)u * C] : 0.f;
+      gs[u] = u < n ? gp[(int64_t)u * C] : 0.f;
+    }
+    float part32[KMAX + 1];
+#pragma unroll
+    for (int k = 0; k <= KMAX; k++) part32[k] = 0.f;
 #pragma unroll
     for (int u = 0; u < kConvU; u++) {
       const int64_t q = r + u;
       if (q < end) {
-        convShift(win, xs[u]);
-        const float dp = silu ? gs[u] * siluGradf(convWindow(win, wk, b, K, lim[u])) : gs[u];
+        convShift(cw.win, xs[u]);
+        const int lim = u < n ? cw.nextLim(sp, u, T) : -1;  // past the array: no valid lag (dp is 0 there)
+        const float dp = silu ? gs[u] * siluGradf(convWindow(cw.win, cw.wk, cw.bias, K, lim)) : gs[u];
         convShift(dwin, dp);
-#pragma unroll
-        for (int j = KMAX - 1; j > 0; j--) lwin[j] = lwin[j - 1];
-        lwin[0] = lim[u];
-        if (q < r1) {
-          acc[KMAX] += dp;
+        convShift(lwin, lim);
+        if (q < cw.r1) {
+          part32[KMAX] += dp;
 #pragma unroll
           for (int k = 0; k < KMAX; k++)
-            if (k < K && K - 1 - k <= lim[u]) acc[k] += (double)dp * win[K - 1 - k];
+            if (k < K && K - 1 - k <= lim) part32[k] += dp * cw.win[K - 1 - k];
         }
-        const int64_t rp = q - (K - 1);  // the row whose dx is complete: its outputs rp … q are in the window
-        if (rp >= r0) {
-          const int tp = (int)(rp % T);
+        if (q - (K - 1) >= cw.r0) {
           float g = 0.f;
 #pragma unroll
-          for (int k = 0; k < KMAX; k++) {
-            // output row rp + K − 1 − k = q − k (lag k): in rp's sequence, and its segment reaches back to rp
-            if (k < K && tp + K - 1 - k < T && lwin[k] >= K - 1 - k) g += wk[k] * dwin[k];
-          }
-          dx[rp * C + c] = g;
+          for (int k = 0; k < KMAX; k++)
+            if (k < K && lwin[k] >= K - 1 - k) g += cw.wk[k] * dwin[k];
+          dxp[(int64_t)u * C] = g;
         }
       }
     }
+#pragma unroll
+    for (int k = 0; k <= KMAX; k++) acc[k] += part32[k];
+    xp += (int64_t)kConvU * C;
+    gp += (int64_t)kConvU * C;
+    dxp += (int64_t)kConvU * C;
+    if (sp) sp += kConvU;
   }
+  const int c = cw.c;
   if (part) {
     double* p = part + (int64_t)blockIdx.y * (K + 1) * C;
 #pragma unroll
@@ -2724,6 +2747,15 @@ cudaError_t m1_paged_decode(float* out, const float* q, const void* kc, const vo
   DISPATCH_DPL(Dh, return (launchPaged<DPL, float>(out, q, kc, vc, bt, maxBlocks, seqLens, n, Hq, Hkv, Dh, bsz, scale, s)));
 }
 
+/** the conv kernels' instantiations: widths 2, 3 and 4 exact (Mamba's d_conv is 4), others up to 16 at run time */
+#define M1_CONV_WIDTHS(LAUNCH)      \
+  do {                              \
+    if (K == 4) LAUNCH(4, true);    \
+    else if (K == 3) LAUNCH(3, true); \
+    else if (K == 2) LAUNCH(2, true); \
+    else if (K <= 8) LAUNCH(8, false); \
+    else LAUNCH(16, false);         \
+  } while (0)
 cudaError_t m1_conv1d(float* y, const float* x, const float* w, const float* bias, const int* segStart, int B, int T, int C, int K,
                       int silu, cudaStream_t s) {
   const int64_t rows = (int64_t)B * T;
@@ -2731,9 +2763,9 @@ cudaError_t m1_conv1d(float* y, const float* x, const float* w, const float* bia
   if (K < 1 || K > 16) return cudaErrorInvalidValue;  // the row walk's register window (Mamba convs: K = 4)
   const int64_t rowsPer = convRowsPer(rows, C);
   const dim3 grid((unsigned)((C + 127) / 128), (unsigned)((rows + rowsPer - 1) / rowsPer));
-  if (K <= 4) k_conv1d_rows<4><<<grid, 128, 0, s>>>(y, x, w, bias, segStart, rows, T, C, K, rowsPer, silu);
-  else if (K <= 8) k_conv1d_rows<8><<<grid, 128, 0, s>>>(y, x, w, bias, segStart, rows, T, C, K, rowsPer, silu);
-  else k_conv1d_rows<16><<<grid, 128, 0, s>>>(y, x, w, bias, segStart, rows, T, C, K, rowsPer, silu);
+#define M1_CONV(KM, EX) k_conv1d_rows<KM, EX><<<grid, 128, 0, s>>>(y, x, w, bias, segStart, rows, T, C, K, rowsPer, silu)
+  M1_CONV_WIDTHS(M1_CONV);
+#undef M1_CONV
   return lastError();
 }
 cudaError_t m1_conv1d_state_out(float* st, const float* x, const int* segStart, const int* slots, int B, int T, int C, int K,
@@ -2763,10 +2795,8 @@ cudaError_t m1_conv1d_bwd(float* dx, float* dw, float* dbias, const float* dy, c
   const int64_t rowsPer = convRowsPer(rows, C), ranges = (rows + rowsPer - 1) / rowsPer;
   double* part = ranges > 1 ? static_cast<double*>(m1Alloc(sizeof(double) * ranges * (K + 1) * C)) : nullptr;
   const dim3 grid((unsigned)((C + 127) / 128), (unsigned)ranges);
-#define M1_CONV_BWD(KM) k_conv1d_bwd_rows<KM><<<grid, 128, 0, s>>>(dx, dw, dbias, part, dy, x, w, bias, segStart, rows, T, C, K, rowsPer, silu)
-  if (K <= 4) M1_CONV_BWD(4);
-  else if (K <= 8) M1_CONV_BWD(8);
-  else M1_CONV_BWD(16);
+#define M1_CONV_BWD(KM, EX) k_conv1d_bwd_rows<KM, EX><<<grid, 128, 0, s>>>(dx, dw, dbias, part, dy, x, w, bias, segStart, rows, T, C, K, rowsPer, silu)
+  M1_CONV_WIDTHS(M1_CONV_BWD);
 #undef M1_CONV_BWD
   if (part) {
     k_conv1d_dw_ranges<<<gridFor((int64_t)(K + 1) * C), kThreads, 0, s>>>(dw, dbias, part, (int)ranges, C, K);

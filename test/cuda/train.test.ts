@@ -242,14 +242,16 @@ describe.skipIf(!available)(`cuda training steps vs cpu${available ? '' : ` (ski
 describe.skipIf(!available)(`cuda training with bf16 weights under precision 'medium'${available ? '' : ` (skipped: ${skipReason})`}`, () => {
   // The norms' and SwiGLU's outputs feed only products with bf16 weights and those weights' gradients dyᵀ·x,
   // which under 'medium' round them to bf16 anyway: the forward stores them as bf16 (savedInputDType). The
-  // gradients must be bit for bit those of the same step storing them as f32.
-  for (const preset of ['tiny', 'mamba2-tiny'] as const) {
-    it(`bf16 activations kept for the products give the f32 path's gradients exactly (m1/${preset})`, () => {
+  // gradients must be those of the same step storing them as f32: the products read the same bf16 values, so
+  // the only differences allowed are the scan / attention backward's atomics' summation order (1e-6 of a
+  // parameter's largest gradient; a product reading differently rounded inputs moves them by ~1e-3).
+  for (const [arch, preset] of [['llama', 'tiny'], ['m1', 'tiny'], ['m1', 'mamba2-tiny']] as const) {
+    it(`bf16 activations kept for the products give the f32 path's gradients (${arch}/${preset})`, () => {
       const be = gpu!;
       be.setFloat32MatmulPrecision('medium');
       try {
         const run = (keepBf16: boolean) => {
-          const p = findPreset('m1', preset);
+          const p = findPreset(arch, preset);
           const m = initModel(be, validateConfigs(p.config, p.mambaConfig), 21, 'bf16');
           if (!keepBf16) Object.defineProperty(be, 'roundsF32ProductsToBf16', { value: false, configurable: true });
           try {
@@ -273,12 +275,19 @@ describe.skipIf(!available)(`cuda training with bf16 weights under precision 'me
         const kept = run(true), f32 = run(false);
         expect(new Set(kept.dtypes)).toEqual(new Set(['bf16']));
         expect(new Set(f32.dtypes)).toEqual(new Set(['f32']));
+        let exact = 0;
         kept.grads.forEach(({ k, g }, i) => {
           const want = f32.grads[i]!.g;
-          let diff = 0;
-          for (let j = 0; j < g.length; j++) if (g[j] !== want[j]) diff++;
-          expect(diff, `${k}: ${diff} of ${g.length} gradient values differ`).toBe(0);
+          let gmax = 0, dmax = 0, diff = 0;
+          for (let j = 0; j < g.length; j++) {
+            gmax = Math.max(gmax, Math.abs(want[j]!));
+            dmax = Math.max(dmax, Math.abs(g[j]! - want[j]!));
+            if (g[j] !== want[j]) diff++;
+          }
+          if (diff === 0) exact++;
+          expect(dmax, `${k}: ${diff} of ${g.length} gradient values differ, by up to ${dmax.toExponential(2)} on max |g| ${gmax.toExponential(2)}`).toBeLessThanOrEqual(1e-6 * gmax);
         });
+        expect(exact, 'most gradients are bit for bit equal').toBeGreaterThan(kept.grads.length / 2);
       } finally {
         be.setFloat32MatmulPrecision('highest');
       }
