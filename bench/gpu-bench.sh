@@ -595,8 +595,14 @@ dev13)
   train_step dev13b train-medium-b
   train_profile dev13
   prefill_medium dev13
-  timeout 60 node dist/bench/scan.js --backend cuda --name scan-dev13 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *selective" "$OUT/scan.txt"
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*dev13*.json 2>/dev/null)
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-dev13 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  if [ "${NCU_SCAN:-1}" = 1 ]; then  # every kernel of the scan bench's calls: time, instructions, registers, occupancy, DRAM
+    timeout ${NCU_S:-150} ncu --clock-control none -k regex:${NCU_K:-scan} --launch-count ${NCU_LAUNCHES:-40} --csv --print-units base \
+      --metrics gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+      node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan.csv" 2> "$OUT/ncu-scan.err"; echo "ncu rc=$?"
+    grep -E '"(gpu__time_duration.sum|smsp__inst_executed.sum|launch__registers_per_thread)"' "$OUT/ncu-scan.csv" | awk -F'","' '{print $5" | "$(NF-2)" = "$NF}' | sed 's/"$//' | cut -c1-160 | head -90
+  fi
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*dev13*.json 2>/dev/null)
   el "all done"
   ;;
 conv13)

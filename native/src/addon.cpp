@@ -200,6 +200,10 @@ std::unordered_map<std::string, OpFn>& ops() {
     check(m1_sum_squares_each(a.p<double>(0), a.p<double>(1), xs.data(), sizes.data(), bf16.data(), nT, S()), a.op);
     return 0.0;
   });
+  def("copy_cols_bf16", [S](const Args& a) {
+    check(m1_copy_cols_bf16(a.p(0), a.i64(1), a.i64(2), a.p<float>(3), a.i64(4), a.i64(5), a.i64(6), a.i64(7), S()), a.op);
+    return 0.0;
+  });
   def("copy_cols", [S](const Args& a) {
     check(m1_copy_cols(a.p(0), a.i64(1), a.i64(2), a.p(3), a.i64(4), a.i64(5), a.i64(6), a.i64(7), a.i32(8), S()), a.op);
     return 0.0;
@@ -300,9 +304,9 @@ std::unordered_map<std::string, OpFn>& ops() {
     return 0.0;
   });
   def("selective_scan", [S](const Args& a) {
-    check(m1_selective_scan(a.p<float>(0), a.p<float>(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6),
-                            a.p<float>(7), a.p<float>(8), a.p<int>(9), a.p<float>(10), a.p<int>(11), a.p<float>(12), a.p<float>(13),
-                            a.i32(14), a.i32(15), a.i32(16), a.i32(17), a.i32(18), S()),
+    check(m1_selective_scan(a.p(0), a.i32(1), a.p<float>(2), a.p<float>(3), a.p<float>(4), a.p<float>(5), a.p<float>(6), a.p<float>(7),
+                            a.p<float>(8), a.p<float>(9), a.p<int>(10), a.p<float>(11), a.p<int>(12), a.p<float>(13), a.p<float>(14),
+                            a.i32(15), a.i32(16), a.i32(17), a.i32(18), a.i32(19), S()),
           a.op);
     return 0.0;
   });

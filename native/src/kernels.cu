@@ -520,6 +520,20 @@ __global__ void k_swiglu_bwd4(OT* dg, OT* du, const float4* dh, const float4* g,
     storeOut4(dg, i, make_float4(d.x * b.x * siluGradf(a.x), d.y * b.y * siluGradf(a.y), d.z * b.z * siluGradf(a.z), d.w * b.w * siluGradf(a.w)));
   }
 }
+/** k_copy_cols from f32 to bf16 (rounded to nearest as stored): V = 4 (a float4 in, 8 bytes out; strides, offsets
+ *  and w in units of 4 values) or 1 value a thread; rowTiles(rows, w) */
+template <int V>
+__global__ void k_copy_cols_bf16(__nv_bfloat16* __restrict__ dst, int64_t ds, int64_t doff, const float* __restrict__ src, int64_t ss,
+                                 int64_t soff, int64_t rows, int64_t w) {
+  const int64_t j = tileCol();
+  if (j >= w) return;
+  const int64_t step = tileRowStep();
+#pragma unroll 4
+  for (int64_t r = tileRow0(); r < rows; r += step) {
+    if constexpr (V == 4) storeOut4(dst + 4 * (r * ds + doff), j, load4(src + 4 * (r * ss + soff), j));
+    else dst[r * ds + doff + j] = __float2bfloat16_rn(src[r * ss + soff + j]);
+  }
+}
 /**
  * k_add_rmsnorm with the row in registers: D / 4 float4s over the block's kAddNormThreads threads, VPT each
  * (D ≤ 4·VPT·kAddNormThreads), all loaded before the block's one reduction — at decode sizes the kernel is a
@@ -1060,8 +1074,8 @@ __device__ __forceinline__ ScanLane scanLane(int B, int T, int Di, int G, int K,
  * chunk scanned again from hin, writing y. The state after the chunk's decays is exp(A·Σdt)·h_in +
  * the chunk's own end state, since A is constant over time.
  */
-template <int NMAX>
-__global__ void k_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
+template <int NMAX, typename OT>
+__global__ void k_selective_scan(OT* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
                                  const float* D, const float* z, const float* db, const int* segStart, float* st,
                                  const int* slots, const float* hin, float* chunkS, float* chunkDt, int B, int T, int Di, int N,
                                  int G, int K, int L, float* ckpt, int ckL, int ckK) {
@@ -1112,7 +1126,7 @@ __global__ void k_selective_scan(float* y, const float* x, const float* delta, c
       }
     }
     acc += Dc * xv;
-    y[i] = z ? acc * siluf(z[i]) : acc;
+    storeOut(y, i, z ? acc * siluf(z[i]) : acc);
     if (ckpt && (t + 1) % ckL == 0 && t + 1 < T) {
       float* cko = ckpt + (((int64_t)b * ckK + (t + 1) / ckL) * Di + c) * N;
 #pragma unroll
@@ -2591,6 +2605,19 @@ cudaError_t m1_copy_cols(void* dst, int64_t ds, int64_t doff, const void* src, i
 #undef M1_COPY_COLS
   return lastError();
 }
+cudaError_t m1_copy_cols_bf16(void* dst, int64_t ds, int64_t doff, const float* src, int64_t ss, int64_t soff, int64_t rows, int64_t w,
+                              cudaStream_t s) {
+  if (rows * w == 0) return cudaSuccess;
+  __nv_bfloat16* d = static_cast<__nv_bfloat16*>(dst);
+  if ((ds | doff | ss | soff | w) % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+    const RowTiles t = rowTiles(rows, w / 4);
+    k_copy_cols_bf16<4><<<t.grid, t.block, 0, s>>>(d, ds / 4, doff / 4, src, ss / 4, soff / 4, rows, w / 4);
+  } else {
+    const RowTiles t = rowTiles(rows, w);
+    k_copy_cols_bf16<1><<<t.grid, t.block, 0, s>>>(d, ds, doff, src, ss, soff, rows, w);
+  }
+  return lastError();
+}
 cudaError_t m1_repeat_groups(float* out, const float* x, int64_t rows, int64_t inW, int64_t w, int64_t rep, cudaStream_t s) {
   if (rows <= 0 || inW <= 0 || rep <= 0 || w <= 0) return cudaSuccess;
   if (w % 4 == 0 && fourWide(inW, {out, x})) {  // in float4s
@@ -2853,7 +2880,7 @@ int64_t m1_selective_scan_checkpoint_floats(int B, int T, int Di, int N, int G) 
   const ScanChunks ch = scanBwdChunks(T, Di, N, G);
   return ch.K > 1 ? (int64_t)B * ch.K * Di * N : 0;
 }
-cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
+cudaError_t m1_selective_scan(void* y, int yBf16, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
                               const float* D, const float* z, const float* db, const int* segStart, float* st, const int* slots,
                               float* scratch, float* ckpt, int B, int T, int Di, int N, int G, cudaStream_t s) {
   ScanChunks ch = scanChunks(B, T, Di);
@@ -2865,13 +2892,17 @@ cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, cons
   if (ch.K > 1) {
     hin = scratch;
     float* chunkDt = scratch + n * N;
-    DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
+    DISPATCH_N(N, (k_selective_scan<NM, float><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
                                                                         nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L,
                                                                         nullptr, 1, 1)));
     k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);
   }
-  DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(y, x, delta, A, Bm, Cm, D, z, db, segStart, st, slots, hin,
-                                                                      nullptr, nullptr, B, T, Di, N, G, ch.K, ch.L, ckpt, ck.L, ck.K)));
+#define M1_SCAN_FINAL(OT)                                                                                                     \
+  DISPATCH_N(N, (k_selective_scan<NM, OT><<<gridFor(n, 128), 128, 0, s>>>(static_cast<OT*>(y), x, delta, A, Bm, Cm, D, z, db, segStart, st, \
+                                                                          slots, hin, nullptr, nullptr, B, T, Di, N, G, ch.K, ch.L, ckpt, ck.L, ck.K)))
+  if (yBf16) M1_SCAN_FINAL(__nv_bfloat16);
+  else M1_SCAN_FINAL(float);
+#undef M1_SCAN_FINAL
   return lastError();
 }
 cudaError_t m1_selective_scan_step(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
@@ -3021,7 +3052,7 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
       // carry; the adjoint pass sums the chunks' dt for the reverse carry
       hin = const_cast<float*>(ckpt);
     } else {
-      DISPATCH_N(N, (k_selective_scan<NM><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
+      DISPATCH_N(N, (k_selective_scan<NM, float><<<gridFor(n, 128), 128, 0, s>>>(nullptr, x, delta, A, Bm, Cm, D, z, db, segStart, nullptr,
                                                                           nullptr, nullptr, hin, chunkDt, B, T, Di, N, G, ch.K, ch.L,
                                                                           nullptr, 1, 1)));
       k_scan_chunk_carry<<<gridFor((int64_t)B * Di * N), kThreads, 0, s>>>(hin, chunkDt, A, B, ch.K, Di, N, 0);

@@ -35,6 +35,9 @@ cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const
 /** dst[r, dstOff + j] = src[r, srcOff + j] for j < width (any element size in {2, 4}) */
 cudaError_t m1_copy_cols(void* dst, int64_t dstStride, int64_t dstOff, const void* src, int64_t srcStride, int64_t srcOff,
                          int64_t rows, int64_t width, int elemBytes, cudaStream_t s);
+/** m1_copy_cols from f32 columns to bf16 ones, rounded to nearest */
+cudaError_t m1_copy_cols_bf16(void* dst, int64_t dstStride, int64_t dstOff, const float* src, int64_t srcStride, int64_t srcOff, int64_t rows,
+                              int64_t width, cudaStream_t s);
 cudaError_t m1_repeat_groups(float* out, const float* x, int64_t rows, int64_t inWidth, int64_t width, int64_t repeat, cudaStream_t s);
 cudaError_t m1_repeat_groups_bwd(float* dx, const float* dy, int64_t rows, int64_t outWidth, int64_t width, int64_t repeat, cudaStream_t s);
 
@@ -88,7 +91,8 @@ int64_t m1_selective_scan_scratch_floats(int B, int T, int Di, int N);
  * forward chunk pass and carry.
  */
 int64_t m1_selective_scan_checkpoint_floats(int B, int T, int Di, int N, int G);
-cudaError_t m1_selective_scan(float* y, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
+/** y: f32, or bf16 when yBf16 (rounded as stored: y feeds out_proj's bf16 product) */
+cudaError_t m1_selective_scan(void* y, int yBf16, const float* x, const float* delta, const float* A, const float* Bm, const float* Cm,
                               const float* D, const float* z, const float* deltaBias, const int* segStart,
                               float* ssmState, const int* slots, float* scratch, float* ckpt, int B, int T, int Di, int N, int G,
                               cudaStream_t s);

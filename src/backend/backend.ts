@@ -125,10 +125,11 @@ export interface Backend {
   /** columns [start, end) of the last dimension (a copy, in t's dtype): one piece without copying the others */
   sliceLastDim(t: Tensor, start: number, end: number): Tensor;
   /**
-   * concatenate along the last dimension (all leading dims equal). The result keeps the inputs' dtype when they all
-   * share one (a grown bf16 KV cache or state pool stays bf16), else it is f32.
+   * concatenate along the last dimension (all leading dims equal). The result is in outDType when given (f32 parts
+   * rounded as they are copied: a gradient that only feeds bf16 products, linearGradInputDType); else it keeps the
+   * inputs' dtype when they all share one (a grown bf16 KV cache or state pool stays bf16), else it is f32.
    */
-  concatLastDim(ts: readonly Tensor[]): Tensor;
+  concatLastDim(ts: readonly Tensor[], outDType?: DType): Tensor;
   /**
    * Repeat groups along the last dimension: input [..., S*width] → output [..., S*repeat*width],
    * output group g reads input group ⌊g/repeat⌋ (the M1 x/B expansion from d_xb to d_inner).
@@ -387,6 +388,8 @@ export interface SelectiveScanArgs {
   stateOut?: { ssmState: Tensor; slots: Int32Array };
   /** forward: filled; backward: read — see Backend.selectiveScanCheckpointShape (backends without it ignore this) */
   checkpoints?: Tensor;
+  /** forward: y's dtype (default f32): bf16 when y only feeds out_proj's bf16 product (savedInputDType / matmulInputDType) */
+  outDType?: DType;
 }
 export interface SelectiveScanGrads {
   dx: Tensor; ddelta: Tensor; dA: Tensor; dBm: Tensor; dCm: Tensor;

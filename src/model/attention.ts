@@ -6,7 +6,7 @@ import type { Backend } from '../backend/backend.js';
 import { shapeString, type Tensor } from '../backend/tensor.js';
 import { normalArray, type Rng } from '../util/rng.js';
 import {
-  Param, linearBackward, linearForward,
+  Param, linearBackward, linearForward, linearGradInputDType,
   type DecodeInfo, type LayerState, type Mixer, type ParamList, type ParamSpec, type SeqInfo, type StatePoolSizes,
   type StateWrite, type WeightSource,
 } from './module.js';
@@ -144,7 +144,7 @@ export class AttentionMixer implements Mixer {
     const dk = be.rope(g.dk, s.positions, invFreq, true);
     const flat = (t: Tensor) => be.reshape(t, [B, T, t.size / (B * T)]);
     if (this.inProj) {
-      return linearBackward(be, be.concatLastDim([flat(dq), flat(dk), flat(g.dv)]), s.u, this.inProj);
+      return linearBackward(be, be.concatLastDim([flat(dq), flat(dk), flat(g.dv)], linearGradInputDType(be, s.u, this.inProj.value)), s.u, this.inProj);
     }
     const du = linearBackward(be, flat(dq), s.u, this.qProj!);
     linearBackward(be, flat(dk), s.u, this.kProj!, du);

@@ -10,7 +10,7 @@ import { shapeString, type Tensor } from '../backend/tensor.js';
 import { uniformArray, type Rng } from '../util/rng.js';
 import type { Mamba1Dims } from './config.js';
 import {
-  linearBackward, linearForward, matmulInputDType, Param,
+  linearBackward, linearForward, linearGradInputDType, matmulInputDType, Param, savedInputDType,
   type DecodeInfo, type LayerState, type Mixer, type ParamList, type ParamSpec, type SeqInfo, type StatePoolSizes,
   type StateWrite, type WeightSource,
 } from './module.js';
@@ -175,8 +175,10 @@ export class Mamba1Mixer implements Mixer {
     const { dInner: Di, dState: N } = this.dims;
     const ckShape = opts.needBackward ? be.selectiveScanCheckpointShape?.(B, T, Di, N, Bm.shape[2]!) ?? null : null;
     const checkpoints = ckShape ? be.zeros(ckShape) : undefined;
+    // y feeds only out_proj (and, when kept, its weight gradient): stored as that product reads it
+    const outDType = opts.needBackward ? savedInputDType(be, this.outProj.value) : matmulInputDType(be, this.outProj.value);
     const y = be.selectiveScan({
-      x: xConv, delta, A, Bm, Cm, D: this.dSkip.value, z, deltaBias: this.dtProjBias.value, segments, stateOut: scanOut, checkpoints,
+      x: xConv, delta, A, Bm, Cm, D: this.dSkip.value, z, deltaBias: this.dtProjBias.value, segments, stateOut: scanOut, checkpoints, outDType,
     });
     const out = linearForward(be, y, this.outProj.value);
     if (!opts.needBackward) return { y: out, saved: null };
@@ -211,7 +213,7 @@ export class Mamba1Mixer implements Mixer {
     const dxp = be.repeatGroupsBackward(conv.dx, N, this.repeat);
     const dbp = be.repeatGroupsBackward(be.reshape(g.dBm, [B, T, Di]), N, this.repeat);
     const dc = be.reshape(g.dCm, [B, T, Di]);
-    const dProj = be.concatLastDim([g.dz!, dxp, dbp, dc, dDtLow]);
+    const dProj = be.concatLastDim([g.dz!, dxp, dbp, dc, dDtLow], linearGradInputDType(be, s.u, this.inProj.value));
     return linearBackward(be, dProj, s.u, this.inProj);
   }
 

@@ -166,6 +166,14 @@ export function savedInputDType(be: Backend, w: Tensor): DType {
   return matmulInputDType(be, w) === 'bf16' && be.roundsF32ProductsToBf16 ? 'bf16' : 'f32';
 }
 
+/**
+ * The dtype linearBackward(dy, x, w) reads dy in, in both of its products: bf16 when each would round an f32 dy to
+ * bf16 anyway (a bf16-weight product, and x bf16), so the op producing dy may emit bf16 itself; else f32.
+ */
+export function linearGradInputDType(be: Backend, x: Tensor, w: Tensor): DType {
+  return x.dtype === 'bf16' && matmulInputDType(be, w) === 'bf16' ? 'bf16' : 'f32';
+}
+
 /** Linear y = x Wᵀ (no bias); W [out, in] as in PyTorch. `outDType` bf16: y rounded to bf16 as it is stored (inference). */
 export function linearForward(be: Backend, x: Tensor, w: Tensor, outDType?: DType): Tensor {
   return be.matmul(x, w, { transB: true, outDType });

@@ -135,8 +135,13 @@ describe.skipIf(!available)(`cuda backward ops vs cpu${available ? '' : ` (skipp
           stateOut: { ssmState: s === 'g' ? sg : sc, slots: Int32Array.from([2, 0]) },
         });
         const what = `Di=${Di} G=${G} N=${N} seg=${!!seg}`;
-        expectClose(g, g.selectiveScan(mk('g')), cpu.selectiveScan(mk('c')), 1e-4, `selectiveScan ${what}`);
+        const yc = cpu.selectiveScan(mk('c'));
+        expectClose(g, g.selectiveScan(mk('g')), yc, 1e-4, `selectiveScan ${what}`);
         expectClose(g, sg, sc, 1e-4, `selectiveScan stateOut ${what}`);
+        // y stored as bf16 (outDType): the f32 result rounded as it is stored, so within bf16's rounding of the CPU's
+        const yb = g.selectiveScan({ ...mk('g'), outDType: 'bf16' });
+        expect(yb.dtype).toBe('bf16');
+        expectClose(g, yb, yc, 8e-3, `selectiveScan bf16 y ${what}`);
         const rg = g.selectiveScanBackward(dy.g, mk('g')), rc = cpu.selectiveScanBackward(dy.c, mk('c'));
         for (const key of ['dx', 'ddelta', 'dA', 'dBm', 'dCm', 'dD', 'dz', 'dDeltaBias'] as const) {
           expectClose(g, rg[key]!, rc[key]!, 1e-4, `selectiveScanBackward ${key} ${what}`);

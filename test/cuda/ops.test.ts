@@ -255,6 +255,14 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     const gm = g.concatLastDim([a.g, f.g]);
     expect(gm.dtype).toBe('f32');
     expectClose(g, gm, cpu.concatLastDim([a.c, f.c]), 0, 'concat bf16 + f32');
+    // outDType bf16: f32 parts rounded as they are copied, bf16 parts as stored — widths that are multiples of 4 (the
+    // float4 kernel) and not (f: 5 columns, then every later offset is odd), the same values as the CPU's rounding
+    const w1 = rand([33, 64], 73), w2 = rand([33, 8], 74), w3 = rand([33, 5], 75), w4 = rand([33, 12], 76, 1, 'bf16');
+    for (const parts of [[w1, w2], [w1, w3, w2], [w3, w4, w1]]) {
+      const got = g.concatLastDim(parts.map((p) => p.g), 'bf16');
+      expect(got.dtype).toBe('bf16');
+      expectClose(g, got, cpu.concatLastDim(parts.map((p) => p.c), 'bf16'), 0, `concat into bf16 (${parts.map((p) => p.data.length / 33).join(' + ')} columns)`);
+    }
   });
 
   it('embedding (f32 and bf16 tables), rmsNorm, swiglu', () => {

@@ -261,8 +261,9 @@ describe.skipIf(!available)(`cuda training with bf16 weights under precision 'me
             be.tidy(() => {
               const { hidden, saved } = m.forward(x.ids, plainSeqInfo(B, T), { needBackward: true });
               for (const l of saved!.layers) {
-                const s = l as unknown as { n1: Tensor; n2: Tensor; mlp: { h: Tensor } };
+                const s = l as unknown as { n1: Tensor; n2: Tensor; mlp: { h: Tensor }; mixer: { xConv?: Tensor; y?: Tensor } };
                 dtypes.push(s.n1.dtype, s.n2.dtype, s.mlp.h.dtype);
+                if (s.mixer.xConv) dtypes.push(s.mixer.y!.dtype);  // a Mamba-1 layer: the scan's y feeds only out_proj
               }
               const r = sftLoss(be, { hidden, weight: m.lmHead, targets: x.targets, mask: x.mask }, CHUNKS);
               m.backwardFromHidden(r.dHidden!, saved!);

@@ -146,7 +146,7 @@ export class CpuBackend implements Backend {
     for (let r = 0; r < rows; r++) out.set(src.subarray(r * width + start, r * width + end), r * w);
     return this.wrap(out, [...t.shape.slice(0, -1), w], t.dtype);
   }
-  concatLastDim(ts: readonly Tensor[]): Tensor {
+  concatLastDim(ts: readonly Tensor[], outDType?: DType): Tensor {
     if (ts.length === 0) throw new Error('concatLastDim: no tensors');
     const lead = ts[0]!.shape.slice(0, -1);
     const rows = shapeSize(lead);
@@ -154,8 +154,10 @@ export class CpuBackend implements Backend {
       if (shapeSize(t.shape.slice(0, -1)) !== rows) throw new Error(`concatLastDim: leading shapes differ (${ts.map((x) => shapeString(x.shape)).join(', ')})`);
     }
     const widths = ts.map((t) => basic.lastDim(t));
-    const dtype = ts.every((t) => t.dtype === ts[0]!.dtype) ? ts[0]!.dtype : 'f32'; // the values are already rounded to it
-    return this.wrap(basic.concatLastDim(ts.map(dataOf), widths, rows), [...lead, widths.reduce((s, w) => s + w, 0)], dtype);
+    const dtype = outDType ?? (ts.every((t) => t.dtype === ts[0]!.dtype) ? ts[0]!.dtype : 'f32'); // same dtypes: already rounded to it
+    const out = basic.concatLastDim(ts.map(dataOf), widths, rows);
+    if (outDType !== undefined && outDType !== 'f32') roundToDType(out, outDType);
+    return this.wrap(out, [...lead, widths.reduce((s, w) => s + w, 0)], dtype);
   }
   repeatGroups(x: Tensor, width: number, repeat: number): Tensor {
     const d = basic.lastDim(x);

@@ -45,7 +45,9 @@ export function selectiveScan(be: CpuBackend, args: SelectiveScanArgs): Tensor {
   if (st && args.stateOut!.ssmState.dtype !== 'f32') {
     for (const slot of args.stateOut!.slots) roundToDType(st.subarray(slot * Di * N, (slot + 1) * Di * N), args.stateOut!.ssmState.dtype);
   }
-  return be.wrap(y, args.x.shape);
+  const outDType = args.outDType ?? 'f32';
+  if (outDType !== 'f32') roundToDType(y, outDType);
+  return be.wrap(y, args.x.shape, outDType);
 }
 
 export function selectiveScanBackward(be: CpuBackend, dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads {

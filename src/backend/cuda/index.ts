@@ -376,7 +376,7 @@ export class CudaBackend implements Backend {
     }
     return outs;
   }
-  concatLastDim(ts: readonly Tensor[]): Tensor {
+  concatLastDim(ts: readonly Tensor[], outDType?: DType): Tensor {
     if (ts.length === 0) throw new Error('concatLastDim: no tensors');
     const xs = ts.map((x) => this.t(x, 'concatLastDim'));
     const lead = xs[0]!.shape.slice(0, -1);
@@ -386,13 +386,16 @@ export class CudaBackend implements Backend {
     }
     const widths = xs.map((x) => lastDim(x));
     const width = widths.reduce((a, v) => a + v, 0);
-    // all bf16 (a KV cache or a state pool the engine grows): copied as stored, the result bf16; else f32
-    if (xs.every((x) => x.storage === 'bf16')) {
+    // all bf16 (a KV cache or a state pool the engine grows): copied as stored, the result bf16; bf16 asked
+    // for: f32 parts rounded as they are copied; else f32
+    if (outDType !== undefined) this.outStorage('concatLastDim', outDType);
+    if (outDType === 'bf16' || (outDType === undefined && xs.every((x) => x.storage === 'bf16'))) {
       const out = this.alloc([...lead, width], 'bf16');
       try {
         let off = 0;
         xs.forEach((x, i) => {
-          this.call('copy_cols', [out.ptr, width, off, x.ptr, widths[i]!, 0, rows, widths[i]!, 2]);
+          if (x.storage === 'bf16') this.call('copy_cols', [out.ptr, width, off, x.ptr, widths[i]!, 0, rows, widths[i]!, 2]);
+          else this.scoped((s) => this.call('copy_cols_bf16', [out.ptr, width, off, s.f32(x), widths[i]!, 0, rows, widths[i]!]));
           off += widths[i]!;
         });
       } catch (e) {
@@ -861,12 +864,20 @@ export class CudaBackend implements Backend {
       if (pool.storage === 'bf16') return this.viaF32StateRows(pool, args.stateOut.slots, false, (st, slots) => this.selectiveScan({ ...args, stateOut: { ssmState: st, slots } }));
     }
     const st = args.stateOut ? this.t(args.stateOut.ssmState, op) : null;
+    const outDType = args.outDType ?? 'f32', yBf16 = this.outStorage(op, outDType) === 'bf16';
     return this.scoped((s) => {
       const scratchFloats = this.call('selective_scan_scratch_floats', [B, T, Di, N]);
       const scratch = scratchFloats > 0 ? s.temp(scratchFloats * 4) : 0;
-      return this.produce(args.x.shape, (o) => this.call('selective_scan', [o, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
-        s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z), s.optF32(args.deltaBias),
-        args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, st ? st.ptr : 0, st ? s.ints(args.stateOut!.slots) : 0, scratch, ckpt, B, T, Di, N, G]));
+      const y = this.alloc(args.x.shape, outDType);
+      try {
+        this.call('selective_scan', [y.ptr, yBf16 ? 1 : 0, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
+          s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z), s.optF32(args.deltaBias),
+          args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, st ? st.ptr : 0, st ? s.ints(args.stateOut!.slots) : 0, scratch, ckpt, B, T, Di, N, G]);
+      } catch (e) {
+        y.dispose();
+        throw e;
+      }
+      return y;
     });
   }
   selectiveScanBackward(dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads {
