@@ -605,6 +605,16 @@ dev13)
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*dev13*.json 2>/dev/null)
   el "all done"
   ;;
+exp13)
+  # thirteenth session: the scan's decays by ex2.approx (scanExp) — all CUDA tests, bench:scan, the training step twice
+  quick_build
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-exp13 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  train_step exp13
+  train_step exp13b train-medium-b
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*exp13*.json 2>/dev/null)
+  el "all done"
+  ;;
 conv13)
   # thirteenth session: the conv fix checked (backward and training tests), bench:scan (with the conv rows), then Nsight
   # Compute on the scan's and the conv's kernels (NCU_K: kernel regex)

@@ -1041,6 +1041,13 @@ __global__ void k_conv1d_dw_ranges(float* dw, float* dbias, const double* part, 
 // ------------------------------------------------------------------------------------------------
 // M1 selective scan (Mamba-1, grouped B/C): one thread per (b, channel), state h[N] in registers
 
+/**
+ * exp(x) for the selective scan's decays exp(Δ·A) (forward, chunk carry, backward): one MUFU.EX2 on the log2 scale
+ * (ex2.approx.ftz: ~2 ulp; decays below 2^-126 flush to 0), as the reference's Triton kernels (tl.exp) and the decode
+ * step do, instead of expf's ~10 instructions. Every scan kernel uses it, so the backward's recomputed states are the
+ * forward's.
+ */
+__device__ __forceinline__ float scanExp(float x) { return ex2Fast(x * 1.4426950408889634f); }
 __device__ __forceinline__ bool resetAt(const int* segStart, int64_t r, int t) { return t == 0 || (segStart && segStart[r] == t); }
 
 /**
@@ -1113,7 +1120,7 @@ __global__ void k_selective_scan(OT* y, const float* x, const float* delta, cons
     if (chunkS) {
 #pragma unroll
       for (int n = 0; n < NMAX; n++)
-        if (n < N) h[n] = expf(dt * a[n]) * h[n] + dtx * bp[n];
+        if (n < N) h[n] = scanExp(dt * a[n]) * h[n] + dtx * bp[n];
       continue;
     }
     const float* cp = Cm + (r * G + g) * N;
@@ -1121,7 +1128,7 @@ __global__ void k_selective_scan(OT* y, const float* x, const float* delta, cons
 #pragma unroll
     for (int n = 0; n < NMAX; n++) {
       if (n < N) {
-        h[n] = expf(dt * a[n]) * h[n] + dtx * bp[n];
+        h[n] = scanExp(dt * a[n]) * h[n] + dtx * bp[n];
         acc += cp[n] * h[n];
       }
     }
@@ -1171,7 +1178,7 @@ __global__ void k_scan_chunk_carry(float* S, const float* chunkDt, const float* 
         const int j = j0 + u, k = reverse ? K - 1 - j : j;
         if (j < K) {
           S[(((int64_t)b * K + k) * Di + c) * N + n] = carry;
-          carry = (d[u] < 0.f ? 0.f : expf(a * d[u])) * carry + own[u];
+          carry = (d[u] < 0.f ? 0.f : scanExp(a * d[u])) * carry + own[u];
         }
       }
     }
@@ -1213,7 +1220,7 @@ __global__ void k_selective_scan_step(float* y, const float* x, const float* del
         const float* cp = Cm + ((int64_t)s * G + g) * N;
         float* so = stRow + (int64_t)c * N;
         for (int n = k; n < N; n += LANES) {
-          const float hn = expf(dt * ap[n]) * so[n] + dtx * bp[n];
+          const float hn = scanExp(dt * ap[n]) * so[n] + dtx * bp[n];
           so[n] = hn;
           acc += cp[n] * hn;
         }
@@ -1611,7 +1618,7 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
       if (n < N) {
-        h[n] = expf(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
+        h[n] = scanExp(dt * a[n]) * (reset ? 0.f : h[n]) + dtx * bp[n];
         if (j + 1 < q) hs[((int64_t)j * N + n) * nth + tid] = h[n];  // the last state stays in h
       }
   }
@@ -1649,7 +1656,7 @@ __global__ void __launch_bounds__(128) k_selective_scan_bwd(float* dx, float* dd
         h[n] = j > 0 ? hs[((int64_t)(j - 1) * N + n) * nth + tid] : (hin ? hin[tid * N + n] : 0.f);
         const float prev = reset ? 0.f : h[n];
         const float gh = adj[n] + dr * cp[n];
-        const float decay = expf(dt * a[n]);
+        const float decay = scanExp(dt * a[n]);
         ddt += gh * (a[n] * decay * prev + bp[n] * xv);
         dAa[n] += gh * dt * decay * prev;
         dxv += gh * dt * bp[n];
@@ -1788,7 +1795,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
       loadRun<SPT>(bp + j * GN, bn);
 #pragma unroll
       for (int e = 0; e < SPT; e++) {
-        h[e] = expf(dt * a[e]) * (reset ? 0.f : h[e]) + dtx * bn[e];
+        h[e] = scanExp(dt * a[e]) * (reset ? 0.f : h[e]) + dtx * bn[e];
         hs[j][e] = h[e];
       }
     }
@@ -1810,7 +1817,7 @@ __global__ void __launch_bounds__(256) k_selective_scan_bwd_lanes(float* dx, flo
 #pragma unroll
       for (int e = 0; e < SPT; e++) {
         const float hn = hs[j][e], prev = reset ? 0.f : (j > 0 ? hs[j - 1][e] : h0[e]);
-        const float gh = adj[e] + dr * cn[e], decay = expf(dt * a[e]);
+        const float gh = adj[e] + dr * cn[e], decay = scanExp(dt * a[e]);
         pdt += gh * (a[e] * decay * prev + bn[e] * xs);
         pdx += gh * dt * bn[e];
         prr += cn[e] * hn;
@@ -1914,7 +1921,7 @@ __global__ void k_selective_scan_bwd_adj(float* adjS, float* chunkDt, const floa
     const float* cp = Cm + (r * G + g) * N;
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
-      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * expf(dt * a[n]);
+      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * scanExp(dt * a[n]);
   }
 #pragma unroll
   for (int n = 0; n < NMAX; n++)
