@@ -134,6 +134,12 @@ peer4096() {  # peer4096 NAME: torch.compile at context 4096 (PEER_BATCHES, defa
   PEER_BATCHES=${PEER_BATCHES:-8,64} PEER_CONTEXTS=4096 TORCH_S=${TORCH_S:-200} peer compile
   mv "$OUT/torch-decode-compile.json" "$OUT/torch-decode-compile-4096-$1.json" 2>/dev/null
 }
+ncu_scan() {  # every kernel of bench:scan's calls under Nsight Compute: time, instructions, registers, occupancy, DRAM → $OUT/ncu-scan.csv
+  timeout ${NCU_S:-150} ncu --clock-control none -k regex:${NCU_K:-scan} --launch-count ${NCU_LAUNCHES:-40} --csv --print-units base \
+    --metrics gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+    node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan.csv" 2> "$OUT/ncu-scan.err"; echo "ncu rc=$?"
+  python3 bench/ncu-table.py "$OUT/ncu-scan.csv" | head -45
+}
 decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS (WEIGHTS: zero or random)
   timeout ${DECODE_S:-150} node dist/bench/decode.js --${WEIGHTS:-zero}-weights --backend cuda --steps 6 --graphs --name ${DECODE_NAME:-decode-graphs} \
     --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} ${DECODE_FLAGS:-} > "$OUT/decode-graphs.txt" 2>&1
@@ -596,13 +602,14 @@ dev13)
   train_profile dev13
   prefill_medium dev13
   timeout 60 node dist/bench/scan.js --backend cuda --name scan-dev13 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
-  if [ "${NCU_SCAN:-1}" = 1 ]; then  # every kernel of the scan bench's calls: time, instructions, registers, occupancy, DRAM
-    timeout ${NCU_S:-150} ncu --clock-control none -k regex:${NCU_K:-scan} --launch-count ${NCU_LAUNCHES:-40} --csv --print-units base \
-      --metrics gpu__time_duration.sum,smsp__inst_executed.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
-      node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan.csv" 2> "$OUT/ncu-scan.err"; echo "ncu rc=$?"
-    grep -E '"(gpu__time_duration.sum|smsp__inst_executed.sum|launch__registers_per_thread)"' "$OUT/ncu-scan.csv" | awk -F'","' '{print $5" | "$(NF-2)" = "$NF}' | sed 's/"$//' | cut -c1-160 | head -90
-  fi
+  [ "${NCU_SCAN:-1}" = 1 ] && ncu_scan
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*dev13*.json 2>/dev/null)
+  el "all done"
+  ;;
+ncu13)
+  # thirteenth session: Nsight Compute on bench:scan's kernels alone
+  quick_build
+  ncu_scan
   el "all done"
   ;;
 exp13)

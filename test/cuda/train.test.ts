@@ -243,7 +243,7 @@ describe.skipIf(!available)(`cuda training with bf16 weights under precision 'me
   // The norms' and SwiGLU's outputs feed only products with bf16 weights and those weights' gradients dyᵀ·x,
   // which under 'medium' round them to bf16 anyway: the forward stores them as bf16 (savedInputDType). The
   // gradients must be those of the same step storing them as f32: the products read the same bf16 values, so
-  // the only differences allowed are the scan / attention backward's atomics' summation order (1e-6 of a
+  // the only differences allowed are the scan / attention backward's atomics' summation order (1e-5 of a
   // parameter's largest gradient; a product reading differently rounded inputs moves them by ~1e-3).
   for (const [arch, preset] of [['llama', 'tiny'], ['m1', 'tiny'], ['m1', 'mamba2-tiny']] as const) {
     it(`bf16 activations kept for the products give the f32 path's gradients (${arch}/${preset})`, () => {
@@ -286,7 +286,7 @@ describe.skipIf(!available)(`cuda training with bf16 weights under precision 'me
             if (g[j] !== want[j]) diff++;
           }
           if (diff === 0) exact++;
-          expect(dmax, `${k}: ${diff} of ${g.length} gradient values differ, by up to ${dmax.toExponential(2)} on max |g| ${gmax.toExponential(2)}`).toBeLessThanOrEqual(1e-6 * gmax);
+          expect(dmax, `${k}: ${diff} of ${g.length} gradient values differ, by up to ${dmax.toExponential(2)} on max |g| ${gmax.toExponential(2)}`).toBeLessThanOrEqual(1e-5 * gmax);
         });
         expect(exact, 'most gradients are bit for bit equal').toBeGreaterThan(kept.grads.length / 2);
       } finally {
