@@ -10,6 +10,10 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
+#   bash bench/gpu-bench.sh dev13 | conv13 | exp13 | ncu13 | final13   # thirteenth session: the training step with bf16 activations
+#                                   # kept for the products and the one-pass conv (tests, training twice, profile, prefill,
+#                                   # the scan + ncu of its kernels); the conv kernels under ncu; the scan's ex2 decays; ncu of
+#                                   # the scan's kernels alone; the record (+ the training step in a second process)
 #   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12 | final12 | check12b | final12b   # twelfth
 #                                   # session: the wgmma attention forward (tests, bench:attention A/B, training, prefill);
 #                                   # Nsight Compute on it (full set, stall reasons, pipes); its SASS; the training step
@@ -604,6 +608,14 @@ dev13)
   timeout 60 node dist/bench/scan.js --backend cuda --name scan-dev13 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
   [ "${NCU_SCAN:-1}" = 1 ] && ncu_scan
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt *.csv 2>/dev/null) -C "$PWD" $(ls bench/results/*dev13*.json 2>/dev/null)
+  el "all done"
+  ;;
+final13)
+  # the thirteenth session's record, one call: record thirteenth (build, all CUDA tests, the scan, the training step and a
+  # profiled one, prefill, the decode sweep, the engine at 3B), then the training step in a second process
+  record thirteenth
+  train_step final13b train-medium-b
+  pack thirteenth
   el "all done"
   ;;
 ncu13)
