@@ -618,6 +618,20 @@ final13)
   pack thirteenth
   el "all done"
   ;;
+pair13)
+  # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
+  # (m1 + llama, batch 8 … 512, context 256 / 4096) with it and without it (M1_MATMUL_PAIR=0), two rounds alternating
+  quick_build
+  cuda_tests
+  for r in 1 2; do
+    for p in 1 0; do
+      M1_MATMUL_PAIR=$p DECODE_NAME=decode-pair$p-r$r-pair13 BATCHES=${BATCHES:-8,64,128,256,512} decode_round
+      mv "$OUT/decode-graphs.txt" "$OUT/decode-pair$p-r$r.txt"
+    done
+  done
+  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*pair13*.json 2>/dev/null)
+  el "all done"
+  ;;
 ncu13)
   # thirteenth session: Nsight Compute on bench:scan's kernels alone
   quick_build

@@ -222,6 +222,11 @@ std::unordered_map<std::string, OpFn>& ops() {
              a.p(10), a.i32(11) != 0, a.i32(12) != 0, a.i32(13));
     return 0.0;
   });
+  def("matmul_pair", [](const Args& a) {
+    // a, aBf16, aRows, aCols, b1, b2, bBf16, bRows, bCols, c, cBf16, f32Precision → 1 when done as one launch, else 0
+    return m1MatmulPair(a.p(0), a.i32(1) != 0, a.i64(2), a.i64(3), a.p(4), a.p(5), a.i32(6) != 0, a.i64(7), a.i64(8), a.p(9),
+                        a.i32(10) != 0, a.i32(11)) ? 1.0 : 0.0;
+  });
   def("embedding", [S](const Args& a) {
     check(m1_embedding(a.p<float>(0), a.p(1), a.i32(2), a.p<int>(3), a.i64(4), a.i64(5), S()), a.op);
     return 0.0;

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <tuple>
 #include <vector>
@@ -37,8 +38,10 @@ constexpr int kTuneCandidates = 8;
 constexpr size_t kTuneMaxOutBytes = 64u << 20;
 constexpr long long kTuneMaxRows = 256;  // rows of the activation (Lt's n): decode batches up to 256
 
-// (bf16, tf32, cBf16, transa, transb, m, n, k, lda, ldb): a plan's problem; with n replaced by its row bucket, a timing's
-using ShapeKey = std::tuple<bool, bool, bool, bool, bool, long long, long long, long long, long long, long long>;
+// (bf16, tf32, cBf16, transa, transb, m, n, k, lda, ldb, strideA): a plan's problem; with n replaced by its row bucket (and
+// strideA by 1 when nonzero), a timing's. strideA ≠ 0: a batch of two products sharing Lt's B (our activation), Lt's A
+// (our weight) at A and A + strideA elements, the outputs one after the other (m1MatmulPair)
+using ShapeKey = std::tuple<bool, bool, bool, bool, bool, long long, long long, long long, long long, long long, long long>;
 
 /** the power-of-two bucket (b/2, b] of n activation rows: one timing serves every row count of a bucket */
 long long rowBucket(long long n) {
@@ -54,6 +57,8 @@ struct Plan {
   std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's choices, best first, until timed
   std::vector<int> splits;                        // each candidate's K split (1: as the heuristic gave it)
   int chosenSplit = 1;
+  int batch = 1;                                  // 2: a pair (strideA ≠ 0)
+  bool unavailable = false;                       // a pair cuBLASLt has no algorithm for
   bool bucketed = false;                          // a skinny product: its timing is kept for its row bucket
   ShapeKey bucket{};
 };
@@ -78,12 +83,14 @@ Lt& lt() {
   return *inst;
 }
 
-Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb) {
+Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb,
+             long long strideA = 0) {
   Lt& L = lt();
-  const ShapeKey key = std::make_tuple(bf16, tf32, cBf16, ta, tb, m, n, k, lda, ldb);
+  const ShapeKey key = std::make_tuple(bf16, tf32, cBf16, ta, tb, m, n, k, lda, ldb, strideA);
   auto it = L.plans.find(key);
   if (it != L.plans.end()) return it->second;
   Plan p;
+  p.batch = strideA != 0 ? 2 : 1;
   cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   checkLt(cublasLtMatmulDescCreate(&p.op, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
   cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -93,14 +100,28 @@ Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, l
   checkLt(cublasLtMatrixLayoutCreate(&p.a, ab, ta ? k : m, ta ? m : k, lda), "layout A");
   checkLt(cublasLtMatrixLayoutCreate(&p.b, ab, tb ? n : k, tb ? k : n, ldb), "layout B");
   checkLt(cublasLtMatrixLayoutCreate(&p.c, cBf16 ? CUDA_R_16BF : CUDA_R_32F, m, n, m), "layout C");
+  if (strideA != 0) {  // the pair: two A matrices, B shared (stride 0), the two C one after the other
+    const int32_t two = 2;
+    const int64_t sa = strideA, sb = 0, sc = m * n;
+    for (cublasLtMatrixLayout_t l : {p.a, p.b, p.c})
+      checkLt(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &two, sizeof(two)), "batch count");
+    checkLt(cublasLtMatrixLayoutSetAttribute(p.a, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof(sa)), "batch stride A");
+    checkLt(cublasLtMatrixLayoutSetAttribute(p.b, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof(sb)), "batch stride B");
+    checkLt(cublasLtMatrixLayoutSetAttribute(p.c, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof(sc)), "batch stride C");
+  }
   cublasLtMatmulPreference_t pref;
   checkLt(cublasLtMatmulPreferenceCreate(&pref), "preference");
   size_t ws = kWorkspaceBytes;
   checkLt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)), "workspace pref");
   cublasLtMatmulHeuristicResult_t res[kTuneCandidates]{};
   int found = 0;
-  checkLt(cublasLtMatmulAlgoGetHeuristic(L.handle, p.op, p.a, p.b, p.c, p.c, pref, kTuneCandidates, res, &found), "heuristic");
+  const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(L.handle, p.op, p.a, p.b, p.c, p.c, pref, kTuneCandidates, res, &found);
   cublasLtMatmulPreferenceDestroy(pref);
+  if (strideA != 0 && (hs != CUBLAS_STATUS_SUCCESS || found == 0)) {  // no batched algorithm: the caller runs two products
+    p.unavailable = true;
+    return L.plans.emplace(key, p).first->second;
+  }
+  checkLt(hs, "heuristic");
   if (found == 0) throw std::runtime_error("cuBLASLt found no algorithm for this matmul shape");
   p.algo = res[0].algo;
   const char* env = std::getenv("M1_MATMUL_TUNE");
@@ -108,7 +129,7 @@ Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, l
   const bool skinny = n <= kTuneMaxRows && (size_t)m * n * sizeof(float) <= kTuneMaxOutBytes;
   if (!off && skinny) {
     p.bucketed = true;
-    p.bucket = std::make_tuple(bf16, tf32, cBf16, ta, tb, m, rowBucket(n), k, lda, ldb);
+    p.bucket = std::make_tuple(bf16, tf32, cBf16, ta, tb, m, rowBucket(n), k, lda, ldb, strideA != 0 ? 1LL : 0LL);
     auto t = L.tuned.find(p.bucket);
     if (t != L.tuned.end()) {
       cublasLtMatmulHeuristicResult_t chk{};
@@ -176,7 +197,7 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
   m1Check(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev), "tune L2 size");
   const size_t flushBytes = 2 * (size_t)l2;
   void* flush = m1Alloc(flushBytes);
-  void* out = m1Alloc(sizeof(float) * (size_t)M * (size_t)N);  // room for an f32 or a bf16 output
+  void* out = m1Alloc(sizeof(float) * (size_t)M * (size_t)N * p.batch);  // room for an f32 or a bf16 output
   cudaEvent_t e0, e1;
   m1Check(cudaEventCreate(&e0), "tune event");
   m1Check(cudaEventCreate(&e1), "tune event");
@@ -255,4 +276,46 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
                                      kWorkspaceBytes, s);
   for (void* q : scratch) if (q) m1Free(q);
   checkLt(st, "matmul");
+}
+
+/**
+ * y1 = A·B1ᵀ and y2 = A·B2ᵀ (B1, B2 bf16 weights of one shape [bRows, bCols]: gate and up) as one cuBLASLt launch, a
+ * batch of two whose weights are B1 and B1 + (B2 − B1): twice the output tiles of one product, so a skinny product
+ * (decode) spreads over twice the SMs, and one launch instead of two. C holds the two outputs one after the other,
+ * [2, aRows, bRows], the product with the lower-addressed weight first. Returns false, having done nothing, where it
+ * does not apply (weights not both bf16 and 16-byte apart, the second below the first's end, cuBLASLt without a
+ * batched algorithm, M1_MATMUL_PAIR=0): the caller runs two products.
+ */
+bool m1MatmulPair(const void* A, bool aBf16, long long aRows, long long aCols, const void* B1, const void* B2, bool bBf16, long long bRows,
+                  long long bCols, void* C, bool cBf16, int f32Precision) {
+  static const bool off = [] {
+    const char* e = std::getenv("M1_MATMUL_PAIR");
+    return e && std::strcmp(e, "0") == 0;
+  }();
+  if (off || !bBf16 || aCols != bCols || aRows == 0 || bRows == 0 || aCols == 0) return false;
+  const char *lo = static_cast<const char*>(B1 < B2 ? B1 : B2), *hi = static_cast<const char*>(B1 < B2 ? B2 : B1);
+  const long long gap = (long long)(hi - lo), bytes = bRows * bCols * (long long)sizeof(__nv_bfloat16);
+  if (gap % 16 != 0 || gap < bytes || gap >= (1LL << 40)) return false;  // (2^40: TMA's largest stride)
+  // column-major view as in m1Matmul (transB: Lt's A is the weight, transposed): m = bRows, n = aRows, k = aCols
+  Plan& p = planFor(true, false, cBf16, true, false, bRows, aRows, aCols, bCols, aCols, gap / (long long)sizeof(__nv_bfloat16));
+  if (p.unavailable) return false;
+  cudaStream_t s = m1Stream();
+  void* scratch = nullptr;
+  if (!aBf16) {  // the activation rounded once for both products
+    scratch = m1Alloc(sizeof(__nv_bfloat16) * aRows * aCols);
+    m1Check(m1_cast_f32_bf16(scratch, (const float*)A, aRows * aCols, s), "matmul operand cast");
+    A = scratch;
+  }
+  (void)f32Precision;  // bf16 weights: the product is bf16 at any precision
+  if (!p.candidates.empty()) tune(p, lo, A, aRows, bRows, s);
+  const float alpha = 1.f, beta = 0.f;
+  Lt& L = lt();
+  const cublasStatus_t st = cublasLtMatmul(L.handle, p.op, &alpha, lo, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, L.workspace,
+                                           kWorkspaceBytes, s);
+  if (scratch) m1Free(scratch);
+  if (st != CUBLAS_STATUS_SUCCESS) {  // refused at launch (nothing ran): this pair runs as two products from now on
+    p.unavailable = true;
+    return false;
+  }
+  return true;
 }

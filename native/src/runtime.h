@@ -38,3 +38,10 @@ inline void m1Check(cudaError_t e, const char* what) {
  */
 void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool transA, const void* B, bool bBf16, long long bRows,
               long long bCols, bool transB, void* C, bool cBf16, bool accumulate, int f32Precision);
+/**
+ * Two products of one activation A [aRows, aCols] with two bf16 weights of one shape [bRows, bCols] (y_i = A·B_iᵀ) as one
+ * batched launch; C [2, aRows, bRows], the lower-addressed weight's product first. False (nothing done) where it does not
+ * apply: the caller runs two m1Matmul (matmul.cpp says when).
+ */
+bool m1MatmulPair(const void* A, bool aBf16, long long aRows, long long aCols, const void* B1, const void* B2, bool bBf16, long long bRows,
+                  long long bCols, void* C, bool cBf16, int f32Precision);

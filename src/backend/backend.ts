@@ -150,6 +150,12 @@ export interface Backend {
    * output, for consumers that read bf16; not with accumulateInto or writeInto.
    */
   matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor;
+  /**
+   * a·w1ᵀ and a·w2ᵀ for two weights of one shape (an MLP's gate and up): the values of matmul(a, w, { transB: true,
+   * outDType }) for each, computed as one launch where the backend can (cuda: one batched cuBLASLt product over
+   * both weights, twice the output tiles of one — a decode step's skinny products spread over twice the SMs).
+   */
+  matmulPair(a: Tensor, w1: Tensor, w2: Tensor, opts?: { outDType?: DType }): [Tensor, Tensor];
 
   // ---------- embedding / norms / MLP ----------
   /** rows of table [V, D] → [n, D] */

@@ -199,6 +199,16 @@ export function checkMatmulOut(opts: { accumulateInto?: Tensor; writeInto?: Tens
   return d;
 }
 
+/** matmulPair's operands: two 2-D weights of one shape and dtype whose columns match a's last dimension */
+export function checkMatmulPair(a: Tensor, w1: Tensor, w2: Tensor): void {
+  if (w1.shape.length !== 2 || w2.shape.length !== 2 || w1.shape[0] !== w2.shape[0] || w1.shape[1] !== w2.shape[1]) {
+    throw new Error(`matmulPair: the weights must be 2-D of one shape, got ${shapeString(w1.shape)} and ${shapeString(w2.shape)}`);
+  }
+  if (w1.dtype !== w2.dtype) throw new Error(`matmulPair: the weights' dtypes differ (${w1.dtype}, ${w2.dtype})`);
+  const k = a.shape.length > 0 ? a.shape[a.shape.length - 1]! : 1;
+  if (k !== w1.shape[1]) throw new Error(`matmulPair: a ${shapeString(a.shape)} has ${k} columns, the weights ${w1.shape[1]}`);
+}
+
 /** checks a sliceLastDim range; [rows, width of t's last dim] */
 export function sliceLastDimRange(t: Tensor, start: number, end: number): { rows: number; width: number } {
   const width = t.shape.length > 0 ? t.shape[t.shape.length - 1]! : 1;

@@ -117,8 +117,9 @@ class DecoderLayer {
     // the norms' outputs feed only products: stored as those products read them (savedInputDType)
     const { y: n1, rstd: rstd1 } = this.inNorm.forward(x, savedInputDType(be, this.mixer.inputWeight()));
     const mix = this.mixer.forward(n1, seq, { needBackward, state, stateWrite });
+    // h = x + mixer(·) and the post-mixer norm in one op
     const post = be.addRmsNorm(x, mix.y, this.postNorm.weight.value, this.postNorm.eps, this.mlpInputDType(savedInputDType), { rstd: true });
-    const { h, y: n2, rstd: rstd2 } = post as { h: Tensor; y: Tensor; rstd: Tensor };
+    const { h, y: n2 } = post, rstd2 = post.rstd!;
     const mlp = this.mlp.forward(n2, needBackward);
     const out = be.add(h, mlp.y);
     return { out, saved: needBackward ? { x, n1, rstd1, mixer: mix.saved, h, n2, rstd2, mlp: mlp.saved } : null };
@@ -272,15 +273,15 @@ export class CausalLM {
     const inputs: (Tensor | null)[] = [];
     this.layers.forEach((layer, i) => {
       const input = x;
-      if (needBackward && i >= recomputed) {
+      if (i >= recomputed) {
         const f = be.tidy(() => layer.forward(input, seq, true, opts.states?.[i], opts.stateWrite));
         saved.push(f.saved!);
         inputs.push(null);
         x = f.out;
         return;
       }
-      saved.push(null);
-      inputs.push(needBackward ? input : null);
+      saved.push(null);  // recomputed in backward from its input
+      inputs.push(input);
       x = be.tidy(() => layer.forward(input, seq, false, opts.states?.[i], opts.stateWrite).out);
     });
     const { y: hidden, rstd } = this.finalNorm.forward(x);

@@ -3,6 +3,7 @@
 // and row ops (f32 either side), 1e-4 for ops with long f32 sums on the GPU against f64 sums on the
 // CPU (matmul K ≤ 96, attention, scans), 1e-2 for bf16 matmuls (activations rounded to bf16).
 import { describe, expect, it } from 'vitest';
+import type { Tensor } from '../../src/backend/tensor.js';
 import { available, closeArrays, cpu, expectClose, gpu, ints, misaligned, rand, skipReason, uniform, type Pair } from './helpers.js';
 
 describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${skipReason})`}`, () => {
@@ -199,6 +200,46 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
       const ca = cpu.matmul(x.c, w.c, { transB: true, accumulateInto: cpu.copy(acc.c) });
       expectClose(g, ga, ca, 1e-4, `skinny [${rows}×${K}]·[${N}×${K}]ᵀ accumulateInto`);
     }
+  });
+
+  // gate and up as one batched cuBLASLt launch (the second weight addressed from the first by a batch stride): the
+  // two products' values, in the caller's order whichever weight lies lower; where it does not apply (f32 weights,
+  // weights closer than one weight's bytes or not 16 bytes apart) two products
+  it('matmulPair: two bf16 weights of one shape in one launch, either order, skinny and wide, bf16 and f32 outputs; fallbacks', () => {
+    const batched = (y: readonly [Tensor, Tensor]) => (y[0] as unknown as { buffer: unknown }).buffer === (y[1] as unknown as { buffer: unknown }).buffer;
+    for (const [rows, K, N] of [[8, 3072, 1024], [64, 3072, 1024], [300, 256, 96]] as const) {
+      const w1 = rand([N, K], 60, 0.05, 'bf16'), w2 = rand([N, K], 61, 0.05, 'bf16');
+      for (const xd of ['bf16', 'f32'] as const) {
+        const x = rand([rows, K], 62, 1, xd);
+        for (const outDType of ['bf16', 'f32'] as const) {
+          for (const [p, q, what] of [[w1, w2, 'w1, w2'], [w2, w1, 'w2, w1']] as const) {
+            const y = g.matmulPair(x.g, p.g, q.g, { outDType });
+            expect(batched(y), `${what}: one launch`).toBe(true);
+            expect(y[0].dtype).toBe(outDType);
+            expect(y[0].shape).toEqual([rows, N]);
+            const tol = outDType === 'bf16' ? 8e-3 : 1e-4;
+            expectClose(g, y[0], cpu.matmul(x.c, p.c, { transB: true, outDType }), tol, `pair [${rows}×${K}]·[${N}×${K}]ᵀ ${xd} → ${outDType} (${what}) first`);
+            expectClose(g, y[1], cpu.matmul(x.c, q.c, { transB: true, outDType }), tol, `pair [${rows}×${K}]·[${N}×${K}]ᵀ ${xd} → ${outDType} (${what}) second`);
+          }
+        }
+      }
+    }
+    // rows of one tensor as the two weights: overlapping (one row apart), and 41 rows of 33 bf16 apart (not a multiple of
+    // 16 bytes); f32 weights — each by two products, the same values
+    const big = rand([81, 33], 63, 1, 'bf16'), bigF = rand([80, 33], 64), x = rand([5, 33], 65);
+    const cases = [
+      [g.rowSlice(big.g, 0, 40), g.rowSlice(big.g, 1, 41), cpu.rowSlice(big.c, 0, 40), cpu.rowSlice(big.c, 1, 41), 'overlapping'],
+      [g.rowSlice(big.g, 0, 40), g.rowSlice(big.g, 41, 81), cpu.rowSlice(big.c, 0, 40), cpu.rowSlice(big.c, 41, 81), '2706 bytes apart'],
+      [g.rowSlice(bigF.g, 0, 40), g.rowSlice(bigF.g, 40, 80), cpu.rowSlice(bigF.c, 0, 40), cpu.rowSlice(bigF.c, 40, 80), 'f32 weights'],
+    ] as const;
+    for (const [ga, gb, ca, cb, what] of cases) {
+      const y = g.matmulPair(x.g, ga, gb);
+      expect(batched(y), `${what}: two products`).toBe(false);
+      expectClose(g, y[0], cpu.matmul(x.c, ca, { transB: true }), 1e-2, `pair (${what}) first`);
+      expectClose(g, y[1], cpu.matmul(x.c, cb, { transB: true }), 1e-2, `pair (${what}) second`);
+    }
+    expect(() => g.matmulPair(x.g, big.g, bigF.g)).toThrow(/one shape/);
+    expect(() => g.matmulPair(rand([5, 32], 66).g, g.rowSlice(big.g, 0, 40), g.rowSlice(big.g, 41, 81))).toThrow(/32 columns, the weights 33/);
   });
 
   it('matmul f32 × f32 by setFloat32MatmulPrecision: highest = f32, high = TF32, medium = bf16 operands', () => {

@@ -5,7 +5,7 @@ import {
 import type { SampleRowsArgs, SampleRowsResult } from '../backend.js';
 import { roundToDType } from '../dtype.js';
 import { rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
-import { checkMatmulOut, sampleRowsDims, sliceLastDimRange, softmaxChunkDims } from '../validate.js';
+import { checkMatmulOut, checkMatmulPair, sampleRowsDims, sliceLastDimRange, softmaxChunkDims } from '../validate.js';
 import * as attn from './attention.js';
 import * as basic from './basic.js';
 import * as conv from './conv.js';
@@ -168,6 +168,10 @@ export class CpuBackend implements Backend {
     return this.wrap(basic.repeatGroupsBackward(dataOf(dy), d, width, repeat), [...dy.shape.slice(0, -1), d / repeat]);
   }
 
+  matmulPair(a: Tensor, w1: Tensor, w2: Tensor, opts: { outDType?: DType } = {}): [Tensor, Tensor] {
+    checkMatmulPair(a, w1, w2);
+    return [this.matmul(a, w1, { transB: true, outDType: opts.outDType }), this.matmul(a, w2, { transB: true, outDType: opts.outDType })];
+  }
   matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const outDType = checkMatmulOut(opts);
     const aCols = basic.lastDim(a), aRows = a.size / aCols;

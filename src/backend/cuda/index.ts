@@ -17,7 +17,7 @@ import {
 import { bf16BitsToF32, f32ToBf16Bits, roundToDType } from '../dtype.js';
 import { assertShape, rowSliceShape, shapeSize, shapeString, type DType, type Tensor } from '../tensor.js';
 import { loadAddon, type AllocatorStats, type DeviceInfo, type M1Cuda } from './addon.js';
-import { checkMatmulOut, convDims, gatedNormDim, scanDims, sliceLastDimRange, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
+import { checkMatmulOut, checkMatmulPair, convDims, gatedNormDim, scanDims, sliceLastDimRange, scanStateRows, softmaxChunkDims, ssdDims, ssdStepDims } from '../validate.js';
 import { CudaTensor, DeviceBuffer, storageOf, tidyScopes, type Storage } from './tensor.js';
 import type { SampleRowsArgs, SampleRowsResult } from '../backend.js';
 import { RowSampler, sampleRowsByDefinition } from '../cpu/sampling.js';
@@ -480,6 +480,37 @@ export class CudaBackend implements Backend {
       throw e;
     }
     return out;
+  }
+
+  matmulPair(a: Tensor, w1: Tensor, w2: Tensor, opts: { outDType?: DType } = {}): [Tensor, Tensor] {
+    checkMatmulPair(a, w1, w2);
+    const outDType = checkMatmulOut(opts);
+    const A = this.t(a, 'matmulPair: a'), W1 = this.t(w1, 'matmulPair: w1'), W2 = this.t(w2, 'matmulPair: w2');
+    const two = (): [Tensor, Tensor] => [this.matmul(a, w1, { transB: true, outDType }), this.matmul(a, w2, { transB: true, outDType })];
+    if (W1.storage !== 'bf16') return two();
+    const [n, k] = W1.shape as [number, number];
+    const rows = k > 0 ? A.size / k : 0;
+    const outShape = [...A.shape.slice(0, -1), n];
+    const out = this.alloc([2, ...outShape], outDType);
+    let done = 0;
+    try {
+      done = this.call('matmul_pair', [A.ptr, A.storage === 'bf16' ? 1 : 0, rows, k, W1.ptr, W2.ptr, 1, n, k, out.ptr, outDType === 'bf16' ? 1 : 0,
+        this.f32Precision]);
+    } catch (e) {
+      out.dispose();
+      throw e;
+    }
+    if (done === 0) {
+      out.dispose();
+      return two();
+    }
+    // the product with the lower-addressed weight is first
+    const first = this.rowSlice(out, 0, 1), second = this.rowSlice(out, 1, 2);
+    out.dispose();  // the views hold the buffer
+    const y = [this.reshape(first, outShape), this.reshape(second, outShape)];
+    first.dispose();
+    second.dispose();
+    return W1.ptr < W2.ptr ? [y[0]!, y[1]!] : [y[1]!, y[0]!];
   }
 
   // ---------- embedding / norms / MLP ----------
