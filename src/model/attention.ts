@@ -105,7 +105,9 @@ export class AttentionMixer implements Mixer {
       const [q, k, v] = be.splitLastDim(linearForward(be, x, this.inProj.value), [Hq * Dh, Hkv * Dh, Hkv * Dh]);
       return [q!, k!, v!];
     }
-    return [linearForward(be, x, this.qProj!.value), linearForward(be, x, this.kProj!.value), linearForward(be, x, this.vProj!.value)];
+    // k and v (one shape under GQA and MHA alike) as one launch where the backend can (matmulPair)
+    const [k, v] = be.matmulPair(x, this.kProj!.value, this.vProj!.value);
+    return [linearForward(be, x, this.qProj!.value), k, v];
   }
 
   forward(u: Tensor, seq: SeqInfo, opts: { needBackward: boolean; state?: LayerState; stateWrite?: StateWrite }): { y: Tensor; saved: unknown } {
