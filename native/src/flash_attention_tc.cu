@@ -966,16 +966,17 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
 
 /** the wgmma forward runs on compute capability 9.x (its code is built for sm_90a only) */
 bool wgmmaForwardAvailable() {
-  static const int major = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+  // compute capability 9.x (Hopper), and not switched off by M1_ATTN_WGMMA=0 (read once, like the capability)
+  static const bool on = [] {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
       (void)cudaGetLastError();
-      return 0;
+      return false;
     }
-    return v;
+    const char* sw = std::getenv("M1_ATTN_WGMMA");  // 0: the mma.sync kernel (A/Bs, diagnosis)
+    return major == 9 && !(sw && sw[0] == '0');
   }();
-  const char* sw = std::getenv("M1_ATTN_WGMMA");  // A/B switch of this session: 0 = the mma.sync kernel
-  return major == 9 && !(sw && sw[0] == '0');
+  return on;
 }
 
 cudaError_t launchFwdWgmma(float* out, float* lse, const float* q, const __nv_bfloat16* kb, const __nv_bfloat16* vt, const int* seg, int B,
@@ -997,26 +998,23 @@ extern "C" cudaError_t m1_flash_attention_bf16(float* out, float* lse, const flo
   // bf16 copies of K and V from the caching allocator; freed at once: reuse is ordered on the one stream
   const int64_t n = (int64_t)B * T * Hkv * Dh;
   auto* kb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * n));
-  if (Dh == 128 && B <= 65535 && wgmmaForwardAvailable()) {
-    // Hopper: V as a transposed bf16 copy (keys padded to the 128-key tiles), the product on wgmma
-    const int Tp = (T + kWgKeys - 1) / kWgKeys * kWgKeys;
-    auto* vt = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * (size_t)B * Hkv * kWgDh * Tp));
-    cudaError_t e = m1_cast_f32_bf16(kb, k, n, s);
-    if (e == cudaSuccess) {
-      k_cast_transpose_v<<<dim3((unsigned)(Tp / 32), (unsigned)Hkv, (unsigned)B), 256, 0, s>>>(vt, v, T, Tp, Hkv);
-      e = cudaGetLastError();
-    }
-    if (e == cudaSuccess) e = launchFwdWgmma(out, lse, q, kb, vt, seg, B, T, Tp, Hq, Hkv, scale, s);
-    m1Free(kb);
-    m1Free(vt);
-    return e;
-  }
-  auto* vb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * n));
+  // Hopper: V as a transposed bf16 copy (keys padded to the 128-key tiles), the product on wgmma; else V as is in bf16
+  const bool wg = Dh == 128 && B <= 65535 && wgmmaForwardAvailable();
+  const int Tp = (T + kWgKeys - 1) / kWgKeys * kWgKeys;
+  auto* vb = static_cast<__nv_bfloat16*>(m1Alloc(sizeof(__nv_bfloat16) * (wg ? (size_t)B * Hkv * kWgDh * Tp : (size_t)n)));
   cudaError_t e = m1_cast_f32_bf16(kb, k, n, s);
-  if (e == cudaSuccess) e = m1_cast_f32_bf16(vb, v, n, s);
   if (e == cudaSuccess) {
-    e = Dh == 64 ? launchFwdTc<64>(out, lse, q, kb, vb, seg, B, T, Hq, Hkv, scale, s)
-                 : launchFwdTc<128>(out, lse, q, kb, vb, seg, B, T, Hq, Hkv, scale, s);
+    if (wg) {
+      k_cast_transpose_v<<<dim3((unsigned)(Tp / 32), (unsigned)Hkv, (unsigned)B), 256, 0, s>>>(vb, v, T, Tp, Hkv);
+      e = cudaGetLastError();
+    } else {
+      e = m1_cast_f32_bf16(vb, v, n, s);
+    }
+  }
+  if (e == cudaSuccess) {
+    e = wg ? launchFwdWgmma(out, lse, q, kb, vb, seg, B, T, Tp, Hq, Hkv, scale, s)
+       : Dh == 64 ? launchFwdTc<64>(out, lse, q, kb, vb, seg, B, T, Hq, Hkv, scale, s)
+                  : launchFwdTc<128>(out, lse, q, kb, vb, seg, B, T, Hq, Hkv, scale, s);
   }
   m1Free(kb);
   m1Free(vb);

@@ -2400,6 +2400,11 @@ __device__ __forceinline__ float adamwElem(float w, float g, float& m, float& v,
   return w * decay - stepSize * mi / (sqrtf(vi) / sqrtBc2 + eps);
 }
 /**
+ * Whether w's bf16 rounding (to nearest, ties to even) is finite: |w| below the midpoint between the largest bf16,
+ * 0x7F7F (3.3895e38), and infinity — 0x7F7F8000 as an f32, which itself rounds up to infinity (0x7F7F is odd). NaN: false.
+ */
+__device__ __forceinline__ bool bf16RoundsFinite(float w) { return fabsf(w) < __int_as_float(0x7f7f8000); }
+/**
  * The AdamW element i; returns whether the stored weight is finite (the bf16 value where paramOut is bf16: rounding can
  * overflow an f32 near its maximum to infinity).
  */
@@ -2411,9 +2416,8 @@ __device__ __forceinline__ bool adamwScalar(int64_t i, float* w, void* paramOut,
   v[i] = vi;
   w[i] = wi;
   if (paramOut && paramBf16) {
-    const __nv_bfloat16 b = __float2bfloat16_rn(wi);
-    ((__nv_bfloat16*)paramOut)[i] = b;
-    return isfinite(__bfloat162float(b));
+    ((__nv_bfloat16*)paramOut)[i] = __float2bfloat16_rn(wi);
+    return bf16RoundsFinite(wi);
   }
   if (paramOut) ((float*)paramOut)[i] = wi;
   return isfinite(wi);
@@ -2451,10 +2455,7 @@ __global__ void k_adamw_vec4(float* w, void* paramOut, int paramBf16, const floa
     reinterpret_cast<float4*>(w)[i] = w4;
     if (paramOut && paramBf16) {
       storeOut4(static_cast<__nv_bfloat16*>(paramOut), i, w4);
-      // the stored (bf16-rounded) values: |w| ≥ the largest bf16 rounds to infinity
-      const float4 r = make_float4(__bfloat162float(__float2bfloat16_rn(w4.x)), __bfloat162float(__float2bfloat16_rn(w4.y)),
-                                   __bfloat162float(__float2bfloat16_rn(w4.z)), __bfloat162float(__float2bfloat16_rn(w4.w)));
-      finite &= isfinite(r.x) && isfinite(r.y) && isfinite(r.z) && isfinite(r.w);
+      finite &= bf16RoundsFinite(w4.x) && bf16RoundsFinite(w4.y) && bf16RoundsFinite(w4.z) && bf16RoundsFinite(w4.w);  // as stored
     } else {
       if (paramOut) storeOut4(static_cast<float*>(paramOut), i, w4);
       finite &= isfinite(w4.x) && isfinite(w4.y) && isfinite(w4.z) && isfinite(w4.w);
