@@ -10,12 +10,13 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev13 | conv13 | exp13 | ncu13 | final13 | pair13 | final13b | check13 | att13   # thirteenth session: the training step with bf16 activations
+#   bash bench/gpu-bench.sh dev13 | conv13 | exp13 | ncu13 | final13 | pair13 | final13b | check13 | att13 | check13b   # thirteenth session: the training step with bf16 activations
 #                                   # kept for the products and the one-pass conv (tests, training twice, profile, prefill,
 #                                   # the scan + ncu of its kernels); the conv kernels under ncu; the scan's ex2 decays; ncu of
 #                                   # the scan's kernels alone; the record (+ the training step in a second process); decode
 #                                   # with and without matmulPair (M1_MATMUL_PAIR=0), alternating; the record on the final code;
-#                                   # tests + attention + training after the review; bench:attention's two kernels, alternating
+#                                   # tests + attention + training after the review; bench:attention's two kernels, alternating;
+#                                   # tests + bench:scan after the conv's segment-start loads moved
 #   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12 | final12 | check12b | final12b   # twelfth
 #                                   # session: the wgmma attention forward (tests, bench:attention A/B, training, prefill);
 #                                   # Nsight Compute on it (full set, stall reasons, pipes); its SASS; the training step
@@ -649,6 +650,13 @@ check13)
   timeout 60 node dist/bench/attention.js --backend cuda --name attention-check13 > "$OUT/attention.txt" 2>&1; echo "attention rc=$?"; grep -E "^ *attention" "$OUT/attention.txt"
   train_step check13
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*check13*.json 2>/dev/null)
+  el "all done"
+  ;;
+check13b)
+  # thirteenth session, last: the conv row walks load the rows' segment starts with the rows — all CUDA tests, bench:scan
+  quick_build
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-check13b > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
   el "all done"
   ;;
 att13)

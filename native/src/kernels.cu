@@ -872,9 +872,9 @@ struct ConvWalk {
     for (int j = 0; j < KMAX; j++) win[j] = j + 1 < K && r0 - 1 - j >= 0 ? x[(r0 - 1 - j) * C + c] : 0.f;  // lags at row r0 − 1
     return true;
   }
-  /** the next row's last valid lag (segStart row pointer sp, null: one segment per sequence); t moves on */
-  __device__ __forceinline__ int nextLim(const int* sp, int u, int T) {
-    const int lim = t - (sp ? sp[u] : 0);
+  /** the next row's last valid lag, given its segment's start (0: one segment per sequence); t moves on */
+  __device__ __forceinline__ int nextLim(int segStart, int T) {
+    const int lim = t - segStart;
     if (++t == T) t = 0;
     return lim;
   }
@@ -891,13 +891,17 @@ __global__ void k_conv1d_rows(float* __restrict__ y, const float* __restrict__ x
   for (int64_t r = cw.r0; r < cw.r1; r += kConvU) {
     const int n = (int)min((int64_t)kConvU, cw.r1 - r);
     float xs[kConvU];
+    int ss[kConvU];  // the rows' segment starts, loaded with them
 #pragma unroll
-    for (int u = 0; u < kConvU; u++) xs[u] = u < n ? xp[(int64_t)u * C] : 0.f;
+    for (int u = 0; u < kConvU; u++) {
+      xs[u] = u < n ? xp[(int64_t)u * C] : 0.f;
+      ss[u] = sp && u < n ? sp[u] : 0;
+    }
 #pragma unroll
     for (int u = 0; u < kConvU; u++) {
       if (u < n) {
         convShift(cw.win, xs[u]);
-        const float a = convWindow(cw.win, cw.wk, cw.bias, K, cw.nextLim(sp, u, T));
+        const float a = convWindow(cw.win, cw.wk, cw.bias, K, cw.nextLim(ss[u], T));
         yp[(int64_t)u * C] = silu ? siluf(a) : a;
       }
     }
@@ -975,10 +979,12 @@ __global__ void k_conv1d_bwd_rows(float* __restrict__ dx, float* __restrict__ dw
   for (int64_t r = cw.r0; r < end; r += kConvU) {
     const int n = (int)min((int64_t)kConvU, avail - r);  // rows with data (≤ 0 in the walk's tail past the array)
     float xs[kConvU], gs[kConvU];
+    int ss[kConvU];  // the rows' segment starts, loaded with them
 #pragma unroll
     for (int u = 0; u < kConvU; u++) {
       xs[u] = u < n ? xp[(int64_t)u * C] : 0.f;
       gs[u] = u < n ? gp[(int64_t)u * C] : 0.f;
+      ss[u] = sp && u < n ? sp[u] : 0;
     }
     float part32[KMAX + 1];
 #pragma unroll
@@ -988,7 +994,7 @@ __global__ void k_conv1d_bwd_rows(float* __restrict__ dx, float* __restrict__ dw
       const int64_t q = r + u;
       if (q < end) {
         convShift(cw.win, xs[u]);
-        const int lim = u < n ? cw.nextLim(sp, u, T) : -1;  // past the array: no valid lag (dp is 0 there)
+        const int lim = u < n ? cw.nextLim(ss[u], T) : -1;  // past the array: no valid lag (dp is 0 there)
         const float dp = silu ? gs[u] * siluGradf(convWindow(cw.win, cw.wk, cw.bias, K, lim)) : gs[u];
         convShift(dwin, dp);
         convShift(lwin, lim);
