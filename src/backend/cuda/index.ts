@@ -172,8 +172,9 @@ export class CudaBackend implements Backend {
     }
   }
   /** a new f32 tensor filled from device memory by `fill(outPtr)` */
-  private produce(shape: readonly number[], fill: (out: number) => void): CudaTensor {
-    const out = this.alloc(shape);
+  /** a new tensor (f32, or `dtype`) filled by `fill` from its device address; freed again if `fill` throws */
+  private produce(shape: readonly number[], fill: (out: number) => void, dtype: DType = 'f32'): CudaTensor {
+    const out = this.alloc(shape, dtype);
     try {
       fill(out.ptr);
     } catch (e) {
@@ -350,14 +351,7 @@ export class CudaBackend implements Backend {
     const t = this.t(x, 'sliceLastDim');
     const { rows, width } = sliceLastDimRange(t, start, end);
     const w = end - start;
-    const o = this.alloc([...t.shape.slice(0, -1), w], t.dtype);
-    try {
-      this.call('copy_cols', [o.ptr, w, 0, t.ptr, width, start, rows, w, t.elemBytes]);
-    } catch (e) {
-      o.dispose();
-      throw e;
-    }
-    return o;
+    return this.produce([...t.shape.slice(0, -1), w], (o) => this.call('copy_cols', [o, w, 0, t.ptr, width, start, rows, w, t.elemBytes]), t.dtype);
   }
   splitLastDim(x: Tensor, sizes: readonly number[]): Tensor[] {
     const t = this.t(x, 'splitLastDim');
@@ -390,19 +384,14 @@ export class CudaBackend implements Backend {
     // for: f32 parts rounded as they are copied; else f32
     if (outDType !== undefined) this.outStorage('concatLastDim', outDType);
     if (outDType === 'bf16' || (outDType === undefined && xs.every((x) => x.storage === 'bf16'))) {
-      const out = this.alloc([...lead, width], 'bf16');
-      try {
+      return this.scoped((s) => this.produce([...lead, width], (o) => {
         let off = 0;
         xs.forEach((x, i) => {
-          if (x.storage === 'bf16') this.call('copy_cols', [out.ptr, width, off, x.ptr, widths[i]!, 0, rows, widths[i]!, 2]);
-          else this.scoped((s) => this.call('copy_cols_bf16', [out.ptr, width, off, s.f32(x), widths[i]!, 0, rows, widths[i]!]));
+          if (x.storage === 'bf16') this.call('copy_cols', [o, width, off, x.ptr, widths[i]!, 0, rows, widths[i]!, 2]);
+          else this.call('copy_cols_bf16', [o, width, off, s.f32(x), widths[i]!, 0, rows, widths[i]!]);
           off += widths[i]!;
         });
-      } catch (e) {
-        out.dispose();
-        throw e;
-      }
-      return out;
+      }, 'bf16'));
     }
     return this.scoped((s) => this.produce([...lead, width], (o) => {
       let off = 0;
@@ -471,15 +460,7 @@ export class CudaBackend implements Backend {
       run(C.ptr, !!opts.accumulateInto);  // writeInto: beta 0, C is not read
       return C;
     }
-    if (!outBf16) return this.produce(outShape, (o) => run(o, false));
-    const out = this.alloc(outShape, 'bf16');
-    try {
-      run(out.ptr, false);
-    } catch (e) {
-      out.dispose();
-      throw e;
-    }
-    return out;
+    return this.produce(outShape, (o) => run(o, false), outDType);
   }
 
   matmulPair(a: Tensor, w1: Tensor, w2: Tensor, opts: { outDType?: DType } = {}): [Tensor, Tensor] {
@@ -491,15 +472,10 @@ export class CudaBackend implements Backend {
     const [n, k] = W1.shape as [number, number];
     const rows = k > 0 ? A.size / k : 0;
     const outShape = [...A.shape.slice(0, -1), n];
-    const out = this.alloc([2, ...outShape], outDType);
     let done = 0;
-    try {
-      done = this.call('matmul_pair', [A.ptr, A.storage === 'bf16' ? 1 : 0, rows, k, W1.ptr, W2.ptr, 1, n, k, out.ptr, outDType === 'bf16' ? 1 : 0,
-        this.f32Precision]);
-    } catch (e) {
-      out.dispose();
-      throw e;
-    }
+    const out = this.produce([2, ...outShape], (o) => {
+      done = this.call('matmul_pair', [A.ptr, A.storage === 'bf16' ? 1 : 0, rows, k, W1.ptr, W2.ptr, 1, n, k, o, outDType === 'bf16' ? 1 : 0, this.f32Precision]);
+    }, outDType);
     if (done === 0) {
       out.dispose();
       return two();
@@ -592,16 +568,8 @@ export class CudaBackend implements Backend {
     const bf16 = this.outStorage('swiglu', outDType) === 'bf16';
     // gate and up read in place when both are bf16 (a bf16 model's gate / up outputs), else both as f32
     const inBf16 = g.storage === 'bf16' && u.storage === 'bf16';
-    return this.scoped((s) => {
-      const h = this.alloc(g.shape, outDType);
-      try {
-        this.call('swiglu', [h.ptr, bf16 ? 1 : 0, inBf16 ? g.ptr : s.f32(g), inBf16 ? u.ptr : s.f32(u), inBf16 ? 1 : 0, g.size]);
-      } catch (e) {
-        h.dispose();
-        throw e;
-      }
-      return h;
-    });
+    return this.scoped((s) => this.produce(g.shape, (o) => this.call('swiglu', [o, bf16 ? 1 : 0, inBf16 ? g.ptr : s.f32(g), inBf16 ? u.ptr : s.f32(u),
+      inBf16 ? 1 : 0, g.size]), outDType));
   }
   /** the storage of an op's output dtype; f16 (held as f32 on this backend) is not an activation dtype */
   private outStorage(op: string, dtype: DType): Storage {
@@ -843,17 +811,11 @@ export class CudaBackend implements Backend {
       // the small per-channel weights are read in their own storage (bit k of the mask: bf16)
       const ws = [args.dtBias, W, args.convBias, args.D].map((t) => (t ? this.t(t, op) : null));
       const mask = ws.reduce((m, t, k) => m | (t?.storage === 'bf16' ? 1 << k : 0), 0);
-      const y = this.alloc([n, Di], outDType);
-      try {
-        // proj read as stored: f32, or bf16 (a bf16 model's in_proj output)
-        const projBf16 = proj.storage === 'bf16';
-        this.call('mamba1_decode_step', [y.ptr, outBf16 ? 1 : 0, projBf16 ? proj.ptr : s.f32(proj), projBf16 ? 1 : 0, s.f32(dl), ws[0]!.ptr, cs.ptr,
-          ws[1]!.ptr, ws[2]?.ptr ?? 0, aLog, ws[3]!.ptr, mask, ss.ptr, ss.storage === 'bf16' ? 1 : 0, s.ints(args.slots), n, Di, dXb, N, P, K]);
-      } catch (e) {
-        y.dispose();
-        throw e;
-      }
-      return y;
+      // proj read as stored: f32, or bf16 (a bf16 model's in_proj output)
+      const projBf16 = proj.storage === 'bf16';
+      return this.produce([n, Di], (o) => this.call('mamba1_decode_step', [o, outBf16 ? 1 : 0, projBf16 ? proj.ptr : s.f32(proj), projBf16 ? 1 : 0,
+        s.f32(dl), ws[0]!.ptr, cs.ptr, ws[1]!.ptr, ws[2]?.ptr ?? 0, aLog, ws[3]!.ptr, mask, ss.ptr, ss.storage === 'bf16' ? 1 : 0, s.ints(args.slots), n,
+        Di, dXb, N, P, K]), outDType);
     });
   }
 
@@ -899,16 +861,9 @@ export class CudaBackend implements Backend {
     return this.scoped((s) => {
       const scratchFloats = this.call('selective_scan_scratch_floats', [B, T, Di, N]);
       const scratch = scratchFloats > 0 ? s.temp(scratchFloats * 4) : 0;
-      const y = this.alloc(args.x.shape, outDType);
-      try {
-        this.call('selective_scan', [y.ptr, yBf16 ? 1 : 0, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
-          s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z), s.optF32(args.deltaBias),
-          args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, st ? st.ptr : 0, st ? s.ints(args.stateOut!.slots) : 0, scratch, ckpt, B, T, Di, N, G]);
-      } catch (e) {
-        y.dispose();
-        throw e;
-      }
-      return y;
+      return this.produce(args.x.shape, (o) => this.call('selective_scan', [o, yBf16 ? 1 : 0, s.f32(args.x), s.f32(args.delta), s.f32(args.A),
+        s.f32(args.Bm), s.f32(args.Cm), s.optF32(args.D), s.optF32(args.z), s.optF32(args.deltaBias),
+        args.segments ? s.ints(segmentStarts(args.segments, B, T)) : 0, st ? st.ptr : 0, st ? s.ints(args.stateOut!.slots) : 0, scratch, ckpt, B, T, Di, N, G]), outDType);
     });
   }
   selectiveScanBackward(dy: Tensor, args: SelectiveScanArgs): SelectiveScanGrads {
