@@ -10,13 +10,14 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh dev13 | conv13 | exp13 | ncu13 | final13 | pair13 | final13b | check13 | att13 | check13b   # thirteenth session: the training step with bf16 activations
+#   bash bench/gpu-bench.sh dev13 | conv13 | exp13 | ncu13 | final13 | pair13 | final13b | check13 | att13 | check13b | review13   # thirteenth session: the training step with bf16 activations
 #                                   # kept for the products and the one-pass conv (tests, training twice, profile, prefill,
 #                                   # the scan + ncu of its kernels); the conv kernels under ncu; the scan's ex2 decays; ncu of
 #                                   # the scan's kernels alone; the record (+ the training step in a second process); decode
 #                                   # with and without matmulPair (M1_MATMUL_PAIR=0), alternating; the record on the final code;
 #                                   # tests + attention + training after the review; bench:attention's two kernels, alternating;
-#                                   # tests + bench:scan after the conv's segment-start loads moved
+#                                   # tests + bench:scan after the conv's segment-start loads moved; tests + decode + training
+#                                   # after the review
 #   bash bench/gpu-bench.sh dev12 | ncu-attn | sass-attn | train12 | ncu-attn-bwd | check12 | final12 | check12b | final12b   # twelfth
 #                                   # session: the wgmma attention forward (tests, bench:attention A/B, training, prefill);
 #                                   # Nsight Compute on it (full set, stall reasons, pipes); its SASS; the training step
@@ -657,6 +658,15 @@ check13b)
   quick_build
   cuda_tests
   timeout 60 node dist/bench/scan.js --backend cuda --name scan-check13b > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  el "all done"
+  ;;
+review13)
+  # thirteenth session's review (TypeScript only: the cuda backend's outputs through produce) — all CUDA tests, a decode
+  # round with graphs (m1 + llama, batch 8 / 64 / 512, context 256 / 4096), the training step
+  quick_build
+  cuda_tests
+  BATCHES=8,64,512 DECODE_NAME=decode-review13 decode_round
+  train_step review13
   el "all done"
   ;;
 att13)
