@@ -630,10 +630,10 @@ pf14)
   TESTS=test/cuda/graph.test.ts cuda_tests
   for r in 1 2; do
     for c in ${PF_CONFIGS:-0:bulk 16:bulk 32:bulk 16:lines-last 16:bulk-last}; do
-      IFS=: read -r mb kind st <<< "$c"
-      M1_PREFETCH_STREAM=${st:-side} M1_PREFETCH_MB=$mb M1_PREFETCH_KIND=$kind DECODE_NAME=decode-pf$mb-$kind-${st:-side}-r$r-pf14 BATCHES=${BATCHES:-64,128,512} \
+      IFS=: read -r mb kind <<< "$c"
+      M1_PREFETCH_MB=$mb M1_PREFETCH_KIND=$kind DECODE_NAME=decode-pf$mb-$kind-r$r-pf14 BATCHES=${BATCHES:-64,128,512} \
         DECODE_FLAGS="--models m1-3b" DECODE_S=100 decode_round | grep -E "m1-3b|rc="
-      mv "$OUT/decode-graphs.txt" "$OUT/decode-pf$mb-$kind-${st:-side}-r$r.txt"
+      mv "$OUT/decode-graphs.txt" "$OUT/decode-pf$mb-$kind-r$r.txt"
     done
   done
   tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*pf14*.json 2>/dev/null)

@@ -173,14 +173,6 @@ struct SideStream {
   cudaEvent_t fork = nullptr, join = nullptr;
   bool forkedInCapture = false;
   void launch(const void* p, int64_t bytes, int kind) {
-    static const bool onMain = [] {
-      const char* v = getenv("M1_PREFETCH_STREAM");
-      return v && std::string(v) == "main";
-    }();
-    if (onMain) {  // in line: the bulk prefetch returns once issued, its bytes arrive while the next kernels run
-      m1Check(m1_prefetch_l2(p, bytes, kind, m1Stream()), "prefetch_l2");
-      return;
-    }
     if (!stream) {
       m1Check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "prefetch_l2: cudaStreamCreate");
       m1Check(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming), "prefetch_l2: cudaEventCreate");
