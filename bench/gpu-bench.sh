@@ -622,23 +622,6 @@ final13)
   pack thirteenth
   el "all done"
   ;;
-pf14)
-  # fourteenth session: L2 prefetch of the next products' weights on a side stream (Backend.prefetch) — the graph tests,
-  # then M1 decode with graphs at batch 64 / 128 / 512, context 256 / 4096, by M1_PREFETCH_MB and M1_PREFETCH_KIND
-  # (PF_CONFIGS "MB:KIND ..."), two rounds alternating
-  quick_build
-  TESTS=test/cuda/graph.test.ts cuda_tests
-  for r in 1 2; do
-    for c in ${PF_CONFIGS:-0:bulk 16:bulk 32:bulk 16:lines-last 16:bulk-last}; do
-      IFS=: read -r mb kind <<< "$c"
-      M1_PREFETCH_MB=$mb M1_PREFETCH_KIND=$kind DECODE_NAME=decode-pf$mb-$kind-r$r-pf14 BATCHES=${BATCHES:-64,128,512} \
-        DECODE_FLAGS="--models m1-3b" DECODE_S=100 decode_round | grep -E "m1-3b|rc="
-      mv "$OUT/decode-graphs.txt" "$OUT/decode-pf$mb-$kind-r$r.txt"
-    done
-  done
-  tar czf "$OUT/results.tgz" -C "$OUT" $(cd "$OUT" && ls *.txt 2>/dev/null) -C "$PWD" $(ls bench/results/*pf14*.json 2>/dev/null)
-  el "all done"
-  ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
   # (m1 + llama, batch 8 … 512, context 256 / 4096) with it and without it (M1_MATMUL_PAIR=0), two rounds alternating

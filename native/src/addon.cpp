@@ -163,41 +163,6 @@ struct Args {
 
 void check(cudaError_t e, const std::string& op) { m1Check(e, op.c_str()); }
 
-/**
- * The side stream of L2 prefetches (prefetch_l2): each waits for the work enqueued on the main stream so far, then runs
- * beside what follows. It only reads, so the allocator's one-stream reuse rule is untouched. Inside a graph capture
- * the fork makes the side stream part of the capture; graphEnd joins it back before the capture ends.
- */
-struct SideStream {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t fork = nullptr, join = nullptr;
-  bool forkedInCapture = false;
-  void launch(const void* p, int64_t bytes, int kind) {
-    if (!stream) {
-      m1Check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "prefetch_l2: cudaStreamCreate");
-      m1Check(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming), "prefetch_l2: cudaEventCreate");
-      m1Check(cudaEventCreateWithFlags(&join, cudaEventDisableTiming), "prefetch_l2: cudaEventCreate");
-    }
-    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    m1Check(cudaStreamIsCapturing(m1Stream(), &cs), "prefetch_l2: cudaStreamIsCapturing");
-    m1Check(cudaEventRecord(fork, m1Stream()), "prefetch_l2: cudaEventRecord");
-    m1Check(cudaStreamWaitEvent(stream, fork, 0), "prefetch_l2: cudaStreamWaitEvent");
-    if (cs == cudaStreamCaptureStatusActive) forkedInCapture = true;
-    m1Check(m1_prefetch_l2(p, bytes, kind, stream), "prefetch_l2");
-  }
-  /** before a capture ends: the main stream waits for the side stream's captured work */
-  void joinCapture() {
-    if (!forkedInCapture) return;
-    forkedInCapture = false;
-    m1Check(cudaEventRecord(join, stream), "graphEnd: joining the prefetch stream");
-    m1Check(cudaStreamWaitEvent(m1Stream(), join, 0), "graphEnd: joining the prefetch stream");
-  }
-};
-SideStream& sideStream() {
-  static SideStream* s = new SideStream();
-  return *s;
-}
-
 using OpFn = std::function<double(const Args&)>;
 
 std::unordered_map<std::string, OpFn>& ops() {
@@ -239,7 +204,6 @@ std::unordered_map<std::string, OpFn>& ops() {
     check(m1_copy_cols_bf16(a.p(0), a.i64(1), a.i64(2), a.p<float>(3), a.i64(4), a.i64(5), a.i64(6), a.i64(7), S()), a.op);
     return 0.0;
   });
-  def("prefetch_l2", [](const Args& a) { sideStream().launch(a.p(0), a.i64(1), a.i32(2)); return 0.0; });
   def("copy_cols", [S](const Args& a) {
     check(m1_copy_cols(a.p(0), a.i64(1), a.i64(2), a.p(3), a.i64(4), a.i64(5), a.i64(6), a.i64(7), a.i32(8), S()), a.op);
     return 0.0;
@@ -776,11 +740,6 @@ Napi::Value GraphEnd(const Napi::CallbackInfo& info) {
     g.capturing = 0;
     al.active = 0;
     cudaGraph_t graph = nullptr;
-    try {
-      sideStream().joinCapture();
-    } catch (const std::exception&) {
-      (void)cudaGetLastError();  // the capture is invalidated; EndCapture below reports it
-    }
     cudaError_t e = cudaStreamEndCapture(m1Stream(), &graph);
     if (abort || e != cudaSuccess) {
       (void)cudaGetLastError();

@@ -2598,45 +2598,6 @@ cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const
   if (nT > 0) k_sum_partials<<<(unsigned)((nT + 7) / 8), kThreads, 0, s>>>(out, partials, nT, per);
   return lastError();
 }
-// ---------- L2 prefetch ----------
-// A decode step is a chain of products whose weights stream from memory once each, with small kernels between them.
-// Memory idles in each product's tail, in the small kernels and in the next product's ramp-up; a prefetch launched on
-// a side stream when one product is done pulls the start of the next product's weight into L2 meanwhile.
-// Kinds: 0 cp.async.bulk.prefetch.L2 (the TMA unit, one instruction per 4 KB), 1 the same with an evict_last
-// policy, 2 prefetch.global.L2 per 128-byte line, 3 the same with evict_last. Nothing is written.
-constexpr int64_t kPrefetchChunk = 4096;
-__global__ void k_prefetch_l2(const char* __restrict__ p, int64_t bytes, int kind) {
-  const int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nthreads = (int64_t)gridDim.x * blockDim.x;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (kind <= 1) {
-    uint64_t policy = 0;
-    if (kind == 1) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
-    for (int64_t off = tid * kPrefetchChunk; off < bytes; off += nthreads * kPrefetchChunk) {
-      const uint32_t n = (uint32_t)min(kPrefetchChunk, bytes - off) & ~15u;  // a multiple of 16 bytes
-      if (n == 0) break;
-      if (kind == 1) asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(p + off), "r"(n), "l"(policy) : "memory");
-      else asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(n) : "memory");
-    }
-    return;
-  }
-#endif
-  for (int64_t off = tid * 128; off < bytes; off += nthreads * 128) {
-    if (kind == 3) asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(p + off));
-    else asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
-  }
-}
-cudaError_t m1_prefetch_l2(const void* p, int64_t bytes, int kind, cudaStream_t s) {
-  if (bytes <= 0) return cudaSuccess;
-  if (kind < 0 || kind > 3) return cudaErrorInvalidValue;
-  // from a 16-byte boundary (the bulk form's alignment), the range widened to cover the same bytes
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p), a0 = a & ~(uintptr_t)15;
-  bytes += (int64_t)(a - a0);
-  const int64_t units = kind <= 1 ? (bytes + kPrefetchChunk - 1) / kPrefetchChunk : (bytes + 127) / 128;
-  const int block = kind <= 1 ? 32 : 256;
-  const int64_t grid = std::min<int64_t>((units + block - 1) / block, kind <= 1 ? 4LL * m1SmCount() : 2LL * m1SmCount());
-  k_prefetch_l2<<<(unsigned)grid, block, 0, s>>>(reinterpret_cast<const char*>(a0), bytes, kind);
-  return lastError();
-}
 cudaError_t m1_copy_cols(void* dst, int64_t ds, int64_t doff, const void* src, int64_t ss, int64_t soff, int64_t rows, int64_t w,
                          int elemBytes, cudaStream_t s) {
   if (rows * w == 0) return cudaSuccess;

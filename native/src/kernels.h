@@ -32,8 +32,6 @@ cudaError_t m1_sum_squares_each(double* out, double* partials, const void* const
                                 cudaStream_t s);
 
 // ---------- layout ----------
-/** the first `bytes` from p pulled into L2 (a hint, nothing written; kinds in kernels.cu: bulk, bulk evict_last, lines, lines evict_last) */
-cudaError_t m1_prefetch_l2(const void* p, int64_t bytes, int kind, cudaStream_t s);
 /** dst[r, dstOff + j] = src[r, srcOff + j] for j < width (any element size in {2, 4}) */
 cudaError_t m1_copy_cols(void* dst, int64_t dstStride, int64_t dstOff, const void* src, int64_t srcStride, int64_t srcOff,
                          int64_t rows, int64_t width, int elemBytes, cudaStream_t s);

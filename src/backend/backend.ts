@@ -156,12 +156,6 @@ export interface Backend {
    * both weights, twice the output tiles of one — a decode step's skinny products spread over twice the SMs).
    */
   matmulPair(a: Tensor, w1: Tensor, w2: Tensor, opts?: { outDType?: DType }): [Tensor, Tensor];
-  /**
-   * A hint that the products enqueued next read these weights: a backend with a cache in front of slow memory may start
-   * pulling the start of each into it beside the work enqueued meanwhile (cuda: an L2 prefetch on a side stream, after
-   * the work enqueued so far). Changes no value; absent on the CPU backend.
-   */
-  prefetch?(weights: readonly Tensor[]): void;
 
   // ---------- embedding / norms / MLP ----------
   /** rows of table [V, D] → [n, D] */

@@ -97,9 +97,6 @@ export class AttentionMixer implements Mixer {
   inputWeight(): Tensor {
     return (this.inProj ?? this.qProj)!.value;
   }
-  firstStepWeights(): Tensor[] {
-    return this.inProj ? [this.inProj.value] : [this.kProj!.value, this.vProj!.value, this.qProj!.value];
-  }
 
   /** x [..., D] → q [..., Hq·Dh], k, v [..., Hkv·Dh] (not yet rotated) */
   private project(x: Tensor): [Tensor, Tensor, Tensor] {
@@ -170,7 +167,6 @@ export class AttentionMixer implements Mixer {
     }
     const cache = this.checkState(state, 'attention step');
     const [q0, k0, v0] = this.project(u);
-    be.prefetch?.([this.outProj.value]);  // read while RoPE, the cache write and attention run
     const q = be.rope(be.reshape(q0, [n, Hq, Dh]), info.positions, invFreq);
     const k = be.rope(be.reshape(k0, [n, Hkv, Dh]), info.positions, invFreq);
     be.kvCacheWrite(cache.kCache, cache.vCache, k, be.reshape(v0, [n, Hkv, Dh]), info.slotMapping);

@@ -72,13 +72,11 @@ export class SwiGluMlp {
    * (matmulInputDType bf16) gate and up are stored as bf16, as a bf16 model's Linear outputs are (the reference's
    * numerics), which halves their bytes written and read back by swiglu.
    */
-  /** prefetch: hint the down weight (Backend.prefetch) while SwiGLU runs — a decode step's */
-  step(x: Tensor, prefetch = false): Tensor {
+  step(x: Tensor): Tensor {
     const be = this.be;
     const gu = matmulInputDType(be, this.gate.value) === 'bf16' && matmulInputDType(be, this.up.value) === 'bf16' ? 'bf16' : 'f32';
     // gate and up as one launch where the backend can (matmulPair: twice the tiles of one skinny product)
     const [gate, up] = be.matmulPair(x, this.gate.value, this.up.value, { outDType: gu });
-    if (prefetch) be.prefetch?.([this.down.value]);
     const h = be.swiglu(gate, up, matmulInputDType(be, this.down.value));
     return linearForward(be, h, this.down.value);
   }

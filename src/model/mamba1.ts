@@ -230,9 +230,6 @@ export class Mamba1Mixer implements Mixer {
   inputWeight(): Tensor {
     return this.inProj.value;
   }
-  firstStepWeights(): Tensor[] {
-    return [this.inProj.value];
-  }
   step(u: Tensor, state: LayerState, info: DecodeInfo): Tensor {
     const be = this.be, { dModel: Dm } = this.dims;
     if (state.kind !== 'mamba1') throw new Error(`Mamba1Mixer.step: expected a 'mamba1' state, got '${state.kind}'`);
@@ -246,7 +243,6 @@ export class Mamba1Mixer implements Mixer {
     // and read back, and δ — its last R columns — goes to dt_proj as one column slice
     const R = this.dims.dtRank, P = this.inProj.value.shape[0]!;
     const proj = linearForward(be, u, this.inProj.value, matmulInputDType(be, this.dtProjWeight.value));
-    be.prefetch?.([this.dtProjWeight.value, this.outProj.value]);  // read while the step's small kernels run
     const dtLow = be.sliceLastDim(proj, P - R, P);
     const y = be.mamba1DecodeStep({
       proj, deltaLow: linearForward(be, dtLow, this.dtProjWeight.value), dims: this.dims,

@@ -235,9 +235,6 @@ export class Mamba2Mixer implements Mixer {
   inputWeight(): Tensor {
     return this.inProj.value;
   }
-  firstStepWeights(): Tensor[] {
-    return [this.inProj.value];
-  }
   step(u: Tensor, state: LayerState, info: DecodeInfo): Tensor {
     const { be, s } = this;
     const st = this.checkState(state, 'step');
@@ -246,7 +243,6 @@ export class Mamba2Mixer implements Mixer {
       throw new Error(`Mamba2Mixer.step: input must be [${n}, ${s.D}], got ${shapeString(u.shape)}`);
     }
     const proj = linearForward(be, u, this.inProj.value); // [n, projOut]
-    be.prefetch?.([this.outProj.value]);
     const [z, xBC, dt] = be.splitLastDim(proj, [s.Di, s.Cxbc, s.H]) as [Tensor, Tensor, Tensor];
     const xc = be.causalConv1dStep(xBC, st.convState, info.slots, this.convW(), this.convBias?.value ?? null, true);
     const { x, Bm, Cm } = this.expand(xc, [n]);

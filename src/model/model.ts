@@ -141,7 +141,7 @@ class DecoderLayer {
    * null), its output the returned x + r, added by the next layer's norm (or the final one).
    */
   forwardPending(x: Tensor, r: Tensor | null, seq: SeqInfo, state?: LayerState, stateWrite?: StateWrite): { x: Tensor; r: Tensor } {
-    return this.infer(x, r, (u) => this.mixer.forward(u, seq, { needBackward: false, state, stateWrite }).y, false);
+    return this.infer(x, r, (u) => this.mixer.forward(u, seq, { needBackward: false, state, stateWrite }).y);
   }
   /**
    * One decode step with the residual adds inside the norms: the layer's input is x + r (x alone when r
@@ -149,19 +149,17 @@ class DecoderLayer {
    * The same sums as forward's h = x + mixer(norm(x)), out = h + mlp(norm(h)).
    */
   step(x: Tensor, r: Tensor | null, state: LayerState, info: DecodeInfo): { x: Tensor; r: Tensor } {
-    return this.infer(x, r, (u) => this.mixer.step(u, state, info), true);
+    return this.infer(x, r, (u) => this.mixer.step(u, state, info));
   }
   /**
    * The inference layer shared by step and the no-backward forward: the residual adds inside the norms, and
    * the norms and SwiGLU emitting the dtype their products read (matmulInputDType); `mix` runs the mixer
    */
-  private infer(x: Tensor, r: Tensor | null, mix: (u: Tensor) => Tensor, decode: boolean): { x: Tensor; r: Tensor } {
+  private infer(x: Tensor, r: Tensor | null, mix: (u: Tensor) => Tensor): { x: Tensor; r: Tensor } {
     const be = this.be;
     const a = be.addRmsNorm(x, r, this.inNorm.weight.value, this.inNorm.eps, matmulInputDType(be, this.mixer.inputWeight()));
-    const y = mix(a.y);
-    if (decode) be.prefetch?.([this.mlp.gate.value, this.mlp.up.value]);  // a decode step's products stream their weights
-    const b = be.addRmsNorm(a.h, y, this.postNorm.weight.value, this.postNorm.eps, this.mlpInputDType(matmulInputDType));
-    return { x: b.h, r: this.mlp.step(b.y, decode) };
+    const b = be.addRmsNorm(a.h, mix(a.y), this.postNorm.weight.value, this.postNorm.eps, this.mlpInputDType(matmulInputDType));
+    return { x: b.h, r: this.mlp.step(b.y) };
   }
 }
 
@@ -343,8 +341,6 @@ export class CausalLM {
     let r: Tensor | null = null;
     this.layers.forEach((layer, i) => {
       ({ x, r } = layer.step(x, r, states[i]!, info));
-      // the next products' weights start into the cache while the norm before them runs
-      be.prefetch?.(i + 1 < this.layers.length ? this.layers[i + 1]!.mixer.firstStepWeights() : [this.lmHead.value]);
     });
     const f = this.finalNorm;
     return this.logits(be.addRmsNorm(x, r, f.weight.value, f.eps, matmulInputDType(be, this.lmHead.value)).y);

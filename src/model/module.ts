@@ -145,8 +145,6 @@ export interface Mixer {
   step(u: Tensor, state: LayerState, info: DecodeInfo): Tensor;
   /** the weight of the step's first projection: the step's input is rounded to what its product reads */
   inputWeight(): Tensor;
-  /** the weights the step's first products read (the layer before prefetches them: Backend.prefetch) */
-  firstStepWeights(): Tensor[];
 }
 
 /**

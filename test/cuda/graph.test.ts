@@ -11,7 +11,6 @@ import { initModel, validateConfigs } from '../../src/model/checkpoint.js';
 import type { CausalLM } from '../../src/model/model.js';
 import type { DecodeInfo, LayerState } from '../../src/model/module.js';
 import { findPreset } from '../../src/model/presets.js';
-import { CudaBackend } from '../../src/backend/cuda/index.js';
 import { available, closeArrays, gpu, ints, skipReason } from './helpers.js';
 
 function tinyModel(be: Backend, arch: string, preset: string): CausalLM {
@@ -21,57 +20,6 @@ function tinyModel(be: Backend, arch: string, preset: string): CausalLM {
 
 function stateTensors(states: LayerState[]): Tensor[] {
   return states.flatMap((s) => Object.values(s).filter((v): v is Tensor => typeof v === 'object'));
-}
-
-function withEnv<R>(env: Record<string, string>, fn: () => R): R {
-  const old = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, env);
-  try {
-    return fn();
-  } finally {
-    for (const [k, v] of Object.entries(old)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
-
-/** logits of 4 decode steps of a fresh tiny model on `be` (batch 2), eager or with the step recorded once and replayed */
-function steps(be: CudaBackend, arch: string, preset: string, graphs: boolean): number[][] {
-  const model = tinyModel(be, arch, preset);
-  const n = 2, bs = 4, maxBlocks = 4;
-  const states = model.allocateState({ slots: 2, kvBlocks: n * maxBlocks, blockSize: bs, kvDType: 'f32' });
-  const info: DecodeInfo = {
-    n, slots: Int32Array.from([1, 0]), positions: new Int32Array(n), slotMapping: new Int32Array(n),
-    blockTables: Int32Array.from({ length: n * maxBlocks }, (_, i) => i), maxBlocks, seqLens: new Int32Array(n),
-  };
-  const ids = new Int32Array(n);
-  const inputs = [ids, info.slots, info.positions, info.slotMapping, info.blockTables, info.seqLens];
-  const out: number[][] = [];
-  let graph: StepGraph | null = null;
-  try {
-    for (let step = 0; step < 4; step++) {
-      ids.set(ints(n, 40 + step, model.vocabSize));
-      for (let i = 0; i < n; i++) {
-        info.positions[i] = step;
-        info.seqLens[i] = step + 1;
-        info.slotMapping[i] = (i * maxBlocks + Math.floor(step / bs)) * bs + (step % bs);
-      }
-      if (!graphs) {
-        const y = be.tidy(() => model.step(ids, states, info));
-        out.push(Array.from(be.read(y)));
-        y.dispose();
-      } else {
-        const y = graph ? graph.replay(inputs) : (graph = be.captureStepGraph(inputs, () => be.tidy(() => model.step(ids, states, info)))).output;
-        out.push(Array.from(be.read(y)));
-      }
-    }
-  } finally {
-    (graph as StepGraph | null)?.dispose();
-    for (const t of stateTensors(states)) t.dispose();
-    model.params().forEach(([, p]) => p.value.dispose());
-  }
-  return out;
 }
 
 describe.skipIf(!available)(`cuda graphs${available ? '' : ` (skipped: ${skipReason})`}`, () => {
@@ -118,24 +66,6 @@ describe.skipIf(!available)(`cuda graphs${available ? '' : ` (skipped: ${skipRea
       }
     });
   }
-
-  // L2 prefetches (Backend.prefetch) run on a side stream and write nothing: each kind, eager and recorded, leaves every
-  // logit bit for bit as with prefetching off. A weight 4 bytes past a 16-byte boundary covers the bulk form's alignment.
-  it('prefetch: eager and recorded steps give the same logits, bit for bit, for every kind as with prefetching off', () => {
-    const off = withEnv({ M1_PREFETCH_MB: '0' }, () => new CudaBackend());
-    const misaligned = g.rowSlice(g.fromArray(new Float32Array(4096 + 1).fill(1), [4096 + 1]), 1, 4097);
-    for (const [arch, preset] of [['m1', 'tiny'], ['llama', 'tiny']] as const) {
-      const base = steps(off, arch, preset, false);
-      for (const kind of ['bulk', 'bulk-last', 'lines', 'lines-last']) {
-        const be = withEnv({ M1_PREFETCH_MB: '1', M1_PREFETCH_KIND: kind }, () => new CudaBackend());
-        be.prefetch([misaligned]);
-        for (const graphs of [false, true]) {
-          expect(steps(be, arch, preset, graphs), `${arch}/${preset} ${kind} graphs ${graphs}`).toEqual(base);
-        }
-      }
-    }
-    misaligned.dispose();
-  });
 
   it('engine: greedy and seeded sampling give the same tokens with graphs as without (batch 5, then 3)', () => {
     for (const [arch, preset] of [['llama', 'tiny'], ['m1', 'tiny']] as const) {

@@ -96,24 +96,6 @@ interface ResidentInput {
   ptr: number;
 }
 
-const PREFETCH_KINDS = ['bulk', 'bulk-last', 'lines', 'lines-last'] as const;
-/**
- * The L2 prefetch settings: M1_PREFETCH_MB (MiB of weight a prefetch call pulls in, split over its weights; 0 turns
- * prefetching off; default 16) and M1_PREFETCH_KIND (bulk: the TMA's bulk prefetch, the default; bulk-last: with an
- * evict_last policy; lines / lines-last: one prefetch instruction per 128-byte line).
- */
-export function prefetchSettings(env: Record<string, string | undefined>): { bytes: number; kind: number } {
-  const mb = env.M1_PREFETCH_MB ?? '16';
-  const v = Number(mb);
-  if (mb.trim() === '' || !Number.isFinite(v) || v < 0 || v > 1024) {
-    throw new Error(`M1_PREFETCH_MB: expected a number of MiB from 0 to 1024, got '${mb}'`);
-  }
-  const name = env.M1_PREFETCH_KIND ?? 'bulk';
-  const kind = (PREFETCH_KINDS as readonly string[]).indexOf(name);
-  if (kind < 0) throw new Error(`M1_PREFETCH_KIND: expected one of ${PREFETCH_KINDS.join(', ')}, got '${name}'`);
-  return { bytes: Math.floor(v * 1024 * 1024), kind };
-}
-
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
   /** products with a bf16 weight run on the tensor cores with the activation rounded to bf16 (matmul.cpp) */
@@ -136,12 +118,7 @@ export class CudaBackend implements Backend {
     return 0;
   };
 
-  /** bytes of weight one prefetch call pulls into L2, split over its weights (0: prefetch off), and the kernel's kind */
-  private readonly prefetchBytes: number;
-  private readonly prefetchKind: number;
-
   constructor() {
-    ({ bytes: this.prefetchBytes, kind: this.prefetchKind } = prefetchSettings(process.env));
     const r = loadAddon();
     if (!r.ok) throw new Error(`cuda backend unavailable: ${r.reason}`);
     this.addon = r.addon;
@@ -182,17 +159,6 @@ export class CudaBackend implements Backend {
     const bytes = n * (storageOf(dtype) === 'bf16' ? 2 : 4);
     const buf = new DeviceBuffer(this.addon, this.addon.alloc(Math.max(4, bytes)), bytes);
     return new CudaTensor(this, buf, shape, dtype);
-  }
-  prefetch(weights: readonly Tensor[]): void {
-    if (this.prefetchBytes <= 0 || weights.length === 0) return;
-    // the budget split evenly, what a small weight leaves over going to the larger ones (smallest first)
-    const ts = weights.map((w) => this.t(w, 'prefetch')).sort((a, b) => a.size * a.elemBytes - b.size * b.elemBytes);
-    let left = this.prefetchBytes;
-    ts.forEach((t, i) => {
-      const bytes = Math.min(Math.floor(left / (ts.length - i)), t.size * t.elemBytes);
-      left -= bytes;
-      this.call('prefetch_l2', [t.ptr, bytes, this.prefetchKind]);
-    });
   }
   private call(op: string, args: number[]): number {
     return this.addon.call(op, Float64Array.from(args));
