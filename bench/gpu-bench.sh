@@ -158,7 +158,7 @@ ncu_decode() {  # ncu_decode "model:batch:context ...": every kernel of a few ea
   # (NCU_CACHE=none keeps L2 warm between kernels as in a real step; ncu's default, all, flushes it before each one)
   for pt in $1; do
     IFS=: read -r m b c <<< "$pt"
-    timeout ${NCU_S:-150} ncu --clock-control none --cache-control ${NCU_CACHE:-all} --metrics gpu__time_duration.sum --csv --print-units base \
+    timeout ${NCU_S:-150} ncu --clock-control none --cache-control ${NCU_CACHE:-all} --metrics ${NCU_METRICS:-gpu__time_duration.sum} --csv --print-units base \
       node dist/bench/decode.js --zero-weights --backend cuda --models $m --batches $b --contexts $c --lengths 0 --steps 2 --warmup-s 0 \
       > /tmp/ncu-$m-$b-$c.csv 2> /tmp/ncu-$m-$b-$c.err; echo "ncu $pt rc=$?"
     gzip -c /tmp/ncu-$m-$b-$c.csv > "$OUT/ncu-$m-$b-$c.csv.gz"
@@ -621,6 +621,28 @@ final13)
   train_step final13b train-medium-b
   pack thirteenth
   el "all done"
+  ;;
+shapes14)
+  # fourteenth session: where a short-context decode step goes — every kernel of eager M1 steps under Nsight Compute
+  # with its grid and DRAM bytes (kernels grouped by name and grid, i.e. by product shape), L2 kept warm between
+  # kernels as in a real step; then decode with graphs at the same points
+  quick_build
+  NCU_CACHE=none NCU_METRICS=gpu__time_duration.sum,launch__grid_size,dram__bytes_read.sum NCU_TOP=60 ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:256}"
+  BATCHES=64,512 CONTEXTS=256 DECODE_FLAGS="--models m1-3b" decode_round
+  ;;
+wide14)
+  # fourteenth session: the skinny products' timing over every configuration cuBLASLt lists (M1_MATMUL_TUNE=wide)
+  # against the heuristic's candidates and their K splits — decode with graphs, M1, two rounds alternating; the
+  # timing's choices printed (verbose) into the logs
+  quick_build
+  for r in 1 2; do
+    for t in verbose wide,verbose; do
+      M1_MATMUL_TUNE=$t DECODE_NAME=decode-tune-${t%%,*}-r$r-wide14 BATCHES=${BATCHES:-8,64,128,256} CONTEXTS=${CONTEXTS:-256} \
+        DECODE_FLAGS="--models ${MODELS:-m1-3b}" DECODE_S=200 decode_round | grep -E "m1-3b|llama|rc=|rror"
+      mv "$OUT/decode-graphs.txt" "$OUT/decode-tune-${t%%,*}-r$r.txt"
+    done
+  done
+  grep -h "matmul timing" "$OUT"/decode-tune-wide-r1.txt | sort | uniq | head -40
   ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs

@@ -58,6 +58,7 @@ struct Plan {
   std::vector<int> splits;                        // each candidate's K split (1: as the heuristic gave it)
   int chosenSplit = 1;
   int batch = 1;                                  // 2: a pair (strideA ≠ 0)
+  long long kDim = 0;                             // the product's inner size (for the timing's report)
   bool unavailable = false;                       // a pair cuBLASLt has no algorithm for
   bool bucketed = false;                          // a skinny product: its timing is kept for its row bucket
   ShapeKey bucket{};
@@ -83,6 +84,58 @@ Lt& lt() {
   return *inst;
 }
 
+/** a capability of algo that is an array of uint32 (tile or stages ids); {0} (undefined: the kernel's own) when it has none */
+std::vector<uint32_t> capIds(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoCapAttributes_t attr) {
+  size_t w = 0;
+  std::vector<uint32_t> v;
+  if (cublasLtMatmulAlgoCapGetAttribute(&algo, attr, nullptr, 0, &w) == CUBLAS_STATUS_SUCCESS && w >= sizeof(uint32_t)) {
+    v.resize(w / sizeof(uint32_t));
+    if (cublasLtMatmulAlgoCapGetAttribute(&algo, attr, v.data(), v.size() * sizeof(uint32_t), &w) != CUBLAS_STATUS_SUCCESS) v.clear();
+  }
+  if (v.empty()) v.push_back(0);
+  return v;
+}
+
+constexpr size_t kWideMax = 512;
+constexpr int kWideChecks = 20000;  // configurations checked (cublasLtMatmulAlgoCheck) per shape, at most
+
+/**
+ * Beyond the heuristic's few choices (M1_MATMUL_TUNE=wide): every configuration cuBLASLt lists for a bf16 product — each
+ * algorithm id × tile × stages × K split 1 / 2 / 4 — that cublasLtMatmulAlgoCheck accepts within the workspace, at
+ * most kWideMax of them (of at most kWideChecks checked), appended to the plan's candidates for the timing.
+ */
+void wideCandidates(Plan& p, cublasComputeType_t ct, cudaDataType_t cType, long long k) {
+  Lt& L = lt();
+  int ids[256];
+  int nIds = 0;
+  if (cublasLtMatmulAlgoGetIds(L.handle, ct, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, cType, cType, 256, ids, &nIds) != CUBLAS_STATUS_SUCCESS) return;
+  int checks = 0;
+  for (int i = 0; i < nIds && p.candidates.size() < kWideMax; i++) {
+    cublasLtMatmulAlgo_t algo;
+    if (cublasLtMatmulAlgoInit(L.handle, ct, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, cType, cType, ids[i], &algo) != CUBLAS_STATUS_SUCCESS) continue;
+    int32_t sk = 0;
+    size_t w = 0;
+    if (cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &sk, sizeof(sk), &w) != CUBLAS_STATUS_SUCCESS) sk = 0;
+    for (uint32_t tile : capIds(algo, CUBLASLT_ALGO_CAP_TILE_IDS))
+      for (uint32_t stages : capIds(algo, CUBLASLT_ALGO_CAP_STAGES_IDS))
+        for (uint32_t parts : {1u, 2u, 4u}) {
+          if (parts > 1 && (!sk || (long long)parts * 256 > k)) continue;
+          if (p.candidates.size() >= kWideMax || ++checks > kWideChecks) return;
+          cublasLtMatmulAlgo_t a = algo;
+          const uint32_t scheme = parts > 1 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : (uint32_t)CUBLASLT_REDUCTION_SCHEME_NONE;
+          if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile)) != CUBLAS_STATUS_SUCCESS ||
+              cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof(stages)) != CUBLAS_STATUS_SUCCESS ||
+              cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &parts, sizeof(parts)) != CUBLAS_STATUS_SUCCESS ||
+              cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof(scheme)) != CUBLAS_STATUS_SUCCESS)
+            continue;
+          cublasLtMatmulHeuristicResult_t chk{};
+          if (cublasLtMatmulAlgoCheck(L.handle, p.op, p.a, p.b, p.c, p.c, &a, &chk) != CUBLAS_STATUS_SUCCESS || chk.workspaceSize > kWorkspaceBytes) continue;
+          p.candidates.push_back(a);
+          p.splits.push_back((int)parts);
+        }
+  }
+}
+
 Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb,
              long long strideA = 0) {
   Lt& L = lt();
@@ -91,6 +144,7 @@ Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, l
   if (it != L.plans.end()) return it->second;
   Plan p;
   p.batch = strideA != 0 ? 2 : 1;
+  p.kDim = k;
   cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   checkLt(cublasLtMatmulDescCreate(&p.op, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
   cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -172,6 +226,8 @@ Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, l
         }
       }
     }
+    if (skinny && bf16 && !tf32 && env && std::strstr(env, "wide") != nullptr)
+      wideCandidates(p, CUBLAS_COMPUTE_32F, cBf16 ? CUDA_R_16BF : CUDA_R_32F, k);
     if (p.candidates.size() < 2) {
       p.candidates.clear();
       p.splits.clear();
@@ -229,9 +285,16 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
   }
   if (p.bucketed) L.tuned[p.bucket] = p.algo;
   const char* env = std::getenv("M1_MATMUL_TUNE");
-  if (env && std::strstr(env, "verbose") != nullptr)
-    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs (K split %d)\n", M, N,
-                 p.candidates.size(), first * 1e3f, bestIdx, best * 1e3f, p.chosenSplit);
+  if (env && std::strstr(env, "verbose") != nullptr) {
+    int32_t id = -1;
+    uint32_t tile = 0, stages = 0;
+    size_t w = 0;
+    (void)cublasLtMatmulAlgoConfigGetAttribute(&p.algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof(id), &w);
+    (void)cublasLtMatmulAlgoConfigGetAttribute(&p.algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile), &w);
+    (void)cublasLtMatmulAlgoConfigGetAttribute(&p.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof(stages), &w);
+    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld × k %lld%s: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs (algo %d, tile %u, stages %u, K split %d)\n",
+                 M, N, p.kDim, p.batch == 2 ? " (pair)" : "", p.candidates.size(), first * 1e3f, bestIdx, best * 1e3f, id, tile, stages, p.chosenSplit);
+  }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   m1Free(out);
