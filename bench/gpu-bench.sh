@@ -630,20 +630,6 @@ shapes14)
   NCU_CACHE=none NCU_METRICS=gpu__time_duration.sum,launch__grid_size,dram__bytes_read.sum NCU_TOP=60 ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:256}"
   BATCHES=64,512 CONTEXTS=256 DECODE_FLAGS="--models m1-3b" decode_round
   ;;
-wide14)
-  # fourteenth session: the skinny products' timing over every configuration cuBLASLt lists (M1_MATMUL_TUNE=wide)
-  # against the heuristic's candidates and their K splits — decode with graphs, M1, two rounds alternating; the
-  # timing's choices printed (verbose) into the logs
-  quick_build
-  for r in 1 2; do
-    for t in verbose wide,verbose; do
-      M1_MATMUL_TUNE=$t DECODE_NAME=decode-tune-${t%%,*}-r$r-wide14 BATCHES=${BATCHES:-8,64,128,256} CONTEXTS=${CONTEXTS:-256} \
-        DECODE_FLAGS="--models ${MODELS:-m1-3b}" DECODE_S=200 decode_round | grep -E "m1-3b|llama|rc=|rror"
-      mv "$OUT/decode-graphs.txt" "$OUT/decode-tune-${t%%,*}-r$r.txt"
-    done
-  done
-  grep -h "matmul timing" "$OUT"/decode-tune-wide-r1.txt | sort | uniq | head -40
-  ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
   # (m1 + llama, batch 8 … 512, context 256 / 4096) with it and without it (M1_MATMUL_PAIR=0), two rounds alternating

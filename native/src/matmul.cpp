@@ -84,58 +84,6 @@ Lt& lt() {
   return *inst;
 }
 
-/** a capability of algo that is an array of uint32 (tile or stages ids); {0} (undefined: the kernel's own) when it has none */
-std::vector<uint32_t> capIds(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoCapAttributes_t attr) {
-  size_t w = 0;
-  std::vector<uint32_t> v;
-  if (cublasLtMatmulAlgoCapGetAttribute(&algo, attr, nullptr, 0, &w) == CUBLAS_STATUS_SUCCESS && w >= sizeof(uint32_t)) {
-    v.resize(w / sizeof(uint32_t));
-    if (cublasLtMatmulAlgoCapGetAttribute(&algo, attr, v.data(), v.size() * sizeof(uint32_t), &w) != CUBLAS_STATUS_SUCCESS) v.clear();
-  }
-  if (v.empty()) v.push_back(0);
-  return v;
-}
-
-constexpr size_t kWideMax = 512;
-constexpr int kWideChecks = 20000;  // configurations checked (cublasLtMatmulAlgoCheck) per shape, at most
-
-/**
- * Beyond the heuristic's few choices (M1_MATMUL_TUNE=wide): every configuration cuBLASLt lists for a bf16 product — each
- * algorithm id × tile × stages × K split 1 / 2 / 4 — that cublasLtMatmulAlgoCheck accepts within the workspace, at
- * most kWideMax of them (of at most kWideChecks checked), appended to the plan's candidates for the timing.
- */
-void wideCandidates(Plan& p, cublasComputeType_t ct, cudaDataType_t cType, long long k) {
-  Lt& L = lt();
-  int ids[256];
-  int nIds = 0;
-  if (cublasLtMatmulAlgoGetIds(L.handle, ct, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, cType, cType, 256, ids, &nIds) != CUBLAS_STATUS_SUCCESS) return;
-  int checks = 0;
-  for (int i = 0; i < nIds && p.candidates.size() < kWideMax; i++) {
-    cublasLtMatmulAlgo_t algo;
-    if (cublasLtMatmulAlgoInit(L.handle, ct, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, cType, cType, ids[i], &algo) != CUBLAS_STATUS_SUCCESS) continue;
-    int32_t sk = 0;
-    size_t w = 0;
-    if (cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &sk, sizeof(sk), &w) != CUBLAS_STATUS_SUCCESS) sk = 0;
-    for (uint32_t tile : capIds(algo, CUBLASLT_ALGO_CAP_TILE_IDS))
-      for (uint32_t stages : capIds(algo, CUBLASLT_ALGO_CAP_STAGES_IDS))
-        for (uint32_t parts : {1u, 2u, 4u}) {
-          if (parts > 1 && (!sk || (long long)parts * 256 > k)) continue;
-          if (p.candidates.size() >= kWideMax || ++checks > kWideChecks) return;
-          cublasLtMatmulAlgo_t a = algo;
-          const uint32_t scheme = parts > 1 ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : (uint32_t)CUBLASLT_REDUCTION_SCHEME_NONE;
-          if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile)) != CUBLAS_STATUS_SUCCESS ||
-              cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof(stages)) != CUBLAS_STATUS_SUCCESS ||
-              cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &parts, sizeof(parts)) != CUBLAS_STATUS_SUCCESS ||
-              cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof(scheme)) != CUBLAS_STATUS_SUCCESS)
-            continue;
-          cublasLtMatmulHeuristicResult_t chk{};
-          if (cublasLtMatmulAlgoCheck(L.handle, p.op, p.a, p.b, p.c, p.c, &a, &chk) != CUBLAS_STATUS_SUCCESS || chk.workspaceSize > kWorkspaceBytes) continue;
-          p.candidates.push_back(a);
-          p.splits.push_back((int)parts);
-        }
-  }
-}
-
 Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, long long n, long long k, long long lda, long long ldb,
              long long strideA = 0) {
   Lt& L = lt();
@@ -226,8 +174,6 @@ Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, l
         }
       }
     }
-    if (skinny && bf16 && !tf32 && env && std::strstr(env, "wide") != nullptr)
-      wideCandidates(p, CUBLAS_COMPUTE_32F, cBf16 ? CUDA_R_16BF : CUDA_R_32F, k);
     if (p.candidates.size() < 2) {
       p.candidates.clear();
       p.splits.clear();
