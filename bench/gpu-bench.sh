@@ -630,6 +630,18 @@ shapes14)
   NCU_CACHE=none NCU_METRICS=gpu__time_duration.sum,launch__grid_size,dram__bytes_read.sum NCU_TOP=60 ncu_decode "${NCU_POINTS:-m1-3b:64:256 m1-3b:512:256}"
   BATCHES=64,512 CONTEXTS=256 DECODE_FLAGS="--models m1-3b" decode_round
   ;;
+sass14)
+  # fourteenth session: the scan backward's main kernel — its SASS (cuobjdump) and Nsight Compute's instruction mix,
+  # warp stalls and source counters on one launch of bench:scan's backward from checkpoints
+  quick_build
+  cuobjdump -sass /tmp/m1o/kernels.o | awk '/Function : .*bwd_lanes/{p=1} /Function :/{if (!/bwd_lanes/) p=0} p' > "$OUT/scan-bwd.sass"
+  wc -l "$OUT/scan-bwd.sass"
+  timeout ${NCU_S:-200} ncu --clock-control none -k regex:${NCU_K:-bwd_lanes} --launch-skip 2 --launch-count 1 \
+    --section InstructionStats --section WarpStateStats --section SourceCounters --section LaunchStats --section Occupancy \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan-bwd.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "Duration|Executed Ipc|Issue Slots Busy|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Stall|Executed Instructions " "$OUT/ncu-scan-bwd.txt" | head -40
+  ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
   # (m1 + llama, batch 8 … 512, context 256 / 4096) with it and without it (M1_MATMUL_PAIR=0), two rounds alternating
