@@ -642,6 +642,20 @@ sass14)
     node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan-bwd.txt" 2>&1; echo "ncu rc=$?"
   grep -E "Duration|Executed Ipc|Issue Slots Busy|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Stall|Executed Instructions " "$OUT/ncu-scan-bwd.txt" | head -40
   ;;
+scanab14)
+  # fourteenth session: the scan backward's variants (M1_SCAN_BWD: B / C staged in shared memory, register bounds for
+  # 6 or 8 blocks an SM) — the backward tests under three of them, then bench:scan under each, two rounds alternating
+  quick_build
+  for v in ${TEST_VARIANTS:-stage stage,minb3 stage,minb4}; do
+    echo "tests M1_SCAN_BWD=$v"; M1_SCAN_BWD=$v TESTS=test/cuda/backward.test.ts cuda_tests; cp "$OUT/cuda-tests.txt" "$OUT/cuda-tests-$v.txt"
+  done
+  for r in 1 2; do
+    for v in ${VARIANTS:-none stage minb3 stage,minb3 minb4 stage,minb4}; do
+      M1_SCAN_BWD=$v timeout 60 node dist/bench/scan.js --backend cuda --name scan-$v-r$r-scanab14 > "$OUT/scan-$v-r$r.txt" 2>&1
+      echo "$v r$r: $(grep -E 'from checkpoints' "$OUT/scan-$v-r$r.txt")"
+    done
+  done
+  ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
   # (m1 + llama, batch 8 … 512, context 256 / 4096) with it and without it (M1_MATMUL_PAIR=0), two rounds alternating
