@@ -656,6 +656,16 @@ scanab14)
     done
   done
   ;;
+train14)
+  # fourteenth session: the scan backward with B / C staged and 64 registers — all CUDA tests, bench:scan, the training
+  # step in two processes, a profiled step
+  quick_build
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-$1 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  train_step ${NAME:-train14}-a train-medium-a
+  train_step ${NAME:-train14}-b train-medium-b
+  train_profile ${NAME:-train14}
+  ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
   # (m1 + llama, batch 8 … 512, context 256 / 4096) with it and without it (M1_MATMUL_PAIR=0), two rounds alternating

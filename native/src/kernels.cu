@@ -17,7 +17,6 @@
 #include "warp.cuh"
 #include "async_copy.cuh"
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <type_traits>
@@ -1725,7 +1724,8 @@ constexpr int kLanesChunk = 16, kLanesSpt = 2;
 
 /**
  * Backward of the selective scan with the states of a channel spread over its lanes: LPC = N / SPT
- * consecutive lanes per channel, lane l owning states l·SPT … l·SPT + SPT − 1 (B / C read as SPT-float runs).
+ * consecutive lanes per channel, lane l owning states l·SPT … l·SPT + SPT − 1 (B / C read as SPT-float runs from
+ * the chunk's rows, staged in shared memory by the block once).
  * The launcher's choice when a block can hold whole channels of one B/C group: block = CPB = blockDim.x / LPC
  * consecutive channels of one (row b, chunk k), all in one group, over the backward's chunks of KL steps
  * (its own chunking; hin / adjIn from the same passes as k_selective_scan_bwd's). The chunk is unrolled, so
@@ -1737,8 +1737,16 @@ constexpr int kLanesChunk = 16, kLanesSpt = 2;
  * block's warps) to one store per (step, group, state) when the block is the whole group (`whole`), else
  * one atomic. dA, dD, dDb: one atomic per lane / channel per chunk, into zeroed outputs.
  */
-template <int N, int SPT, int KL, bool STAGE = false, int MINB = 1>
-__global__ void __launch_bounds__(256, MINB) k_selective_scan_bwd_lanes(float* dx, float* ddelta, float* dA, float* dBm, float* dCm,
+/**
+ * Blocks an SM that k_selective_scan_bwd_lanes's registers are bounded for (256 threads each): 4 — 64 registers, 8
+ * blocks of 128 threads — where a lane owns at most 2 of a chunk's steps (LPC ≥ 8), else no bound. The kernel waits
+ * on memory more than it computes (Nsight Compute at N 16: 54 % of its stalls on global loads, issue slots 39 % busy
+ * with 94 registers and 10 warps a scheduler); 64 registers (a few bytes spilled) let twice the warps hide that.
+ */
+constexpr int scanBwdMinBlocks(int LPC) { return LPC >= 8 ? 4 : 1; }
+
+template <int N, int SPT, int KL>
+__global__ void __launch_bounds__(256, scanBwdMinBlocks(N / SPT)) k_selective_scan_bwd_lanes(float* dx, float* ddelta, float* dA, float* dBm, float* dCm,
     float* dD, float* dz, float* dDb, const float* hin, const float* adjIn, const float* dy, const float* x, const float* delta,
     const float* A, const float* Bm, const float* Cm, const float* D, const float* z, const float* db, const int* segStart, int T,
     int Di, int G, int K, int whole) {
@@ -1754,19 +1762,14 @@ __global__ void __launch_bounds__(256, MINB) k_selective_scan_bwd_lanes(float* d
   const int c = cb * CPB + threadIdx.x / LPC, per = Di / G, g = c / per;
   const int t0 = k * KL, q = min(T, t0 + KL) - t0;  // q: uniform over the block
   const int64_t o = (bk * Di + c) * N + n0, r0 = (int64_t)b * T + t0;  // r0: the chunk's first row
-  const int GN = G * N;  // row stride of B / C; step j of the chunk is at + j·GN (32-bit: the launcher checks)
-  const float* bp = Bm + (r0 * G + g) * N + n0;
-  const float* cp = Cm + (r0 * G + g) * N + n0;
   const int* sp = segStart ? segStart + r0 : nullptr;
   const int64_t i0 = r0 * Di + c;  // (step j, channel c) at i0 + j·Di
-  // STAGE: the chunk's B and C rows of the block's group (every channel of a block is in one group) copied to shared
-  // memory once, [2][KL][N] after the dB / dC terms, instead of one global load per step and lane in each loop
+  // the chunk's B and C rows of the block's group (every channel of a block is in one group) copied to shared memory
+  // once, [2][KL][N] after the dB / dC terms: the loops read them there, not by a global load per step and lane
   float* sBC = red + 2 * KL * (blockDim.x / 32) * N;
-  if constexpr (STAGE) {
-    for (int e = threadIdx.x; e < 2 * q * N; e += blockDim.x) {
-      const int which = e / (q * N), j = (e % (q * N)) / N, st = e % N;
-      sBC[(which * KL + j) * N + st] = (which ? Cm : Bm)[((r0 + j) * G + g) * N + st];
-    }
+  for (int e = threadIdx.x; e < 2 * q * N; e += blockDim.x) {
+    const int which = e / (q * N), j = (e % (q * N)) / N, st = e % N;
+    sBC[(which * KL + j) * N + st] = (which ? Cm : Bm)[((r0 + j) * G + g) * N + st];
   }
   float a[SPT], adj[SPT], dAacc[SPT], h[SPT], h0[SPT];
   loadRun<SPT>(A + (int64_t)c * N + n0, a);
@@ -1801,15 +1804,9 @@ __global__ void __launch_bounds__(256, MINB) k_selective_scan_bwd_lanes(float* d
   }
   // a segment starts at step j (the state before it is zero): at t = 0, or where segStart says so
   auto resetAtStep = [&](int j) { return t0 + j == 0 || (sp && sp[j] == t0 + j); };
-  auto loadB = [&](int j, float (&v)[SPT]) {
-    if constexpr (STAGE) loadRun<SPT>(sBC + j * N + n0, v);
-    else loadRun<SPT>(bp + j * GN, v);
-  };
-  auto loadC = [&](int j, float (&v)[SPT]) {
-    if constexpr (STAGE) loadRun<SPT>(sBC + (KL + j) * N + n0, v);
-    else loadRun<SPT>(cp + j * GN, v);
-  };
-  if constexpr (STAGE) __syncthreads();
+  auto loadB = [&](int j, float (&v)[SPT]) { loadRun<SPT>(sBC + j * N + n0, v); };
+  auto loadC = [&](int j, float (&v)[SPT]) { loadRun<SPT>(sBC + (KL + j) * N + n0, v); };
+  __syncthreads();
   float hs[KL][SPT];
 #pragma unroll
   for (int j = 0; j < KL; j++) {
@@ -3098,35 +3095,18 @@ cudaError_t m1_selective_scan_bwd(float* dx, float* ddelta, float* dA, float* dB
     // SPT-float runs of A / B / C when all three are 8-byte aligned, else one state per lane (same chunks, same blocks)
     const bool runs = (((uintptr_t)A | (uintptr_t)Bm | (uintptr_t)Cm) & (sizeof(float) * kLanesSpt - 1)) == 0;
     const int threads = runs ? cpb * N / kLanesSpt : cpb * N;
-    // M1_SCAN_BWD (A/B switch, N 16 with runs only): "stage" stages B / C in shared memory; "minb3" / "minb4" bound the
-    // registers for 3 / 4 blocks of 256 threads (6 / 8 of 128) an SM
-    static const int variant = [] {
-      const char* e = std::getenv("M1_SCAN_BWD");
-      if (!e) return 0;
-      return (std::strstr(e, "stage") ? 1 : 0) | (std::strstr(e, "minb3") ? 2 : 0) | (std::strstr(e, "minb4") ? 4 : 0);
-    }();
-    const bool stage = (variant & 1) != 0;
-    const size_t smem = 2 * (size_t)kLanesChunk * (threads / 32) * N * sizeof(float) + (stage ? 2 * (size_t)kLanesChunk * N * sizeof(float) : 0);
+    // the warps' dB / dC terms per step, then the chunk's B and C rows
+    const size_t smem = (2 * (size_t)kLanesChunk * (threads / 32) * N + 2 * (size_t)kLanesChunk * N) * sizeof(float);
     const int64_t blocks = (int64_t)B * ch.K * (Di / cpb);
     if (blocks > INT32_MAX) return cudaErrorInvalidValue;
 #define SCAN_BWD_LANES(NN, SPT)                                                                                             \
   k_selective_scan_bwd_lanes<NN, SPT, kLanesChunk><<<(unsigned)blocks, threads, smem, s>>>(                                  \
       dx, ddelta, dA, dBm, dCm, dD, dz, dDb, hin, adjIn, dy, x, delta, A, Bm, Cm, D, z, db, segStart, T, Di, G, ch.K, whole ? 1 : 0)
 #define SCAN_BWD_LANES_N(NN) do { if (runs) SCAN_BWD_LANES(NN, kLanesSpt); else SCAN_BWD_LANES(NN, 1); } while (0)
-#define SCAN_BWD_LANES_V(ST, MB)                                                                                            \
-  k_selective_scan_bwd_lanes<16, kLanesSpt, kLanesChunk, ST, MB><<<(unsigned)blocks, threads, smem, s>>>(                   \
-      dx, ddelta, dA, dBm, dCm, dD, dz, dDb, hin, adjIn, dy, x, delta, A, Bm, Cm, D, z, db, segStart, T, Di, G, ch.K, whole ? 1 : 0)
-    if (N == 16 && runs && variant != 0) {
-      if (variant == 1) SCAN_BWD_LANES_V(true, 1);
-      else if (variant == 2) SCAN_BWD_LANES_V(false, 3);
-      else if (variant == 3) SCAN_BWD_LANES_V(true, 3);
-      else if (variant == 4) SCAN_BWD_LANES_V(false, 4);
-      else SCAN_BWD_LANES_V(true, 4);
-    } else if (N == 4) SCAN_BWD_LANES_N(4);
+    if (N == 4) SCAN_BWD_LANES_N(4);
     else if (N == 8) SCAN_BWD_LANES_N(8);
     else if (N == 16) SCAN_BWD_LANES_N(16);
     else SCAN_BWD_LANES_N(32);
-#undef SCAN_BWD_LANES_V
 #undef SCAN_BWD_LANES_N
 #undef SCAN_BWD_LANES
     return lastError();
