@@ -666,6 +666,29 @@ train14)
   train_step ${NAME:-train14}-b train-medium-b
   train_profile ${NAME:-train14}
   ;;
+fwd14)
+  # fourteenth session: the forward scan with the next step's inputs loaded ahead and float4 B / C rows (A: the sources),
+  # the same bounded to 85 registers (vB) and the code before (v0) — kernels.o of the last two carried in
+  # native/build/carry/alt/{v0,vB}; the scan tests under A and vB, then bench:scan alternating, two rounds
+  quick_build
+  C=${CUDA_HOME:-/usr/local/cuda}; cp native/build/Release/m1cuda.node /tmp/m1-A.node
+  for v in v0 vB; do
+    cp native/build/carry/alt/$v/kernels.o /tmp/m1o/kernels.o
+    g++ -shared -o /tmp/m1-$v.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart || exit 1
+  done
+  for v in A vB; do
+    cp /tmp/m1-$v.node native/build/Release/m1cuda.node
+    echo "tests $v"; TESTS="test/cuda/backward.test.ts test/cuda/ops.test.ts" cuda_tests; cp "$OUT/cuda-tests.txt" "$OUT/cuda-tests-$v.txt"
+  done
+  for r in 1 2; do
+    for v in v0 A vB; do
+      cp /tmp/m1-$v.node native/build/Release/m1cuda.node
+      timeout 60 node dist/bench/scan.js --backend cuda --name scan-$v-r$r-fwd14 > "$OUT/scan-$v-r$r.txt" 2>&1
+      echo "$v r$r:"; grep -E "^ *selective" "$OUT/scan-$v-r$r.txt"
+    done
+  done
+  cp /tmp/m1-A.node native/build/Release/m1cuda.node
+  ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
   # (m1 + llama, batch 8 … 512, context 256 / 4096) with it and without it (M1_MATMUL_PAIR=0), two rounds alternating
