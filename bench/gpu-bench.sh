@@ -668,12 +668,12 @@ train14)
   ;;
 fwd14)
   # fourteenth session: the forward scan with the next step's inputs loaded ahead and float4 B / C rows (A: the sources),
-  # the same bounded to 85 registers (vB) and the code before (v0) — kernels.o of the last two carried in
+  # the same bounded to 85 registers (vB) and the code before (v0) — kernels.o.gz of the last two carried in
   # native/build/carry/alt/{v0,vB}; the scan tests under A and vB, then bench:scan alternating, two rounds
   quick_build
   C=${CUDA_HOME:-/usr/local/cuda}; cp native/build/Release/m1cuda.node /tmp/m1-A.node
   for v in v0 vB; do
-    cp native/build/carry/alt/$v/kernels.o /tmp/m1o/kernels.o
+    gunzip -c native/build/carry/alt/$v/kernels.o.gz > /tmp/m1o/kernels.o
     g++ -shared -o /tmp/m1-$v.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart || exit 1
   done
   for v in A vB; do
