@@ -689,6 +689,17 @@ fwd14)
   done
   cp /tmp/m1-A.node native/build/Release/m1cuda.node
   ;;
+final14)
+  # fourteenth session's record (training and prefill kernels changed; decode did not): all CUDA tests, bench:scan, the
+  # training step in two processes, a profiled step, prefill
+  quick_build
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-final14 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  train_step final14-a train-medium-a
+  train_step final14-b train-medium-b
+  train_profile final14
+  prefill_medium final14
+  ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
   # (m1 + llama, batch 8 … 512, context 256 / 4096) with it and without it (M1_MATMUL_PAIR=0), two rounds alternating

@@ -1060,6 +1060,30 @@ __device__ __forceinline__ bool resetAt(const int* segStart, int64_t r, int t) {
  * The (row b, time chunk k, channel c) of a chunked scan's thread tid = ((b · K) + k) · Di + c, the
  * channel's B/C group g and the chunk's steps [t0, t1); ok is false past the last thread.
  */
+/**
+ * A B / C row of N ≤ NMAX states into v (zeros past N): as float4 when `vec` — every row whole (N == NMAX, NMAX % 4 == 0)
+ * and the array 16-byte aligned (scanRowsVec) — else one float at a time.
+ */
+template <int NMAX>
+__device__ __forceinline__ void loadStateRow(const float* p, int N, bool vec, float (&v)[NMAX]) {
+  if constexpr (NMAX % 4 == 0) {
+    if (vec) {
+#pragma unroll
+      for (int q = 0; q < NMAX / 4; q++) {
+        const float4 f = reinterpret_cast<const float4*>(p)[q];
+        v[4 * q] = f.x, v[4 * q + 1] = f.y, v[4 * q + 2] = f.z, v[4 * q + 3] = f.w;
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < NMAX; n++) v[n] = n < N ? p[n] : 0.f;
+}
+template <int NMAX>
+__device__ __forceinline__ bool scanRowsVec(int N, const float* rows) {
+  return NMAX % 4 == 0 && N == NMAX && (reinterpret_cast<uintptr_t>(rows) & 15) == 0;
+}
+
 struct ScanLane {
   int64_t tid;
   int b, k, c, g, t0, t1;
@@ -1115,21 +1139,7 @@ __global__ void k_selective_scan(OT* y, const float* x, const float* delta, cons
   // A thread walks its chunk step by step, so each step waited on its own loads (Nsight Compute: the scan passes far
   // below the memory's rate). The next step's per-channel inputs are loaded one step ahead, their latency under this
   // step's math; B / C rows are read as float4 where every row is (N == NMAX, 16-byte aligned).
-  const bool vec = NMAX % 4 == 0 && N == NMAX && ((reinterpret_cast<uintptr_t>(Bm) | reinterpret_cast<uintptr_t>(Cm)) & 15) == 0;
-  auto row = [&](const float* p, float (&v)[NMAX]) {
-    if constexpr (NMAX % 4 == 0) {
-      if (vec) {
-#pragma unroll
-        for (int q = 0; q < NMAX / 4; q++) {
-          const float4 f = reinterpret_cast<const float4*>(p)[q];
-          v[4 * q] = f.x, v[4 * q + 1] = f.y, v[4 * q + 2] = f.z, v[4 * q + 3] = f.w;
-        }
-        return;
-      }
-    }
-#pragma unroll
-    for (int n = 0; n < NMAX; n++) v[n] = n < N ? p[n] : 0.f;
-  };
+  const bool vec = scanRowsVec<NMAX>(N, Bm) && scanRowsVec<NMAX>(N, Cm);
   float nd = 0.f, nx = 0.f, nz = 0.f;
   bool nreset = false;
   auto fetch = [&](int t) {
@@ -1154,7 +1164,7 @@ __global__ void k_selective_scan(OT* y, const float* x, const float* delta, cons
     float dt = softplusf(dv + bias), dtx = dt * xv;
     dtSum += dt;
     float bv[NMAX];
-    row(Bm + (r * G + g) * N, bv);
+    loadStateRow<NMAX>(Bm + (r * G + g) * N, N, vec, bv);
     if (chunkS) {
 #pragma unroll
       for (int n = 0; n < NMAX; n++)
@@ -1162,7 +1172,7 @@ __global__ void k_selective_scan(OT* y, const float* x, const float* delta, cons
       continue;
     }
     float cv[NMAX];
-    row(Cm + (r * G + g) * N, cv);
+    loadStateRow<NMAX>(Cm + (r * G + g) * N, N, vec, cv);
     float acc = 0.f;
 #pragma unroll
     for (int n = 0; n < NMAX; n++) {
@@ -1966,17 +1976,31 @@ __global__ void k_selective_scan_bwd_adj(float* adjS, float* chunkDt, const floa
   }
   float bias = db ? db[c] : 0.f, dtSum = 0.f;
   bool cut = false;
+  // as k_selective_scan: the next step's inputs loaded one step ahead, C rows as float4 where every row is aligned
+  const bool vec = scanRowsVec<NMAX>(N, Cm);
+  float nd = 0.f, ny = 0.f, nz = 0.f;
+  bool nreset = false;
+  auto fetch = [&](int t) {
+    const int64_t r = (int64_t)b * T + t, i = r * Di + c;
+    nd = delta[i];
+    ny = dy[i];
+    nz = z ? z[i] : 0.f;
+    nreset = resetAt(segStart, r, t);
+  };
+  if (t1 > t0) fetch(t1 - 1);
   for (int t = t1 - 1; t >= t0; t--) {
+    const float dv = nd, dyv = ny, zv = nz;
+    const bool reset = nreset;
+    if (t > t0) fetch(t - 1);
     int64_t r = (int64_t)b * T + t;
-    bool reset = resetAt(segStart, r, t);
     cut |= reset;
-    int64_t i = r * Di + c;
-    float dt = softplusf(delta[i] + bias), dr = z ? dy[i] * siluf(z[i]) : dy[i];
+    float dt = softplusf(dv + bias), dr = z ? dyv * siluf(zv) : dyv;
     dtSum += dt;
-    const float* cp = Cm + (r * G + g) * N;
+    float cv[NMAX];
+    loadStateRow<NMAX>(Cm + (r * G + g) * N, N, vec, cv);
 #pragma unroll
     for (int n = 0; n < NMAX; n++)
-      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cp[n]) * scanExp(dt * a[n]);
+      if (n < N) adj[n] = reset ? 0.f : (adj[n] + dr * cv[n]) * scanExp(dt * a[n]);
   }
 #pragma unroll
   for (int n = 0; n < NMAX; n++)
