@@ -700,6 +700,18 @@ final14)
   train_profile final14
   prefill_medium final14
   ;;
+final14b)
+  # fourteenth session, the final code (the scan passes' step inputs through scanStepIn, the training MLP's gate and up
+  # as one product): all CUDA tests, bench:scan, the training step with and without matmulPair (M1_MATMUL_PAIR=0: the
+  # teacher's and the student's) alternating, two rounds, then decode with graphs (m1 + llama)
+  quick_build
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-final14b > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  for r in 1 2; do
+    for p in 1 0; do echo "M1_MATMUL_PAIR=$p round $r"; M1_MATMUL_PAIR=$p train_step final14b-pair$p-r$r train-pair$p-r$r; done
+  done
+  decode_round
+  ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
   # (m1 + llama, batch 8 … 512, context 256 / 4096) with it and without it (M1_MATMUL_PAIR=0), two rounds alternating

@@ -1084,6 +1084,20 @@ __device__ __forceinline__ bool scanRowsVec(int N, const float* rows) {
   return NMAX % 4 == 0 && N == NMAX && (reinterpret_cast<uintptr_t>(rows) & 15) == 0;
 }
 
+/**
+ * One step's per-channel inputs of a scan pass: Δ, u (x or dy), z (0 without z) at element i of row r, and whether a
+ * segment starts at step t. The passes load the next step's while they compute this one: a thread walks its chunk
+ * step by step, and each step waiting on its own loads kept the passes far below the memory's rate.
+ */
+struct ScanStepIn {
+  float delta, u, z;
+  bool reset;
+};
+__device__ __forceinline__ ScanStepIn scanStepIn(const float* delta, const float* u, const float* z, const int* segStart, int64_t r,
+                                                 int t, int64_t i) {
+  return {delta[i], u[i], z ? z[i] : 0.f, resetAt(segStart, r, t)};
+}
+
 struct ScanLane {
   int64_t tid;
   int b, k, c, g, t0, t1;
@@ -1136,26 +1150,17 @@ __global__ void k_selective_scan(OT* y, const float* x, const float* delta, cons
     for (int n = 0; n < NMAX; n++)
       if (n < N) ckpt[(((int64_t)b * ckK) * Di + c) * N + n] = 0.f;
   }
-  // A thread walks its chunk step by step, so each step waited on its own loads (Nsight Compute: the scan passes far
-  // below the memory's rate). The next step's per-channel inputs are loaded one step ahead, their latency under this
-  // step's math; B / C rows are read as float4 where every row is (N == NMAX, 16-byte aligned).
+  // the next step's inputs loaded one step ahead (scanStepIn); B / C rows as float4 where every row is aligned
   const bool vec = scanRowsVec<NMAX>(N, Bm) && scanRowsVec<NMAX>(N, Cm);
-  float nd = 0.f, nx = 0.f, nz = 0.f;
-  bool nreset = false;
-  auto fetch = [&](int t) {
-    const int64_t r = (int64_t)b * T + t, i = r * Di + c;
-    nd = delta[i];
-    nx = x[i];
-    nz = !chunkS && z ? z[i] : 0.f;
-    nreset = resetAt(segStart, r, t);
-  };
-  if (t0 < t1) fetch(t0);
+  const float* zIn = chunkS ? nullptr : z;  // the chunk pass does not gate
+  auto in = [&](int t) { const int64_t r = (int64_t)b * T + t; return scanStepIn(delta, x, zIn, segStart, r, t, r * Di + c); };
+  ScanStepIn next = t0 < t1 ? in(t0) : ScanStepIn{};
   for (int t = t0; t < t1; t++) {
-    const float dv = nd, xv = nx, zv = nz;
-    const bool reset = nreset;
-    if (t + 1 < t1) fetch(t + 1);
+    const ScanStepIn cur = next;
+    if (t + 1 < t1) next = in(t + 1);
+    const float dv = cur.delta, xv = cur.u, zv = cur.z;
     int64_t r = (int64_t)b * T + t;
-    if (reset) {
+    if (cur.reset) {
       cut = true;
 #pragma unroll
       for (int n = 0; n < NMAX; n++) h[n] = 0.f;
@@ -1978,20 +1983,13 @@ __global__ void k_selective_scan_bwd_adj(float* adjS, float* chunkDt, const floa
   bool cut = false;
   // as k_selective_scan: the next step's inputs loaded one step ahead, C rows as float4 where every row is aligned
   const bool vec = scanRowsVec<NMAX>(N, Cm);
-  float nd = 0.f, ny = 0.f, nz = 0.f;
-  bool nreset = false;
-  auto fetch = [&](int t) {
-    const int64_t r = (int64_t)b * T + t, i = r * Di + c;
-    nd = delta[i];
-    ny = dy[i];
-    nz = z ? z[i] : 0.f;
-    nreset = resetAt(segStart, r, t);
-  };
-  if (t1 > t0) fetch(t1 - 1);
+  auto in = [&](int t) { const int64_t r = (int64_t)b * T + t; return scanStepIn(delta, dy, z, segStart, r, t, r * Di + c); };
+  ScanStepIn next = t1 > t0 ? in(t1 - 1) : ScanStepIn{};
   for (int t = t1 - 1; t >= t0; t--) {
-    const float dv = nd, dyv = ny, zv = nz;
-    const bool reset = nreset;
-    if (t > t0) fetch(t - 1);
+    const ScanStepIn cur = next;
+    if (t > t0) next = in(t - 1);
+    const float dv = cur.delta, dyv = cur.u, zv = cur.z;
+    const bool reset = cur.reset;
     int64_t r = (int64_t)b * T + t;
     cut |= reset;
     float dt = softplusf(dv + bias), dr = z ? dyv * siluf(zv) : dyv;

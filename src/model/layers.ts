@@ -61,8 +61,8 @@ export class SwiGluMlp {
   }
   forward(x: Tensor, needBackward: boolean): { y: Tensor; saved: MlpSaved | null } {
     const be = this.be;
-    const gate = linearForward(be, x, this.gate.value);
-    const up = linearForward(be, x, this.up.value);
+    // gate and up as one launch where the backend can (matmulPair), as step does; f32 outputs kept for swigluBackward
+    const [gate, up] = be.matmulPair(x, this.gate.value, this.up.value);
     const h = be.swiglu(gate, up, savedInputDType(be, this.down.value));  // kept for down's weight gradient
     const y = linearForward(be, h, this.down.value);
     return { y, saved: needBackward ? { x, gate, up, h } : null };
