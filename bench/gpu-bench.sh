@@ -10,6 +10,12 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
+#   bash bench/gpu-bench.sh shapes14 | sass14 | final14 | final14b | record14   # fourteenth session: the decode step's kernels
+#                                   # under Nsight Compute grouped by grid (product shape) with their DRAM rate; the scan
+#                                   # backward's SASS and Nsight Compute sections; the record (tests, scan, training, profile,
+#                                   # prefill); the final code (tests, scan, training with / without matmulPair, decode);
+#                                   # the final code's figures with JSON. The A/B phases `pf14` (L2 prefetch, M1_PREFETCH_*),
+#                                   # `wide14` (M1_MATMUL_TUNE=wide), `scanab14` (M1_SCAN_BWD), `fwd14` and `train14` are in git history
 #   bash bench/gpu-bench.sh dev13 | conv13 | exp13 | ncu13 | final13 | pair13 | final13b | check13 | att13 | check13b | review13   # thirteenth session: the training step with bf16 activations
 #                                   # kept for the products and the one-pass conv (tests, training twice, profile, prefill,
 #                                   # the scan + ncu of its kernels); the conv kernels under ncu; the scan's ex2 decays; ncu of
@@ -642,53 +648,6 @@ sass14)
     node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan-bwd.txt" 2>&1; echo "ncu rc=$?"
   grep -E "Duration|Executed Ipc|Issue Slots Busy|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Stall|Executed Instructions " "$OUT/ncu-scan-bwd.txt" | head -40
   ;;
-scanab14)
-  # fourteenth session: the scan backward's variants (M1_SCAN_BWD: B / C staged in shared memory, register bounds for
-  # 6 or 8 blocks an SM) — the backward tests under three of them, then bench:scan under each, two rounds alternating
-  quick_build
-  for v in ${TEST_VARIANTS:-stage stage,minb3 stage,minb4}; do
-    echo "tests M1_SCAN_BWD=$v"; M1_SCAN_BWD=$v TESTS=test/cuda/backward.test.ts cuda_tests; cp "$OUT/cuda-tests.txt" "$OUT/cuda-tests-$v.txt"
-  done
-  for r in 1 2; do
-    for v in ${VARIANTS:-none stage minb3 stage,minb3 minb4 stage,minb4}; do
-      M1_SCAN_BWD=$v timeout 60 node dist/bench/scan.js --backend cuda --name scan-$v-r$r-scanab14 > "$OUT/scan-$v-r$r.txt" 2>&1
-      echo "$v r$r: $(grep -E 'from checkpoints' "$OUT/scan-$v-r$r.txt")"
-    done
-  done
-  ;;
-train14)
-  # fourteenth session: the scan backward with B / C staged and 64 registers — all CUDA tests, bench:scan, the training
-  # step in two processes, a profiled step
-  quick_build
-  cuda_tests
-  timeout 60 node dist/bench/scan.js --backend cuda --name scan-$1 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
-  train_step ${NAME:-train14}-a train-medium-a
-  train_step ${NAME:-train14}-b train-medium-b
-  train_profile ${NAME:-train14}
-  ;;
-fwd14)
-  # fourteenth session: the forward scan with the next step's inputs loaded ahead and float4 B / C rows (A: the sources),
-  # and the code before (v0; ALT="v0 vB" adds a build bounded to 85 registers, which spilled 96 bytes) — kernels.o.gz
-  # carried in native/build/carry/alt/; the scan tests under A, then bench:scan alternating, two rounds
-  quick_build
-  C=${CUDA_HOME:-/usr/local/cuda}; cp native/build/Release/m1cuda.node /tmp/m1-A.node
-  for v in ${ALT:-v0}; do
-    gunzip -c native/build/carry/alt/$v/kernels.o.gz > /tmp/m1o/kernels.o
-    g++ -shared -o /tmp/m1-$v.node /tmp/m1o/*.o -L$C/lib64 -Wl,-rpath,$C/lib64 -lcublasLt -lcublas -lcudart || exit 1
-  done
-  for v in A; do
-    cp /tmp/m1-$v.node native/build/Release/m1cuda.node
-    echo "tests $v"; TESTS="test/cuda/backward.test.ts test/cuda/ops.test.ts" cuda_tests; cp "$OUT/cuda-tests.txt" "$OUT/cuda-tests-$v.txt"
-  done
-  for r in 1 2; do
-    for v in ${ALT:-v0} A; do
-      cp /tmp/m1-$v.node native/build/Release/m1cuda.node
-      timeout 60 node dist/bench/scan.js --backend cuda --name scan-$v-r$r-fwd14 > "$OUT/scan-$v-r$r.txt" 2>&1
-      echo "$v r$r:"; grep -E "^ *selective" "$OUT/scan-$v-r$r.txt"
-    done
-  done
-  cp /tmp/m1-A.node native/build/Release/m1cuda.node
-  ;;
 final14)
   # fourteenth session's record (training and prefill kernels changed; decode did not): all CUDA tests, bench:scan, the
   # training step in two processes, a profiled step, prefill
@@ -711,6 +670,18 @@ final14b)
     for p in 1 0; do echo "M1_MATMUL_PAIR=$p round $r"; M1_MATMUL_PAIR=$p train_step final14b-pair$p-r$r train-pair$p-r$r; done
   done
   decode_round
+  ;;
+record14)
+  # fourteenth session: the figures of the final code with their JSON (scan, the training step twice and a profiled one,
+  # prefill, decode with graphs) packed into results.tgz
+  quick_build
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-fourteenth > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  train_step fourteenth-a train-medium-a
+  train_step fourteenth-b train-medium-b
+  train_profile fourteenth
+  prefill_medium fourteenth
+  DECODE_NAME=decode-graphs-fourteenth decode_round
+  pack fourteenth
   ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
