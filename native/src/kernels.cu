@@ -1057,10 +1057,6 @@ __device__ __forceinline__ float scanExp(float x) { return ex2Fast(x * 1.4426950
 __device__ __forceinline__ bool resetAt(const int* segStart, int64_t r, int t) { return t == 0 || (segStart && segStart[r] == t); }
 
 /**
- * The (row b, time chunk k, channel c) of a chunked scan's thread tid = ((b · K) + k) · Di + c, the
- * channel's B/C group g and the chunk's steps [t0, t1); ok is false past the last thread.
- */
-/**
  * A B / C row of N ≤ NMAX states into v (zeros past N): as float4 when `vec` — every row whole (N == NMAX, NMAX % 4 == 0)
  * and the array 16-byte aligned (scanRowsVec) — else one float at a time.
  */
@@ -1098,6 +1094,10 @@ __device__ __forceinline__ ScanStepIn scanStepIn(const float* delta, const float
   return {delta[i], u[i], z ? z[i] : 0.f, resetAt(segStart, r, t)};
 }
 
+/**
+ * The (row b, time chunk k, channel c) of a chunked scan's thread tid = ((b · K) + k) · Di + c, the
+ * channel's B/C group g and the chunk's steps [t0, t1); ok is false past the last thread.
+ */
 struct ScanLane {
   int64_t tid;
   int b, k, c, g, t0, t1;
@@ -1771,6 +1771,14 @@ __device__ __forceinline__ void loadRun(const float* p, float (&v)[SPT]) {
 constexpr int kLanesChunk = 16, kLanesSpt = 2;
 
 /**
+ * Blocks an SM that k_selective_scan_bwd_lanes's registers are bounded for (256 threads each): 4 — 64 registers, 8
+ * blocks of 128 threads — where a lane owns at most 2 of a chunk's steps (LPC ≥ 8), else no bound. The kernel waits
+ * on memory more than it computes (Nsight Compute at N 16: 54 % of its stalls on global loads, issue slots 39 % busy
+ * with 94 registers and 10 warps a scheduler); 64 registers (a few bytes spilled) let twice the warps hide that.
+ */
+constexpr int scanBwdMinBlocks(int LPC) { return LPC >= 8 ? 4 : 1; }
+
+/**
  * Backward of the selective scan with the states of a channel spread over its lanes: LPC = N / SPT
  * consecutive lanes per channel, lane l owning states l·SPT … l·SPT + SPT − 1 (B / C read as SPT-float runs from
  * the chunk's rows, staged in shared memory by the block once).
@@ -1785,14 +1793,6 @@ constexpr int kLanesChunk = 16, kLanesSpt = 2;
  * block's warps) to one store per (step, group, state) when the block is the whole group (`whole`), else
  * one atomic. dA, dD, dDb: one atomic per lane / channel per chunk, into zeroed outputs.
  */
-/**
- * Blocks an SM that k_selective_scan_bwd_lanes's registers are bounded for (256 threads each): 4 — 64 registers, 8
- * blocks of 128 threads — where a lane owns at most 2 of a chunk's steps (LPC ≥ 8), else no bound. The kernel waits
- * on memory more than it computes (Nsight Compute at N 16: 54 % of its stalls on global loads, issue slots 39 % busy
- * with 94 registers and 10 warps a scheduler); 64 registers (a few bytes spilled) let twice the warps hide that.
- */
-constexpr int scanBwdMinBlocks(int LPC) { return LPC >= 8 ? 4 : 1; }
-
 template <int N, int SPT, int KL>
 __global__ void __launch_bounds__(256, scanBwdMinBlocks(N / SPT)) k_selective_scan_bwd_lanes(float* dx, float* ddelta, float* dA, float* dBm, float* dCm,
     float* dD, float* dz, float* dDb, const float* hin, const float* adjIn, const float* dy, const float* x, const float* delta,
