@@ -10,11 +10,11 @@
 #                                   # peer eager and compiled (PEER=0 skips it); everything in results.tgz
 #   bash bench/gpu-bench.sh ncu | round | train-recompute | scan   # sixth session: kernel times under Nsight Compute,
 #                                   # decode round, training per --recompute, the scan alone (+ ncu of its backward)
-#   bash bench/gpu-bench.sh shapes14 | sass14 | final14 | final14b | record14   # fourteenth session: the decode step's kernels
+#   bash bench/gpu-bench.sh shapes14 | sass14 | final14 | final14b | record14 | check14   # fourteenth session: the decode step's kernels
 #                                   # under Nsight Compute grouped by grid (product shape) with their DRAM rate; the scan
 #                                   # backward's SASS and Nsight Compute sections; the record (tests, scan, training, profile,
 #                                   # prefill); the final code (tests, scan, training with / without matmulPair, decode);
-#                                   # the final code's figures with JSON. The A/B phases `pf14` (L2 prefetch, M1_PREFETCH_*),
+#                                   # the final code's figures with JSON; tests + bench:scan after the review. The A/B phases `pf14` (L2 prefetch, M1_PREFETCH_*),
 #                                   # `wide14` (M1_MATMUL_TUNE=wide), `scanab14` (M1_SCAN_BWD), `fwd14` and `train14` are in git history
 #   bash bench/gpu-bench.sh dev13 | conv13 | exp13 | ncu13 | final13 | pair13 | final13b | check13 | att13 | check13b | review13   # thirteenth session: the training step with bf16 activations
 #                                   # kept for the products and the one-pass conv (tests, training twice, profile, prefill,
@@ -682,6 +682,12 @@ record14)
   prefill_medium fourteenth
   DECODE_NAME=decode-graphs-fourteenth decode_round
   pack fourteenth
+  ;;
+check14)
+  # fourteenth session, after the review (comments moved in kernels.cu): all CUDA tests and bench:scan
+  quick_build
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-check14 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
   ;;
 pair13)
   # thirteenth session: gate and up as one batched product (matmulPair) — all CUDA tests, then decode with graphs
