@@ -59,6 +59,13 @@ export class SwiGluMlp {
   params(): ParamList {
     return [['gate_proj.weight', this.gate], ['up_proj.weight', this.up], ['down_proj.weight', this.down]];
   }
+  /**
+   * The dtype of what feeds gate and up together (their input, their outputs' gradients) by `rule` (matmulInputDType or
+   * savedInputDType): bf16 only when it is bf16 for both weights.
+   */
+  inputDType(rule: (be: Backend, w: Tensor) => DType): DType {
+    return rule(this.be, this.gate.value) === 'bf16' && rule(this.be, this.up.value) === 'bf16' ? 'bf16' : 'f32';
+  }
   forward(x: Tensor, needBackward: boolean): { y: Tensor; saved: MlpSaved | null } {
     const be = this.be;
     // gate and up as one launch where the backend can (matmulPair), as step does; f32 outputs kept for swigluBackward
@@ -74,9 +81,8 @@ export class SwiGluMlp {
    */
   step(x: Tensor): Tensor {
     const be = this.be;
-    const gu = matmulInputDType(be, this.gate.value) === 'bf16' && matmulInputDType(be, this.up.value) === 'bf16' ? 'bf16' : 'f32';
     // gate and up as one launch where the backend can (matmulPair: twice the tiles of one skinny product)
-    const [gate, up] = be.matmulPair(x, this.gate.value, this.up.value, { outDType: gu });
+    const [gate, up] = be.matmulPair(x, this.gate.value, this.up.value, { outDType: this.inputDType(matmulInputDType) });
     const h = be.swiglu(gate, up, matmulInputDType(be, this.down.value));
     return linearForward(be, h, this.down.value);
   }
@@ -84,8 +90,7 @@ export class SwiGluMlp {
     const be = this.be;
     const dh = linearBackward(be, dy, s.h, this.down);
     // dGate / dUp feed only the gate / up products: emitted in the dtype those read (no rounding pass of their own)
-    const dt = matmulInputDType(be, this.gate.value) === 'bf16' && matmulInputDType(be, this.up.value) === 'bf16' ? 'bf16' : 'f32';
-    const { dGate, dUp } = be.swigluBackward(dh, s.gate, s.up, dt);
+    const { dGate, dUp } = be.swigluBackward(dh, s.gate, s.up, this.inputDType(matmulInputDType));
     const dx = linearBackward(be, dGate, s.x, this.gate);
     return linearBackward(be, dUp, s.x, this.up, dx);
   }

@@ -1,7 +1,7 @@
 // The causal LM stack shared by both families: the Llama transformer (teacher) and the M1 hybrid (student).
 //   x = embed(ids); per layer: h = x + Mixer(RMSNorm_in(x)); x = h + MLP(RMSNorm_post(h)); logits = lm_head(RMSNorm(x))
 import type { Backend } from '../backend/backend.js';
-import type { DType, Tensor } from '../backend/tensor.js';
+import type { Tensor } from '../backend/tensor.js';
 import { AttentionMixer, attentionParamSpecs, type AttentionDims } from './attention.js';
 import { ropeInvFreq, type LlamaConfig, type MambaConfig } from './config.js';
 import { normalInit, RMSNorm, SwiGluMlp } from './layers.js';
@@ -118,7 +118,7 @@ class DecoderLayer {
     const { y: n1, rstd: rstd1 } = this.inNorm.forward(x, savedInputDType(be, this.mixer.inputWeight()));
     const mix = this.mixer.forward(n1, seq, { needBackward, state, stateWrite });
     // h = x + mixer(·) and the post-mixer norm in one op
-    const post = be.addRmsNorm(x, mix.y, this.postNorm.weight.value, this.postNorm.eps, this.mlpInputDType(savedInputDType), { rstd: true });
+    const post = be.addRmsNorm(x, mix.y, this.postNorm.weight.value, this.postNorm.eps, this.mlp.inputDType(savedInputDType), { rstd: true });
     const { h, y: n2 } = post, rstd2 = post.rstd!;
     const mlp = this.mlp.forward(n2, needBackward);
     const out = be.add(h, mlp.y);
@@ -130,11 +130,6 @@ class DecoderLayer {
     const dh = this.postNorm.backward(dn2, s.h, s.rstd2, dOut);  // + dOut: the skip path, added as dh is stored
     const dn1 = this.mixer.backward(dh, s.mixer);
     return this.inNorm.backward(dn1, s.x, s.rstd1, dh);
-  }
-  /** the dtype the MLP's input may take by `rule` (matmulInputDType or savedInputDType): gate's and up's alike */
-  private mlpInputDType(rule: (be: Backend, w: Tensor) => DType): DType {
-    const { gate, up } = this.mlp;
-    return rule(this.be, gate.value) === 'bf16' && rule(this.be, up.value) === 'bf16' ? 'bf16' : 'f32';
   }
   /**
    * Inference over a sequence (prefill, a frozen teacher) in step's form: the layer's input is x + r (x when r is
@@ -158,7 +153,7 @@ class DecoderLayer {
   private infer(x: Tensor, r: Tensor | null, mix: (u: Tensor) => Tensor): { x: Tensor; r: Tensor } {
     const be = this.be;
     const a = be.addRmsNorm(x, r, this.inNorm.weight.value, this.inNorm.eps, matmulInputDType(be, this.mixer.inputWeight()));
-    const b = be.addRmsNorm(a.h, mix(a.y), this.postNorm.weight.value, this.postNorm.eps, this.mlpInputDType(matmulInputDType));
+    const b = be.addRmsNorm(a.h, mix(a.y), this.postNorm.weight.value, this.postNorm.eps, this.mlp.inputDType(matmulInputDType));
     return { x: b.h, r: this.mlp.step(b.y) };
   }
 }
