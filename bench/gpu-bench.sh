@@ -683,6 +683,26 @@ record14)
   DECODE_NAME=decode-graphs-fourteenth decode_round
   pack fourteenth
   ;;
+dev15)
+  # fifteenth session: the skinny-product kernel (skinny_matmul.cu) — the ops tests first (its forced launches), bench:skinny
+  # (cuBLASLt against each launch and the timing's pick), all CUDA tests, then decode with graphs with the kernel offered
+  # to the timing and without it (M1_SKINNY=0), two rounds alternating; the first round's timing choices printed
+  quick_build
+  TESTS=test/cuda/ops.test.ts TEST_S=150 cuda_tests; mv "$OUT/cuda-tests.txt" "$OUT/cuda-tests-ops.txt"
+  timeout ${SKINNY_S:-150} node dist/bench/skinny.js --name skinny-${NAME:-dev15} ${SKINNY_FLAGS:-} > "$OUT/skinny.txt" 2>&1; echo "skinny rc=$?"; tail -22 "$OUT/skinny.txt"
+  el "skinny bench done"
+  [ "${ALLTESTS:-1}" = 1 ] && cuda_tests
+  for r in 1 2; do
+    for k in 1 0; do
+      tune=""; [ $r = 1 ] && tune=verbose
+      M1_MATMUL_TUNE=$tune M1_SKINNY=$k DECODE_NAME=decode-skinny$k-r$r-${NAME:-dev15} BATCHES=${BATCHES:-8,64,256} decode_round
+      mv "$OUT/decode-graphs.txt" "$OUT/decode-skinny$k-r$r.txt"
+    done
+  done
+  grep -h "m1 matmul timing" "$OUT/decode-skinny1-r1.txt" | sort | uniq -c | sort -rn | head -40
+  pack ${NAME:-dev15}
+  el "all done"
+  ;;
 check14)
   # fourteenth session, after the review (comments moved in kernels.cu): all CUDA tests and bench:scan
   quick_build
