@@ -703,6 +703,28 @@ dev15)
   pack ${NAME:-dev15}
   el "all done"
   ;;
+dev15b)
+  # fifteenth session: the skinny kernel with 8 / 5 stages, started early (PDL: W into L2 before griddepcontrol.wait;
+  # the norms, SwiGLU, the Mamba step, the column copy and the attention combine trigger it) — ops tests, bench:skinny,
+  # then decode with graphs in four settings, two rounds alternating: cuBLASLt only (M1_SKINNY=0), the timing's pick
+  # (auto), our kernel wherever it applies (prefer), and prefer without PDL (M1_PDL=0)
+  quick_build
+  TESTS=test/cuda/ops.test.ts TEST_S=150 cuda_tests; mv "$OUT/cuda-tests.txt" "$OUT/cuda-tests-ops.txt"
+  timeout ${SKINNY_S:-150} node dist/bench/skinny.js --name skinny-${NAME:-dev15b} ${SKINNY_FLAGS:-} > "$OUT/skinny.txt" 2>&1; echo "skinny rc=$?"; tail -22 "$OUT/skinny.txt"
+  el "skinny bench done"
+  [ "${ALLTESTS:-0}" = 1 ] && cuda_tests
+  for r in 1 2; do
+    for v in 0:1 auto:1 prefer:1 prefer:0; do
+      k=${v%:*}; pdl=${v#*:}; tune=""; [ $r = 1 ] && tune=verbose
+      echo "M1_SKINNY=$k M1_PDL=$pdl round $r"
+      M1_MATMUL_TUNE=$tune M1_SKINNY=$k M1_PDL=$pdl DECODE_NAME=decode-skinny$k-pdl$pdl-r$r-${NAME:-dev15b} BATCHES=${BATCHES:-8,64,256} decode_round
+      mv "$OUT/decode-graphs.txt" "$OUT/decode-skinny$k-pdl$pdl-r$r.txt"
+    done
+  done
+  grep -h "m1 matmul timing" "$OUT/decode-skinnyauto-pdl1-r1.txt" | sort | uniq -c | sort -rn | head -40
+  pack ${NAME:-dev15b}
+  el "all done"
+  ;;
 check14)
   # fourteenth session, after the review (comments moved in kernels.cu): all CUDA tests and bench:scan
   quick_build

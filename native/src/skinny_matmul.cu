@@ -5,10 +5,10 @@
 //
 //   - a CTA (one warpgroup, 128 threads) owns TN = 128 or 256 weight rows (output columns) and one of `parts` equal
 //     slices of K; the grid is tiles × parts CTAs, so that even a [3072 × 3072] weight is spread over every SM;
-//   - K goes in chunks of 64 (one 128-byte row of the 128-byte swizzle) through kSkStages shared-memory stages, each
+//   - K goes in chunks of 64 (one 128-byte row of the 128-byte swizzle) through ~200 KiB of shared-memory stages, each
 //     filled by two TMA tile loads (cp.async.bulk.tensor: the activation's [Mbox × 64] chunk, Mbox = M rounded up to 8,
 //     rows past M zero-filled by the TMA, and the weight's [TN × 64] chunk) that complete on the stage's mbarrier; one
-//     thread issues them, kSkStages chunks ahead, so ~3 stages of weight bytes are in flight per CTA at all times;
+//     thread issues them, 8 (tile 128) or 5 (tile 256) chunks ahead, so 112 or 128 KiB of weights are in flight per CTA;
 //   - each chunk is 4 wgmma m64nTNk16 (A = the activation chunk, B = the weight chunk, both K-major from shared memory,
 //     f32 accumulators: TN / 2 a thread); activation rows past Mbox hold stale shared memory, which only reaches output
 //     rows that are not written (row i of Y reads row i of X alone);
@@ -35,16 +35,17 @@ namespace {
 constexpr int kSkThreads = 128;               // one warpgroup
 constexpr int kSkRows = 64;                   // activation rows: wgmma's M
 constexpr int kSkChunk = 64;                  // K elements a stage: one 128-byte swizzled row
-constexpr int kSkStages = 4;
 constexpr uint32_t kSkXBytes = kSkRows * 128;  // a stage's activation block (8 KiB, 1024-byte aligned)
 
 template <int TN>
 struct SkLayout {
   static constexpr uint32_t wBytes = TN * 128;                 // a stage's weight block
   static constexpr uint32_t stageBytes = kSkXBytes + wBytes;   // a multiple of 1024: every block stays aligned
+  static constexpr int stages = TN == 128 ? 8 : 5;             // ~200 KiB: 7 or 4 weight blocks (112 / 128 KiB) in flight
   static constexpr int pitch = TN + 4;                         // floats a row of the staged partial (16-byte rows)
-  static constexpr size_t smem = (size_t)kSkStages * stageBytes + 1024 + 8 * kSkStages;  // + alignment, mbarriers
-  static_assert((size_t)kSkRows * pitch * sizeof(float) <= (size_t)kSkStages * stageBytes, "the partial fits in the stages");
+  static constexpr size_t smem = (size_t)stages * stageBytes + 1024 + 8 * stages;  // + alignment, mbarriers
+  static_assert((size_t)kSkRows * pitch * sizeof(float) <= (size_t)stages * stageBytes, "the partial fits in the stages");
+  static_assert(smem <= 227 * 1024, "one CTA an SM");
 };
 
 #ifdef M1_WGMMA
@@ -56,6 +57,10 @@ __device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, 
   asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
                "l"(map), "r"(c0), "r"(c1), "r"(bar)
                : "memory");
+}
+/** the same tile of W pulled into L2 only (no shared memory, no barrier) */
+__device__ __forceinline__ void tmaPrefetch3d(const CUtensorMap* map, int c0, int c1, int c2) {
+  asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global.tile [%0, {%1, %2, %3}];\n" ::"l"(map), "r"(c0), "r"(c1), "r"(c2) : "memory");
 }
 __device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, uint32_t bar) {
   asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
@@ -88,39 +93,46 @@ k_skinny_matmul(const __grid_constant__ CUtensorMap tmX, const __grid_constant__
   using L = SkLayout<TN>;
   extern __shared__ uint8_t skRaw[];
   const uint32_t rawAddr = (uint32_t)__cvta_generic_to_shared(skRaw);
-  const uint32_t base = (rawAddr + 1023u) & ~1023u, bars = base + kSkStages * L::stageBytes;
+  const uint32_t base = (rawAddr + 1023u) & ~1023u, bars = base + L::stages * L::stageBytes;
   const int tid = threadIdx.x;
   const int part = (int)(blockIdx.x % (unsigned)parts), tile = (int)(blockIdx.x / (unsigned)parts);
   const int tilesPerB = (N + TN - 1) / TN, b = tile / tilesPerB, n0 = (tile % tilesPerB) * TN;
   const int c0 = (int)((long long)part * chunks / parts), n = (int)((long long)(part + 1) * chunks / parts) - c0;  // ≥ 1: parts ≤ chunks
   const uint32_t tx = xBoxBytes + L::wBytes;
-  const auto issue = [&](int i) {  // chunk i of this slice into stage i mod kSkStages
-    const uint32_t st = base + (uint32_t)(i % kSkStages) * L::stageBytes, bar = bars + 8u * (uint32_t)(i % kSkStages);
+  const auto issue = [&](int i) {  // chunk i of this slice into stage i mod L::stages
+    const uint32_t st = base + (uint32_t)(i % L::stages) * L::stageBytes, bar = bars + 8u * (uint32_t)(i % L::stages);
     const int k = (c0 + i) * kSkChunk;
     mbarExpectTx(bar, tx);
     tmaLoad2d(st, &tmX, k, 0, bar);
     tmaLoad3d(st + kSkXBytes, &tmW, k, n0, b, bar);
   };
+  // Launched as a programmatic dependent (PDL) of the kernel before it, this CTA may run while that kernel still does:
+  // it pulls its first chunks of W into L2 (only into L2, which is coherent: safe even where that kernel writes W),
+  // then waits for that kernel's results (griddepcontrol.wait: a no-op in an ordinary launch) before it reads X or
+  // writes C.
   if (tid == 0) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&tmW) : "memory");
-    for (int s = 0; s < kSkStages; s++) mbarInit(bars + 8u * (uint32_t)s, 1);
+    for (int i = 0; i < L::stages && i < n; i++) tmaPrefetch3d(&tmW, (c0 + i) * kSkChunk, n0, b);
+    for (int s = 0; s < L::stages; s++) mbarInit(bars + 8u * (uint32_t)s, 1);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    for (int i = 0; i < kSkStages && i < n; i++) issue(i);
   }
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  if (tid == 0)
+    for (int i = 0; i < L::stages && i < n; i++) issue(i);
   __syncthreads();
   float acc[TN / 2];
 #pragma unroll
   for (int i = 0; i < TN / 2; i++) acc[i] = 0.f;
   for (int i = 0; i < n; i++) {
-    const uint32_t st = base + (uint32_t)(i % kSkStages) * L::stageBytes;
-    mbarWait(bars + 8u * (uint32_t)(i % kSkStages), (uint32_t)(i / kSkStages) & 1u);
+    const uint32_t st = base + (uint32_t)(i % L::stages) * L::stageBytes;
+    mbarWait(bars + 8u * (uint32_t)(i % L::stages), (uint32_t)(i / L::stages) & 1u);
     wgFence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) wgmmaTile<TN>(acc, wgDesc(st + 32u * kk), wgDesc(st + kSkXBytes + 32u * kk));
     wgCommit();
     wgWaitAll();
     pinAcc(acc);
-    if (tid == 0 && i + kSkStages < n) issue(i + kSkStages);  // the stage was read by the wgmma just waited for
+    if (tid == 0 && i + L::stages < n) issue(i + L::stages);  // the stage was read by the wgmma just waited for
   }
   // every issued chunk has landed and been read: the stages are free for the partial, f32 [64][pitch]
   float* stage = reinterpret_cast<float*>(skRaw + (base - rawAddr));
@@ -188,6 +200,15 @@ EncodeTiled encoder() {
   return fn;
 }
 
+/** programmatic dependent launch, unless M1_PDL=0 (A/B runs) */
+bool pdlOn() {
+  static const bool on = [] {
+    const char* e = std::getenv("M1_PDL");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
 template <int TN>
 cudaError_t launch(const CUtensorMap& tmX, const CUtensorMap& tmW, void* C, int M, int N, int nb, int chunks, int parts, bool cBf16, bool accumulate,
                    long long cBatch, uint32_t xBoxBytes, cudaStream_t s) {
@@ -199,13 +220,20 @@ cudaError_t launch(const CUtensorMap& tmX, const CUtensorMap& tmW, void* C, int 
   cfg.blockDim = dim3(kSkThreads);
   cfg.dynamicSmemBytes = SkLayout<TN>::smem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = (unsigned)parts;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned na = 0;
+  if (pdlOn()) {  // may start before the previous kernel ends (see the kernel's prologue)
+    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[na++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (parts > 1) {
+    attr[na].id = cudaLaunchAttributeClusterDimension;
+    attr[na].val.clusterDim.x = (unsigned)parts;
+    attr[na].val.clusterDim.y = 1;
+    attr[na++].val.clusterDim.z = 1;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = parts > 1 ? 1 : 0;
+  cfg.numAttrs = na;
   return cudaLaunchKernelEx(&cfg, k_skinny_matmul<TN>, tmX, tmW, C, M, N, chunks, parts, (int)cBf16, (int)accumulate, cBatch, xBoxBytes);
 }
 
