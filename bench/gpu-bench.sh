@@ -725,6 +725,27 @@ dev15b)
   pack ${NAME:-dev15b}
   el "all done"
   ;;
+dev15c)
+  # fifteenth session, diagnosis of the skinny kernel: bench:skinny (three mid shapes, rows 8 / 64) with many (8 / 5) or
+  # few (4 / 3) stages, with and without the L2 prefetch and PDL; then decode with graphs: off, auto, and prefer in two
+  # settings
+  quick_build
+  for v in many:1:1 many:0:1 many:0:0 few:0:0 few:1:1 few:0:1; do
+    IFS=: read -r st pf pdl <<< "$v"
+    M1_SKINNY_STAGES=$st M1_SKINNY_PREFETCH=$pf M1_PDL=$pdl timeout 100 node dist/bench/skinny.js --rows 8,64 --shapes 8384x3072,3072x8192,3072x3072 \
+      --name skinny-$st-pf$pf-pdl$pdl-${NAME:-dev15c} > "$OUT/skinny-$st-pf$pf-pdl$pdl.txt" 2>&1
+    echo "stages $st prefetch $pf pdl $pdl rc=$?"; grep -A 9 "^ *N x K" "$OUT/skinny-$st-pf$pf-pdl$pdl.txt" | tail -6
+  done
+  el "skinny variants done"
+  for v in 0:many:1:1 auto:many:1:1 prefer:few:0:1 prefer:few:1:1; do
+    IFS=: read -r k st pf pdl <<< "$v"
+    echo "M1_SKINNY=$k stages $st prefetch $pf pdl $pdl"
+    M1_SKINNY=$k M1_SKINNY_STAGES=$st M1_SKINNY_PREFETCH=$pf M1_PDL=$pdl DECODE_NAME=decode-skinny$k-$st-pf$pf-pdl$pdl-${NAME:-dev15c} BATCHES=${BATCHES:-8,64} CONTEXTS=256 decode_round
+    mv "$OUT/decode-graphs.txt" "$OUT/decode-skinny$k-$st-pf$pf-pdl$pdl.txt"
+  done
+  pack ${NAME:-dev15c}
+  el "all done"
+  ;;
 check14)
   # fourteenth session, after the review (comments moved in kernels.cu): all CUDA tests and bench:scan
   quick_build

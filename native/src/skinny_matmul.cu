@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 
 #include "flash_attention.h"
 #include "runtime.h"
@@ -37,11 +38,11 @@ constexpr int kSkRows = 64;                   // activation rows: wgmma's M
 constexpr int kSkChunk = 64;                  // K elements a stage: one 128-byte swizzled row
 constexpr uint32_t kSkXBytes = kSkRows * 128;  // a stage's activation block (8 KiB, 1024-byte aligned)
 
-template <int TN>
+template <int TN, int ST>
 struct SkLayout {
   static constexpr uint32_t wBytes = TN * 128;                 // a stage's weight block
   static constexpr uint32_t stageBytes = kSkXBytes + wBytes;   // a multiple of 1024: every block stays aligned
-  static constexpr int stages = TN == 128 ? 8 : 5;             // ~200 KiB: 7 or 4 weight blocks (112 / 128 KiB) in flight
+  static constexpr int stages = ST;
   static constexpr int pitch = TN + 4;                         // floats a row of the staged partial (16-byte rows)
   static constexpr size_t smem = (size_t)stages * stageBytes + 1024 + 8 * stages;  // + alignment, mbarriers
   static_assert((size_t)kSkRows * pitch * sizeof(float) <= (size_t)stages * stageBytes, "the partial fits in the stages");
@@ -85,12 +86,12 @@ __device__ __forceinline__ void wgmmaTile<256>(float (&d)[128], uint64_t a, uint
  * chunks: K / 64 rounded up; xBoxBytes: the activation box's bytes (Mbox · 128); C [nb][M, N] with cBatch elements
  * between the nb outputs.
  */
-template <int TN>
+template <int TN, int ST>
 __global__ void __launch_bounds__(kSkThreads, 1)
 k_skinny_matmul(const __grid_constant__ CUtensorMap tmX, const __grid_constant__ CUtensorMap tmW, void* __restrict__ C, int M, int N,
-                int chunks, int parts, int cBf16, int accumulate, long long cBatch, uint32_t xBoxBytes) {
+                int chunks, int parts, int cBf16, int accumulate, long long cBatch, uint32_t xBoxBytes, int prefetch) {
 #ifdef M1_WGMMA
-  using L = SkLayout<TN>;
+  using L = SkLayout<TN, ST>;
   extern __shared__ uint8_t skRaw[];
   const uint32_t rawAddr = (uint32_t)__cvta_generic_to_shared(skRaw);
   const uint32_t base = (rawAddr + 1023u) & ~1023u, bars = base + L::stages * L::stageBytes;
@@ -112,7 +113,8 @@ k_skinny_matmul(const __grid_constant__ CUtensorMap tmX, const __grid_constant__
   // writes C.
   if (tid == 0) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(&tmW) : "memory");
-    for (int i = 0; i < L::stages && i < n; i++) tmaPrefetch3d(&tmW, (c0 + i) * kSkChunk, n0, b);
+    if (prefetch)
+      for (int i = 0; i < L::stages && i < n; i++) tmaPrefetch3d(&tmW, (c0 + i) * kSkChunk, n0, b);
     for (int s = 0; s < L::stages; s++) mbarInit(bars + 8u * (uint32_t)s, 1);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -209,16 +211,22 @@ bool pdlOn() {
   return on;
 }
 
-template <int TN>
+/** A/B switches (diagnosis): M1_SKINNY_STAGES=few (4 / 3 stages instead of 8 / 5), M1_SKINNY_PREFETCH=0 */
+bool envIs(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e && std::strcmp(e, value) == 0;
+}
+
+template <int TN, int ST>
 cudaError_t launch(const CUtensorMap& tmX, const CUtensorMap& tmW, void* C, int M, int N, int nb, int chunks, int parts, bool cBf16, bool accumulate,
                    long long cBatch, uint32_t xBoxBytes, cudaStream_t s) {
   static bool ready = false;
-  cudaError_t e = m1AllowSmem(k_skinny_matmul<TN>, SkLayout<TN>::smem, ready);
+  cudaError_t e = m1AllowSmem(k_skinny_matmul<TN, ST>, SkLayout<TN, ST>::smem, ready);
   if (e != cudaSuccess) return e;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3((unsigned)(nb * ((N + TN - 1) / TN) * parts));
   cfg.blockDim = dim3(kSkThreads);
-  cfg.dynamicSmemBytes = SkLayout<TN>::smem;
+  cfg.dynamicSmemBytes = SkLayout<TN, ST>::smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[2];
   unsigned na = 0;
@@ -234,7 +242,8 @@ cudaError_t launch(const CUtensorMap& tmX, const CUtensorMap& tmW, void* C, int 
   }
   cfg.attrs = attr;
   cfg.numAttrs = na;
-  return cudaLaunchKernelEx(&cfg, k_skinny_matmul<TN>, tmX, tmW, C, M, N, chunks, parts, (int)cBf16, (int)accumulate, cBatch, xBoxBytes);
+  static const int prefetch = envIs("M1_SKINNY_PREFETCH", "0") ? 0 : 1;
+  return cudaLaunchKernelEx(&cfg, k_skinny_matmul<TN, ST>, tmX, tmW, C, M, N, chunks, parts, (int)cBf16, (int)accumulate, cBatch, xBoxBytes, prefetch);
 }
 
 long long gSkinnyLaunches = 0;
@@ -289,6 +298,10 @@ cudaError_t m1_skinny_matmul(const __nv_bfloat16* X, long long M, long long K, c
   const long long cBatch = M * N;
   const uint32_t xBytes = mBox * 128u;
   gSkinnyLaunches++;
-  return tile == 128 ? launch<128>(tmX, tmW, C, (int)M, (int)N, nb, chunks, parts, cBf16, accumulate, cBatch, xBytes, s)
-                     : launch<256>(tmX, tmW, C, (int)M, (int)N, nb, chunks, parts, cBf16, accumulate, cBatch, xBytes, s);
+  static const bool few = envIs("M1_SKINNY_STAGES", "few");
+  if (tile == 128)
+    return few ? launch<128, 4>(tmX, tmW, C, (int)M, (int)N, nb, chunks, parts, cBf16, accumulate, cBatch, xBytes, s)
+               : launch<128, 8>(tmX, tmW, C, (int)M, (int)N, nb, chunks, parts, cBf16, accumulate, cBatch, xBytes, s);
+  return few ? launch<256, 3>(tmX, tmW, C, (int)M, (int)N, nb, chunks, parts, cBf16, accumulate, cBatch, xBytes, s)
+             : launch<256, 5>(tmX, tmW, C, (int)M, (int)N, nb, chunks, parts, cBf16, accumulate, cBatch, xBytes, s);
 }
