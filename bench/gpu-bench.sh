@@ -683,67 +683,12 @@ record14)
   DECODE_NAME=decode-graphs-fourteenth decode_round
   pack fourteenth
   ;;
-dev15)
-  # fifteenth session: the skinny-product kernel (skinny_matmul.cu) — the ops tests first (its forced launches), bench:skinny
-  # (cuBLASLt against each launch and the timing's pick), all CUDA tests, then decode with graphs with the kernel offered
-  # to the timing and without it (M1_SKINNY=0), two rounds alternating; the first round's timing choices printed
+check15)
+  # fifteenth session, the final code (the skinny-product kernel measured in dev15 / dev15b / dev15c and removed: the
+  # native code is check14's): all CUDA tests, then decode with graphs (m1 + llama) at batch 8 … 512, context 256 / 4096
   quick_build
-  TESTS=test/cuda/ops.test.ts TEST_S=150 cuda_tests; mv "$OUT/cuda-tests.txt" "$OUT/cuda-tests-ops.txt"
-  timeout ${SKINNY_S:-150} node dist/bench/skinny.js --name skinny-${NAME:-dev15} ${SKINNY_FLAGS:-} > "$OUT/skinny.txt" 2>&1; echo "skinny rc=$?"; tail -22 "$OUT/skinny.txt"
-  el "skinny bench done"
-  [ "${ALLTESTS:-1}" = 1 ] && cuda_tests
-  for r in 1 2; do
-    for k in 1 0; do
-      tune=""; [ $r = 1 ] && tune=verbose
-      M1_MATMUL_TUNE=$tune M1_SKINNY=$k DECODE_NAME=decode-skinny$k-r$r-${NAME:-dev15} BATCHES=${BATCHES:-8,64,256} decode_round
-      mv "$OUT/decode-graphs.txt" "$OUT/decode-skinny$k-r$r.txt"
-    done
-  done
-  grep -h "m1 matmul timing" "$OUT/decode-skinny1-r1.txt" | sort | uniq -c | sort -rn | head -40
-  pack ${NAME:-dev15}
-  el "all done"
-  ;;
-dev15b)
-  # fifteenth session: the skinny kernel with 8 / 5 stages, started early (PDL: W into L2 before griddepcontrol.wait;
-  # the norms, SwiGLU, the Mamba step, the column copy and the attention combine trigger it) — ops tests, bench:skinny,
-  # then decode with graphs in four settings, two rounds alternating: cuBLASLt only (M1_SKINNY=0), the timing's pick
-  # (auto), our kernel wherever it applies (prefer), and prefer without PDL (M1_PDL=0)
-  quick_build
-  TESTS=test/cuda/ops.test.ts TEST_S=150 cuda_tests; mv "$OUT/cuda-tests.txt" "$OUT/cuda-tests-ops.txt"
-  timeout ${SKINNY_S:-150} node dist/bench/skinny.js --name skinny-${NAME:-dev15b} ${SKINNY_FLAGS:-} > "$OUT/skinny.txt" 2>&1; echo "skinny rc=$?"; tail -22 "$OUT/skinny.txt"
-  el "skinny bench done"
-  [ "${ALLTESTS:-0}" = 1 ] && cuda_tests
-  for r in 1 2; do
-    for v in 0:1 auto:1 prefer:1 prefer:0; do
-      k=${v%:*}; pdl=${v#*:}; tune=""; [ $r = 1 ] && tune=verbose
-      echo "M1_SKINNY=$k M1_PDL=$pdl round $r"
-      M1_MATMUL_TUNE=$tune M1_SKINNY=$k M1_PDL=$pdl DECODE_NAME=decode-skinny$k-pdl$pdl-r$r-${NAME:-dev15b} BATCHES=${BATCHES:-8,64,256} decode_round
-      mv "$OUT/decode-graphs.txt" "$OUT/decode-skinny$k-pdl$pdl-r$r.txt"
-    done
-  done
-  grep -h "m1 matmul timing" "$OUT/decode-skinnyauto-pdl1-r1.txt" | sort | uniq -c | sort -rn | head -40
-  pack ${NAME:-dev15b}
-  el "all done"
-  ;;
-dev15c)
-  # fifteenth session, diagnosis of the skinny kernel: bench:skinny (three mid shapes, rows 8 / 64) with many (8 / 5) or
-  # few (4 / 3) stages, with and without the L2 prefetch and PDL; then decode with graphs: off, auto, and prefer in two
-  # settings
-  quick_build
-  for v in many:1:1 many:0:1 many:0:0 few:0:0 few:1:1 few:0:1; do
-    IFS=: read -r st pf pdl <<< "$v"
-    M1_SKINNY_STAGES=$st M1_SKINNY_PREFETCH=$pf M1_PDL=$pdl timeout 100 node dist/bench/skinny.js --rows 8,64 --shapes 8384x3072,3072x8192,3072x3072 \
-      --name skinny-$st-pf$pf-pdl$pdl-${NAME:-dev15c} > "$OUT/skinny-$st-pf$pf-pdl$pdl.txt" 2>&1
-    echo "stages $st prefetch $pf pdl $pdl rc=$?"; grep -A 9 "^ *N x K" "$OUT/skinny-$st-pf$pf-pdl$pdl.txt" | tail -6
-  done
-  el "skinny variants done"
-  for v in 0:many:1:1 auto:many:1:1 prefer:few:0:1 prefer:few:1:1; do
-    IFS=: read -r k st pf pdl <<< "$v"
-    echo "M1_SKINNY=$k stages $st prefetch $pf pdl $pdl"
-    M1_SKINNY=$k M1_SKINNY_STAGES=$st M1_SKINNY_PREFETCH=$pf M1_PDL=$pdl DECODE_NAME=decode-skinny$k-$st-pf$pf-pdl$pdl-${NAME:-dev15c} BATCHES=${BATCHES:-8,64} CONTEXTS=256 decode_round
-    mv "$OUT/decode-graphs.txt" "$OUT/decode-skinny$k-$st-pf$pf-pdl$pdl.txt"
-  done
-  pack ${NAME:-dev15c}
+  cuda_tests
+  DECODE_NAME=decode-graphs-check15 BATCHES=${BATCHES:-8,64,128,256,512} decode_round
   el "all done"
   ;;
 check14)

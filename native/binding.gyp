@@ -9,7 +9,7 @@
   "targets": [
     {
       "target_name": "m1cuda",
-      "sources": ["src/addon.cpp", "src/matmul.cpp", "src/kernels.cu", "src/flash_attention.cu", "src/flash_attention_tc.cu", "src/decode_attention.cu", "src/sampling.cu", "src/skinny_matmul.cu"],
+      "sources": ["src/addon.cpp", "src/matmul.cpp", "src/kernels.cu", "src/flash_attention.cu", "src/flash_attention_tc.cu", "src/decode_attention.cu", "src/sampling.cu"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<(cuda_home)/include"

@@ -22,7 +22,6 @@
 #include "kernels.h"
 #include "runtime.h"
 #include "sampling.h"
-#include "skinny_matmul.h"
 
 namespace {
 
@@ -228,12 +227,6 @@ std::unordered_map<std::string, OpFn>& ops() {
     return m1MatmulPair(a.p(0), a.i32(1) != 0, a.i64(2), a.i64(3), a.p(4), a.p(5), a.i32(6) != 0, a.i64(7), a.i64(8), a.p(9),
                         a.i32(10) != 0, a.i32(11)) ? 1.0 : 0.0;
   });
-  def("skinny_mode", [](const Args& a) {
-    // mode (0 auto, 1 off, 2 force), tile, parts → 1 when the skinny kernel can run on this device
-    m1SetSkinnyMode(a.i32(0), a.i32(1), a.i32(2));
-    return m1SkinnyAvailable() ? 1.0 : 0.0;
-  });
-  def("skinny_launches", [](const Args&) { return (double)m1SkinnyLaunches(); });
   def("embedding", [S](const Args& a) {
     check(m1_embedding(a.p<float>(0), a.p(1), a.i32(2), a.p<int>(3), a.i64(4), a.i64(5), S()), a.op);
     return 0.0;

@@ -28,7 +28,6 @@
 // Chunks at or past a sequence's length are skipped by both passes (the combine reads only the
 // ceil(L / chunkLen) chunks that hold keys), so they need no neutral values.
 #include "decode_attention.h"
-#include "pdl.cuh"
 
 #include <cuda_bf16.h>
 #include <math_constants.h>
@@ -549,7 +548,6 @@ __global__ void __launch_bounds__(kTcWarps * 32, 2)
 /** pass 2: a warp per (sequence, q head), lanes over the head dim (Dh ≤ 256: 8 per lane) */
 __global__ void k_decode_combine(float* __restrict__ out, const float* __restrict__ opart, const float* __restrict__ ml,
                                  const int* __restrict__ seqLens, int n, int Hq, int Dh, int TR, int nChunks) {
-  pdlTrigger();  // o_proj follows (pdl.cuh)
   const int64_t w = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (w >= (int64_t)n * Hq) return;

@@ -14,7 +14,6 @@
 #include "kernels.h"
 #include "flash_attention.h"
 #include "runtime.h"
-#include "pdl.cuh"
 #include "warp.cuh"
 #include "async_copy.cuh"
 #include <algorithm>
@@ -234,7 +233,6 @@ __device__ __forceinline__ int64_t tileRowStep() { return (int64_t)gridDim.y * b
 template <typename E>
 __global__ void k_copy_cols(E* __restrict__ dst, int64_t ds, int64_t doff, const E* __restrict__ src, int64_t ss, int64_t soff, int64_t rows,
                             int64_t w) {
-  pdlTrigger();  // a weight product may follow (pdl.cuh)
   const int64_t j = tileCol();
   if (j >= w) return;
   const int64_t step = tileRowStep();
@@ -462,7 +460,6 @@ __device__ __forceinline__ void storeOut(__nv_bfloat16* o, int64_t i, float v) {
  */
 template <typename OT>
 __global__ void k_add_rmsnorm(float* h, OT* y, float* rstd, const float* x, const float* r, WeightF w, int64_t D, float eps) {
-  pdlTrigger();  // a weight product may follow (pdl.cuh)
   __shared__ float sh[32];
   const int64_t o = blockIdx.x * D;
   float ss = 0.f;
@@ -481,10 +478,7 @@ __global__ void k_add_rmsnorm(float* h, OT* y, float* rstd, const float* x, cons
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) storeOut(y, o + j, src[o + j] * rs * w[j]);
 }
 template <typename OT>
-__global__ void k_swiglu(OT* h, WeightF g, WeightF u, int64_t n) {
-  pdlTrigger();  // a weight product may follow (pdl.cuh)
-  GRID_STRIDE(i, n) storeOut(h, i, siluf(g[i]) * u[i]);
-}
+__global__ void k_swiglu(OT* h, WeightF g, WeightF u, int64_t n) { GRID_STRIDE(i, n) storeOut(h, i, siluf(g[i]) * u[i]); }
 template <typename OT>
 __global__ void k_swiglu_bwd(OT* dg, OT* du, const float* dh, const float* g, const float* u, int64_t n) {
   GRID_STRIDE(i, n) {
@@ -513,7 +507,6 @@ __device__ __forceinline__ float4 load4(const __nv_bfloat16* p, int64_t i4) { re
  * reads gate and up as f32 or bf16 (IT: a bf16 model's gate / up outputs) */
 template <typename OT, typename IT>
 __global__ void k_swiglu4(OT* h, const IT* g, const IT* u, int64_t n4) {
-  pdlTrigger();  // a weight product may follow (pdl.cuh)
   GRID_STRIDE(i, n4) {
     const float4 a = load4(g, i), b = load4(u, i);
     storeOut4(h, i, make_float4(siluf(a.x) * b.x, siluf(a.y) * b.y, siluf(a.z) * b.z, siluf(a.w) * b.w));
@@ -532,7 +525,6 @@ __global__ void k_swiglu_bwd4(OT* dg, OT* du, const float4* dh, const float4* g,
 template <int V>
 __global__ void k_copy_cols_bf16(__nv_bfloat16* __restrict__ dst, int64_t ds, int64_t doff, const float* __restrict__ src, int64_t ss,
                                  int64_t soff, int64_t rows, int64_t w) {
-  pdlTrigger();  // a weight product may follow (pdl.cuh)
   const int64_t j = tileCol();
   if (j >= w) return;
   const int64_t step = tileRowStep();
@@ -552,7 +544,6 @@ constexpr int kAddNormThreads = 256;
 template <typename OT, int VPT>
 __global__ void __launch_bounds__(kAddNormThreads) k_add_rmsnorm4(float4* h, OT* y, float* rstd, const float4* x, const float4* r, WeightF w,
                                                                   int D4, float eps) {
-  pdlTrigger();  // a weight product may follow (pdl.cuh)
   __shared__ float sh[32];
   const int64_t o = (int64_t)blockIdx.x * D4;
   float4 v[VPT];
@@ -1493,7 +1484,6 @@ template <int N4, int KC, typename OT, typename ST, typename PT>
 __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y, const PT* proj, const float* deltaLow,
     WeightF dtBias, ST* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
-  pdlTrigger();  // a weight product may follow (pdl.cuh)
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;  // in a pass: float4 j of channel c0 + i·CPB + sub
@@ -1552,7 +1542,6 @@ template <int N4, int KC, typename OT, typename ST, typename PT>
 __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const PT* proj, const float* deltaLow,
     WeightF dtBias, ST* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
-  pdlTrigger();  // a weight product may follow (pdl.cuh)
   constexpr int N = 4 * N4, CPB = 32 / N4;
   extern __shared__ float4 stage[];  // per warp: a2 [N4 passes][32 lanes], then h [N4][32], then B, C [32 / N groups][N4]
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;

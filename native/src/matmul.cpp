@@ -26,7 +26,6 @@
 
 #include "kernels.h"
 #include "runtime.h"
-#include "skinny_matmul.h"
 
 namespace {
 
@@ -51,31 +50,6 @@ long long rowBucket(long long n) {
   return b;
 }
 
-/** our skinny-product kernel's launch (skinny_matmul.cu): tile 0 = cuBLASLt's algorithm instead */
-struct Skinny {
-  int tile = 0, parts = 0;
-};
-
-/**
- * How skinny products are run: by the timing (auto: our kernel where it beats cuBLASLt), never (off: M1_SKINNY=0 or
- * setSkinnyMatmul('off')), or always with one configuration (force: tests; the shapes it cannot take stay on cuBLASLt).
- */
-struct SkinnyMode {
-  int mode = 0;  // 0 auto, 1 off, 2 force, 3 prefer (M1_SKINNY=prefer: the timing's best launch of our kernel, even where
-                 // cuBLASLt timed faster alone — A/B runs of a whole step, where our kernel starts early: pdl.cuh)
-  Skinny forced;
-};
-SkinnyMode& skinnyMode() {
-  static SkinnyMode m = [] {
-    SkinnyMode v;
-    const char* e = std::getenv("M1_SKINNY");
-    if (e && std::strcmp(e, "0") == 0) v.mode = 1;
-    if (e && std::strcmp(e, "prefer") == 0) v.mode = 3;
-    return v;
-  }();
-  return m;
-}
-
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -88,16 +62,6 @@ struct Plan {
   bool unavailable = false;                       // a pair cuBLASLt has no algorithm for
   bool bucketed = false;                          // a skinny product: its timing is kept for its row bucket
   ShapeKey bucket{};
-  bool skinnyShape = false;                       // our kernel takes this product: the timing offers it
-  long long wStride = 0;                          // a pair's distance between its weights (elements)
-  Skinny skinny;                                  // the timing's choice, where our kernel won
-  bool cBf16 = false;
-};
-
-/** what the timing chose for a row bucket: cuBLASLt's algorithm, or our kernel's launch */
-struct Tuned {
-  cublasLtMatmulAlgo_t algo;
-  Skinny skinny;
 };
 
 struct Lt {
@@ -107,7 +71,7 @@ struct Lt {
   // skinny products: the algorithm timed for the first row count of each bucket, reused (when cublasLtMatmulAlgoCheck
   // accepts it) by the bucket's other row counts — a decode batch that shrinks request by request times each product
   // once per power of two, not once per batch size
-  std::map<ShapeKey, Tuned> tuned;
+  std::map<ShapeKey, cublasLtMatmulAlgo_t> tuned;
 };
 
 Lt& lt() {
@@ -129,11 +93,6 @@ Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, l
   Plan p;
   p.batch = strideA != 0 ? 2 : 1;
   p.kDim = k;
-  p.wStride = strideA;
-  p.cBf16 = cBf16;
-  // our kernel: bf16 Y = X·Wᵀ (Lt's A = the weight, transposed; Lt's B = the activation as stored), ≤ 64 rows
-  p.skinnyShape = bf16 && !tf32 && ta && !tb && lda == k && ldb == k && m1SkinnyShapeOk(n, m, k) && (skinnyMode().mode == 0 || skinnyMode().mode == 3) &&
-                  m1SkinnyAvailable();
   cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   checkLt(cublasLtMatmulDescCreate(&p.op, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc");
   cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -176,11 +135,9 @@ Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, l
     auto t = L.tuned.find(p.bucket);
     if (t != L.tuned.end()) {
       cublasLtMatmulHeuristicResult_t chk{};
-      if (cublasLtMatmulAlgoCheck(L.handle, p.op, p.a, p.b, p.c, p.c, &t->second.algo, &chk) == CUBLAS_STATUS_SUCCESS &&
+      if (cublasLtMatmulAlgoCheck(L.handle, p.op, p.a, p.b, p.c, p.c, &t->second, &chk) == CUBLAS_STATUS_SUCCESS &&
           chk.workspaceSize <= kWorkspaceBytes) {
-        p.algo = t->second.algo;  // timed for another row count of this bucket: no timing of its own
-        if (p.skinnyShape) p.skinny = t->second.skinny;
-        p.skinnyShape = false;
+        p.algo = t->second;  // timed for another row count of this bucket: no timing of its own
         return L.plans.emplace(key, p).first->second;
       }
     }
@@ -217,13 +174,11 @@ Plan& planFor(bool bf16, bool tf32, bool cBf16, bool ta, bool tb, long long m, l
         }
       }
     }
-    if (p.candidates.size() < 2 && !(skinny && p.skinnyShape)) {  // nothing to choose between
+    if (p.candidates.size() < 2) {
       p.candidates.clear();
       p.splits.clear();
     }
   }
-  if (!p.candidates.empty() && !skinny) p.skinnyShape = false;  // timed only as a skinny product
-  if (p.candidates.empty()) p.skinnyShape = false;
   return L.plans.emplace(key, p).first->second;
 }
 
@@ -249,30 +204,23 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
   m1Check(cudaEventCreate(&e0), "tune event");
   m1Check(cudaEventCreate(&e1), "tune event");
   const float alpha = 1.f, beta = 0.f;
-  // the minimum of 3 runs from a cold L2 after one warm-up run; 1e30 where the candidate does not run
-  const auto timeRuns = [&](const auto& run) {
-    if (!run()) return 1e30f;
-    float t = 1e30f;
-    for (int r = 0; r < 3; r++) {
-      m1Check(cudaMemsetAsync(flush, r, flushBytes, s), "tune L2 flush");
-      m1Check(cudaEventRecord(e0, s), "tune event");
-      const bool ok = run();
-      m1Check(cudaEventRecord(e1, s), "tune event");
-      m1Check(cudaEventSynchronize(e1), "tune event");
-      float ms = 0.f;
-      m1Check(cudaEventElapsedTime(&ms, e0, e1), "tune event");
-      if (ok && ms < t) t = ms;
-    }
-    return t;
-  };
   float best = 1e30f, first = -1.f;
   int bestIdx = -1, idx = -1;
   for (const cublasLtMatmulAlgo_t& algo : p.candidates) {
     idx++;
-    const float t = timeRuns([&] {
-      return cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, out, p.c, out, p.c, &algo, L.workspace, kWorkspaceBytes, s) ==
-             CUBLAS_STATUS_SUCCESS;
-    });
+    auto run = [&] { return cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, out, p.c, out, p.c, &algo, L.workspace, kWorkspaceBytes, s); };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;
+    float t = 1e30f;
+    for (int r = 0; r < 3; r++) {
+      m1Check(cudaMemsetAsync(flush, r, flushBytes, s), "tune L2 flush");
+      m1Check(cudaEventRecord(e0, s), "tune event");
+      const cublasStatus_t st = run();
+      m1Check(cudaEventRecord(e1, s), "tune event");
+      m1Check(cudaEventSynchronize(e1), "tune event");
+      float ms = 0.f;
+      m1Check(cudaEventElapsedTime(&ms, e0, e1), "tune event");
+      if (st == CUBLAS_STATUS_SUCCESS && ms < t) t = ms;
+    }
     if (idx == 0) first = t;
     if (t < best) {
       best = t;
@@ -281,30 +229,7 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
       p.chosenSplit = p.splits[idx];
     }
   }
-  // our kernel (skinny_matmul.cu) at each tile width and K split that gives the SMs work without more than 4 waves
-  p.skinny = Skinny{};
-  float bestSkinny = 1e30f;
-  if (p.skinnyShape) {
-    const int chunks = m1SkinnyChunks(p.kDim);
-    for (int tile : {128, 256}) {
-      const long long tiles = p.batch * ((N + tile - 1) / tile);
-      for (int parts : {1, 2, 3, 4, 6, 8}) {
-        if (parts > chunks || tiles * parts > 4LL * m1SmCount()) continue;
-        const float t = timeRuns([&] {
-          const cudaError_t e = m1_skinny_matmul(static_cast<const __nv_bfloat16*>(A), M, p.kDim, static_cast<const __nv_bfloat16*>(B), N, p.batch,
-                                                 p.wStride, out, p.cBf16, false, tile, parts, s);
-          if (e != cudaSuccess) (void)cudaGetLastError();  // a launch refused (not an error of the stream)
-          return e == cudaSuccess;
-        });
-        if (t < bestSkinny) {
-          bestSkinny = t;
-          if (t < best || skinnyMode().mode == 3) p.skinny = Skinny{tile, parts};
-        }
-      }
-    }
-  }
-  p.skinnyShape = false;
-  if (p.bucketed) L.tuned[p.bucket] = Tuned{p.algo, p.skinny};
+  if (p.bucketed) L.tuned[p.bucket] = p.algo;
   const char* env = std::getenv("M1_MATMUL_TUNE");
   if (env && std::strstr(env, "verbose") != nullptr) {
     int32_t id = -1;
@@ -313,12 +238,8 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
     (void)cublasLtMatmulAlgoConfigGetAttribute(&p.algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof(id), &w);
     (void)cublasLtMatmulAlgoConfigGetAttribute(&p.algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile), &w);
     (void)cublasLtMatmulAlgoConfigGetAttribute(&p.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof(stages), &w);
-    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld × k %lld%s: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs (algo %d, tile %u, stages %u, K split %d)",
+    std::fprintf(stderr, "m1 matmul timing: rows %lld × cols %lld × k %lld%s: %zu candidates, heuristic's first %.1f µs, chose #%d %.1f µs (algo %d, tile %u, stages %u, K split %d)\n",
                  M, N, p.kDim, p.batch == 2 ? " (pair)" : "", p.candidates.size(), first * 1e3f, bestIdx, best * 1e3f, id, tile, stages, p.chosenSplit);
-    if (bestSkinny < 1e29f)
-      std::fprintf(stderr, "; skinny kernel %.1f µs%s", bestSkinny * 1e3f, p.skinny.tile ? "" : " (not taken)");
-    if (p.skinny.tile) std::fprintf(stderr, " → skinny kernel, tile %d, K split %d", p.skinny.tile, p.skinny.parts);
-    std::fprintf(stderr, "\n");
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
@@ -326,26 +247,6 @@ void tune(Plan& p, const void* B, const void* A, long long M, long long N, cudaS
   m1Free(flush);
   p.candidates.clear();
   p.splits.clear();
-}
-
-/**
- * Runs Y = X·Wᵀ on our skinny kernel where the plan's timing chose it (or the mode forces it), the product is one it
- * takes and the pointers are 16-byte aligned; false (nothing run) otherwise, and cuBLASLt runs it.
- */
-bool runSkinny(const Plan& p, bool weightProduct, const void* X, long long M, long long K, const void* W, long long N, int nb, long long wStride,
-               void* C, bool cBf16, bool accumulate, cudaStream_t s) {
-  const SkinnyMode& mode = skinnyMode();
-  const Skinny cfg = mode.mode == 2 ? mode.forced : mode.mode == 1 ? Skinny{} : p.skinny;
-  if (cfg.tile == 0 || !weightProduct || !m1SkinnyShapeOk(M, N, K) || !m1SkinnyAvailable()) return false;
-  const int parts = cfg.parts < m1SkinnyChunks(K) ? cfg.parts : m1SkinnyChunks(K);
-  const cudaError_t e = m1_skinny_matmul(static_cast<const __nv_bfloat16*>(X), M, K, static_cast<const __nv_bfloat16*>(W), N, nb, wStride, C, cBf16,
-                                         accumulate, cfg.tile, parts, s);
-  if (e == cudaErrorInvalidValue) {  // refused before launching (alignment): cuBLASLt
-    (void)cudaGetLastError();
-    return false;
-  }
-  m1Check(e, "skinny matmul");
-  return true;
 }
 
 }  // namespace
@@ -378,35 +279,12 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
   // column-major view: Lt's A is our B (stored [bCols × bRows]), Lt's B is our A (stored [aCols × aRows])
   Plan& p = planFor(bf16, tf32, cBf16, transB, transA, N, M, K, bCols, aCols);
   if (!p.candidates.empty()) tune(p, B, A, M, N, s);
-  const bool weightProduct = bf16 && !tf32 && !transA && transB;  // Y = X·Wᵀ: what our skinny kernel computes
-  if (runSkinny(p, weightProduct, A, M, K, B, N, 1, 0, C, cBf16, accumulate, s)) {
-    for (void* q : scratch) if (q) m1Free(q);
-    return;
-  }
   float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   Lt& L = lt();
   cublasStatus_t st = cublasLtMatmul(L.handle, p.op, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, L.workspace,
                                      kWorkspaceBytes, s);
   for (void* q : scratch) if (q) m1Free(q);
   checkLt(st, "matmul");
-}
-
-void m1SetSkinnyMode(int mode, int tile, int parts) {
-  if (mode < 0 || mode > 2 || (mode == 2 && ((tile != 128 && tile != 256) || parts < 1 || parts > 8)))
-    throw std::runtime_error("setSkinnyMatmul: mode auto / off, or force with tile 128 or 256 and 1–8 K parts");
-  SkinnyMode& m = skinnyMode();
-  m.mode = mode;
-  m.forced = mode == 2 ? Skinny{tile, parts} : Skinny{};
-  // plans made under the old mode hold its choice: start over (the descriptors go with them; nothing is in flight
-  // that uses them — cuBLASLt reads a descriptor at the call)
-  Lt& L = lt();
-  for (auto& kv : L.plans) {
-    Plan& q = kv.second;
-    if (q.op) cublasLtMatmulDescDestroy(q.op);
-    for (cublasLtMatrixLayout_t l : {q.a, q.b, q.c}) if (l) cublasLtMatrixLayoutDestroy(l);
-  }
-  L.plans.clear();
-  L.tuned.clear();
 }
 
 /**
@@ -439,10 +317,6 @@ bool m1MatmulPair(const void* A, bool aBf16, long long aRows, long long aCols, c
   }
   (void)f32Precision;  // bf16 weights: the product is bf16 at any precision
   if (!p.candidates.empty()) tune(p, lo, A, aRows, bRows, s);
-  if (runSkinny(p, true, A, aRows, aCols, lo, bRows, 2, gap / (long long)sizeof(__nv_bfloat16), C, cBf16, false, s)) {
-    if (scratch) m1Free(scratch);
-    return true;
-  }
   const float alpha = 1.f, beta = 0.f;
   Lt& L = lt();
   const cublasStatus_t st = cublasLtMatmul(L.handle, p.op, &alpha, lo, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, L.workspace,

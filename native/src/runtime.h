@@ -45,9 +45,3 @@ void m1Matmul(const void* A, bool aBf16, long long aRows, long long aCols, bool 
  */
 bool m1MatmulPair(const void* A, bool aBf16, long long aRows, long long aCols, const void* B1, const void* B2, bool bBf16, long long bRows,
                   long long bCols, void* C, bool cBf16, int f32Precision);
-/**
- * How products of at most 64 activation rows by a bf16 weight run: mode 0 (auto) by the matmul timing, our skinny kernel
- * where it beats cuBLASLt; 1 (off) always cuBLASLt; 2 (force) always our kernel at `tile` (128 / 256) and `parts` (1–8)
- * where it takes the product (tests). Drops the cached plans and timings.
- */
-void m1SetSkinnyMode(int mode, int tile, int parts);

@@ -202,63 +202,6 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     }
   });
 
-  // our skinny-product kernel (native/src/skinny_matmul.cu: TMA-fed wgmma, K split over a cluster), forced at each tile
-  // width and several K splits: rows 1–64 (not a multiple of 8: the TMA zero-fills the rest of the activation box), K not
-  // a multiple of 64 (the last chunk zero-filled), N not a multiple of the tile; f32 (plain, accumulating) and bf16
-  // outputs; the pair (two weights, one launch); shapes it does not take fall back to cuBLASLt; the launches counted
-  it('skinny kernel, forced: tiles 128 / 256, K splits 1–8, f32 / bf16 / accumulating outputs, pairs; fallbacks', () => {
-    if (!g.setSkinnyMatmul('auto')) return expect(g.device.computeCapability, 'the skinny kernel runs on Hopper (9.x) only').not.toMatch(/^9\./);
-    try {
-      const cases = [[64, 3072, 1024, 128, 1], [64, 3072, 1024, 128, 4], [64, 3072, 1024, 256, 3], [64, 3072, 1024, 256, 8],
-        [5, 200, 260, 128, 2], [33, 1000, 516, 256, 6], [1, 64, 4, 128, 1], [17, 4096, 768, 128, 8]] as const;
-      for (const [rows, K, N, tile, parts] of cases) {
-        g.setSkinnyMatmul({ tile, parts });
-        const x = rand([rows, K], 70 + rows, 1, 'bf16'), w = rand([N, K], 71 + K, 0.05, 'bf16'), acc = rand([rows, N], 72);
-        const what = `[${rows}×${K}]·[${N}×${K}]ᵀ tile ${tile} split ${parts}`;
-        const before = g.skinnyMatmulLaunches();
-        expectClose(g, g.matmul(x.g, w.g, { transB: true }), cpu.matmul(x.c, w.c, { transB: true }), 1e-4, `skinny kernel ${what}`);
-        expectClose(g, g.matmul(x.g, w.g, { transB: true, outDType: 'bf16' }), cpu.matmul(x.c, w.c, { transB: true, outDType: 'bf16' }), 8e-3,
-          `skinny kernel ${what} → bf16`);
-        const ga = g.matmul(x.g, w.g, { transB: true, accumulateInto: g.copy(acc.g) });
-        expectClose(g, ga, cpu.matmul(x.c, w.c, { transB: true, accumulateInto: cpu.copy(acc.c) }), 1e-4, `skinny kernel ${what} accumulateInto`);
-        expect(g.skinnyMatmulLaunches() - before, `${what}: three launches of the kernel`).toBe(3);
-        // the same product twice: the same bits (the split's partial sums are added in rank order)
-        expect(Array.from(g.read(g.matmul(x.g, w.g, { transB: true }))), `${what}: deterministic`).toEqual(Array.from(g.read(g.matmul(x.g, w.g, { transB: true }))));
-      }
-      // the pair: gate and up in one launch, either order, f32 and bf16 outputs
-      g.setSkinnyMatmul({ tile: 128, parts: 3 });
-      const w1 = rand([300, 512], 73, 0.05, 'bf16'), w2 = rand([300, 512], 74, 0.05, 'bf16'), x = rand([7, 512], 75, 1, 'bf16');
-      for (const outDType of ['f32', 'bf16'] as const) {
-        for (const [p, q] of [[w1, w2], [w2, w1]] as const) {
-          const before = g.skinnyMatmulLaunches();
-          const y = g.matmulPair(x.g, p.g, q.g, { outDType });
-          expect(g.skinnyMatmulLaunches() - before, `pair → ${outDType}: one launch`).toBe(1);
-          const tol = outDType === 'bf16' ? 8e-3 : 1e-4;
-          expectClose(g, y[0], cpu.matmul(x.c, p.c, { transB: true, outDType }), tol, `skinny pair → ${outDType} first`);
-          expectClose(g, y[1], cpu.matmul(x.c, q.c, { transB: true, outDType }), tol, `skinny pair → ${outDType} second`);
-        }
-      }
-      // not taken (65 rows, K 60, N 6, an f32 weight): cuBLASLt, the same values
-      for (const [rows, K, N, wd] of [[65, 256, 64, 'bf16'], [8, 60, 64, 'bf16'], [8, 256, 6, 'bf16'], [8, 256, 64, 'f32']] as const) {
-        const xx = rand([rows, K], 76, 1, 'bf16'), ww = rand([N, K], 77, 0.05, wd);
-        const before = g.skinnyMatmulLaunches();
-        // (an f32 weight is rounded to bf16 for the product, the CPU multiplies it unrounded: 1e-2)
-        expectClose(g, g.matmul(xx.g, ww.g, { transB: true }), cpu.matmul(xx.c, ww.c, { transB: true }), wd === 'f32' ? 1e-2 : 1e-4,
-          `[${rows}×${K}]·[${N}×${K}]ᵀ (${wd}) fallback`);
-        expect(g.skinnyMatmulLaunches() - before, `[${rows}×${K}]·[${N}×${K}]ᵀ: not on the kernel`).toBe(0);
-      }
-      // off: never on the kernel
-      g.setSkinnyMatmul('off');
-      const before = g.skinnyMatmulLaunches();
-      const xo = rand([64, 3072], 78, 1, 'bf16'), wo = rand([1024, 3072], 79, 0.05, 'bf16');
-      expectClose(g, g.matmul(xo.g, wo.g, { transB: true }), cpu.matmul(xo.c, wo.c, { transB: true }), 1e-4, 'skinny off');
-      expect(g.skinnyMatmulLaunches() - before, 'off: no launch').toBe(0);
-      expect(() => g.setSkinnyMatmul({ tile: 64 as 128, parts: 2 })).toThrow(/tile 128 or 256/);
-    } finally {
-      g.setSkinnyMatmul('auto');
-    }
-  });
-
   // gate and up as one batched cuBLASLt launch (the second weight addressed from the first by a batch stride): the
   // two products' values, in the caller's order whichever weight lies lower; where it does not apply (f32 weights,
   // weights closer than one weight's bytes or not 16 bytes apart) two products

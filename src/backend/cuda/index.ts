@@ -1069,20 +1069,6 @@ export class CudaBackend implements Backend {
     addon.graphLaunch(id);
     return graph;
   }
-  /**
-   * How products of at most 64 activation rows by a bf16 weight (decode's) run: 'auto' (the default; M1_SKINNY=0 makes it
-   * 'off'), the first call of each shape times our skinny kernel (native/src/skinny_matmul.cu) against cuBLASLt and keeps
-   * the faster; 'off', cuBLASLt; or forced onto our kernel with `tile` weight rows a block and K split in `parts` (tests,
-   * A/B runs). Forgets the timings made so far. Returns whether this device runs the kernel (Hopper).
-   */
-  setSkinnyMatmul(mode: 'auto' | 'off' | { tile: 128 | 256; parts: number }): boolean {
-    const [m, tile, parts] = mode === 'auto' ? [0, 0, 0] : mode === 'off' ? [1, 0, 0] : [2, mode.tile, mode.parts];
-    return this.call('skinny_mode', [m, tile, parts]) === 1;
-  }
-  /** how many products have run on the skinny kernel in this process */
-  skinnyMatmulLaunches(): number {
-    return this.call('skinny_launches', []);
-  }
   /** give the caching allocator's free blocks back to the driver (between differently sized workloads) */
   emptyCache(): void {
     this.addon.emptyCache();
