@@ -687,11 +687,12 @@ gaps15)
   # fifteenth session: a decode step's kernels and the idle time between them, from Nsight Systems' trace of the graph
   # replays (--cuda-graph-trace=node), M1-3B at batch 64, context 256 and 4096 (bench/nsys-gaps.py)
   quick_build
+  nsys=$(command -v nsys || ls /opt/nvidia/nsight-compute/*/host/target-linux-x64/nsys 2>/dev/null | head -1)
   for c in ${CONTEXTS:-256 4096}; do
-    timeout 120 nsys profile --cuda-graph-trace=node --trace=cuda --sample=none -o /tmp/dec$c -f true node dist/bench/decode.js --zero-weights \
+    timeout 120 $nsys profile --cuda-graph-trace=node --trace=cuda --sample=none -o /tmp/dec$c -f true node dist/bench/decode.js --zero-weights \
       --backend cuda --steps 6 --graphs --models m1-3b --batches ${B:-64} --contexts $c --lengths 0 --length-batch 64 --name decode-nsys-$c-gaps15 > "$OUT/decode-nsys-$c.txt" 2>&1
     echo "nsys $c rc=$?"
-    nsys stats --report cuda_gpu_trace --format csv -o /tmp/dec$c /tmp/dec$c.nsys-rep > /dev/null 2>&1
+    $nsys stats --report cuda_gpu_trace --format csv -o /tmp/dec$c /tmp/dec$c.nsys-rep > "$OUT/nsys-stats-$c.txt" 2>&1; ls /tmp/dec$c*
     python3 bench/nsys-gaps.py /tmp/dec${c}_cuda_gpu_trace.csv --json "$OUT/nsys-gaps-m1-b${B:-64}-ctx$c.json" > "$OUT/nsys-gaps-ctx$c.txt" 2>&1
     cat "$OUT/nsys-gaps-ctx$c.txt" | head -45
   done
