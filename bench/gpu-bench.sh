@@ -692,8 +692,10 @@ gaps15)
     timeout 120 $nsys profile --cuda-graph-trace=node --trace=cuda --sample=none -o /tmp/dec$c -f true node dist/bench/decode.js --zero-weights \
       --backend cuda --steps 6 --graphs --models m1-3b --batches ${B:-64} --contexts $c --lengths 0 --length-batch 64 --name decode-nsys-$c-gaps15 > "$OUT/decode-nsys-$c.txt" 2>&1
     echo "nsys $c rc=$?"
-    $nsys stats --report cuda_gpu_trace --format csv -o /tmp/dec$c /tmp/dec$c.nsys-rep > "$OUT/nsys-stats-$c.txt" 2>&1; ls /tmp/dec$c*
-    python3 bench/nsys-gaps.py /tmp/dec${c}_cuda_gpu_trace.csv --json "$OUT/nsys-gaps-m1-b${B:-64}-ctx$c.json" > "$OUT/nsys-gaps-ctx$c.txt" 2>&1
+    # Nsight Compute's copy of nsys has no importer on its path: the raw stream → report → SQLite by hand
+    [ -f /tmp/dec$c.nsys-rep ] || $(ls /opt/nvidia/nsight-compute/*/host/linux-desktop-glibc_2_11_3-x64/QdstrmImporter | head -1) -i /tmp/dec$c.qdstrm > "$OUT/nsys-import-$c.txt" 2>&1
+    $nsys export --type sqlite --force-overwrite true -o /tmp/dec$c.sqlite /tmp/dec$c.nsys-rep > "$OUT/nsys-export-$c.txt" 2>&1; ls /tmp/dec$c*
+    python3 bench/nsys-gaps.py /tmp/dec$c.sqlite --json "$OUT/nsys-gaps-m1-b${B:-64}-ctx$c.json" > "$OUT/nsys-gaps-ctx$c.txt" 2>&1
     cat "$OUT/nsys-gaps-ctx$c.txt" | head -45
   done
   el "all done"

@@ -5,7 +5,7 @@ decode steps replayed as CUDA graphs (`nsys profile --cuda-graph-trace=node`), s
 prints: kernels a step, the step's span (first start to last end), the time kernels ran, the idle time between
 consecutive kernels (total, mean, by the kind of the kernel that follows), and each kernel kind's in-graph time.
 
-    python3 bench/nsys-gaps.py TRACE.csv [--last k_argmax_combine] [--steps 3] [--json OUT.json]
+    python3 bench/nsys-gaps.py TRACE.csv|TRACE.sqlite [--last k_argmax_combine] [--steps 3] [--json OUT.json]
 """
 import argparse
 import csv
@@ -23,15 +23,10 @@ def kind(name: str) -> str:
     return m.group(1) if m else name[:48]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("trace")
-    ap.add_argument("--last", default="k_argmax_combine", help="the name of each step's last kernel")
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--json")
-    a = ap.parse_args()
+def read_csv(path: str) -> list:
+    """(start ns, duration ns, name) of each kernel in `nsys stats --report cuda_gpu_trace --format csv` output"""
     rows = []
-    with open(a.trace, newline="") as f:
+    with open(path, newline="") as f:
         for r in csv.DictReader(f):
             name = r.get("Name") or r.get("name") or ""
             start, dur = r.get("Start (ns)"), r.get("Duration (ns)")
@@ -40,6 +35,27 @@ def main() -> None:
             if "[CUDA mem" in name or "memcpy" in name.lower() or "memset" in name.lower():
                 continue
             rows.append((int(float(start)), int(float(dur)), name))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("trace")
+    ap.add_argument("--last", default="k_argmax_combine", help="the name of each step's last kernel")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    rows = []
+    if a.trace.endswith(".sqlite"):  # `nsys export --type sqlite`: the kernel activity table
+        import sqlite3
+
+        db = sqlite3.connect(a.trace)
+        for start, dur, name in db.execute(
+            "SELECT k.start, k.end - k.start, s.value FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s ON k.demangledName = s.id"
+        ):
+            rows.append((int(start), int(dur), name))
+    else:
+        rows = read_csv(a.trace)
     rows.sort()
     ends = [i for i, r in enumerate(rows) if a.last in r[2]]
     if len(ends) < a.steps + 1:
