@@ -683,23 +683,6 @@ record14)
   DECODE_NAME=decode-graphs-fourteenth decode_round
   pack fourteenth
   ;;
-gaps15)
-  # fifteenth session: a decode step's kernels and the idle time between them, from Nsight Systems' trace of the graph
-  # replays (--cuda-graph-trace=node), M1-3B at batch 64, context 256 and 4096 (bench/nsys-gaps.py)
-  quick_build
-  nsys=$(command -v nsys || ls /opt/nvidia/nsight-compute/*/host/target-linux-x64/nsys 2>/dev/null | head -1)
-  for c in ${CONTEXTS:-256 4096}; do
-    timeout 120 $nsys profile --cuda-graph-trace=node --trace=cuda --sample=none -o /tmp/dec$c -f true node dist/bench/decode.js --zero-weights \
-      --backend cuda --steps 6 --graphs --models m1-3b --batches ${B:-64} --contexts $c --lengths 0 --length-batch 64 --name decode-nsys-$c-gaps15 > "$OUT/decode-nsys-$c.txt" 2>&1
-    echo "nsys $c rc=$?"
-    # Nsight Compute's copy of nsys has no importer on its path: the raw stream → report → SQLite by hand
-    [ -f /tmp/dec$c.nsys-rep ] || $(ls /opt/nvidia/nsight-compute/*/host/linux-desktop-glibc_2_11_3-x64/QdstrmImporter | head -1) -i /tmp/dec$c.qdstrm > "$OUT/nsys-import-$c.txt" 2>&1
-    $nsys export --type sqlite --force-overwrite true -o /tmp/dec$c.sqlite /tmp/dec$c.nsys-rep > "$OUT/nsys-export-$c.txt" 2>&1; ls /tmp/dec$c*
-    python3 bench/nsys-gaps.py /tmp/dec$c.sqlite --json "$OUT/nsys-gaps-m1-b${B:-64}-ctx$c.json" > "$OUT/nsys-gaps-ctx$c.txt" 2>&1
-    cat "$OUT/nsys-gaps-ctx$c.txt" | head -45
-  done
-  el "all done"
-  ;;
 check15)
   # fifteenth session, the final code (the skinny-product kernel measured in dev15 / dev15b / dev15c and removed: the
   # native code is check14's): all CUDA tests, then decode with graphs (m1 + llama) at batch 8 … 512, context 256 / 4096
