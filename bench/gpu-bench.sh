@@ -683,6 +683,22 @@ record14)
   DECODE_NAME=decode-graphs-fourteenth decode_round
   pack fourteenth
   ;;
+pdl15)
+  # fifteenth session: the decode step's own kernels launched as programmatic dependents (pdl.cuh) — all CUDA tests,
+  # then decode with graphs with PDL and without (M1_PDL=0), two rounds alternating, then the training step with PDL
+  quick_build
+  cuda_tests
+  for r in 1 2; do
+    for p in 1 0; do
+      echo "M1_PDL=$p round $r"
+      M1_PDL=$p DECODE_NAME=decode-pdl$p-r$r-${NAME:-pdl15} BATCHES=${BATCHES:-8,64,128,256,512} decode_round
+      mv "$OUT/decode-graphs.txt" "$OUT/decode-pdl$p-r$r.txt"
+    done
+  done
+  [ "${TRAIN:-1}" = 1 ] && train_step ${NAME:-pdl15}
+  pack ${NAME:-pdl15}
+  el "all done"
+  ;;
 check15)
   # fifteenth session, the final code (the skinny-product kernel measured in dev15 / dev15b / dev15c and removed: the
   # native code is check14's): all CUDA tests, then decode with graphs (m1 + llama) at batch 8 … 512, context 256 / 4096

@@ -42,6 +42,7 @@
 #include "kernels.h"
 #include "mma.cuh"
 #include "runtime.h"
+#include "pdl.cuh"
 #include "warp.cuh"
 
 namespace {
@@ -120,6 +121,7 @@ __global__ void __launch_bounds__(kThreads, 3) k_decode_partial(float* __restric
                                                              const float* __restrict__ q, const E* __restrict__ kc, const E* __restrict__ vc,
                                                              const int* __restrict__ bt, int maxBlocks, const int* __restrict__ seqLens,
                                                              int Hq, int Hkv, int Dh, int bsz, float scale, int TR, int nChunks) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   constexpr int EPV = Pack<E>::kElems;
   const int i = blockIdx.x / nChunks, c = blockIdx.x % nChunks, g = blockIdx.y;
   const int group = Hq / Hkv, hFirst = blockIdx.z * kHeads, h0 = g * group + hFirst;
@@ -340,6 +342,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, 2)
     k_decode_partial_tc(float* __restrict__ out, float* __restrict__ opart, float* __restrict__ ml, const float* __restrict__ q,
                         const __nv_bfloat16* __restrict__ kc, const __nv_bfloat16* __restrict__ vc, const int* __restrict__ bt,
                         int maxBlocks, const int* __restrict__ seqLens, int Hq, int Hkv, int bsz, float scale, int nChunks) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   using S = TcSmem<DH>;
   constexpr int LD = S::LD, NT = DH / 8, V = DH / 8;  // n-tiles of O; 16-byte vectors per row
   const int i = blockIdx.x / nChunks, c = blockIdx.x % nChunks, g = blockIdx.y;
@@ -548,6 +551,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, 2)
 /** pass 2: a warp per (sequence, q head), lanes over the head dim (Dh ≤ 256: 8 per lane) */
 __global__ void k_decode_combine(float* __restrict__ out, const float* __restrict__ opart, const float* __restrict__ ml,
                                  const int* __restrict__ seqLens, int n, int Hq, int Dh, int TR, int nChunks) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   const int64_t w = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (w >= (int64_t)n * Hq) return;
@@ -632,13 +636,13 @@ cudaError_t launchSplit(const Plan& p, float* out, float* scratch, const float* 
       if (p.tc == 64) {
         e = m1AllowSmem(k_decode_partial_tc<64>, p.smem, ready64);
         if (e == cudaSuccess)
-          k_decode_partial_tc<64><<<grid, kTcWarps * 32, p.smem, s>>>(out, opart, ml, q, k, v, bt, maxBlocks, seqLens, Hq, Hkv, bsz, scale,
-                                                                     p.nChunks);
+          e = pdlLaunch(k_decode_partial_tc<64>, grid, kTcWarps * 32, p.smem, s, out, opart, ml, q, k, v, bt, maxBlocks, seqLens, Hq, Hkv, bsz,
+                        scale, p.nChunks);
       } else {
         e = m1AllowSmem(k_decode_partial_tc<128>, p.smem, ready128);
         if (e == cudaSuccess)
-          k_decode_partial_tc<128><<<grid, kTcWarps * 32, p.smem, s>>>(out, opart, ml, q, k, v, bt, maxBlocks, seqLens, Hq, Hkv, bsz,
-                                                                      scale, p.nChunks);
+          e = pdlLaunch(k_decode_partial_tc<128>, grid, kTcWarps * 32, p.smem, s, out, opart, ml, q, k, v, bt, maxBlocks, seqLens, Hq, Hkv,
+                        bsz, scale, p.nChunks);
       }
     }
   }
@@ -646,14 +650,14 @@ cudaError_t launchSplit(const Plan& p, float* out, float* scratch, const float* 
     static bool ready = false;  // per cache type: shared memory above 48 KiB and the carveout for several blocks per SM
     e = m1AllowSmem(k_decode_partial<E>, kSmemCap, ready);
     if (e == cudaSuccess)
-      k_decode_partial<E><<<grid, kThreads, p.smem, s>>>(out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq, Hkv,
-                                                         Dh, bsz, scale, p.tile, p.nChunks);
+      e = pdlLaunch(k_decode_partial<E>, grid, kThreads, p.smem, s, out, opart, ml, q, (const E*)kc, (const E*)vc, bt, maxBlocks, seqLens, Hq,
+                    Hkv, Dh, bsz, scale, p.tile, p.nChunks);
   }
   if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess || direct) return e;
   const int64_t threads = (int64_t)n * Hq * 32;
-  k_decode_combine<<<(unsigned)((threads + 127) / 128), 128, 0, s>>>(out, opart, ml, seqLens, n, Hq, Dh, p.tile, p.nChunks);
-  return cudaGetLastError();
+  e = pdlLaunch(k_decode_combine, (unsigned)((threads + 127) / 128), 128, 0, s, out, opart, ml, seqLens, n, Hq, Dh, p.tile, p.nChunks);
+  return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 }  // namespace

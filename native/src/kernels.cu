@@ -14,6 +14,7 @@
 #include "kernels.h"
 #include "flash_attention.h"
 #include "runtime.h"
+#include "pdl.cuh"
 #include "warp.cuh"
 #include "async_copy.cuh"
 #include <algorithm>
@@ -79,7 +80,10 @@ struct WeightF {
 // ------------------------------------------------------------------------------------------------
 // memory / elementwise
 
-__global__ void k_cast_f32_bf16(__nv_bfloat16* d, const float* s, int64_t n) { GRID_STRIDE(i, n) d[i] = __float2bfloat16_rn(s[i]); }
+__global__ void k_cast_f32_bf16(__nv_bfloat16* d, const float* s, int64_t n) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
+  GRID_STRIDE(i, n) d[i] = __float2bfloat16_rn(s[i]);
+}
 __global__ void k_cast_bf16_f32(float* d, const __nv_bfloat16* s, int64_t n) { GRID_STRIDE(i, n) d[i] = __bfloat162float(s[i]); }
 __global__ void k_fill_f32(float* d, float v, int64_t n) { GRID_STRIDE(i, n) d[i] = v; }
 __global__ void k_fill_bf16(__nv_bfloat16* d, __nv_bfloat16 v, int64_t n) { GRID_STRIDE(i, n) d[i] = v; }
@@ -233,6 +237,7 @@ __device__ __forceinline__ int64_t tileRowStep() { return (int64_t)gridDim.y * b
 template <typename E>
 __global__ void k_copy_cols(E* __restrict__ dst, int64_t ds, int64_t doff, const E* __restrict__ src, int64_t ss, int64_t soff, int64_t rows,
                             int64_t w) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   const int64_t j = tileCol();
   if (j >= w) return;
   const int64_t step = tileRowStep();
@@ -507,6 +512,7 @@ __device__ __forceinline__ float4 load4(const __nv_bfloat16* p, int64_t i4) { re
  * reads gate and up as f32 or bf16 (IT: a bf16 model's gate / up outputs) */
 template <typename OT, typename IT>
 __global__ void k_swiglu4(OT* h, const IT* g, const IT* u, int64_t n4) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   GRID_STRIDE(i, n4) {
     const float4 a = load4(g, i), b = load4(u, i);
     storeOut4(h, i, make_float4(siluf(a.x) * b.x, siluf(a.y) * b.y, siluf(a.z) * b.z, siluf(a.w) * b.w));
@@ -525,6 +531,7 @@ __global__ void k_swiglu_bwd4(OT* dg, OT* du, const float4* dh, const float4* g,
 template <int V>
 __global__ void k_copy_cols_bf16(__nv_bfloat16* __restrict__ dst, int64_t ds, int64_t doff, const float* __restrict__ src, int64_t ss,
                                  int64_t soff, int64_t rows, int64_t w) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   const int64_t j = tileCol();
   if (j >= w) return;
   const int64_t step = tileRowStep();
@@ -544,6 +551,7 @@ constexpr int kAddNormThreads = 256;
 template <typename OT, int VPT>
 __global__ void __launch_bounds__(kAddNormThreads) k_add_rmsnorm4(float4* h, OT* y, float* rstd, const float4* x, const float4* r, WeightF w,
                                                                   int D4, float eps) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   __shared__ float sh[32];
   const int64_t o = (int64_t)blockIdx.x * D4;
   float4 v[VPT];
@@ -591,6 +599,7 @@ __host__ __forceinline__ bool fourWide(int64_t n, std::initializer_list<const vo
 constexpr int64_t kRopeBlocks = 4096;  // at most; each block then takes several tokens
 __global__ void k_rope(float* __restrict__ out, const float* __restrict__ x, const int* __restrict__ pos, const float* __restrict__ invFreq,
                        int64_t n, int H, int Dh, int inverse) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   const int half = Dh / 2;
   for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
     const float p = (float)pos[t];
@@ -769,6 +778,7 @@ __global__ void k_attention_bwd_dkdv(float* dk, float* dv, const float* Dbuf, co
 
 template <typename E>
 __global__ void k_kv_cache_write(E* kc, E* vc, const float* k, const float* v, const int* slots, int64_t n, int64_t row) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   GRID_STRIDE(e, n * row) {
     int64_t i = e / row, j = e % row;
     int slot = slots[i];
@@ -1484,6 +1494,7 @@ template <int N4, int KC, typename OT, typename ST, typename PT>
 __global__ void __launch_bounds__(kDecodeThreads, 4) k_mamba1_decode_step(OT* y, const PT* proj, const float* deltaLow,
     WeightF dtBias, ST* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   constexpr int N = 4 * N4, CPB = 32 / N4;  // states per channel; channels per pass
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;
   const int lane = threadIdx.x & 31, j = lane & (N4 - 1), sub = lane / N4;  // in a pass: float4 j of channel c0 + i·CPB + sub
@@ -1542,6 +1553,7 @@ template <int N4, int KC, typename OT, typename ST, typename PT>
 __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* y, const PT* proj, const float* deltaLow,
     WeightF dtBias, ST* convSt, WeightF convW, WeightF convBias, const float* aLog, WeightF D, ST* ssmSt,
     const int* slots, int nTok, int Di, int dXb, int P, int Kr) {
+  pdlStart();  // launched by pdlLaunch (pdl.cuh)
   constexpr int N = 4 * N4, CPB = 32 / N4;
   extern __shared__ float4 stage[];  // per warp: a2 [N4 passes][32 lanes], then h [N4][32], then B, C [32 / N groups][N4]
   const int K = KC > 0 ? KC : Kr, r = Di / dXb;
@@ -2591,8 +2603,8 @@ cudaError_t launchPaged(float* out, const float* q, const void* kc, const void* 
 extern "C" {
 
 cudaError_t m1_cast_f32_bf16(void* d, const float* s_, int64_t n, cudaStream_t s) {
-  k_cast_f32_bf16<<<gridFor(n), kThreads, 0, s>>>((__nv_bfloat16*)d, s_, n);
-  return lastError();
+  const cudaError_t e = pdlLaunch(k_cast_f32_bf16, gridFor(n), kThreads, 0, s, (__nv_bfloat16*)d, s_, n);
+  return e != cudaSuccess ? e : lastError();
 }
 cudaError_t m1_cast_bf16_f32(float* d, const void* s_, int64_t n, cudaStream_t s) {
   k_cast_bf16_f32<<<gridFor(n), kThreads, 0, s>>>(d, (const __nv_bfloat16*)s_, n);
@@ -2682,13 +2694,10 @@ cudaError_t m1_copy_cols(void* dst, int64_t ds, int64_t doff, const void* src, i
   const int64_t k = unit / elemBytes;  // elements per unit
   const RowTiles t = rowTiles(rows, w / k);
 #define M1_COPY_COLS(E) \
-  k_copy_cols<E><<<t.grid, t.block, 0, s>>>(static_cast<E*>(dst), ds / k, doff / k, static_cast<const E*>(src), ss / k, soff / k, rows, w / k)
-  if (unit == 16) M1_COPY_COLS(uint4);
-  else if (unit == 8) M1_COPY_COLS(uint2);
-  else if (unit == 4) M1_COPY_COLS(uint32_t);
-  else M1_COPY_COLS(uint16_t);
+  pdlLaunch(k_copy_cols<E>, t.grid, t.block, 0, s, static_cast<E*>(dst), ds / k, doff / k, static_cast<const E*>(src), ss / k, soff / k, rows, w / k)
+  const cudaError_t e = unit == 16 ? M1_COPY_COLS(uint4) : unit == 8 ? M1_COPY_COLS(uint2) : unit == 4 ? M1_COPY_COLS(uint32_t) : M1_COPY_COLS(uint16_t);
 #undef M1_COPY_COLS
-  return lastError();
+  return e != cudaSuccess ? e : lastError();
 }
 cudaError_t m1_copy_cols_bf16(void* dst, int64_t ds, int64_t doff, const float* src, int64_t ss, int64_t soff, int64_t rows, int64_t w,
                               cudaStream_t s) {
@@ -2696,10 +2705,12 @@ cudaError_t m1_copy_cols_bf16(void* dst, int64_t ds, int64_t doff, const float* 
   __nv_bfloat16* d = static_cast<__nv_bfloat16*>(dst);
   if ((ds | doff | ss | soff | w) % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
     const RowTiles t = rowTiles(rows, w / 4);
-    k_copy_cols_bf16<4><<<t.grid, t.block, 0, s>>>(d, ds / 4, doff / 4, src, ss / 4, soff / 4, rows, w / 4);
+    const cudaError_t e = pdlLaunch(k_copy_cols_bf16<4>, t.grid, t.block, 0, s, d, ds / 4, doff / 4, src, ss / 4, soff / 4, rows, w / 4);
+    if (e != cudaSuccess) return e;
   } else {
     const RowTiles t = rowTiles(rows, w);
-    k_copy_cols_bf16<1><<<t.grid, t.block, 0, s>>>(d, ds, doff, src, ss, soff, rows, w);
+    const cudaError_t e = pdlLaunch(k_copy_cols_bf16<1>, t.grid, t.block, 0, s, d, ds, doff, src, ss, soff, rows, w);
+    if (e != cudaSuccess) return e;
   }
   return lastError();
 }
@@ -2762,8 +2773,9 @@ cudaError_t m1_swiglu(void* h, int outBf16, const void* g, const void* u, int in
     const auto run = [&](auto* in) {
       using IT = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;
       const IT *g4 = static_cast<const IT*>(g), *u4 = static_cast<const IT*>(u);
-      if (outBf16) k_swiglu4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(h), g4, u4, n / 4);
-      else k_swiglu4<<<gridFor(n / 4), kThreads, 0, s>>>(static_cast<float*>(h), g4, u4, n / 4);
+      // (a launch error is also the runtime's last error, returned below)
+      if (outBf16) (void)pdlLaunch(k_swiglu4<__nv_bfloat16, IT>, gridFor(n / 4), kThreads, 0, s, static_cast<__nv_bfloat16*>(h), g4, u4, n / 4);
+      else (void)pdlLaunch(k_swiglu4<float, IT>, gridFor(n / 4), kThreads, 0, s, static_cast<float*>(h), g4, u4, n / 4);
     };
     if (inBf16) run(static_cast<const __nv_bfloat16*>(nullptr));
     else run(static_cast<const float*>(nullptr));
@@ -2783,15 +2795,12 @@ cudaError_t m1_add_rmsnorm(float* h, void* y, int outBf16, float* rstd, const fl
     float4* h4 = reinterpret_cast<float4*>(h);
     const float4 *x4 = reinterpret_cast<const float4*>(x), *r4 = reinterpret_cast<const float4*>(r);
 #define M1_ADD_NORM4(V)                                                                                                           \
-  (outBf16 ? k_add_rmsnorm4<__nv_bfloat16, V><<<(unsigned)rows, kAddNormThreads, 0, s>>>(h4, static_cast<__nv_bfloat16*>(y), rstd, x4, r4, wf, \
-                                                                                         (int)D4, eps)                                  \
-           : k_add_rmsnorm4<float, V><<<(unsigned)rows, kAddNormThreads, 0, s>>>(h4, static_cast<float*>(y), rstd, x4, r4, wf, (int)D4, eps))
-    if (vpt == 1) M1_ADD_NORM4(1);
-    else if (vpt == 2) M1_ADD_NORM4(2);
-    else if (vpt == 3) M1_ADD_NORM4(3);
-    else M1_ADD_NORM4(4);
+  (outBf16 ? pdlLaunch(k_add_rmsnorm4<__nv_bfloat16, V>, (unsigned)rows, kAddNormThreads, 0, s, h4, static_cast<__nv_bfloat16*>(y), rstd, x4, \
+                       r4, wf, (int)D4, eps)                                                                                      \
+           : pdlLaunch(k_add_rmsnorm4<float, V>, (unsigned)rows, kAddNormThreads, 0, s, h4, static_cast<float*>(y), rstd, x4, r4, wf, (int)D4, eps))
+    const cudaError_t e = vpt == 1 ? M1_ADD_NORM4(1) : vpt == 2 ? M1_ADD_NORM4(2) : vpt == 3 ? M1_ADD_NORM4(3) : M1_ADD_NORM4(4);
 #undef M1_ADD_NORM4
-    return lastError();
+    return e != cudaSuccess ? e : lastError();
   }
   if (outBf16) k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<__nv_bfloat16*>(y), rstd, x, r, wf, D, eps);
   else k_add_rmsnorm<<<(unsigned)rows, kThreads, 0, s>>>(h, static_cast<float*>(y), rstd, x, r, wf, D, eps);
@@ -2817,8 +2826,9 @@ cudaError_t m1_rope(float* out, const float* x, const int* pos, const float* inv
   // threads: x over the Dh / 2 pairs (a power of two from 32 up), y over the heads; blocks over the tokens
   unsigned tx = 32;
   while (tx < (unsigned)kThreads && (int64_t)tx < Dh / 2) tx *= 2;
-  k_rope<<<(unsigned)std::min<int64_t>(n, kRopeBlocks), dim3(tx, kThreads / tx), 0, s>>>(out, x, pos, invFreq, n, (int)H, (int)Dh, inverse);
-  return lastError();
+  const cudaError_t e = pdlLaunch(k_rope, (unsigned)std::min<int64_t>(n, kRopeBlocks), dim3(tx, kThreads / tx), 0, s, out, x, pos, invFreq, n,
+                                  (int)H, (int)Dh, inverse);
+  return e != cudaSuccess ? e : lastError();
 }
 cudaError_t m1_attention(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg, int B, int T, int Hq,
                          int Hkv, int Dh, float scale, int bf16, cudaStream_t s) {
@@ -2844,11 +2854,10 @@ cudaError_t m1_attention_bwd(float* dq, float* dk, float* dv, float* Dbuf, const
 cudaError_t m1_kv_cache_write(void* kc, void* vc, int bf16, const float* k, const float* v, const int* slots, int64_t n, int64_t row,
                               cudaStream_t s) {
   if (n * row == 0) return cudaSuccess;
-  if (bf16)
-    k_kv_cache_write<__nv_bfloat16><<<gridFor(n * row), kThreads, 0, s>>>((__nv_bfloat16*)kc, (__nv_bfloat16*)vc, k, v, slots, n, row);
-  else
-    k_kv_cache_write<float><<<gridFor(n * row), kThreads, 0, s>>>((float*)kc, (float*)vc, k, v, slots, n, row);
-  return lastError();
+  const cudaError_t e = bf16 ? pdlLaunch(k_kv_cache_write<__nv_bfloat16>, gridFor(n * row), kThreads, 0, s, (__nv_bfloat16*)kc, (__nv_bfloat16*)vc,
+                                         k, v, slots, n, row)
+                             : pdlLaunch(k_kv_cache_write<float>, gridFor(n * row), kThreads, 0, s, (float*)kc, (float*)vc, k, v, slots, n, row);
+  return e != cudaSuccess ? e : lastError();
 }
 cudaError_t m1_paged_decode(float* out, const float* q, const void* kc, const void* vc, int bf16, const int* bt, int maxBlocks,
                             const int* seqLens, int n, int Hq, int Hkv, int Dh, int bsz, float scale, cudaStream_t s) {
@@ -3071,12 +3080,13 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const void* proj_, int p
       smemCarveout<N4, KC, OT, ST, PT>();
       const auto k = k_mamba1_decode_step_smem<N4, KC, OT, ST, PT>;
       const size_t bytes = smemBytes(N4);
-      k<<<gridFor((const void*)k, bytes), kDecodeThreads, bytes, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st, slots,
-                                                                     nTok, Di, dXb, P, K);
+      // (a launch error is also the runtime's last error, returned below)
+      (void)pdlLaunch(k, gridFor((const void*)k, bytes), kDecodeThreads, bytes, s, o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st,
+                      slots, nTok, Di, dXb, P, K);
     } else {
       const auto k = k_mamba1_decode_step<N4, KC, OT, ST, PT>;
-      k<<<gridFor((const void*)k, 0), kDecodeThreads, 0, s>>>(o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st, slots, nTok,
-                                                         Di, dXb, P, K);
+      (void)pdlLaunch(k, gridFor((const void*)k, 0), kDecodeThreads, 0, s, o, proj, deltaLow, dtBias, convSt, convW, convBias, aLog, D, st, slots,
+                      nTok, Di, dXb, P, K);
     }
   };
   const auto byWidth = [&](auto outTag, auto stTag, auto ptTag) {
