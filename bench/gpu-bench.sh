@@ -699,6 +699,20 @@ pdl15)
   pack ${NAME:-pdl15}
   el "all done"
   ;;
+record15)
+  # fifteenth session: the figures of the final code with their JSON (all CUDA tests, scan, the training step twice and a
+  # profiled one, prefill, decode with graphs at batch 8 … 512) packed into results.tgz
+  quick_build
+  cuda_tests
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-fifteenth > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  train_step fifteenth-a train-medium-a
+  train_step fifteenth-b train-medium-b
+  train_profile fifteenth
+  prefill_medium fifteenth
+  DECODE_NAME=decode-graphs-fifteenth BATCHES=${BATCHES:-8,64,128,256,512} decode_round
+  pack fifteenth
+  el "all done"
+  ;;
 check15)
   # fifteenth session, the final code (the skinny-product kernel measured in dev15 / dev15b / dev15c and removed: the
   # native code is check14's): all CUDA tests, then decode with graphs (m1 + llama) at batch 8 … 512, context 256 / 4096
