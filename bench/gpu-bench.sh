@@ -713,6 +713,14 @@ record15)
   pack fifteenth
   el "all done"
   ;;
+sweep15)
+  # fifteenth session: the record's decode sweep on the final code (m1 + llama, graphs, Llama's waves where its cache
+  # does not fit): batch 8 … 512 × context 256 … 4096, generated lengths, the 4096-token runs against Llama
+  quick_build
+  decode_sweep fifteenth
+  tar czf "$OUT/results.tgz" -C "$OUT" decode.txt -C "$PWD" $(ls bench/results/*sweep-fifteenth*.json bench/results/*sweep-fifteenth*.html 2>/dev/null)
+  el "all done"
+  ;;
 check15)
   # fifteenth session, the final code (the skinny-product kernel measured in dev15 / dev15b / dev15c and removed: the
   # native code is check14's): all CUDA tests, then decode with graphs (m1 + llama) at batch 8 … 512, context 256 / 4096
