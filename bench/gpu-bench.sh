@@ -154,6 +154,13 @@ ncu_scan() {  # every kernel of bench:scan's calls under Nsight Compute: time, i
     node dist/bench/scan.js --backend cuda --repeats 1 > "$OUT/ncu-scan.csv" 2> "$OUT/ncu-scan.err"; echo "ncu rc=$?"
   python3 bench/ncu-table.py "$OUT/ncu-scan.csv" | head -45
 }
+figures() {  # figures NAME: bench:scan, the training step in two processes, a profiled step, prefill — JSON *-NAME(-a, -b)
+  timeout 60 node dist/bench/scan.js --backend cuda --name scan-$1 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
+  train_step $1-a train-medium-a
+  train_step $1-b train-medium-b
+  train_profile $1
+  prefill_medium $1
+}
 decode_round() {  # decode with graphs, m1 + llama, at BATCHES × CONTEXTS (WEIGHTS: zero or random)
   timeout ${DECODE_S:-150} node dist/bench/decode.js --${WEIGHTS:-zero}-weights --backend cuda --steps 6 --graphs --name ${DECODE_NAME:-decode-graphs} \
     --batches ${BATCHES:-8,64,256,512} --length-batch 64 --lengths 0 --contexts ${CONTEXTS:-256,4096} ${DECODE_FLAGS:-} > "$OUT/decode-graphs.txt" 2>&1
@@ -653,11 +660,7 @@ final14)
   # training step in two processes, a profiled step, prefill
   quick_build
   cuda_tests
-  timeout 60 node dist/bench/scan.js --backend cuda --name scan-final14 > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
-  train_step final14-a train-medium-a
-  train_step final14-b train-medium-b
-  train_profile final14
-  prefill_medium final14
+  figures final14
   ;;
 final14b)
   # fourteenth session, the final code (the scan passes' step inputs through scanStepIn, the training MLP's gate and up
@@ -675,11 +678,7 @@ record14)
   # fourteenth session: the figures of the final code with their JSON (scan, the training step twice and a profiled one,
   # prefill, decode with graphs) packed into results.tgz
   quick_build
-  timeout 60 node dist/bench/scan.js --backend cuda --name scan-fourteenth > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
-  train_step fourteenth-a train-medium-a
-  train_step fourteenth-b train-medium-b
-  train_profile fourteenth
-  prefill_medium fourteenth
+  figures fourteenth
   DECODE_NAME=decode-graphs-fourteenth decode_round
   pack fourteenth
   ;;
@@ -704,11 +703,7 @@ record15)
   # profiled one, prefill, decode with graphs at batch 8 … 512) packed into results.tgz
   quick_build
   cuda_tests
-  timeout 60 node dist/bench/scan.js --backend cuda --name scan-fifteenth > "$OUT/scan.txt" 2>&1; echo "scan rc=$?"; grep -E "^ *(selective|causal)" "$OUT/scan.txt"
-  train_step fifteenth-a train-medium-a
-  train_step fifteenth-b train-medium-b
-  train_profile fifteenth
-  prefill_medium fifteenth
+  figures fifteenth
   DECODE_NAME=decode-graphs-fifteenth BATCHES=${BATCHES:-8,64,128,256,512} decode_round
   pack fifteenth
   el "all done"
