@@ -16,7 +16,7 @@ export interface DecodeResult {
     prompt: number; gen: number; lengthBatch: number; bandwidth: number; tflops: number;
     zeroWeights?: boolean; randomWeights?: boolean; graphs?: boolean; ssmDtype?: string; kvFill?: string; blockOrder?: string;
   };
-  points: Array<{ model: string; batch: number; context: number; fits?: boolean; stepMs?: number; tokensPerS?: number; rooflineFraction?: number; skipped?: string }>;
+  points: Array<{ model: string; batch: number; context: number; fits?: boolean; stepMs?: number; tokensPerS?: number; rooflineFraction?: number; skipped?: string; peakBytes?: number | null }>;
   batchSweep: Array<{ batch: number; gen: number; llamaSeconds: number | null; m1Seconds: number | null; speedup: number | null; llamaWaves?: { batch: number; waves: number; seconds: number }; speedupWaves?: number }>;
   lengthSweep: Array<{ batch: number; gen: number; llamaSeconds: number | null; m1Seconds: number | null; speedup: number | null }>;
 }
@@ -67,7 +67,7 @@ export function renderDecodeReport(r: DecodeResult): string {
     lineChart({ title: 'llama-3.2-3b step: fraction of roofline vs context', xLabel: 'context (tokens)', yLabel: 'of roofline', series: roofline('llama-3.2-3b'), xLog2: true }),
   ];
   const batchRows = r.batchSweep.map((b) => `<tr><th scope="row">${b.batch}</th><td>${b.llamaSeconds === null ? (b.llamaWaves ? `${fmt(b.llamaWaves.seconds)} (${b.llamaWaves.waves} × ${b.llamaWaves.batch})` : 'no fit') : fmt(b.llamaSeconds)}</td><td>${b.m1Seconds === null ? 'no fit' : fmt(b.m1Seconds)}</td><td>${b.speedup !== null ? `×${fmt(b.speedup, 2)}` : b.speedupWaves !== undefined ? `×${fmt(b.speedupWaves, 2)} (waves)` : '–'}</td><td>${b.m1Seconds === null ? '–' : fmt((b.batch * b.gen) / b.m1Seconds, 0)}</td></tr>`);
-  const stepRows = r.points.map((p) => `<tr><td>${escapeHtml(p.model)}</td><td>${p.batch}</td><td>${p.context}</td>${p.fits ? `<td>${fmt(p.stepMs, 2)}</td><td>${fmt(p.tokensPerS, 0)}</td><td>${fmt(100 * (p.rooflineFraction ?? NaN), 0)} %</td>` : `<td colspan="3">${p.skipped ? escapeHtml(`skipped (${p.skipped})`) : 'no fit'}</td>`}</tr>`);
+  const stepRows = r.points.map((p) => `<tr><td>${escapeHtml(p.model)}</td><td>${p.batch}</td><td>${p.context}</td>${p.fits ? `<td>${fmt(p.stepMs, 2)}</td><td>${fmt(p.tokensPerS, 0)}</td><td>${fmt(100 * (p.rooflineFraction ?? NaN), 0)} %</td><td>${p.peakBytes === undefined || p.peakBytes === null ? '–' : fmt(p.peakBytes / 2 ** 30, 1)}</td>` : `<td colspan="4">${p.skipped ? escapeHtml(`skipped (${p.skipped})`) : 'no fit'}</td>`}</tr>`);
   const title = `bench:decode (${r.backend})${r.date ? ` — ${r.date.slice(0, 10)}` : ''}`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
@@ -86,7 +86,7 @@ ${CHART_CSS}
 ${batchRows.join('\n')}
 </tbody></table>
 <h2>Every step measured</h2>
-<table><thead><tr><th>model</th><th>batch</th><th>context</th><th>ms / step</th><th>tokens/s</th><th>of roofline</th></tr></thead><tbody>
+<table><thead><tr><th>model</th><th>batch</th><th>context</th><th>ms / step</th><th>tokens/s</th><th>of roofline</th><th>peak GiB</th></tr></thead><tbody>
 ${stepRows.join('\n')}
 </tbody></table>
 </body></html>

@@ -130,6 +130,8 @@ function samplingNote(): string {
 }
 
 let profiler: OpProfiler | null = null;
+/** the backend's allocator statistics where it has them (cuda): each point's peak device memory */
+let memory: { memoryStats?: () => { peakReservedBytes: number }; resetPeakMemory?: () => void } = {};
 const profiles: Record<string, unknown>[] = [];
 
 interface Shape {
@@ -171,12 +173,17 @@ function roofline(s: Shape, B: number, L: number, bw: number, tf: number): { byt
   return { bytes, flops, seconds: Math.max(bytes / (bw * 1e12), flops / (tf * 1e12)) };
 }
 
-/** time one decode step of B sequences all at context L; null when the KV cache does not fit */
-function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, warmupS = 0): number | null {
+/**
+ * time one decode step of B sequences all at context L; null when the KV cache does not fit. peakBytes: the most device
+ * memory the allocator held during the point (weights, the state pool, activations, the graph's pool), where the
+ * backend reports it
+ */
+function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, warmupS = 0): { secs: number; peakBytes: number | null } | null {
   const bs = o.blockSize;
   const blocksPerSeq = Math.ceil((L + o.steps + 4) / bs);
   const kvBytes = s.attnLayers > 0 ? B * blocksPerSeq * bs * s.kvBytesPerToken : 0;
   if (kvBytes + B * s.stateBytesPerSeq > o.memGib * 2 ** 30) return null;
+  memory.resetPeakMemory?.();
   // tidy: a pool that fails to allocate half-way must not leak what it did allocate
   const states = be.tidy(() => model.allocateState({ slots: B, kvBlocks: Math.max(1, B * blocksPerSeq), blockSize: bs, kvDType: 'bf16', ssmDType: o.ssmDtype }));
   let graph: StepGraph | null = null;
@@ -232,6 +239,7 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
     const t0 = performance.now();
     for (let k = 0; k < o.steps; k++) run(L + k);
     const secs = (performance.now() - t0) / 1000 / o.steps;
+    const peakBytes = memory.memoryStats?.().peakReservedBytes ?? null;
     if (profiler) {
       // host time: how long JavaScript takes to issue one step (the GPU runs behind it); if it is close to
       // the step time, the step is launch-bound
@@ -256,7 +264,7 @@ function stepTime(be: Backend, model: CausalLM, s: Shape, B: number, L: number, 
       process.stderr.write(`profile B=${B} L=${L}: step ${(secs * 1000).toFixed(2)} ms, host issue ${(host / o.steps).toFixed(2)} ms, sum of synced ops ${total.toFixed(2)} ms\n`);
       for (const e of ops.slice(0, 18)) process.stderr.write(`  ${e.msPerStep.toFixed(3).padStart(8)} ms  ${String(e.callsPerStep).padStart(4)}×  ${e.op}\n`);
     }
-    return secs;
+    return { secs, peakBytes };
   } finally {
     (graph as StepGraph | null)?.dispose();
     for (const st of states) for (const t of Object.values(st)) if (typeof t === 'object') (t as { dispose(): void }).dispose();
@@ -306,6 +314,7 @@ async function main() {
   if (o.graphs && !inner.captureStepGraph) fail(`--graphs: the ${o.backend} backend cannot record graphs (use --backend cuda)`);
   if (sampling && !inner.sampleRows) fail(`--temperature / --top-p: the ${o.backend} backend has no sampleRows`);
   if (o.profile) profiler = new OpProfiler(inner);
+  memory = inner as typeof memory;
   const be = profiler ? profiler.be : inner;
   const result: Record<string, unknown> = { backend: o.backend, options: o, method: 'step time measured at contexts, latency integrated over the generated length; prefill excluded' };
   const perModel: Record<string, { shape: Shape; points: Record<number, [number, number][]> }> = {};
@@ -327,39 +336,41 @@ async function main() {
       for (const L of contexts) {
         if (B !== o.lengthBatch && L > Math.max(...o.contexts)) continue;
         if ((performance.now() - started) / 1000 > o.budgetS) {
-          rows.push([name, B, L, 'skipped (time budget)', '', '', '', '']);
+          rows.push([name, B, L, 'skipped (time budget)', '', '', '', '', '']);
           pointsJson.push({ model: name, batch: B, context: L, skipped: 'time budget' });
           continue;
         }
-        let secs: number | null;
+        let timed: { secs: number; peakBytes: number | null } | null;
         try {
-          secs = stepTime(be, model, s, B, L, B === batches[0] && L === contexts[0] ? o.warmupS : 0);
+          timed = stepTime(be, model, s, B, L, B === batches[0] && L === contexts[0] ? o.warmupS : 0);
         } catch (e) {
           if (!/out of memory/i.test((e as Error).message)) throw e;
-          secs = null; // the allocator could not place the cache: the same verdict as the estimate
+          timed = null; // the allocator could not place the cache: the same verdict as the estimate
           const ms = (be as { memoryStats?: () => unknown }).memoryStats?.();
           process.stderr.write(`${name} B=${B} L=${L}: out of memory (${(e as Error).message.split('\n')[0]}); allocator ${JSON.stringify(ms)}\n`);
         }
         emptyCache(be);
         const roof = roofline(s, B, L, o.bandwidth, o.tflops);
-        if (secs === null) {
-          rows.push([name, B, L, 'no fit', '', '', '', '']);
+        if (timed === null) {
+          rows.push([name, B, L, 'no fit', '', '', '', '', '']);
           pointsJson.push({ model: name, batch: B, context: L, fits: false });
           continue;
         }
+        const { secs, peakBytes } = timed;
         points[B].push([L, secs]);
         const frac = roof.seconds / secs;
-        rows.push([name, B, L, secs * 1000, B / secs, roof.bytes / 1e9, roof.seconds * 1000, `${(100 * frac).toFixed(0)}%`]);
-        pointsJson.push({ model: name, batch: B, context: L, fits: true, stepMs: secs * 1000, tokensPerS: B / secs, bytes: roof.bytes, flops: roof.flops, rooflineMs: roof.seconds * 1000, rooflineFraction: frac });
-        process.stderr.write(`${name} B=${B} L=${L}: ${(secs * 1000).toFixed(2)} ms/step, ${(B / secs).toFixed(0)} tok/s, ${(100 * frac).toFixed(0)}% of roofline${samplingNote()}\n`);
+        const peak = peakBytes === null ? '-' : (peakBytes / 2 ** 30).toFixed(1);
+        rows.push([name, B, L, secs * 1000, B / secs, roof.bytes / 1e9, roof.seconds * 1000, `${(100 * frac).toFixed(0)}%`, peak]);
+        pointsJson.push({ model: name, batch: B, context: L, fits: true, stepMs: secs * 1000, tokensPerS: B / secs, bytes: roof.bytes, flops: roof.flops, rooflineMs: roof.seconds * 1000, rooflineFraction: frac, peakBytes });
+        process.stderr.write(`${name} B=${B} L=${L}: ${(secs * 1000).toFixed(2)} ms/step, ${(B / secs).toFixed(0)} tok/s, ${(100 * frac).toFixed(0)}% of roofline, peak ${peak} GiB${samplingNote()}\n`);
       }
     }
     perModel[name] = { shape: s, points };
     model.params().forEach(([, p]) => p.value.dispose());
     emptyCache(be);
   }
-  console.log(`decode step (${o.backend}, ${o.ssmDtype} Mamba states); roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s)`);
-  console.log(table(['model', 'batch', 'context', 'ms/step', 'tokens/s', 'GB/step', 'roofline ms', 'of roofline'], rows));
+  console.log(`decode step (${o.backend}, ${o.ssmDtype} Mamba states); roofline = max(bytes / ${o.bandwidth} TB/s, FLOPs / ${o.tflops} TFLOP/s); peak GiB: the most device memory the allocator held during the point, weights included`);
+  console.log(table(['model', 'batch', 'context', 'ms/step', 'tokens/s', 'GB/step', 'roofline ms', 'of roofline', 'peak GiB'], rows));
 
   const latency = (name: string, B: number, G: number) => {
     const pts = perModel[name]!.points[B] ?? [];

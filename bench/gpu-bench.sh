@@ -710,10 +710,11 @@ record15)
   ;;
 sweep15)
   # fifteenth session: the record's decode sweep on the final code (m1 + llama, graphs, Llama's waves where its cache
-  # does not fit): batch 8 … 512 × context 256 … 4096, generated lengths, the 4096-token runs against Llama
+  # does not fit): batch 8 … 512 × context 256 … 4096, generated lengths, the 4096-token runs against Llama; NAME=fifteenth-b
+  # after bench:decode gained its peak-memory column
   quick_build
-  decode_sweep fifteenth
-  tar czf "$OUT/results.tgz" -C "$OUT" decode.txt -C "$PWD" $(ls bench/results/*sweep-fifteenth*.json bench/results/*sweep-fifteenth*.html 2>/dev/null)
+  decode_sweep ${NAME:-fifteenth}
+  tar czf "$OUT/results.tgz" -C "$OUT" decode.txt -C "$PWD" $(ls bench/results/*sweep-${NAME:-fifteenth}-*.json bench/results/*sweep-${NAME:-fifteenth}-*.html 2>/dev/null)
   el "all done"
   ;;
 check15)

@@ -8,7 +8,7 @@ const result: DecodeResult = {
   options: { prompt: 256, gen: 4096, lengthBatch: 128, bandwidth: 4.3, tflops: 790 },
   points: [
     { model: 'm1-3b', batch: 8, context: 256, fits: true, stepMs: 3.05, tokensPerS: 2620, rooflineFraction: 0.54 },
-    { model: 'm1-3b', batch: 8, context: 4096, fits: true, stepMs: 3.39, tokensPerS: 2362, rooflineFraction: 0.53 },
+    { model: 'm1-3b', batch: 8, context: 4096, fits: true, stepMs: 3.39, tokensPerS: 2362, rooflineFraction: 0.53, peakBytes: 14.25 * 2 ** 30 },
     { model: 'llama-3.2-3b', batch: 512, context: 4096, fits: false },
     { model: 'llama-3.2-3b', batch: 8, context: 256, skipped: 'time budget' },
   ],
@@ -29,9 +29,11 @@ describe('bench:decode HTML page', () => {
     expect(html).toContain('llama-3.2-3b in waves: x=512, 178 s');
     expect(html).toContain('against Llama in waves: x=512, 2.843×');
     expect(html).toContain('<td>178.0 (2 × 256)</td><td>62.6</td><td>×2.84 (waves)</td>');
-    // a measured step, a point that did not fit, a skipped one
-    expect(html).toContain('<td>m1-3b</td><td>8</td><td>256</td><td>3.05</td><td>2,620</td><td>54 %</td>');
-    expect(html).toContain('<td colspan="3">no fit</td>');
+    // a measured step (peak memory not recorded: files before the fifteenth session; recorded), a point that did not fit,
+    // a skipped one
+    expect(html).toContain('<td>m1-3b</td><td>8</td><td>256</td><td>3.05</td><td>2,620</td><td>54 %</td><td>–</td>');
+    expect(html).toContain('<td>m1-3b</td><td>8</td><td>4096</td><td>3.39</td><td>2,362</td><td>53 %</td><td>14.3</td>');
+    expect(html).toContain('<td colspan="4">no fit</td>');
     expect(html).toContain('skipped (time budget)');
     expect(html).not.toContain('<script');
     // the setup: an older file (no setup flags) ran zero weights and f32 states; a newer one says what it ran
