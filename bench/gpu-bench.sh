@@ -717,19 +717,6 @@ sweep15)
   tar czf "$OUT/results.tgz" -C "$OUT" decode.txt -C "$PWD" $(ls bench/results/*sweep-${NAME:-fifteenth}-*.json bench/results/*sweep-${NAME:-fifteenth}-*.html 2>/dev/null)
   el "all done"
   ;;
-opt15)
-  # fifteenth session: SwiGLU eight-wide for bf16 (k_swiglu8) and the Mamba decode step's slots read once per warp — all
-  # CUDA tests, every kernel of eager M1 steps at batch 512 / 64, context 256 under Nsight Compute as in shapes14 (to
-  # compare kernel by kernel), decode with graphs, and the record's sweep (NAME=fifteenth-c)
-  quick_build
-  cuda_tests
-  NCU_CACHE=none NCU_METRICS=gpu__time_duration.sum,launch__grid_size,dram__bytes_read.sum NCU_TOP=14 ncu_decode "${NCU_POINTS:-m1-3b:512:256 m1-3b:64:256}"
-  DECODE_NAME=decode-graphs-opt15 BATCHES=${BATCHES:-8,64,128,256,512} decode_round
-  decode_sweep ${NAME:-fifteenth-c}
-  pack opt15
-  tar czf "$OUT/sweep.tgz" -C "$PWD" $(ls bench/results/*sweep-${NAME:-fifteenth-c}-*.json bench/results/*sweep-${NAME:-fifteenth-c}-*.html 2>/dev/null)
-  el "all done"
-  ;;
 check15)
   # fifteenth session, the final code (the skinny-product kernel measured in dev15 / dev15b / dev15c and removed: the
   # native code is check14's): all CUDA tests, then decode with graphs (m1 + llama) at batch 8 … 512, context 256 / 4096

@@ -518,25 +518,6 @@ __global__ void k_swiglu4(OT* h, const IT* g, const IT* u, int64_t n4) {
     storeOut4(h, i, make_float4(siluf(a.x) * b.x, siluf(a.y) * b.y, siluf(a.z) * b.z, siluf(a.w) * b.w));
   }
 }
-/** k_swiglu for bf16 gate, up and output, eight elements per thread (16-byte loads and stores; n8 = n / 8, the launcher
- * checks): twice the bytes per request of k_swiglu4, half the threads — at batch 512 the decode step's 28 of them were
- * 12.8 µs each with 8-byte accesses, 46 % of the bandwidth (fourteenth session, Nsight Compute) */
-__global__ void k_swiglu8(uint4* h, const uint4* g, const uint4* u, int64_t n8) {
-  pdlStart();  // launched by pdlLaunch (pdl.cuh)
-  GRID_STRIDE(i, n8) {
-    const uint4 a = g[i], b = u[i];
-    const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
-    uint32_t o[4];
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-      const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&av[k]));
-      const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bv[k]));
-      const __nv_bfloat162 r = __floats2bfloat162_rn(siluf(x.x) * y.x, siluf(x.y) * y.y);
-      o[k] = *reinterpret_cast<const uint32_t*>(&r);
-    }
-    h[i] = make_uint4(o[0], o[1], o[2], o[3]);
-  }
-}
 template <typename OT>
 __global__ void k_swiglu_bwd4(OT* dg, OT* du, const float4* dh, const float4* g, const float4* u, int64_t n4) {
   GRID_STRIDE(i, n4) {
@@ -1595,18 +1576,10 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
   const int q = lane & 7, bcGroup = c0 / N + q / N4;
   const bool bcLive = lane < 16 && bcGroup * N < Di;
   const int bcOff = (lane < 8 ? Di + dXb + (bcGroup / r) * N : Di + 2 * dXb + bcGroup * N) + (q & (N4 - 1)) * 4;
-  // this warp's tokens are blockIdx.y + k·gridDim.y: lane k reads the slot of its k-th (k < 32) once, up front, so that a
-  // token's state copy does not first wait for the load of its slot
-  const int myTok = (int)blockIdx.y + lane * (int)gridDim.y;
-  const int mySlot = myTok < nTok ? slots[myTok] : 0;
-  const auto slotOf = [&](int s) {  // s: one of this warp's tokens (warp-uniform)
-    const int k = (s - (int)blockIdx.y) / (int)gridDim.y;
-    return k < 32 ? __shfl_sync(0xffffffffu, mySlot, k) : slots[s];
-  };
   // token s's state float4s and B, C rows into the stage buffer
   const auto issue = [&](int s) {
     const PT* row = proj + (int64_t)s * P;
-    const ST* st = ssmSt + ((int64_t)slotOf(s) * Di + c0) * N;
+    const ST* st = ssmSt + ((int64_t)slots[s] * Di + c0) * N;
 #pragma unroll
     for (int i = 0; i < N4; i++) Vec4<ST>::stage(buf + i * 32 + lane, st, i * 32 + lane, c0 + i * CPB + sub < Di);
     if (lane < 16) Vec4<PT>::stage(buf + N4 * 32 + lane, bcLive ? row + bcOff : row, 0, bcLive);
@@ -1615,7 +1588,7 @@ __global__ void __launch_bounds__(kDecodeThreads) k_mamba1_decode_step_smem(OT* 
   issue(blockIdx.y);
   for (int s = blockIdx.y; s < nTok; s += gridDim.y) {
     const PT* row = proj + (int64_t)s * P;
-    const int slot = slotOf(s);
+    const int slot = slots[s];
     if (live) {
       ch.token(row, deltaLow, convSt, s, slot, c, Di, K - 1);
       ch.step(convW, c, K);
@@ -2796,11 +2769,6 @@ cudaError_t m1_rmsnorm_bwd(float* dx, float* dw, const float* dy, const float* x
   return lastError();
 }
 cudaError_t m1_swiglu(void* h, int outBf16, const void* g, const void* u, int inBf16, int64_t n, cudaStream_t s) {
-  if (n > 0 && inBf16 && outBf16 && n % 8 == 0 && fourWide(n, {h, g, u})) {  // bf16 throughout: 16 bytes = 8 values a thread
-    const cudaError_t e = pdlLaunch(k_swiglu8, gridFor(n / 8), kThreads, 0, s, static_cast<uint4*>(h), static_cast<const uint4*>(g),
-                                    static_cast<const uint4*>(u), n / 8);
-    return e != cudaSuccess ? e : lastError();
-  }
   if (n > 0 && fourWide(n, {h, g, u})) {
     const auto run = [&](auto* in) {
       using IT = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;

@@ -321,9 +321,8 @@ describe.skipIf(!available)(`cuda ops vs cpu${available ? '' : ` (skipped: ${ski
     const gr = g.rmsNorm(x.g, w.g, 1e-5), cr = cpu.rmsNorm(x.c, w.c, 1e-5);
     expectClose(g, gr.y, cr.y, 1e-5, 'rmsNorm y');
     expectClose(g, gr.rstd, cr.rstd, 1e-5, 'rmsNorm rstd');
-    // 5 × 70 (a multiple of 4: the four-wide kernel), 3 × 7 (21 elements: one per thread), 4 × 72 and 6 × 1000 (multiples
-    // of 8: bf16 gate, up and output take the eight-wide kernel)
-    for (const shape of [[5, 70], [3, 7], [4, 72], [6, 1000]]) {
+    // 5 × 70 (a multiple of 4: the four-wide kernel) and 3 × 7 (21 elements: one per thread)
+    for (const shape of [[5, 70], [3, 7]]) {
       const gate = rand(shape, 45, 3), up = rand(shape, 46);
       expectClose(g, g.swiglu(gate.g, up.g), cpu.swiglu(gate.c, up.c), 1e-5, `swiglu ${shape}`);
       // bf16 output: the same rounding (round to nearest even) on both sides, so equal up to one bf16 step where
