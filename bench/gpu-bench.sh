@@ -717,6 +717,13 @@ sweep15)
   tar czf "$OUT/results.tgz" -C "$OUT" decode.txt -C "$PWD" $(ls bench/results/*sweep-${NAME:-fifteenth}-*.json bench/results/*sweep-${NAME:-fifteenth}-*.html 2>/dev/null)
   el "all done"
   ;;
+check15b)
+  # fifteenth session, after the review (the capability and SM-count reads shared through runtime.h): all CUDA tests,
+  # decode with graphs (m1, batch 64 / 512, context 256 / 4096)
+  quick_build
+  cuda_tests
+  DECODE_NAME=decode-graphs-check15b BATCHES=64,512 DECODE_FLAGS="--models m1-3b" decode_round
+  ;;
 check15)
   # fifteenth session, the final code (the skinny-product kernel measured in dev15 / dev15b / dev15c and removed: the
   # native code is check14's): all CUDA tests, then decode with graphs (m1 + llama) at batch 8 … 512, context 256 / 4096

@@ -968,13 +968,8 @@ k_flash_fwd_wgmma(float* __restrict__ out, float* __restrict__ lse, const float*
 bool wgmmaForwardAvailable() {
   // compute capability 9.x (Hopper), and not switched off by M1_ATTN_WGMMA=0 (read once, like the capability)
   static const bool on = [] {
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
     const char* sw = std::getenv("M1_ATTN_WGMMA");  // 0: the mma.sync kernel (A/Bs, diagnosis)
-    return major == 9 && !(sw && sw[0] == '0');
+    return m1ComputeMajor() == 9 && !(sw && sw[0] == '0');
   }();
   return on;
 }

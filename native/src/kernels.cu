@@ -3054,16 +3054,10 @@ cudaError_t m1_mamba1_decode_step(void* y, int outBf16, const void* proj_, int p
   if (tilesX > 65535) return cudaErrorInvalidValue;
   // per warp: a2, then the stage buffer (state, B and C)
   const auto smemBytes = [](int n4) { return (size_t)(kDecodeThreads / 32) * (2 * n4 * 32 + 16) * sizeof(float4); };
-  static int numSMs = 0;
-  if (numSMs == 0) {
-    int dev = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&numSMs, cudaDevAttrMultiProcessorCount, dev);
-  }
   const auto gridFor = [&](const void* kernel, size_t smem) {
     int perSM = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSM, kernel, kDecodeThreads, smem) != cudaSuccess || perSM < 1) perSM = 1;
-    const int64_t wave = std::max<int64_t>(1, (int64_t)perSM * std::max(1, numSMs) / tilesX);
+    const int64_t wave = std::max<int64_t>(1, (int64_t)perSM * m1SmCount() / tilesX);
     return dim3((unsigned)tilesX, (unsigned)std::min<int64_t>({(int64_t)nTok, wave, 65535}));
   };
   // one launch for an output type OT and a state type ST: the register kernel (N = 32) or the shared-memory one

@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <utility>
 
+#include "runtime.h"
+
 /** the first statement of a kernel launched by pdlLaunch */
 __device__ __forceinline__ void pdlStart() {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -23,12 +25,7 @@ __device__ __forceinline__ void pdlStart() {
 inline bool pdlEnabled() {
   static const bool on = [] {
     const char* e = std::getenv("M1_PDL");
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return major >= 9 && !(e && e[0] == '0');
+    return m1ComputeMajor() >= 9 && !(e && e[0] == '0');
   }();
   return on;
 }

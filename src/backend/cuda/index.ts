@@ -171,7 +171,6 @@ export class CudaBackend implements Backend {
       s.close();
     }
   }
-  /** a new f32 tensor filled from device memory by `fill(outPtr)` */
   /** a new tensor (f32, or `dtype`) filled by `fill` from its device address; freed again if `fill` throws */
   private produce(shape: readonly number[], fill: (out: number) => void, dtype: DType = 'f32'): CudaTensor {
     const out = this.alloc(shape, dtype);
