@@ -7,7 +7,7 @@
 import { Command } from 'commander';
 import { createBackend } from '../src/backend/registry.js';
 import type { CudaBackend } from '../src/backend/cuda/index.js';
-import { machine, table, writeResult } from './common.js';
+import { machine, sync, table, writeResult } from './common.js';
 
 const program = new Command()
   .option('--kernels <n>', 'dependent kernels a graph', Number, 300)
@@ -36,10 +36,10 @@ async function main() {
     });
     try {
       graph.replay([]);
-      be.read(be.rowSlice(x, 0, 1));
+      sync(be);
       const t0 = performance.now();
       for (let r = 0; r < o.replays; r++) graph.replay([]);
-      be.read(be.rowSlice(x, 0, 1));
+      sync(be);
       const us = ((performance.now() - t0) * 1000) / (o.replays * o.kernels);
       const bytes = shape[0]! * shape[1]! * 4 * 3;  // x read and written, d read
       rows.push([s, o.kernels, us.toFixed(2), (bytes / (us * 1e3)).toFixed(0)]);
